@@ -1,0 +1,49 @@
+/*
+ * config.h - process configuration from the environment and the command line.
+ *
+ * Every setting is a FACTD_ environment variable; `factd --help` lists them.
+ * The struct is filled once at start-up and then only read (shared by all
+ * threads without locking).
+ */
+#ifndef FACTD_CONFIG_H
+#define FACTD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include "factd/error.h"
+
+enum fd_command { FD_CMD_SERVE, FD_CMD_MIGRATE, FD_CMD_HELP, FD_CMD_VERSION };
+
+struct fd_config {
+	enum fd_command command;
+	char *listen_host;        /* FACTD_LISTEN host part, default 127.0.0.1 */
+	unsigned port;            /* FACTD_LISTEN port part, default 8080; 0 = ephemeral */
+	char *database_url;       /* FACTD_DATABASE_URL, libpq conninfo or URI */
+	unsigned workers;         /* FACTD_WORKERS: HTTP worker threads */
+	unsigned pool_size;       /* FACTD_POOL_SIZE: PostgreSQL connections, default = workers */
+	unsigned pool_timeout_ms; /* FACTD_POOL_TIMEOUT_MS: wait for a free connection */
+	size_t max_body;          /* FACTD_MAX_BODY bytes, default 1 MiB */
+	unsigned max_append_events; /* FACTD_MAX_APPEND_EVENTS per request */
+	unsigned max_read_limit;  /* FACTD_MAX_READ_LIMIT: cap for ?limit= */
+	unsigned max_connections; /* FACTD_MAX_CONNECTIONS */
+	unsigned request_timeout_s; /* FACTD_REQUEST_TIMEOUT: idle connection timeout */
+	int log_level;            /* FACTD_LOG_LEVEL */
+	bool migrate_on_start;    /* FACTD_MIGRATE=0 or --no-migrate turns it off */
+};
+
+/*
+ * Fill cfg from the environment, then argv (argv[1] may be "serve", "migrate";
+ * flags --help, --version, --no-migrate).  On FD_ERR_INVAL a message is in
+ * errbuf.  cfg owns its strings; release with fd_config_release.
+ */
+FD_MUST_USE enum fd_err fd_config_load(struct fd_config *cfg, int argc, char **argv,
+				       char *errbuf, size_t errlen);
+/* Defaults only (no environment), for tests and embedding. */
+FD_MUST_USE enum fd_err fd_config_defaults(struct fd_config *cfg);
+void fd_config_release(struct fd_config *cfg);
+/* The --help text. */
+const char *fd_config_usage(void);
+/* database_url with any password replaced by "***" (caller owns, free()). */
+char *fd_config_redact_url(const char *url);
+
+#endif

@@ -1,0 +1,31 @@
+/*
+ * error.h - the one error enum every fallible factd function returns.
+ *
+ * Outputs travel in trailing out-parameters; the return value is always an
+ * enum fd_err.  The HTTP layer maps each value to a status and problem type in
+ * one table (src/http/problem.c).  Thread-safe: pure functions only.
+ */
+#ifndef FACTD_ERROR_H
+#define FACTD_ERROR_H
+
+#define FD_MUST_USE __attribute__((warn_unused_result))
+
+enum fd_err {
+	FD_OK = 0,
+	FD_ERR_NOMEM,       /* allocation failed */
+	FD_ERR_INVAL,       /* caller supplied invalid input */
+	FD_ERR_NOTFOUND,    /* the thing asked for does not exist */
+	FD_ERR_CONFLICT,    /* optimistic concurrency check failed (expected version) */
+	FD_ERR_DUPLICATE,   /* a unique identity (event id) is already used elsewhere */
+	FD_ERR_RETRY,       /* transient: serialization failure or deadlock, safe to retry */
+	FD_ERR_DB,          /* database reported an unexpected error */
+	FD_ERR_UNAVAILABLE, /* database unreachable or pool exhausted */
+	FD_ERR_TOOLARGE,    /* input exceeds a configured limit */
+	FD_ERR_IO,          /* operating-system I/O failure */
+	FD_ERR_INTERNAL,    /* a bug: an invariant did not hold */
+};
+
+/* Stable lower-case name of an error ("conflict"), never NULL. */
+const char *fd_err_name(enum fd_err err);
+
+#endif

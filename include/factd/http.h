@@ -1,0 +1,103 @@
+/*
+ * http.h - the HTTP server: request/response values, the handler signature
+ * and the server lifecycle.
+ *
+ * Threading: libmicrohttpd runs a pool of worker threads; each request is
+ * handled start to finish on one of them.  Handlers may block on the database.
+ * struct fd_app is shared and read-only after start (its pool is thread-safe).
+ */
+#ifndef FACTD_HTTP_H
+#define FACTD_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "factd/buf.h"
+#include "factd/config.h"
+#include "factd/error.h"
+#include "factd/pool.h"
+#include <jansson.h>
+
+#define FD_ROUTE_MAX_PARAMS 4
+#define FD_REQUEST_ID_MAX 128
+#define FD_RESP_MAX_HEADERS 8
+
+/* Everything the handlers share.  Borrowed by the server; the caller owns it. */
+struct fd_app {
+	const struct fd_config *cfg;
+	struct fd_pool *pool;
+};
+
+struct MHD_Connection;
+struct fd_route;
+
+/* One request.  Owned by the server; freed in libmicrohttpd's completion callback. */
+struct fd_req {
+	struct fd_app *app;
+	struct MHD_Connection *conn;
+	const char *method;
+	const char *path;                  /* borrowed from libmicrohttpd, no query string */
+	const struct fd_route *route;      /* matched route, NULL when none */
+	char *params[FD_ROUTE_MAX_PARAMS]; /* path parameters in pattern order (owned) */
+	size_t nparams;
+	struct fd_buf body;
+	bool body_too_large;
+	char request_id[FD_REQUEST_ID_MAX + 1];
+	struct timespec start;
+	unsigned status;                   /* status of the queued response, 0 until then */
+};
+
+struct fd_resp_header {
+	const char *name;  /* static string */
+	char *value;       /* owned */
+};
+
+/* A response a handler fills in; the server sends and frees it. */
+struct fd_resp {
+	unsigned status;
+	char *body;                /* owned (malloc), may be NULL */
+	size_t body_len;
+	const char *content_type;  /* static string */
+	struct fd_resp_header headers[FD_RESP_MAX_HEADERS];
+	size_t nheaders;
+};
+
+typedef void (*fd_handler_fn)(struct fd_req *req, struct fd_resp *resp);
+
+/* Request helpers for handlers. */
+/* A query-string argument (decoded), or NULL.  Borrowed for the request's lifetime. */
+const char *fd_req_query(const struct fd_req *req, const char *name);
+/* A request header, or NULL.  Borrowed for the request's lifetime. */
+const char *fd_req_header(const struct fd_req *req, const char *name);
+
+/* Response helpers. */
+/* Set a JSON body (takes ownership of `body`, which may be NULL on NOMEM -> 500). */
+void fd_resp_json(struct fd_resp *resp, unsigned status, char *body);
+/* Serialise `doc` (reference stolen) as the JSON body. */
+void fd_resp_json_doc(struct fd_resp *resp, unsigned status, json_t *doc);
+/* Add a header; `value` is copied.  Silently ignored past FD_RESP_MAX_HEADERS. */
+void fd_resp_header(struct fd_resp *resp, const char *name, const char *value);
+void fd_resp_release(struct fd_resp *resp);
+
+struct fd_server;
+
+/*
+ * Start serving on cfg->listen_host:cfg->port (port 0 = ephemeral) with
+ * cfg->workers threads.  `app` is borrowed and must outlive the server.
+ * Caller owns *out; stop it with fd_server_stop.
+ */
+FD_MUST_USE enum fd_err fd_server_start(struct fd_app *app, struct fd_server **out);
+/* The port actually bound. */
+uint16_t fd_server_port(const struct fd_server *srv);
+/*
+ * Graceful stop: stop accepting, let in-flight requests finish (up to
+ * `grace_ms`), close remaining connections and free the server.  NULL is a no-op.
+ */
+void fd_server_stop(struct fd_server *srv, unsigned grace_ms);
+
+/* The request id rule: 1..128 chars of [A-Za-z0-9._:-]. */
+bool fd_request_id_valid(const char *s);
+
+#endif

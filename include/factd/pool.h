@@ -1,0 +1,70 @@
+/*
+ * pool.h - a fixed-size pool of PostgreSQL connections.
+ *
+ * Connections are opened lazily and re-opened after the server restarts or a
+ * connection breaks.  Every statement in the store's statement table
+ * (fd_store_statements) is prepared once per connection, right after it
+ * connects.  Thread-safe: acquire/release may be called from any thread; a
+ * PGconn handed out is used by one thread until it is released.
+ */
+#ifndef FACTD_POOL_H
+#define FACTD_POOL_H
+
+#include <stdbool.h>
+#include <libpq-fe.h>
+#include "factd/error.h"
+
+struct fd_pool;
+
+struct fd_pool_stats {
+	unsigned size;     /* configured connections */
+	unsigned open;     /* connections currently established */
+	unsigned in_use;   /* handed out right now */
+	unsigned waiting;  /* threads blocked in acquire */
+};
+
+/*
+ * Create a pool of `size` connections to `conninfo` (copied).  No connection
+ * is made yet.  Caller owns *out; free with fd_pool_free.
+ */
+FD_MUST_USE enum fd_err fd_pool_new(const char *conninfo, unsigned size, unsigned acquire_timeout_ms,
+				    struct fd_pool **out);
+/* Close every connection and free the pool.  No connection may be in use.  NULL is a no-op. */
+void fd_pool_free(struct fd_pool *pool);
+
+/*
+ * Borrow a connected, prepared connection.  Waits up to the acquire timeout
+ * for a free slot.  FD_ERR_UNAVAILABLE when the database cannot be reached or
+ * no slot frees up in time.  The connection is borrowed: give it back with
+ * fd_pool_release exactly once.
+ */
+FD_MUST_USE enum fd_err fd_pool_acquire(struct fd_pool *pool, PGconn **out);
+/*
+ * Return a connection.  Pass broken=true when the caller saw a connection
+ * failure; the pool then closes it and reconnects on next use.  A connection
+ * whose PQstatus is bad or that is still inside a transaction is treated as
+ * broken regardless.
+ */
+void fd_pool_release(struct fd_pool *pool, PGconn *conn, bool broken);
+
+void fd_pool_stats(struct fd_pool *pool, struct fd_pool_stats *out);
+
+/* One prepared statement: the pool prepares all of them on each new connection. */
+struct fd_stmt {
+	const char *name;
+	const char *sql;
+	int nparams;
+};
+extern const struct fd_stmt fd_store_statements[];
+extern const unsigned fd_store_statements_count;
+
+/*
+ * Classify a failed PGresult (or NULL result) into an fd_err:
+ * 23505 -> FD_ERR_DUPLICATE, 40001/40P01 -> FD_ERR_RETRY, connection
+ * failures (class 08, 57P0x, bad PQstatus) -> FD_ERR_UNAVAILABLE, else FD_ERR_DB.
+ */
+enum fd_err fd_pg_classify(PGconn *conn, const PGresult *res);
+/* True when err means the connection should be dropped and reopened. */
+bool fd_pg_conn_broken(PGconn *conn, enum fd_err err);
+
+#endif

@@ -1,0 +1,251 @@
+/*
+ * config.c - FACTD_ environment variables and the command line.
+ *
+ * Threading: called once at start-up; the result is read-only afterwards.
+ */
+#include "factd/config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "factd/log.h"
+
+static const char usage[] =
+	"usage: factd [serve|migrate] [--no-migrate] [--help] [--version]\n"
+	"\n"
+	"  serve      apply pending migrations (unless --no-migrate) and serve HTTP (default)\n"
+	"  migrate    apply pending migrations and exit\n"
+	"\n"
+	"environment:\n"
+	"  FACTD_DATABASE_URL       PostgreSQL conninfo or URI (required)\n"
+	"  FACTD_LISTEN             host:port to listen on (default 127.0.0.1:8080)\n"
+	"  FACTD_WORKERS            HTTP worker threads (default 16)\n"
+	"  FACTD_POOL_SIZE          PostgreSQL connections (default = FACTD_WORKERS)\n"
+	"  FACTD_POOL_TIMEOUT_MS    wait for a free connection before 503 (default 5000)\n"
+	"  FACTD_MAX_BODY           largest request body in bytes (default 1048576)\n"
+	"  FACTD_MAX_APPEND_EVENTS  events in one append (default 1000)\n"
+	"  FACTD_MAX_READ_LIMIT     largest ?limit= on reads (default 1000)\n"
+	"  FACTD_MAX_CONNECTIONS    concurrent HTTP connections (default 1024)\n"
+	"  FACTD_REQUEST_TIMEOUT    seconds an idle connection is kept (default 30)\n"
+	"  FACTD_LOG_LEVEL          debug|info|warn|error (default info)\n"
+	"  FACTD_MIGRATE            0 to skip migrations at start (default 1)\n";
+
+const char *fd_config_usage(void)
+{
+	return usage;
+}
+
+enum fd_err fd_config_defaults(struct fd_config *cfg)
+{
+	memset(cfg, 0, sizeof *cfg);
+	cfg->command = FD_CMD_SERVE;
+	cfg->listen_host = strdup("127.0.0.1");
+	cfg->port = 8080;
+	cfg->workers = 16;
+	cfg->pool_size = 0;
+	cfg->pool_timeout_ms = 5000;
+	cfg->max_body = 1024 * 1024;
+	cfg->max_append_events = 1000;
+	cfg->max_read_limit = 1000;
+	cfg->max_connections = 1024;
+	cfg->request_timeout_s = 30;
+	cfg->log_level = FD_LOG_INFO;
+	cfg->migrate_on_start = true;
+	return cfg->listen_host ? FD_OK : FD_ERR_NOMEM;
+}
+
+void fd_config_release(struct fd_config *cfg)
+{
+	free(cfg->listen_host);
+	free(cfg->database_url);
+	cfg->listen_host = cfg->database_url = NULL;
+}
+
+static bool parse_uint(const char *s, unsigned long long min, unsigned long long max, unsigned long long *out)
+{
+	if (!s || !*s || *s == '-' || *s == '+')
+		return false;
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || *end || v < min || v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* Each numeric setting is one row. */
+struct num_opt {
+	const char *env;
+	size_t offset;
+	size_t size;
+	unsigned long long min, max;
+};
+
+#define NUM(env, field, lo, hi) { env, offsetof(struct fd_config, field), sizeof(((struct fd_config *)0)->field), lo, hi }
+static const struct num_opt num_opts[] = {
+	NUM("FACTD_WORKERS", workers, 1, 1024),
+	NUM("FACTD_POOL_SIZE", pool_size, 1, 1024),
+	NUM("FACTD_POOL_TIMEOUT_MS", pool_timeout_ms, 1, 600000),
+	NUM("FACTD_MAX_BODY", max_body, 1024, 1ULL << 30),
+	NUM("FACTD_MAX_APPEND_EVENTS", max_append_events, 1, 100000),
+	NUM("FACTD_MAX_READ_LIMIT", max_read_limit, 1, 100000),
+	NUM("FACTD_MAX_CONNECTIONS", max_connections, 1, 65536),
+	NUM("FACTD_REQUEST_TIMEOUT", request_timeout_s, 1, 3600),
+};
+#undef NUM
+
+static enum fd_err parse_listen(struct fd_config *cfg, const char *s, char *errbuf, size_t errlen)
+{
+	const char *colon = strrchr(s, ':');
+	unsigned long long port;
+	if (!colon || !parse_uint(colon + 1, 0, 65535, &port)) {
+		snprintf(errbuf, errlen, "FACTD_LISTEN must be host:port, got \"%s\"", s);
+		return FD_ERR_INVAL;
+	}
+	size_t hlen = (size_t)(colon - s);
+	if (hlen >= 2 && s[0] == '[' && s[hlen - 1] == ']') { /* [::1]:8080 */
+		s++;
+		hlen -= 2;
+	}
+	char *host = strndup(s, hlen);
+	if (!host)
+		return FD_ERR_NOMEM;
+	if (!*host) {
+		free(host);
+		host = strdup("0.0.0.0");
+		if (!host)
+			return FD_ERR_NOMEM;
+	}
+	free(cfg->listen_host);
+	cfg->listen_host = host;
+	cfg->port = (unsigned)port;
+	return FD_OK;
+}
+
+enum fd_err fd_config_load(struct fd_config *cfg, int argc, char **argv, char *errbuf, size_t errlen)
+{
+	enum fd_err err = fd_config_defaults(cfg);
+	if (err)
+		return err;
+	const char *v;
+	if ((v = getenv("FACTD_LISTEN")) && *v && (err = parse_listen(cfg, v, errbuf, errlen)))
+		return err;
+	if ((v = getenv("FACTD_DATABASE_URL")) && *v && !(cfg->database_url = strdup(v)))
+		return FD_ERR_NOMEM;
+	for (size_t i = 0; i < sizeof num_opts / sizeof num_opts[0]; i++) {
+		const struct num_opt *o = &num_opts[i];
+		unsigned long long n;
+		if (!(v = getenv(o->env)) || !*v)
+			continue;
+		if (!parse_uint(v, o->min, o->max, &n)) {
+			snprintf(errbuf, errlen, "%s must be an integer in %llu..%llu, got \"%s\"", o->env, o->min,
+				 o->max, v);
+			return FD_ERR_INVAL;
+		}
+		char *field = (char *)cfg + o->offset;
+		if (o->size == sizeof(unsigned))
+			*(unsigned *)(void *)field = (unsigned)n;
+		else
+			*(size_t *)(void *)field = (size_t)n;
+	}
+	if ((v = getenv("FACTD_LOG_LEVEL")) && *v) {
+		int lvl = fd_log_level_parse(v);
+		if (lvl < 0) {
+			snprintf(errbuf, errlen, "FACTD_LOG_LEVEL must be debug, info, warn or error, got \"%s\"", v);
+			return FD_ERR_INVAL;
+		}
+		cfg->log_level = lvl;
+	}
+	if ((v = getenv("FACTD_MIGRATE")) && *v) {
+		if (strcmp(v, "0") == 0 || strcmp(v, "false") == 0)
+			cfg->migrate_on_start = false;
+		else if (strcmp(v, "1") == 0 || strcmp(v, "true") == 0)
+			cfg->migrate_on_start = true;
+		else {
+			snprintf(errbuf, errlen, "FACTD_MIGRATE must be 0 or 1, got \"%s\"", v);
+			return FD_ERR_INVAL;
+		}
+	}
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "serve") == 0)
+			cfg->command = FD_CMD_SERVE;
+		else if (strcmp(a, "migrate") == 0)
+			cfg->command = FD_CMD_MIGRATE;
+		else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0 || strcmp(a, "help") == 0)
+			cfg->command = FD_CMD_HELP;
+		else if (strcmp(a, "--version") == 0)
+			cfg->command = FD_CMD_VERSION;
+		else if (strcmp(a, "--no-migrate") == 0)
+			cfg->migrate_on_start = false;
+		else {
+			snprintf(errbuf, errlen, "unknown argument \"%s\" (see factd --help)", a);
+			return FD_ERR_INVAL;
+		}
+	}
+	if (!cfg->pool_size)
+		cfg->pool_size = cfg->workers;
+	if ((cfg->command == FD_CMD_SERVE || cfg->command == FD_CMD_MIGRATE) && !cfg->database_url) {
+		snprintf(errbuf, errlen, "FACTD_DATABASE_URL is not set (see factd --help)");
+		return FD_ERR_INVAL;
+	}
+	return FD_OK;
+}
+
+char *fd_config_redact_url(const char *url)
+{
+	if (!url)
+		return strdup("");
+	/* URI form: scheme://user:password@host... */
+	const char *scheme = strstr(url, "://");
+	if (scheme) {
+		const char *auth = scheme + 3;
+		const char *at = strchr(auth, '@');
+		const char *slash = strchr(auth, '/');
+		const char *colon = strchr(auth, ':');
+		if (at && (!slash || at < slash) && colon && colon < at) {
+			size_t head = (size_t)(colon + 1 - url);
+			size_t len = head + 3 + strlen(at) + 1;
+			char *out = malloc(len);
+			if (out)
+				snprintf(out, len, "%.*s***%s", (int)head, url, at);
+			return out;
+		}
+	}
+	/* URI query (?password=secret&...) or keyword form (password = 'secret'). */
+	for (const char *pw = strstr(url, "password"); pw; pw = strstr(pw + 1, "password")) {
+		bool at_token = pw == url || pw[-1] == ' ' || pw[-1] == '\t' || pw[-1] == '?' || pw[-1] == '&';
+		const char *v = pw + 8;
+		while (*v == ' ' || *v == '\t')
+			v++;
+		if (!at_token || *v != '=')
+			continue;
+		v++;
+		bool query = pw != url && (pw[-1] == '?' || pw[-1] == '&');
+		while (!query && (*v == ' ' || *v == '\t'))
+			v++;
+		const char *end = v;
+		if (!query && *end == '\'') {
+			end++;
+			while (*end && *end != '\'')
+				end += (*end == '\\' && end[1]) ? 2 : 1;
+			if (*end)
+				end++;
+		} else {
+			while (*end && *end != ' ' && *end != '\t' && !(query && *end == '&'))
+				end++;
+		}
+		size_t head = (size_t)(v - url);
+		size_t len = head + 3 + strlen(end) + 1;
+		char *out = malloc(len);
+		if (out)
+			snprintf(out, len, "%.*s***%s", (int)head, url, end);
+		return out;
+	}
+	return strdup(url);
+}

@@ -1,0 +1,34 @@
+/*
+ * api_health.c - liveness and readiness.
+ *
+ * /healthz answers while the process runs; /readyz also needs the database
+ * reachable and every compiled migration applied.
+ */
+#include "factd/api.h"
+#include "factd/migrate.h"
+#include "factd/problem.h"
+
+#include <string.h>
+
+void fd_api_healthz(struct fd_req *req, struct fd_resp *resp)
+{
+	fd_resp_json(resp, 200, strdup("{\"status\":\"ok\"}"));
+}
+
+void fd_api_readyz(struct fd_req *req, struct fd_resp *resp)
+{
+	PGconn *conn = NULL;
+	enum fd_err err = fd_pool_acquire(req->app->pool, &conn);
+	if (err) {
+		fd_problem(resp, req, 503, "database-unavailable", "Not ready", "the database is unreachable", NULL);
+		return;
+	}
+	err = fd_migrate_check(conn);
+	fd_pool_release(req->app->pool, conn, err == FD_ERR_UNAVAILABLE);
+	if (err == FD_ERR_NOTFOUND)
+		fd_problem(resp, req, 503, "not-ready", "Not ready", "database migrations are pending", NULL);
+	else if (err)
+		fd_problem(resp, req, 503, "database-unavailable", "Not ready", "the database is unreachable", NULL);
+	else
+		fd_resp_json(resp, 200, strdup("{\"status\":\"ready\"}"));
+}

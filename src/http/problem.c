@@ -1,0 +1,72 @@
+/*
+ * problem.c - problem+json bodies and the error-to-status table.
+ * Thread-safe: pure functions over const tables.
+ */
+#include "factd/problem.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct err_row {
+	unsigned status;
+	const char *slug;
+	const char *title;
+};
+
+static const struct err_row err_table[] = {
+	[FD_OK] = { 200, "ok", "OK" },
+	[FD_ERR_NOMEM] = { 500, "internal", "Internal server error" },
+	[FD_ERR_INVAL] = { 400, "invalid-field", "Invalid request" },
+	[FD_ERR_NOTFOUND] = { 404, "not-found", "Not found" },
+	[FD_ERR_CONFLICT] = { 409, "wrong-version", "Wrong expected version" },
+	[FD_ERR_DUPLICATE] = { 409, "duplicate-event-id", "Event id already used" },
+	[FD_ERR_RETRY] = { 503, "database-busy", "Database busy, try again" },
+	[FD_ERR_DB] = { 500, "internal", "Internal server error" },
+	[FD_ERR_UNAVAILABLE] = { 503, "database-unavailable", "Database unavailable" },
+	[FD_ERR_TOOLARGE] = { 413, "body-too-large", "Request too large" },
+	[FD_ERR_IO] = { 500, "internal", "Internal server error" },
+	[FD_ERR_INTERNAL] = { 500, "internal", "Internal server error" },
+};
+
+static const struct err_row *row_for(enum fd_err err)
+{
+	if ((unsigned)err < sizeof err_table / sizeof err_table[0] && err_table[err].slug)
+		return &err_table[err];
+	return &err_table[FD_ERR_INTERNAL];
+}
+
+unsigned fd_problem_status(enum fd_err err)
+{
+	return row_for(err)->status;
+}
+
+void fd_problem(struct fd_resp *resp, const struct fd_req *req, unsigned status, const char *slug,
+		const char *title, const char *detail, json_t *extra)
+{
+	char type[128];
+	snprintf(type, sizeof type, "%s%s", FD_PROBLEM_BASE, slug);
+	json_t *doc = json_object();
+	if (doc) {
+		json_object_set_new(doc, "type", json_string(type));
+		json_object_set_new(doc, "title", json_string(title));
+		json_object_set_new(doc, "status", json_integer(status));
+		if (detail)
+			json_object_set_new(doc, "detail", json_string(detail));
+		if (req && req->request_id[0])
+			json_object_set_new(doc, "request_id", json_string(req->request_id));
+		if (extra)
+			json_object_update_missing(doc, extra);
+	}
+	json_decref(extra);
+	fd_resp_json_doc(resp, status, doc);
+	resp->content_type = "application/problem+json";
+	if (status == 503)
+		fd_resp_header(resp, "Retry-After", "1");
+}
+
+void fd_problem_err(struct fd_resp *resp, const struct fd_req *req, enum fd_err err, const char *detail,
+		    json_t *extra)
+{
+	const struct err_row *r = row_for(err);
+	fd_problem(resp, req, r->status, r->slug, r->title, detail, extra);
+}

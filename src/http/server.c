@@ -1,0 +1,391 @@
+/*
+ * server.c - libmicrohttpd glue: per-request context, bounded body
+ * accumulation, routing, response queuing, request logging and graceful stop.
+ *
+ * Threading: MHD runs cfg->workers threads (internal thread pool, epoll where
+ * available).  A request lives on one thread; its struct fd_req is allocated
+ * on the first access-handler call and freed only in the completion callback
+ * (which MHD also calls for clients that abort mid-upload).  The in-flight
+ * counter is the only shared mutable state, guarded by a mutex.
+ */
+#include "factd/http.h"
+
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "factd/log.h"
+#include "factd/problem.h"
+#include "factd/router.h"
+#include "factd/uuid.h"
+
+struct fd_server {
+	struct MHD_Daemon *daemon;
+	struct fd_app *app;
+	uint16_t port;
+	pthread_mutex_t lock;
+	pthread_cond_t idle;
+	unsigned inflight;
+};
+
+/* ---- request helpers ---------------------------------------------------- */
+
+const char *fd_req_query(const struct fd_req *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *fd_req_header(const struct fd_req *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+bool fd_request_id_valid(const char *s)
+{
+	size_t n = 0;
+	if (!s)
+		return false;
+	for (; s[n]; n++) {
+		char c = s[n];
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+			  c == '_' || c == ':' || c == '-';
+		if (!ok || n >= FD_REQUEST_ID_MAX)
+			return false;
+	}
+	return n > 0;
+}
+
+/* ---- response helpers --------------------------------------------------- */
+
+void fd_resp_json(struct fd_resp *resp, unsigned status, char *body)
+{
+	free(resp->body);
+	if (!body) {
+		static const char oom[] = "{\"type\":\"" FD_PROBLEM_BASE "internal\",\"title\":\"Out of memory\",\"status\":500}";
+		resp->status = 500;
+		resp->body = strdup(oom);
+		resp->body_len = resp->body ? sizeof oom - 1 : 0;
+		resp->content_type = "application/problem+json";
+		return;
+	}
+	resp->status = status;
+	resp->body = body;
+	resp->body_len = strlen(body);
+	resp->content_type = "application/json";
+}
+
+void fd_resp_json_doc(struct fd_resp *resp, unsigned status, json_t *doc)
+{
+	char *body = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	json_decref(doc);
+	fd_resp_json(resp, status, body);
+}
+
+void fd_resp_header(struct fd_resp *resp, const char *name, const char *value)
+{
+	if (resp->nheaders >= FD_RESP_MAX_HEADERS)
+		return;
+	char *copy = strdup(value);
+	if (!copy)
+		return;
+	resp->headers[resp->nheaders].name = name;
+	resp->headers[resp->nheaders].value = copy;
+	resp->nheaders++;
+}
+
+void fd_resp_release(struct fd_resp *resp)
+{
+	free(resp->body);
+	for (size_t i = 0; i < resp->nheaders; i++)
+		free(resp->headers[i].value);
+	memset(resp, 0, sizeof *resp);
+}
+
+/* ---- request lifecycle -------------------------------------------------- */
+
+static void req_free(struct fd_req *req)
+{
+	for (size_t i = 0; i < req->nparams; i++)
+		free(req->params[i]);
+	fd_buf_release(&req->body);
+	free(req);
+}
+
+static enum MHD_Result queue(struct fd_req *req, struct fd_resp *resp)
+{
+	struct MHD_Response *r;
+	if (resp->body) {
+		r = MHD_create_response_from_buffer_with_free_callback(resp->body_len, resp->body, free);
+		resp->body = NULL; /* now owned by MHD */
+	} else {
+		r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	}
+	if (!r) {
+		fd_resp_release(resp);
+		return MHD_NO;
+	}
+	if (resp->content_type && resp->body_len)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type);
+	MHD_add_response_header(r, "X-Request-Id", req->request_id);
+	MHD_add_response_header(r, "Cache-Control", "no-store");
+	for (size_t i = 0; i < resp->nheaders; i++)
+		MHD_add_response_header(r, resp->headers[i].name, resp->headers[i].value);
+	req->status = resp->status;
+	enum MHD_Result ret = MHD_queue_response(req->conn, resp->status, r);
+	MHD_destroy_response(r);
+	fd_resp_release(resp);
+	return ret;
+}
+
+static bool content_type_is_json(const char *ct)
+{
+	if (!ct)
+		return false;
+	while (*ct == ' ')
+		ct++;
+	static const char want[] = "application/json";
+	if (strncasecmp(ct, want, sizeof want - 1) != 0)
+		return false;
+	const char *rest = ct + sizeof want - 1;
+	while (*rest == ' ')
+		rest++;
+	return *rest == '\0' || *rest == ';';
+}
+
+/* Decide on the first call whether the request can be answered before its body. */
+static bool early_reject(struct fd_req *req, struct fd_resp *resp)
+{
+	char allow[64];
+	const struct fd_route *route = NULL;
+	enum fd_match m = fd_router_match(fd_routes, fd_routes_count, req->method, req->path, &route, req->params,
+					  &req->nparams, allow, sizeof allow);
+	if (m == FD_MATCH_NOT_FOUND) {
+		fd_problem(resp, req, 404, "not-found", "Not found", "no such endpoint", NULL);
+		return true;
+	}
+	if (m == FD_MATCH_METHOD) {
+		char detail[128];
+		snprintf(detail, sizeof detail, "%s is not allowed here; allowed: %s", req->method, allow);
+		fd_problem(resp, req, 405, "method-not-allowed", "Method not allowed", detail, NULL);
+		fd_resp_header(resp, "Allow", allow);
+		return true;
+	}
+	req->route = route;
+	if (route->json_body && !content_type_is_json(fd_req_header(req, MHD_HTTP_HEADER_CONTENT_TYPE))) {
+		fd_problem(resp, req, 415, "unsupported-media-type", "Unsupported media type",
+			   "the body must be application/json", NULL);
+		fd_resp_header(resp, "Accept-Post", "application/json");
+		return true;
+	}
+	const char *cl = fd_req_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (cl) {
+		char *end;
+		errno = 0;
+		unsigned long long n = strtoull(cl, &end, 10);
+		if (errno || *end || n > req->app->cfg->max_body) {
+			char detail[96];
+			snprintf(detail, sizeof detail, "the body may be at most %zu bytes", req->app->cfg->max_body);
+			fd_problem(resp, req, 413, "body-too-large", "Request body too large", detail, NULL);
+			return true;
+		}
+	}
+	return false;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+				  const char *version, const char *upload_data, size_t *upload_data_size,
+				  void **con_cls)
+{
+	struct fd_server *srv = cls;
+	struct fd_req *req = *con_cls;
+	struct fd_resp resp = { 0 };
+
+	if (!req) {
+		req = calloc(1, sizeof *req);
+		if (!req)
+			return MHD_NO;
+		clock_gettime(CLOCK_MONOTONIC, &req->start);
+		req->app = srv->app;
+		req->conn = conn;
+		req->method = method;
+		req->path = url;
+		const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+		if (fd_request_id_valid(rid)) {
+			snprintf(req->request_id, sizeof req->request_id, "%s", rid);
+		} else {
+			struct fd_uuid u;
+			if (fd_uuid_v7(&u) == FD_OK)
+				fd_uuid_format(&u, req->request_id);
+		}
+		pthread_mutex_lock(&srv->lock);
+		srv->inflight++;
+		pthread_mutex_unlock(&srv->lock);
+		*con_cls = req;
+		if (early_reject(req, &resp))
+			return queue(req, &resp);
+		return MHD_YES;
+	}
+
+	if (*upload_data_size) {
+		if (!req->body_too_large) {
+			if (req->body.len + *upload_data_size > req->app->cfg->max_body) {
+				req->body_too_large = true;
+				fd_buf_release(&req->body);
+			} else if (fd_buf_append(&req->body, upload_data, *upload_data_size) != FD_OK) {
+				return MHD_NO;
+			}
+		}
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+
+	if (req->status) /* answered early; MHD is draining */
+		return MHD_YES;
+	if (req->body_too_large) {
+		char detail[96];
+		snprintf(detail, sizeof detail, "the body may be at most %zu bytes", req->app->cfg->max_body);
+		fd_problem(&resp, req, 413, "body-too-large", "Request body too large", detail, NULL);
+		return queue(req, &resp);
+	}
+	req->route->handler(req, &resp);
+	if (!resp.status)
+		fd_problem(&resp, req, 500, "internal", "Internal server error", "handler gave no response", NULL);
+	return queue(req, &resp);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	struct fd_server *srv = cls;
+	struct fd_req *req = *con_cls;
+	if (!req)
+		return;
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	double ms = (double)(now.tv_sec - req->start.tv_sec) * 1e3 + (double)(now.tv_nsec - req->start.tv_nsec) / 1e6;
+	if (fd_log_enabled(FD_LOG_INFO)) {
+		json_t *f = json_pack("{s:s, s:s, s:s, s:i, s:f, s:s}", "method", req->method, "path", req->path,
+				      "route", req->route ? req->route->pattern : "", "status", (int)req->status,
+				      "duration_ms", ms, "request_id", req->request_id);
+		if (f && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+			json_object_set_new(f, "aborted", json_true());
+		fd_log_fields(FD_LOG_INFO, "request", f);
+	}
+	req_free(req);
+	*con_cls = NULL;
+	pthread_mutex_lock(&srv->lock);
+	if (--srv->inflight == 0)
+		pthread_cond_broadcast(&srv->idle);
+	pthread_mutex_unlock(&srv->lock);
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[512];
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	size_t n = strlen(msg);
+	while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+		msg[--n] = '\0';
+	fd_log_fields(FD_LOG_WARN, "libmicrohttpd", json_pack("{s:s}", "detail", msg));
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+enum fd_err fd_server_start(struct fd_app *app, struct fd_server **out)
+{
+	const struct fd_config *cfg = app->cfg;
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *ai = NULL;
+	struct fd_server *srv = NULL;
+	enum fd_err err = FD_ERR_IO;
+	char port[8];
+	snprintf(port, sizeof port, "%u", cfg->port);
+	int gai = getaddrinfo(cfg->listen_host, port, &hints, &ai);
+	if (gai != 0 || !ai) {
+		fd_log(FD_LOG_ERROR, "cannot resolve listen address %s: %s", cfg->listen_host, gai_strerror(gai));
+		err = FD_ERR_INVAL;
+		goto done;
+	}
+	srv = calloc(1, sizeof *srv);
+	if (!srv) {
+		err = FD_ERR_NOMEM;
+		goto done;
+	}
+	srv->app = app;
+	pthread_mutex_init(&srv->lock, NULL);
+	pthread_cond_init(&srv->idle, NULL);
+	unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+	if (ai->ai_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	srv->daemon = MHD_start_daemon(
+		flags, 0, NULL, NULL, on_request, srv,
+		MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->workers,
+		MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->request_timeout_s,
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+		MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+		MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+		MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
+		MHD_OPTION_END);
+	if (!srv->daemon) {
+		fd_log(FD_LOG_ERROR, "cannot listen on %s:%u", cfg->listen_host, cfg->port);
+		goto done;
+	}
+	const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+	srv->port = info ? info->port : (uint16_t)cfg->port;
+	*out = srv;
+	srv = NULL;
+	err = FD_OK;
+done:
+	if (srv) {
+		pthread_cond_destroy(&srv->idle);
+		pthread_mutex_destroy(&srv->lock);
+		free(srv);
+	}
+	if (ai)
+		freeaddrinfo(ai);
+	return err;
+}
+
+uint16_t fd_server_port(const struct fd_server *srv)
+{
+	return srv->port;
+}
+
+void fd_server_stop(struct fd_server *srv, unsigned grace_ms)
+{
+	if (!srv)
+		return;
+	MHD_socket lsock = MHD_quiesce_daemon(srv->daemon);
+	if (lsock != MHD_INVALID_SOCKET)
+		close(lsock);
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += grace_ms / 1000;
+	deadline.tv_nsec += (long)(grace_ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&srv->lock);
+	while (srv->inflight > 0)
+		if (pthread_cond_timedwait(&srv->idle, &srv->lock, &deadline) == ETIMEDOUT)
+			break;
+	unsigned left = srv->inflight;
+	pthread_mutex_unlock(&srv->lock);
+	if (left)
+		fd_log(FD_LOG_WARN, "stopping with %u requests still in flight", left);
+	MHD_stop_daemon(srv->daemon);
+	pthread_cond_destroy(&srv->idle);
+	pthread_mutex_destroy(&srv->lock);
+	free(srv);
+}

@@ -1,0 +1,115 @@
+/*
+ * main.c - read the configuration, migrate, build the application context,
+ * serve until SIGTERM/SIGINT, then stop gracefully.
+ *
+ * Threading: the main thread waits for a signal with sigwait; the signals are
+ * blocked before any other thread starts, so only the main thread sees them.
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "factd/config.h"
+#include "factd/http.h"
+#include "factd/log.h"
+#include "factd/migrate.h"
+#include "factd/pool.h"
+
+#define SHUTDOWN_GRACE_MS 10000
+
+static int serve(const struct fd_config *cfg)
+{
+	struct fd_pool *pool = NULL;
+	struct fd_server *srv = NULL;
+	int rc = 1;
+	char *redacted = fd_config_redact_url(cfg->database_url);
+
+	if (fd_pool_new(cfg->database_url, cfg->pool_size, cfg->pool_timeout_ms, &pool) != FD_OK) {
+		fd_log(FD_LOG_ERROR, "cannot create the connection pool");
+		goto done;
+	}
+	struct fd_app app = { .cfg = cfg, .pool = pool };
+	if (fd_server_start(&app, &srv) != FD_OK)
+		goto done;
+	fd_log_fields(FD_LOG_INFO, "listening",
+		      json_pack("{s:s, s:i, s:i, s:i, s:s}", "host", cfg->listen_host, "port", (int)fd_server_port(srv),
+				"workers", (int)cfg->workers, "pool_size", (int)cfg->pool_size, "database",
+				redacted ? redacted : ""));
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	int sig = 0;
+	sigwait(&set, &sig);
+	fd_log(FD_LOG_INFO, "received %s, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+	fd_server_stop(srv, SHUTDOWN_GRACE_MS);
+	srv = NULL;
+	rc = 0;
+done:
+	fd_server_stop(srv, 0);
+	fd_pool_free(pool);
+	free(redacted);
+	if (rc == 0)
+		fd_log(FD_LOG_INFO, "stopped");
+	return rc;
+}
+
+static int migrate(const struct fd_config *cfg)
+{
+	int applied = 0;
+	enum fd_err err = fd_migrate_run(cfg->database_url, &applied);
+	if (err) {
+		fd_log(FD_LOG_ERROR, "migrations failed: %s", fd_err_name(err));
+		return 1;
+	}
+	fd_log(FD_LOG_INFO, "migrations applied: %d", applied);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct fd_config cfg;
+	char errbuf[256] = "";
+	int rc = 1;
+
+	/* Block the stop signals before any thread exists; main waits for them.
+	 * A shell may start us with SIGINT ignored; restore the default so it pends. */
+	signal(SIGINT, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	enum fd_err err = fd_config_load(&cfg, argc, argv, errbuf, sizeof errbuf);
+	if (err == FD_OK && cfg.command == FD_CMD_HELP) {
+		fputs(fd_config_usage(), stdout);
+		rc = 0;
+		goto done;
+	}
+	if (err == FD_OK && cfg.command == FD_CMD_VERSION) {
+		puts("factd " FACTD_VERSION);
+		rc = 0;
+		goto done;
+	}
+	if (err) {
+		fprintf(stderr, "factd: %s\n", err == FD_ERR_INVAL ? errbuf : fd_err_name(err));
+		rc = 2;
+		goto done;
+	}
+	fd_log_set_level((enum fd_log_level)cfg.log_level);
+	if (cfg.command == FD_CMD_MIGRATE) {
+		rc = migrate(&cfg);
+		goto done;
+	}
+	if (cfg.migrate_on_start && migrate(&cfg) != 0)
+		goto done;
+	rc = serve(&cfg);
+done:
+	fd_config_release(&cfg);
+	return rc;
+}

@@ -1,0 +1,443 @@
+/*
+ * events.c - the generic event store over the connection pool: append with
+ * an expected version, read one stream, read the gap-safe global feed.
+ *
+ * Every call is one round trip to a statement prepared on each pooled
+ * connection (fd_store_statements below).  Appends go through the PL/pgSQL
+ * function fd_append (migrations/0001_event_store.sql), which takes the
+ * events as parallel arrays passed as PostgreSQL array literals.  Reads come
+ * back as JSON text built by PostgreSQL (fd_event_json), handed to the caller
+ * without parsing.
+ *
+ * Retries: serialization failures and deadlocks are retried up to three
+ * times; a lost connection is retried once on a fresh one.  Retrying an
+ * append is safe because event ids are fixed before the first attempt and the
+ * retry asks fd_append to check them, so a repeat of a committed attempt is
+ * recognised instead of written twice.
+ *
+ * Threading: thread-safe; each call borrows one pool connection.
+ */
+#include "factd/events.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "factd/buf.h"
+#include "factd/log.h"
+
+enum stmt_id {
+	ST_APPEND,
+	ST_READ_STREAM,
+	ST_FEED,
+	ST_FEED_CAT,
+	ST_FEED_TYPES,
+	ST_FEED_CAT_TYPES,
+	ST_COUNT
+};
+
+/*
+ * The feed: events after the cursor whose writing transaction is older than
+ * every transaction still running (so nothing can still appear before them),
+ * plus the cursor of the newest such event overall, which becomes `next`
+ * when the page is short.  The filters get statements of their own so that
+ * each has a plan that fits it (events_category_feed_idx with a category,
+ * events_feed_idx otherwise); both parts read the same statement snapshot,
+ * so they agree on the horizon.
+ */
+#define FEED_SQL(filters)                                                                            \
+	"WITH page AS MATERIALIZED ("                                                                \
+	" SELECT e.tx_id, e.seq, fd_event_json(e) AS j FROM events e"                                \
+	" WHERE (e.tx_id, e.seq) > ($1::xid8, $2::bigint)"                                          \
+	" AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())" filters                            \
+	" ORDER BY e.tx_id, e.seq LIMIT $3::bigint)"                                                 \
+	" SELECT count(*), coalesce(json_agg(p.j ORDER BY p.tx_id, p.seq), '[]'::json)::text,"       \
+	" (SELECT l.tx_id::text || '-' || l.seq FROM page l ORDER BY l.tx_id DESC, l.seq DESC LIMIT 1)," \
+	" (SELECT t.tx_id::text || '-' || t.seq FROM events t"                                        \
+	"   WHERE t.tx_id < pg_snapshot_xmin(pg_current_snapshot())"                                 \
+	"   ORDER BY t.tx_id DESC, t.seq DESC LIMIT 1)"                                               \
+	" FROM page p"
+
+const struct fd_stmt fd_store_statements[] = {
+	[ST_APPEND] = {
+		.name = "fd_store_append",
+		.sql = "SELECT status, first_version, last_version, current_version, tx_id, last_seq"
+		       " FROM fd_append($1::text, $2::text, $3::text, $4::bigint, $5::uuid[], $6::text[],"
+		       " $7::jsonb[], $8::jsonb[], $9::boolean)",
+		.nparams = 9,
+	},
+	[ST_READ_STREAM] = {
+		.name = "fd_store_read_stream",
+		.sql = "SELECT s.version, p.n, coalesce(p.j, '[]'::json)::text FROM streams s"
+		       " CROSS JOIN LATERAL ("
+		       "  SELECT count(*) AS n, json_agg(q.j ORDER BY q.version) AS j FROM ("
+		       "   SELECT e.version, fd_event_json(e) AS j FROM events e"
+		       "   WHERE e.stream_id = s.stream_id AND e.version >= $2::bigint"
+		       "   ORDER BY e.version LIMIT $3::bigint) q) p"
+		       " WHERE s.stream_id = $1::text",
+		.nparams = 3,
+	},
+	[ST_FEED] = { .name = "fd_store_feed", .sql = FEED_SQL(""), .nparams = 3 },
+	[ST_FEED_CAT] = {
+		.name = "fd_store_feed_cat",
+		.sql = FEED_SQL(" AND e.category = $4::text"),
+		.nparams = 4,
+	},
+	[ST_FEED_TYPES] = {
+		.name = "fd_store_feed_types",
+		.sql = FEED_SQL(" AND e.type = ANY ($4::text[])"),
+		.nparams = 4,
+	},
+	[ST_FEED_CAT_TYPES] = {
+		.name = "fd_store_feed_cat_types",
+		.sql = FEED_SQL(" AND e.category = $4::text AND e.type = ANY ($5::text[])"),
+		.nparams = 5,
+	},
+};
+const unsigned fd_store_statements_count = ST_COUNT;
+
+_Static_assert(sizeof fd_store_statements / sizeof fd_store_statements[0] == ST_COUNT,
+	       "one statement per stmt_id");
+
+enum { MAX_SERIALIZATION_RETRIES = 3, MAX_RECONNECT_RETRIES = 1 };
+
+/* fd_append's names for the expected-version kinds. */
+static const char *const expected_kind_sql[] = {
+	[FD_EXPECT_EXACT] = "exact",
+	[FD_EXPECT_ANY] = "any",
+	[FD_EXPECT_NO_STREAM] = "no_stream",
+	[FD_EXPECT_EXISTS] = "exists",
+};
+
+/* Input PostgreSQL rejects as malformed data is the caller's fault, not the database's. */
+static bool invalid_input_state(const char *state)
+{
+	return state && (strncmp(state, "22", 2) == 0 || strcmp(state, "23514") == 0);
+}
+
+static void backoff(int attempt)
+{
+	struct timespec ts = { .tv_sec = 0, .tv_nsec = (1L << attempt) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+/*
+ * Execute one prepared statement that returns rows, with the retry policy in
+ * the file header.  recheck_param: index of a boolean parameter to set true
+ * before retrying after a lost connection, or -1.  On FD_OK *out holds the
+ * result (caller owns, PQclear).
+ */
+static enum fd_err run(struct fd_pool *pool, enum stmt_id id, const char **params, int recheck_param,
+		       PGresult **out)
+{
+	const struct fd_stmt *st = &fd_store_statements[id];
+	int serialization_retries = 0, reconnects = 0;
+
+	*out = NULL;
+	for (;;) {
+		PGconn *conn = NULL;
+		enum fd_err err = fd_pool_acquire(pool, &conn);
+		if (err)
+			return err;
+		PGresult *res = PQexecPrepared(conn, st->name, st->nparams, params, NULL, NULL, 0);
+		if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+			fd_pool_release(pool, conn, false);
+			*out = res;
+			return FD_OK;
+		}
+		err = fd_pg_classify(conn, res);
+		bool broken = fd_pg_conn_broken(conn, err);
+		const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+		if (err == FD_ERR_DB && invalid_input_state(state))
+			err = FD_ERR_INVAL;
+		enum fd_log_level level = err == FD_ERR_DB ? FD_LOG_ERROR
+					: err == FD_ERR_UNAVAILABLE ? FD_LOG_WARN
+					: FD_LOG_DEBUG;
+		if (fd_log_enabled(level)) {
+			const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
+			fd_log_fields(level, "store statement failed",
+				      json_pack("{s:s, s:s, s:s?, s:s}", "statement", st->name, "error",
+						fd_err_name(err), "sqlstate", state, "detail", msg ? msg : ""));
+		}
+		PQclear(res);
+		fd_pool_release(pool, conn, broken);
+		if (broken && reconnects < MAX_RECONNECT_RETRIES) {
+			reconnects++;
+			if (recheck_param >= 0)
+				params[recheck_param] = "t";
+			continue;
+		}
+		if (err == FD_ERR_RETRY && serialization_retries < MAX_SERIALIZATION_RETRIES) {
+			backoff(serialization_retries++);
+			continue;
+		}
+		return err;
+	}
+}
+
+/* Append s as a double-quoted element of a PostgreSQL array literal. */
+static enum fd_err array_elem(struct fd_buf *b, const char *s, bool first)
+{
+	enum fd_err err = fd_buf_append(b, first ? "\"" : ",\"", first ? 1 : 2);
+	while (!err && *s) {
+		size_t run_len = strcspn(s, "\"\\");
+		if (run_len)
+			err = fd_buf_append(b, s, run_len);
+		s += run_len;
+		if (!err && *s) {
+			char esc[2] = { '\\', *s++ };
+			err = fd_buf_append(b, esc, 2);
+		}
+	}
+	return err ? err : fd_buf_append(b, "\"", 1);
+}
+
+/* Characters (not bytes) in a UTF-8 string, as PostgreSQL's length() counts them. */
+static size_t utf8_len(const char *s)
+{
+	size_t n = 0;
+	for (; *s; s++)
+		n += ((unsigned char)*s & 0xC0) != 0x80;
+	return n;
+}
+
+static bool event_valid(const struct fd_event_in *ev)
+{
+	if (!ev->type || !ev->data_json)
+		return false;
+	size_t n = utf8_len(ev->type);
+	return n >= 1 && n <= 200;
+}
+
+/* The four parallel array literals fd_append takes. */
+struct append_arrays {
+	struct fd_buf ids, types, data, metadata;
+};
+
+static enum fd_err build_arrays(const struct fd_event_in *events, size_t n, struct append_arrays *a,
+				bool *any_id_given)
+{
+	enum fd_err err = FD_OK;
+	*any_id_given = false;
+	err = fd_buf_append(&a->ids, "{", 1);
+	if (!err)
+		err = fd_buf_append(&a->types, "{", 1);
+	if (!err)
+		err = fd_buf_append(&a->data, "{", 1);
+	if (!err)
+		err = fd_buf_append(&a->metadata, "{", 1);
+	for (size_t i = 0; i < n && !err; i++) {
+		const struct fd_event_in *ev = &events[i];
+		char uuid[FD_UUID_STRLEN + 1];
+		fd_uuid_format(&ev->event_id, uuid);
+		*any_id_given = *any_id_given || ev->id_given;
+		err = array_elem(&a->ids, uuid, i == 0);
+		if (!err)
+			err = array_elem(&a->types, ev->type, i == 0);
+		if (!err)
+			err = array_elem(&a->data, ev->data_json, i == 0);
+		if (!err)
+			err = array_elem(&a->metadata, ev->metadata_json ? ev->metadata_json : "{}", i == 0);
+	}
+	if (!err)
+		err = fd_buf_append(&a->ids, "}", 1);
+	if (!err)
+		err = fd_buf_append(&a->types, "}", 1);
+	if (!err)
+		err = fd_buf_append(&a->data, "}", 1);
+	if (!err)
+		err = fd_buf_append(&a->metadata, "}", 1);
+	return err;
+}
+
+static int64_t int_col(const PGresult *res, int col)
+{
+	return PQgetisnull(res, 0, col) ? 0 : strtoll(PQgetvalue(res, 0, col), NULL, 10);
+}
+
+enum fd_err fd_store_append(struct fd_pool *pool, const char *stream, struct fd_expected expected,
+			    const struct fd_event_in *events, size_t n, struct fd_append_result *out)
+{
+	enum fd_err err = FD_OK;
+	struct append_arrays arrays = { FD_BUF_INIT, FD_BUF_INIT, FD_BUF_INIT, FD_BUF_INIT };
+	PGresult *res = NULL;
+	char category[FD_STREAM_MAX + 1];
+	char version[24];
+	bool any_id_given = false;
+	const char *params[9] = { NULL };
+
+	memset(out, 0, sizeof *out);
+	if (!fd_stream_name_valid(stream) || !events || n == 0 ||
+	    (unsigned)expected.kind >= sizeof expected_kind_sql / sizeof expected_kind_sql[0] ||
+	    (expected.kind == FD_EXPECT_EXACT && expected.version < 0)) {
+		err = FD_ERR_INVAL;
+		goto done;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!event_valid(&events[i])) {
+			err = FD_ERR_INVAL;
+			goto done;
+		}
+	}
+	fd_stream_category(stream, category, sizeof category);
+	snprintf(version, sizeof version, "%lld",
+		 (long long)(expected.kind == FD_EXPECT_EXACT ? expected.version : 0));
+	if ((err = build_arrays(events, n, &arrays, &any_id_given)))
+		goto done;
+
+	params[0] = stream;
+	params[1] = category;
+	params[2] = expected_kind_sql[expected.kind];
+	params[3] = version;
+	params[4] = arrays.ids.data;
+	params[5] = arrays.types.data;
+	params[6] = arrays.data.data;
+	params[7] = arrays.metadata.data;
+	params[8] = any_id_given ? "t" : "f";
+	if ((err = run(pool, ST_APPEND, params, 8, &res)))
+		goto done;
+	if (PQntuples(res) != 1 || PQnfields(res) != 6 || PQgetisnull(res, 0, 0)) {
+		fd_log(FD_LOG_ERROR, "fd_append returned an unexpected shape");
+		err = FD_ERR_INTERNAL;
+		goto done;
+	}
+	const char *status = PQgetvalue(res, 0, 0);
+	out->current_version = int_col(res, 3);
+	if (strcmp(status, "conflict") == 0) {
+		err = FD_ERR_CONFLICT;
+		goto done;
+	}
+	if (strcmp(status, "id_conflict") == 0) {
+		err = FD_ERR_DUPLICATE;
+		goto done;
+	}
+	bool duplicate = strcmp(status, "duplicate") == 0;
+	if (!duplicate && strcmp(status, "ok") != 0) {
+		fd_log(FD_LOG_ERROR, "fd_append returned unknown status \"%s\"", status);
+		err = FD_ERR_INTERNAL;
+		goto done;
+	}
+	out->first_version = int_col(res, 1);
+	out->last_version = int_col(res, 2);
+	out->position.tx = PQgetisnull(res, 0, 4) ? 0 : strtoull(PQgetvalue(res, 0, 4), NULL, 10);
+	out->position.seq = int_col(res, 5);
+	/*
+	 * With server-made ids nobody else knows them: a "duplicate" can only be
+	 * our own earlier attempt, committed before its connection broke.
+	 */
+	out->duplicate = duplicate && any_id_given;
+done:
+	PQclear(res);
+	fd_buf_release(&arrays.ids);
+	fd_buf_release(&arrays.types);
+	fd_buf_release(&arrays.data);
+	fd_buf_release(&arrays.metadata);
+	return err;
+}
+
+enum fd_err fd_store_read_stream(struct fd_pool *pool, const char *stream, int64_t from_version,
+				 unsigned limit, struct fd_stream_page *out)
+{
+	enum fd_err err = FD_OK;
+	PGresult *res = NULL;
+	char from[24], lim[16];
+	const char *params[3] = { stream, from, lim };
+
+	memset(out, 0, sizeof *out);
+	if (!fd_stream_name_valid(stream) || from_version < 0 || limit == 0) {
+		err = FD_ERR_INVAL;
+		goto done;
+	}
+	snprintf(from, sizeof from, "%lld", (long long)from_version);
+	snprintf(lim, sizeof lim, "%u", limit);
+	if ((err = run(pool, ST_READ_STREAM, params, -1, &res)))
+		goto done;
+	if (PQntuples(res) == 0) {
+		err = FD_ERR_NOTFOUND;
+		goto done;
+	}
+	out->stream_version = int_col(res, 0);
+	out->count = (size_t)int_col(res, 1);
+	if (!(out->events_json = strdup(PQgetvalue(res, 0, 2))))
+		err = FD_ERR_NOMEM;
+done:
+	PQclear(res);
+	return err;
+}
+
+enum fd_err fd_store_read_feed(struct fd_pool *pool, struct fd_cursor after, const struct fd_feed_filter *filter,
+			       unsigned limit, struct fd_feed_page *out)
+{
+	enum fd_err err = FD_OK;
+	PGresult *res = NULL;
+	struct fd_buf types = FD_BUF_INIT;
+	char tx[24], seq[24], lim[16];
+	const char *params[5] = { tx, seq, lim, NULL, NULL };
+	const char *category = filter ? filter->category : NULL;
+	size_t ntypes = filter ? filter->ntypes : 0;
+	enum stmt_id id;
+
+	memset(out, 0, sizeof *out);
+	out->next = after;
+	if (limit == 0 || after.seq < 0 || (category && !fd_stream_name_valid(category)) ||
+	    (ntypes && !filter->types)) {
+		err = FD_ERR_INVAL;
+		goto done;
+	}
+	if (ntypes)
+		err = fd_buf_append(&types, "{", 1);
+	for (size_t i = 0; i < ntypes && !err; i++) {
+		if (!filter->types[i] || !*filter->types[i]) {
+			err = FD_ERR_INVAL;
+			goto done;
+		}
+		err = array_elem(&types, filter->types[i], i == 0);
+	}
+	if (!err && ntypes)
+		err = fd_buf_append(&types, "}", 1);
+	if (err)
+		goto done;
+
+	snprintf(tx, sizeof tx, "%llu", (unsigned long long)after.tx);
+	snprintf(seq, sizeof seq, "%lld", (long long)after.seq);
+	snprintf(lim, sizeof lim, "%u", limit);
+	if (category && ntypes) {
+		id = ST_FEED_CAT_TYPES;
+		params[3] = category;
+		params[4] = types.data;
+	} else if (category) {
+		id = ST_FEED_CAT;
+		params[3] = category;
+	} else if (ntypes) {
+		id = ST_FEED_TYPES;
+		params[3] = types.data;
+	} else {
+		id = ST_FEED;
+	}
+	if ((err = run(pool, id, params, -1, &res)))
+		goto done;
+	if (PQntuples(res) != 1 || PQnfields(res) != 4) {
+		err = FD_ERR_INTERNAL;
+		goto done;
+	}
+	out->count = (size_t)int_col(res, 0);
+	/* A full page resumes after its last event; a short one after everything visible. */
+	int next_col = out->count == limit ? 2 : 3;
+	struct fd_cursor next;
+	if (!PQgetisnull(res, 0, next_col) && fd_cursor_parse(PQgetvalue(res, 0, next_col), &next) &&
+	    fd_cursor_cmp(&next, &after) > 0)
+		out->next = next;
+	if (!(out->events_json = strdup(PQgetvalue(res, 0, 1))))
+		err = FD_ERR_NOMEM;
+done:
+	if (err) {
+		free(out->events_json);
+		out->events_json = NULL;
+		out->count = 0;
+		out->next = after;
+	}
+	PQclear(res);
+	fd_buf_release(&types);
+	return err;
+}

@@ -1,0 +1,233 @@
+/*
+ * migrate.c - apply the migrations compiled into the binary (fd_migrations,
+ * generated from the migrations directory by tools/embed_migrations.py).
+ *
+ * fd_migrate_run holds a session-level advisory lock for its whole run, so
+ * several processes starting together apply each migration exactly once: the
+ * others wait, then find nothing pending.  Each migration runs in its own
+ * transaction together with the INSERT that records it.
+ *
+ * Threading: fd_migrate_run uses its own connection and may run in any
+ * thread; fd_migrate_check uses the caller's connection.
+ */
+#include "factd/migrate.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "factd/config.h"
+#include "factd/log.h"
+#include "factd/pool.h"
+
+static const char create_table_sql[] =
+	"CREATE TABLE IF NOT EXISTS schema_migrations ("
+	" version integer PRIMARY KEY,"
+	" name text NOT NULL,"
+	" sha256 text NOT NULL,"
+	" applied_at timestamptz NOT NULL DEFAULT now())";
+
+static const char select_applied_sql[] = "SELECT version, sha256 FROM schema_migrations ORDER BY version";
+
+static const char insert_sql[] = "INSERT INTO schema_migrations (version, name, sha256) VALUES ($1, $2, $3)";
+
+/* Server notices ("relation already exists, skipping") go to the debug log, not raw stderr. */
+static void log_notice(void *arg, const char *message)
+{
+	fd_log_fields(FD_LOG_DEBUG, "postgresql notice", json_pack("{s:s}", "notice", message ? message : ""));
+}
+
+/* Log a failed statement and classify it; res may be NULL. */
+static enum fd_err report(PGconn *conn, const PGresult *res, const char *what, int version)
+{
+	enum fd_err err = fd_pg_classify(conn, res);
+	const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
+	json_t *fields = json_pack("{s:s, s:s?, s:s}", "step", what, "sqlstate",
+				   res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL, "error", msg ? msg : "");
+	if (fields && version > 0)
+		json_object_set_new(fields, "version", json_integer(version));
+	fd_log_fields(FD_LOG_ERROR, "migration failed", fields);
+	return err == FD_ERR_UNAVAILABLE ? err : FD_ERR_DB;
+}
+
+/* Run a statement that returns no rows. */
+static enum fd_err exec_command(PGconn *conn, const char *sql, const char *what, int version)
+{
+	PGresult *res = PQexec(conn, sql);
+	enum fd_err err = FD_OK;
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+		err = report(conn, res, what, version);
+	PQclear(res);
+	return err;
+}
+
+static const char *applied_sha(const PGresult *applied, int version)
+{
+	for (int i = 0; i < PQntuples(applied); i++)
+		if (atoi(PQgetvalue(applied, i, 0)) == version)
+			return PQgetvalue(applied, i, 1);
+	return NULL;
+}
+
+/* Refuse to run when an applied migration was edited after the fact. */
+static enum fd_err verify_applied(const PGresult *applied)
+{
+	enum fd_err err = FD_OK;
+	for (size_t i = 0; i < fd_migrations_count; i++) {
+		const struct fd_migration *m = &fd_migrations[i];
+		const char *sha = applied_sha(applied, m->version);
+		if (sha && strcmp(sha, m->sha256) != 0) {
+			fd_log_fields(FD_LOG_ERROR,
+				      "an applied migration differs from the one compiled into this binary; "
+				      "refusing to continue (restore the original file or repair schema_migrations)",
+				      json_pack("{s:i, s:s, s:s, s:s}", "version", m->version, "name", m->name,
+						"applied_sha256", sha, "compiled_sha256", m->sha256));
+			err = FD_ERR_CONFLICT;
+		}
+	}
+	int known = fd_migrations_count ? fd_migrations[fd_migrations_count - 1].version : 0;
+	for (int i = 0; i < PQntuples(applied); i++) {
+		int v = atoi(PQgetvalue(applied, i, 0));
+		if (v > known)
+			fd_log_fields(FD_LOG_WARN, "the database has a migration this binary does not know (newer binary ran?)",
+				      json_pack("{s:i, s:i}", "version", v, "known_up_to", known));
+	}
+	return err;
+}
+
+static double ms_since(const struct timespec *t0)
+{
+	struct timespec t1;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* Apply one migration and record it, in one transaction. */
+static enum fd_err apply_one(PGconn *conn, const struct fd_migration *m)
+{
+	enum fd_err err = FD_OK;
+	PGresult *res = NULL;
+	struct timespec t0;
+	char version[16];
+	const char *params[3] = { version, m->name, m->sha256 };
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	snprintf(version, sizeof version, "%d", m->version);
+	if ((err = exec_command(conn, "BEGIN", "begin", m->version)))
+		goto done;
+	if ((err = exec_command(conn, m->sql, "migration sql", m->version)))
+		goto done;
+	res = PQexecParams(conn, insert_sql, 3, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		err = report(conn, res, "record migration", m->version);
+		goto done;
+	}
+	if ((err = exec_command(conn, "COMMIT", "commit", m->version)))
+		goto done;
+	fd_log_fields(FD_LOG_INFO, "migration applied",
+		      json_pack("{s:i, s:s, s:s, s:I}", "version", m->version, "name", m->name, "sha256",
+				m->sha256, "ms", (json_int_t)ms_since(&t0)));
+done:
+	PQclear(res);
+	if (err && PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) != PQTRANS_IDLE) {
+		PGresult *rb = PQexec(conn, "ROLLBACK");
+		PQclear(rb);
+	}
+	return err;
+}
+
+enum fd_err fd_migrate_run(const char *conninfo, int *applied)
+{
+	enum fd_err err = FD_OK;
+	PGconn *conn = NULL;
+	PGresult *res = NULL;
+	bool locked = false;
+	int count = 0;
+	char lock_sql[96];
+
+	if (applied)
+		*applied = 0;
+	snprintf(lock_sql, sizeof lock_sql, "SELECT pg_advisory_lock(%lld)", (long long)FD_MIGRATE_LOCK_KEY);
+
+	conn = PQconnectdb(conninfo);
+	if (!conn) {
+		err = FD_ERR_NOMEM;
+		goto done;
+	}
+	if (PQstatus(conn) != CONNECTION_OK) {
+		char *url = fd_config_redact_url(conninfo);
+		fd_log_fields(FD_LOG_ERROR, "migrate: cannot connect to the database",
+			      json_pack("{s:s?, s:s}", "database", url, "error", PQerrorMessage(conn)));
+		free(url);
+		err = FD_ERR_UNAVAILABLE;
+		goto done;
+	}
+	PQsetNoticeProcessor(conn, log_notice, NULL);
+
+	/* Everything below, including creating the bookkeeping table, happens under the lock. */
+	if ((err = exec_command(conn, lock_sql, "advisory lock", 0)))
+		goto done;
+	locked = true;
+	if ((err = exec_command(conn, create_table_sql, "create schema_migrations", 0)))
+		goto done;
+	res = PQexec(conn, select_applied_sql);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		err = report(conn, res, "read schema_migrations", 0);
+		goto done;
+	}
+	if ((err = verify_applied(res)))
+		goto done;
+	for (size_t i = 0; i < fd_migrations_count; i++) {
+		const struct fd_migration *m = &fd_migrations[i];
+		if (applied_sha(res, m->version))
+			continue;
+		if ((err = apply_one(conn, m)))
+			goto done;
+		count++;
+	}
+	if (count == 0)
+		fd_log(FD_LOG_DEBUG, "migrate: schema is current");
+done:
+	PQclear(res);
+	if (locked && PQstatus(conn) == CONNECTION_OK) {
+		char unlock_sql[96];
+		snprintf(unlock_sql, sizeof unlock_sql, "SELECT pg_advisory_unlock(%lld)",
+			 (long long)FD_MIGRATE_LOCK_KEY);
+		PGresult *u = PQexec(conn, unlock_sql);
+		PQclear(u);
+	}
+	if (conn)
+		PQfinish(conn);
+	if (applied)
+		*applied = count;
+	return err;
+}
+
+enum fd_err fd_migrate_check(PGconn *conn)
+{
+	enum fd_err err = FD_OK;
+	PGresult *res = PQexec(conn, select_applied_sql);
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		if (state && strcmp(state, "42P01") == 0) /* undefined_table: never migrated */
+			err = FD_ERR_NOTFOUND;
+		else
+			err = fd_pg_classify(conn, res) == FD_ERR_UNAVAILABLE ? FD_ERR_UNAVAILABLE : FD_ERR_DB;
+		goto done;
+	}
+	for (size_t i = 0; i < fd_migrations_count; i++) {
+		const char *sha = applied_sha(res, fd_migrations[i].version);
+		if (!sha) {
+			err = FD_ERR_NOTFOUND;
+			goto done;
+		}
+		if (strcmp(sha, fd_migrations[i].sha256) != 0)
+			err = FD_ERR_CONFLICT;
+	}
+done:
+	PQclear(res);
+	return err;
+}

@@ -1,0 +1,40 @@
+/*
+ * test_server.h - run factd's HTTP server in the test process on an
+ * ephemeral port, against a database of the test's own.
+ */
+#ifndef FACTD_TEST_SERVER_H
+#define FACTD_TEST_SERVER_H
+
+#include <stdint.h>
+#include "factd/config.h"
+#include "factd/http.h"
+#include "factd/pool.h"
+
+struct fd_test_server {
+	struct fd_config cfg;
+	struct fd_pool *pool;
+	struct fd_app app;
+	struct fd_server *srv;
+	uint16_t port;
+	char *db_url;   /* owned */
+};
+
+/* Start on a fresh migrated database (db_url NULL) or the given one (copied).  Fails the test on error. */
+void fd_test_server_start(struct fd_test_server *ts, const char *db_url);
+/* Like fd_test_server_start with configuration tweaks applied by `tweak` before start. */
+void fd_test_server_start_with(struct fd_test_server *ts, const char *db_url, void (*tweak)(struct fd_config *));
+void fd_test_server_stop(struct fd_test_server *ts);
+
+/* Run SQL returning one number on a fresh connection to the server's database (fails the test on error). */
+long long fd_test_server_scalar(const struct fd_test_server *ts, const char *sql);
+
+struct fd_test_resp;
+/*
+ * Assert that r is a problem document: the given status, Content-Type
+ * application/problem+json, and members type (FD_PROBLEM_BASE + slug; any
+ * slug when NULL), title, status, detail and request_id (equal to the
+ * X-Request-Id header).
+ */
+void fd_test_assert_problem(const struct fd_test_resp *r, int status, const char *slug);
+
+#endif
