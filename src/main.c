@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "factd/config.h"
+#include "factd/events.h"
 #include "factd/http.h"
 #include "factd/log.h"
 #include "factd/migrate.h"
@@ -30,6 +31,14 @@ static int serve(const struct fd_config *cfg)
 		fd_log(FD_LOG_ERROR, "cannot create the connection pool");
 		goto done;
 	}
+	enum fd_err err = fd_store_check_feed_horizon(pool);
+	if (err == FD_ERR_CONFLICT) {
+		fd_log(FD_LOG_ERROR, "stored events carry transaction ids ahead of this cluster (was it restored from "
+				     "a logical dump?); the feed would skip new events. see docs/design.md, the gap-safe global feed, what it costs (c)");
+		goto done;
+	}
+	if (err) /* the database may come up later; /readyz tells */
+		fd_log(FD_LOG_WARN, "cannot check the event feed's horizon: %s", fd_err_name(err));
 	struct fd_app app = { .cfg = cfg, .pool = pool };
 	if (fd_server_start(&app, &srv) != FD_OK)
 		goto done;

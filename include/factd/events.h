@@ -120,4 +120,13 @@ FD_MUST_USE enum fd_err fd_store_read_feed(struct fd_pool *pool, struct fd_curso
 					   const struct fd_feed_filter *filter, unsigned limit,
 					   struct fd_feed_page *out);
 
+/*
+ * Check that the feed's transaction-id horizon is sane: every stored event's
+ * tx_id must be below the cluster's next transaction id.  After a logical
+ * dump and restore into a new cluster it is not (ids restart lower), and new
+ * events would sort before old cursors; FD_ERR_CONFLICT then, and the server
+ * refuses to start (docs/design.md explains the fix).
+ */
+FD_MUST_USE enum fd_err fd_store_check_feed_horizon(struct fd_pool *pool);
+
 #endif

@@ -327,6 +327,7 @@ enum fd_err fd_server_start(struct fd_app *app, struct fd_server **out)
 		flags |= MHD_USE_IPv6;
 	srv->daemon = MHD_start_daemon(
 		flags, 0, NULL, NULL, on_request, srv,
+		MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
 		MHD_OPTION_SOCK_ADDR, ai->ai_addr,
 		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->workers,
 		MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
@@ -334,7 +335,6 @@ enum fd_err fd_server_start(struct fd_app *app, struct fd_server **out)
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
 		MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-		MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
 		MHD_OPTION_END);
 	if (!srv->daemon) {
 		fd_log(FD_LOG_ERROR, "cannot listen on %s:%u", cfg->listen_host, cfg->port);

@@ -441,3 +441,19 @@ done:
 	fd_buf_release(&types);
 	return err;
 }
+
+enum fd_err fd_store_check_feed_horizon(struct fd_pool *pool)
+{
+	PGconn *conn = NULL;
+	enum fd_err err = fd_pool_acquire(pool, &conn);
+	if (err)
+		return err;
+	PGresult *res = PQexec(conn, "SELECT fd_feed_xid_ok()");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+		err = fd_pg_classify(conn, res);
+	else if (strcmp(PQgetvalue(res, 0, 0), "t") != 0)
+		err = FD_ERR_CONFLICT;
+	PQclear(res);
+	fd_pool_release(pool, conn, fd_pg_conn_broken(conn, err));
+	return err;
+}

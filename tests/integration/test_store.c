@@ -952,3 +952,23 @@ Test(pool, classify_sqlstates)
 	PQfinish(c);
 	db_close(&d);
 }
+
+Test(feed, horizon_check_refuses_ids_ahead_of_the_cluster)
+{
+	struct db d = db_open(1);
+	struct fd_event_in e = ev("Created", "{}");
+	struct fd_append_result r;
+	cr_assert_eq(fd_store_append(d.pool, "horizon-1", any, &e, 1, &r), FD_OK);
+	cr_assert_eq(fd_store_check_feed_horizon(d.pool), FD_OK, "a healthy store passes");
+
+	/* What a logical restore into a fresh cluster looks like: stored ids ahead of the counter. */
+	PGconn *c = fd_test_connect(d.url);
+	PGresult *res = PQexec(c, "INSERT INTO events (tx_id, event_id, stream_id, category, version, type, data)"
+				  " VALUES ((pg_current_xact_id()::text::numeric + 1000000)::text::xid8,"
+				  " gen_random_uuid(), 'horizon-1', 'horizon', 2, 'Restored', '{}')");
+	cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s", PQresultErrorMessage(res));
+	PQclear(res);
+	PQfinish(c);
+	cr_assert_eq(fd_store_check_feed_horizon(d.pool), FD_ERR_CONFLICT);
+	db_close(&d);
+}
