@@ -23,6 +23,9 @@ enum fd_err {
 	FD_ERR_TOOLARGE,    /* input exceeds a configured limit */
 	FD_ERR_IO,          /* operating-system I/O failure */
 	FD_ERR_INTERNAL,    /* a bug: an invariant did not hold */
+	FD_ERR_REJECTED,    /* the domain refused a command (illegal transition, rule broken) */
+	FD_ERR_PRECONDITION, /* the caller's If-Match version no longer holds */
+	FD_ERR_IDEMPOTENCY, /* an idempotency key was reused with a different request */
 };
 
 /* Stable lower-case name of an error ("conflict"), never NULL. */

@@ -14,6 +14,9 @@ static const char *const names[] = {
 	[FD_ERR_TOOLARGE] = "too_large",
 	[FD_ERR_IO] = "io",
 	[FD_ERR_INTERNAL] = "internal",
+	[FD_ERR_REJECTED] = "rejected",
+	[FD_ERR_PRECONDITION] = "precondition",
+	[FD_ERR_IDEMPOTENCY] = "idempotency",
 };
 
 const char *fd_err_name(enum fd_err err)

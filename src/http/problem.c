@@ -26,6 +26,9 @@ static const struct err_row err_table[] = {
 	[FD_ERR_TOOLARGE] = { 413, "body-too-large", "Request too large" },
 	[FD_ERR_IO] = { 500, "internal", "Internal server error" },
 	[FD_ERR_INTERNAL] = { 500, "internal", "Internal server error" },
+	[FD_ERR_REJECTED] = { 409, "command-refused", "Command refused" },
+	[FD_ERR_PRECONDITION] = { 412, "precondition-failed", "Version precondition failed" },
+	[FD_ERR_IDEMPOTENCY] = { 422, "idempotency-key-reused", "Idempotency key reused with a different request" },
 };
 
 static const struct err_row *row_for(enum fd_err err)
