@@ -47,7 +47,7 @@ bool fd_cursor_parse(const char *s, struct fd_cursor *out);
 void fd_cursor_format(const struct fd_cursor *c, char *buf, size_t len);
 int fd_cursor_cmp(const struct fd_cursor *a, const struct fd_cursor *b);
 
-/* Stream names: 1..200 chars of [A-Za-z0-9_.:-]. */
+/* Stream names: 1..200 chars of [A-Za-z0-9_.:-], except "." and "..". */
 bool fd_stream_name_valid(const char *s);
 /* The category: the part before the first '-', or the whole name.  Writes at most len-1 bytes. */
 void fd_stream_category(const char *stream, char *out, size_t len);

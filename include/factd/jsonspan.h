@@ -34,4 +34,7 @@ bool fd_json_element(const char *s, size_t len, struct fd_span arr, size_t index
  */
 bool fd_json_next_element(const char *s, size_t len, struct fd_span arr, size_t *pos, struct fd_span *out);
 
+/* Is s[0..len) well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF)? */
+bool fd_utf8_valid(const char *s, size_t len);
+
 #endif

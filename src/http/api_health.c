@@ -19,12 +19,21 @@ void fd_api_readyz(struct fd_req *req, struct fd_resp *resp)
 {
 	PGconn *conn = NULL;
 	enum fd_err err = fd_pool_acquire(req->app->pool, &conn);
-	if (err) {
-		fd_problem(resp, req, 503, "database-unavailable", "Not ready", "the database is unreachable", NULL);
-		return;
+	if (err == FD_OK) {
+		err = fd_migrate_check(conn);
+		fd_pool_release(req->app->pool, conn, err == FD_ERR_UNAVAILABLE);
+	} else {
+		/*
+		 * Pooled connections prepare the store's statements and so cannot
+		 * open on an unmigrated database; ask over a plain connection
+		 * whether that is why.
+		 */
+		const char *const keys[] = { "dbname", "connect_timeout", NULL };
+		const char *const vals[] = { req->app->cfg->database_url, "3", NULL };
+		conn = PQconnectdbParams(keys, vals, 1);
+		err = PQstatus(conn) == CONNECTION_OK ? fd_migrate_check(conn) : FD_ERR_UNAVAILABLE;
+		PQfinish(conn);
 	}
-	err = fd_migrate_check(conn);
-	fd_pool_release(req->app->pool, conn, err == FD_ERR_UNAVAILABLE);
 	if (err == FD_ERR_NOTFOUND)
 		fd_problem(resp, req, 503, "not-ready", "Not ready", "database migrations are pending", NULL);
 	else if (err)

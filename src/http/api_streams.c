@@ -65,6 +65,22 @@ static bool query_int(const struct fd_req *req, const char *name, long long min,
 	return true;
 }
 
+/* An exact expected version as written: decimal digits only, fitting int64. */
+static bool parse_version_text(const char *s, size_t len, struct fd_expected *out)
+{
+	int64_t v = 0;
+	if (len == 0 || len > 18)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (s[i] - '0');
+	}
+	out->kind = FD_EXPECT_EXACT;
+	out->version = v;
+	return true;
+}
+
 static const char *const append_keys[] = { "expected_version", "events" };
 static const char *const event_keys[] = { "event_id", "type", "data", "metadata" };
 
@@ -116,7 +132,9 @@ void fd_api_append(struct fd_req *req, struct fd_resp *resp)
 	}
 	const char *body = req->body.data ? req->body.data : "";
 	json_error_t jerr;
-	root = json_loadb(body, req->body.len, JSON_REJECT_DUPLICATES, &jerr);
+	/* Integers as reals: event data goes to PostgreSQL as the client's own bytes, so
+	 * jansson's 64-bit integer limit must not refuse numbers jsonb keeps exactly. */
+	root = json_loadb(body, req->body.len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
 	if (!root) {
 		snprintf(detail, sizeof detail, "malformed JSON at line %d, column %d: %s", jerr.line, jerr.column,
 			 jerr.text);
@@ -136,10 +154,11 @@ void fd_api_append(struct fd_req *req, struct fd_resp *resp)
 
 	struct fd_expected expected;
 	json_t *ev = json_object_get(root, "expected_version");
-	if (json_is_integer(ev) && json_integer_value(ev) >= 0) {
-		expected.kind = FD_EXPECT_EXACT;
-		expected.version = (int64_t)json_integer_value(ev);
-	} else if (!(json_is_string(ev) && fd_expected_parse_str(json_string_value(ev), &expected) && expected.kind != FD_EXPECT_EXACT)) {
+	struct fd_span whole = { 0, req->body.len }, ev_span;
+	if (!(json_is_number(ev) && fd_json_member(body, req->body.len, whole, "expected_version", &ev_span) &&
+	      parse_version_text(body + ev_span.start, ev_span.end - ev_span.start, &expected)) &&
+	    !(json_is_string(ev) && fd_expected_parse_str(json_string_value(ev), &expected) &&
+	      expected.kind != FD_EXPECT_EXACT)) {
 		bad_field(resp, req, "/expected_version",
 			  ev ? "expected_version must be an integer >= 0 or \"any\", \"no_stream\", \"exists\""
 			     : "expected_version is required");
@@ -159,7 +178,7 @@ void fd_api_append(struct fd_req *req, struct fd_resp *resp)
 		goto done;
 	}
 
-	struct fd_span whole = { 0, req->body.len }, events_span;
+	struct fd_span events_span;
 	if (!fd_json_member(body, req->body.len, whole, "events", &events_span)) {
 		fd_problem(resp, req, 500, "internal", "Internal server error", "cannot locate events", NULL);
 		goto done;
@@ -256,6 +275,11 @@ void fd_api_append(struct fd_req *req, struct fd_resp *resp)
 		fd_problem_err(resp, req, err, "an event_id of this request is already stored at another position", NULL);
 		goto done;
 	}
+	if (err == FD_ERR_INVAL) {
+		bad_field(resp, req, "/events",
+			  "the database refused a value of these events (for example a number beyond its numeric range)");
+		goto done;
+	}
 	if (err) {
 		fd_problem_err(resp, req, err, NULL, NULL);
 		goto done;
@@ -290,11 +314,16 @@ done:
 void fd_api_read_stream(struct fd_req *req, struct fd_resp *resp)
 {
 	const char *stream = req->params[0];
-	long long from, limit;
 	if (!fd_stream_name_valid(stream)) {
 		bad_param(resp, req, "stream", "stream names are 1-200 characters of A-Z a-z 0-9 _ . : -");
 		return;
 	}
+	fd_api_stream_page(req, resp, stream);
+}
+
+void fd_api_stream_page(struct fd_req *req, struct fd_resp *resp, const char *stream)
+{
+	long long from, limit;
 	if (!query_int(req, "from_version", 1, INT64_MAX, 1, &from)) {
 		bad_param(resp, req, "from_version", "from_version must be an integer >= 1");
 		return;
@@ -348,7 +377,7 @@ static bool parse_types(const char *s, char **copy, const char *types[], size_t 
 		return false;
 	char *save = NULL;
 	for (char *t = strtok_r(*copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-		if (*n >= MAX_TYPES_FILTER || strlen(t) > TYPE_MAX_CHARS * 4)
+		if (*n >= MAX_TYPES_FILTER || strlen(t) > TYPE_MAX_CHARS * 4 || !fd_utf8_valid(t, strlen(t)))
 			return false;
 		types[(*n)++] = t;
 	}

@@ -11,24 +11,25 @@ struct err_row {
 	unsigned status;
 	const char *slug;
 	const char *title;
+	const char *detail; /* used when the caller has nothing more specific */
 };
 
 static const struct err_row err_table[] = {
-	[FD_OK] = { 200, "ok", "OK" },
-	[FD_ERR_NOMEM] = { 500, "internal", "Internal server error" },
-	[FD_ERR_INVAL] = { 400, "invalid-field", "Invalid request" },
-	[FD_ERR_NOTFOUND] = { 404, "not-found", "Not found" },
-	[FD_ERR_CONFLICT] = { 409, "wrong-version", "Wrong expected version" },
-	[FD_ERR_DUPLICATE] = { 409, "duplicate-event-id", "Event id already used" },
-	[FD_ERR_RETRY] = { 503, "database-busy", "Database busy, try again" },
-	[FD_ERR_DB] = { 500, "internal", "Internal server error" },
-	[FD_ERR_UNAVAILABLE] = { 503, "database-unavailable", "Database unavailable" },
-	[FD_ERR_TOOLARGE] = { 413, "body-too-large", "Request too large" },
-	[FD_ERR_IO] = { 500, "internal", "Internal server error" },
-	[FD_ERR_INTERNAL] = { 500, "internal", "Internal server error" },
-	[FD_ERR_REJECTED] = { 409, "command-refused", "Command refused" },
-	[FD_ERR_PRECONDITION] = { 412, "precondition-failed", "Version precondition failed" },
-	[FD_ERR_IDEMPOTENCY] = { 422, "idempotency-key-reused", "Idempotency key reused with a different request" },
+	[FD_OK] = { 200, "ok", "OK", "OK" },
+	[FD_ERR_NOMEM] = { 500, "internal", "Internal server error", "the server ran out of memory" },
+	[FD_ERR_INVAL] = { 400, "invalid-field", "Invalid request", "the request is not valid" },
+	[FD_ERR_NOTFOUND] = { 404, "not-found", "Not found", "nothing exists at this address" },
+	[FD_ERR_CONFLICT] = { 409, "wrong-version", "Wrong expected version", "the expected version did not match" },
+	[FD_ERR_DUPLICATE] = { 409, "duplicate-event-id", "Event id already used", "an event id is already stored elsewhere" },
+	[FD_ERR_RETRY] = { 503, "database-busy", "Database busy, try again", "the database stayed busy through every retry; try again" },
+	[FD_ERR_DB] = { 500, "internal", "Internal server error", "the database reported an unexpected error" },
+	[FD_ERR_UNAVAILABLE] = { 503, "database-unavailable", "Database unavailable", "the database cannot be reached; try again shortly" },
+	[FD_ERR_TOOLARGE] = { 413, "body-too-large", "Request too large", "the request exceeds a configured limit" },
+	[FD_ERR_IO] = { 500, "internal", "Internal server error", "an operating-system call failed" },
+	[FD_ERR_INTERNAL] = { 500, "internal", "Internal server error", "an internal invariant did not hold" },
+	[FD_ERR_REJECTED] = { 409, "command-refused", "Command refused", "the command is not allowed in the current state" },
+	[FD_ERR_PRECONDITION] = { 412, "precondition-failed", "Version precondition failed", "the resource changed since the version in If-Match" },
+	[FD_ERR_IDEMPOTENCY] = { 422, "idempotency-key-reused", "Idempotency key reused with a different request", "this Idempotency-Key was first used with a different request" },
 };
 
 static const struct err_row *row_for(enum fd_err err)
@@ -71,5 +72,5 @@ void fd_problem_err(struct fd_resp *resp, const struct fd_req *req, enum fd_err 
 		    json_t *extra)
 {
 	const struct err_row *r = row_for(err);
-	fd_problem(resp, req, r->status, r->slug, r->title, detail, extra);
+	fd_problem(resp, req, r->status, r->slug, r->title, detail ? detail : r->detail, extra);
 }

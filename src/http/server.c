@@ -2,8 +2,8 @@
  * server.c - libmicrohttpd glue: per-request context, bounded body
  * accumulation, routing, response queuing, request logging and graceful stop.
  *
- * Threading: MHD runs cfg->workers threads (internal thread pool, epoll where
- * available).  A request lives on one thread; its struct fd_req is allocated
+ * Threading: MHD runs one thread per connection (bounded by
+ * cfg->max_connections) plus a listening thread.  A request lives on one thread; its struct fd_req is allocated
  * on the first access-handler call and freed only in the completion callback
  * (which MHD also calls for clients that abort mid-upload).  The in-flight
  * counter is the only shared mutable state, guarded by a mutex.
@@ -322,14 +322,21 @@ enum fd_err fd_server_start(struct fd_app *app, struct fd_server **out)
 	srv->app = app;
 	pthread_mutex_init(&srv->lock, NULL);
 	pthread_cond_init(&srv->idle, NULL);
-	unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+	/*
+	 * A thread per connection: handlers block on the database, and with a
+	 * shared worker pool a request accepted by a busy worker waits even while
+	 * others idle.  Keep-alive clients reuse their thread; the connection
+	 * limit bounds the threads, the pool bounds database concurrency.
+	 */
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_AUTO |
+			 MHD_USE_ITC | MHD_USE_ERROR_LOG;
 	if (ai->ai_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	srv->daemon = MHD_start_daemon(
 		flags, 0, NULL, NULL, on_request, srv,
 		MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
 		MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->workers,
+		MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024),
 		MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->request_timeout_s,
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),

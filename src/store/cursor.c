@@ -82,7 +82,8 @@ bool fd_stream_name_valid(const char *s)
 	for (; s[n]; n++)
 		if (n >= FD_STREAM_MAX || !stream_char((unsigned char)s[n]))
 			return false;
-	return n > 0;
+	/* "." and ".." would be rewritten by clients and proxies as path segments. */
+	return n > 0 && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
 }
 
 void fd_stream_category(const char *stream, char *out, size_t len)

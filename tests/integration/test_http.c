@@ -267,6 +267,79 @@ Test(http_append, type_of_200_characters_and_stream_of_200_accepted)
 	fd_test_server_stop(&ts);
 }
 
+Test(http_append, escaped_keys_and_whitespace)
+{
+	/*
+	 * The server hands each event's data to PostgreSQL as the client's own
+	 * bytes, located in the raw text: escaped member names, odd spacing and
+	 * brackets inside strings must not confuse it.
+	 */
+	struct fd_test_server ts;
+	fd_test_server_start(&ts, NULL);
+	const char *body = "\r\n {\t\"ev\\u0065nts\" :\n [ {\"metadata\":{\"data\":{\"decoy\":true}},\"typ\\u0065\":\"A\","
+			   " \"d\\u0061ta\" : { \"s\" : \"]}[{\\\"\" , \"n\":[ 1 ,2 ] } } ,\n"
+			   "{ \"data\":{\"k\":\"v\"},\"type\":\"B\"} ] , \"expected_version\" : 0 }\n";
+	struct fd_test_resp r;
+	post(&ts, "esc-1", body, &r);
+	assert_append_result(&r, 201, "esc-1", 1, 2);
+	fd_test_resp_free(&r);
+	get(&ts, "/streams/esc-1/events", &r);
+	cr_assert_eq(r.status, 200, "%s", r.body);
+	json_t *events = json_object_get(r.json, "events");
+	json_t *want0 = json_loads("{\"s\":\"]}[{\\\"\",\"n\":[1,2]}", 0, NULL);
+	json_t *want1 = json_loads("{\"k\":\"v\"}", 0, NULL);
+	cr_assert(want0 && want1);
+	cr_assert(json_equal(json_object_get(json_array_get(events, 0), "data"), want0), "event 1 data: %s", r.body);
+	cr_assert(json_equal(json_object_get(json_array_get(events, 1), "data"), want1), "event 2 data: %s", r.body);
+	cr_assert_str_eq(ev_str(json_array_get(events, 0), "type"), "A");
+	json_t *meta = json_object_get(json_array_get(events, 0), "metadata");
+	cr_assert(json_is_true(json_object_get(json_object_get(meta, "data"), "decoy")));
+	json_decref(want0);
+	json_decref(want1);
+	fd_test_resp_free(&r);
+	fd_test_server_stop(&ts);
+}
+
+static void tweak_read_limit(struct fd_config *cfg)
+{
+	cfg->max_read_limit = 2;
+}
+
+Test(http_read, configured_read_limit)
+{
+	struct fd_test_server ts;
+	fd_test_server_start_with(&ts, NULL, tweak_read_limit);
+	struct fd_test_resp r;
+	post(&ts, "lim-1", "{\"expected_version\":0,\"events\":[{\"type\":\"A\",\"data\":{}},{\"type\":\"B\",\"data\":{}},"
+			    "{\"type\":\"C\",\"data\":{}}]}", &r);
+	assert_append_result(&r, 201, "lim-1", 1, 3);
+	fd_test_resp_free(&r);
+	get(&ts, "/streams/lim-1/events", &r);
+	cr_assert_eq(r.status, 200);
+	cr_assert_eq(json_array_size(json_object_get(r.json, "events")), 2, "the default limit is capped by FACTD_MAX_READ_LIMIT");
+	fd_test_resp_free(&r);
+	get(&ts, "/streams/lim-1/events?limit=3", &r);
+	fd_test_assert_problem(&r, 400, "invalid-parameter");
+	cr_assert(strstr(fd_test_json_str(&r, "detail"), "1..2"), "%s", r.body);
+	fd_test_resp_free(&r);
+	double deadline = now_s() + 30;
+	for (;;) {
+		get(&ts, "/events", &r);
+		cr_assert_eq(r.status, 200);
+		size_t n = json_array_size(json_object_get(r.json, "events"));
+		fd_test_resp_free(&r);
+		cr_assert_leq(n, 2, "the feed's default limit is capped by FACTD_MAX_READ_LIMIT");
+		if (n == 2)
+			break;
+		cr_assert_lt(now_s(), deadline, "the events never became visible");
+		sleep_ms(50);
+	}
+	get(&ts, "/events?limit=3", &r);
+	fd_test_assert_problem(&r, 400, "invalid-parameter");
+	fd_test_resp_free(&r);
+	fd_test_server_stop(&ts);
+}
+
 Test(http_read, stream_read_back_exact_fields)
 {
 	struct fd_test_server ts;
@@ -375,7 +448,7 @@ Test(http_read, default_limit_is_100)
 	struct fd_test_server ts;
 	fd_test_server_start(&ts, NULL);
 	struct fd_buf b = FD_BUF_INIT;
-	cr_assert_eq(fd_buf_append(&b, "{\"expected_version\":0,\"events\":[", 32), FD_OK);
+	cr_assert_eq(fd_buf_appendf(&b, "%s", "{\"expected_version\":0,\"events\":["), FD_OK);
 	for (int i = 0; i < 150; i++)
 		cr_assert_eq(fd_buf_appendf(&b, "%s{\"type\":\"T\",\"data\":{\"i\":%d}}", i ? "," : "", i), FD_OK);
 	cr_assert_eq(fd_buf_append(&b, "]}", 2), FD_OK);
@@ -779,8 +852,19 @@ static json_t *feed_read_all(const struct fd_test_server *ts, const char *filter
 		}
 		json_decref(p.events);
 		if (n == 0) {
-			cr_assert_str_eq(p.next, after, "an empty page keeps the cursor");
+			/* Unfiltered, an empty page keeps the cursor; filtered, it may skip what was filtered out. */
+			if (!*filters)
+				cr_assert_str_eq(p.next, after, "an empty page keeps the cursor");
 			snprintf(final_next, FD_CURSOR_STRLEN, "%s", p.next);
+			if (strcmp(p.next, after) != 0) {
+				char *q2 = fmt("?after=%s&limit=%d%s", p.next, limit, filters);
+				struct feed_page p2;
+				feed_get(ts, q2, &p2);
+				free(q2);
+				cr_assert_eq(json_array_size(p2.events), 0, "events after the final cursor");
+				cr_assert_str_eq(p2.next, p.next);
+				json_decref(p2.events);
+			}
 			return all;
 		}
 		snprintf(after, sizeof after, "%s", p.next);
@@ -1247,10 +1331,10 @@ Test(http_health, healthz_and_readyz_ok)
 	fd_test_server_stop(&ts);
 }
 
-/* A 503 problem with Retry-After. */
+/* A 503 problem with Retry-After (detail is checked by its own tests). */
 static void expect_503(const struct fd_test_resp *r)
 {
-	fd_test_assert_problem(r, 503, NULL);
+	fd_test_assert_problem_no_detail(r, 503, NULL);
 	const char *ra = header(r, "Retry-After");
 	cr_assert(ra, "503 without Retry-After");
 	char *end;
@@ -1309,6 +1393,27 @@ Test(http_health, unmigrated_database_append_503)
 }
 
 #define UNREACHABLE_URL "postgresql://postgres@127.0.0.1:1/x"
+
+Test(http_health, unreachable_database_problems_have_detail)
+{
+	/* Every error is a full problem document: type, title, status and detail. */
+	struct fd_test_server ts;
+	fd_test_server_start(&ts, UNREACHABLE_URL);
+	struct fd_test_resp r;
+	get(&ts, "/readyz", &r);
+	fd_test_assert_problem(&r, 503, NULL);
+	fd_test_resp_free(&r);
+	post(&ts, "x-1", "{\"expected_version\":0,\"events\":[{\"type\":\"A\",\"data\":{}}]}", &r);
+	fd_test_assert_problem(&r, 503, "database-unavailable");
+	fd_test_resp_free(&r);
+	get(&ts, "/streams/x-1/events", &r);
+	fd_test_assert_problem(&r, 503, "database-unavailable");
+	fd_test_resp_free(&r);
+	get(&ts, "/events", &r);
+	fd_test_assert_problem(&r, 503, "database-unavailable");
+	fd_test_resp_free(&r);
+	fd_test_server_stop(&ts);
+}
 
 Test(http_health, unreachable_database)
 {
@@ -1533,13 +1638,21 @@ Test(http_shutdown, stop_completes_requests_in_flight, .timeout = 120)
 	for (int i = 0; i < N; i++) {
 		f[i].port = ts.port;
 		new_uuid(f[i].id);
-		cr_assert_eq(pthread_create(&th[i], NULL, inflight_main, &f[i]), 0);
 	}
-	double deadline = now_s() + 20;
-	while (fd_test_scalar(observer, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-					" AND wait_event_type = 'Lock'") < N) {
-		cr_assert_lt(now_s(), deadline, "the appends never reached the database");
-		sleep_ms(20);
+	/*
+	 * One at a time: libmicrohttpd may accept a burst of connections on one
+	 * worker thread, where the second would wait behind the first's blocked
+	 * handler.  A worker blocked in a handler accepts nothing, so each new
+	 * request lands on an idle worker.
+	 */
+	for (int i = 0; i < N; i++) {
+		cr_assert_eq(pthread_create(&th[i], NULL, inflight_main, &f[i]), 0);
+		double deadline = now_s() + 20;
+		while (fd_test_scalar(observer, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+						" AND wait_event_type = 'Lock'") < i + 1) {
+			cr_assert_lt(now_s(), deadline, "append %d never reached the database", i);
+			sleep_ms(20);
+		}
 	}
 
 	struct stopper s = { .srv = ts.srv };
@@ -1576,7 +1689,7 @@ Test(http_shutdown, stop_completes_requests_in_flight, .timeout = 120)
 	fd_test_server_stop(&ts);
 }
 
-enum { LOOP_MAX = 2000 };
+enum { LOOPERS = 4, LOOP_MAX = 2000 };
 
 enum outcome { OUT_NONE, OUT_FULL, OUT_REFUSED, OUT_NO_BYTES, OUT_TRUNCATED };
 
@@ -1624,54 +1737,117 @@ static void *looper_main(void *arg)
 	return NULL;
 }
 
-Test(http_shutdown, stop_during_append_loop_truncates_nothing, .timeout = 120)
+Test(http_shutdown, stop_during_append_loops_truncates_nothing, .timeout = 120)
 {
 	struct fd_test_server ts;
 	fd_test_server_start(&ts, NULL);
 	char *url = strdup(ts.db_url);
-	struct looper *l = calloc(1, sizeof *l);
+	struct looper *l = calloc(LOOPERS, sizeof *l);
+	pthread_t th[LOOPERS];
 	cr_assert_not_null(l);
-	l->port = ts.port;
-	pthread_t th;
-	cr_assert_eq(pthread_create(&th, NULL, looper_main, l), 0);
-	double deadline = now_s() + 20;
-	while (!l->started) {
-		cr_assert_lt(now_s(), deadline, "the append loop never got a response");
-		sleep_ms(5);
+	for (int k = 0; k < LOOPERS; k++) {
+		l[k].port = ts.port;
+		cr_assert_eq(pthread_create(&th[k], NULL, looper_main, &l[k]), 0);
 	}
-	sleep_ms(300);
+	double deadline = now_s() + 20;
+	for (int k = 0; k < LOOPERS; k++)
+		while (!l[k].started) {
+			cr_assert_lt(now_s(), deadline, "append loop %d never got a response", k);
+			sleep_ms(5);
+		}
+	sleep_ms(200);
 	fd_test_server_stop(&ts);
-	pthread_join(th, NULL);
+	for (int k = 0; k < LOOPERS; k++)
+		pthread_join(th[k], NULL);
 
 	PGconn *c = fd_test_connect(url);
 	int full = 0, refused = 0, dropped = 0;
-	for (int i = 0; i < l->n; i++) {
-		char *sql = fmt("SELECT count(*) FROM events WHERE event_id = '%s'", l->ids[i]);
-		long long stored = fd_test_scalar(c, sql);
-		free(sql);
-		cr_assert_neq(l->out[i], OUT_TRUNCATED, "request %d: truncated response (status %d)", i, l->status[i]);
-		if (l->out[i] == OUT_FULL) {
-			full++;
-			cr_assert_eq(l->status[i], 201, "request %d: status %d", i, l->status[i]);
-			cr_assert_eq(stored, 1, "request %d: answered 201 but not stored", i);
-		} else {
-			/*
-			 * No response at all: the connection was refused, or reset
-			 * before the server read the request (it sat in the listen
-			 * backlog when the listener closed).  Either way the server
-			 * must not have processed it: an append that was written
-			 * but never answered is a request cut off mid-flight.
-			 */
-			refused += l->out[i] == OUT_REFUSED;
-			dropped += l->out[i] == OUT_NO_BYTES;
-			cr_assert_eq(stored, 0, "request %d was written but got no response", i);
+	for (int k = 0; k < LOOPERS; k++) {
+		cr_assert_lt(l[k].n, LOOP_MAX, "loop %d never saw the server stop", k);
+		for (int i = 0; i < l[k].n; i++) {
+			char *sql = fmt("SELECT count(*) FROM events WHERE event_id = '%s'", l[k].ids[i]);
+			long long stored = fd_test_scalar(c, sql);
+			free(sql);
+			cr_assert_neq(l[k].out[i], OUT_TRUNCATED, "loop %d request %d: truncated response (status %d)", k, i,
+				      l[k].status[i]);
+			if (l[k].out[i] == OUT_FULL) {
+				full++;
+				cr_assert_eq(l[k].status[i], 201, "loop %d request %d: status %d", k, i, l[k].status[i]);
+				cr_assert_eq(stored, 1, "loop %d request %d: answered 201 but not stored", k, i);
+			} else {
+				/*
+				 * No response at all: the connection was refused, or reset
+				 * before the server read the request (it sat in the listen
+				 * backlog when the listener closed).  Either way the server
+				 * must not have processed it: an append that was written
+				 * but never answered is a request cut off mid-flight.
+				 */
+				refused += l[k].out[i] == OUT_REFUSED;
+				dropped += l[k].out[i] == OUT_NO_BYTES;
+				cr_assert_eq(stored, 0, "loop %d request %d was written but got no response", k, i);
+			}
 		}
+		cr_assert_eq(l[k].out[l[k].n - 1], OUT_REFUSED, "loop %d ends on refusals after the stop", k);
 	}
-	cr_log_info("append loop: %d answered, %d refused, %d dropped unread", full, refused, dropped);
+	cr_log_info("append loops: %d answered, %d refused, %d dropped unread", full, refused, dropped);
 	cr_assert_gt(full, 0);
-	cr_assert_geq(refused, 1, "the loop ends on refusals after the stop");
 	cr_assert_eq(fd_test_scalar(c, "SELECT count(*) FROM events"), full);
 	PQfinish(c);
 	free(l);
 	free(url);
+}
+
+/* ---- pool exhaustion ------------------------------------------------------------------------------------ */
+
+static void tweak_one_connection(struct fd_config *cfg)
+{
+	cfg->workers = 2;
+	cfg->pool_size = 1;
+	cfg->pool_timeout_ms = 300;
+}
+
+Test(http_pool, exhausted_pool_is_503_with_retry_after, .timeout = 60)
+{
+	struct fd_test_server ts;
+	fd_test_server_start_with(&ts, NULL, tweak_one_connection);
+	struct fd_test_resp r;
+	post(&ts, "gs-1", "{\"expected_version\":0,\"events\":[{\"type\":\"First\",\"data\":{}}]}", &r);
+	assert_append_result(&r, 201, "gs-1", 1, 1);
+	fd_test_resp_free(&r);
+
+	/* The only pooled connection is held by an append waiting on a lock. */
+	PGconn *locker = fd_test_connect(ts.db_url);
+	PGconn *observer = fd_test_connect(ts.db_url);
+	exec_ok(locker, "BEGIN");
+	exec_ok(locker, "LOCK TABLE streams IN EXCLUSIVE MODE");
+	struct inflight f = { .port = ts.port };
+	new_uuid(f.id);
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, inflight_main, &f), 0);
+	double deadline = now_s() + 20;
+	while (fd_test_scalar(observer, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+					" AND wait_event_type = 'Lock'") < 1) {
+		cr_assert_lt(now_s(), deadline, "the append never reached the database");
+		sleep_ms(20);
+	}
+
+	double t0 = now_s();
+	get(&ts, "/streams/gs-1/events", &r);
+	double waited = now_s() - t0;
+	expect_503(&r);
+	cr_assert_str_eq(fd_test_json_str(&r, "type"), FD_PROBLEM_BASE "database-unavailable");
+	cr_assert_geq(waited, 0.25, "the request should wait FACTD_POOL_TIMEOUT_MS for a connection (%.3fs)", waited);
+	fd_test_resp_free(&r);
+
+	exec_ok(locker, "COMMIT");
+	pthread_join(th, NULL);
+	cr_assert_eq(f.r.status, 201, "the blocked append completes: %d %s", f.r.status, f.r.body);
+	fd_test_resp_free(&f.r);
+	get(&ts, "/streams/gs-1/events", &r);
+	cr_assert_eq(r.status, 200, "the pool recovers: %s", r.body);
+	cr_assert_eq(fd_test_json_int(&r, "version"), 2);
+	fd_test_resp_free(&r);
+	PQfinish(observer);
+	PQfinish(locker);
+	fd_test_server_stop(&ts);
 }

@@ -120,13 +120,21 @@ Test(router_app, stream_parameter_captured_for_get_and_post)
 	result_release(&r);
 }
 
-Test(router_app, only_append_requires_json_body)
+Test(router_app, store_routes_json_body_flags)
 {
+	cr_assert(app_route("POST", "/streams/{stream}/events")->json_body);
+	cr_assert_not(app_route("GET", "/streams/{stream}/events")->json_body);
+	cr_assert_not(app_route("GET", "/events")->json_body);
+	cr_assert_not(app_route("GET", "/healthz")->json_body);
+	cr_assert_not(app_route("GET", "/readyz")->json_body);
 	for (size_t i = 0; i < fd_routes_count; i++) {
-		int is_append = strcmp(fd_routes[i].method, "POST") == 0 &&
-				strcmp(fd_routes[i].pattern, "/streams/{stream}/events") == 0;
-		cr_assert_eq(fd_routes[i].json_body, (bool)is_append, "%s %s", fd_routes[i].method, fd_routes[i].pattern);
-		cr_assert_not_null(fd_routes[i].handler);
+		cr_assert_not_null(fd_routes[i].handler, "%s %s", fd_routes[i].method, fd_routes[i].pattern);
+		cr_assert_eq(fd_routes[i].pattern[0], '/', "%s", fd_routes[i].pattern);
+		/* No two rows share a method and pattern: the second could never match. */
+		for (size_t j = i + 1; j < fd_routes_count; j++)
+			cr_assert(strcmp(fd_routes[i].method, fd_routes[j].method) != 0 ||
+					  strcmp(fd_routes[i].pattern, fd_routes[j].pattern) != 0,
+				  "duplicate route %s %s", fd_routes[i].method, fd_routes[i].pattern);
 	}
 }
 
