@@ -3,7 +3,9 @@
  * an expected version, read one stream, read the gap-safe global feed.
  *
  * Every call is one round trip to a statement prepared on each pooled
- * connection (fd_store_statements below).  Appends go through the PL/pgSQL
+ * connection.  fd_store_statements below is the store's one statement table:
+ * it also holds the statements of snapshots.c, whose ids and the fd_store_run
+ * helper are shared through internal.h.  Appends go through the PL/pgSQL
  * function fd_append (migrations/0001_event_store.sql), which takes the
  * events as parallel arrays passed as PostgreSQL array literals.  Reads come
  * back as JSON text built by PostgreSQL (fd_event_json), handed to the caller
@@ -26,16 +28,7 @@
 
 #include "factd/buf.h"
 #include "factd/log.h"
-
-enum stmt_id {
-	ST_APPEND,
-	ST_READ_STREAM,
-	ST_FEED,
-	ST_FEED_CAT,
-	ST_FEED_TYPES,
-	ST_FEED_CAT_TYPES,
-	ST_COUNT
-};
+#include "internal.h"
 
 /*
  * The feed: events after the cursor whose writing transaction is older than
@@ -58,6 +51,62 @@ enum stmt_id {
 	"   WHERE t.tx_id < pg_snapshot_xmin(pg_current_snapshot())"                                 \
 	"   ORDER BY t.tx_id DESC, t.seq DESC LIMIT 1)"                                               \
 	" FROM page p"
+
+/*
+ * snapshots.c: load a stream for an aggregate.  $1 stream, $2 snapshot schema
+ * (< 0: use none), $3 max version (0: latest).  One row when the stream
+ * exists: its version, the chosen snapshot's version and state (NULL when
+ * none), then the count and the events after the snapshot up to the limit as
+ * [version, type, data] arrays.  Both index scans are ranges of a primary or
+ * unique key: snapshots_pkey backwards for one row, events_stream_version_key
+ * forwards from the snapshot.
+ */
+#define LOAD_STREAM_SQL                                                                              \
+	"SELECT st.version, sn.version, sn.state::text, ev.n, ev.j::text FROM streams st"           \
+	" CROSS JOIN LATERAL (SELECT CASE WHEN $3::bigint > 0 AND $3::bigint < st.version"          \
+	"  THEN $3::bigint ELSE st.version END AS upto) u"                                            \
+	" LEFT JOIN LATERAL ("                                                                        \
+	"  SELECT s.version, s.state FROM snapshots s"                                                \
+	"  WHERE $2::int >= 0 AND s.stream_id = st.stream_id AND s.schema_version = $2::int"         \
+	"  AND s.version <= u.upto ORDER BY s.version DESC LIMIT 1) sn ON true"                      \
+	" CROSS JOIN LATERAL ("                                                                       \
+	"  SELECT count(*) AS n, coalesce(json_agg(json_build_array(e.version, e.type, e.data)"      \
+	"   ORDER BY e.version), '[]'::json) AS j FROM events e"                                       \
+	"  WHERE e.stream_id = st.stream_id AND e.version > coalesce(sn.version, 0)"                 \
+	"  AND e.version <= u.upto) ev"                                                               \
+	" WHERE st.stream_id = $1::text"
+
+/*
+ * snapshots.c: the highest version of stream $1 recorded at or before $2
+ * microseconds since the epoch, 0 when none.  The moment is built from whole
+ * seconds plus microseconds because interval * bigint goes through double
+ * precision: both products stay exact that way from 4714 BC to well past
+ * the year 9999.  The OFFSET 0 fence keeps the planner from turning
+ * max() into a backward walk of events_stream_version_key that fetches heap
+ * rows to test recorded_at (its pick for the generic plan); this way it is an
+ * index-only range scan of events_stream_recorded_idx, the events up to $2.
+ */
+#define VERSION_AT_SQL                                                                               \
+	"SELECT coalesce(max(r.version), 0) FROM (SELECT e.version FROM events e"                     \
+	" WHERE e.stream_id = $1::text AND e.recorded_at <= timestamptz 'epoch'"                      \
+	" + ($2::bigint / 1000000) * interval '1 second'"                                             \
+	" + ($2::bigint % 1000000) * interval '1 microsecond' OFFSET 0) r"
+
+/*
+ * snapshots.c: upsert a snapshot ($1 stream, $2 version, $3 schema, $4
+ * state) unless the stream does not exist or is shorter than $2.  Always one
+ * row: the stream's version (NULL when missing) and how many rows were written.
+ */
+#define SAVE_SNAPSHOT_SQL                                                                            \
+	"WITH s AS (SELECT version FROM streams WHERE stream_id = $1::text),"                         \
+	" w AS (INSERT INTO snapshots (stream_id, version, schema_version, state)"                    \
+	"  SELECT $1::text, $2::bigint, $3::int, $4::jsonb FROM s WHERE s.version >= $2::bigint"       \
+	"  ON CONFLICT (stream_id, schema_version, version)"                                          \
+	"  DO UPDATE SET state = EXCLUDED.state, created_at = now() RETURNING 1)"                     \
+	" SELECT (SELECT version FROM s), (SELECT count(*) FROM w)"
+
+/* snapshots.c: what struct fd_stored_event holds, in its order. */
+#define STORED_EVENT_COLS "e.stream_id, e.version, e.tx_id::text || '-' || e.seq, e.metadata::text"
 
 const struct fd_stmt fd_store_statements[] = {
 	[ST_APPEND] = {
@@ -94,6 +143,32 @@ const struct fd_stmt fd_store_statements[] = {
 		.sql = FEED_SQL(" AND e.category = $4::text AND e.type = ANY ($5::text[])"),
 		.nparams = 5,
 	},
+	[ST_LOAD_STREAM] = {
+		.name = "fd_store_load_stream",
+		.sql = LOAD_STREAM_SQL,
+		.nparams = 3,
+	},
+	[ST_VERSION_AT] = {
+		.name = "fd_store_version_at",
+		.sql = VERSION_AT_SQL,
+		.nparams = 2,
+	},
+	[ST_SAVE_SNAPSHOT] = {
+		.name = "fd_store_save_snapshot",
+		.sql = SAVE_SNAPSHOT_SQL,
+		.nparams = 4,
+	},
+	[ST_FIND_EVENT] = {
+		.name = "fd_store_find_event",
+		.sql = "SELECT " STORED_EVENT_COLS " FROM events e WHERE e.event_id = $1::uuid",
+		.nparams = 1,
+	},
+	[ST_EVENT_AT] = {
+		.name = "fd_store_event_at",
+		.sql = "SELECT " STORED_EVENT_COLS " FROM events e"
+		       " WHERE e.stream_id = $1::text AND e.version = $2::bigint",
+		.nparams = 2,
+	},
 };
 const unsigned fd_store_statements_count = ST_COUNT;
 
@@ -122,14 +197,9 @@ static void backoff(int attempt)
 	nanosleep(&ts, NULL);
 }
 
-/*
- * Execute one prepared statement that returns rows, with the retry policy in
- * the file header.  recheck_param: index of a boolean parameter to set true
- * before retrying after a lost connection, or -1.  On FD_OK *out holds the
- * result (caller owns, PQclear).
- */
-static enum fd_err run(struct fd_pool *pool, enum stmt_id id, const char **params, int recheck_param,
-		       PGresult **out)
+/* The retry policy is in the file header; the contract in internal.h. */
+enum fd_err fd_store_run(struct fd_pool *pool, enum fd_stmt_id id, const char **params, int recheck_param,
+			 PGresult **out)
 {
 	const struct fd_stmt *st = &fd_store_statements[id];
 	int serialization_retries = 0, reconnects = 0;
@@ -295,7 +365,7 @@ enum fd_err fd_store_append(struct fd_pool *pool, const char *stream, struct fd_
 	params[6] = arrays.data.data;
 	params[7] = arrays.metadata.data;
 	params[8] = any_id_given ? "t" : "f";
-	if ((err = run(pool, ST_APPEND, params, 8, &res)))
+	if ((err = fd_store_run(pool, ST_APPEND, params, 8, &res)))
 		goto done;
 	if (PQntuples(res) != 1 || PQnfields(res) != 6 || PQgetisnull(res, 0, 0)) {
 		fd_log(FD_LOG_ERROR, "fd_append returned an unexpected shape");
@@ -351,7 +421,7 @@ enum fd_err fd_store_read_stream(struct fd_pool *pool, const char *stream, int64
 	}
 	snprintf(from, sizeof from, "%lld", (long long)from_version);
 	snprintf(lim, sizeof lim, "%u", limit);
-	if ((err = run(pool, ST_READ_STREAM, params, -1, &res)))
+	if ((err = fd_store_run(pool, ST_READ_STREAM, params, -1, &res)))
 		goto done;
 	if (PQntuples(res) == 0) {
 		err = FD_ERR_NOTFOUND;
@@ -376,7 +446,7 @@ enum fd_err fd_store_read_feed(struct fd_pool *pool, struct fd_cursor after, con
 	const char *params[5] = { tx, seq, lim, NULL, NULL };
 	const char *category = filter ? filter->category : NULL;
 	size_t ntypes = filter ? filter->ntypes : 0;
-	enum stmt_id id;
+	enum fd_stmt_id id;
 
 	memset(out, 0, sizeof *out);
 	out->next = after;
@@ -415,7 +485,7 @@ enum fd_err fd_store_read_feed(struct fd_pool *pool, struct fd_cursor after, con
 	} else {
 		id = ST_FEED;
 	}
-	if ((err = run(pool, id, params, -1, &res)))
+	if ((err = fd_store_run(pool, id, params, -1, &res)))
 		goto done;
 	if (PQntuples(res) != 1 || PQnfields(res) != 4) {
 		err = FD_ERR_INTERNAL;

@@ -153,8 +153,14 @@ static enum fd_err connect_slot(const struct fd_pool *pool, PGconn **out)
 		res = PQprepare(conn, st->name, st->sql, st->nparams, NULL);
 		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 			err = fd_pg_classify(conn, res);
+			const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+			/* A schema that is not migrated yet (undefined table, function,
+			 * column) is a database not ready to serve, not a server fault. */
 			if (err != FD_ERR_UNAVAILABLE)
-				err = FD_ERR_DB;
+				err = state && (strcmp(state, "42P01") == 0 || strcmp(state, "42883") == 0 ||
+						strcmp(state, "42703") == 0)
+					      ? FD_ERR_UNAVAILABLE
+					      : FD_ERR_DB;
 			json_t *fields = json_pack("{s:s, s:s?, s:s}", "statement", st->name, "sqlstate",
 						   PQresultErrorField(res, PG_DIAG_SQLSTATE), "error",
 						   PQresultErrorMessage(res));
