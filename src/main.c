@@ -11,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "factd/bus.h"
 #include "factd/config.h"
+#include "factd/domain.h"
 #include "factd/events.h"
 #include "factd/http.h"
 #include "factd/log.h"
@@ -24,6 +26,7 @@ static int serve(const struct fd_config *cfg)
 {
 	struct fd_pool *pool = NULL;
 	struct fd_server *srv = NULL;
+	struct fd_bus *bus = NULL;
 	int rc = 1;
 	char *redacted = fd_config_redact_url(cfg->database_url);
 
@@ -39,7 +42,14 @@ static int serve(const struct fd_config *cfg)
 	}
 	if (err) /* the database may come up later; /readyz tells */
 		fd_log(FD_LOG_WARN, "cannot check the event feed's horizon: %s", fd_err_name(err));
-	struct fd_app app = { .cfg = cfg, .pool = pool };
+	struct fd_bus_config bus_cfg = { .max_retries = cfg->command_retries, .snapshot_every = cfg->snapshot_every };
+	if (fd_bus_new(pool, &bus_cfg, &bus) != FD_OK) {
+		fd_log(FD_LOG_ERROR, "cannot start the command bus");
+		goto done;
+	}
+	struct fd_gateway_sim gateway;
+	fd_gateway_sim_init(&gateway, cfg->payment_limit_cents, cfg->payment_fail_first, cfg->payment_never_answer);
+	struct fd_app app = { .cfg = cfg, .pool = pool, .bus = bus, .gateway = &gateway.base };
 	if (fd_server_start(&app, &srv) != FD_OK)
 		goto done;
 	fd_log_fields(FD_LOG_INFO, "listening",
@@ -58,6 +68,7 @@ static int serve(const struct fd_config *cfg)
 	rc = 0;
 done:
 	fd_server_stop(srv, 0);
+	fd_bus_free(bus);
 	fd_pool_free(pool);
 	free(redacted);
 	if (rc == 0)

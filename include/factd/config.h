@@ -29,6 +29,11 @@ struct fd_config {
 	unsigned request_timeout_s; /* FACTD_REQUEST_TIMEOUT: idle connection timeout */
 	int log_level;            /* FACTD_LOG_LEVEL */
 	bool migrate_on_start;    /* FACTD_MIGRATE=0 or --no-migrate turns it off */
+	unsigned command_retries; /* FACTD_COMMAND_RETRIES: reload-and-decide rounds after a conflict */
+	int snapshot_every;       /* FACTD_SNAPSHOT_EVERY: -1 = each aggregate type's default, 0 = off */
+	long long payment_limit_cents; /* FACTD_PAYMENT_LIMIT_CENTS: the simulator declines above it */
+	unsigned payment_fail_first;   /* FACTD_PAYMENT_FAIL_FIRST: simulated transient failures */
+	unsigned payment_never_answer; /* FACTD_PAYMENT_NEVER_ANSWER: 1 = the simulator never answers */
 };
 
 /*

@@ -25,9 +25,13 @@
 #define FD_RESP_MAX_HEADERS 8
 
 /* Everything the handlers share.  Borrowed by the server; the caller owns it. */
+struct fd_bus;
+struct fd_gateway;
 struct fd_app {
 	const struct fd_config *cfg;
 	struct fd_pool *pool;
+	struct fd_bus *bus;          /* command bus (may be NULL in store-only tests) */
+	struct fd_gateway *gateway;  /* payment gateway */
 };
 
 struct MHD_Connection;

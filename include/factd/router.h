@@ -15,6 +15,7 @@ struct fd_route {
 	const char *pattern;     /* also the route label in logs and metrics */
 	fd_handler_fn handler;
 	bool json_body;          /* requires Content-Type: application/json */
+	const void *arg;         /* handler-specific row data (e.g. which command), borrowed */
 };
 
 enum fd_match {

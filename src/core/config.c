@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,12 @@ static const char usage[] =
 	"  FACTD_MAX_CONNECTIONS    concurrent HTTP connections (default 1024)\n"
 	"  FACTD_REQUEST_TIMEOUT    seconds an idle connection is kept (default 30)\n"
 	"  FACTD_LOG_LEVEL          debug|info|warn|error (default info)\n"
-	"  FACTD_MIGRATE            0 to skip migrations at start (default 1)\n";
+	"  FACTD_MIGRATE            0 to skip migrations at start (default 1)\n"
+	"  FACTD_COMMAND_RETRIES    reload-and-decide rounds after a version conflict (default 10)\n"
+	"  FACTD_SNAPSHOT_EVERY     snapshot every N events; 0 = never (default: 100 per aggregate type)\n"
+	"  FACTD_PAYMENT_LIMIT_CENTS  the payment simulator declines larger amounts (default 100000)\n"
+	"  FACTD_PAYMENT_FAIL_FIRST   the simulator fails the first K attempts transiently (default 0)\n"
+	"  FACTD_PAYMENT_NEVER_ANSWER 1 = the simulator never answers (default 0)\n";
 
 const char *fd_config_usage(void)
 {
@@ -55,6 +61,9 @@ enum fd_err fd_config_defaults(struct fd_config *cfg)
 	cfg->request_timeout_s = 30;
 	cfg->log_level = FD_LOG_INFO;
 	cfg->migrate_on_start = true;
+	cfg->command_retries = 10;
+	cfg->snapshot_every = -1;
+	cfg->payment_limit_cents = 100000;
 	return cfg->listen_host ? FD_OK : FD_ERR_NOMEM;
 }
 
@@ -96,6 +105,11 @@ static const struct num_opt num_opts[] = {
 	NUM("FACTD_MAX_READ_LIMIT", max_read_limit, 1, 100000),
 	NUM("FACTD_MAX_CONNECTIONS", max_connections, 1, 65536),
 	NUM("FACTD_REQUEST_TIMEOUT", request_timeout_s, 1, 3600),
+	NUM("FACTD_COMMAND_RETRIES", command_retries, 0, 1000),
+	NUM("FACTD_SNAPSHOT_EVERY", snapshot_every, 0, 1000000),
+	NUM("FACTD_PAYMENT_LIMIT_CENTS", payment_limit_cents, 0, 1000000000000000LL),
+	NUM("FACTD_PAYMENT_FAIL_FIRST", payment_fail_first, 0, 1000000),
+	NUM("FACTD_PAYMENT_NEVER_ANSWER", payment_never_answer, 0, 1),
 };
 #undef NUM
 
@@ -148,10 +162,13 @@ enum fd_err fd_config_load(struct fd_config *cfg, int argc, char **argv, char *e
 			return FD_ERR_INVAL;
 		}
 		char *field = (char *)cfg + o->offset;
-		if (o->size == sizeof(unsigned))
-			*(unsigned *)(void *)field = (unsigned)n;
-		else
-			*(size_t *)(void *)field = (size_t)n;
+		if (o->size == sizeof(uint32_t)) {
+			uint32_t v32 = (uint32_t)n; /* every 4-byte field's range fits */
+			memcpy(field, &v32, sizeof v32);
+		} else {
+			uint64_t v64 = (uint64_t)n;
+			memcpy(field, &v64, sizeof v64);
+		}
 	}
 	if ((v = getenv("FACTD_LOG_LEVEL")) && *v) {
 		int lvl = fd_log_level_parse(v);

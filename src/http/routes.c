@@ -1,16 +1,55 @@
 /*
- * routes.c - the route table.  Adding an endpoint is adding a row.
+ * routes.c - the route table.  Adding an endpoint is adding a row; a domain
+ * command is a row naming its aggregate type and command.
  * The pattern doubles as the route label in logs.
  */
 #include "factd/api.h"
+#include "factd/domain.h"
 #include "factd/router.h"
+
+#define CMD(agg, name, ...) (&(const struct fd_command_route){ .type = &agg, .command = name, __VA_ARGS__ })
 
 const struct fd_route fd_routes[] = {
 	{ .method = "GET", .pattern = "/healthz", .handler = fd_api_healthz },
 	{ .method = "GET", .pattern = "/readyz", .handler = fd_api_readyz },
+
+	/* the generic event store */
 	{ .method = "POST", .pattern = "/streams/{stream}/events", .handler = fd_api_append, .json_body = true },
 	{ .method = "GET", .pattern = "/streams/{stream}/events", .handler = fd_api_read_stream },
 	{ .method = "GET", .pattern = "/events", .handler = fd_api_read_feed },
+
+	/* orders */
+	{ .method = "POST", .pattern = "/orders", .handler = fd_api_command, .json_body = true,
+	  .arg = CMD(fd_order_type, "create", .creates = true) },
+	{ .method = "GET", .pattern = "/orders/{id}", .handler = fd_api_get_aggregate, .arg = &fd_order_type },
+	{ .method = "GET", .pattern = "/orders/{id}/events", .handler = fd_api_aggregate_events, .arg = &fd_order_type },
+	{ .method = "POST", .pattern = "/orders/{id}/lines", .handler = fd_api_command, .json_body = true,
+	  .arg = CMD(fd_order_type, "add_line") },
+	{ .method = "DELETE", .pattern = "/orders/{id}/lines/{product_id}", .handler = fd_api_command,
+	  .arg = CMD(fd_order_type, "remove_line", .param_field = "product_id") },
+	{ .method = "POST", .pattern = "/orders/{id}/place", .handler = fd_api_command, .arg = CMD(fd_order_type, "place") },
+	{ .method = "POST", .pattern = "/orders/{id}/cancel", .handler = fd_api_command, .json_body = true,
+	  .arg = CMD(fd_order_type, "cancel") },
+	{ .method = "POST", .pattern = "/orders/{id}/ship", .handler = fd_api_command, .arg = CMD(fd_order_type, "ship") },
+
+	/* products (inventory) */
+	{ .method = "POST", .pattern = "/products", .handler = fd_api_command, .json_body = true,
+	  .arg = CMD(fd_product_type, "create", .creates = true) },
+	{ .method = "GET", .pattern = "/products/{id}", .handler = fd_api_get_aggregate, .arg = &fd_product_type },
+	{ .method = "GET", .pattern = "/products/{id}/events", .handler = fd_api_aggregate_events,
+	  .arg = &fd_product_type },
+	{ .method = "POST", .pattern = "/products/{id}/restock", .handler = fd_api_command, .json_body = true,
+	  .arg = CMD(fd_product_type, "restock") },
+
+	/* payments */
+	{ .method = "POST", .pattern = "/payments", .handler = fd_api_command, .json_body = true,
+	  .arg = CMD(fd_payment_type, "request", .creates = true) },
+	{ .method = "GET", .pattern = "/payments/{id}", .handler = fd_api_get_aggregate, .arg = &fd_payment_type },
+	{ .method = "GET", .pattern = "/payments/{id}/events", .handler = fd_api_aggregate_events,
+	  .arg = &fd_payment_type },
+	{ .method = "POST", .pattern = "/payments/{id}/process", .handler = fd_api_process_payment },
+	{ .method = "POST", .pattern = "/payments/{id}/refund", .handler = fd_api_command,
+	  .arg = CMD(fd_payment_type, "refund") },
 };
 
 const size_t fd_routes_count = sizeof fd_routes / sizeof fd_routes[0];

@@ -6,13 +6,17 @@
 #define FACTD_TEST_SERVER_H
 
 #include <stdint.h>
+#include "factd/bus.h"
 #include "factd/config.h"
+#include "factd/domain.h"
 #include "factd/http.h"
 #include "factd/pool.h"
 
 struct fd_test_server {
 	struct fd_config cfg;
 	struct fd_pool *pool;
+	struct fd_bus *bus;
+	struct fd_gateway_sim gateway;
 	struct fd_app app;
 	struct fd_server *srv;
 	uint16_t port;
@@ -36,5 +40,7 @@ struct fd_test_resp;
  * X-Request-Id header).
  */
 void fd_test_assert_problem(const struct fd_test_resp *r, int status, const char *slug);
+/* The same checks except that detail may be absent (to test other properties of a response separately). */
+void fd_test_assert_problem_no_detail(const struct fd_test_resp *r, int status, const char *slug);
 
 #endif

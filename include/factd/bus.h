@@ -1,0 +1,103 @@
+/*
+ * bus.h - the command bus: find the handler by command name, load the
+ * aggregate (newest usable snapshot + later events, folded with the type's
+ * apply), decide, append with the loaded version as the expected version,
+ * and on a version conflict reload and decide again (bounded).
+ *
+ * Idempotent commands: with an idempotency key, the events a command records
+ * get ids derived from the key (fd_uuid_from_name), and the key and a
+ * fingerprint of the request go into their metadata.  A repeat finds those
+ * events and answers with the first result without deciding again; a
+ * concurrent twin that got past that check collides on the event ids, which
+ * the store reports as an idempotent repeat.  The same key with another
+ * request is FD_ERR_IDEMPOTENCY.
+ *
+ * Snapshots are written by a background thread after the append commits,
+ * never inside it; a failed snapshot write is logged and loses nothing.
+ *
+ * Threading: fd_bus_send and fd_bus_load are thread-safe.
+ */
+#ifndef FACTD_BUS_H
+#define FACTD_BUS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "factd/aggregate.h"
+#include "factd/error.h"
+#include "factd/events.h"
+#include "factd/pool.h"
+
+struct fd_bus;
+
+struct fd_bus_config {
+	unsigned max_retries;      /* reload-and-decide attempts after a conflict (FACTD_COMMAND_RETRIES) */
+	int snapshot_every;        /* -1: each type's default; 0: never; N: every N events */
+	unsigned snapshot_queue;   /* pending snapshot writes kept before dropping (bounded memory) */
+};
+
+/* Create a bus over `pool` (borrowed).  Starts the snapshot writer.  Caller owns *out. */
+FD_MUST_USE enum fd_err fd_bus_new(struct fd_pool *pool, const struct fd_bus_config *cfg, struct fd_bus **out);
+/* Write queued snapshots, stop the writer and free.  NULL is a no-op. */
+void fd_bus_free(struct fd_bus *bus);
+/* Block until every snapshot queued so far is written (tests, shutdown). */
+void fd_bus_flush(struct fd_bus *bus);
+
+/* Who sent a command and why; every string is optional (NULL) and borrowed. */
+struct fd_cmd_meta {
+	const char *correlation_id;
+	const char *causation_id;
+	const char *request_id;
+	const char *caller;
+	const char *idempotency_key;  /* makes the command idempotent */
+	const char *request_hash;     /* fingerprint of the request the key was first used with */
+	bool has_if_match;            /* the caller's If-Match: version must still equal if_match */
+	int64_t if_match;
+};
+
+struct fd_cmd_result {
+	int64_t version;             /* the aggregate's version after the command */
+	int64_t first_version;       /* version of the first event recorded */
+	struct fd_cursor position;   /* feed cursor of the last event recorded */
+	bool replayed;               /* an idempotent repeat: nothing new recorded */
+	unsigned attempts;           /* decide/append rounds it took */
+	struct fd_decision decision; /* on FD_ERR_REJECTED / FD_ERR_INVAL: why (slug, title, field, detail) */
+};
+
+/*
+ * Run `command` of aggregate type `t` on aggregate `id` with `payload` (an
+ * object, borrowed).  FD_OK: events recorded (or replayed).  FD_ERR_INVAL:
+ * unknown command, bad id, or the payload was invalid (decision says which
+ * field).  FD_ERR_REJECTED: the domain refused (decision has slug/title;
+ * slug "<name>-not-found" means the aggregate does not exist).
+ * FD_ERR_PRECONDITION: If-Match no longer holds.  FD_ERR_CONFLICT: retries
+ * exhausted.  FD_ERR_IDEMPOTENCY: key reused with another request.  Release
+ * out with fd_cmd_result_release.
+ */
+FD_MUST_USE enum fd_err fd_bus_send(struct fd_bus *bus, const struct fd_aggregate_type *t, const char *id,
+				    const char *command, const json_t *payload, const struct fd_cmd_meta *meta,
+				    struct fd_cmd_result *out);
+void fd_cmd_result_release(struct fd_cmd_result *r);
+
+/* What version of an aggregate to load. */
+struct fd_load_target {
+	int64_t version;   /* > 0: exactly this version (FD_ERR_NOTFOUND when beyond the stream) */
+	bool at_time;      /* else: the state as of unix_us */
+	int64_t unix_us;
+	bool no_snapshot;  /* replay every event (tests, benchmarks) */
+};
+
+/*
+ * Load aggregate `id` of type `t` into `state` (caller-allocated,
+ * t->state_size bytes, NOT yet initialised: load initialises it; release with
+ * t->release even on error).  target NULL = latest.  *version receives the
+ * version loaded (0 = does not exist / did not exist then).
+ */
+FD_MUST_USE enum fd_err fd_bus_load(struct fd_bus *bus, const struct fd_aggregate_type *t, const char *id,
+				    const struct fd_load_target *target, void *state, int64_t *version);
+
+/* The stream name of an aggregate: "<category>-<id>" into buf. */
+void fd_bus_stream_name(const struct fd_aggregate_type *t, const char *id, char *buf, size_t len);
+
+#endif

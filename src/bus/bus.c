@@ -1,0 +1,530 @@
+/*
+ * bus.c - the command bus: load, decide, append under the loaded version,
+ * reload and retry on conflicts; idempotent commands; background snapshots.
+ *
+ * Threading: fd_bus_send/fd_bus_load run on request threads and share only
+ * the pool and the snapshot queue (mutex + condvars).  One writer thread
+ * drains the queue.
+ */
+#include "factd/bus.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "factd/hash.h"
+#include "factd/log.h"
+#include "factd/snapshots.h"
+#include "factd/uuid.h"
+
+#define IDEMPOTENCY_NS "factd.command"
+
+struct snap_job {
+	struct snap_job *next;
+	char *stream;
+	int64_t version;
+	int schema;
+	char *state_json;
+};
+
+struct fd_bus {
+	struct fd_pool *pool;
+	struct fd_bus_config cfg;
+	pthread_t writer;
+	pthread_mutex_t lock;
+	pthread_cond_t work;     /* a job was queued or stop was asked */
+	pthread_cond_t drained;  /* the queue emptied and the writer is idle */
+	struct snap_job *head, *tail;
+	unsigned queued;
+	bool busy;
+	bool stop;
+};
+
+/* ---- snapshots ---------------------------------------------------------- */
+
+static void job_free(struct snap_job *j)
+{
+	if (!j)
+		return;
+	free(j->stream);
+	free(j->state_json);
+	free(j);
+}
+
+static void *snapshot_writer(void *arg)
+{
+	struct fd_bus *bus = arg;
+	pthread_mutex_lock(&bus->lock);
+	for (;;) {
+		while (!bus->head && !bus->stop)
+			pthread_cond_wait(&bus->work, &bus->lock);
+		if (!bus->head)
+			break;
+		struct snap_job *j = bus->head;
+		bus->head = j->next;
+		if (!bus->head)
+			bus->tail = NULL;
+		bus->queued--;
+		bus->busy = true;
+		pthread_mutex_unlock(&bus->lock);
+		enum fd_err err = fd_store_save_snapshot(bus->pool, j->stream, j->version, j->schema, j->state_json);
+		if (err)
+			fd_log_fields(FD_LOG_WARN, "snapshot not written",
+				      json_pack("{s:s, s:I, s:s}", "stream", j->stream, "version", (json_int_t)j->version,
+						"error", fd_err_name(err)));
+		job_free(j);
+		pthread_mutex_lock(&bus->lock);
+		bus->busy = false;
+		if (!bus->head)
+			pthread_cond_broadcast(&bus->drained);
+	}
+	bus->busy = false;
+	pthread_cond_broadcast(&bus->drained);
+	pthread_mutex_unlock(&bus->lock);
+	return NULL;
+}
+
+static unsigned snapshot_every(const struct fd_bus *bus, const struct fd_aggregate_type *t)
+{
+	return bus->cfg.snapshot_every < 0 ? t->snapshot_every : (unsigned)bus->cfg.snapshot_every;
+}
+
+/* Queue a snapshot of `state` at `version`; dropped (logged) when the queue is full. */
+static void snapshot_enqueue(struct fd_bus *bus, const struct fd_aggregate_type *t, const char *stream,
+			     const void *state, int64_t version)
+{
+	json_t *snap = t->snapshot(state);
+	char *text = snap ? json_dumps(snap, JSON_COMPACT) : NULL;
+	json_decref(snap);
+	struct snap_job *j = text ? calloc(1, sizeof *j) : NULL;
+	if (j)
+		j->stream = strdup(stream);
+	if (!j || !j->stream) {
+		free(text);
+		job_free(j);
+		return;
+	}
+	j->state_json = text;
+	j->version = version;
+	j->schema = t->schema_version;
+	pthread_mutex_lock(&bus->lock);
+	if (bus->queued >= bus->cfg.snapshot_queue || bus->stop) {
+		pthread_mutex_unlock(&bus->lock);
+		fd_log(FD_LOG_DEBUG, "snapshot queue full; skipped %s@%" PRId64, stream, version);
+		job_free(j);
+		return;
+	}
+	if (bus->tail)
+		bus->tail->next = j;
+	else
+		bus->head = j;
+	bus->tail = j;
+	bus->queued++;
+	pthread_cond_signal(&bus->work);
+	pthread_mutex_unlock(&bus->lock);
+}
+
+void fd_bus_flush(struct fd_bus *bus)
+{
+	pthread_mutex_lock(&bus->lock);
+	while (bus->head || bus->busy)
+		pthread_cond_wait(&bus->drained, &bus->lock);
+	pthread_mutex_unlock(&bus->lock);
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+enum fd_err fd_bus_new(struct fd_pool *pool, const struct fd_bus_config *cfg, struct fd_bus **out)
+{
+	struct fd_bus *bus = calloc(1, sizeof *bus);
+	if (!bus)
+		return FD_ERR_NOMEM;
+	bus->pool = pool;
+	bus->cfg = *cfg;
+	if (!bus->cfg.snapshot_queue)
+		bus->cfg.snapshot_queue = 1024;
+	pthread_mutex_init(&bus->lock, NULL);
+	pthread_cond_init(&bus->work, NULL);
+	pthread_cond_init(&bus->drained, NULL);
+	if (pthread_create(&bus->writer, NULL, snapshot_writer, bus) != 0) {
+		pthread_cond_destroy(&bus->drained);
+		pthread_cond_destroy(&bus->work);
+		pthread_mutex_destroy(&bus->lock);
+		free(bus);
+		return FD_ERR_NOMEM;
+	}
+	*out = bus;
+	return FD_OK;
+}
+
+void fd_bus_free(struct fd_bus *bus)
+{
+	if (!bus)
+		return;
+	pthread_mutex_lock(&bus->lock);
+	bus->stop = true;
+	pthread_cond_signal(&bus->work);
+	pthread_mutex_unlock(&bus->lock);
+	pthread_join(bus->writer, NULL);
+	pthread_cond_destroy(&bus->drained);
+	pthread_cond_destroy(&bus->work);
+	pthread_mutex_destroy(&bus->lock);
+	free(bus);
+}
+
+/* ---- loading ------------------------------------------------------------ */
+
+void fd_bus_stream_name(const struct fd_aggregate_type *t, const char *id, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s-%s", t->category, id);
+}
+
+/* Fold a JSON array of [version, type, data] into state, checking versions run on from `from`. */
+static enum fd_err fold_events(const struct fd_aggregate_type *t, void *state, const char *events_json,
+			       int64_t from, int64_t *last)
+{
+	json_error_t jerr;
+	json_t *arr = json_loads(events_json, 0, &jerr);
+	enum fd_err err = FD_OK;
+	if (!json_is_array(arr)) {
+		err = FD_ERR_INTERNAL;
+		goto done;
+	}
+	size_t i;
+	json_t *row;
+	int64_t v = from;
+	json_array_foreach(arr, i, row) {
+		json_t *jv = json_array_get(row, 0), *jt = json_array_get(row, 1), *jd = json_array_get(row, 2);
+		if (!json_is_integer(jv) || !json_is_string(jt) || !jd || json_integer_value(jv) != v + 1) {
+			err = FD_ERR_INTERNAL;
+			goto done;
+		}
+		v++;
+		if ((err = t->apply(state, json_string_value(jt), jd))) {
+			fd_log_fields(FD_LOG_ERROR, "event does not apply",
+				      json_pack("{s:s, s:s, s:I}", "aggregate", t->name, "type", json_string_value(jt),
+						"version", (json_int_t)v));
+			goto done;
+		}
+	}
+	*last = v;
+done:
+	json_decref(arr);
+	return err;
+}
+
+/*
+ * Load into an uninitialised state.  *replayed receives how many events were
+ * folded, so the caller can snapshot a stream that had no usable snapshot
+ * (replayed >= 2N: a stale schema, or snapshots switched on late; the 2N
+ * margin leaves room for a snapshot still queued in the writer).
+ */
+static enum fd_err load(struct fd_bus *bus, const struct fd_aggregate_type *t, const char *stream,
+			const struct fd_load_target *target, void *state, int64_t *version, size_t *replayed)
+{
+	struct fd_stream_load l = { 0 };
+	int64_t max_version = 0;
+	enum fd_err err;
+
+	t->init(state);
+	*version = 0;
+	*replayed = 0;
+	if (target && target->at_time) {
+		if ((err = fd_store_version_at(bus->pool, stream, target->unix_us, &max_version)))
+			return err;
+		if (max_version == 0)
+			return FD_OK; /* did not exist then */
+	} else if (target && target->version > 0) {
+		max_version = target->version;
+	}
+	bool use_snapshot = !(target && target->no_snapshot) && snapshot_every(bus, t) > 0;
+	if ((err = fd_store_load_stream(bus->pool, stream, use_snapshot ? t->schema_version : -1, max_version, &l)))
+		goto done;
+	if (target && target->version > 0 && target->version > l.stream_version) {
+		err = FD_ERR_NOTFOUND;
+		goto done;
+	}
+	if (l.snapshot_json) {
+		json_t *snap = json_loads(l.snapshot_json, 0, NULL);
+		err = snap ? t->restore(state, snap) : FD_ERR_INVAL;
+		json_decref(snap);
+		if (err) {
+			/* A snapshot this code cannot read is ignored: replay everything instead. */
+			fd_log_fields(FD_LOG_WARN, "snapshot unreadable, replaying",
+				      json_pack("{s:s, s:I}", "stream", stream, "version", (json_int_t)l.snapshot_version));
+			fd_stream_load_release(&l);
+			t->release(state);
+			t->init(state);
+			if ((err = fd_store_load_stream(bus->pool, stream, -1, max_version, &l)))
+				goto done;
+		}
+	}
+	int64_t last = l.snapshot_version;
+	if ((err = fold_events(t, state, l.events_json, l.snapshot_version, &last)))
+		goto done;
+	*version = last;
+	*replayed = l.count;
+done:
+	fd_stream_load_release(&l);
+	return err;
+}
+
+enum fd_err fd_bus_load(struct fd_bus *bus, const struct fd_aggregate_type *t, const char *id,
+			const struct fd_load_target *target, void *state, int64_t *version)
+{
+	char stream[FD_STREAM_MAX + 1];
+	size_t replayed = 0;
+	if (!fd_aggregate_id_valid(t, id)) {
+		t->init(state);
+		*version = 0;
+		return FD_ERR_INVAL;
+	}
+	fd_bus_stream_name(t, id, stream, sizeof stream);
+	enum fd_err err = load(bus, t, stream, target, state, version, &replayed);
+	unsigned every = snapshot_every(bus, t);
+	bool latest = !target || (!target->at_time && target->version == 0 && !target->no_snapshot);
+	if (!err && latest && every && replayed >= 2 * (size_t)every)
+		snapshot_enqueue(bus, t, stream, state, *version);
+	return err;
+}
+
+/* ---- commands ----------------------------------------------------------- */
+
+void fd_cmd_result_release(struct fd_cmd_result *r)
+{
+	fd_decision_release(&r->decision);
+}
+
+static void event_id_for(const char *key, size_t i, struct fd_uuid *out)
+{
+	char name[300];
+	int n = snprintf(name, sizeof name, "%s#%zu", key, i);
+	fd_uuid_from_name(IDEMPOTENCY_NS, name, (size_t)n < sizeof name ? (size_t)n : sizeof name - 1, out);
+}
+
+/*
+ * Has this idempotency key recorded events already?  FD_OK with *found set
+ * and out filled (replayed) when it has and the request matches;
+ * FD_ERR_IDEMPOTENCY when the request differs.
+ */
+static enum fd_err idempotent_replay(struct fd_bus *bus, const struct fd_cmd_meta *meta, bool *found,
+				     struct fd_cmd_result *out)
+{
+	struct fd_uuid first;
+	struct fd_stored_event ev = { 0 }, last = { 0 };
+	json_t *md = NULL;
+	event_id_for(meta->idempotency_key, 0, &first);
+	*found = false;
+	enum fd_err err = fd_store_find_event(bus->pool, &first, &ev);
+	if (err == FD_ERR_NOTFOUND)
+		return FD_OK;
+	if (err)
+		return err;
+	md = json_loads(ev.metadata_json ? ev.metadata_json : "{}", 0, NULL);
+	json_t *idem = json_object_get(md, "idempotency");
+	const char *hash = json_string_value(json_object_get(idem, "request_hash"));
+	json_int_t n = json_integer_value(json_object_get(idem, "events"));
+	if (!hash || n < 1) {
+		err = FD_ERR_INTERNAL;
+		goto done;
+	}
+	if (!meta->request_hash || strcmp(hash, meta->request_hash) != 0) {
+		err = FD_ERR_IDEMPOTENCY;
+		goto done;
+	}
+	if ((err = fd_store_event_at(bus->pool, ev.stream, ev.version + n - 1, &last)))
+		goto done;
+	*found = true;
+	out->replayed = true;
+	out->first_version = ev.version;
+	out->version = last.version;
+	out->position = last.position;
+done:
+	json_decref(md);
+	fd_stored_event_release(&ev);
+	fd_stored_event_release(&last);
+	return err;
+}
+
+static json_t *event_metadata(const struct fd_cmd_meta *meta, const char *command, size_t nevents)
+{
+	json_t *m = json_object();
+	if (!m)
+		return NULL;
+	if (meta->correlation_id)
+		json_object_set_new(m, "correlation_id", json_string(meta->correlation_id));
+	if (meta->causation_id)
+		json_object_set_new(m, "causation_id", json_string(meta->causation_id));
+	if (meta->request_id)
+		json_object_set_new(m, "request_id", json_string(meta->request_id));
+	if (meta->caller)
+		json_object_set_new(m, "caller", json_string(meta->caller));
+	json_object_set_new(m, "command", json_string(command));
+	if (meta->idempotency_key)
+		json_object_set_new(m, "idempotency",
+				    json_pack("{s:s, s:s, s:I}", "key", meta->idempotency_key, "request_hash",
+					      meta->request_hash ? meta->request_hash : "", "events",
+					      (json_int_t)nevents));
+	return m;
+}
+
+/* Append the decided events; on FD_OK the result fields are set. */
+static enum fd_err record(struct fd_bus *bus, const char *stream, int64_t expected, const char *command,
+			  json_t *events, const struct fd_cmd_meta *meta, struct fd_append_result *res)
+{
+	size_t n = json_array_size(events);
+	struct fd_event_in *evs = calloc(n, sizeof *evs);
+	char **texts = calloc(2 * n, sizeof *texts);
+	json_t *md = event_metadata(meta, command, n);
+	char *md_text = md ? json_dumps(md, JSON_COMPACT) : NULL;
+	enum fd_err err = FD_OK;
+	if (!evs || !texts || !md_text) {
+		err = FD_ERR_NOMEM;
+		goto done;
+	}
+	for (size_t i = 0; i < n; i++) {
+		json_t *e = json_array_get(events, i);
+		const char *type = json_string_value(json_object_get(e, "type"));
+		json_t *data = json_object_get(e, "data");
+		if (!type || !json_is_object(data)) {
+			err = FD_ERR_INTERNAL;
+			goto done;
+		}
+		if (meta->idempotency_key) {
+			event_id_for(meta->idempotency_key, i, &evs[i].event_id);
+			evs[i].id_given = true;
+		} else if ((err = fd_uuid_v7(&evs[i].event_id))) {
+			goto done;
+		}
+		if (!(texts[i] = json_dumps(data, JSON_COMPACT))) {
+			err = FD_ERR_NOMEM;
+			goto done;
+		}
+		evs[i].type = type;
+		evs[i].data_json = texts[i];
+		evs[i].metadata_json = md_text;
+	}
+	err = fd_store_append(bus->pool, stream, (struct fd_expected){ FD_EXPECT_EXACT, expected }, evs, n, res);
+done:
+	if (texts)
+		for (size_t i = 0; i < 2 * n; i++)
+			free(texts[i]);
+	free(texts);
+	free(evs);
+	free(md_text);
+	json_decref(md);
+	return err;
+}
+
+enum fd_err fd_bus_send(struct fd_bus *bus, const struct fd_aggregate_type *t, const char *id,
+			const char *command, const json_t *payload, const struct fd_cmd_meta *meta,
+			struct fd_cmd_result *out)
+{
+	static const struct fd_cmd_meta no_meta = { 0 };
+	char stream[FD_STREAM_MAX + 1];
+	void *state = NULL;
+	bool state_live = false;
+	enum fd_err err = FD_OK;
+
+	memset(out, 0, sizeof *out);
+	if (!meta)
+		meta = &no_meta;
+	const struct fd_command_type *cmd = fd_aggregate_command(t, command);
+	if (!cmd || !fd_aggregate_id_valid(t, id) || !json_is_object(payload)) {
+		snprintf(out->decision.detail, sizeof out->decision.detail, "%s",
+			 !cmd ? "unknown command" : !json_is_object(payload) ? "the payload must be an object"
+									       : "invalid id");
+		out->decision.outcome = FD_INVALID;
+		return FD_ERR_INVAL;
+	}
+	fd_bus_stream_name(t, id, stream, sizeof stream);
+	if (meta->idempotency_key) {
+		bool found = false;
+		if ((err = idempotent_replay(bus, meta, &found, out)) || found)
+			return err;
+	}
+	if (!(state = malloc(t->state_size)))
+		return FD_ERR_NOMEM;
+
+	unsigned max_attempts = bus->cfg.max_retries + 1;
+	for (unsigned attempt = 1; attempt <= max_attempts; attempt++) {
+		int64_t version = 0;
+		size_t replayed = 0;
+		out->attempts = attempt;
+		if (state_live)
+			t->release(state);
+		state_live = true;
+		if ((err = load(bus, t, stream, NULL, state, &version, &replayed)))
+			goto done;
+		if (meta->has_if_match && version != meta->if_match) {
+			err = FD_ERR_PRECONDITION;
+			goto done;
+		}
+		fd_decision_release(&out->decision);
+		if ((err = cmd->decide(state, version > 0, payload, &out->decision)))
+			goto done;
+		if (out->decision.outcome == FD_INVALID) {
+			err = FD_ERR_INVAL;
+			goto done;
+		}
+		if (out->decision.outcome == FD_REFUSED) {
+			err = FD_ERR_REJECTED;
+			goto done;
+		}
+		json_t *events = out->decision.events;
+		if (!json_is_array(events) || json_array_size(events) == 0) {
+			err = FD_ERR_INTERNAL;
+			goto done;
+		}
+		struct fd_append_result res;
+		err = record(bus, stream, version, command, events, meta, &res);
+		if (err == FD_ERR_CONFLICT) {
+			if (meta->has_if_match) {
+				err = FD_ERR_PRECONDITION;
+				goto done;
+			}
+			fd_log_fields(FD_LOG_DEBUG, "version conflict, retrying",
+				      json_pack("{s:s, s:i}", "stream", stream, "attempt", (int)attempt));
+			continue;
+		}
+		if (err == FD_ERR_DUPLICATE && meta->idempotency_key) {
+			/* A twin with the same key committed after our first check. */
+			bool found = false;
+			err = idempotent_replay(bus, meta, &found, out);
+			if (!err && !found)
+				err = FD_ERR_CONFLICT;
+			goto done;
+		}
+		if (err)
+			goto done;
+		out->replayed = res.duplicate;
+		out->first_version = res.first_version;
+		out->version = res.last_version;
+		out->position = res.position;
+		if (!res.duplicate) {
+			/* Fold what we recorded with the same apply used for replay, then snapshot on crossing N. */
+			size_t i;
+			json_t *e;
+			bool folded = true;
+			json_array_foreach(events, i, e) {
+				if (t->apply(state, json_string_value(json_object_get(e, "type")),
+					     json_object_get(e, "data")) != FD_OK)
+					folded = false;
+			}
+			unsigned every = snapshot_every(bus, t);
+			if (folded && every &&
+			    ((uint64_t)res.last_version / every > (uint64_t)version / every ||
+			     replayed >= 2 * (size_t)every))
+				snapshot_enqueue(bus, t, stream, state, res.last_version);
+		}
+		goto done;
+	}
+	err = FD_ERR_CONFLICT;
+done:
+	if (state_live)
+		t->release(state);
+	free(state);
+	return err;
+}

@@ -1,0 +1,362 @@
+/*
+ * api_domain.c - REST endpoints of the reference domain, mapped onto the
+ * command bus.  Each command route is a row in routes.c naming an aggregate
+ * type and a command; this file turns HTTP into a command (payload, id,
+ * If-Match, Idempotency-Key, request metadata) and the result into HTTP.
+ */
+#include "factd/api.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "factd/bus.h"
+#include "factd/domain.h"
+#include "factd/hash.h"
+#include "factd/payments.h"
+#include "factd/problem.h"
+#include "factd/router.h"
+#include "factd/timeutil.h"
+#include "factd/uuid.h"
+
+#define IDEMPOTENCY_KEY_MAX 255
+
+static bool idempotency_key_valid(const char *k)
+{
+	size_t n = 0;
+	for (; k[n]; n++)
+		if ((unsigned char)k[n] < 0x21 || (unsigned char)k[n] > 0x7e || n >= IDEMPOTENCY_KEY_MAX)
+			return false;
+	return n > 0;
+}
+
+/* If-Match: "N" or W/"N" -> N.  Returns false on anything else. */
+static bool parse_if_match(const char *s, int64_t *out)
+{
+	if (strncmp(s, "W/", 2) == 0)
+		s += 2;
+	size_t n = strlen(s);
+	if (n < 3 || s[0] != '"' || s[n - 1] != '"' || n > 21)
+		return false;
+	int64_t v = 0;
+	for (size_t i = 1; i < n - 1; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (s[i] - '0');
+	}
+	*out = v;
+	return true;
+}
+
+static void set_etag(struct fd_resp *resp, int64_t version)
+{
+	char etag[32];
+	snprintf(etag, sizeof etag, "\"%" PRId64 "\"", version);
+	fd_resp_header(resp, "ETag", etag);
+}
+
+static const char *caller_of(const struct fd_req *req)
+{
+	return "anonymous";
+}
+
+/* Map a bus error to a problem response. */
+static void command_problem(struct fd_req *req, struct fd_resp *resp, const struct fd_aggregate_type *t,
+			    enum fd_err err, const struct fd_cmd_result *r)
+{
+	const struct fd_decision *d = &r->decision;
+	switch (err) {
+	case FD_ERR_INVAL:
+		fd_problem(resp, req, 400, "invalid-field", "Invalid field", d->detail[0] ? d->detail : NULL,
+			   json_pack("{s:s}", "field", d->field));
+		return;
+	case FD_ERR_REJECTED: {
+		char missing_slug[64];
+		snprintf(missing_slug, sizeof missing_slug, "%s-not-found", t->name);
+		bool missing = strcmp(d->slug, missing_slug) == 0;
+		fd_problem(resp, req, missing ? 404 : 409, d->slug, d->title, d->detail[0] ? d->detail : NULL, NULL);
+		return;
+	}
+	case FD_ERR_PRECONDITION:
+		fd_problem_err(resp, req, err, "the resource changed since the version in If-Match", NULL);
+		return;
+	case FD_ERR_CONFLICT:
+		fd_problem(resp, req, 409, "concurrency-conflict", "Too much concurrent change",
+			   "the aggregate kept changing while the command was retried; try again", NULL);
+		return;
+	case FD_ERR_IDEMPOTENCY:
+		fd_problem_err(resp, req, err, "this Idempotency-Key was first used with a different request", NULL);
+		return;
+	default:
+		fd_problem_err(resp, req, err, NULL, NULL);
+	}
+}
+
+/* Parse the body as a JSON object; an empty body is {} unless required. */
+static json_t *body_object(struct fd_req *req, struct fd_resp *resp, bool required)
+{
+	if (req->body.len == 0) {
+		if (required) {
+			fd_problem(resp, req, 400, "invalid-json", "Malformed JSON", "a JSON object body is required", NULL);
+			return NULL;
+		}
+		return json_object();
+	}
+	const char *ct = fd_req_header(req, "Content-Type");
+	if (!ct || strncasecmp(ct, "application/json", 16) != 0) {
+		fd_problem(resp, req, 415, "unsupported-media-type", "Unsupported media type",
+			   "the body must be application/json", NULL);
+		return NULL;
+	}
+	json_error_t jerr;
+	json_t *root = json_loadb(req->body.data, req->body.len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		char detail[256];
+		snprintf(detail, sizeof detail, "malformed JSON at line %d, column %d: %s", jerr.line, jerr.column,
+			 jerr.text);
+		fd_problem(resp, req, 400, "invalid-json", "Malformed JSON", detail, NULL);
+		return NULL;
+	}
+	if (!json_is_object(root)) {
+		json_decref(root);
+		fd_problem(resp, req, 400, "invalid-field", "Invalid field", "the body must be a JSON object",
+			   json_pack("{s:s}", "field", ""));
+		return NULL;
+	}
+	return root;
+}
+
+void fd_api_command(struct fd_req *req, struct fd_resp *resp)
+{
+	const struct fd_command_route *cr = req->route->arg;
+	const struct fd_aggregate_type *t = cr->type;
+	struct fd_cmd_result res = { 0 };
+	struct fd_cmd_meta meta = { .request_id = req->request_id, .caller = caller_of(req) };
+	char id[FD_UUID_STRLEN + FD_SKU_MAX + 1];
+	char hash[65];
+	json_t *payload = body_object(req, resp, req->route->json_body);
+	if (!payload)
+		return;
+
+	const char *corr = fd_req_header(req, "X-Correlation-Id");
+	const char *cause = fd_req_header(req, "X-Causation-Id");
+	meta.correlation_id = fd_request_id_valid(corr) ? corr : req->request_id;
+	meta.causation_id = fd_request_id_valid(cause) ? cause : NULL;
+
+	const char *key = fd_req_header(req, "Idempotency-Key");
+	if (key) {
+		if (!idempotency_key_valid(key)) {
+			fd_problem(resp, req, 400, "invalid-header", "Invalid header",
+				   "Idempotency-Key must be 1-255 visible ASCII characters",
+				   json_pack("{s:s}", "header", "Idempotency-Key"));
+			goto done;
+		}
+		struct fd_sha256 c;
+		unsigned char digest[32];
+		fd_sha256_init(&c);
+		fd_sha256_update(&c, req->method, strlen(req->method));
+		fd_sha256_update(&c, "\n", 1);
+		fd_sha256_update(&c, req->path, strlen(req->path));
+		fd_sha256_update(&c, "\n", 1);
+		if (req->body.len)
+			fd_sha256_update(&c, req->body.data, req->body.len);
+		fd_sha256_final(&c, digest);
+		for (int i = 0; i < 32; i++)
+			snprintf(hash + 2 * i, 3, "%02x", digest[i]);
+		meta.idempotency_key = key;
+		meta.request_hash = hash;
+	}
+	const char *im = fd_req_header(req, "If-Match");
+	if (im) {
+		if (!parse_if_match(im, &meta.if_match)) {
+			fd_problem(resp, req, 400, "invalid-header", "Invalid header",
+				   "If-Match must be an ETag from a previous response, e.g. \"3\"",
+				   json_pack("{s:s}", "header", "If-Match"));
+			goto done;
+		}
+		meta.has_if_match = true;
+	}
+
+	if (cr->creates) {
+		json_t *given = json_object_get(payload, t->id_field);
+		if (given) {
+			if (!json_is_string(given) || !fd_aggregate_id_valid(t, json_string_value(given))) {
+				char ptr[64], detail[128];
+				snprintf(ptr, sizeof ptr, "/%s", t->id_field);
+				snprintf(detail, sizeof detail, "%s must be %s", t->id_field,
+					 t->id_is_uuid ? "a UUID" : "1-64 characters of A-Z a-z 0-9 _ . : -");
+				fd_problem(resp, req, 400, "invalid-field", "Invalid field", detail,
+					   json_pack("{s:s}", "field", ptr));
+				goto done;
+			}
+			snprintf(id, sizeof id, "%s", json_string_value(given));
+			json_object_del(payload, t->id_field);
+		} else {
+			struct fd_uuid u;
+			if (key)
+				fd_uuid_from_name("factd.aggregate-id", key, strlen(key), &u);
+			else if (fd_uuid_v7(&u) != FD_OK) {
+				fd_problem_err(resp, req, FD_ERR_IO, NULL, NULL);
+				goto done;
+			}
+			fd_uuid_format(&u, id);
+		}
+	} else {
+		if (!fd_aggregate_id_valid(t, req->params[0])) {
+			char detail[96];
+			snprintf(detail, sizeof detail, "no %s has this id", t->name);
+			fd_problem(resp, req, 404, "not-found", "Not found", detail, NULL);
+			goto done;
+		}
+		snprintf(id, sizeof id, "%s", req->params[0]);
+	}
+	if (cr->param_field && req->nparams > 1)
+		json_object_set_new(payload, cr->param_field, json_string(req->params[1]));
+
+	enum fd_err err = fd_bus_send(req->app->bus, t, id, cr->command, payload, &meta, &res);
+	if (err) {
+		command_problem(req, resp, t, err, &res);
+		goto done;
+	}
+	char cursor[FD_CURSOR_STRLEN];
+	fd_cursor_format(&res.position, cursor, sizeof cursor);
+	json_t *out = json_object();
+	if (out) {
+		json_object_set_new(out, t->id_field, json_string(id));
+		json_object_set_new(out, "version", json_integer(res.version));
+		json_object_set_new(out, "position", json_string(cursor));
+	}
+	fd_resp_json_doc(resp, cr->creates ? 201 : 200, out);
+	set_etag(resp, res.version);
+	if (cr->creates) {
+		char loc[128];
+		snprintf(loc, sizeof loc, "/%ss/%s", t->name, id);
+		fd_resp_header(resp, "Location", loc);
+	}
+	if (res.replayed)
+		fd_resp_header(resp, "Idempotent-Replayed", "true");
+done:
+	fd_cmd_result_release(&res);
+	json_decref(payload);
+}
+
+void fd_api_get_aggregate(struct fd_req *req, struct fd_resp *resp)
+{
+	const struct fd_aggregate_type *t = req->route->arg;
+	const char *id = req->params[0];
+	struct fd_load_target target = { 0 };
+	const char *qv = fd_req_query(req, "version"), *qat = fd_req_query(req, "at");
+	char detail[96];
+	snprintf(detail, sizeof detail, "no %s has this id", t->name);
+	if (!fd_aggregate_id_valid(t, id)) {
+		fd_problem(resp, req, 404, "not-found", "Not found", detail, NULL);
+		return;
+	}
+	if (qv && qat) {
+		fd_problem(resp, req, 400, "invalid-parameter", "Invalid parameter", "give either version or at, not both",
+			   json_pack("{s:s}", "parameter", "version"));
+		return;
+	}
+	if (qv) {
+		char *end;
+		errno = 0;
+		long long v = (*qv >= '0' && *qv <= '9') ? strtoll(qv, &end, 10) : -1;
+		if (v < 1 || errno || *end) {
+			fd_problem(resp, req, 400, "invalid-parameter", "Invalid parameter", "version must be an integer >= 1",
+				   json_pack("{s:s}", "parameter", "version"));
+			return;
+		}
+		target.version = v;
+	}
+	if (qat) {
+		if (!fd_time_parse_rfc3339(qat, &target.unix_us)) {
+			fd_problem(resp, req, 400, "invalid-parameter", "Invalid parameter",
+				   "at must be an RFC 3339 timestamp, e.g. 2026-01-02T03:04:05Z",
+				   json_pack("{s:s}", "parameter", "at"));
+			return;
+		}
+		target.at_time = true;
+	}
+	void *state = malloc(t->state_size);
+	if (!state) {
+		fd_problem_err(resp, req, FD_ERR_NOMEM, NULL, NULL);
+		return;
+	}
+	int64_t version = 0;
+	enum fd_err err = fd_bus_load(req->app->bus, t, id, (qv || qat) ? &target : NULL, state, &version);
+	if (err == FD_ERR_NOTFOUND || (!err && version == 0)) {
+		if (err == FD_ERR_NOTFOUND)
+			snprintf(detail, sizeof detail, "this %s has no version %s", t->name, qv);
+		else if (qat)
+			snprintf(detail, sizeof detail, "this %s did not exist at that time", t->name);
+		fd_problem(resp, req, 404, "not-found", "Not found", detail, NULL);
+	} else if (err) {
+		fd_problem_err(resp, req, err, NULL, NULL);
+	} else {
+		json_t *view = t->view(state);
+		json_t *out = json_object();
+		if (out) {
+			json_object_set_new(out, t->id_field, json_string(id));
+			if (view)
+				json_object_update(out, view);
+			json_object_set_new(out, "version", json_integer(version));
+		}
+		json_decref(view);
+		fd_resp_json_doc(resp, 200, out);
+		set_etag(resp, version);
+	}
+	t->release(state);
+	free(state);
+}
+
+void fd_api_aggregate_events(struct fd_req *req, struct fd_resp *resp)
+{
+	const struct fd_aggregate_type *t = req->route->arg;
+	const char *id = req->params[0];
+	if (!fd_aggregate_id_valid(t, id)) {
+		fd_problem(resp, req, 404, "not-found", "Not found", "no such aggregate", NULL);
+		return;
+	}
+	char stream[FD_STREAM_MAX + 1];
+	fd_bus_stream_name(t, id, stream, sizeof stream);
+	fd_api_stream_page(req, resp, stream);
+}
+
+static const char *const gateway_names[] = {
+	[FD_GATEWAY_AUTHORISED] = "authorised",
+	[FD_GATEWAY_DECLINED] = "declined",
+	[FD_GATEWAY_TRANSIENT] = "transient_failure",
+	[FD_GATEWAY_NO_ANSWER] = "no_answer",
+};
+
+void fd_api_process_payment(struct fd_req *req, struct fd_resp *resp)
+{
+	const char *id = req->params[0];
+	struct fd_cmd_meta meta = { .request_id = req->request_id, .caller = caller_of(req) };
+	struct fd_cmd_result res = { 0 };
+	enum fd_gateway_result gw = FD_GATEWAY_NO_ANSWER;
+	const char *corr = fd_req_header(req, "X-Correlation-Id");
+	meta.correlation_id = fd_request_id_valid(corr) ? corr : req->request_id;
+	if (!fd_aggregate_id_valid(&fd_payment_type, id)) {
+		fd_problem(resp, req, 404, "not-found", "Not found", "no payment has this id", NULL);
+		return;
+	}
+	enum fd_err err = fd_payment_process(req->app->bus, req->app->gateway, id, &meta, &gw, &res);
+	if (err) {
+		command_problem(req, resp, &fd_payment_type, err, &res);
+	} else {
+		json_t *out = json_pack("{s:s, s:s}", "payment_id", id, "gateway", gateway_names[gw]);
+		if (out && res.version) {
+			char cursor[FD_CURSOR_STRLEN];
+			fd_cursor_format(&res.position, cursor, sizeof cursor);
+			json_object_set_new(out, "version", json_integer(res.version));
+			json_object_set_new(out, "position", json_string(cursor));
+			set_etag(resp, res.version);
+		}
+		fd_resp_json_doc(resp, res.version ? 200 : 202, out);
+	}
+	fd_cmd_result_release(&res);
+}
