@@ -10,6 +10,8 @@
 
 void fd_api_healthz(struct fd_req *req, struct fd_resp *resp);
 void fd_api_readyz(struct fd_req *req, struct fd_resp *resp);
+/* GET /metrics: the registry in the Prometheus text format, pool gauges read now. */
+void fd_api_metrics(struct fd_req *req, struct fd_resp *resp);
 void fd_api_append(struct fd_req *req, struct fd_resp *resp);
 void fd_api_read_stream(struct fd_req *req, struct fd_resp *resp);
 void fd_api_read_feed(struct fd_req *req, struct fd_resp *resp);

@@ -27,11 +27,13 @@
 /* Everything the handlers share.  Borrowed by the server; the caller owns it. */
 struct fd_bus;
 struct fd_gateway;
+struct fd_metrics;
 struct fd_app {
 	const struct fd_config *cfg;
 	struct fd_pool *pool;
 	struct fd_bus *bus;          /* command bus (may be NULL in store-only tests) */
 	struct fd_gateway *gateway;  /* payment gateway */
+	struct fd_metrics *metrics;  /* requests are counted here and GET /metrics shows it; may be NULL */
 };
 
 struct MHD_Connection;
@@ -103,5 +105,13 @@ void fd_server_stop(struct fd_server *srv, unsigned grace_ms);
 
 /* The request id rule: 1..128 chars of [A-Za-z0-9._:-]. */
 bool fd_request_id_valid(const char *s);
+
+/*
+ * A metrics registry labelled for this server (api_metrics.c): the route
+ * table's templates (route index = index in fd_routes) and the domain's
+ * aggregate types.  `version` is borrowed and must outlive it (a literal).
+ * Caller owns *out; free with fd_metrics_free.
+ */
+FD_MUST_USE enum fd_err fd_http_metrics_new(const char *version, struct fd_metrics **out);
 
 #endif

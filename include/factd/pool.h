@@ -15,6 +15,7 @@
 #include "factd/error.h"
 
 struct fd_pool;
+struct fd_metrics;
 
 struct fd_pool_stats {
 	unsigned size;     /* configured connections */
@@ -48,6 +49,14 @@ FD_MUST_USE enum fd_err fd_pool_acquire(struct fd_pool *pool, PGconn **out);
 void fd_pool_release(struct fd_pool *pool, PGconn *conn, bool broken);
 
 void fd_pool_stats(struct fd_pool *pool, struct fd_pool_stats *out);
+
+/*
+ * Record the store's work (appends, events, snapshots written) in `metrics`
+ * (borrowed, must outlive the pool; NULL records nothing, the default).  The
+ * pool is the handle every store function receives, so this is how the store
+ * reaches the registry.  Call before the pool is shared between threads.
+ */
+void fd_pool_set_metrics(struct fd_pool *pool, struct fd_metrics *metrics);
 
 /* One prepared statement: the pool prepares all of them on each new connection. */
 struct fd_stmt {

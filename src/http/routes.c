@@ -1,7 +1,8 @@
 /*
  * routes.c - the route table.  Adding an endpoint is adding a row; a domain
  * command is a row naming its aggregate type and command.
- * The pattern doubles as the route label in logs.
+ * The pattern doubles as the route label in logs and metrics (a route's
+ * metrics slot is its index here).
  */
 #include "factd/api.h"
 #include "factd/domain.h"
@@ -12,6 +13,7 @@
 const struct fd_route fd_routes[] = {
 	{ .method = "GET", .pattern = "/healthz", .handler = fd_api_healthz },
 	{ .method = "GET", .pattern = "/readyz", .handler = fd_api_readyz },
+	{ .method = "GET", .pattern = "/metrics", .handler = fd_api_metrics },
 
 	/* the generic event store */
 	{ .method = "POST", .pattern = "/streams/{stream}/events", .handler = fd_api_append, .json_body = true },

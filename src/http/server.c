@@ -6,7 +6,14 @@
  * cfg->max_connections) plus a listening thread.  A request lives on one thread; its struct fd_req is allocated
  * on the first access-handler call and freed only in the completion callback
  * (which MHD also calls for clients that abort mid-upload).  The in-flight
- * counter is the only shared mutable state, guarded by a mutex.
+ * counter is the only shared mutable state, guarded by a mutex; request
+ * metrics go to the app's registry (atomic counters).
+ *
+ * A request is counted in the metrics when its response is queued, labelled
+ * with its route template, and timed from its first access-handler call:
+ * before the client can see the response, so a scrape that follows a
+ * response always includes it.  A request that never got a response (the
+ * client went away first) is not counted.
  */
 #include "factd/http.h"
 
@@ -22,6 +29,7 @@
 #include <unistd.h>
 
 #include "factd/log.h"
+#include "factd/metrics.h"
 #include "factd/problem.h"
 #include "factd/router.h"
 #include "factd/uuid.h"
@@ -118,6 +126,18 @@ static void req_free(struct fd_req *req)
 	free(req);
 }
 
+static void count_request(const struct fd_req *req)
+{
+	struct fd_metrics *m = req->app->metrics;
+	if (!m)
+		return;
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	int64_t ns = (int64_t)(now.tv_sec - req->start.tv_sec) * 1000000000 + (now.tv_nsec - req->start.tv_nsec);
+	size_t route = req->route ? (size_t)(req->route - fd_routes) : FD_METRICS_UNMATCHED;
+	fd_metrics_http_request(m, route, req->method, req->status, ns > 0 ? (uint64_t)ns : 0);
+}
+
 static enum MHD_Result queue(struct fd_req *req, struct fd_resp *resp)
 {
 	struct MHD_Response *r;
@@ -138,6 +158,7 @@ static enum MHD_Result queue(struct fd_req *req, struct fd_resp *resp)
 	for (size_t i = 0; i < resp->nheaders; i++)
 		MHD_add_response_header(r, resp->headers[i].name, resp->headers[i].value);
 	req->status = resp->status;
+	count_request(req);
 	enum MHD_Result ret = MHD_queue_response(req->conn, resp->status, r);
 	MHD_destroy_response(r);
 	fd_resp_release(resp);

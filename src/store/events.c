@@ -17,6 +17,10 @@
  * retry asks fd_append to check them, so a repeat of a committed attempt is
  * recognised instead of written twice.
  *
+ * Metrics: every append is counted here, whoever calls it (the HTTP append,
+ * the command bus), in the registry the pool carries: one place sees all
+ * event writes.
+ *
  * Threading: thread-safe; each call borrows one pool connection.
  */
 #include "factd/events.h"
@@ -28,6 +32,7 @@
 
 #include "factd/buf.h"
 #include "factd/log.h"
+#include "factd/metrics.h"
 #include "internal.h"
 
 /*
@@ -326,6 +331,16 @@ static int64_t int_col(const PGresult *res, int col)
 	return PQgetisnull(res, 0, col) ? 0 : strtoll(PQgetvalue(res, 0, col), NULL, 10);
 }
 
+/* How an append ended, as factd_appends_total counts it. */
+static enum fd_metrics_append append_result(enum fd_err err, const struct fd_append_result *r)
+{
+	if (err == FD_OK)
+		return r->duplicate ? FD_METRICS_APPEND_DUPLICATE : FD_METRICS_APPEND_OK;
+	if (err == FD_ERR_CONFLICT || err == FD_ERR_DUPLICATE)
+		return FD_METRICS_APPEND_CONFLICT;
+	return FD_METRICS_APPEND_ERROR;
+}
+
 enum fd_err fd_store_append(struct fd_pool *pool, const char *stream, struct fd_expected expected,
 			    const struct fd_event_in *events, size_t n, struct fd_append_result *out)
 {
@@ -398,6 +413,7 @@ enum fd_err fd_store_append(struct fd_pool *pool, const char *stream, struct fd_
 	 */
 	out->duplicate = duplicate && any_id_given;
 done:
+	fd_metrics_append(fd_pool_metrics(pool), append_result(err, out), err == FD_OK && !out->duplicate ? n : 0);
 	PQclear(res);
 	fd_buf_release(&arrays.ids);
 	fd_buf_release(&arrays.types);

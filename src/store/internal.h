@@ -3,7 +3,8 @@
  * table (fd_store_statements in events.c, prepared by the pool on every
  * connection) and the helper that runs them with the store's retry policy.
  *
- * Adding a statement is adding an id here and a row to the table.
+ * Adding a statement is adding an id here and a row to the table.  Also here:
+ * how store modules reach the metrics registry the pool carries.
  * Threading: as events.h; fd_store_run borrows one pool connection per try.
  */
 #ifndef FACTD_STORE_INTERNAL_H
@@ -42,5 +43,8 @@ enum fd_stmt_id {
  */
 FD_MUST_USE enum fd_err fd_store_run(struct fd_pool *pool, enum fd_stmt_id id, const char **params,
 				     int recheck_param, PGresult **out);
+
+/* The registry the store records into (pool.c; see fd_pool_set_metrics), or NULL. */
+struct fd_metrics *fd_pool_metrics(const struct fd_pool *pool);
 
 #endif

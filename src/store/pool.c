@@ -21,6 +21,7 @@
 
 #include "factd/config.h"
 #include "factd/log.h"
+#include "internal.h"
 
 struct slot {
 	PGconn *conn;  /* NULL when not connected */
@@ -36,6 +37,7 @@ struct fd_pool {
 	unsigned open;
 	unsigned in_use;
 	unsigned waiting;
+	struct fd_metrics *metrics;  /* set before threads share the pool; read-only after */
 	struct slot slots[];
 };
 
@@ -339,6 +341,16 @@ void fd_pool_stats(struct fd_pool *pool, struct fd_pool_stats *out)
 	out->in_use = pool->in_use;
 	out->waiting = pool->waiting;
 	pthread_mutex_unlock(&pool->mu);
+}
+
+void fd_pool_set_metrics(struct fd_pool *pool, struct fd_metrics *metrics)
+{
+	pool->metrics = metrics;
+}
+
+struct fd_metrics *fd_pool_metrics(const struct fd_pool *pool)
+{
+	return pool ? pool->metrics : NULL;
 }
 
 /* SQLSTATEs with their own meaning; everything else is FD_ERR_DB. */

@@ -9,6 +9,8 @@
  * through fd_store_run with the store's retry policy.  Results come back as
  * text built by PostgreSQL and are handed over without parsing.
  *
+ * Snapshot writes are counted in the pool's metrics registry.
+ *
  * Threading: thread-safe; each call borrows one pool connection.
  */
 #include "factd/snapshots.h"
@@ -19,6 +21,7 @@
 #include <string.h>
 
 #include "factd/log.h"
+#include "factd/metrics.h"
 #include "internal.h"
 
 /*
@@ -144,6 +147,8 @@ enum fd_err fd_store_save_snapshot(struct fd_pool *pool, const char *stream, int
 		err = FD_ERR_NOTFOUND;      /* no such stream */
 	else if (int_col(res, 1) != 1)
 		err = FD_ERR_INVAL;         /* the stream has not reached `version` */
+	else
+		fd_metrics_snapshot_written(fd_pool_metrics(pool));
 done:
 	PQclear(res);
 	return err;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "factd/log.h"
+#include "factd/metrics.h"
 #include "factd/problem.h"
 #include "http_client.h"
 #include "testdb.h"
@@ -24,9 +25,12 @@ void fd_test_server_start_with(struct fd_test_server *ts, const char *db_url, vo
 	ts->cfg.pool_timeout_ms = 2000;
 	if (tweak)
 		tweak(&ts->cfg);
+	cr_assert_eq(fd_http_metrics_new(FACTD_VERSION, &ts->metrics), FD_OK);
 	cr_assert_eq(fd_pool_new(ts->cfg.database_url, ts->cfg.pool_size, ts->cfg.pool_timeout_ms, &ts->pool), FD_OK);
+	fd_pool_set_metrics(ts->pool, ts->metrics);
 	struct fd_bus_config bus_cfg = { .max_retries = ts->cfg.command_retries,
-					 .snapshot_every = ts->cfg.snapshot_every };
+					 .snapshot_every = ts->cfg.snapshot_every, .metrics = ts->metrics,
+					 .cache_entries = ts->cfg.aggregate_cache };
 	cr_assert_eq(fd_bus_new(ts->pool, &bus_cfg, &ts->bus), FD_OK);
 	fd_gateway_sim_init(&ts->gateway, ts->cfg.payment_limit_cents, ts->cfg.payment_fail_first,
 			    ts->cfg.payment_never_answer);
@@ -34,6 +38,7 @@ void fd_test_server_start_with(struct fd_test_server *ts, const char *db_url, vo
 	ts->app.pool = ts->pool;
 	ts->app.bus = ts->bus;
 	ts->app.gateway = &ts->gateway.base;
+	ts->app.metrics = ts->metrics;
 	cr_assert_eq(fd_server_start(&ts->app, &ts->srv), FD_OK, "server did not start");
 	ts->port = fd_server_port(ts->srv);
 	cr_assert_neq(ts->port, 0);
@@ -49,6 +54,7 @@ void fd_test_server_stop(struct fd_test_server *ts)
 	fd_server_stop(ts->srv, 5000);
 	fd_bus_free(ts->bus);
 	fd_pool_free(ts->pool);
+	fd_metrics_free(ts->metrics);
 	fd_config_release(&ts->cfg);
 	free(ts->db_url);
 	memset(ts, 0, sizeof *ts);

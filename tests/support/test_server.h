@@ -16,6 +16,7 @@ struct fd_test_server {
 	struct fd_config cfg;
 	struct fd_pool *pool;
 	struct fd_bus *bus;
+	struct fd_metrics *metrics;
 	struct fd_gateway_sim gateway;
 	struct fd_app app;
 	struct fd_server *srv;

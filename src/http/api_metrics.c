@@ -1,0 +1,72 @@
+/*
+ * api_metrics.c - GET /metrics, and the registry labelled for this server.
+ *
+ * The counters live in the app's registry and are written by the server,
+ * the store and the command bus as they work; the pool gauges are read here
+ * at scrape time.  Thread-safe: rendering only reads atomic counters and the
+ * pool's stats.
+ */
+#include "factd/api.h"
+
+#include <stdlib.h>
+
+#include "factd/domain.h"
+#include "factd/metrics.h"
+#include "factd/problem.h"
+#include "factd/router.h"
+
+/* The aggregate types with a label of their own; a type missing here counts as "other". */
+static const struct fd_aggregate_type *const aggregate_types[] = { &fd_order_type, &fd_product_type,
+								   &fd_payment_type };
+#define NAGGREGATES (sizeof aggregate_types / sizeof aggregate_types[0])
+
+enum fd_err fd_http_metrics_new(const char *version, struct fd_metrics **out)
+{
+	const char *aggregates[NAGGREGATES];
+	const char **routes = malloc(fd_routes_count * sizeof *routes);
+	enum fd_err err = FD_OK;
+
+	*out = NULL;
+	if (!routes) {
+		err = FD_ERR_NOMEM;
+		goto done;
+	}
+	for (size_t i = 0; i < fd_routes_count; i++)
+		routes[i] = fd_routes[i].pattern;
+	for (size_t i = 0; i < NAGGREGATES; i++)
+		aggregates[i] = aggregate_types[i]->name;
+	struct fd_metrics_config cfg = { .version = version, .routes = routes, .nroutes = fd_routes_count,
+					 .aggregates = aggregates, .naggregates = NAGGREGATES };
+	err = fd_metrics_new(&cfg, out);
+done:
+	free(routes);
+	return err;
+}
+
+void fd_api_metrics(struct fd_req *req, struct fd_resp *resp)
+{
+	struct fd_buf out = FD_BUF_INIT;
+	struct fd_metrics_pool pool = { 0 };
+
+	if (!req->app->metrics) {
+		fd_problem(resp, req, 404, "not-found", "Not found", "this server keeps no metrics", NULL);
+		return;
+	}
+	if (req->app->pool) {
+		struct fd_pool_stats s;
+		fd_pool_stats(req->app->pool, &s);
+		pool = (struct fd_metrics_pool){ .size = s.size, .open = s.open, .in_use = s.in_use, .waiting = s.waiting };
+	}
+	enum fd_err err = fd_metrics_render(req->app->metrics, req->app->pool ? &pool : NULL, &out);
+	size_t len = out.len;
+	char *body = err ? NULL : fd_buf_detach(&out);
+	fd_buf_release(&out);
+	if (!body) {
+		fd_problem_err(resp, req, err ? err : FD_ERR_NOMEM, NULL, NULL);
+		return;
+	}
+	resp->status = 200;
+	resp->body = body;
+	resp->body_len = len;
+	resp->content_type = FD_METRICS_CONTENT_TYPE;
+}
