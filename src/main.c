@@ -17,6 +17,7 @@
 #include "factd/events.h"
 #include "factd/http.h"
 #include "factd/log.h"
+#include "factd/metrics.h"
 #include "factd/migrate.h"
 #include "factd/pool.h"
 
@@ -27,13 +28,19 @@ static int serve(const struct fd_config *cfg)
 	struct fd_pool *pool = NULL;
 	struct fd_server *srv = NULL;
 	struct fd_bus *bus = NULL;
+	struct fd_metrics *metrics = NULL;
 	int rc = 1;
 	char *redacted = fd_config_redact_url(cfg->database_url);
 
+	if (fd_http_metrics_new(FACTD_VERSION, &metrics) != FD_OK) {
+		fd_log(FD_LOG_ERROR, "cannot create the metrics registry");
+		goto done;
+	}
 	if (fd_pool_new(cfg->database_url, cfg->pool_size, cfg->pool_timeout_ms, &pool) != FD_OK) {
 		fd_log(FD_LOG_ERROR, "cannot create the connection pool");
 		goto done;
 	}
+	fd_pool_set_metrics(pool, metrics);
 	enum fd_err err = fd_store_check_feed_horizon(pool);
 	if (err == FD_ERR_CONFLICT) {
 		fd_log(FD_LOG_ERROR, "stored events carry transaction ids ahead of this cluster (was it restored from "
@@ -42,14 +49,15 @@ static int serve(const struct fd_config *cfg)
 	}
 	if (err) /* the database may come up later; /readyz tells */
 		fd_log(FD_LOG_WARN, "cannot check the event feed's horizon: %s", fd_err_name(err));
-	struct fd_bus_config bus_cfg = { .max_retries = cfg->command_retries, .snapshot_every = cfg->snapshot_every };
+	struct fd_bus_config bus_cfg = { .max_retries = cfg->command_retries, .snapshot_every = cfg->snapshot_every,
+					 .metrics = metrics, .cache_entries = cfg->aggregate_cache };
 	if (fd_bus_new(pool, &bus_cfg, &bus) != FD_OK) {
 		fd_log(FD_LOG_ERROR, "cannot start the command bus");
 		goto done;
 	}
 	struct fd_gateway_sim gateway;
 	fd_gateway_sim_init(&gateway, cfg->payment_limit_cents, cfg->payment_fail_first, cfg->payment_never_answer);
-	struct fd_app app = { .cfg = cfg, .pool = pool, .bus = bus, .gateway = &gateway.base };
+	struct fd_app app = { .cfg = cfg, .pool = pool, .bus = bus, .gateway = &gateway.base, .metrics = metrics };
 	if (fd_server_start(&app, &srv) != FD_OK)
 		goto done;
 	fd_log_fields(FD_LOG_INFO, "listening",
@@ -70,6 +78,7 @@ done:
 	fd_server_stop(srv, 0);
 	fd_bus_free(bus);
 	fd_pool_free(pool);
+	fd_metrics_free(metrics);
 	free(redacted);
 	if (rc == 0)
 		fd_log(FD_LOG_INFO, "stopped");

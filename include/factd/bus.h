@@ -15,6 +15,13 @@
  * Snapshots are written by a background thread after the append commits,
  * never inside it; a failed snapshot write is logged and loses nothing.
  *
+ * Recently used states are kept in a bounded cache (aggcache.h): a command
+ * on a cached aggregate decides without reading the database and appends
+ * with the cached version as the expected version.  When that version is
+ * stale (another process wrote), or the cached state refuses the command,
+ * the bus reloads from the database and decides again, so the cache never
+ * changes an outcome; it only saves the read.
+ *
  * Threading: fd_bus_send and fd_bus_load are thread-safe.
  */
 #ifndef FACTD_BUS_H
@@ -30,11 +37,14 @@
 #include "factd/pool.h"
 
 struct fd_bus;
+struct fd_metrics;
 
 struct fd_bus_config {
 	unsigned max_retries;      /* reload-and-decide attempts after a conflict (FACTD_COMMAND_RETRIES) */
 	int snapshot_every;        /* -1: each type's default; 0: never; N: every N events */
 	unsigned snapshot_queue;   /* pending snapshot writes kept before dropping (bounded memory) */
+	struct fd_metrics *metrics; /* commands and version conflicts are counted here; borrowed, may be NULL */
+	size_t cache_entries;      /* aggregate states kept in memory (FACTD_AGGREGATE_CACHE); 0 = none */
 };
 
 /* Create a bus over `pool` (borrowed).  Starts the snapshot writer.  Caller owns *out. */

@@ -34,6 +34,7 @@ struct fd_config {
 	long long payment_limit_cents; /* FACTD_PAYMENT_LIMIT_CENTS: the simulator declines above it */
 	unsigned payment_fail_first;   /* FACTD_PAYMENT_FAIL_FIRST: simulated transient failures */
 	unsigned payment_never_answer; /* FACTD_PAYMENT_NEVER_ANSWER: 1 = the simulator never answers */
+	size_t aggregate_cache;   /* FACTD_AGGREGATE_CACHE: aggregate states kept in memory; 0 = off */
 };
 
 /*

@@ -2,9 +2,13 @@
  * bus.c - the command bus: load, decide, append under the loaded version,
  * reload and retry on conflicts; idempotent commands; background snapshots.
  *
+ * Metrics: each command's outcome and each version conflict go to the
+ * registry in the bus configuration; appends and snapshot writes are counted
+ * by the store itself.
+ *
  * Threading: fd_bus_send/fd_bus_load run on request threads and share only
- * the pool and the snapshot queue (mutex + condvars).  One writer thread
- * drains the queue.
+ * the pool, the snapshot queue (mutex + condvars) and the metrics registry
+ * (atomic counters).  One writer thread drains the queue.
  */
 #include "factd/bus.h"
 
@@ -14,8 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "factd/aggcache.h"
 #include "factd/hash.h"
 #include "factd/log.h"
+#include "factd/metrics.h"
 #include "factd/snapshots.h"
 #include "factd/uuid.h"
 
@@ -31,6 +37,7 @@ struct snap_job {
 
 struct fd_bus {
 	struct fd_pool *pool;
+	struct fd_aggcache *cache;
 	struct fd_bus_config cfg;
 	pthread_t writer;
 	pthread_mutex_t lock;
@@ -145,6 +152,10 @@ enum fd_err fd_bus_new(struct fd_pool *pool, const struct fd_bus_config *cfg, st
 	bus->cfg = *cfg;
 	if (!bus->cfg.snapshot_queue)
 		bus->cfg.snapshot_queue = 1024;
+	if (fd_aggcache_new(cfg->cache_entries, &bus->cache) != FD_OK) {
+		free(bus);
+		return FD_ERR_NOMEM;
+	}
 	pthread_mutex_init(&bus->lock, NULL);
 	pthread_cond_init(&bus->work, NULL);
 	pthread_cond_init(&bus->drained, NULL);
@@ -152,6 +163,7 @@ enum fd_err fd_bus_new(struct fd_pool *pool, const struct fd_bus_config *cfg, st
 		pthread_cond_destroy(&bus->drained);
 		pthread_cond_destroy(&bus->work);
 		pthread_mutex_destroy(&bus->lock);
+		fd_aggcache_free(bus->cache);
 		free(bus);
 		return FD_ERR_NOMEM;
 	}
@@ -171,6 +183,7 @@ void fd_bus_free(struct fd_bus *bus)
 	pthread_cond_destroy(&bus->drained);
 	pthread_cond_destroy(&bus->work);
 	pthread_mutex_destroy(&bus->lock);
+	fd_aggcache_free(bus->cache);
 	free(bus);
 }
 
@@ -202,7 +215,8 @@ static enum fd_err fold_events(const struct fd_aggregate_type *t, void *state, c
 			goto done;
 		}
 		v++;
-		if ((err = t->apply(state, json_string_value(jt), jd))) {
+		if (t->apply(state, json_string_value(jt), jd) != FD_OK) {
+			err = FD_ERR_INTERNAL; /* a stored event this code cannot fold: not the caller's fault */
 			fd_log_fields(FD_LOG_ERROR, "event does not apply",
 				      json_pack("{s:s, s:s, s:I}", "aggregate", t->name, "type", json_string_value(jt),
 						"version", (json_int_t)v));
@@ -418,9 +432,9 @@ done:
 	return err;
 }
 
-enum fd_err fd_bus_send(struct fd_bus *bus, const struct fd_aggregate_type *t, const char *id,
-			const char *command, const json_t *payload, const struct fd_cmd_meta *meta,
-			struct fd_cmd_result *out)
+static enum fd_err send_command(struct fd_bus *bus, const struct fd_aggregate_type *t, const char *id,
+				const char *command, const json_t *payload, const struct fd_cmd_meta *meta,
+				struct fd_cmd_result *out)
 {
 	static const struct fd_cmd_meta no_meta = { 0 };
 	char stream[FD_STREAM_MAX + 1];
@@ -449,14 +463,28 @@ enum fd_err fd_bus_send(struct fd_bus *bus, const struct fd_aggregate_type *t, c
 		return FD_ERR_NOMEM;
 
 	unsigned max_attempts = bus->cfg.max_retries + 1;
+	bool try_cache = true;
 	for (unsigned attempt = 1; attempt <= max_attempts; attempt++) {
 		int64_t version = 0;
 		size_t replayed = 0;
+		bool cached = false;
 		out->attempts = attempt;
 		if (state_live)
 			t->release(state);
 		state_live = true;
-		if ((err = load(bus, t, stream, NULL, state, &version, &replayed)))
+		if (try_cache) {
+			try_cache = false;
+			json_t *snap = fd_aggcache_get(bus->cache, stream, &version);
+			if (snap) {
+				t->init(state);
+				cached = t->restore(state, snap) == FD_OK &&
+					 (!meta->has_if_match || version == meta->if_match);
+				json_decref(snap);
+				if (!cached)
+					t->release(state);
+			}
+		}
+		if (!cached && (err = load(bus, t, stream, NULL, state, &version, &replayed)))
 			goto done;
 		if (meta->has_if_match && version != meta->if_match) {
 			err = FD_ERR_PRECONDITION;
@@ -465,6 +493,10 @@ enum fd_err fd_bus_send(struct fd_bus *bus, const struct fd_aggregate_type *t, c
 		fd_decision_release(&out->decision);
 		if ((err = cmd->decide(state, version > 0, payload, &out->decision)))
 			goto done;
+		if (cached && out->decision.outcome != FD_DECIDED) {
+			attempt--; /* the cached state may be stale: decide again on the stored one */
+			continue;
+		}
 		if (out->decision.outcome == FD_INVALID) {
 			err = FD_ERR_INVAL;
 			goto done;
@@ -481,9 +513,15 @@ enum fd_err fd_bus_send(struct fd_bus *bus, const struct fd_aggregate_type *t, c
 		struct fd_append_result res;
 		err = record(bus, stream, version, command, events, meta, &res);
 		if (err == FD_ERR_CONFLICT) {
+			fd_aggcache_drop(bus->cache, stream);
+			fd_metrics_command_conflict(bus->cfg.metrics, t->name);
 			if (meta->has_if_match) {
 				err = FD_ERR_PRECONDITION;
 				goto done;
+			}
+			if (cached) {
+				attempt--; /* decided on the cache: the stored state gets its own round */
+				continue;
 			}
 			fd_log_fields(FD_LOG_DEBUG, "version conflict, retrying",
 				      json_pack("{s:s, s:i}", "stream", stream, "attempt", (int)attempt));
@@ -499,6 +537,16 @@ enum fd_err fd_bus_send(struct fd_bus *bus, const struct fd_aggregate_type *t, c
 		}
 		if (err)
 			goto done;
+		if (res.duplicate && meta->idempotency_key) {
+			/* Our event ids were already stored: a twin with this key won the race.
+			 * Answer as a replay only if it was the same request. */
+			fd_aggcache_drop(bus->cache, stream);
+			bool found = false;
+			err = idempotent_replay(bus, meta, &found, out);
+			if (!err && !found)
+				err = FD_ERR_CONFLICT;
+			goto done;
+		}
 		out->replayed = res.duplicate;
 		out->first_version = res.first_version;
 		out->version = res.last_version;
@@ -518,6 +566,12 @@ enum fd_err fd_bus_send(struct fd_bus *bus, const struct fd_aggregate_type *t, c
 			    ((uint64_t)res.last_version / every > (uint64_t)version / every ||
 			     replayed >= 2 * (size_t)every))
 				snapshot_enqueue(bus, t, stream, state, res.last_version);
+			if (folded)
+				fd_aggcache_put(bus->cache, stream, res.last_version, t->snapshot(state));
+			else
+				fd_aggcache_drop(bus->cache, stream);
+		} else {
+			fd_aggcache_drop(bus->cache, stream);
 		}
 		goto done;
 	}
@@ -526,5 +580,35 @@ done:
 	if (state_live)
 		t->release(state);
 	free(state);
+	return err;
+}
+
+/* How a command ended, as factd_commands_total counts it. */
+static enum fd_metrics_command command_result(enum fd_err err, const struct fd_cmd_result *r)
+{
+	switch (err) {
+	case FD_OK:
+		return r->replayed ? FD_METRICS_COMMAND_REPLAYED : FD_METRICS_COMMAND_OK;
+	case FD_ERR_INVAL:
+		return FD_METRICS_COMMAND_INVALID;
+	case FD_ERR_REJECTED:
+		return FD_METRICS_COMMAND_REJECTED;
+	case FD_ERR_PRECONDITION:
+		return FD_METRICS_COMMAND_PRECONDITION;
+	case FD_ERR_CONFLICT:
+		return FD_METRICS_COMMAND_CONFLICT;
+	case FD_ERR_IDEMPOTENCY:
+		return FD_METRICS_COMMAND_IDEMPOTENCY;
+	default:
+		return FD_METRICS_COMMAND_ERROR;
+	}
+}
+
+enum fd_err fd_bus_send(struct fd_bus *bus, const struct fd_aggregate_type *t, const char *id,
+			const char *command, const json_t *payload, const struct fd_cmd_meta *meta,
+			struct fd_cmd_result *out)
+{
+	enum fd_err err = send_command(bus, t, id, command, payload, meta, out);
+	fd_metrics_command(bus->cfg.metrics, t->name, command_result(err, out));
 	return err;
 }

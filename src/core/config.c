@@ -24,7 +24,7 @@ static const char usage[] =
 	"environment:\n"
 	"  FACTD_DATABASE_URL       PostgreSQL conninfo or URI (required)\n"
 	"  FACTD_LISTEN             host:port to listen on (default 127.0.0.1:8080)\n"
-	"  FACTD_WORKERS            HTTP worker threads (default 16)\n"
+	"  FACTD_WORKERS            default pool size; every connection has its own thread (default 16)\n"
 	"  FACTD_POOL_SIZE          PostgreSQL connections (default = FACTD_WORKERS)\n"
 	"  FACTD_POOL_TIMEOUT_MS    wait for a free connection before 503 (default 5000)\n"
 	"  FACTD_MAX_BODY           largest request body in bytes (default 1048576)\n"
@@ -38,7 +38,8 @@ static const char usage[] =
 	"  FACTD_SNAPSHOT_EVERY     snapshot every N events; 0 = never (default: 100 per aggregate type)\n"
 	"  FACTD_PAYMENT_LIMIT_CENTS  the payment simulator declines larger amounts (default 100000)\n"
 	"  FACTD_PAYMENT_FAIL_FIRST   the simulator fails the first K attempts transiently (default 0)\n"
-	"  FACTD_PAYMENT_NEVER_ANSWER 1 = the simulator never answers (default 0)\n";
+	"  FACTD_PAYMENT_NEVER_ANSWER 1 = the simulator never answers (default 0)\n"
+	"  FACTD_AGGREGATE_CACHE    aggregate states kept in memory for commands; 0 = off (default 4096)\n";
 
 const char *fd_config_usage(void)
 {
@@ -64,6 +65,7 @@ enum fd_err fd_config_defaults(struct fd_config *cfg)
 	cfg->command_retries = 10;
 	cfg->snapshot_every = -1;
 	cfg->payment_limit_cents = 100000;
+	cfg->aggregate_cache = 4096;
 	return cfg->listen_host ? FD_OK : FD_ERR_NOMEM;
 }
 
@@ -110,6 +112,7 @@ static const struct num_opt num_opts[] = {
 	NUM("FACTD_PAYMENT_LIMIT_CENTS", payment_limit_cents, 0, 1000000000000000LL),
 	NUM("FACTD_PAYMENT_FAIL_FIRST", payment_fail_first, 0, 1000000),
 	NUM("FACTD_PAYMENT_NEVER_ANSWER", payment_never_answer, 0, 1),
+	NUM("FACTD_AGGREGATE_CACHE", aggregate_cache, 0, 10000000),
 };
 #undef NUM
 

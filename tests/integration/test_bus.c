@@ -29,7 +29,7 @@ static struct env env_open(int snapshot_every, unsigned retries)
 {
 	struct env e = { .url = fd_test_db_new() };
 	cr_assert_eq(fd_pool_new(e.url, 8, 10000, &e.pool), FD_OK);
-	struct fd_bus_config cfg = { .max_retries = retries, .snapshot_every = snapshot_every };
+	struct fd_bus_config cfg = { .max_retries = retries, .snapshot_every = snapshot_every, .cache_entries = 256 };
 	cr_assert_eq(fd_bus_new(e.pool, &cfg, &e.bus), FD_OK);
 	return e;
 }
@@ -496,4 +496,54 @@ Test(bus_concurrency, one_idempotency_key_from_many_threads_records_once, .timeo
 	cr_assert_eq(ok + replays, T * 3);
 	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM events"), 2);
 	env_close(&e);
+}
+
+/* Two buses on one database stand for two factd processes, each with its own cache. */
+Test(bus_cache, a_stale_cache_entry_costs_a_retry_never_an_outcome)
+{
+	struct env a = env_open(-1, 0);
+	struct fd_bus *b = NULL;
+	struct fd_bus_config cfg = { .max_retries = 0, .snapshot_every = -1, .cache_entries = 256 };
+	cr_assert_eq(fd_bus_new(a.pool, &cfg, &b), FD_OK);
+	struct env other = { .url = a.url, .pool = a.pool, .bus = b };
+	char id[FD_UUID_STRLEN + 1];
+	new_id(id);
+
+	must_send(&a, &fd_order_type, id, "create", json_pack("{s:s}", "customer_id", "c-1")); /* a caches v1 */
+	/* b adds a line behind a's back: a's cached state (no lines) is now stale. */
+	must_send(&other, &fd_order_type, id, "add_line",
+		  json_pack("{s:s, s:i, s:i}", "product_id", "p1", "quantity", 1, "unit_price_cents", 10));
+	/* On a's stale state "place" would be refused as empty; it must be decided on the stored state. */
+	struct fd_cmd_result r;
+	cr_assert_eq(send_cmd(&a, &fd_order_type, id, "place", json_object(), NULL, &r), FD_OK,
+		     "refused on a stale cached state: %s", r.decision.slug);
+	cr_assert_eq(r.version, 3);
+	fd_cmd_result_release(&r);
+
+	/* a caches v3 (placed); b cancels (v4); a's stale "ship" ... is refused on the stored state too. */
+	must_send(&other, &fd_order_type, id, "cancel", json_pack("{s:s}", "reason", "changed mind"));
+	cr_assert_eq(send_cmd(&a, &fd_order_type, id, "cancel", json_pack("{s:s}", "reason", "again"), NULL, &r),
+		     FD_ERR_REJECTED);
+	cr_assert_str_eq(r.decision.slug, "order-cancelled", "decided on the stored state, not the cached one");
+	fd_cmd_result_release(&r);
+
+	/* With retries off, a stale entry on a legal command must still succeed (not a 409). */
+	char id2[FD_UUID_STRLEN + 1];
+	new_id(id2);
+	must_send(&a, &fd_order_type, id2, "create", json_pack("{s:s}", "customer_id", "c-2"));
+	must_send(&other, &fd_order_type, id2, "add_line",
+		  json_pack("{s:s, s:i, s:i}", "product_id", "p1", "quantity", 1, "unit_price_cents", 10));
+	cr_assert_eq(send_cmd(&a, &fd_order_type, id2, "add_line",
+			      json_pack("{s:s, s:i, s:i}", "product_id", "p2", "quantity", 1, "unit_price_cents", 10),
+			      NULL, &r),
+		     FD_OK);
+	cr_assert_eq(r.version, 3);
+	fd_cmd_result_release(&r);
+	struct fd_order o;
+	int64_t v;
+	cr_assert_eq(fd_bus_load(a.bus, &fd_order_type, id2, NULL, &o, &v), FD_OK);
+	cr_assert_eq(o.nlines, 2, "both lines are kept");
+	fd_order_type.release(&o);
+	fd_bus_free(b);
+	env_close(&a);
 }

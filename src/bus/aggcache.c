@@ -1,0 +1,233 @@
+/*
+ * aggcache.c - sharded LRU cache of aggregate snapshots.
+ *
+ * Each shard: a chained hash table (FNV-1a on the stream name) and a doubly
+ * linked LRU list, guarded by one mutex.  Capacity is split evenly between
+ * shards.  Values are jansson references (jansson's reference counts are
+ * atomic), handed out with json_incref so eviction never frees a value in use.
+ */
+#include "factd/aggcache.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SHARDS 16
+
+struct entry {
+	struct entry *hnext;          /* hash chain */
+	struct entry *prev, *next;    /* LRU list, most recent first */
+	uint64_t hash;
+	int64_t version;
+	json_t *snap;
+	char stream[];
+};
+
+struct shard {
+	pthread_mutex_t lock;
+	struct entry **buckets;
+	size_t nbuckets;
+	struct entry *head, *tail;
+	size_t count, capacity;
+	uint64_t hits, misses, evictions;
+};
+
+struct fd_aggcache {
+	size_t capacity;
+	struct shard shards[SHARDS];
+};
+
+static uint64_t fnv1a(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h;
+}
+
+enum fd_err fd_aggcache_new(size_t capacity, struct fd_aggcache **out)
+{
+	struct fd_aggcache *c = calloc(1, sizeof *c);
+	if (!c)
+		return FD_ERR_NOMEM;
+	c->capacity = capacity;
+	for (int i = 0; i < SHARDS; i++) {
+		struct shard *s = &c->shards[i];
+		pthread_mutex_init(&s->lock, NULL);
+		s->capacity = capacity ? (capacity + SHARDS - 1) / SHARDS : 0;
+		s->nbuckets = 16;
+		while (s->nbuckets < s->capacity)
+			s->nbuckets *= 2;
+		s->buckets = calloc(s->nbuckets, sizeof *s->buckets);
+		if (!s->buckets) {
+			for (int j = 0; j <= i; j++) {
+				free(c->shards[j].buckets);
+				pthread_mutex_destroy(&c->shards[j].lock);
+			}
+			free(c);
+			return FD_ERR_NOMEM;
+		}
+	}
+	*out = c;
+	return FD_OK;
+}
+
+void fd_aggcache_free(struct fd_aggcache *c)
+{
+	if (!c)
+		return;
+	for (int i = 0; i < SHARDS; i++) {
+		struct shard *s = &c->shards[i];
+		for (struct entry *e = s->head, *n; e; e = n) {
+			n = e->next;
+			json_decref(e->snap);
+			free(e);
+		}
+		free(s->buckets);
+		pthread_mutex_destroy(&s->lock);
+	}
+	free(c);
+}
+
+static struct shard *shard_for(struct fd_aggcache *c, uint64_t h)
+{
+	return &c->shards[h % SHARDS];
+}
+
+static struct entry **slot(struct shard *s, uint64_t h, const char *stream)
+{
+	struct entry **p = &s->buckets[(h / SHARDS) & (s->nbuckets - 1)];
+	while (*p && ((*p)->hash != h || strcmp((*p)->stream, stream) != 0))
+		p = &(*p)->hnext;
+	return p;
+}
+
+static void lru_unlink(struct shard *s, struct entry *e)
+{
+	if (e->prev)
+		e->prev->next = e->next;
+	else
+		s->head = e->next;
+	if (e->next)
+		e->next->prev = e->prev;
+	else
+		s->tail = e->prev;
+	e->prev = e->next = NULL;
+}
+
+static void lru_push_front(struct shard *s, struct entry *e)
+{
+	e->prev = NULL;
+	e->next = s->head;
+	if (s->head)
+		s->head->prev = e;
+	s->head = e;
+	if (!s->tail)
+		s->tail = e;
+}
+
+/* Unlink e from its hash chain and the LRU list and free it.  Lock held. */
+static void remove_entry(struct shard *s, struct entry *e)
+{
+	struct entry **p = slot(s, e->hash, e->stream);
+	if (*p == e)
+		*p = e->hnext;
+	lru_unlink(s, e);
+	s->count--;
+	json_decref(e->snap);
+	free(e);
+}
+
+json_t *fd_aggcache_get(struct fd_aggcache *c, const char *stream, int64_t *version)
+{
+	if (!c || !c->capacity)
+		return NULL;
+	uint64_t h = fnv1a(stream);
+	struct shard *s = shard_for(c, h);
+	json_t *snap = NULL;
+	pthread_mutex_lock(&s->lock);
+	struct entry *e = *slot(s, h, stream);
+	if (e) {
+		lru_unlink(s, e);
+		lru_push_front(s, e);
+		snap = json_incref(e->snap);
+		*version = e->version;
+		s->hits++;
+	} else {
+		s->misses++;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return snap;
+}
+
+void fd_aggcache_put(struct fd_aggcache *c, const char *stream, int64_t version, json_t *snap)
+{
+	if (!c || !c->capacity || !snap) {
+		json_decref(snap);
+		return;
+	}
+	uint64_t h = fnv1a(stream);
+	struct shard *s = shard_for(c, h);
+	size_t len = strlen(stream);
+	pthread_mutex_lock(&s->lock);
+	struct entry **p = slot(s, h, stream);
+	if (*p) {
+		struct entry *e = *p;
+		if (e->version < version) {
+			json_decref(e->snap);
+			e->snap = snap;
+			e->version = version;
+			snap = NULL;
+		}
+		lru_unlink(s, e);
+		lru_push_front(s, e);
+	} else {
+		struct entry *e = malloc(sizeof *e + len + 1);
+		if (e) {
+			memcpy(e->stream, stream, len + 1);
+			e->hash = h;
+			e->version = version;
+			e->snap = snap;
+			snap = NULL;
+			e->hnext = NULL;
+			*p = e;
+			lru_push_front(s, e);
+			s->count++;
+			while (s->count > s->capacity && s->tail) {
+				remove_entry(s, s->tail);
+				s->evictions++;
+			}
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	json_decref(snap);
+}
+
+void fd_aggcache_drop(struct fd_aggcache *c, const char *stream)
+{
+	if (!c || !c->capacity)
+		return;
+	uint64_t h = fnv1a(stream);
+	struct shard *s = shard_for(c, h);
+	pthread_mutex_lock(&s->lock);
+	struct entry *e = *slot(s, h, stream);
+	if (e)
+		remove_entry(s, e);
+	pthread_mutex_unlock(&s->lock);
+}
+
+void fd_aggcache_stats(struct fd_aggcache *c, struct fd_aggcache_stats *out)
+{
+	memset(out, 0, sizeof *out);
+	if (!c)
+		return;
+	for (int i = 0; i < SHARDS; i++) {
+		struct shard *s = &c->shards[i];
+		pthread_mutex_lock(&s->lock);
+		out->hits += s->hits;
+		out->misses += s->misses;
+		out->evictions += s->evictions;
+		out->entries += s->count;
+		pthread_mutex_unlock(&s->lock);
+	}
+}
