@@ -72,6 +72,8 @@ struct fd_aggregate_type {
 	json_t *(*snapshot)(const void *state);                 /* new reference, NULL on NOMEM */
 	enum fd_err (*restore)(void *state, const json_t *snap); /* into an init'ed state */
 	json_t *(*view)(const void *state);                     /* public JSON, new reference */
+	/* Has the aggregate been created?  (Its stream may hold only foreign event types.) */
+	bool (*exists)(const void *state);
 	const struct fd_command_type *commands;
 	size_t ncommands;
 };

@@ -4,6 +4,7 @@
  */
 #include "factd/payments.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,10 +19,16 @@ enum fd_err fd_payment_process(struct fd_bus *bus, struct fd_gateway *gw, const 
 	memset(cmd, 0, sizeof *cmd);
 	if (err)
 		goto done;
-	if (version == 0 || p.status != FD_PAYMENT_REQUESTED) {
+	if (p.status != FD_PAYMENT_REQUESTED) {
+		bool missing = p.status == FD_PAYMENT_NONE;
 		cmd->decision.outcome = FD_REFUSED;
-		strcpy(cmd->decision.slug, version ? "payment-not-pending" : "payment-not-found");
-		strcpy(cmd->decision.title, version ? "Payment is not pending" : "Payment not found");
+		strcpy(cmd->decision.slug, missing ? "payment-not-found" : "payment-not-pending");
+		strcpy(cmd->decision.title, missing ? "Payment not found" : "Payment is not pending");
+		if (missing)
+			snprintf(cmd->decision.detail, sizeof cmd->decision.detail, "the payment has not been requested");
+		else
+			snprintf(cmd->decision.detail, sizeof cmd->decision.detail, "the payment is %s",
+				 fd_payment_status_name(p.status));
 		err = FD_ERR_REJECTED;
 		goto done;
 	}

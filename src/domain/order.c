@@ -555,6 +555,11 @@ static const struct fd_command_type commands[] = {
 	{.name = "cancel", .decide = decide_cancel},
 };
 
+static bool order_exists(const void *state)
+{
+	return ((const struct fd_order *)state)->status != FD_ORDER_NONE;
+}
+
 const struct fd_aggregate_type fd_order_type = {
 	.name = "order",
 	.category = "order",
@@ -569,6 +574,7 @@ const struct fd_aggregate_type fd_order_type = {
 	.snapshot = order_snapshot,
 	.restore = order_restore,
 	.view = order_view,
+	.exists = order_exists,
 	.commands = commands,
 	.ncommands = sizeof commands / sizeof commands[0],
 };

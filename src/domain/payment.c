@@ -329,6 +329,11 @@ static const struct fd_command_type commands[] = {
 	{.name = "refund", .decide = decide_refund},
 };
 
+static bool payment_exists(const void *state)
+{
+	return ((const struct fd_payment *)state)->status != FD_PAYMENT_NONE;
+}
+
 const struct fd_aggregate_type fd_payment_type = {
 	.name = "payment",
 	.category = "payment",
@@ -343,6 +348,7 @@ const struct fd_aggregate_type fd_payment_type = {
 	.snapshot = payment_snapshot,
 	.restore = payment_restore,
 	.view = payment_view,
+	.exists = payment_exists,
 	.commands = commands,
 	.ncommands = sizeof commands / sizeof commands[0],
 };

@@ -380,6 +380,11 @@ static const struct fd_command_type commands[] = {
 	{.name = "commit", .decide = decide_commit},
 };
 
+static bool product_exists(const void *state)
+{
+	return ((const struct fd_product *)state)->exists;
+}
+
 const struct fd_aggregate_type fd_product_type = {
 	.name = "product",
 	.category = "product",
@@ -394,6 +399,7 @@ const struct fd_aggregate_type fd_product_type = {
 	.snapshot = product_snapshot,
 	.restore = product_restore,
 	.view = product_view,
+	.exists = product_exists,
 	.commands = commands,
 	.ncommands = sizeof commands / sizeof commands[0],
 };

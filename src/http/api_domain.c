@@ -43,11 +43,24 @@ static bool parse_if_match(const char *s, int64_t *out)
 		return false;
 	int64_t v = 0;
 	for (size_t i = 1; i < n - 1; i++) {
-		if (s[i] < '0' || s[i] > '9')
+		if (s[i] < '0' || s[i] > '9' || v > (INT64_MAX - (s[i] - '0')) / 10)
 			return false;
 		v = v * 10 + (s[i] - '0');
 	}
 	*out = v;
+	return true;
+}
+
+/* The id as factd stores it: UUIDs in lower-case canonical form.  False when invalid. */
+static bool canonical_id(const struct fd_aggregate_type *t, const char *given, char *out, size_t len)
+{
+	if (!fd_aggregate_id_valid(t, given))
+		return false;
+	struct fd_uuid u;
+	if (t->id_is_uuid && fd_uuid_parse(given, &u) && len > FD_UUID_STRLEN)
+		fd_uuid_format(&u, out);
+	else
+		snprintf(out, len, "%s", given);
 	return true;
 }
 
@@ -183,7 +196,7 @@ void fd_api_command(struct fd_req *req, struct fd_resp *resp)
 	if (cr->creates) {
 		json_t *given = json_object_get(payload, t->id_field);
 		if (given) {
-			if (!json_is_string(given) || !fd_aggregate_id_valid(t, json_string_value(given))) {
+			if (!json_is_string(given) || !canonical_id(t, json_string_value(given), id, sizeof id)) {
 				char ptr[64], detail[128];
 				snprintf(ptr, sizeof ptr, "/%s", t->id_field);
 				snprintf(detail, sizeof detail, "%s must be %s", t->id_field,
@@ -192,7 +205,6 @@ void fd_api_command(struct fd_req *req, struct fd_resp *resp)
 					   json_pack("{s:s}", "field", ptr));
 				goto done;
 			}
-			snprintf(id, sizeof id, "%s", json_string_value(given));
 			json_object_del(payload, t->id_field);
 		} else {
 			struct fd_uuid u;
@@ -205,13 +217,12 @@ void fd_api_command(struct fd_req *req, struct fd_resp *resp)
 			fd_uuid_format(&u, id);
 		}
 	} else {
-		if (!fd_aggregate_id_valid(t, req->params[0])) {
+		if (!canonical_id(t, req->params[0], id, sizeof id)) {
 			char detail[96];
 			snprintf(detail, sizeof detail, "no %s has this id", t->name);
 			fd_problem(resp, req, 404, "not-found", "Not found", detail, NULL);
 			goto done;
 		}
-		snprintf(id, sizeof id, "%s", req->params[0]);
 	}
 	if (cr->param_field && req->nparams > 1)
 		json_object_set_new(payload, cr->param_field, json_string(req->params[1]));
@@ -246,12 +257,12 @@ done:
 void fd_api_get_aggregate(struct fd_req *req, struct fd_resp *resp)
 {
 	const struct fd_aggregate_type *t = req->route->arg;
-	const char *id = req->params[0];
+	char id[FD_UUID_STRLEN + FD_SKU_MAX + 1];
 	struct fd_load_target target = { 0 };
 	const char *qv = fd_req_query(req, "version"), *qat = fd_req_query(req, "at");
 	char detail[96];
 	snprintf(detail, sizeof detail, "no %s has this id", t->name);
-	if (!fd_aggregate_id_valid(t, id)) {
+	if (!canonical_id(t, req->params[0], id, sizeof id)) {
 		fd_problem(resp, req, 404, "not-found", "Not found", detail, NULL);
 		return;
 	}
@@ -287,7 +298,7 @@ void fd_api_get_aggregate(struct fd_req *req, struct fd_resp *resp)
 	}
 	int64_t version = 0;
 	enum fd_err err = fd_bus_load(req->app->bus, t, id, (qv || qat) ? &target : NULL, state, &version);
-	if (err == FD_ERR_NOTFOUND || (!err && version == 0)) {
+	if (err == FD_ERR_NOTFOUND || (!err && (version == 0 || !t->exists(state)))) {
 		if (err == FD_ERR_NOTFOUND)
 			snprintf(detail, sizeof detail, "this %s has no version %s", t->name, qv);
 		else if (qat)
@@ -315,8 +326,8 @@ void fd_api_get_aggregate(struct fd_req *req, struct fd_resp *resp)
 void fd_api_aggregate_events(struct fd_req *req, struct fd_resp *resp)
 {
 	const struct fd_aggregate_type *t = req->route->arg;
-	const char *id = req->params[0];
-	if (!fd_aggregate_id_valid(t, id)) {
+	char id[FD_UUID_STRLEN + FD_SKU_MAX + 1];
+	if (!canonical_id(t, req->params[0], id, sizeof id)) {
 		fd_problem(resp, req, 404, "not-found", "Not found", "no such aggregate", NULL);
 		return;
 	}
@@ -334,13 +345,15 @@ static const char *const gateway_names[] = {
 
 void fd_api_process_payment(struct fd_req *req, struct fd_resp *resp)
 {
-	const char *id = req->params[0];
+	char id[FD_UUID_STRLEN + 1];
 	struct fd_cmd_meta meta = { .request_id = req->request_id, .caller = caller_of(req) };
 	struct fd_cmd_result res = { 0 };
 	enum fd_gateway_result gw = FD_GATEWAY_NO_ANSWER;
 	const char *corr = fd_req_header(req, "X-Correlation-Id");
+	const char *cause = fd_req_header(req, "X-Causation-Id");
 	meta.correlation_id = fd_request_id_valid(corr) ? corr : req->request_id;
-	if (!fd_aggregate_id_valid(&fd_payment_type, id)) {
+	meta.causation_id = fd_request_id_valid(cause) ? cause : NULL;
+	if (!canonical_id(&fd_payment_type, req->params[0], id, sizeof id)) {
 		fd_problem(resp, req, 404, "not-found", "Not found", "no payment has this id", NULL);
 		return;
 	}
