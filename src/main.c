@@ -19,7 +19,9 @@
 #include "factd/log.h"
 #include "factd/metrics.h"
 #include "factd/migrate.h"
+#include "factd/notify.h"
 #include "factd/pool.h"
+#include "factd/proj.h"
 
 #define SHUTDOWN_GRACE_MS 10000
 
@@ -28,6 +30,8 @@ static int serve(const struct fd_config *cfg)
 	struct fd_pool *pool = NULL;
 	struct fd_server *srv = NULL;
 	struct fd_bus *bus = NULL;
+	struct fd_projector *projector = NULL;
+	struct fd_notifier *notifier = NULL;
 	struct fd_metrics *metrics = NULL;
 	int rc = 1;
 	char *redacted = fd_config_redact_url(cfg->database_url);
@@ -58,6 +62,19 @@ static int serve(const struct fd_config *cfg)
 	struct fd_gateway_sim gateway;
 	fd_gateway_sim_init(&gateway, cfg->payment_limit_cents, cfg->payment_fail_first, cfg->payment_never_answer);
 	struct fd_app app = { .cfg = cfg, .pool = pool, .bus = bus, .gateway = &gateway.base, .metrics = metrics };
+	if (cfg->projections) {
+		struct fd_projector_config pc = { .conninfo = cfg->database_url, .metrics = metrics };
+		if (fd_projector_start(&pc, &projector) != FD_OK) {
+			fd_log(FD_LOG_ERROR, "cannot start the projector");
+			goto done;
+		}
+	}
+	if (cfg->sse_notify && fd_notifier_start(cfg->database_url, &notifier) != FD_OK) {
+		fd_log(FD_LOG_ERROR, "cannot start the event notifier");
+		goto done;
+	}
+	app.notifier = notifier;
+	fd_pool_set_notifier(pool, notifier);
 	if (fd_server_start(&app, &srv) != FD_OK)
 		goto done;
 	fd_log_fields(FD_LOG_INFO, "listening",
@@ -76,6 +93,8 @@ static int serve(const struct fd_config *cfg)
 	rc = 0;
 done:
 	fd_server_stop(srv, 0);
+	fd_notifier_stop(notifier);
+	fd_projector_stop(projector);
 	fd_bus_free(bus);
 	fd_pool_free(pool);
 	fd_metrics_free(metrics);

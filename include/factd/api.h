@@ -6,6 +6,7 @@
 #ifndef FACTD_API_H
 #define FACTD_API_H
 
+#include "factd/events.h"
 #include "factd/http.h"
 
 void fd_api_healthz(struct fd_req *req, struct fd_resp *resp);
@@ -15,6 +16,25 @@ void fd_api_metrics(struct fd_req *req, struct fd_resp *resp);
 void fd_api_append(struct fd_req *req, struct fd_resp *resp);
 void fd_api_read_stream(struct fd_req *req, struct fd_resp *resp);
 void fd_api_read_feed(struct fd_req *req, struct fd_resp *resp);
+/* GET /events/stream: the feed as Server-Sent Events, caught up from the log and then live (api_sse.c). */
+void fd_api_event_stream(struct fd_req *req, struct fd_resp *resp);
+
+/* The feed filter of ?category= and ?types= (GET /events and GET /events/stream). */
+#define FD_API_MAX_TYPES 64
+struct fd_api_feed_filter {
+	struct fd_feed_filter filter;           /* points into the members below */
+	const char *types[FD_API_MAX_TYPES];
+	char *category;                         /* owned copy, NULL when absent */
+	char *types_copy;                       /* owned, split in place */
+};
+/*
+ * Parse the request's ?category= and ?types= into f (which owns copies, so it
+ * may outlive the request; f->filter points into f, so f must not move).
+ * False: a 400 problem is in resp.  Release with fd_api_feed_filter_release
+ * in either case.
+ */
+bool fd_api_feed_filter_parse(struct fd_req *req, struct fd_resp *resp, struct fd_api_feed_filter *f);
+void fd_api_feed_filter_release(struct fd_api_feed_filter *f);
 
 /* Answer a stream read of `stream` with ?from_version= and ?limit= (shared by aggregate history). */
 void fd_api_stream_page(struct fd_req *req, struct fd_resp *resp, const char *stream);
@@ -36,5 +56,13 @@ void fd_api_get_aggregate(struct fd_req *req, struct fd_resp *resp);
 void fd_api_aggregate_events(struct fd_req *req, struct fd_resp *resp);
 /* POST /payments/{id}/process: ask the gateway once about a pending payment and record the answer. */
 void fd_api_process_payment(struct fd_req *req, struct fd_resp *resp);
+
+/* The read side (api_query.c): GET /orders and GET /products read the projections' tables. */
+void fd_api_list_orders(struct fd_req *req, struct fd_resp *resp);
+void fd_api_list_products(struct fd_req *req, struct fd_resp *resp);
+/* GET /projections: each projection's checkpoint, lag and status. */
+void fd_api_projections(struct fd_req *req, struct fd_resp *resp);
+/* POST /projections/{name}/rebuild: 202 once the rebuild is requested. */
+void fd_api_rebuild_projection(struct fd_req *req, struct fd_resp *resp);
 
 #endif

@@ -35,6 +35,11 @@ struct fd_config {
 	unsigned payment_fail_first;   /* FACTD_PAYMENT_FAIL_FIRST: simulated transient failures */
 	unsigned payment_never_answer; /* FACTD_PAYMENT_NEVER_ANSWER: 1 = the simulator never answers */
 	size_t aggregate_cache;   /* FACTD_AGGREGATE_CACHE: aggregate states kept in memory; 0 = off */
+	unsigned max_streams;     /* FACTD_MAX_STREAMS: concurrent live-feed (SSE) streams */
+	unsigned sse_heartbeat_s; /* FACTD_SSE_HEARTBEAT_S: a comment frame after this many idle seconds */
+	unsigned sse_notify;      /* FACTD_SSE_NOTIFY: 1 = LISTEN for new events, 0 = only poll the feed */
+	unsigned projections;     /* FACTD_PROJECTIONS: 1 = this process may run projections */
+	unsigned min_position_wait_ms; /* FACTD_MIN_POSITION_WAIT_MS: longest wait of a ?min_position= read */
 };
 
 /*

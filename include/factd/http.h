@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "factd/buf.h"
@@ -28,16 +29,19 @@
 struct fd_bus;
 struct fd_gateway;
 struct fd_metrics;
+struct fd_notifier;
 struct fd_app {
 	const struct fd_config *cfg;
 	struct fd_pool *pool;
 	struct fd_bus *bus;          /* command bus (may be NULL in store-only tests) */
 	struct fd_gateway *gateway;  /* payment gateway */
 	struct fd_metrics *metrics;  /* requests are counted here and GET /metrics shows it; may be NULL */
+	struct fd_notifier *notifier; /* wakes live streams when events commit; NULL: they poll */
 };
 
 struct MHD_Connection;
 struct fd_route;
+struct fd_server;
 
 /* One request.  Owned by the server; freed in libmicrohttpd's completion callback. */
 struct fd_req {
@@ -53,12 +57,25 @@ struct fd_req {
 	char request_id[FD_REQUEST_ID_MAX + 1];
 	struct timespec start;
 	unsigned status;                   /* status of the queued response, 0 until then */
+	struct fd_server *server;          /* borrowed; outlives the request */
+	bool stream_slot;                  /* holds one of cfg->max_streams (fd_req_stream_slot) */
 };
 
 struct fd_resp_header {
 	const char *name;  /* static string */
 	char *value;       /* owned */
 };
+
+/*
+ * A streamed body's reader (libmicrohttpd's content-reader contract): called
+ * on the connection's own thread, it writes up to `max` bytes at `buf` and
+ * returns how many, or FD_STREAM_END / FD_STREAM_ERROR.  It may block, but
+ * must not return 0 (that spins) and should return FD_STREAM_END soon after
+ * fd_server_stopping becomes true.
+ */
+typedef ssize_t (*fd_stream_read_fn)(void *cls, uint64_t pos, char *buf, size_t max);
+#define FD_STREAM_END ((ssize_t)-1)
+#define FD_STREAM_ERROR ((ssize_t)-2)
 
 /* A response a handler fills in; the server sends and frees it. */
 struct fd_resp {
@@ -68,6 +85,15 @@ struct fd_resp {
 	const char *content_type;  /* static string */
 	struct fd_resp_header headers[FD_RESP_MAX_HEADERS];
 	size_t nheaders;
+	/*
+	 * Set stream_read for a body of unknown length (chunked), produced by
+	 * stream_read(stream_cls, ...); body must be NULL then.  The server owns
+	 * stream_cls from then on and calls stream_free(stream_cls) exactly once
+	 * when the response is done or cannot be sent (may be NULL).
+	 */
+	fd_stream_read_fn stream_read;
+	void (*stream_free)(void *cls);
+	void *stream_cls;
 };
 
 typedef void (*fd_handler_fn)(struct fd_req *req, struct fd_resp *resp);
@@ -77,6 +103,12 @@ typedef void (*fd_handler_fn)(struct fd_req *req, struct fd_resp *resp);
 const char *fd_req_query(const struct fd_req *req, const char *name);
 /* A request header, or NULL.  Borrowed for the request's lifetime. */
 const char *fd_req_header(const struct fd_req *req, const char *name);
+/*
+ * Reserve one of the cfg->max_streams slots for long-lived responses; it is
+ * given back when the request completes.  False when all are taken or the
+ * server is stopping.
+ */
+bool fd_req_stream_slot(struct fd_req *req);
 
 /* Response helpers. */
 /* Set a JSON body (takes ownership of `body`, which may be NULL on NOMEM -> 500). */
@@ -97,9 +129,12 @@ struct fd_server;
 FD_MUST_USE enum fd_err fd_server_start(struct fd_app *app, struct fd_server **out);
 /* The port actually bound. */
 uint16_t fd_server_port(const struct fd_server *srv);
+/* True once fd_server_stop has begun; streamed responses then end.  Thread-safe. */
+bool fd_server_stopping(const struct fd_server *srv);
 /*
- * Graceful stop: stop accepting, let in-flight requests finish (up to
- * `grace_ms`), close remaining connections and free the server.  NULL is a no-op.
+ * Graceful stop: stop accepting, tell streamed responses to end (and wake
+ * app->notifier's waiters), let in-flight requests finish (up to `grace_ms`),
+ * close remaining connections and free the server.  NULL is a no-op.
  */
 void fd_server_stop(struct fd_server *srv, unsigned grace_ms);
 

@@ -57,6 +57,14 @@ void fd_pool_stats(struct fd_pool *pool, struct fd_pool_stats *out);
  * reaches the registry.  Call before the pool is shared between threads.
  */
 void fd_pool_set_metrics(struct fd_pool *pool, struct fd_metrics *metrics);
+/*
+ * Wake `notifier` (borrowed, may be NULL) after every append through this
+ * pool commits, so live followers in this process see it at once.  Set
+ * before threads share the pool.
+ */
+struct fd_notifier;
+void fd_pool_set_notifier(struct fd_pool *pool, struct fd_notifier *notifier);
+struct fd_notifier *fd_pool_notifier(const struct fd_pool *pool);
 
 /* One prepared statement: the pool prepares all of them on each new connection. */
 struct fd_stmt {

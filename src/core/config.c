@@ -39,7 +39,12 @@ static const char usage[] =
 	"  FACTD_PAYMENT_LIMIT_CENTS  the payment simulator declines larger amounts (default 100000)\n"
 	"  FACTD_PAYMENT_FAIL_FIRST   the simulator fails the first K attempts transiently (default 0)\n"
 	"  FACTD_PAYMENT_NEVER_ANSWER 1 = the simulator never answers (default 0)\n"
-	"  FACTD_AGGREGATE_CACHE    aggregate states kept in memory for commands; 0 = off (default 4096)\n";
+	"  FACTD_AGGREGATE_CACHE    aggregate states kept in memory for commands; 0 = off (default 4096)\n"
+	"  FACTD_PROJECTIONS        0 = this process runs no projections (default 1)\n"
+	"  FACTD_MIN_POSITION_WAIT_MS longest wait of a read for ?min_position= before 503 (default 5000)\n"
+	"  FACTD_MAX_STREAMS        concurrent GET /events/stream clients; more get 503 (default 256)\n"
+	"  FACTD_SSE_HEARTBEAT_S    seconds of silence before a live stream sends a heartbeat (default 15)\n"
+	"  FACTD_SSE_NOTIFY         0 = live streams poll the feed instead of LISTEN (default 1)\n";
 
 const char *fd_config_usage(void)
 {
@@ -66,6 +71,11 @@ enum fd_err fd_config_defaults(struct fd_config *cfg)
 	cfg->snapshot_every = -1;
 	cfg->payment_limit_cents = 100000;
 	cfg->aggregate_cache = 4096;
+	cfg->projections = 1;
+	cfg->min_position_wait_ms = 5000;
+	cfg->max_streams = 256;
+	cfg->sse_heartbeat_s = 15;
+	cfg->sse_notify = 1;
 	return cfg->listen_host ? FD_OK : FD_ERR_NOMEM;
 }
 
@@ -113,6 +123,11 @@ static const struct num_opt num_opts[] = {
 	NUM("FACTD_PAYMENT_FAIL_FIRST", payment_fail_first, 0, 1000000),
 	NUM("FACTD_PAYMENT_NEVER_ANSWER", payment_never_answer, 0, 1),
 	NUM("FACTD_AGGREGATE_CACHE", aggregate_cache, 0, 10000000),
+	NUM("FACTD_PROJECTIONS", projections, 0, 1),
+	NUM("FACTD_MIN_POSITION_WAIT_MS", min_position_wait_ms, 0, 600000),
+	NUM("FACTD_MAX_STREAMS", max_streams, 1, 65536),
+	NUM("FACTD_SSE_HEARTBEAT_S", sse_heartbeat_s, 1, 3600),
+	NUM("FACTD_SSE_NOTIFY", sse_notify, 0, 1),
 };
 #undef NUM
 

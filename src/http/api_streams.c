@@ -24,7 +24,6 @@
 #define TYPE_MAX_CHARS 200
 #define FEED_DEFAULT_LIMIT 1000
 #define STREAM_DEFAULT_LIMIT 100
-#define MAX_TYPES_FILTER 64
 
 static void bad_field(struct fd_resp *resp, const struct fd_req *req, const char *pointer, const char *detail)
 {
@@ -368,7 +367,7 @@ void fd_api_stream_page(struct fd_req *req, struct fd_resp *resp, const char *st
 	fd_resp_header(resp, "ETag", etag);
 }
 
-/* Split "A,B,C" into at most MAX_TYPES_FILTER non-empty names (in a copy the caller frees). */
+/* Split "A,B,C" into at most FD_API_MAX_TYPES non-empty names (in a copy the caller frees). */
 static bool parse_types(const char *s, char **copy, const char *types[], size_t *n)
 {
 	*n = 0;
@@ -377,11 +376,44 @@ static bool parse_types(const char *s, char **copy, const char *types[], size_t 
 		return false;
 	char *save = NULL;
 	for (char *t = strtok_r(*copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-		if (*n >= MAX_TYPES_FILTER || strlen(t) > TYPE_MAX_CHARS * 4 || !fd_utf8_valid(t, strlen(t)))
+		if (*n >= FD_API_MAX_TYPES || strlen(t) > TYPE_MAX_CHARS * 4 || !fd_utf8_valid(t, strlen(t)))
 			return false;
 		types[(*n)++] = t;
 	}
 	return *n > 0 && s[strlen(s) - 1] != ',' && s[0] != ',' && !strstr(s, ",,");
+}
+
+bool fd_api_feed_filter_parse(struct fd_req *req, struct fd_resp *resp, struct fd_api_feed_filter *f)
+{
+	memset(f, 0, sizeof *f);
+	const char *cat = fd_req_query(req, "category");
+	if (cat) {
+		if (!*cat || !fd_stream_name_valid(cat) || strchr(cat, '-')) {
+			bad_param(resp, req, "category", "category must be 1-200 characters of A-Z a-z 0-9 _ . : (no -)");
+			return false;
+		}
+		if (!(f->category = strdup(cat))) {
+			fd_problem_err(resp, req, FD_ERR_NOMEM, NULL, NULL);
+			return false;
+		}
+		f->filter.category = f->category;
+	}
+	const char *ts = fd_req_query(req, "types");
+	if (ts) {
+		if (!parse_types(ts, &f->types_copy, f->types, &f->filter.ntypes)) {
+			bad_param(resp, req, "types", "types must be a comma-separated list of 1-64 event types");
+			return false;
+		}
+		f->filter.types = f->types;
+	}
+	return true;
+}
+
+void fd_api_feed_filter_release(struct fd_api_feed_filter *f)
+{
+	free(f->category);
+	free(f->types_copy);
+	memset(f, 0, sizeof *f);
 }
 
 void fd_api_read_feed(struct fd_req *req, struct fd_resp *resp)
@@ -400,29 +432,14 @@ void fd_api_read_feed(struct fd_req *req, struct fd_resp *resp)
 		bad_param(resp, req, "limit", detail);
 		return;
 	}
-	struct fd_feed_filter filter = { 0 };
-	const char *types[MAX_TYPES_FILTER];
-	char *types_copy = NULL;
-	const char *cat = fd_req_query(req, "category");
-	if (cat) {
-		if (!*cat || !fd_stream_name_valid(cat) || strchr(cat, '-')) {
-			bad_param(resp, req, "category", "category must be 1-200 characters of A-Z a-z 0-9 _ . : (no -)");
-			return;
-		}
-		filter.category = cat;
-	}
-	const char *ts = fd_req_query(req, "types");
-	if (ts) {
-		if (!parse_types(ts, &types_copy, types, &filter.ntypes)) {
-			free(types_copy);
-			bad_param(resp, req, "types", "types must be a comma-separated list of 1-64 event types");
-			return;
-		}
-		filter.types = types;
+	struct fd_api_feed_filter f;
+	if (!fd_api_feed_filter_parse(req, resp, &f)) {
+		fd_api_feed_filter_release(&f);
+		return;
 	}
 	struct fd_feed_page page = { 0 };
-	enum fd_err err = fd_store_read_feed(req->app->pool, after, &filter, (unsigned)limit, &page);
-	free(types_copy);
+	enum fd_err err = fd_store_read_feed(req->app->pool, after, &f.filter, (unsigned)limit, &page);
+	fd_api_feed_filter_release(&f);
 	if (err) {
 		fd_problem_err(resp, req, err, NULL, NULL);
 		return;

@@ -19,10 +19,12 @@ const struct fd_route fd_routes[] = {
 	{ .method = "POST", .pattern = "/streams/{stream}/events", .handler = fd_api_append, .json_body = true },
 	{ .method = "GET", .pattern = "/streams/{stream}/events", .handler = fd_api_read_stream },
 	{ .method = "GET", .pattern = "/events", .handler = fd_api_read_feed },
+	{ .method = "GET", .pattern = "/events/stream", .handler = fd_api_event_stream },
 
 	/* orders */
 	{ .method = "POST", .pattern = "/orders", .handler = fd_api_command, .json_body = true,
 	  .arg = CMD(fd_order_type, "create", .creates = true) },
+	{ .method = "GET", .pattern = "/orders", .handler = fd_api_list_orders },
 	{ .method = "GET", .pattern = "/orders/{id}", .handler = fd_api_get_aggregate, .arg = &fd_order_type },
 	{ .method = "GET", .pattern = "/orders/{id}/events", .handler = fd_api_aggregate_events, .arg = &fd_order_type },
 	{ .method = "POST", .pattern = "/orders/{id}/lines", .handler = fd_api_command, .json_body = true,
@@ -37,6 +39,7 @@ const struct fd_route fd_routes[] = {
 	/* products (inventory) */
 	{ .method = "POST", .pattern = "/products", .handler = fd_api_command, .json_body = true,
 	  .arg = CMD(fd_product_type, "create", .creates = true) },
+	{ .method = "GET", .pattern = "/products", .handler = fd_api_list_products },
 	{ .method = "GET", .pattern = "/products/{id}", .handler = fd_api_get_aggregate, .arg = &fd_product_type },
 	{ .method = "GET", .pattern = "/products/{id}/events", .handler = fd_api_aggregate_events,
 	  .arg = &fd_product_type },
@@ -52,6 +55,10 @@ const struct fd_route fd_routes[] = {
 	{ .method = "POST", .pattern = "/payments/{id}/process", .handler = fd_api_process_payment },
 	{ .method = "POST", .pattern = "/payments/{id}/refund", .handler = fd_api_command,
 	  .arg = CMD(fd_payment_type, "refund") },
+
+	/* read models */
+	{ .method = "GET", .pattern = "/projections", .handler = fd_api_projections },
+	{ .method = "POST", .pattern = "/projections/{name}/rebuild", .handler = fd_api_rebuild_projection },
 };
 
 const size_t fd_routes_count = sizeof fd_routes / sizeof fd_routes[0];

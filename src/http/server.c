@@ -6,8 +6,14 @@
  * cfg->max_connections) plus a listening thread.  A request lives on one thread; its struct fd_req is allocated
  * on the first access-handler call and freed only in the completion callback
  * (which MHD also calls for clients that abort mid-upload).  The in-flight
- * counter is the only shared mutable state, guarded by a mutex; request
- * metrics go to the app's registry (atomic counters).
+ * and stream-slot counters are the shared mutable state, guarded by a mutex,
+ * plus an atomic stopping flag that streamed responses poll; request metrics
+ * go to the app's registry (atomic counters).
+ *
+ * A streamed response (fd_resp.stream_read) is sent chunked from a content
+ * reader that MHD calls on the connection's thread; fd_server_stop sets the
+ * stopping flag and wakes app->notifier so that readers end their streams
+ * and the in-flight wait is not spent on them.
  *
  * A request is counted in the metrics when its response is queued, labelled
  * with its route template, and timed from its first access-handler call:
@@ -21,6 +27,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -30,6 +37,7 @@
 
 #include "factd/log.h"
 #include "factd/metrics.h"
+#include "factd/notify.h"
 #include "factd/problem.h"
 #include "factd/router.h"
 #include "factd/uuid.h"
@@ -41,7 +49,12 @@ struct fd_server {
 	pthread_mutex_t lock;
 	pthread_cond_t idle;
 	unsigned inflight;
+	unsigned streams;      /* stream slots taken (fd_req_stream_slot), under lock */
+	atomic_bool stopping;  /* set by fd_server_stop; read by stream readers */
 };
+
+_Static_assert(FD_STREAM_END == MHD_CONTENT_READER_END_OF_STREAM, "stream end codes differ");
+_Static_assert(FD_STREAM_ERROR == MHD_CONTENT_READER_END_WITH_ERROR, "stream error codes differ");
 
 /* ---- request helpers ---------------------------------------------------- */
 
@@ -53,6 +66,20 @@ const char *fd_req_query(const struct fd_req *req, const char *name)
 const char *fd_req_header(const struct fd_req *req, const char *name)
 {
 	return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+bool fd_req_stream_slot(struct fd_req *req)
+{
+	struct fd_server *srv = req->server;
+	if (req->stream_slot)
+		return true;
+	pthread_mutex_lock(&srv->lock);
+	if (!atomic_load(&srv->stopping) && srv->streams < req->app->cfg->max_streams) {
+		srv->streams++;
+		req->stream_slot = true;
+	}
+	pthread_mutex_unlock(&srv->lock);
+	return req->stream_slot;
 }
 
 bool fd_request_id_valid(const char *s)
@@ -113,6 +140,8 @@ void fd_resp_release(struct fd_resp *resp)
 	free(resp->body);
 	for (size_t i = 0; i < resp->nheaders; i++)
 		free(resp->headers[i].value);
+	if (resp->stream_free && resp->stream_cls)
+		resp->stream_free(resp->stream_cls);
 	memset(resp, 0, sizeof *resp);
 }
 
@@ -141,7 +170,13 @@ static void count_request(const struct fd_req *req)
 static enum MHD_Result queue(struct fd_req *req, struct fd_resp *resp)
 {
 	struct MHD_Response *r;
-	if (resp->body) {
+	bool streamed = resp->stream_read != NULL;
+	if (streamed) {
+		r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, resp->stream_read, resp->stream_cls,
+						      resp->stream_free);
+		if (r)
+			resp->stream_cls = NULL; /* now owned by MHD */
+	} else if (resp->body) {
 		r = MHD_create_response_from_buffer_with_free_callback(resp->body_len, resp->body, free);
 		resp->body = NULL; /* now owned by MHD */
 	} else {
@@ -151,7 +186,7 @@ static enum MHD_Result queue(struct fd_req *req, struct fd_resp *resp)
 		fd_resp_release(resp);
 		return MHD_NO;
 	}
-	if (resp->content_type && resp->body_len)
+	if (resp->content_type && (resp->body_len || streamed))
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type);
 	MHD_add_response_header(r, "X-Request-Id", req->request_id);
 	MHD_add_response_header(r, "Cache-Control", "no-store");
@@ -234,6 +269,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			return MHD_NO;
 		clock_gettime(CLOCK_MONOTONIC, &req->start);
 		req->app = srv->app;
+		req->server = srv;
 		req->conn = conn;
 		req->method = method;
 		req->path = url;
@@ -299,9 +335,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			json_object_set_new(f, "aborted", json_true());
 		fd_log_fields(FD_LOG_INFO, "request", f);
 	}
+	bool slot = req->stream_slot;
 	req_free(req);
 	*con_cls = NULL;
 	pthread_mutex_lock(&srv->lock);
+	if (slot)
+		srv->streams--;
 	if (--srv->inflight == 0)
 		pthread_cond_broadcast(&srv->idle);
 	pthread_mutex_unlock(&srv->lock);
@@ -389,6 +428,11 @@ uint16_t fd_server_port(const struct fd_server *srv)
 	return srv->port;
 }
 
+bool fd_server_stopping(const struct fd_server *srv)
+{
+	return atomic_load(&srv->stopping);
+}
+
 void fd_server_stop(struct fd_server *srv, unsigned grace_ms)
 {
 	if (!srv)
@@ -396,6 +440,8 @@ void fd_server_stop(struct fd_server *srv, unsigned grace_ms)
 	MHD_socket lsock = MHD_quiesce_daemon(srv->daemon);
 	if (lsock != MHD_INVALID_SOCKET)
 		close(lsock);
+	atomic_store(&srv->stopping, true);
+	fd_notifier_wake(srv->app->notifier);
 	struct timespec deadline;
 	clock_gettime(CLOCK_REALTIME, &deadline);
 	deadline.tv_sec += grace_ms / 1000;

@@ -33,6 +33,7 @@
 #include "factd/buf.h"
 #include "factd/log.h"
 #include "factd/metrics.h"
+#include "factd/notify.h"
 #include "internal.h"
 
 /*
@@ -414,6 +415,8 @@ enum fd_err fd_store_append(struct fd_pool *pool, const char *stream, struct fd_
 	out->duplicate = duplicate && any_id_given;
 done:
 	fd_metrics_append(fd_pool_metrics(pool), append_result(err, out), err == FD_OK && !out->duplicate ? n : 0);
+	if (err == FD_OK && !out->duplicate)
+		fd_notifier_wake(fd_pool_notifier(pool)); /* local followers need not wait for their poll */
 	PQclear(res);
 	fd_buf_release(&arrays.ids);
 	fd_buf_release(&arrays.types);

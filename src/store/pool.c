@@ -38,6 +38,7 @@ struct fd_pool {
 	unsigned in_use;
 	unsigned waiting;
 	struct fd_metrics *metrics;  /* set before threads share the pool; read-only after */
+	struct fd_notifier *notifier; /* woken after each append commits; same rule */
 	struct slot slots[];
 };
 
@@ -346,6 +347,16 @@ void fd_pool_stats(struct fd_pool *pool, struct fd_pool_stats *out)
 void fd_pool_set_metrics(struct fd_pool *pool, struct fd_metrics *metrics)
 {
 	pool->metrics = metrics;
+}
+
+void fd_pool_set_notifier(struct fd_pool *pool, struct fd_notifier *notifier)
+{
+	pool->notifier = notifier;
+}
+
+struct fd_notifier *fd_pool_notifier(const struct fd_pool *pool)
+{
+	return pool ? pool->notifier : NULL;
 }
 
 struct fd_metrics *fd_pool_metrics(const struct fd_pool *pool)

@@ -900,8 +900,8 @@ Test(domain_http, wrong_methods_are_405_with_allow)
 	struct {
 		const char *method, *path, *allow;
 	} cases[] = {
-		{ "PUT", "/orders", "POST" },
-		{ "GET", "/orders", "POST" },
+		{ "PUT", "/orders", "POST, GET, HEAD" },
+		{ "DELETE", "/orders", "POST, GET, HEAD" },
 		{ "DELETE", P("/orders/%s", id), "GET, HEAD" },
 		{ "POST", P("/orders/%s", id), "GET, HEAD" },
 		{ "GET", P("/orders/%s/lines", id), "POST" },
@@ -912,7 +912,7 @@ Test(domain_http, wrong_methods_are_405_with_allow)
 		{ "GET", P("/orders/%s/cancel", id), "POST" },
 		{ "PUT", P("/orders/%s/ship", id), "POST" },
 		{ "POST", P("/orders/%s/events", id), "GET, HEAD" },
-		{ "GET", "/products", "POST" },
+		{ "PUT", "/products", "POST, GET, HEAD" },
 		{ "DELETE", "/products/p-1", "GET, HEAD" },
 		{ "GET", "/products/p-1/restock", "POST" },
 		{ "PUT", "/products/p-1/events", "GET, HEAD" },

@@ -39,6 +39,15 @@ void fd_test_server_start_with(struct fd_test_server *ts, const char *db_url, vo
 	ts->app.bus = ts->bus;
 	ts->app.gateway = &ts->gateway.base;
 	ts->app.metrics = ts->metrics;
+	if (ts->cfg.projections) {
+		struct fd_projector_config pc = { .conninfo = ts->cfg.database_url, .idle_ms = 50 };
+		cr_assert_eq(fd_projector_start(&pc, &ts->projector), FD_OK);
+	}
+	if (ts->cfg.sse_notify) {
+		cr_assert_eq(fd_notifier_start(ts->cfg.database_url, &ts->notifier), FD_OK);
+		ts->app.notifier = ts->notifier;
+		fd_pool_set_notifier(ts->pool, ts->notifier);
+	}
 	cr_assert_eq(fd_server_start(&ts->app, &ts->srv), FD_OK, "server did not start");
 	ts->port = fd_server_port(ts->srv);
 	cr_assert_neq(ts->port, 0);
@@ -52,6 +61,8 @@ void fd_test_server_start(struct fd_test_server *ts, const char *db_url)
 void fd_test_server_stop(struct fd_test_server *ts)
 {
 	fd_server_stop(ts->srv, 5000);
+	fd_notifier_stop(ts->notifier);
+	fd_projector_stop(ts->projector);
 	fd_bus_free(ts->bus);
 	fd_pool_free(ts->pool);
 	fd_metrics_free(ts->metrics);

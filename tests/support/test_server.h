@@ -10,12 +10,16 @@
 #include "factd/config.h"
 #include "factd/domain.h"
 #include "factd/http.h"
+#include "factd/notify.h"
 #include "factd/pool.h"
+#include "factd/proj.h"
 
 struct fd_test_server {
 	struct fd_config cfg;
 	struct fd_pool *pool;
 	struct fd_bus *bus;
+	struct fd_projector *projector;
+	struct fd_notifier *notifier;   /* started when cfg.sse_notify */
 	struct fd_metrics *metrics;
 	struct fd_gateway_sim gateway;
 	struct fd_app app;

@@ -1,0 +1,92 @@
+/*
+ * proj.h - projections: read models kept current from the global feed.
+ *
+ * A projection is declared like an aggregate type, as a row of a static const
+ * table: its name, its table, the stream categories it reads, the SQL that
+ * creates its table (with "{table}" where the name goes, so a shadow copy can
+ * be built beside the live one), and a handler that applies one event with
+ * SQL on the projection's own connection.
+ *
+ * The projector runs in the background of every factd process.  Each
+ * projection is run by exactly one process at a time: the one holding its
+ * session advisory lock on a dedicated connection; when that process dies its
+ * connection closes, the lock is released, and another process takes over.
+ * Events are applied and the checkpoint (a gap-safe feed cursor) advanced in
+ * one transaction, so a crash neither skips nor repeats an event.
+ *
+ * Rebuild: a shadow table is filled from the start of the feed while the live
+ * one keeps serving and advancing; once the shadow has caught up, one
+ * transaction swaps them, so readers never see an empty table.
+ */
+#ifndef FACTD_PROJ_H
+#define FACTD_PROJ_H
+
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "factd/error.h"
+#include "factd/events.h"
+#include "factd/pool.h"
+
+/* One event as a subscriber sees it.  Everything is borrowed for the call. */
+struct fd_feed_event {
+	const char *event_id;
+	const char *stream;
+	const char *category;
+	int64_t version;
+	const char *type;
+	json_t *data;
+	json_t *metadata;
+	const char *recorded_at;     /* RFC 3339 UTC */
+	struct fd_cursor position;
+};
+
+struct fd_projection {
+	const char *name;                   /* "order_summaries": also the checkpoint's name */
+	const char *table;                  /* live table */
+	const char *const *categories;      /* stream categories read; NULL-terminated */
+	const char *create_sql;             /* CREATE TABLE {table} ... ; may hold several statements */
+	/*
+	 * Apply one event inside the projection's open transaction on `conn`,
+	 * writing to `table` (live or shadow).  Any error aborts the batch; it
+	 * is retried later.
+	 */
+	enum fd_err (*handle)(PGconn *conn, const char *table, const struct fd_feed_event *ev);
+};
+
+extern const struct fd_projection fd_projections[];
+extern const size_t fd_projections_count;
+const struct fd_projection *fd_projection_find(const char *name);
+
+struct fd_projector;
+struct fd_metrics;
+
+struct fd_projector_config {
+	const char *conninfo;   /* the projector opens its own connections (one per projection it runs) */
+	unsigned batch;         /* events per transaction (default 500) */
+	unsigned idle_ms;       /* poll interval when the feed is quiet (default 200); NOTIFY wakes it sooner */
+	struct fd_metrics *metrics; /* may be NULL */
+};
+
+/* Start the background projector.  Caller owns *out. */
+FD_MUST_USE enum fd_err fd_projector_start(const struct fd_projector_config *cfg, struct fd_projector **out);
+/* Stop it: finishes the batch in flight, releases its locks and connections.  NULL is a no-op. */
+void fd_projector_stop(struct fd_projector *p);
+
+/*
+ * GET /projections: a JSON array (new reference) of
+ * {name, checkpoint, head, lag_events, lag_seconds, status, rebuild: {checkpoint}|null, updated_at}.
+ */
+FD_MUST_USE enum fd_err fd_projection_status(struct fd_pool *pool, json_t **out);
+/* Ask for a rebuild (whichever process runs the projection does it).  FD_ERR_NOTFOUND for an unknown name. */
+FD_MUST_USE enum fd_err fd_projection_request_rebuild(struct fd_pool *pool, const char *name);
+/*
+ * Wait (up to timeout_ms) until projection `name` has applied everything up
+ * to `pos`.  FD_OK when it has, FD_ERR_RETRY when the wait ran out.
+ */
+FD_MUST_USE enum fd_err fd_projection_wait(struct fd_pool *pool, const char *name, struct fd_cursor pos,
+					   unsigned timeout_ms);
+
+#endif

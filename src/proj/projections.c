@@ -1,0 +1,210 @@
+/*
+ * projections.c - the read models of the reference domain.
+ *
+ *   order_summaries  one row per order: customer, status, line count, total,
+ *                    placed/confirmed/shipped/cancelled times.
+ *   product_stock    one row per product: available, reserved, committed.
+ *
+ * Handlers run inside the projector's transaction; every statement names the
+ * table it is given (live or shadow).  Each row records the stream version
+ * it reflects, and a handler skips an event at or below it, so a replay over
+ * existing rows is harmless.
+ */
+#include "factd/proj.h"
+#include "factd/uuid.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Run one parameterised statement against `table` ("{table}" in sql). */
+static enum fd_err exec_sql(PGconn *conn, const char *table, const char *sql, int n, const char *const *params)
+{
+	char text[2048];
+	const char *mark = strstr(sql, "{table}");
+	if (!mark)
+		snprintf(text, sizeof text, "%s", sql);
+	else
+		snprintf(text, sizeof text, "%.*s%s%s", (int)(mark - sql), sql, table, mark + 7);
+	PGresult *res = PQexecParams(conn, text, n, NULL, params, NULL, NULL, 0);
+	enum fd_err err = FD_OK;
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+		err = fd_pg_classify(conn, res);
+	PQclear(res);
+	return err;
+}
+
+static const char *str(json_t *data, const char *key)
+{
+	const char *s = json_string_value(json_object_get(data, key));
+	return s ? s : "";
+}
+
+static void int_text(json_t *data, const char *key, char buf[24])
+{
+	snprintf(buf, 24, "%lld", (long long)json_integer_value(json_object_get(data, key)));
+}
+
+/* ---- order_summaries ---------------------------------------------------- */
+
+static const char order_summaries_sql[] =
+	"CREATE TABLE {table} ("
+	" order_id uuid PRIMARY KEY,"
+	" customer_id text NOT NULL,"
+	" status text NOT NULL,"
+	" lines jsonb NOT NULL DEFAULT '{}',"
+	" line_count int NOT NULL DEFAULT 0,"
+	" total_cents bigint NOT NULL DEFAULT 0,"
+	" created_at timestamptz NOT NULL,"
+	" placed_at timestamptz, confirmed_at timestamptz, shipped_at timestamptz, cancelled_at timestamptz,"
+	" cancel_reason text,"
+	" version bigint NOT NULL,"
+	" updated_at timestamptz NOT NULL);"
+	"CREATE INDEX ON {table} (status, order_id);"
+	"CREATE INDEX ON {table} (customer_id, order_id)";
+
+/* Recompute line_count and total_cents from lines. */
+#define ORDER_TOTALS                                                                                 \
+	" line_count = (SELECT count(*) FROM jsonb_object_keys(l.lines)),"                           \
+	" total_cents = (SELECT coalesce(sum((v->>'q')::bigint * (v->>'p')::bigint), 0)"              \
+	"                FROM jsonb_each(l.lines) AS x(k, v))"
+
+static enum fd_err order_handle(PGconn *conn, const char *table, const struct fd_feed_event *ev)
+{
+	const char *id = ev->stream + strlen("order-");
+	char version[24], q[24], p[24];
+	struct fd_uuid u;
+	if (!fd_uuid_parse(id, &u))
+		return FD_OK; /* not an order the domain made (the generic API can write anything) */
+	snprintf(version, sizeof version, "%lld", (long long)ev->version);
+	const char *t = ev->type;
+	if (strcmp(t, "OrderCreated") == 0) {
+		const char *params[] = { id, str(ev->data, "customer_id"), ev->recorded_at, version };
+		return exec_sql(conn, table,
+				"INSERT INTO {table} (order_id, customer_id, status, created_at, version, updated_at)"
+				" VALUES ($1, $2, 'draft', $3, $4, $3) ON CONFLICT (order_id) DO NOTHING",
+				4, params);
+	}
+	if (strcmp(t, "OrderLineAdded") == 0) {
+		int_text(ev->data, "quantity", q);
+		int_text(ev->data, "unit_price_cents", p);
+		const char *params[] = { id, str(ev->data, "product_id"), q, p, version, ev->recorded_at };
+		enum fd_err err = exec_sql(conn, table,
+				"UPDATE {table} AS l SET lines = l.lines || jsonb_build_object($2::text,"
+				"   jsonb_build_object('q', coalesce((l.lines->$2::text->>'q')::bigint, 0) + $3::bigint,"
+				"                      'p', $4::bigint)),"
+				" version = $5, updated_at = $6"
+				" WHERE l.order_id = $1 AND l.version < $5",
+				6, params);
+		return err ? err : exec_sql(conn, table, "UPDATE {table} AS l SET" ORDER_TOTALS " WHERE l.order_id = $1", 1, params);
+	}
+	if (strcmp(t, "OrderLineRemoved") == 0) {
+		const char *params[] = { id, str(ev->data, "product_id"), version, ev->recorded_at };
+		enum fd_err err = exec_sql(conn, table,
+				"UPDATE {table} AS l SET lines = l.lines - $2::text, version = $3, updated_at = $4"
+				" WHERE l.order_id = $1 AND l.version < $3",
+				4, params);
+		return err ? err : exec_sql(conn, table, "UPDATE {table} AS l SET" ORDER_TOTALS " WHERE l.order_id = $1", 1, params);
+	}
+	static const struct {
+		const char *type, *status, *column;
+	} transitions[] = {
+		{ "OrderPlaced", "placed", "placed_at" },
+		{ "OrderConfirmed", "confirmed", "confirmed_at" },
+		{ "OrderShipped", "shipped", "shipped_at" },
+		{ "OrderCancelled", "cancelled", "cancelled_at" },
+	};
+	for (size_t i = 0; i < sizeof transitions / sizeof transitions[0]; i++) {
+		if (strcmp(t, transitions[i].type) != 0)
+			continue;
+		char sql[512];
+		snprintf(sql, sizeof sql,
+			 "UPDATE {table} SET status = '%s', %s = $2, cancel_reason = coalesce($4, cancel_reason),"
+			 " version = $3, updated_at = $2 WHERE order_id = $1 AND version < $3",
+			 transitions[i].status, transitions[i].column);
+		const char *reason = json_string_value(json_object_get(ev->data, "reason"));
+		const char *params[] = { id, ev->recorded_at, version, reason };
+		return exec_sql(conn, table, sql, 4, params);
+	}
+	return FD_OK; /* other types do not change the summary */
+}
+
+/* ---- product_stock ------------------------------------------------------ */
+
+static const char product_stock_sql[] =
+	"CREATE TABLE {table} ("
+	" product_id text PRIMARY KEY,"
+	" name text NOT NULL,"
+	" available bigint NOT NULL,"
+	" reserved bigint NOT NULL DEFAULT 0,"
+	" committed bigint NOT NULL DEFAULT 0,"
+	" version bigint NOT NULL,"
+	" updated_at timestamptz NOT NULL)";
+
+static enum fd_err product_handle(PGconn *conn, const char *table, const struct fd_feed_event *ev)
+{
+	const char *id = ev->stream + strlen("product-");
+	char version[24], q[24];
+	snprintf(version, sizeof version, "%lld", (long long)ev->version);
+	const char *t = ev->type;
+	if (strcmp(t, "ProductCreated") == 0) {
+		int_text(ev->data, "stock", q);
+		const char *params[] = { id, str(ev->data, "name"), q, version, ev->recorded_at };
+		return exec_sql(conn, table,
+				"INSERT INTO {table} (product_id, name, available, version, updated_at)"
+				" VALUES ($1, $2, $3, $4, $5) ON CONFLICT (product_id) DO NOTHING",
+				5, params);
+	}
+	static const struct {
+		const char *type, *set;
+	} moves[] = {
+		{ "ProductRestocked", "available = available + $2" },
+		{ "StockReserved", "available = available - $2, reserved = reserved + $2" },
+		{ "ReservationReleased", "available = available + $2, reserved = reserved - $2" },
+		{ "ReservationCommitted", "reserved = reserved - $2, committed = committed + $2" },
+	};
+	for (size_t i = 0; i < sizeof moves / sizeof moves[0]; i++) {
+		if (strcmp(t, moves[i].type) != 0)
+			continue;
+		char sql[512];
+		snprintf(sql, sizeof sql,
+			 "UPDATE {table} SET %s, version = $3, updated_at = $4 WHERE product_id = $1 AND version < $3",
+			 moves[i].set);
+		int_text(ev->data, "quantity", q);
+		const char *params[] = { id, q, version, ev->recorded_at };
+		return exec_sql(conn, table, sql, 4, params);
+	}
+	return FD_OK;
+}
+
+/* ---- the table ---------------------------------------------------------- */
+
+static const char *const order_categories[] = { "order", NULL };
+static const char *const product_categories[] = { "product", NULL };
+
+const struct fd_projection fd_projections[] = {
+	{
+		.name = "order_summaries",
+		.table = "order_summaries",
+		.categories = order_categories,
+		.create_sql = order_summaries_sql,
+		.handle = order_handle,
+	},
+	{
+		.name = "product_stock",
+		.table = "product_stock",
+		.categories = product_categories,
+		.create_sql = product_stock_sql,
+		.handle = product_handle,
+	},
+};
+
+const size_t fd_projections_count = sizeof fd_projections / sizeof fd_projections[0];
+
+const struct fd_projection *fd_projection_find(const char *name)
+{
+	for (size_t i = 0; i < fd_projections_count; i++)
+		if (strcmp(fd_projections[i].name, name) == 0)
+			return &fd_projections[i];
+	return NULL;
+}

@@ -1,0 +1,566 @@
+/*
+ * runner.c - the projector: one background thread per process that runs
+ * every projection it can take the advisory lock of, applying feed events
+ * and advancing each checkpoint in the same transaction; plus the status,
+ * rebuild and wait functions the HTTP layer uses.
+ *
+ * Threading: fd_projector_* own one thread and its connections (one per
+ * projection it runs, one for LISTEN).  fd_projection_status/request_rebuild/
+ * wait borrow pool connections and are thread-safe.
+ */
+#include "factd/proj.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "factd/log.h"
+
+#define SHADOW_SUFFIX "_next"
+#define MAX_TABLE 64
+
+struct worker {
+	const struct fd_projection *def;
+	PGconn *conn;
+	bool owned;            /* this session holds the projection's advisory lock */
+	struct timespec retry_at;
+};
+
+struct fd_projector {
+	struct fd_projector_config cfg;
+	char *conninfo;
+	pthread_t thread;
+	atomic_bool stop;
+	PGconn *listen;
+	struct worker *workers;
+	char owner[96];
+};
+
+/* The advisory-lock key of a projection: FNV-1a of its name, in its own namespace. */
+static long long lock_key(const char *name)
+{
+	uint64_t h = 1469598103934665603ULL;
+	for (const char *s = "factd.projection:"; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	for (const char *s = name; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return (long long)(h & 0x7fffffffffffffffULL);
+}
+
+static void log_pg(const char *what, const char *projection, PGconn *conn, const PGresult *res)
+{
+	const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
+	fd_log_fields(FD_LOG_WARN, what, json_pack("{s:s, s:s}", "projection", projection, "error", msg ? msg : ""));
+}
+
+/* Run SQL with params; true on success.  *out (optional) receives a TUPLES_OK result to PQclear. */
+static bool run(PGconn *conn, const char *sql, int n, const char *const *params, PGresult **out)
+{
+	PGresult *res = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+	ExecStatusType st = PQresultStatus(res);
+	bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+	if (ok && out) {
+		*out = res;
+		return true;
+	}
+	if (!ok && out)
+		*out = res; /* caller logs and clears */
+	else
+		PQclear(res);
+	return ok;
+}
+
+/* Run parameterless SQL that may hold several statements. */
+static bool run_script(PGconn *conn, const char *sql)
+{
+	PGresult *res = PQexec(conn, sql);
+	bool ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
+	PQclear(res);
+	return ok;
+}
+
+/* Replace each "{table}" in sql with table (caller frees). */
+static char *with_table(const char *sql, const char *table)
+{
+	size_t tl = strlen(table), n = 0;
+	for (const char *p = sql; (p = strstr(p, "{table}")); p += 7)
+		n++;
+	char *out = malloc(strlen(sql) + n * tl + 1);
+	if (!out)
+		return NULL;
+	char *o = out;
+	for (const char *p = sql;;) {
+		const char *m = strstr(p, "{table}");
+		size_t k = m ? (size_t)(m - p) : strlen(p);
+		memcpy(o, p, k);
+		o += k;
+		if (!m)
+			break;
+		memcpy(o, table, tl);
+		o += tl;
+		p = m + 7;
+	}
+	*o = '\0';
+	return out;
+}
+
+static void drop_conn(struct worker *w)
+{
+	PQfinish(w->conn);
+	w->conn = NULL;
+	w->owned = false;
+	clock_gettime(CLOCK_MONOTONIC, &w->retry_at);
+	w->retry_at.tv_sec += 1;
+}
+
+/* Take the projection if no other session has it: lock, make sure its row and table exist. */
+static bool try_own(struct fd_projector *p, struct worker *w)
+{
+	const struct fd_projection *d = w->def;
+	char key[24];
+	snprintf(key, sizeof key, "%lld", lock_key(d->name));
+	const char *kp[] = { key };
+	PGresult *res = NULL;
+	if (!run(w->conn, "SELECT pg_try_advisory_lock($1::bigint)", 1, kp, &res)) {
+		log_pg("projection lock failed", d->name, w->conn, res);
+		PQclear(res);
+		return false;
+	}
+	bool got = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	if (!got)
+		return false;
+	char *create = with_table(d->create_sql, d->table);
+	const char *np[] = { d->name, d->table, p->owner };
+	res = NULL;
+	bool ok = create && run(w->conn, "BEGIN", 0, NULL, NULL) &&
+		  run(w->conn, "INSERT INTO projections (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", 1, np,
+		      NULL) &&
+		  run(w->conn, "SELECT to_regclass($1) IS NULL", 1, np + 1, &res);
+	bool missing = ok && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	if (ok && missing)
+		ok = run_script(w->conn, create) &&
+		     run(w->conn, "UPDATE projections SET tx_id = '0', seq = 0, last_event_at = NULL WHERE name = $1", 1,
+			 np, NULL);
+	const char *op[] = { d->name, p->owner };
+	ok = ok && run(w->conn, "UPDATE projections SET owner = $2, updated_at = now() WHERE name = $1", 2, op, NULL) &&
+	     run(w->conn, "COMMIT", 0, NULL, NULL);
+	free(create);
+	if (!ok) {
+		log_pg("projection set-up failed", d->name, w->conn, NULL);
+		drop_conn(w);
+		return false;
+	}
+	fd_log_fields(FD_LOG_INFO, "projection taken", json_pack("{s:s, s:s}", "projection", d->name, "owner", p->owner));
+	return true;
+}
+
+/* The categories as a PostgreSQL array literal. */
+static void categories_literal(const struct fd_projection *d, char *buf, size_t len)
+{
+	size_t o = (size_t)snprintf(buf, len, "{");
+	for (size_t i = 0; d->categories && d->categories[i] && o < len; i++)
+		o += (size_t)snprintf(buf + o, len - o, "%s\"%s\"", i ? "," : "", d->categories[i]);
+	if (o < len)
+		snprintf(buf + o, len - o, "}");
+}
+
+/*
+ * Apply one batch to `table` from cursor (tx, seq) inside the open
+ * transaction, then write the new cursor to the given checkpoint columns.
+ * *count receives the events applied; *caught_up whether the batch reached
+ * the visible end of the feed.
+ */
+static bool apply_batch(struct fd_projector *p, struct worker *w, const char *table, const char *tx, const char *seq,
+			bool shadow, size_t *count, bool *caught_up)
+{
+	const struct fd_projection *d = w->def;
+	char cats[256], limit[16];
+	categories_literal(d, cats, sizeof cats);
+	snprintf(limit, sizeof limit, "%u", p->cfg.batch);
+	PGresult *x = NULL, *res = NULL, *head = NULL;
+	bool ok = false;
+	*count = 0;
+	*caught_up = false;
+	if (!run(w->conn, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text", 0, NULL, &x))
+		goto done;
+	const char *xmin = PQgetvalue(x, 0, 0);
+	const char *ep[] = { tx, seq, xmin, cats, limit };
+	if (!run(w->conn,
+		 "SELECT event_id::text, stream_id, category, version, type, data::text, metadata::text,"
+		 " to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), tx_id::text, seq"
+		 " FROM events WHERE (tx_id, seq) > ($1::xid8, $2::bigint) AND tx_id < $3::xid8"
+		 " AND category = ANY ($4::text[]) ORDER BY tx_id, seq LIMIT $5::bigint",
+		 5, ep, &res))
+		goto done;
+	int n = PQntuples(res);
+	char last_tx[24], last_seq[24], last_at[40] = "";
+	snprintf(last_tx, sizeof last_tx, "%s", tx);
+	snprintf(last_seq, sizeof last_seq, "%s", seq);
+	for (int i = 0; i < n; i++) {
+		json_t *data = json_loads(PQgetvalue(res, i, 5), 0, NULL);
+		json_t *meta = json_loads(PQgetvalue(res, i, 6), 0, NULL);
+		struct fd_feed_event ev = {
+			.event_id = PQgetvalue(res, i, 0),
+			.stream = PQgetvalue(res, i, 1),
+			.category = PQgetvalue(res, i, 2),
+			.version = strtoll(PQgetvalue(res, i, 3), NULL, 10),
+			.type = PQgetvalue(res, i, 4),
+			.data = data,
+			.metadata = meta,
+			.recorded_at = PQgetvalue(res, i, 7),
+			.position = { strtoull(PQgetvalue(res, i, 8), NULL, 10), strtoll(PQgetvalue(res, i, 9), NULL, 10) },
+		};
+		enum fd_err err = data ? d->handle(w->conn, table, &ev) : FD_ERR_INVAL;
+		json_decref(data);
+		json_decref(meta);
+		if (err) {
+			fd_log_fields(FD_LOG_ERROR, "projection handler failed",
+				      json_pack("{s:s, s:s, s:I, s:s}", "projection", d->name, "stream", ev.stream,
+						"version", (json_int_t)ev.version, "error", fd_err_name(err)));
+			goto done;
+		}
+		snprintf(last_tx, sizeof last_tx, "%s", PQgetvalue(res, i, 8));
+		snprintf(last_seq, sizeof last_seq, "%s", PQgetvalue(res, i, 9));
+		snprintf(last_at, sizeof last_at, "%s", PQgetvalue(res, i, 7));
+	}
+	*count = (size_t)n;
+	if ((unsigned)n < p->cfg.batch) {
+		/* Caught up: move past events of other categories up to the visible end. */
+		*caught_up = true;
+		const char *hp[] = { xmin, last_tx, last_seq };
+		if (!run(w->conn,
+			 "SELECT tx_id::text, seq FROM events WHERE tx_id < $1::xid8 AND (tx_id, seq) > ($2::xid8, $3::bigint)"
+			 " ORDER BY tx_id DESC, seq DESC LIMIT 1",
+			 3, hp, &head))
+			goto done;
+		if (PQntuples(head) == 1) {
+			snprintf(last_tx, sizeof last_tx, "%s", PQgetvalue(head, 0, 0));
+			snprintf(last_seq, sizeof last_seq, "%s", PQgetvalue(head, 0, 1));
+		}
+	}
+	const char *cp[] = { d->name, last_tx, last_seq, last_at[0] ? last_at : NULL };
+	ok = run(w->conn,
+		 shadow ? "UPDATE projections SET rebuild_tx_id = $2::xid8, rebuild_seq = $3, updated_at = now() WHERE name = $1"
+			: "UPDATE projections SET tx_id = $2::xid8, seq = $3, last_event_at = coalesce($4::timestamptz,"
+			  " last_event_at), updated_at = now() WHERE name = $1",
+		 shadow ? 3 : 4, cp, NULL);
+done:
+	if (!ok && res && PQresultStatus(res) != PGRES_TUPLES_OK)
+		log_pg("projection batch failed", d->name, w->conn, res);
+	PQclear(x);
+	PQclear(res);
+	PQclear(head);
+	return ok;
+}
+
+/* One round for an owned projection: a live batch, a rebuild batch, or a swap.  Returns events applied, -1 on error. */
+static long step(struct fd_projector *p, struct worker *w)
+{
+	const struct fd_projection *d = w->def;
+	const char *np[] = { d->name };
+	PGresult *row = NULL;
+	char shadow[MAX_TABLE + 8];
+	snprintf(shadow, sizeof shadow, "%s%s", d->table, SHADOW_SUFFIX);
+	long applied = 0;
+	if (!run(w->conn, "BEGIN", 0, NULL, NULL) ||
+	    !run(w->conn,
+		 "SELECT tx_id::text, seq, rebuild_requested, rebuilding, rebuild_tx_id::text, rebuild_seq"
+		 " FROM projections WHERE name = $1 FOR UPDATE",
+		 1, np, &row) ||
+	    PQntuples(row) != 1)
+		goto fail;
+	bool requested = strcmp(PQgetvalue(row, 0, 2), "t") == 0;
+	bool rebuilding = strcmp(PQgetvalue(row, 0, 3), "t") == 0;
+	if (requested && !rebuilding) {
+		char drop[MAX_TABLE + 40];
+		snprintf(drop, sizeof drop, "DROP TABLE IF EXISTS %s", shadow);
+		char *create = with_table(d->create_sql, shadow);
+		bool ok = create && run_script(w->conn, drop) && run_script(w->conn, create) &&
+			  run(w->conn,
+			      "UPDATE projections SET rebuild_requested = false, rebuilding = true, rebuild_tx_id = '0',"
+			      " rebuild_seq = 0, updated_at = now() WHERE name = $1",
+			      1, np, NULL) &&
+			  run(w->conn, "COMMIT", 0, NULL, NULL);
+		free(create);
+		if (!ok)
+			goto fail;
+		fd_log_fields(FD_LOG_INFO, "projection rebuild started", json_pack("{s:s}", "projection", d->name));
+		PQclear(row);
+		return 1;
+	}
+	size_t n = 0;
+	bool caught_up = false;
+	if (!apply_batch(p, w, d->table, PQgetvalue(row, 0, 0), PQgetvalue(row, 0, 1), false, &n, &caught_up))
+		goto fail;
+	applied += (long)n;
+	if (rebuilding) {
+		size_t m = 0;
+		bool shadow_done = false;
+		if (!apply_batch(p, w, shadow, PQgetvalue(row, 0, 4), PQgetvalue(row, 0, 5), true, &m, &shadow_done))
+			goto fail;
+		applied += (long)m;
+		if (shadow_done) {
+			/* The copy has reached the visible end: swap it in and carry its checkpoint over. */
+			char swap[3 * MAX_TABLE + 80];
+			snprintf(swap, sizeof swap, "DROP TABLE %s; ALTER TABLE %s RENAME TO %s", d->table, shadow, d->table);
+			if (!run_script(w->conn, swap) ||
+			    !run(w->conn,
+				 "UPDATE projections SET tx_id = rebuild_tx_id, seq = rebuild_seq, rebuilding = false,"
+				 " rebuild_tx_id = '0', rebuild_seq = 0, updated_at = now() WHERE name = $1",
+				 1, np, NULL))
+				goto fail;
+			fd_log_fields(FD_LOG_INFO, "projection rebuilt", json_pack("{s:s}", "projection", d->name));
+			applied++;
+		}
+	}
+	if (!run(w->conn, "COMMIT", 0, NULL, NULL))
+		goto fail;
+	PQclear(row);
+	return applied;
+fail:
+	log_pg("projection round failed", d->name, w->conn, NULL);
+	PQclear(row);
+	if (PQstatus(w->conn) != CONNECTION_OK) {
+		drop_conn(w);
+	} else {
+		PGresult *rb = PQexec(w->conn, "ROLLBACK");
+		PQclear(rb);
+	}
+	return -1;
+}
+
+static bool due(const struct timespec *at)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return now.tv_sec > at->tv_sec || (now.tv_sec == at->tv_sec && now.tv_nsec >= at->tv_nsec);
+}
+
+/* Sleep until a NOTIFY arrives or idle_ms pass. */
+static void wait_for_events(struct fd_projector *p)
+{
+	if (!p->listen || PQstatus(p->listen) != CONNECTION_OK) {
+		PQfinish(p->listen);
+		p->listen = PQconnectdb(p->conninfo);
+		PGresult *r = PQstatus(p->listen) == CONNECTION_OK ? PQexec(p->listen, "LISTEN factd_events") : NULL;
+		bool ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+		PQclear(r);
+		if (!ok) {
+			PQfinish(p->listen);
+			p->listen = NULL;
+			usleep(p->cfg.idle_ms * 1000);
+			return;
+		}
+	}
+	struct pollfd pfd = { .fd = PQsocket(p->listen), .events = POLLIN };
+	if (poll(&pfd, 1, (int)p->cfg.idle_ms) > 0) {
+		PQconsumeInput(p->listen);
+		PGnotify *n;
+		while ((n = PQnotifies(p->listen)))
+			PQfreemem(n);
+	}
+}
+
+static void *projector_main(void *arg)
+{
+	struct fd_projector *p = arg;
+	while (!atomic_load(&p->stop)) {
+		bool progressed = false;
+		for (size_t i = 0; i < fd_projections_count && !atomic_load(&p->stop); i++) {
+			struct worker *w = &p->workers[i];
+			if (!w->conn) {
+				if (!due(&w->retry_at))
+					continue;
+				w->conn = PQconnectdb(p->conninfo);
+				if (PQstatus(w->conn) != CONNECTION_OK) {
+					drop_conn(w);
+					continue;
+				}
+			}
+			if (!w->owned && !(w->owned = try_own(p, w)))
+				continue;
+			long n = step(p, w);
+			progressed = progressed || n > 0;
+		}
+		if (!progressed && !atomic_load(&p->stop))
+			wait_for_events(p);
+	}
+	return NULL;
+}
+
+enum fd_err fd_projector_start(const struct fd_projector_config *cfg, struct fd_projector **out)
+{
+	struct fd_projector *p = calloc(1, sizeof *p);
+	if (!p)
+		return FD_ERR_NOMEM;
+	p->cfg = *cfg;
+	if (!p->cfg.batch)
+		p->cfg.batch = 500;
+	if (!p->cfg.idle_ms)
+		p->cfg.idle_ms = 200;
+	p->conninfo = strdup(cfg->conninfo);
+	p->workers = calloc(fd_projections_count, sizeof *p->workers);
+	if (!p->conninfo || !p->workers) {
+		free(p->conninfo);
+		free(p->workers);
+		free(p);
+		return FD_ERR_NOMEM;
+	}
+	char host[64] = "";
+	gethostname(host, sizeof host - 1);
+	snprintf(p->owner, sizeof p->owner, "%s:%ld", host, (long)getpid());
+	for (size_t i = 0; i < fd_projections_count; i++)
+		p->workers[i].def = &fd_projections[i];
+	atomic_init(&p->stop, false);
+	if (pthread_create(&p->thread, NULL, projector_main, p) != 0) {
+		free(p->conninfo);
+		free(p->workers);
+		free(p);
+		return FD_ERR_NOMEM;
+	}
+	*out = p;
+	return FD_OK;
+}
+
+void fd_projector_stop(struct fd_projector *p)
+{
+	if (!p)
+		return;
+	atomic_store(&p->stop, true);
+	pthread_join(p->thread, NULL);
+	for (size_t i = 0; i < fd_projections_count; i++)
+		PQfinish(p->workers[i].conn); /* closing the session releases its advisory lock */
+	PQfinish(p->listen);
+	free(p->workers);
+	free(p->conninfo);
+	free(p);
+}
+
+/* ---- status, rebuild, wait ---------------------------------------------- */
+
+enum fd_err fd_projection_status(struct fd_pool *pool, json_t **out)
+{
+	PGconn *conn = NULL;
+	PGresult *res = NULL;
+	enum fd_err err = fd_pool_acquire(pool, &conn);
+	if (err)
+		return err;
+	json_t *arr = json_array();
+	for (size_t i = 0; i < fd_projections_count && arr && !err; i++) {
+		const struct fd_projection *d = &fd_projections[i];
+		char key[24];
+		snprintf(key, sizeof key, "%lld", lock_key(d->name));
+		const char *params[] = { d->name, key };
+		res = PQexecParams(conn,
+			"WITH x AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),"
+			" p AS (SELECT * FROM projections WHERE name = $1),"
+			" h AS (SELECT e.tx_id, e.seq FROM events e, x WHERE e.tx_id < x.xmin"
+			"       ORDER BY e.tx_id DESC, e.seq DESC LIMIT 1)"
+			" SELECT coalesce((SELECT tx_id::text || '-' || seq FROM p), '0-0'),"
+			"  coalesce((SELECT tx_id::text || '-' || seq FROM h), '0-0'),"
+			"  (SELECT count(*) FROM events e, x WHERE e.tx_id < x.xmin AND (e.tx_id, e.seq) >"
+			"     coalesce((SELECT (tx_id, seq) FROM p), ('0'::xid8, 0::bigint))),"
+			"  coalesce(extract(epoch FROM clock_timestamp() - (SELECT min(e.recorded_at) FROM events e, x"
+			"     WHERE e.tx_id < x.xmin AND (e.tx_id, e.seq) > coalesce((SELECT (tx_id, seq) FROM p),"
+			"     ('0'::xid8, 0::bigint)))), 0)::float8,"
+			"  coalesce((SELECT rebuilding FROM p), false), coalesce((SELECT rebuild_requested FROM p), false),"
+			"  (SELECT rebuild_tx_id::text || '-' || rebuild_seq FROM p),"
+			"  (SELECT owner FROM p),"
+			"  EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
+			"     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+			"     AND classid::bigint = ($2::bigint >> 32) AND objid::bigint = ($2::bigint & 4294967295)),"
+			"  (SELECT to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM p)",
+			2, NULL, params, NULL, NULL, 0);
+		if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+			err = fd_pg_classify(conn, res);
+			break;
+		}
+		bool rebuilding = strcmp(PQgetvalue(res, 0, 4), "t") == 0;
+		bool requested = strcmp(PQgetvalue(res, 0, 5), "t") == 0;
+		bool running = strcmp(PQgetvalue(res, 0, 8), "t") == 0;
+		long long lag = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+		const char *status = !running ? "stopped" : rebuilding ? "rebuilding" : requested ? "rebuild_requested"
+							    : lag ? "catching_up" : "live";
+		json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:f, s:s, s:s?, s:s?}", "name", d->name, "checkpoint",
+				      PQgetvalue(res, 0, 0), "head", PQgetvalue(res, 0, 1), "lag_events", (json_int_t)lag,
+				      "lag_seconds", strtod(PQgetvalue(res, 0, 3), NULL), "status", status, "owner",
+				      PQgetisnull(res, 0, 7) ? NULL : PQgetvalue(res, 0, 7), "updated_at",
+				      PQgetisnull(res, 0, 9) ? NULL : PQgetvalue(res, 0, 9));
+		if (o)
+			json_object_set_new(o, "rebuild",
+					    rebuilding ? json_pack("{s:s}", "checkpoint", PQgetvalue(res, 0, 6)) : json_null());
+		json_array_append_new(arr, o);
+		PQclear(res);
+		res = NULL;
+	}
+	PQclear(res);
+	fd_pool_release(pool, conn, fd_pg_conn_broken(conn, err));
+	if (err || !arr) {
+		json_decref(arr);
+		return err ? err : FD_ERR_NOMEM;
+	}
+	*out = arr;
+	return FD_OK;
+}
+
+enum fd_err fd_projection_request_rebuild(struct fd_pool *pool, const char *name)
+{
+	if (!fd_projection_find(name))
+		return FD_ERR_NOTFOUND;
+	PGconn *conn = NULL;
+	enum fd_err err = fd_pool_acquire(pool, &conn);
+	if (err)
+		return err;
+	const char *params[] = { name };
+	PGresult *res = PQexecParams(conn,
+				     "INSERT INTO projections (name, rebuild_requested) VALUES ($1, true)"
+				     " ON CONFLICT (name) DO UPDATE SET rebuild_requested = true, updated_at = now()",
+				     1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		err = fd_pg_classify(conn, res);
+	PQclear(res);
+	fd_pool_release(pool, conn, fd_pg_conn_broken(conn, err));
+	return err;
+}
+
+enum fd_err fd_projection_wait(struct fd_pool *pool, const char *name, struct fd_cursor pos, unsigned timeout_ms)
+{
+	struct timespec start, now;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (unsigned delay_ms = 2;; delay_ms = delay_ms < 50 ? delay_ms * 2 : 50) {
+		PGconn *conn = NULL;
+		enum fd_err err = fd_pool_acquire(pool, &conn);
+		if (err)
+			return err;
+		const char *params[] = { name };
+		PGresult *res = PQexecParams(conn, "SELECT tx_id::text, seq FROM projections WHERE name = $1", 1, NULL,
+					     params, NULL, NULL, 0);
+		bool reached = false;
+		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+			err = fd_pg_classify(conn, res);
+		} else if (PQntuples(res) == 1) {
+			struct fd_cursor at = { strtoull(PQgetvalue(res, 0, 0), NULL, 10),
+						strtoll(PQgetvalue(res, 0, 1), NULL, 10) };
+			reached = fd_cursor_cmp(&at, &pos) >= 0;
+		}
+		PQclear(res);
+		fd_pool_release(pool, conn, fd_pg_conn_broken(conn, err));
+		if (err)
+			return err;
+		if (reached)
+			return FD_OK;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		long elapsed = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+		if (elapsed >= (long)timeout_ms)
+			return FD_ERR_RETRY;
+		usleep(delay_ms * 1000);
+	}
+}

@@ -1,0 +1,314 @@
+/*
+ * notify.c - the LISTEN thread behind include/factd/notify.h.
+ *
+ * One thread owns one PGconn (never shared, never from the pool): it
+ * connects without blocking, sends LISTEN factd_events, and then sleeps in
+ * poll() on the connection's socket and a self-pipe.  Readable socket:
+ * PQconsumeInput, drain PQnotifies, and if any arrived advance the generation
+ * and broadcast.  A failed read means the connection is gone: the thread
+ * closes it and reconnects after a backoff (100 ms doubling to 5 s).  The
+ * self-pipe wakes the thread at once when the notifier stops, so stopping
+ * never waits for the database, even while a connect is in progress.
+ *
+ * Threading: the generation, the listening flag and the stop flag are
+ * guarded by one mutex; waiters sleep on a condition variable (monotonic
+ * clock).  TCP keepalives (overridable in the conninfo) let a silently
+ * vanished server be noticed while the thread waits for notifications.
+ */
+#include "factd/notify.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "factd/log.h"
+
+#define CHANNEL_SQL "LISTEN factd_events"
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define CONNECT_TIMEOUT_MS 10000
+
+struct fd_notifier {
+	char *conninfo;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t changed;
+	uint64_t generation;
+	bool listening;
+	bool stopping;
+	int wake[2]; /* self-pipe: [0] polled by the thread, [1] written by fd_notifier_stop */
+};
+
+/* What waiting on the socket (and the self-pipe) ended with. */
+enum wait_result { WAIT_READY, WAIT_TIMEOUT, WAIT_STOP, WAIT_ERROR };
+
+static int64_t now_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static bool stopping(struct fd_notifier *n)
+{
+	pthread_mutex_lock(&n->lock);
+	bool s = n->stopping;
+	pthread_mutex_unlock(&n->lock);
+	return s;
+}
+
+static void advance(struct fd_notifier *n)
+{
+	pthread_mutex_lock(&n->lock);
+	n->generation++;
+	pthread_cond_broadcast(&n->changed);
+	pthread_mutex_unlock(&n->lock);
+}
+
+static void set_listening(struct fd_notifier *n, bool on)
+{
+	pthread_mutex_lock(&n->lock);
+	n->listening = on;
+	pthread_mutex_unlock(&n->lock);
+}
+
+/* Wait for `events` on sock (sock < 0: only for the self-pipe) for up to timeout_ms (-1: no limit). */
+static enum wait_result wait_socket(struct fd_notifier *n, int sock, short events, int timeout_ms)
+{
+	struct pollfd fds[2] = { { .fd = n->wake[0], .events = POLLIN }, { .fd = sock, .events = events } };
+	int r;
+	do
+		r = poll(fds, sock >= 0 ? 2 : 1, timeout_ms);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return WAIT_ERROR;
+	if (fds[0].revents || stopping(n))
+		return WAIT_STOP;
+	if (r == 0)
+		return WAIT_TIMEOUT;
+	return (fds[1].revents & (POLLERR | POLLNVAL)) ? WAIT_ERROR : WAIT_READY;
+}
+
+static void log_notice(void *arg, const char *message)
+{
+	fd_log_fields(FD_LOG_DEBUG, "postgresql notice", json_pack("{s:s}", "notice", message ? message : ""));
+}
+
+/*
+ * Connect without blocking the thread past a stop.  NULL when it failed
+ * (logged as a warning when `loud`) or the notifier is stopping.
+ */
+static PGconn *connect_db(struct fd_notifier *n, bool loud)
+{
+	/* Entries before dbname may be overridden by the conninfo; application_name may not. */
+	static const char *const keys[] = { "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+					    "dbname", "application_name", NULL };
+	const char *vals[] = { "1", "30", "10", "3", n->conninfo, "factd-notify", NULL };
+	PGconn *c = PQconnectStartParams(keys, vals, 1);
+	if (!c)
+		return NULL;
+	PQsetNoticeProcessor(c, log_notice, NULL);
+	int64_t deadline = now_ms() + CONNECT_TIMEOUT_MS;
+	PostgresPollingStatusType st = PQstatus(c) == CONNECTION_BAD ? PGRES_POLLING_FAILED : PGRES_POLLING_WRITING;
+	while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
+		int64_t left = deadline - now_ms();
+		if (left <= 0 || PQsocket(c) < 0)
+			break;
+		enum wait_result w = wait_socket(n, PQsocket(c), st == PGRES_POLLING_READING ? POLLIN : POLLOUT,
+						 (int)left);
+		if (w == WAIT_STOP)
+			break;
+		if (w != WAIT_TIMEOUT)
+			st = PQconnectPoll(c);
+	}
+	if (st != PGRES_POLLING_OK) {
+		if (!stopping(n))
+			fd_log(loud ? FD_LOG_WARN : FD_LOG_DEBUG, "notifier: cannot connect, live streams poll until it can: %s",
+			       st == PGRES_POLLING_FAILED ? PQerrorMessage(c) : "timed out");
+		PQfinish(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* Run LISTEN without blocking the thread past a stop.  True once the server confirmed it. */
+static bool send_listen(struct fd_notifier *n, PGconn *c)
+{
+	bool ok = true;
+	if (!PQsendQuery(c, CHANNEL_SQL))
+		return false;
+	for (;;) {
+		while (PQisBusy(c)) {
+			if (wait_socket(n, PQsocket(c), POLLIN, CONNECT_TIMEOUT_MS) != WAIT_READY || !PQconsumeInput(c))
+				return false;
+		}
+		PGresult *res = PQgetResult(c);
+		if (!res)
+			return ok;
+		ok = ok && PQresultStatus(res) == PGRES_COMMAND_OK;
+		PQclear(res);
+	}
+}
+
+/* Wait for notifications until the connection fails or the notifier stops. */
+static void listen_loop(struct fd_notifier *n, PGconn *c)
+{
+	while (PQsocket(c) >= 0) {
+		enum wait_result w = wait_socket(n, PQsocket(c), POLLIN, -1);
+		if (w == WAIT_STOP)
+			return;
+		if (w == WAIT_ERROR || !PQconsumeInput(c)) {
+			fd_log(FD_LOG_WARN, "notifier: lost the LISTEN connection: %s", PQerrorMessage(c));
+			return;
+		}
+		bool any = false;
+		PGnotify *note;
+		while ((note = PQnotifies(c))) {
+			any = true;
+			PQfreemem(note);
+		}
+		if (any)
+			advance(n);
+	}
+}
+
+static void *run(void *arg)
+{
+	struct fd_notifier *n = arg;
+	int backoff = BACKOFF_MIN_MS;
+	bool was_up = true; /* log the first failure, not every retry */
+	while (!stopping(n)) {
+		PGconn *c = connect_db(n, was_up);
+		if (c && send_listen(n, c)) {
+			if (!was_up)
+				fd_log(FD_LOG_INFO, "notifier: listening again");
+			was_up = true;
+			backoff = BACKOFF_MIN_MS;
+			set_listening(n, true);
+			advance(n); /* events may have committed while nobody listened */
+			listen_loop(n, c);
+			set_listening(n, false);
+		} else if (!stopping(n)) {
+			if (c && was_up)
+				fd_log(FD_LOG_WARN, "notifier: LISTEN failed, live streams poll until it works: %s",
+				       PQerrorMessage(c));
+			was_up = false;
+		}
+		PQfinish(c);
+		if (wait_socket(n, -1, 0, backoff) == WAIT_STOP)
+			break;
+		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+	}
+	return NULL;
+}
+
+enum fd_err fd_notifier_start(const char *conninfo, struct fd_notifier **out)
+{
+	enum fd_err err = FD_ERR_NOMEM;
+	struct fd_notifier *n = calloc(1, sizeof *n);
+	pthread_condattr_t attr;
+	bool sync_ready = false;
+	if (!n)
+		goto done;
+	n->wake[0] = n->wake[1] = -1;
+	if (!(n->conninfo = strdup(conninfo ? conninfo : "")))
+		goto done;
+	err = FD_ERR_IO;
+	if (pipe2(n->wake, O_CLOEXEC | O_NONBLOCK) != 0)
+		goto done;
+	pthread_mutex_init(&n->lock, NULL);
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&n->changed, &attr);
+	pthread_condattr_destroy(&attr);
+	sync_ready = true;
+	if (pthread_create(&n->thread, NULL, run, n) != 0)
+		goto done;
+	*out = n;
+	n = NULL;
+	err = FD_OK;
+done:
+	if (n) {
+		if (sync_ready) {
+			pthread_cond_destroy(&n->changed);
+			pthread_mutex_destroy(&n->lock);
+		}
+		if (n->wake[0] >= 0) {
+			close(n->wake[0]);
+			close(n->wake[1]);
+		}
+		free(n->conninfo);
+		free(n);
+	}
+	return err;
+}
+
+void fd_notifier_stop(struct fd_notifier *n)
+{
+	if (!n)
+		return;
+	pthread_mutex_lock(&n->lock);
+	n->stopping = true;
+	n->generation++;
+	pthread_cond_broadcast(&n->changed);
+	pthread_mutex_unlock(&n->lock);
+	ssize_t w;
+	do
+		w = write(n->wake[1], "x", 1);
+	while (w < 0 && errno == EINTR);
+	pthread_join(n->thread, NULL);
+	close(n->wake[0]);
+	close(n->wake[1]);
+	pthread_cond_destroy(&n->changed);
+	pthread_mutex_destroy(&n->lock);
+	free(n->conninfo);
+	free(n);
+}
+
+uint64_t fd_notifier_generation(struct fd_notifier *n)
+{
+	pthread_mutex_lock(&n->lock);
+	uint64_t g = n->generation;
+	pthread_mutex_unlock(&n->lock);
+	return g;
+}
+
+uint64_t fd_notifier_wait(struct fd_notifier *n, uint64_t seen, unsigned timeout_ms)
+{
+	struct timespec deadline;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += timeout_ms / 1000;
+	deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&n->lock);
+	while (n->generation == seen && !n->stopping)
+		if (pthread_cond_timedwait(&n->changed, &n->lock, &deadline) == ETIMEDOUT)
+			break;
+	uint64_t g = n->generation;
+	pthread_mutex_unlock(&n->lock);
+	return g;
+}
+
+void fd_notifier_wake(struct fd_notifier *n)
+{
+	if (n)
+		advance(n);
+}
+
+bool fd_notifier_listening(struct fd_notifier *n)
+{
+	pthread_mutex_lock(&n->lock);
+	bool on = n->listening;
+	pthread_mutex_unlock(&n->lock);
+	return on;
+}

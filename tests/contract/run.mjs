@@ -1,0 +1,1054 @@
+#!/usr/bin/env node
+// The API contract test: starts factd against a fresh database, exercises every
+// operation of openapi.yaml with its documented successes and errors, and checks
+// each real response against the document: the status must be documented for the
+// operation, documented headers must be present and well-formed, and the body must
+// match the response's schema for its media type (JSON Schema 2020-12, with ajv).
+// A request to a path or method openapi.yaml does not document is a failure (unless
+// the step probes exactly that, expecting 404 or 405), and so is a route in factd's
+// route table (src/http/routes.c) that openapi.yaml does not document.
+//
+//   node tests/contract/run.mjs [path/to/factd]
+//
+// factd comes from the argument, else FACTD_BIN, else build-test/factd.
+// FACTD_TEST_ADMIN_URL (set by scripts/test) is a superuser URL of a PostgreSQL
+// cluster holding the migrated template database factd_template; the test creates
+// its databases there and drops them afterwards.  Exits non-zero on any failure.
+
+import { execFileSync, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import Ajv2020 from 'ajv/dist/2020.js';
+import addFormats from 'ajv-formats';
+import YAML from 'yaml';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '../..');
+const specFile = process.env.FACTD_OPENAPI || path.join(root, 'openapi.yaml');
+const routesFile = path.join(root, 'src/http/routes.c');
+const factdBin = path.resolve(process.argv[2] || process.env.FACTD_BIN || path.join(root, 'build-test/factd'));
+const adminUrl = process.env.FACTD_TEST_ADMIN_URL;
+const METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'];
+const PROBE_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
+
+// ---- failures -------------------------------------------------------------------
+
+const failures = [];
+let section = '';
+function fail(where, message) {
+	const line = `${section ? section + ': ' : ''}${where}: ${message}`;
+	failures.push(line);
+	console.error(`FAIL ${line}`);
+}
+
+// ---- the document -----------------------------------------------------------------
+
+const spec = YAML.parse(readFileSync(specFile, 'utf8'));
+
+function pointerGet(doc, pointer) {
+	let v = doc;
+	for (const raw of pointer.split('/').slice(1)) {
+		const key = decodeURIComponent(raw).replace(/~1/g, '/').replace(/~0/g, '~');
+		if (v === null || typeof v !== 'object' || !(key in v)) throw new Error(`openapi.yaml: no ${pointer}`);
+		v = v[key];
+	}
+	return v;
+}
+
+/** Follows local $refs ("#/components/...") to the object they name. */
+function deref(obj) {
+	const seen = new Set();
+	while (obj && typeof obj === 'object' && typeof obj.$ref === 'string') {
+		if (!obj.$ref.startsWith('#/') || seen.has(obj.$ref)) throw new Error(`openapi.yaml: cannot follow $ref ${obj.$ref}`);
+		seen.add(obj.$ref);
+		obj = pointerGet(spec, obj.$ref.slice(1));
+	}
+	return obj;
+}
+
+// Every schema the test validates against lives in one JSON Schema document whose
+// "components" is openapi.yaml's, so the "#/components/schemas/..." references
+// inside them resolve as they do in openapi.yaml.  Inline schemas (not a plain $ref)
+// are placed under $defs of the same document, keyed by their location.
+const SCHEMA_ID = 'urn:factd:openapi';
+const schemaDoc = { $id: SCHEMA_ID, $defs: {}, components: spec.components };
+const schemaRefs = new Map(); // schema object -> "$ref" of it inside schemaDoc
+
+function registerSchema(schema, where) {
+	if (schemaRefs.has(schema)) return;
+	if (typeof schema.$ref === 'string' && schema.$ref.startsWith('#/components/') && Object.keys(schema).length === 1) {
+		schemaRefs.set(schema, SCHEMA_ID + schema.$ref);
+		return;
+	}
+	const key = `s${schemaRefs.size}`;
+	schemaDoc.$defs[key] = { ...schema, $comment: where };
+	schemaRefs.set(schema, `${SCHEMA_ID}#/$defs/${key}`);
+}
+
+// The operations, and the schemas of their responses and response headers.
+const operations = []; // {id, method, path, op, regex, literals}
+for (const [p, item] of Object.entries(spec.paths || {})) {
+	const segs = p.split('/').slice(1);
+	const regex = new RegExp('^/' + segs.map((s) => (/^\{.+\}$/.test(s) ? '[^/]+' : escapeRe(s))).join('/') + '$');
+	const literals = segs.filter((s) => !/^\{.+\}$/.test(s)).length;
+	for (const m of METHODS) {
+		if (!item[m]) continue;
+		const op = item[m];
+		operations.push({ id: op.operationId || `${m.toUpperCase()} ${p}`, method: m.toUpperCase(), path: p, op, regex, literals });
+		for (const [status, r] of Object.entries(op.responses || {})) {
+			const resp = deref(r);
+			for (const [mt, media] of Object.entries(resp.content || {}))
+				if (media.schema) registerSchema(media.schema, `${m} ${p} ${status} ${mt}`);
+			for (const [name, h] of Object.entries(resp.headers || {})) {
+				const header = deref(h);
+				if (header.schema) registerSchema(header.schema, `${m} ${p} ${status} header ${name}`);
+			}
+		}
+	}
+}
+const problemSchema = { $ref: '#/components/schemas/Problem' };
+registerSchema(problemSchema, 'unknown paths');
+
+function escapeRe(s) {
+	return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+// Unknown keywords (likely typos) fail; JSON Schema's laxer corners only warn.
+const ajv = new Ajv2020({ allErrors: true, strict: true, strictTypes: 'log', strictTuples: 'log', strictRequired: false, allowUnionTypes: true });
+addFormats(ajv);
+ajv.addFormat('int64', { type: 'number', validate: (n) => Number.isInteger(n) });
+ajv.addFormat('int32', { type: 'number', validate: (n) => Number.isInteger(n) && n >= -(2 ** 31) && n < 2 ** 31 });
+ajv.addFormat('double', { type: 'number', validate: () => true });
+ajv.addFormat('float', { type: 'number', validate: () => true });
+for (const k of ['components', 'example', 'discriminator', 'xml', 'externalDocs']) ajv.addKeyword(k);
+ajv.addSchema(schemaDoc);
+const validators = new Map();
+function validatorFor(schema) {
+	const ref = schemaRefs.get(schema);
+	if (!ref) throw new Error('schema was not registered');
+	if (!validators.has(ref)) {
+		try {
+			validators.set(ref, ajv.compile({ $ref: ref }));
+		} catch (e) {
+			fail('openapi.yaml', `cannot compile the schema ${ref}: ${e.message}`);
+			const never = () => false;
+			never.errors = [{ message: 'the schema does not compile' }];
+			validators.set(ref, never);
+		}
+	}
+	return validators.get(ref);
+}
+
+/** Members of `value` that its schema does not name (where the schema does not allow extra members). */
+function undocumentedMembers(schema, value, ptr, out) {
+	schema = deref(schema);
+	if (!schema || typeof schema !== 'object' || value === null || typeof value !== 'object') return out;
+	const parts = [];
+	(function collect(s) {
+		s = deref(s);
+		if (!s || typeof s !== 'object') return;
+		parts.push(s);
+		for (const k of ['allOf', 'oneOf', 'anyOf']) (s[k] || []).forEach(collect);
+	})(schema);
+	if (Array.isArray(value)) {
+		const items = parts.map((s) => s.items).filter(Boolean);
+		value.forEach((v, i) => items.forEach((it) => undocumentedMembers(it, v, `${ptr}/${i}`, out)));
+		return out;
+	}
+	const props = new Map();
+	for (const s of parts) for (const [k, v] of Object.entries(s.properties || {})) props.set(k, [...(props.get(k) || []), v]);
+	const open = parts.some((s) => s.additionalProperties === true || typeof s.additionalProperties === 'object') ||
+		!parts.some((s) => s.properties);
+	for (const [k, v] of Object.entries(value)) {
+		if (props.has(k)) props.get(k).forEach((s) => undocumentedMembers(s, v, `${ptr}/${k}`, out));
+		else if (!open) out.push(`${ptr}/${k}`);
+	}
+	return out;
+}
+
+function findPath(reqPath) {
+	const matches = operations.filter((o) => o.regex.test(reqPath));
+	if (!matches.length) return null;
+	const best = Math.max(...matches.map((o) => o.literals));
+	return matches.filter((o) => o.literals === best);
+}
+
+// ---- coverage -----------------------------------------------------------------------
+
+const coverage = new Map(operations.map((o) => [o.id, new Set()]));
+const probes = []; // lines about requests to undocumented paths and methods
+// Documented statuses the test does not provoke, and why.  Anything else documented
+// and not exercised is a failure, so a new operation or status needs a test step.
+const NOT_PROVOKED = { '500': 'provoked only where an aggregate is loaded (a broken aggregate); elsewhere it needs a server fault' };
+const BEST_EFFORT = {
+	'processPayment 412': 'needs a concurrent change between reading the payment and recording the answer (concurrent burst)',
+	'restockProduct 409': 'stock-too-large needs stock beyond 2^63; concurrency-conflict needs contention (concurrent burst, FACTD_COMMAND_RETRIES=0)',
+};
+
+// ---- HTTP -----------------------------------------------------------------------------
+
+function send(base, method, reqPath, { query, headers = {}, json, body, chunked = false } = {}) {
+	const url = new URL(base + reqPath);
+	for (const [k, v] of Object.entries(query || {})) url.searchParams.append(k, v);
+	const h = { ...headers };
+	let payload = null;
+	if (json !== undefined) {
+		payload = Buffer.from(typeof json === 'string' ? json : JSON.stringify(json));
+		if (!Object.keys(h).some((k) => k.toLowerCase() === 'content-type')) h['Content-Type'] = 'application/json';
+	} else if (body !== undefined) {
+		payload = Buffer.isBuffer(body) ? body : Buffer.from(body);
+	}
+	if (payload && !chunked) h['Content-Length'] = String(payload.length);
+	return new Promise((resolve, reject) => {
+		let done = false;
+		const req = http.request(url, { method, headers: h, agent: false }, (res) => {
+			const chunks = [];
+			res.on('data', (c) => chunks.push(c));
+			res.on('end', () => {
+				done = true;
+				resolve({ method, path: reqPath, status: res.statusCode, headers: res.headers, text: Buffer.concat(chunks).toString('utf8') });
+			});
+			res.on('error', (e) => done || reject(e));
+		});
+		req.setTimeout(30000, () => req.destroy(new Error(`${method} ${reqPath}: no answer within 30 s`)));
+		// factd may answer (413, 415) before reading the whole body and close the connection.
+		req.on('error', (e) => done || reject(e));
+		if (payload) req.write(payload);
+		req.end();
+	});
+}
+
+function mediaType(ct) {
+	return (ct || '').split(';')[0].trim().toLowerCase();
+}
+
+/**
+ * Checks one real response against openapi.yaml and records it in the coverage.
+ * expect: the status the step wants (a number or a list), and `type`, the problem slug.
+ */
+function checkResponse(res, expect, label) {
+	const where = `${label} (${res.method} ${res.path} -> ${res.status})`;
+	const rid = res.headers['x-request-id'];
+	if (res.headers['cache-control'] !== 'no-store') fail(where, `Cache-Control is ${JSON.stringify(res.headers['cache-control'])}, not no-store`);
+	if (expect.requestId && rid !== expect.requestId) fail(where, `X-Request-Id ${JSON.stringify(rid)} does not echo ${expect.requestId}`);
+
+	let body;
+	const isJson = /^application\/([a-z0-9.+-]*\+)?json$/.test(mediaType(res.headers['content-type']));
+	if (res.text.length && isJson) {
+		try {
+			body = JSON.parse(res.text);
+		} catch (e) {
+			fail(where, `body is not JSON: ${e.message}`);
+		}
+	}
+	const wanted = [].concat(expect.status);
+	if (!wanted.includes(res.status)) fail(where, `expected status ${wanted.join(' or ')}; body ${res.text.slice(0, 300)}`);
+	if (expect.type && body && body.type !== `https://factd.dev/problems/${expect.type}`)
+		fail(where, `expected problem type ${expect.type}, got ${body.type}`);
+
+	// Which operation(s) of openapi.yaml answer this request?
+	const candidates = findPath(res.path);
+	if (!candidates) {
+		if (!expect.unknownPath) fail(where, 'the path is not in openapi.yaml');
+		probes.push(`${res.method} ${res.path} -> ${res.status} (undocumented path)`);
+		if (res.status !== 404) fail(where, 'an undocumented path must answer 404');
+		const v = validatorFor(problemSchema);
+		if (!body || !v(body)) fail(where, `404 body is not a Problem: ${ajv.errorsText(v.errors)}`);
+		if (body && body.type !== 'https://factd.dev/problems/not-found') fail(where, `404 type is ${body && body.type}`);
+		return body;
+	}
+	let ops = candidates.filter((o) => o.method === res.method);
+	if (!ops.length && res.method === 'HEAD') ops = candidates.filter((o) => o.method === 'GET');
+	if (!ops.length) {
+		// A documented path with an undocumented method: 405, documented on the path's operations.
+		if (!expect.undocumentedMethod) fail(where, `${res.method} is not documented for ${candidates[0].path}`);
+		probes.push(`${res.method} ${res.path} -> ${res.status} (method not documented for ${candidates[0].path})`);
+		const allowed = new Set(candidates.map((o) => o.method));
+		if (allowed.has('GET')) allowed.add('HEAD');
+		const got = new Set((res.headers.allow || '').split(',').map((s) => s.trim()).filter(Boolean));
+		if (res.status === 405 && [...allowed].sort().join() !== [...got].sort().join())
+			fail(where, `Allow is "${res.headers.allow}" but openapi.yaml documents ${[...allowed].sort().join(', ')} for ${candidates[0].path}`);
+		ops = candidates;
+	}
+	const responseSpecs = []; // [{op, resp}]
+	for (const o of ops) {
+		const r = o.op.responses?.[String(res.status)] || o.op.responses?.[`${String(res.status)[0]}XX`] || o.op.responses?.default;
+		if (!r) {
+			fail(where, `status ${res.status} is not documented for ${o.id}`);
+			continue;
+		}
+		coverage.get(o.id).add(String(res.status));
+		responseSpecs.push({ op: o, resp: deref(r) });
+	}
+	for (const { op, resp } of responseSpecs) {
+		const w = `${where} [${op.id}]`;
+		for (const [name, h] of Object.entries(resp.headers || {})) {
+			const header = deref(h);
+			const value = res.headers[name.toLowerCase()];
+			if (value === undefined) {
+				if (header.required) fail(w, `required header ${name} is missing`);
+				continue;
+			}
+			if (!header.schema) continue;
+			const s = deref(header.schema);
+			const typed = (s.type === 'integer' || s.type === 'number') && /^-?[0-9]+(\.[0-9]+)?$/.test(value) ? Number(value) : value;
+			const v = validatorFor(header.schema);
+			if (!v(typed)) fail(w, `header ${name}: ${JSON.stringify(value)} ${ajv.errorsText(v.errors)}`);
+		}
+		if (res.method === 'HEAD') {
+			if (res.text.length) fail(w, 'a HEAD response has a body');
+			continue;
+		}
+		const content = resp.content || {};
+		if (!Object.keys(content).length) {
+			if (res.text.length) fail(w, 'the response has a body but openapi.yaml documents none');
+			continue;
+		}
+		const mt = mediaType(res.headers['content-type']);
+		const media = Object.entries(content).find(([k]) => mediaType(k) === mt)?.[1];
+		if (!media) {
+			fail(w, `Content-Type ${JSON.stringify(res.headers['content-type'])} is not documented (${Object.keys(content).join(', ')})`);
+			continue;
+		}
+		if (!media.schema) continue;
+		const value = isJson ? body : res.text;
+		if (value === undefined) {
+			fail(w, 'the body is empty');
+			continue;
+		}
+		const v = validatorFor(media.schema);
+		if (!v(value)) fail(w, `body does not match the schema: ${ajv.errorsText(v.errors, { dataVar: 'body' })}; body ${res.text.slice(0, 400)}`);
+		const extra = undocumentedMembers(media.schema, value, '', []);
+		if (extra.length) fail(w, `body members not in the schema: ${extra.join(', ')}`);
+	}
+	if (body && mediaType(res.headers['content-type']) === 'application/problem+json') {
+		if (body.status !== res.status) fail(where, `problem status ${body.status} differs from the HTTP status`);
+		if (body.request_id !== rid) fail(where, `problem request_id ${body.request_id} differs from X-Request-Id ${rid}`);
+	}
+	return body;
+}
+
+// ---- factd and PostgreSQL ------------------------------------------------------------
+
+function psql(sql) {
+	return execFileSync('psql', [adminUrl, '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-c', sql], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+function dbUrl(name) {
+	const u = new URL(adminUrl);
+	u.pathname = '/' + name;
+	return u.toString();
+}
+
+async function createDatabase(name, template) {
+	for (let attempt = 1; ; attempt++) {
+		try {
+			psql(`CREATE DATABASE "${name}" TEMPLATE "${template}"`);
+			return dbUrl(name);
+		} catch (e) {
+			// CREATE DATABASE ... TEMPLATE fails while another session uses the template.
+			if (attempt >= 20 || !/being accessed by other users/.test(String(e.stderr))) throw new Error(`cannot create database ${name}: ${e.stderr || e.message}`);
+			await sleep(250);
+		}
+	}
+}
+
+function dropDatabase(name) {
+	try {
+		psql(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+	} catch (e) {
+		console.error(`contract: cannot drop database ${name}: ${e.stderr || e.message}`);
+	}
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function freePort() {
+	return new Promise((resolve, reject) => {
+		const srv = net.createServer();
+		srv.on('error', reject);
+		srv.listen(0, '127.0.0.1', () => {
+			const { port } = srv.address();
+			srv.close(() => resolve(port));
+		});
+	});
+}
+
+const instances = [];
+/** Starts factd on an ephemeral port; resolves once it logs the port it listens on. */
+function startFactd(name, env) {
+	// factd's settings are the test's alone, whatever FACTD_ variables the caller has.
+	const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('FACTD_')));
+	const child = spawn(factdBin, ['serve'], {
+		env: { ...inherited, FACTD_LISTEN: '127.0.0.1:0', FACTD_LOG_LEVEL: 'info', ...env },
+		stdio: ['ignore', 'pipe', 'pipe'],
+	});
+	const inst = { name, child, log: [], exited: null };
+	instances.push(inst);
+	const exited = new Promise((resolve) => {
+		child.on('exit', (code, signal) => resolve((inst.exited = { code, signal })));
+		child.on('error', (e) => resolve((inst.exited = { code: null, signal: null, error: e.message })));
+	});
+	inst.exitedPromise = exited;
+	return new Promise((resolve, reject) => {
+		const timer = setTimeout(() => reject(new Error(`factd (${name}) did not start listening within 30 s`)), 30000);
+		let buf = '';
+		const onLine = (line) => {
+			inst.log.push(line);
+			if (inst.base) return;
+			try {
+				const rec = JSON.parse(line);
+				if (rec.msg === 'listening' && rec.port) {
+					inst.base = `http://127.0.0.1:${rec.port}`;
+					clearTimeout(timer);
+					resolve(inst);
+				}
+			} catch {
+				// not a JSON log line (sanitizer output, for example); kept in the log
+			}
+		};
+		child.stderr.on('data', (d) => {
+			buf += d;
+			let i;
+			while ((i = buf.indexOf('\n')) >= 0) {
+				onLine(buf.slice(0, i));
+				buf = buf.slice(i + 1);
+			}
+		});
+		child.stdout.on('data', (d) => inst.log.push(String(d)));
+		exited.then(({ code, signal, error }) => {
+			clearTimeout(timer);
+			if (!inst.base) reject(new Error(error ? `cannot start ${factdBin}: ${error}` : `factd (${name}) exited before listening (code ${code}, signal ${signal})`));
+		});
+	});
+}
+
+async function stopFactd(inst) {
+	if (inst.exited) {
+		const why = inst.exited.error || `code ${inst.exited.code}, signal ${inst.exited.signal}`;
+		fail(`factd (${inst.name})`, `exited before it was stopped (${why})`);
+		return;
+	}
+	inst.child.kill('SIGTERM');
+	const result = await Promise.race([inst.exitedPromise, sleep(20000).then(() => null)]);
+	if (!result) {
+		inst.child.kill('SIGKILL');
+		fail(`factd (${inst.name})`, 'did not exit within 20 s of SIGTERM');
+	} else if (result.code !== 0) {
+		fail(`factd (${inst.name})`, `exited with code ${result.code}, signal ${result.signal} after SIGTERM`);
+	}
+}
+
+async function waitReady(inst) {
+	const deadline = Date.now() + 30000;
+	for (;;) {
+		try {
+			const res = await send(inst.base, 'GET', '/readyz');
+			if (res.status === 200) return res;
+		} catch {
+			// not accepting connections yet
+		}
+		if (Date.now() > deadline) throw new Error(`factd (${inst.name}) not ready within 30 s`);
+		await sleep(100);
+	}
+}
+
+// ---- steps ------------------------------------------------------------------------
+
+let api; // the main instance
+let requestSeq = 0;
+
+/** One request and its checks.  opts: send() options plus status, type, label, requestId. */
+async function call(method, reqPath, opts = {}, inst = api) {
+	const { status, type, label, unknownPath, undocumentedMethod, ...sendOpts } = opts;
+	const requestId = `contract-${process.pid}-${++requestSeq}`;
+	sendOpts.headers = { 'X-Request-Id': requestId, ...(sendOpts.headers || {}) };
+	let res;
+	try {
+		res = await send(inst.base, method, reqPath, sendOpts);
+	} catch (e) {
+		fail(label || `${method} ${reqPath}`, `request failed: ${e.message}`);
+		return { status: 0, headers: {}, body: undefined };
+	}
+	const echo = sendOpts.headers['X-Request-Id'] === requestId ? requestId : undefined;
+	const body = checkResponse(res, { status, type, unknownPath, undocumentedMethod, requestId: echo }, label || `${method} ${reqPath}`);
+	return { status: res.status, headers: res.headers, body };
+}
+
+const J = 'application/json';
+const uuid = () => randomUUID();
+const big = (n) => JSON.stringify({ padding: 'x'.repeat(n) });
+const MAX_BODY = 1048576; // FACTD_MAX_BODY's default, which the main instance runs with
+
+function sample(p) {
+	return p.replace(/\{stream\}/, 'contract-sample').replace(/\{product_id\}/, 'SKU-SAMPLE')
+		.replace(/^\/products\/\{id\}/, '/products/SKU-SAMPLE').replace(/\{id\}/, '00000000-0000-4000-8000-000000000000');
+}
+
+async function health() {
+	section = 'health';
+	await call('GET', '/healthz', { status: 200 });
+	await call('HEAD', '/healthz', { status: 200 });
+	await call('POST', '/healthz', { status: 405, type: 'method-not-allowed', undocumentedMethod: true });
+	await call('GET', '/readyz', { status: 200 });
+	await call('PUT', '/readyz', { status: 405, type: 'method-not-allowed', undocumentedMethod: true });
+	// An invalid X-Request-Id is replaced by a generated one.
+	const r = await call('GET', '/healthz', { status: 200, headers: { 'X-Request-Id': 'not valid!' } });
+	if (r.headers['x-request-id'] === 'not valid!') fail('invalid X-Request-Id', 'was echoed');
+}
+
+async function streams() {
+	section = 'streams';
+	const s = `contract-${process.pid}`;
+	const base = `/streams/${s}/events`;
+	const e1 = uuid(), e2 = uuid();
+	await call('GET', base, { status: 404, type: 'not-found' });
+	const events = [{ event_id: e1, type: 'ItemAdded', data: { sku: 'a', n: 1 } }, { event_id: e2, type: 'ItemRemoved', data: {}, metadata: { m: 1 } }];
+	const created = await call('POST', base, { json: { expected_version: 0, events }, status: 201, headers: { 'X-Correlation-Id': 'corr-1', 'X-Causation-Id': 'cause-1' } });
+	if (created.headers.location !== `${base}?from_version=1`) fail('append', `Location ${created.headers.location}`);
+	await call('POST', base, { json: { expected_version: 0, events }, status: 200, label: 'idempotent repeat' });
+	await call('POST', base, { json: { expected_version: 0, events: [{ type: 'X', data: {} }] }, status: 409, type: 'wrong-version' });
+	await call('POST', base, { json: { expected_version: 'no_stream', events: [{ type: 'X', data: {} }] }, status: 409, type: 'wrong-version' });
+	await call('POST', `/streams/${s}-other/events`, { json: { expected_version: 'exists', events: [{ type: 'X', data: {} }] }, status: 409, type: 'wrong-version' });
+	await call('POST', `/streams/${s}-other/events`, { json: { expected_version: 'any', events: [{ event_id: e1, type: 'X', data: {} }] }, status: 409, type: 'duplicate-event-id' });
+	await call('POST', base, { json: { expected_version: 2, events: [{ type: 'ItemAdded', data: { sku: 'b' } }] }, status: 201 });
+	await call('POST', base, { json: { expected_version: 'any', events: [{ type: 'NoteAdded', data: { n: 12345678901234567890 } }] }, status: 201 });
+	await call('POST', base, { json: '{"expected_version": 0, "events": [}', status: 400, type: 'invalid-json' });
+	await call('POST', base, { json: '{"expected_version": 0, "expected_version": 1, "events": []}', status: 400, type: 'invalid-json' });
+	await call('POST', base, { json: { expected_version: 0, events: [], extra: 1 }, status: 400, type: 'invalid-field' });
+	await call('POST', base, { json: { expected_version: -1, events: [{ type: 'X', data: {} }] }, status: 400, type: 'invalid-field' });
+	await call('POST', base, { json: { expected_version: 'any', events: [] }, status: 400, type: 'invalid-field' });
+	await call('POST', base, { json: { expected_version: 'any', events: [{ type: '', data: {} }] }, status: 400, type: 'invalid-field' });
+	await call('POST', base, { json: { expected_version: 'any', events: [{ type: 'X', data: [] }] }, status: 400, type: 'invalid-field' });
+	await call('POST', base, { json: { expected_version: 'any', events: [{ type: 'X', data: {}, payload: 1 }] }, status: 400, type: 'invalid-field' });
+	await call('POST', base, { json: { expected_version: 'any', events: [{ event_id: 'nope', type: 'X', data: {} }] }, status: 400, type: 'invalid-field' });
+	await call('POST', base, { json: [1], status: 400, type: 'invalid-field' });
+	await call('POST', '/streams/bad!name/events', { json: { expected_version: 'any', events: [{ type: 'X', data: {} }] }, status: 400, type: 'invalid-parameter' });
+	const many = Array.from({ length: 1001 }, () => ({ type: 'X', data: {} }));
+	await call('POST', base, { json: { expected_version: 'any', events: many }, status: 413, type: 'too-many-events' });
+	await call('POST', base, { json: big(MAX_BODY), status: 413, type: 'body-too-large', label: 'body over FACTD_MAX_BODY (Content-Length)' });
+	await call('POST', base, { json: big(MAX_BODY), chunked: true, status: 413, type: 'body-too-large', label: 'body over FACTD_MAX_BODY (chunked)' });
+	await call('POST', base, { body: '{}', headers: { 'Content-Type': 'text/plain' }, status: 415, type: 'unsupported-media-type' });
+	await call('POST', base, { body: '{}', status: 415, type: 'unsupported-media-type', label: 'no Content-Type' });
+	for (const m of ['PUT', 'PATCH', 'DELETE', 'OPTIONS']) await call(m, base, { status: 405, type: 'method-not-allowed', undocumentedMethod: true });
+
+	const page = await call('GET', base, { status: 200 });
+	if (page.headers.etag !== `"${page.body?.version}"`) fail('read stream', `ETag ${page.headers.etag}, version ${page.body?.version}`);
+	const meta = page.body?.events?.[0]?.metadata || {};
+	if (meta.correlation_id !== 'corr-1' || meta.causation_id !== 'cause-1' || !meta.request_id) fail('read stream', `metadata ${JSON.stringify(meta)}`);
+	await call('GET', base, { query: { from_version: 2, limit: 1 }, status: 200 });
+	await call('GET', base, { query: { from_version: 99 }, status: 200, label: 'past the end' });
+	await call('HEAD', base, { status: 200 });
+	await call('HEAD', `/streams/${s}-none/events`, { status: 404 });
+	for (const query of [{ limit: 0 }, { limit: 1001 }, { limit: 'x' }, { from_version: 0 }, { from_version: 'x' }])
+		await call('GET', base, { query, status: 400, type: 'invalid-parameter', label: `read stream ?${new URLSearchParams(query)}` });
+	await call('GET', '/streams/bad!name/events', { status: 400, type: 'invalid-parameter' });
+	return s;
+}
+
+async function feed(category) {
+	section = 'feed';
+	const first = await call('GET', '/events', { query: { limit: 2 }, status: 200 });
+	if (first.body?.next) await call('GET', '/events', { query: { after: first.body.next }, status: 200 });
+	await call('GET', '/events', { status: 200 });
+	await call('GET', '/events', { query: { after: '0', category, types: 'ItemAdded,ItemRemoved' }, status: 200 });
+	await call('HEAD', '/events', { status: 200 });
+	for (const query of [{ after: 'garbage' }, { limit: 0 }, { limit: 1001 }, { category: 'a-b' }, { category: '' }, { types: 'a,,b' }, { types: ',' }])
+		await call('GET', '/events', { query, status: 400, type: 'invalid-parameter', label: `feed ?${new URLSearchParams(query)}` });
+	for (const m of ['POST', 'PUT', 'DELETE']) await call(m, '/events', { status: 405, type: 'method-not-allowed', undocumentedMethod: true });
+}
+
+/**
+ * GET /events/stream never ends: read its head and body until `until(text)` holds
+ * (or 10 s pass), then close it and check what arrived like any other response.
+ */
+function openStream(base, reqPath, { query, headers = {} } = {}, until = () => true) {
+	const url = new URL(base + reqPath);
+	for (const [k, v] of Object.entries(query || {})) url.searchParams.append(k, v);
+	return new Promise((resolve, reject) => {
+		const req = http.request(url, { method: 'GET', headers, agent: false }, (res) => {
+			let text = '';
+			const finish = () => {
+				clearTimeout(timer);
+				req.destroy();
+				resolve({ method: 'GET', path: reqPath, status: res.statusCode, headers: res.headers, text });
+			};
+			const timer = setTimeout(finish, 10000);
+			res.setEncoding('utf8');
+			res.on('data', (c) => {
+				text += c;
+				if (res.statusCode === 200 && until(text)) finish();
+			});
+			res.on('end', finish);
+			res.on('error', finish);
+		});
+		req.on('error', reject);
+		req.end();
+	});
+}
+
+async function liveFeed(category) {
+	section = 'live feed';
+	const events = (await call('GET', '/events', { query: { category }, status: 200 })).body?.events || [];
+	const frames = (text) => text.split('\n\n').slice(0, -1);
+	const stream = async (query, headers, until, label) => {
+		const requestId = `contract-${process.pid}-${++requestSeq}`;
+		let res;
+		try {
+			res = await openStream(api.base, '/events/stream', { query, headers: { 'X-Request-Id': requestId, ...headers } }, until);
+		} catch (e) {
+			fail(label, `request failed: ${e.message}`);
+			return [];
+		}
+		checkResponse(res, { status: 200, requestId }, label);
+		const got = frames(res.text);
+		if (got[0] !== 'retry: 2000') fail(label, `the first frame is ${JSON.stringify(got[0])}, not the retry hint`);
+		return got.slice(1);
+	};
+	// Catch-up: every event of the category, in feed order, as the feed has it.
+	const got = await stream({ category }, {}, (t) => frames(t).length > events.length, `GET /events/stream?category=${category}`);
+	if (got.length < events.length) fail('live feed catch-up', `${got.length} of ${events.length} events arrived`);
+	events.forEach((e, i) => {
+		const want = `id: ${e.position}\nevent: ${e.type}\ndata: `;
+		if (!got[i]?.startsWith(want)) fail('live feed catch-up', `frame ${i} is ${JSON.stringify(got[i]?.slice(0, 120))}, expected ${JSON.stringify(want)}...`);
+		else if (JSON.stringify(JSON.parse(got[i].slice(want.length))) !== JSON.stringify(e)) fail('live feed catch-up', `frame ${i}: data differs from GET /events`);
+	});
+	// Resuming: Last-Event-ID wins over ?after=.
+	if (events.length >= 2) {
+		const rest = await stream({ after: '0', category }, { 'Last-Event-ID': events[events.length - 2].position }, (t) => frames(t).length > 1, 'resume with Last-Event-ID');
+		if (!rest[0]?.startsWith(`id: ${events[events.length - 1].position}\n`)) fail('resume with Last-Event-ID', `first frame ${JSON.stringify(rest[0]?.slice(0, 80))}`);
+	}
+	await call('HEAD', '/events/stream', { status: 200 });
+	for (const query of [{ after: 'garbage' }, { category: 'a-b' }, { types: 'a,,b' }])
+		await call('GET', '/events/stream', { query, status: 400, type: 'invalid-parameter', label: `stream ?${new URLSearchParams(query)}` });
+	await call('GET', '/events/stream', { headers: { 'Last-Event-ID': 'garbage' }, status: 400, type: 'invalid-header', label: 'stream with a bad Last-Event-ID' });
+	for (const m of ['POST', 'PUT', 'DELETE']) await call(m, '/events/stream', { status: 405, type: 'method-not-allowed', undocumentedMethod: true });
+}
+
+/** The errors every command shares: body, headers, size and idempotency. */
+async function commandErrors(method, p, goodBody, { jsonBody = true } = {}) {
+	const label = (what) => `${method} ${p.replace(/[0-9a-f-]{36}/, '{id}')} ${what}`;
+	if (jsonBody) {
+		await call(method, p, { json: '{"a": ', status: 400, type: 'invalid-json', label: label('malformed JSON') });
+		await call(method, p, { json: '', status: 400, type: 'invalid-json', label: label('no body') });
+		await call(method, p, { body: JSON.stringify(goodBody), headers: { 'Content-Type': 'text/plain' }, status: 415, type: 'unsupported-media-type', label: label('text/plain') });
+	} else {
+		await call(method, p, { json: '{"a": ', status: 400, type: 'invalid-json', label: label('malformed JSON') });
+		await call(method, p, { body: '{}', headers: { 'Content-Type': 'text/plain' }, status: 415, type: 'unsupported-media-type', label: label('text/plain body') });
+	}
+	await call(method, p, { json: { ...goodBody, unknown_member: 1 }, status: 400, type: 'invalid-field', label: label('unknown member') });
+	await call(method, p, { json: [], status: 400, type: 'invalid-field', label: label('array body') });
+	await call(method, p, { json: goodBody, headers: { 'Idempotency-Key': 'has space' }, status: 400, type: 'invalid-header', label: label('bad Idempotency-Key') });
+	await call(method, p, { json: goodBody, headers: { 'If-Match': '*' }, status: 400, type: 'invalid-header', label: label('bad If-Match') });
+	await call(method, p, { json: big(MAX_BODY), status: 413, type: 'body-too-large', label: label('body too large') });
+	await call(method, p, { json: goodBody, headers: { 'If-Match': '"999"' }, status: 412, type: 'precondition-failed', label: label('stale If-Match') });
+	// The same key with a different request (here: another body) is 422.
+	const key = `contract-key-${uuid()}`;
+	await call('POST', '/orders', { json: { customer_id: 'key-owner' }, headers: { 'Idempotency-Key': key }, status: 201, label: label('key first use') });
+	await call(method, p, { json: goodBody, headers: { 'Idempotency-Key': key }, status: 422, type: 'idempotency-key-reused', label: label('key reused') });
+}
+
+/** GET /{type}s/{id}, its past states and its events. */
+async function aggregateReads(kind, id, missingId, invalidId) {
+	const p = `/${kind}s/${id}`;
+	const cur = await call('GET', p, { status: 200 });
+	if (cur.headers.etag !== `"${cur.body?.version}"`) fail(`GET ${kind}`, `ETag ${cur.headers.etag}, version ${cur.body?.version}`);
+	await call('HEAD', p, { status: 200 });
+	await call('GET', p, { query: { version: 1 }, status: 200 });
+	await call('GET', p, { query: { at: new Date(Date.now() + 60000).toISOString() }, status: 200 });
+	await call('GET', p, { query: { at: '2999-01-01T05:00:00.123456789+05:00' }, status: 200, label: `GET ${kind} at a time with an offset` });
+	await call('GET', p, { query: { at: '2000-01-01T00:00:00Z' }, status: 404, type: 'not-found', label: `GET ${kind} before it existed` });
+	await call('GET', p, { query: { version: 9999 }, status: 404, type: 'not-found', label: `GET ${kind} no such version` });
+	await call('GET', `/${kind}s/${missingId}`, { status: 404, type: 'not-found' });
+	await call('GET', `/${kind}s/${invalidId}`, { status: 404, type: 'not-found', label: `GET ${kind} invalid id` });
+	for (const query of [{ version: 0 }, { version: 'x' }, { at: 'yesterday' }, { version: 1, at: '2026-01-01T00:00:00Z' }])
+		await call('GET', p, { query, status: 400, type: 'invalid-parameter', label: `GET ${kind} ?${new URLSearchParams(query)}` });
+	for (const m of ['POST', 'PUT', 'PATCH', 'DELETE']) await call(m, p, { status: 405, type: 'method-not-allowed', undocumentedMethod: true });
+
+	const ev = `${p}/events`;
+	const page = await call('GET', ev, { status: 200 });
+	if (page.body && page.body.stream !== `${kind}-${id}`) fail(`GET ${kind} events`, `stream ${page.body.stream}`);
+	await call('GET', ev, { query: { from_version: 1, limit: 1 }, status: 200 });
+	await call('HEAD', ev, { status: 200 });
+	await call('GET', ev, { query: { limit: 0 }, status: 400, type: 'invalid-parameter' });
+	await call('GET', `/${kind}s/${missingId}/events`, { status: 404, type: 'not-found' });
+	await call('GET', `/${kind}s/${invalidId}/events`, { status: 404, type: 'not-found', label: `GET ${kind} events invalid id` });
+	for (const m of ['POST', 'PUT', 'DELETE']) await call(m, ev, { status: 405, type: 'method-not-allowed', undocumentedMethod: true });
+}
+
+function checkCommandResult(r, idField, what) {
+	if (!r.body) return;
+	if (r.headers.etag !== `"${r.body.version}"`) fail(what, `ETag ${r.headers.etag}, version ${r.body.version}`);
+	if (!r.body[idField]) fail(what, `no ${idField}`);
+}
+
+async function orders() {
+	section = 'orders';
+	const created = await call('POST', '/orders', { json: { customer_id: 'c-1' }, status: 201 });
+	checkCommandResult(created, 'order_id', 'create order');
+	const id = created.body?.order_id;
+	if (created.headers.location !== `/orders/${id}`) fail('create order', `Location ${created.headers.location}`);
+	const own = uuid();
+	await call('POST', '/orders', { json: { customer_id: 'c-2', order_id: own }, status: 201 });
+	await call('POST', '/orders', { json: { customer_id: 'c-2', order_id: own }, status: 409, type: 'order-exists' });
+	await call('POST', '/orders', { json: { customer_id: 'c-3', order_id: uuid() }, headers: { 'If-Match': '"0"' }, status: 201, label: 'create with If-Match "0"' });
+	const key = `contract-order-${uuid()}`;
+	const first = await call('POST', '/orders', { json: { customer_id: 'c-4' }, headers: { 'Idempotency-Key': key }, status: 201 });
+	if (first.headers['idempotent-replayed'] !== undefined) fail('create order with a new key', 'Idempotent-Replayed on a first request');
+	const again = await call('POST', '/orders', { json: { customer_id: 'c-4' }, headers: { 'Idempotency-Key': key }, status: 201, label: 'create order replay' });
+	if (again.headers['idempotent-replayed'] !== 'true' || again.body?.order_id !== first.body?.order_id) fail('create order replay', `not replayed: ${JSON.stringify(again.body)}`);
+	await call('POST', '/orders', { json: { customer_id: 'c-1', order_id: 'nope' }, status: 400, type: 'invalid-field' });
+	await call('POST', '/orders', { json: { customer_id: '' }, status: 400, type: 'invalid-field' });
+	await call('POST', '/orders', { json: {}, status: 400, type: 'invalid-field' });
+	await commandErrors('POST', '/orders', { customer_id: 'c-9' });
+
+	const lines = `/orders/${id}/lines`;
+	const line = { product_id: 'SKU-1', quantity: 2, unit_price_cents: 1250 };
+	checkCommandResult(await call('POST', lines, { json: line, status: 200 }), 'order_id', 'add line');
+	await call('POST', lines, { json: { ...line, product_id: 'SKU-2' }, headers: { 'If-Match': '"2"' }, status: 200, label: 'add line with If-Match' });
+	await call('POST', lines, { json: { ...line, unit_price_cents: 1300 }, status: 409, type: 'price-mismatch' });
+	await call('POST', lines, { json: { ...line, quantity: 0 }, status: 400, type: 'invalid-field' });
+	await call('POST', lines, { json: { product_id: 'bad sku!', quantity: 1, unit_price_cents: 1 }, status: 400, type: 'invalid-field' });
+	await call('POST', `/orders/${uuid()}/lines`, { json: line, status: 404, type: 'order-not-found' });
+	await call('POST', '/orders/not-a-uuid/lines', { json: line, status: 404, type: 'not-found' });
+	const lkey = `contract-line-${uuid()}`;
+	await call('POST', lines, { json: { ...line, product_id: 'SKU-3' }, headers: { 'Idempotency-Key': lkey }, status: 200 });
+	const lrep = await call('POST', lines, { json: { ...line, product_id: 'SKU-3' }, headers: { 'Idempotency-Key': lkey }, status: 200, label: 'add line replay' });
+	if (lrep.headers['idempotent-replayed'] !== 'true') fail('add line replay', 'no Idempotent-Replayed: true');
+	await commandErrors('POST', lines, line);
+
+	const rm = (sku) => `/orders/${id}/lines/${sku}`;
+	checkCommandResult(await call('DELETE', rm('SKU-3'), { status: 200 }), 'order_id', 'remove line');
+	await call('DELETE', rm('SKU-3'), { status: 409, type: 'line-not-found' });
+	await call('DELETE', rm('SKU-2'), { json: {}, status: 200, label: 'remove line with {}' });
+	await call('DELETE', rm('bad!sku'), { status: 400, type: 'invalid-field' });
+	await call('DELETE', `/orders/${uuid()}/lines/SKU-1`, { status: 404, type: 'order-not-found' });
+	await call('DELETE', '/orders/not-a-uuid/lines/SKU-1', { status: 404, type: 'not-found' });
+	await commandErrors('DELETE', rm('SKU-9'), {}, { jsonBody: false });
+
+	const empty = (await call('POST', '/orders', { json: { customer_id: 'c-5' }, status: 201 })).body?.order_id;
+	await call('POST', `/orders/${empty}/place`, { status: 409, type: 'order-empty' });
+	const before = await call('GET', `/orders/${id}`, { status: 200 });
+	checkCommandResult(await call('POST', `/orders/${id}/place`, { headers: { 'If-Match': `W/${before.headers.etag}` }, status: 200, label: 'place with a weak If-Match' }), 'order_id', 'place');
+	await call('POST', `/orders/${id}/place`, { json: {}, status: 409, type: 'order-not-draft' });
+	await call('POST', lines, { json: line, status: 409, type: 'order-not-draft' });
+	await call('DELETE', rm('SKU-1'), { status: 409, type: 'order-not-draft' });
+	await call('POST', `/orders/${uuid()}/place`, { status: 404, type: 'order-not-found' });
+	await call('POST', '/orders/not-a-uuid/place', { status: 404, type: 'not-found' });
+	await commandErrors('POST', `/orders/${empty}/place`, {}, { jsonBody: false });
+
+	// An order is confirmed by a command without an HTTP route: append its event directly.
+	const placed = await call('GET', `/orders/${id}`, { status: 200 });
+	await call('POST', `/streams/order-${id}/events`, { json: { expected_version: placed.body?.version, events: [{ type: 'OrderConfirmed', data: {} }] }, status: 201, label: 'confirm order' });
+	await call('POST', `/orders/${empty}/ship`, { status: 409, type: 'order-not-confirmed' });
+	checkCommandResult(await call('POST', `/orders/${id}/ship`, { status: 200 }), 'order_id', 'ship');
+	await call('POST', `/orders/${uuid()}/ship`, { status: 404, type: 'order-not-found' });
+	await call('POST', '/orders/not-a-uuid/ship', { status: 404, type: 'not-found' });
+	await commandErrors('POST', `/orders/${empty}/ship`, {}, { jsonBody: false });
+
+	const cancel = (o) => `/orders/${o}/cancel`;
+	await call('POST', cancel(id), { json: { reason: 'too late' }, status: 409, type: 'order-shipped' });
+	checkCommandResult(await call('POST', cancel(empty), { json: { reason: 'changed my mind' }, status: 200 }), 'order_id', 'cancel');
+	await call('POST', cancel(empty), { json: { reason: 'again' }, status: 409, type: 'order-cancelled' });
+	await call('POST', cancel(empty), { json: {}, status: 400, type: 'invalid-field' });
+	await call('POST', cancel(uuid()), { json: { reason: 'x' }, status: 404, type: 'order-not-found' });
+	await call('POST', cancel('not-a-uuid'), { json: { reason: 'x' }, status: 404, type: 'not-found' });
+	const fresh = (await call('POST', '/orders', { json: { customer_id: 'c-6' }, status: 201 })).body?.order_id;
+	await commandErrors('POST', cancel(fresh), { reason: 'x' });
+
+	const cancelled = await call('GET', `/orders/${empty}`, { status: 200 });
+	if (cancelled.body?.status !== 'cancelled' || !cancelled.body?.cancel_reason) fail('GET cancelled order', JSON.stringify(cancelled.body));
+	await aggregateReads('order', id, uuid(), 'not-a-uuid');
+}
+
+async function products() {
+	section = 'products';
+	const sku = `SKU-${process.pid}`;
+	const created = await call('POST', '/products', { json: { product_id: sku, name: 'Widget', stock: 10 }, status: 201 });
+	checkCommandResult(created, 'product_id', 'create product');
+	if (created.headers.location !== `/products/${sku}`) fail('create product', `Location ${created.headers.location}`);
+	await call('POST', '/products', { json: { product_id: sku, name: 'Widget', stock: 10 }, status: 409, type: 'product-exists' });
+	await call('POST', '/products', { json: { name: 'Anonymous', stock: 0 }, status: 201, label: 'create product without id' });
+	const key = `contract-product-${uuid()}`;
+	await call('POST', '/products', { json: { name: 'Keyed', stock: 1 }, headers: { 'Idempotency-Key': key }, status: 201 });
+	const rep = await call('POST', '/products', { json: { name: 'Keyed', stock: 1 }, headers: { 'Idempotency-Key': key }, status: 201, label: 'create product replay' });
+	if (rep.headers['idempotent-replayed'] !== 'true') fail('create product replay', 'no Idempotent-Replayed: true');
+	await call('POST', '/products', { json: { product_id: sku + '-2', name: 'Widget', stock: -1 }, status: 400, type: 'invalid-field' });
+	await call('POST', '/products', { json: { product_id: 'bad sku', name: 'Widget', stock: 1 }, status: 400, type: 'invalid-field' });
+	await commandErrors('POST', '/products', { product_id: sku + '-3', name: 'W', stock: 1 });
+
+	const restock = `/products/${sku}/restock`;
+	checkCommandResult(await call('POST', restock, { json: { quantity: 5 }, status: 200 }), 'product_id', 'restock');
+	await call('POST', restock, { json: { quantity: 0 }, status: 400, type: 'invalid-field' });
+	await call('POST', '/products/SKU-NONE-' + process.pid + '/restock', { json: { quantity: 1 }, status: 404, type: 'product-not-found' });
+	await call('POST', '/products/bad!sku/restock', { json: { quantity: 1 }, status: 404, type: 'not-found' });
+	await commandErrors('POST', restock, { quantity: 1 });
+
+	const p = await call('GET', `/products/${sku}`, { status: 200 });
+	const b = p.body || {};
+	if (b.available + b.reserved + b.committed !== b.stocked) fail('GET product', `stock does not add up: ${JSON.stringify(b)}`);
+	await aggregateReads('product', sku, `SKU-NONE-${process.pid}`, 'bad!sku');
+	return sku;
+}
+
+async function payments() {
+	section = 'payments';
+	const order = uuid();
+	const created = await call('POST', '/payments', { json: { order_id: order, amount_cents: 2500 }, status: 201 });
+	checkCommandResult(created, 'payment_id', 'request payment');
+	const id = created.body?.payment_id;
+	if (created.headers.location !== `/payments/${id}`) fail('request payment', `Location ${created.headers.location}`);
+	const own = uuid();
+	await call('POST', '/payments', { json: { order_id: order, amount_cents: 2500, payment_id: own }, status: 201 });
+	await call('POST', '/payments', { json: { order_id: order, amount_cents: 2500, payment_id: own }, status: 409, type: 'payment-exists' });
+	const key = `contract-payment-${uuid()}`;
+	await call('POST', '/payments', { json: { order_id: order, amount_cents: 10 }, headers: { 'Idempotency-Key': key }, status: 201 });
+	const rep = await call('POST', '/payments', { json: { order_id: order, amount_cents: 10 }, headers: { 'Idempotency-Key': key }, status: 201, label: 'request payment replay' });
+	if (rep.headers['idempotent-replayed'] !== 'true') fail('request payment replay', 'no Idempotent-Replayed: true');
+	await call('POST', '/payments', { json: { order_id: order, amount_cents: 0 }, status: 400, type: 'invalid-field' });
+	await call('POST', '/payments', { json: { order_id: 'x', amount_cents: 1 }, status: 400, type: 'invalid-field' });
+	await commandErrors('POST', '/payments', { order_id: order, amount_cents: 1 });
+
+	// The simulator fails each payment's first attempt (FACTD_PAYMENT_FAIL_FIRST=1).
+	const proc = (p) => `/payments/${p}/process`;
+	const t = await call('POST', proc(id), { status: 200, headers: { 'X-Causation-Id': 'cause-process' } });
+	if (t.body?.gateway !== 'transient_failure') fail('process', `first attempt: ${JSON.stringify(t.body)}`);
+	const failed = await call('GET', `/payments/${id}/events`, { query: { from_version: 2, limit: 1 }, status: 200 });
+	if (failed.body?.events?.[0]?.metadata?.causation_id !== 'cause-process') fail('process', `X-Causation-Id not recorded: ${JSON.stringify(failed.body?.events?.[0]?.metadata)}`);
+	// Ids in paths may be in upper case; factd answers with the lower-case id.
+	const upper = await call('GET', `/payments/${id.toUpperCase()}`, { status: 200, label: 'GET payment by its upper-case id' });
+	if (upper.body && upper.body.payment_id !== id) fail('GET payment by its upper-case id', `payment_id ${upper.body.payment_id}`);
+	const a = await call('POST', proc(id), { json: {}, status: 200 });
+	if (a.body?.gateway !== 'authorised') fail('process', `second attempt: ${JSON.stringify(a.body)}`);
+	if (a.headers.etag !== `"${a.body?.version}"`) fail('process', `ETag ${a.headers.etag}`);
+	await call('POST', proc(id), { status: 409, type: 'payment-not-pending' });
+	const large = (await call('POST', '/payments', { json: { order_id: order, amount_cents: 200000 }, status: 201 })).body?.payment_id;
+	await call('POST', proc(large), { status: 200 });
+	const d = await call('POST', proc(large), { status: 200 });
+	if (d.body?.gateway !== 'declined') fail('process', `over the limit: ${JSON.stringify(d.body)}`);
+	await call('POST', proc(uuid()), { status: 404, type: 'payment-not-found' });
+	await call('POST', proc('not-a-uuid'), { status: 404, type: 'not-found' });
+	await call('POST', proc(id), { json: big(MAX_BODY), status: 413, type: 'body-too-large' });
+	for (const m of ['GET', 'PUT', 'DELETE']) await call(m, proc(id), { status: 405, type: 'method-not-allowed', undocumentedMethod: true });
+
+	const refund = (p) => `/payments/${p}/refund`;
+	checkCommandResult(await call('POST', refund(id), { json: { amount_cents: 1000 }, status: 200 }), 'payment_id', 'refund');
+	await call('POST', refund(id), { json: { amount_cents: 1501 }, status: 409, type: 'refund-exceeds-payment' });
+	await call('POST', refund(id), { status: 200, label: 'refund the rest (no body)' });
+	await call('POST', refund(id), { json: {}, status: 409, type: 'payment-not-authorised' });
+	await call('POST', refund(large), { json: {}, status: 409, type: 'payment-not-authorised' });
+	await call('POST', refund(id), { json: { amount_cents: 0 }, status: 400, type: 'invalid-field' });
+	await call('POST', refund(uuid()), { json: {}, status: 404, type: 'payment-not-found' });
+	await call('POST', refund('not-a-uuid'), { json: {}, status: 404, type: 'not-found' });
+	await commandErrors('POST', refund(large), { amount_cents: 1 }, { jsonBody: false });
+	const refunded = await call('GET', `/payments/${id}`, { status: 200 });
+	if (refunded.body?.status !== 'refunded') fail('GET refunded payment', JSON.stringify(refunded.body));
+	await aggregateReads('payment', id, uuid(), 'not-a-uuid');
+	return order;
+}
+
+/** An aggregate's stream holding only event types foreign to it is not an aggregate (but still a stream). */
+async function foreignStreams() {
+	section = 'foreign events';
+	for (const [kind, id] of [['order', uuid()], ['product', `SKU-FOREIGN-${process.pid}`], ['payment', uuid()]]) {
+		await call('POST', `/streams/${kind}-${id}/events`, { json: { expected_version: 0, events: [{ type: 'SomethingElse', data: { x: 1 } }] }, status: 201 });
+		await call('GET', `/${kind}s/${id}`, { status: 404, type: 'not-found', label: `GET ${kind} whose stream has only foreign events` });
+		await call('GET', `/${kind}s/${id}/events`, { status: 200, label: `GET ${kind} events, only foreign ones` });
+	}
+}
+
+/**
+ * 500s: an event of the aggregate's own type that does not apply to it (written
+ * through the stream API) breaks the aggregate; reading it or sending it a command
+ * is an internal error.
+ */
+async function brokenAggregates() {
+	section = 'broken aggregates';
+	const o = uuid(), p = `SKU-BROKEN-${process.pid}`, pay = uuid();
+	const breakIt = (stream, type, data) => call('POST', `/streams/${stream}/events`, { json: { expected_version: 0, events: [{ type, data }] }, status: 201, label: `break ${stream}` });
+	await breakIt(`order-${o}`, 'OrderConfirmed', {});
+	await breakIt(`product-${p}`, 'ProductRestocked', { quantity: 'lots' });
+	await breakIt(`payment-${pay}`, 'PaymentRefunded', { amount_cents: 5 });
+	const steps = [
+		['GET', `/orders/${o}`, {}], ['POST', '/orders', { json: { customer_id: 'c', order_id: o } }],
+		['POST', `/orders/${o}/lines`, { json: { product_id: 'S', quantity: 1, unit_price_cents: 1 } }], ['DELETE', `/orders/${o}/lines/S`, {}],
+		['POST', `/orders/${o}/place`, {}], ['POST', `/orders/${o}/cancel`, { json: { reason: 'r' } }], ['POST', `/orders/${o}/ship`, {}],
+		['GET', `/products/${p}`, {}], ['POST', '/products', { json: { product_id: p, name: 'n', stock: 1 } }], ['POST', `/products/${p}/restock`, { json: { quantity: 1 } }],
+		['GET', `/payments/${pay}`, {}], ['POST', '/payments', { json: { payment_id: pay, order_id: o, amount_cents: 1 } }],
+		['POST', `/payments/${pay}/process`, {}], ['POST', `/payments/${pay}/refund`, {}],
+	];
+	for (const [m, path, opts] of steps) await call(m, path, { ...opts, status: 500, type: 'internal' });
+}
+
+/** The read models: lists with their parameter errors, projection status and rebuild. */
+async function readModels() {
+	section = 'read models';
+	await call('GET', '/orders', { query: { limit: '5' }, status: 200 });
+	await call('GET', '/orders', { query: { status: 'bogus' }, status: 400, type: 'invalid-parameter' });
+	await call('GET', '/orders', { query: { limit: '0' }, status: 400, type: 'invalid-parameter' });
+	await call('GET', '/products', { query: { limit: '5' }, status: 200 });
+	await call('GET', '/products', { query: { after: 'not a sku' }, status: 400, type: 'invalid-parameter' });
+	await call('GET', '/projections', { status: 200 });
+	await call('POST', '/projections/nope/rebuild', { status: 404, type: 'not-found' });
+	await call('POST', '/projections/product_stock/rebuild', { status: 202 });
+}
+
+/** Every GET operation without parameters in its path answers 200 (so a new one is exercised at least so far). */
+async function simpleGets() {
+	section = 'simple GETs';
+	const endless = (o) => Boolean(o.op.responses?.['200']?.content?.['text/event-stream']);
+	for (const o of operations.filter((o) => o.method === 'GET' && !o.path.includes('{') && !endless(o))) await call('GET', o.path, { status: 200, label: `GET ${o.path}` });
+}
+
+/** Concurrent bursts for the statuses that need a race; best effort. */
+async function races(order, sku, busy) {
+	section = 'races';
+	for (let round = 0; round < 5 && !coverage.get('processPayment').has('412'); round++) {
+		const p = (await call('POST', '/payments', { json: { order_id: order, amount_cents: 100 }, status: 201 })).body?.payment_id;
+		await Promise.all(Array.from({ length: 12 }, () => call('POST', `/payments/${p}/process`, { status: [200, 409, 412], label: 'concurrent process' })));
+	}
+	for (let round = 0; round < 5 && !coverage.get('restockProduct').has('409'); round++)
+		await Promise.all(Array.from({ length: 12 }, () => call('POST', `/products/${sku}/restock`, { json: { quantity: 1 }, status: [200, 409], label: 'concurrent restock' }, busy)));
+}
+
+/** Every documented path with sample parameters and every method: undocumented ones must be 405. */
+async function routeProbes() {
+	section = 'routes';
+	const real = [...readFileSync(routesFile, 'utf8').matchAll(/\.method\s*=\s*"([A-Z]+)"\s*,\s*\.pattern\s*=\s*"([^"]+)"/g)].map((m) => [m[1], m[2]]);
+	if (!real.length) fail(routesFile, 'no routes found in the route table');
+	for (const [m, p] of real)
+		if (!operations.some((o) => o.method === m && o.path === p)) fail('route table', `factd routes ${m} ${p}, which openapi.yaml does not document`);
+	for (const o of operations)
+		if (!real.some(([m, p]) => m === o.method && p === o.path)) fail('route table', `openapi.yaml documents ${o.method} ${o.path}, which factd does not route`);
+	const paths = [...new Set(operations.map((o) => o.path))];
+	for (const p of paths) {
+		const documented = new Set(operations.filter((o) => o.path === p).map((o) => o.method));
+		for (const m of PROBE_METHODS.filter((m) => !documented.has(m)))
+			await call(m, sample(p), { status: 405, type: 'method-not-allowed', undocumentedMethod: true, label: `probe ${m} ${p}` });
+	}
+	const unknown = ['/', '/nope', '/streams', '/streams/x', '/streams/x/events/1', '/events/1', '/orders/00000000-0000-4000-8000-000000000000/confirm',
+		'/orders/00000000-0000-4000-8000-000000000000/lines', '/products/x/reserve', '/payments/00000000-0000-4000-8000-000000000000/authorise',
+		'/healthz/', '/HEALTHZ'];
+	for (const p of unknown) {
+		if (findPath(p)) continue;
+		for (const m of ['GET', 'POST']) await call(m, p, { status: 404, type: 'not-found', unknownPath: true, label: `probe ${m} ${p}` });
+	}
+}
+
+/** 503s: one factd whose database is unreachable, one whose database is not migrated. */
+async function unavailable(down, unmigrated) {
+	section = 'database unavailable';
+	await call('GET', '/healthz', { status: 200 }, down);
+	await call('GET', '/readyz', { status: 503, type: 'database-unavailable' }, down);
+	const o = '00000000-0000-4000-8000-000000000001';
+	const steps = [
+		['GET', '/streams/s-1/events', {}], ['POST', '/streams/s-1/events', { json: { expected_version: 'any', events: [{ type: 'X', data: {} }] } }],
+		['GET', '/events', {}], ['GET', '/events/stream', {}], ['POST', '/orders', { json: { customer_id: 'c' } }], ['GET', `/orders/${o}`, {}], ['GET', `/orders/${o}/events`, {}],
+		['POST', `/orders/${o}/lines`, { json: { product_id: 'S', quantity: 1, unit_price_cents: 1 } }], ['DELETE', `/orders/${o}/lines/S`, {}],
+		['POST', `/orders/${o}/place`, {}], ['POST', `/orders/${o}/cancel`, { json: { reason: 'r' } }], ['POST', `/orders/${o}/ship`, {}],
+		['POST', '/products', { json: { name: 'n', stock: 1 } }], ['GET', '/products/S', {}], ['GET', '/products/S/events', {}],
+		['POST', '/products/S/restock', { json: { quantity: 1 } }], ['POST', '/payments', { json: { order_id: o, amount_cents: 1 } }],
+		['GET', `/payments/${o}`, {}], ['GET', `/payments/${o}/events`, {}], ['POST', `/payments/${o}/process`, {}], ['POST', `/payments/${o}/refund`, {}],
+		['GET', '/orders', {}], ['GET', '/products', {}], ['GET', '/projections', {}], ['POST', '/projections/order_summaries/rebuild', {}],
+	];
+	for (const [m, p, opts] of steps) {
+		const r = await call(m, p, { ...opts, status: 503, type: 'database-unavailable' }, down);
+		if (r.status === 503 && r.headers['retry-after'] === undefined) fail(`${m} ${p}`, 'no Retry-After');
+	}
+	section = 'migrations pending';
+	await call('GET', '/readyz', { status: 503, type: 'not-ready' }, unmigrated);
+}
+
+function report() {
+	const rows = operations.map((o) => {
+		const documented = Object.keys(o.op.responses || {});
+		const seen = coverage.get(o.id);
+		const missing = documented.filter((s) => !seen.has(s));
+		const notes = [];
+		for (const s of missing) {
+			if (NOT_PROVOKED[s]) continue;
+			if (BEST_EFFORT[`${o.id} ${s}`]) notes.push(`${s}: not observed (${BEST_EFFORT[`${o.id} ${s}`]})`);
+			else fail('coverage', `${o.id}: documented status ${s} was not exercised`);
+		}
+		if (!seen.size) fail('coverage', `${o.id} was not exercised`);
+		return [o.id, `${o.method} ${o.path}`, [...seen].sort().join(' '), missing.join(' ') || '-', notes.join('; ')];
+	});
+	const head = ['operation', 'route', 'statuses exercised', 'documented, not exercised'];
+	const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+	const line = (r) => r.slice(0, 4).map((c, i) => c.padEnd(w[i])).join('  ');
+	console.log('\ncontract coverage (openapi.yaml operations):');
+	console.log(line(head));
+	console.log(line(w.map((n) => '-'.repeat(n))));
+	for (const r of rows) console.log(line(r) + (r[4] ? `  (${r[4]})` : ''));
+	console.log(`may stay unexercised: ${Object.entries(NOT_PROVOKED).map(([s, why]) => `${s} (${why})`).join('; ')}`);
+	console.log(`probes of undocumented paths and methods: ${probes.length} requests, all answered 404 or 405 as documented unless reported above`);
+}
+
+// ---- main -----------------------------------------------------------------------------
+
+async function main() {
+	if (!adminUrl) throw new Error('FACTD_TEST_ADMIN_URL is not set (scripts/test sets it)');
+	const started = Date.now();
+	const tag = `contract_${process.pid}_${Date.now().toString(36)}`;
+	const databases = [`${tag}`, `${tag}_unmigrated`];
+	try {
+		const url = await createDatabase(databases[0], 'factd_template');
+		const bare = await createDatabase(databases[1], 'template0');
+		// The main instance: the documented default limits; the simulated gateway fails
+		// each payment's first attempt and declines amounts over 100000 cents.
+		api = await startFactd('main', { FACTD_DATABASE_URL: url, FACTD_PAYMENT_FAIL_FIRST: '1', FACTD_PAYMENT_LIMIT_CENTS: '100000' });
+		// The same database, a gateway that never answers (202), and no command retries
+		// (concurrent commands meet 409 concurrency-conflict).
+		const silent = await startFactd('gateway never answers', { FACTD_DATABASE_URL: url, FACTD_PAYMENT_NEVER_ANSWER: '1', FACTD_COMMAND_RETRIES: '0' });
+		// 503s: a database nobody listens for, and one without factd's schema.
+		const nowhere = `postgresql://postgres@127.0.0.1:${await freePort()}/factd?connect_timeout=2`;
+		const down = await startFactd('database unreachable', { FACTD_DATABASE_URL: nowhere, FACTD_MIGRATE: '0', FACTD_POOL_TIMEOUT_MS: '500' });
+		const unmigrated = await startFactd('migrations pending', { FACTD_DATABASE_URL: bare, FACTD_MIGRATE: '0' });
+		await waitReady(api);
+		await waitReady(silent);
+
+		await health();
+		const s = await streams();
+		await feed(s.split('-')[0]);
+		await liveFeed(s.split('-')[0]);
+		await orders();
+		const sku = await products();
+		const order = await payments();
+		section = 'payments';
+		const p = (await call('POST', '/payments', { json: { order_id: order, amount_cents: 100 }, status: 201 })).body?.payment_id;
+		const na = await call('POST', `/payments/${p}/process`, { status: 202 }, silent);
+		if (na.body?.gateway !== 'no_answer') fail('process without an answer', JSON.stringify(na.body));
+		await foreignStreams();
+		await brokenAggregates();
+		await readModels();
+		await simpleGets();
+		await races(order, sku, silent);
+		await routeProbes();
+		await unavailable(down, unmigrated);
+	} finally {
+		for (const inst of instances) await stopFactd(inst);
+		for (const db of databases) dropDatabase(db);
+	}
+	report();
+	console.log(`contract: ${requestSeq} requests in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+}
+
+try {
+	await main();
+} catch (e) {
+	fail('contract', e.stack || String(e));
+}
+if (failures.length) {
+	for (const inst of instances) {
+		console.error(`\n--- factd (${inst.name}) log, last 40 lines ---`);
+		console.error(inst.log.slice(-40).join('\n'));
+	}
+	console.error(`\ncontract: ${failures.length} failure(s)`);
+	process.exit(1);
+}
+console.log('contract: openapi.yaml and factd agree');

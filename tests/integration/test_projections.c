@@ -1,0 +1,323 @@
+/*
+ * test_projections.c - the projector against real PostgreSQL: read models
+ * equal a replay of the aggregates, a failed or killed batch neither loses nor
+ * repeats an event, and one projection never runs in two places at once.
+ */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "factd/bus.h"
+#include "factd/domain.h"
+#include "factd/proj.h"
+#include "testdb.h"
+
+struct env {
+	char *url;
+	struct fd_pool *pool;
+	struct fd_bus *bus;
+};
+
+static struct env env_open(void)
+{
+	struct env e = { .url = fd_test_db_new() };
+	cr_assert_eq(fd_pool_new(e.url, 4, 10000, &e.pool), FD_OK);
+	struct fd_bus_config cfg = { .max_retries = 10, .snapshot_every = -1 };
+	cr_assert_eq(fd_bus_new(e.pool, &cfg, &e.bus), FD_OK);
+	return e;
+}
+
+static void env_close(struct env *e)
+{
+	fd_bus_free(e->bus);
+	fd_pool_free(e->pool);
+	free(e->url);
+}
+
+/* The feed position of the newest event this test wrote. */
+static struct fd_cursor last_written;
+
+static void send_ok(struct env *e, const struct fd_aggregate_type *t, const char *id, const char *cmd, json_t *payload)
+{
+	struct fd_cmd_result r;
+	enum fd_err err = fd_bus_send(e->bus, t, id, cmd, payload, NULL, &r);
+	cr_assert_eq(err, FD_OK, "%s %s: %s %s", t->name, cmd, fd_err_name(err), r.decision.slug);
+	if (fd_cursor_cmp(&r.position, &last_written) > 0)
+		last_written = r.position;
+	fd_cmd_result_release(&r);
+	json_decref(payload);
+}
+
+static long long scalar(const char *url, const char *sql)
+{
+	PGconn *c = fd_test_connect(url);
+	long long v = fd_test_scalar(c, sql);
+	PQfinish(c);
+	return v;
+}
+
+static void exec_sql(const char *url, const char *sql)
+{
+	PGconn *c = fd_test_connect(url);
+	PGresult *r = PQexec(c, sql);
+	cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql,
+		  PQresultErrorMessage(r));
+	PQclear(r);
+	PQfinish(c);
+}
+
+/*
+ * Wait until every projection has applied everything this test wrote and is
+ * live at the feed head.  (The head alone is not enough: transactions of
+ * other tests sharing the cluster can hold the visible end back.)
+ */
+static void wait_caught_up(struct env *e, int seconds)
+{
+	time_t end = time(NULL) + seconds;
+	for (size_t i = 0; i < fd_projections_count; i++)
+		cr_assert_eq(fd_projection_wait(e->pool, fd_projections[i].name, last_written, (unsigned)seconds * 1000),
+			     FD_OK, "%s did not reach the last write", fd_projections[i].name);
+	for (;;) {
+		json_t *st = NULL;
+		cr_assert_eq(fd_projection_status(e->pool, &st), FD_OK);
+		bool all = json_array_size(st) == fd_projections_count;
+		size_t i;
+		json_t *p;
+		json_array_foreach(st, i, p) {
+			all = all && json_integer_value(json_object_get(p, "lag_events")) == 0 &&
+			      strcmp(json_string_value(json_object_get(p, "status")), "live") == 0;
+		}
+		json_decref(st);
+		if (all)
+			return;
+		cr_assert(time(NULL) < end, "projections did not catch up in %d s", seconds);
+		usleep(20000);
+	}
+}
+
+/* A mixed workload over a few orders and products; returns the order ids (static storage). */
+static char orders[12][FD_UUID_STRLEN + 1];
+static void workload(struct env *e, int round)
+{
+	char sku[32];
+	snprintf(sku, sizeof sku, "sku-%d", round);
+	send_ok(e, &fd_product_type, sku, "create", json_pack("{s:s, s:i}", "name", "Widget", "stock", 100));
+	send_ok(e, &fd_product_type, sku, "restock", json_pack("{s:i}", "quantity", 5));
+	for (int i = 0; i < 12; i++) {
+		struct fd_uuid u;
+		cr_assert_eq(fd_uuid_v7(&u), FD_OK);
+		fd_uuid_format(&u, orders[i]);
+		const char *id = orders[i];
+		send_ok(e, &fd_order_type, id, "create", json_pack("{s:s}", "customer_id", i % 2 ? "alice" : "bob"));
+		send_ok(e, &fd_order_type, id, "add_line",
+			json_pack("{s:s, s:i, s:i}", "product_id", "p1", "quantity", 1 + i, "unit_price_cents", 100));
+		send_ok(e, &fd_order_type, id, "add_line",
+			json_pack("{s:s, s:i, s:i}", "product_id", "p2", "quantity", 2, "unit_price_cents", 250));
+		send_ok(e, &fd_order_type, id, "add_line",
+			json_pack("{s:s, s:i, s:i}", "product_id", "p1", "quantity", 1, "unit_price_cents", 100));
+		if (i % 3 == 0)
+			send_ok(e, &fd_order_type, id, "remove_line", json_pack("{s:s}", "product_id", "p2"));
+		if (i % 2 == 0)
+			send_ok(e, &fd_order_type, id, "place", json_object());
+		if (i % 4 == 0)
+			send_ok(e, &fd_order_type, id, "cancel", json_pack("{s:s}", "reason", "changed mind"));
+		send_ok(e, &fd_product_type, sku, "reserve", json_pack("{s:s, s:i}", "order_id", id, "quantity", 3));
+		if (i % 2)
+			send_ok(e, &fd_product_type, sku, "release", json_pack("{s:s}", "order_id", id));
+		else if (i % 4 == 2)
+			send_ok(e, &fd_product_type, sku, "commit", json_pack("{s:s}", "order_id", id));
+	}
+}
+
+/* Every order summary and stock row equals the aggregate replayed from its events. */
+static void assert_equals_replay(struct env *e)
+{
+	PGconn *c = fd_test_connect(e->url);
+	PGresult *r = PQexec(c, "SELECT order_id, status, line_count, total_cents, version FROM order_summaries");
+	cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+	cr_assert_eq(PQntuples(r), scalar(e->url, "SELECT count(*) FROM streams WHERE category = 'order'"));
+	for (int i = 0; i < PQntuples(r); i++) {
+		struct fd_order o;
+		int64_t v;
+		cr_assert_eq(fd_bus_load(e->bus, &fd_order_type, PQgetvalue(r, i, 0), NULL, &o, &v), FD_OK);
+		cr_assert_str_eq(PQgetvalue(r, i, 1), fd_order_status_name(o.status));
+		cr_assert_eq(atoll(PQgetvalue(r, i, 2)), (long long)o.nlines);
+		cr_assert_eq(atoll(PQgetvalue(r, i, 3)), (long long)fd_order_total_cents(&o));
+		cr_assert_eq(atoll(PQgetvalue(r, i, 4)), v);
+		fd_order_type.release(&o);
+	}
+	PQclear(r);
+	r = PQexec(c, "SELECT product_id, available, reserved, committed, version FROM product_stock");
+	cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+	cr_assert_eq(PQntuples(r), scalar(e->url, "SELECT count(*) FROM streams WHERE category = 'product'"));
+	for (int i = 0; i < PQntuples(r); i++) {
+		struct fd_product p;
+		int64_t v;
+		cr_assert_eq(fd_bus_load(e->bus, &fd_product_type, PQgetvalue(r, i, 0), NULL, &p, &v), FD_OK);
+		cr_assert_eq(atoll(PQgetvalue(r, i, 1)), p.available);
+		cr_assert_eq(atoll(PQgetvalue(r, i, 2)), p.reserved);
+		cr_assert_eq(atoll(PQgetvalue(r, i, 3)), p.committed);
+		cr_assert_eq(atoll(PQgetvalue(r, i, 4)), v);
+		fd_product_type.release(&p);
+	}
+	PQclear(r);
+	PQfinish(c);
+}
+
+static struct fd_projector *projector_start(struct env *e)
+{
+	struct fd_projector *p = NULL;
+	struct fd_projector_config cfg = { .conninfo = e->url, .batch = 7, .idle_ms = 20 };
+	cr_assert_eq(fd_projector_start(&cfg, &p), FD_OK);
+	return p;
+}
+
+Test(projections, read_models_equal_a_replay_after_a_mixed_workload, .timeout = 120)
+{
+	struct env e = env_open();
+	workload(&e, 1); /* before the projector starts: it must catch up from the beginning */
+	struct fd_projector *p = projector_start(&e);
+	workload(&e, 2); /* and while it runs */
+	wait_caught_up(&e, 60);
+	assert_equals_replay(&e);
+	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM order_summaries WHERE status = 'cancelled'"
+				   " AND cancel_reason = 'changed mind' AND cancelled_at IS NOT NULL"),
+		     6);
+	fd_projector_stop(p);
+	env_close(&e);
+}
+
+Test(projections, a_failed_batch_is_rolled_back_with_its_checkpoint_and_applied_once_later, .timeout = 120)
+{
+	struct env e = env_open();
+	struct fd_projector *p = projector_start(&e);
+	wait_caught_up(&e, 30); /* tables exist */
+	/* Make the projection fail mid-batch: a row for customer "boom" cannot be written. */
+	exec_sql(e.url, "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+			" IF NEW.customer_id = 'boom' THEN RAISE EXCEPTION 'boom'; END IF; RETURN NEW; END $$");
+	exec_sql(e.url, "CREATE TRIGGER boom BEFORE INSERT ON order_summaries FOR EACH ROW EXECUTE FUNCTION boom()");
+	workload(&e, 1);
+	char id[FD_UUID_STRLEN + 1];
+	struct fd_uuid u;
+	cr_assert_eq(fd_uuid_v7(&u), FD_OK);
+	fd_uuid_format(&u, id);
+	send_ok(&e, &fd_order_type, id, "create", json_pack("{s:s}", "customer_id", "boom"));
+	send_ok(&e, &fd_order_type, id, "add_line",
+		json_pack("{s:s, s:i, s:i}", "product_id", "p9", "quantity", 4, "unit_price_cents", 10));
+	usleep(500000);
+	long long stuck = scalar(e.url, "SELECT count(*) FROM order_summaries");
+	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM order_summaries WHERE customer_id = 'boom'"), 0);
+	cr_assert_lt(stuck, 13, "the batch holding the failing event was not applied");
+	exec_sql(e.url, "DROP TRIGGER boom ON order_summaries");
+	wait_caught_up(&e, 60);
+	assert_equals_replay(&e); /* quantities prove nothing was applied twice */
+	cr_assert_eq(scalar(e.url, "SELECT total_cents FROM order_summaries WHERE customer_id = 'boom'"), 40);
+	fd_projector_stop(p);
+	env_close(&e);
+}
+
+Test(projections, a_killed_projector_neither_loses_nor_repeats, .timeout = 180)
+{
+	struct env e = env_open();
+	workload(&e, 1);
+	fflush(NULL);
+	pid_t child = fork();
+	cr_assert_geq(child, 0);
+	if (child == 0) {
+		struct fd_projector *cp = NULL;
+		struct fd_projector_config cfg = { .conninfo = e.url, .batch = 3, .idle_ms = 10 };
+		if (fd_projector_start(&cfg, &cp) != FD_OK)
+			_exit(2);
+		for (pid_t parent = getppid(); getppid() == parent;)
+			usleep(100000);
+		_exit(0);
+	}
+	/* Let it get part-way, then kill it without warning while more events arrive.
+	 * (If the parent fails first, the orphan notices and exits.) */
+	time_t end = time(NULL) + 30;
+	const char *progress = "SELECT coalesce(max(seq), 0) FROM projections WHERE name = 'order_summaries'";
+	while (scalar(e.url, progress) < 3 && time(NULL) < end)
+		usleep(5000);
+	workload(&e, 2);
+	kill(child, SIGKILL);
+	int status;
+	waitpid(child, &status, 0);
+	cr_assert(WIFSIGNALED(status));
+	cr_assert_gt(scalar(e.url, progress), 0, "the killed projector had started");
+	struct fd_projector *p = projector_start(&e);
+	wait_caught_up(&e, 60);
+	assert_equals_replay(&e);
+	fd_projector_stop(p);
+	env_close(&e);
+}
+
+Test(projections, one_projection_runs_in_one_place_and_fails_over, .timeout = 120)
+{
+	struct env e = env_open();
+	struct fd_projector *a = projector_start(&e);
+	wait_caught_up(&e, 30);
+	struct fd_projector *b = projector_start(&e);
+	workload(&e, 1);
+	wait_caught_up(&e, 60);
+	usleep(200000);
+	/* Each projection's advisory lock is held by exactly one session. */
+	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+				   " AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
+		     (long long)fd_projections_count);
+	fd_projector_stop(a); /* the owner goes away: b must take over */
+	workload(&e, 2);
+	wait_caught_up(&e, 60);
+	assert_equals_replay(&e);
+	fd_projector_stop(b);
+	env_close(&e);
+}
+
+Test(projections, rebuild_swaps_in_a_complete_copy, .timeout = 120)
+{
+	struct env e = env_open();
+	struct fd_projector *p = projector_start(&e);
+	workload(&e, 1);
+	wait_caught_up(&e, 60);
+	/* Damage the live copy; a rebuild must replace it with a correct one. */
+	exec_sql(e.url, "UPDATE order_summaries SET total_cents = -1");
+	cr_assert_eq(fd_projection_request_rebuild(e.pool, "order_summaries"), FD_OK);
+	cr_assert_eq(fd_projection_request_rebuild(e.pool, "nope"), FD_ERR_NOTFOUND);
+	time_t end = time(NULL) + 60;
+	while (scalar(e.url, "SELECT count(*) FROM projections WHERE name = 'order_summaries'"
+			     " AND (rebuilding OR rebuild_requested)") > 0) {
+		cr_assert_gt(scalar(e.url, "SELECT count(*) FROM order_summaries"), 0, "readers never see an empty table");
+		cr_assert(time(NULL) < end, "rebuild did not finish");
+		usleep(10000);
+	}
+	wait_caught_up(&e, 60);
+	assert_equals_replay(&e);
+	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM order_summaries WHERE total_cents < 0"), 0);
+	fd_projector_stop(p);
+	env_close(&e);
+}
+
+Test(projections, wait_reaches_a_position_or_times_out)
+{
+	struct env e = env_open();
+	struct fd_projector *p = projector_start(&e);
+	struct fd_uuid u;
+	char id[FD_UUID_STRLEN + 1];
+	cr_assert_eq(fd_uuid_v7(&u), FD_OK);
+	fd_uuid_format(&u, id);
+	struct fd_cmd_result r;
+	json_t *pl = json_pack("{s:s}", "customer_id", "c");
+	cr_assert_eq(fd_bus_send(e.bus, &fd_order_type, id, "create", pl, NULL, &r), FD_OK);
+	json_decref(pl);
+	cr_assert_eq(fd_projection_wait(e.pool, "order_summaries", r.position, 10000), FD_OK);
+	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM order_summaries"), 1, "visible once the wait returns");
+	struct fd_cursor future = { r.position.tx + 1000000, 1 };
+	cr_assert_eq(fd_projection_wait(e.pool, "order_summaries", future, 200), FD_ERR_RETRY);
+	fd_cmd_result_release(&r);
+	fd_projector_stop(p);
+	env_close(&e);
+}
