@@ -450,12 +450,29 @@ void fd_server_stop(struct fd_server *srv, unsigned grace_ms)
 		deadline.tv_sec++;
 		deadline.tv_nsec -= 1000000000L;
 	}
-	pthread_mutex_lock(&srv->lock);
-	while (srv->inflight > 0)
-		if (pthread_cond_timedwait(&srv->idle, &srv->lock, &deadline) == ETIMEDOUT)
+	/*
+	 * Wait for in-flight requests; then give connections accepted just before
+	 * the quiesce a moment to deliver their request line, and wait again, so
+	 * a request already on the wire is answered rather than cut off.
+	 */
+	unsigned left;
+	for (int settle = 0;; settle++) {
+		pthread_mutex_lock(&srv->lock);
+		bool timed_out = false;
+		while (srv->inflight > 0 && !timed_out)
+			timed_out = pthread_cond_timedwait(&srv->idle, &srv->lock, &deadline) == ETIMEDOUT;
+		left = srv->inflight;
+		pthread_mutex_unlock(&srv->lock);
+		if (left || timed_out || settle == 3)
 			break;
-	unsigned left = srv->inflight;
-	pthread_mutex_unlock(&srv->lock);
+		struct timespec pause = { .tv_sec = 0, .tv_nsec = 50 * 1000000L };
+		nanosleep(&pause, NULL);
+		pthread_mutex_lock(&srv->lock);
+		bool idle = srv->inflight == 0;
+		pthread_mutex_unlock(&srv->lock);
+		if (idle && settle >= 1)
+			break;
+	}
 	if (left)
 		fd_log(FD_LOG_WARN, "stopping with %u requests still in flight", left);
 	MHD_stop_daemon(srv->daemon);
