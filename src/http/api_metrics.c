@@ -8,11 +8,14 @@
  */
 #include "factd/api.h"
 
+#include <string.h>
+
 #include <stdlib.h>
 
 #include "factd/domain.h"
 #include "factd/metrics.h"
 #include "factd/problem.h"
+#include "factd/proj.h"
 #include "factd/router.h"
 
 /* The aggregate types with a label of their own; a type missing here counts as "other". */
@@ -43,6 +46,49 @@ done:
 	return err;
 }
 
+/*
+ * Projection lag, read from the database at scrape time (it is shared by every
+ * process, whichever runs the projection).  Left out when the database cannot
+ * be asked: the process metrics are still worth serving.
+ */
+static void append_projection_gauges(struct fd_pool *pool, struct fd_buf *out)
+{
+	json_t *st = NULL;
+	if (fd_projection_status(pool, &st) != FD_OK)
+		return;
+	static const struct {
+		const char *name, *help, *field;
+	} gauges[] = {
+		{ "factd_projection_lag_events", "Events in the feed a projection has not applied yet.", "lag_events" },
+		{ "factd_projection_lag_seconds", "Age in seconds of the oldest event a projection has not applied yet.",
+		  "lag_seconds" },
+	};
+	enum fd_err err = FD_OK;
+	for (size_t g = 0; g < sizeof gauges / sizeof gauges[0] && !err; g++) {
+		err = fd_buf_appendf(out, "# HELP %s %s\n# TYPE %s gauge\n", gauges[g].name, gauges[g].help, gauges[g].name);
+		size_t i;
+		json_t *p;
+		json_array_foreach(st, i, p) {
+			if (!err)
+				err = fd_buf_appendf(out, "%s{projection=\"%s\"} %.6g\n", gauges[g].name,
+						     json_string_value(json_object_get(p, "name")),
+						     json_number_value(json_object_get(p, gauges[g].field)));
+		}
+	}
+	if (!err)
+		err = fd_buf_appendf(out, "# HELP factd_projection_running 1 when some factd process runs the projection.\n"
+					  "# TYPE factd_projection_running gauge\n");
+	size_t i;
+	json_t *p;
+	json_array_foreach(st, i, p) {
+		if (!err)
+			err = fd_buf_appendf(out, "factd_projection_running{projection=\"%s\"} %d\n",
+					     json_string_value(json_object_get(p, "name")),
+					     strcmp(json_string_value(json_object_get(p, "status")), "stopped") != 0);
+	}
+	json_decref(st);
+}
+
 void fd_api_metrics(struct fd_req *req, struct fd_resp *resp)
 {
 	struct fd_buf out = FD_BUF_INIT;
@@ -58,6 +104,8 @@ void fd_api_metrics(struct fd_req *req, struct fd_resp *resp)
 		pool = (struct fd_metrics_pool){ .size = s.size, .open = s.open, .in_use = s.in_use, .waiting = s.waiting };
 	}
 	enum fd_err err = fd_metrics_render(req->app->metrics, req->app->pool ? &pool : NULL, &out);
+	if (!err && req->app->pool)
+		append_projection_gauges(req->app->pool, &out);
 	size_t len = out.len;
 	char *body = err ? NULL : fd_buf_detach(&out);
 	fd_buf_release(&out);

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "factd/bus.h"
@@ -482,6 +483,29 @@ Test(http_metrics, server_without_registry)
 	cr_assert_eq(value_of(text, "factd_snapshots_written_total"), 0);
 	cr_assert_eq(commands(text, "product", "ok"), 0);
 	cr_assert_eq(requests(text, "unmatched", "GET", 404), -1);
+	free(text);
+	fd_test_server_stop(&ts);
+}
+
+Test(http_metrics, projection_lag_gauges_follow_the_projector, .timeout = 60)
+{
+	struct fd_test_server ts;
+	fd_test_server_start(&ts, NULL);
+	expect(ts.port, "POST", "/products", NULL, "{\"product_id\":\"sku-lag\",\"name\":\"Lag\",\"stock\":1}", 201);
+	/* The test server runs the projector: the lag returns to zero and both projections report running. */
+	char *text = NULL;
+	for (int i = 0; i < 500; i++) {
+		free(text);
+		text = scrape(ts.port);
+		if (strstr(text, "factd_projection_lag_events{projection=\"product_stock\"} 0\n") &&
+		    strstr(text, "factd_projection_running{projection=\"product_stock\"} 1\n"))
+			break;
+		usleep(20000);
+	}
+	cr_assert(strstr(text, "# TYPE factd_projection_lag_events gauge"), "%s", text);
+	cr_assert(strstr(text, "# TYPE factd_projection_lag_seconds gauge"));
+	cr_assert(strstr(text, "factd_projection_lag_events{projection=\"product_stock\"} 0\n"), "lag never reached 0");
+	cr_assert(strstr(text, "factd_projection_running{projection=\"order_summaries\"} 1\n"));
 	free(text);
 	fd_test_server_stop(&ts);
 }
