@@ -55,6 +55,13 @@ uint64_t fd_notifier_wait(struct fd_notifier *n, uint64_t seen, unsigned timeout
 /* Advance the generation and wake every waiter, as if events had arrived (used on shutdown). */
 void fd_notifier_wake(struct fd_notifier *n);
 
+/*
+ * Events were appended by this process: wake local waiters now, and have the
+ * notifier thread send NOTIFY factd_events (outside any append transaction,
+ * at most every few milliseconds) so followers in other processes wake too.
+ */
+void fd_notifier_announce(struct fd_notifier *n);
+
 /* True while the LISTEN connection is up; false before it first connects and while it reconnects. */
 bool fd_notifier_listening(struct fd_notifier *n);
 

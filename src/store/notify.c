@@ -34,6 +34,7 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define CONNECT_TIMEOUT_MS 10000
+#define ANNOUNCE_PAUSE_MS 5 /* at most ~200 NOTIFYs a second per process */
 
 struct fd_notifier {
 	char *conninfo;
@@ -44,10 +45,11 @@ struct fd_notifier {
 	bool listening;
 	bool stopping;
 	int wake[2]; /* self-pipe: [0] polled by the thread, [1] written by fd_notifier_stop */
+	int kick[2]; /* [1] written by fd_notifier_announce: local appends to tell other processes about */
 };
 
 /* What waiting on the socket (and the self-pipe) ended with. */
-enum wait_result { WAIT_READY, WAIT_TIMEOUT, WAIT_STOP, WAIT_ERROR };
+enum wait_result { WAIT_READY, WAIT_TIMEOUT, WAIT_STOP, WAIT_ERROR, WAIT_KICK };
 
 static int64_t now_ms(void)
 {
@@ -82,10 +84,11 @@ static void set_listening(struct fd_notifier *n, bool on)
 /* Wait for `events` on sock (sock < 0: only for the self-pipe) for up to timeout_ms (-1: no limit). */
 static enum wait_result wait_socket(struct fd_notifier *n, int sock, short events, int timeout_ms)
 {
-	struct pollfd fds[2] = { { .fd = n->wake[0], .events = POLLIN }, { .fd = sock, .events = events } };
+	struct pollfd fds[3] = { { .fd = n->wake[0], .events = POLLIN }, { .fd = sock, .events = events },
+				 { .fd = n->kick[0], .events = POLLIN } };
 	int r;
 	do
-		r = poll(fds, sock >= 0 ? 2 : 1, timeout_ms);
+		r = poll(fds, sock >= 0 ? 3 : 1, timeout_ms);
 	while (r < 0 && errno == EINTR);
 	if (r < 0)
 		return WAIT_ERROR;
@@ -93,7 +96,15 @@ static enum wait_result wait_socket(struct fd_notifier *n, int sock, short event
 		return WAIT_STOP;
 	if (r == 0)
 		return WAIT_TIMEOUT;
-	return (fds[1].revents & (POLLERR | POLLNVAL)) ? WAIT_ERROR : WAIT_READY;
+	if (fds[1].revents & (POLLERR | POLLNVAL))
+		return WAIT_ERROR;
+	if (sock >= 0 && (fds[2].revents & POLLIN)) {
+		char drain[64];
+		while (read(n->kick[0], drain, sizeof drain) > 0)
+			;
+		return WAIT_KICK;
+	}
+	return WAIT_READY;
 }
 
 static void log_notice(void *arg, const char *message)
@@ -164,6 +175,18 @@ static void listen_loop(struct fd_notifier *n, PGconn *c)
 		enum wait_result w = wait_socket(n, PQsocket(c), POLLIN, -1);
 		if (w == WAIT_STOP)
 			return;
+		if (w == WAIT_KICK) {
+			/* Tell other processes; then pause so a burst of appends costs one NOTIFY. */
+			PGresult *res = PQexec(c, "NOTIFY factd_events");
+			bool sent = PQresultStatus(res) == PGRES_COMMAND_OK;
+			PQclear(res);
+			if (!sent) {
+				fd_log(FD_LOG_WARN, "notifier: NOTIFY failed: %s", PQerrorMessage(c));
+				return;
+			}
+			struct timespec pause = { .tv_sec = 0, .tv_nsec = ANNOUNCE_PAUSE_MS * 1000000L };
+			nanosleep(&pause, NULL);
+		}
 		if (w == WAIT_ERROR || !PQconsumeInput(c)) {
 			fd_log(FD_LOG_WARN, "notifier: lost the LISTEN connection: %s", PQerrorMessage(c));
 			return;
@@ -218,10 +241,11 @@ enum fd_err fd_notifier_start(const char *conninfo, struct fd_notifier **out)
 	if (!n)
 		goto done;
 	n->wake[0] = n->wake[1] = -1;
+	n->kick[0] = n->kick[1] = -1;
 	if (!(n->conninfo = strdup(conninfo ? conninfo : "")))
 		goto done;
 	err = FD_ERR_IO;
-	if (pipe2(n->wake, O_CLOEXEC | O_NONBLOCK) != 0)
+	if (pipe2(n->wake, O_CLOEXEC | O_NONBLOCK) != 0 || pipe2(n->kick, O_CLOEXEC | O_NONBLOCK) != 0)
 		goto done;
 	pthread_mutex_init(&n->lock, NULL);
 	pthread_condattr_init(&attr);
@@ -240,9 +264,11 @@ done:
 			pthread_cond_destroy(&n->changed);
 			pthread_mutex_destroy(&n->lock);
 		}
-		if (n->wake[0] >= 0) {
-			close(n->wake[0]);
-			close(n->wake[1]);
+		for (int i = 0; i < 2; i++) {
+			if (n->wake[i] >= 0)
+				close(n->wake[i]);
+			if (n->kick[i] >= 0)
+				close(n->kick[i]);
 		}
 		free(n->conninfo);
 		free(n);
@@ -266,6 +292,8 @@ void fd_notifier_stop(struct fd_notifier *n)
 	pthread_join(n->thread, NULL);
 	close(n->wake[0]);
 	close(n->wake[1]);
+	close(n->kick[0]);
+	close(n->kick[1]);
 	pthread_cond_destroy(&n->changed);
 	pthread_mutex_destroy(&n->lock);
 	free(n->conninfo);
@@ -303,6 +331,15 @@ void fd_notifier_wake(struct fd_notifier *n)
 {
 	if (n)
 		advance(n);
+}
+
+void fd_notifier_announce(struct fd_notifier *n)
+{
+	if (!n)
+		return;
+	advance(n);
+	ssize_t w = write(n->kick[1], "k", 1); /* a full pipe already holds a kick */
+	(void)w;
 }
 
 bool fd_notifier_listening(struct fd_notifier *n)

@@ -29,6 +29,7 @@
 #include "factd/problem.h"
 #include "http_client.h"
 #include "test_server.h"
+#include "factd/notify.h"
 #include "testdb.h"
 
 /* ---- time ------------------------------------------------------------------- */
@@ -1024,4 +1025,24 @@ Test(sse, server_stops_promptly_with_streams_open, .timeout = 60)
 Test(sse, server_stops_promptly_with_polling_streams_open, .timeout = 60)
 {
 	stop_with_open_streams(poll_only);
+}
+
+/* An append in one process wakes notifiers in the others: the announcing notifier sends NOTIFY. */
+Test(sse_notifier, announce_reaches_another_process_notifier, .timeout = 60)
+{
+	char *url = fd_test_db_new();
+	struct fd_notifier *here = NULL, *there = NULL;
+	cr_assert_eq(fd_notifier_start(url, &here), FD_OK);
+	cr_assert_eq(fd_notifier_start(url, &there), FD_OK);
+	for (int i = 0; i < 500 && !(fd_notifier_listening(here) && fd_notifier_listening(there)); i++)
+		usleep(10000);
+	cr_assert(fd_notifier_listening(here) && fd_notifier_listening(there));
+	uint64_t seen = fd_notifier_generation(there);
+	/* Nothing is announced: the other notifier stays put (it does not poll). */
+	cr_assert_eq(fd_notifier_wait(there, seen, 300), seen);
+	fd_notifier_announce(here);
+	cr_assert_neq(fd_notifier_wait(there, seen, 5000), seen, "the NOTIFY did not reach the other notifier");
+	fd_notifier_stop(there);
+	fd_notifier_stop(here);
+	free(url);
 }
