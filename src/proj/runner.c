@@ -308,10 +308,18 @@ static long step(struct fd_projector *p, struct worker *w)
 			goto fail;
 		applied += (long)m;
 		if (shadow_done) {
-			/* The copy has reached the visible end: swap it in and carry its checkpoint over. */
+			/*
+			 * The copy has reached the visible end: swap it in and carry its
+			 * checkpoint over, in a transaction of its own.  A reader queued
+			 * behind the swap keeps the snapshot it started with; had the
+			 * copy's last rows been written in the same transaction, that
+			 * reader would find the new table without them.
+			 */
 			char swap[3 * MAX_TABLE + 80];
 			snprintf(swap, sizeof swap, "DROP TABLE %s; ALTER TABLE %s RENAME TO %s", d->table, shadow, d->table);
-			if (!run_script(w->conn, swap) ||
+			if (!run(w->conn, "COMMIT", 0, NULL, NULL) || !run(w->conn, "BEGIN", 0, NULL, NULL) ||
+			    !run(w->conn, "SELECT 1 FROM projections WHERE name = $1 FOR UPDATE", 1, np, NULL) ||
+			    !run_script(w->conn, swap) ||
 			    !run(w->conn,
 				 "UPDATE projections SET tx_id = rebuild_tx_id, seq = rebuild_seq, rebuilding = false,"
 				 " rebuild_tx_id = '0', rebuild_seq = 0, updated_at = now() WHERE name = $1",
