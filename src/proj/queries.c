@@ -101,15 +101,28 @@ bool fd_query_sku_valid(const char *s)
  * safe to repeat).  An undefined table (42P01) means the projector has not
  * created the read model yet: FD_ERR_UNAVAILABLE.
  */
-static enum fd_err run_json(struct fd_pool *pool, const char *sql, int n, const char *const *params, char **json)
+static enum fd_err run_json(struct fd_pool *pool, const char *table, const char *sql, int n,
+			    const char *const *params, char **json)
 {
 	*json = NULL;
+	/*
+	 * Lock the read model first, then query in a statement of its own: a
+	 * rebuild swaps the table in by DROP and RENAME, and a statement that
+	 * waited for that swap would otherwise read the new table with the
+	 * snapshot it took before the wait.
+	 */
+	char lock[128];
+	snprintf(lock, sizeof lock, "BEGIN; LOCK TABLE %s IN ACCESS SHARE MODE", table);
 	for (int attempt = 0;; attempt++) {
 		PGconn *conn = NULL;
 		enum fd_err err = fd_pool_acquire(pool, &conn);
 		if (err)
 			return err;
-		PGresult *res = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+		PGresult *res = PQexec(conn, lock);
+		if (PQresultStatus(res) == PGRES_COMMAND_OK) {
+			PQclear(res);
+			res = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+		}
 		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && PQnfields(res) == 1 &&
 		    !PQgetisnull(res, 0, 0)) {
 			*json = strdup(PQgetvalue(res, 0, 0));
@@ -126,6 +139,8 @@ static enum fd_err run_json(struct fd_pool *pool, const char *sql, int n, const 
 					      json_pack("{s:s?, s:s}", "sqlstate", state, "error",
 							PQresultErrorMessage(res)));
 		}
+		PQclear(res);
+		res = PQexec(conn, PQtransactionStatus(conn) == PQTRANS_INERROR ? "ROLLBACK" : "COMMIT");
 		bool broken = PQstatus(conn) != CONNECTION_OK;
 		PQclear(res);
 		fd_pool_release(pool, conn, broken);
@@ -171,7 +186,7 @@ enum fd_err fd_query_orders(struct fd_pool *pool, const char *status, const char
 	if (!err)
 		err = fd_buf_append(&sql, orders_tail, strlen(orders_tail));
 	if (!err)
-		err = run_json(pool, sql.data, n, params, json);
+		err = run_json(pool, "order_summaries", sql.data, n, params, json);
 	fd_buf_release(&sql);
 	return err;
 }
@@ -184,5 +199,5 @@ enum fd_err fd_query_products(struct fd_pool *pool, const char *after_product_id
 		return FD_ERR_INVAL;
 	snprintf(lim, sizeof lim, "%u", limit);
 	const char *params[] = { lim, after_product_id };
-	return run_json(pool, products_sql, 2, params, json);
+	return run_json(pool, "product_stock", products_sql, 2, params, json);
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 const char *fd_test_admin_url(void)
@@ -58,7 +59,11 @@ static char *create_db(const char *template_name)
 {
 	static atomic_uint counter;
 	char name[64];
-	snprintf(name, sizeof name, "t_%ld_%u", (long)getpid(), atomic_fetch_add(&counter, 1));
+	/* The pid alone can repeat when a cluster outlives one run; add the clock. */
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	snprintf(name, sizeof name, "t_%ld_%u_%lx", (long)getpid(), atomic_fetch_add(&counter, 1),
+		 (unsigned long)(ts.tv_nsec ^ ts.tv_sec));
 	char sql[256];
 	if (template_name)
 		snprintf(sql, sizeof sql, "CREATE DATABASE %s TEMPLATE %s STRATEGY FILE_COPY", name, template_name);
