@@ -197,7 +197,7 @@ static bool apply_batch(struct fd_projector *p, struct worker *w, const char *ta
 		 "SELECT event_id::text, stream_id, category, version, type, data::text, metadata::text,"
 		 " to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), tx_id::text, seq"
 		 " FROM events WHERE (tx_id, seq) > ($1::xid8, $2::bigint) AND tx_id < $3::xid8"
-		 " AND category = ANY ($4::text[]) ORDER BY tx_id, seq LIMIT $5::bigint",
+		 " AND category = ANY ($4::text[]) ORDER BY events.tx_id, events.seq LIMIT $5::bigint",
 		 5, ep, &res))
 		goto done;
 	int n = PQntuples(res);
@@ -238,7 +238,7 @@ static bool apply_batch(struct fd_projector *p, struct worker *w, const char *ta
 		const char *hp[] = { xmin, last_tx, last_seq };
 		if (!run(w->conn,
 			 "SELECT tx_id::text, seq FROM events WHERE tx_id < $1::xid8 AND (tx_id, seq) > ($2::xid8, $3::bigint)"
-			 " ORDER BY tx_id DESC, seq DESC LIMIT 1",
+			 " ORDER BY events.tx_id DESC, events.seq DESC LIMIT 1",
 			 3, hp, &head))
 			goto done;
 		if (PQntuples(head) == 1) {

@@ -321,3 +321,35 @@ Test(projections, wait_reaches_a_position_or_times_out)
 	fd_projector_stop(p);
 	env_close(&e);
 }
+
+/*
+ * Transaction ids that gain a digit (99 -> 100) must keep their numeric order:
+ * a batch sorted by the text form would jump past events and lose them.
+ */
+Test(projections, batches_follow_numeric_transaction_order_across_a_digit_boundary, .timeout = 60)
+{
+	struct env e = env_open();
+	char sql[1024];
+	for (int i = 0; i < 24; i++) {
+		char id[FD_UUID_STRLEN + 1];
+		struct fd_uuid u;
+		cr_assert_eq(fd_uuid_v7(&u), FD_OK);
+		fd_uuid_format(&u, id);
+		snprintf(sql, sizeof sql,
+			 "INSERT INTO streams (stream_id, category, version) VALUES ('order-%s', 'order', 1);"
+			 "INSERT INTO events (tx_id, event_id, stream_id, category, version, type, data)"
+			 " VALUES ('%d'::xid8, gen_random_uuid(), 'order-%s', 'order', 1, 'OrderCreated',"
+			 " '{\"customer_id\": \"c\"}')",
+			 id, 88 + i, id);
+		exec_sql(e.url, sql);
+	}
+	struct fd_projector *p = projector_start(&e); /* batches of 7 straddle tx 99 -> 100 */
+	time_t end = time(NULL) + 30;
+	while (scalar(e.url, "SELECT count(*) FROM projections WHERE name = 'order_summaries' AND tx_id >= '111'::xid8") == 0) {
+		cr_assert(time(NULL) < end, "the projector did not get past the inserted events");
+		usleep(20000);
+	}
+	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM order_summaries"), 24, "every event was applied");
+	fd_projector_stop(p);
+	env_close(&e);
+}
