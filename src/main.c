@@ -22,6 +22,7 @@
 #include "factd/notify.h"
 #include "factd/pool.h"
 #include "factd/proj.h"
+#include "factd/saga.h"
 
 #define SHUTDOWN_GRACE_MS 10000
 
@@ -32,6 +33,7 @@ static int serve(const struct fd_config *cfg)
 	struct fd_bus *bus = NULL;
 	struct fd_projector *projector = NULL;
 	struct fd_notifier *notifier = NULL;
+	struct fd_saga_engine *sagas = NULL;
 	struct fd_metrics *metrics = NULL;
 	int rc = 1;
 	char *redacted = fd_config_redact_url(cfg->database_url);
@@ -75,6 +77,16 @@ static int serve(const struct fd_config *cfg)
 	}
 	app.notifier = notifier;
 	fd_pool_set_notifier(pool, notifier);
+	if (cfg->sagas) {
+		struct fd_saga_config sc = { .conninfo = cfg->database_url, .bus = bus, .gateway = &gateway.base,
+					     .notifier = notifier, .metrics = metrics, .workers = cfg->saga_workers,
+					     .intake = true, .poll_ms = cfg->saga_poll_ms, .lease_ms = cfg->saga_lease_ms,
+					     .time_pct = cfg->saga_time_pct };
+		if (fd_saga_engine_start(&sc, &sagas) != FD_OK) {
+			fd_log(FD_LOG_ERROR, "cannot start the saga engine");
+			goto done;
+		}
+	}
 	if (fd_server_start(&app, &srv) != FD_OK)
 		goto done;
 	fd_log_fields(FD_LOG_INFO, "listening",
@@ -93,6 +105,7 @@ static int serve(const struct fd_config *cfg)
 	rc = 0;
 done:
 	fd_server_stop(srv, 0);
+	fd_saga_engine_stop(sagas);
 	fd_notifier_stop(notifier);
 	fd_projector_stop(projector);
 	fd_bus_free(bus);

@@ -65,4 +65,11 @@ void fd_api_projections(struct fd_req *req, struct fd_resp *resp);
 /* POST /projections/{name}/rebuild: 202 once the rebuild is requested. */
 void fd_api_rebuild_projection(struct fd_req *req, struct fd_resp *resp);
 
+/* Sagas (api_saga.c): list, show, the order's saga, operator retry and abort. */
+void fd_api_list_sagas(struct fd_req *req, struct fd_resp *resp);
+void fd_api_get_saga(struct fd_req *req, struct fd_resp *resp);
+void fd_api_order_saga(struct fd_req *req, struct fd_resp *resp);
+void fd_api_retry_saga(struct fd_req *req, struct fd_resp *resp);
+void fd_api_abort_saga(struct fd_req *req, struct fd_resp *resp);
+
 #endif

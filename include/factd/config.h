@@ -40,6 +40,11 @@ struct fd_config {
 	unsigned sse_notify;      /* FACTD_SSE_NOTIFY: 1 = LISTEN for new events, 0 = only poll the feed */
 	unsigned projections;     /* FACTD_PROJECTIONS: 1 = this process may run projections */
 	unsigned min_position_wait_ms; /* FACTD_MIN_POSITION_WAIT_MS: longest wait of a ?min_position= read */
+	unsigned sagas;           /* FACTD_SAGAS: 1 = this process runs sagas (intake and workers) */
+	unsigned saga_workers;    /* FACTD_SAGA_WORKERS: threads running saga steps */
+	unsigned saga_poll_ms;    /* FACTD_SAGA_POLL_MS: how often idle saga workers look for due work */
+	unsigned saga_lease_ms;   /* FACTD_SAGA_LEASE_MS: a worker's claim on a saga step */
+	unsigned saga_time_pct;   /* FACTD_SAGA_TIME_PERCENT: scales every saga timeout and retry delay */
 };
 
 /*

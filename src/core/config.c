@@ -44,7 +44,12 @@ static const char usage[] =
 	"  FACTD_MIN_POSITION_WAIT_MS longest wait of a read for ?min_position= before 503 (default 5000)\n"
 	"  FACTD_MAX_STREAMS        concurrent GET /events/stream clients; more get 503 (default 256)\n"
 	"  FACTD_SSE_HEARTBEAT_S    seconds of silence before a live stream sends a heartbeat (default 15)\n"
-	"  FACTD_SSE_NOTIFY         0 = live streams poll the feed instead of LISTEN (default 1)\n";
+	"  FACTD_SSE_NOTIFY         0 = live streams poll the feed instead of LISTEN (default 1)\n"
+	"  FACTD_SAGAS              0 = this process runs no saga steps or intake (default 1)\n"
+	"  FACTD_SAGA_WORKERS       threads running saga steps (default 2)\n"
+	"  FACTD_SAGA_POLL_MS       how often idle saga workers look for due steps (default 100)\n"
+	"  FACTD_SAGA_LEASE_MS      a worker's claim on a step; a crashed worker's step reruns after it (default 30000)\n"
+	"  FACTD_SAGA_TIME_PERCENT  scales every saga timeout and retry delay, in percent (default 100)\n";
 
 const char *fd_config_usage(void)
 {
@@ -76,6 +81,11 @@ enum fd_err fd_config_defaults(struct fd_config *cfg)
 	cfg->max_streams = 256;
 	cfg->sse_heartbeat_s = 15;
 	cfg->sse_notify = 1;
+	cfg->sagas = 1;
+	cfg->saga_workers = 2;
+	cfg->saga_poll_ms = 100;
+	cfg->saga_lease_ms = 30000;
+	cfg->saga_time_pct = 100;
 	return cfg->listen_host ? FD_OK : FD_ERR_NOMEM;
 }
 
@@ -128,6 +138,11 @@ static const struct num_opt num_opts[] = {
 	NUM("FACTD_MAX_STREAMS", max_streams, 1, 65536),
 	NUM("FACTD_SSE_HEARTBEAT_S", sse_heartbeat_s, 1, 3600),
 	NUM("FACTD_SSE_NOTIFY", sse_notify, 0, 1),
+	NUM("FACTD_SAGAS", sagas, 0, 1),
+	NUM("FACTD_SAGA_WORKERS", saga_workers, 0, 64),
+	NUM("FACTD_SAGA_POLL_MS", saga_poll_ms, 10, 60000),
+	NUM("FACTD_SAGA_LEASE_MS", saga_lease_ms, 100, 3600000),
+	NUM("FACTD_SAGA_TIME_PERCENT", saga_time_pct, 1, 100000),
 };
 #undef NUM
 

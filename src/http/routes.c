@@ -27,6 +27,7 @@ const struct fd_route fd_routes[] = {
 	{ .method = "GET", .pattern = "/orders", .handler = fd_api_list_orders },
 	{ .method = "GET", .pattern = "/orders/{id}", .handler = fd_api_get_aggregate, .arg = &fd_order_type },
 	{ .method = "GET", .pattern = "/orders/{id}/events", .handler = fd_api_aggregate_events, .arg = &fd_order_type },
+	{ .method = "GET", .pattern = "/orders/{id}/saga", .handler = fd_api_order_saga },
 	{ .method = "POST", .pattern = "/orders/{id}/lines", .handler = fd_api_command, .json_body = true,
 	  .arg = CMD(fd_order_type, "add_line") },
 	{ .method = "DELETE", .pattern = "/orders/{id}/lines/{product_id}", .handler = fd_api_command,
@@ -59,6 +60,12 @@ const struct fd_route fd_routes[] = {
 	/* read models */
 	{ .method = "GET", .pattern = "/projections", .handler = fd_api_projections },
 	{ .method = "POST", .pattern = "/projections/{name}/rebuild", .handler = fd_api_rebuild_projection },
+
+	/* sagas (process managers) */
+	{ .method = "GET", .pattern = "/sagas", .handler = fd_api_list_sagas },
+	{ .method = "GET", .pattern = "/sagas/{id}", .handler = fd_api_get_saga },
+	{ .method = "POST", .pattern = "/sagas/{id}/retry", .handler = fd_api_retry_saga },
+	{ .method = "POST", .pattern = "/sagas/{id}/abort", .handler = fd_api_abort_saga },
 };
 
 const size_t fd_routes_count = sizeof fd_routes / sizeof fd_routes[0];

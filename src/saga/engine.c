@@ -1,0 +1,703 @@
+/*
+ * engine.c - the saga engine: the intake (a checkpointed subscription that
+ * folds feed events into saga rows) and the workers (claim due rows, run the
+ * step, record its outcome).  See saga.h for the guarantees.
+ *
+ * Threading: one intake thread and cfg->workers worker threads per engine,
+ * each with its own PostgreSQL connection.  Workers sleep on a condition
+ * variable that the intake signals when it made work due now, and poll every
+ * poll_ms for work made due by time or by other processes.
+ */
+#include "factd/saga.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "factd/hash.h"
+#include "factd/log.h"
+#include "factd/notify.h"
+#include "factd/uuid.h"
+#include "machine.h"
+#include "rows.h"
+
+#define SUBSCRIPTION "sagas"
+#define CLAIM_BATCH 4
+
+struct fd_saga_engine {
+	struct fd_saga_config cfg;
+	char *conninfo;
+	atomic_bool stop;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	uint64_t kicks;          /* bumped when work became due now */
+	pthread_t intake;
+	bool intake_started;
+	pthread_t *workers;
+	unsigned nworkers;
+	char owner[96];
+	char categories[512];    /* PostgreSQL array literal of every saga type's categories */
+};
+
+/* ---- saga types -------------------------------------------------------- */
+
+const struct fd_saga_type *const fd_saga_types[] = { &fd_order_fulfillment_saga, &fd_order_shipping_saga };
+const size_t fd_saga_types_count = sizeof fd_saga_types / sizeof fd_saga_types[0];
+
+const struct fd_saga_type *fd_saga_type_find(const char *name)
+{
+	for (size_t i = 0; name && i < fd_saga_types_count; i++)
+		if (strcmp(fd_saga_types[i]->name, name) == 0)
+			return fd_saga_types[i];
+	return NULL;
+}
+
+void fd_saga_id_for(const char *type, const char *key, char out[37])
+{
+	char name[512];
+	int n = snprintf(name, sizeof name, "%s\n%s", type, key);
+	struct fd_uuid u;
+	fd_uuid_from_name("factd.saga", name, n < 0 ? 0 : (size_t)n < sizeof name ? (size_t)n : sizeof name - 1, &u);
+	fd_uuid_format(&u, out);
+}
+
+void fd_saga_meta(const struct fd_saga_ctx *ctx, struct fd_cmd_meta *meta)
+{
+	*meta = (struct fd_cmd_meta){
+		.correlation_id = ctx->saga_id,
+		.causation_id = ctx->saga_id,
+		.caller = "saga",
+	};
+}
+
+enum fd_err fd_saga_send(struct fd_saga_ctx *ctx, const struct fd_aggregate_type *t, const char *id,
+			 const char *command, json_t *payload, const char *sub, struct fd_cmd_result *out)
+{
+	char key[256], hash[65];
+	snprintf(key, sizeof key, "saga:%s:%s:%s%s", ctx->saga_id, ctx->step, ctx->compensating ? "undo:" : "", sub);
+	char *body = json_dumps(payload, JSON_COMPACT | JSON_SORT_KEYS);
+	if (!body) {
+		memset(out, 0, sizeof *out);
+		return FD_ERR_NOMEM;
+	}
+	struct fd_sha256 c;
+	unsigned char d[32];
+	fd_sha256_init(&c);
+	fd_sha256_update(&c, t->name, strlen(t->name));
+	fd_sha256_update(&c, "\n", 1);
+	fd_sha256_update(&c, command, strlen(command));
+	fd_sha256_update(&c, "\n", 1);
+	fd_sha256_update(&c, body, strlen(body));
+	fd_sha256_final(&c, d);
+	free(body);
+	for (int i = 0; i < 32; i++)
+		snprintf(hash + 2 * i, 3, "%02x", d[i]);
+	struct fd_cmd_meta meta;
+	fd_saga_meta(ctx, &meta);
+	meta.idempotency_key = key;
+	meta.request_hash = hash;
+	return fd_bus_send(ctx->bus, t, id, command, payload, &meta, out);
+}
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static long long lock_key(const char *name)
+{
+	uint64_t h = 1469598103934665603ULL;
+	for (const char *s = name; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return (long long)(h & 0x7fffffffffffffffULL);
+}
+
+static void kick(struct fd_saga_engine *e)
+{
+	pthread_mutex_lock(&e->mu);
+	e->kicks++;
+	pthread_cond_broadcast(&e->cv);
+	pthread_mutex_unlock(&e->mu);
+}
+
+/* Sleep up to ms unless kicked (workers) or stopped. */
+static void nap(struct fd_saga_engine *e, uint64_t *seen, unsigned ms)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&e->mu);
+	while (!atomic_load(&e->stop) && e->kicks == *seen)
+		if (pthread_cond_timedwait(&e->cv, &e->mu, &until) != 0)
+			break;
+	*seen = e->kicks;
+	pthread_mutex_unlock(&e->mu);
+}
+
+static PGconn *connect_db(struct fd_saga_engine *e)
+{
+	PGconn *c = PQconnectdb(e->conninfo);
+	if (PQstatus(c) != CONNECTION_OK) {
+		fd_log_fields(FD_LOG_WARN, "saga engine cannot connect",
+			      json_pack("{s:s}", "error", PQerrorMessage(c)));
+		PQfinish(c);
+		return NULL;
+	}
+	return c;
+}
+
+static bool in_list(const char *const *list, const char *s)
+{
+	for (size_t i = 0; list && list[i]; i++)
+		if (strcmp(list[i], s) == 0)
+			return true;
+	return false;
+}
+
+/* ---- intake ---------------------------------------------------------------- */
+
+struct intake_round {
+	bool due_now;  /* some saga became due now: wake the workers after commit */
+};
+
+static bool save_after(PGconn *conn, struct fd_saga_state *st, struct intake_round *r, bool insert, const char *key)
+{
+	enum fd_err err = insert ? fd_saga_row_insert(conn, st, key) : fd_saga_row_save(conn, st);
+	if (!err)
+		err = fd_saga_notes_write(conn, st);
+	if (st->due == FD_DUE_IN && st->due_ms == 0)
+		r->due_now = true;
+	return err == FD_OK;
+}
+
+/* Fold ev into the saga in row 0 of res (locked).  False on a database error. */
+static bool fold_into(struct fd_saga_engine *e, PGconn *conn, PGresult *res, const struct fd_feed_event *ev,
+		      struct intake_round *r, const struct fd_saga_type **routed)
+{
+	struct fd_saga_state st;
+	enum fd_err err = fd_saga_row_parse(res, 0, e->cfg.time_pct, &st, NULL);
+	if (err)
+		return err != FD_ERR_IO && err != FD_ERR_NOMEM; /* a row of an unknown type or shape: skip it */
+	bool ok = true;
+	if (routed)
+		*routed = st.type;
+	if (!in_list(st.type->categories, ev->category))
+		goto done;
+	bool changed = false;
+	err = fd_saga_on_event(&st, ev, false, &changed);
+	if (err) {
+		ok = false;
+		goto done;
+	}
+	if (changed)
+		ok = save_after(conn, &st, r, false, NULL);
+done:
+	fd_saga_state_release(&st);
+	return ok;
+}
+
+static bool handle_event(struct fd_saga_engine *e, PGconn *conn, const struct fd_feed_event *ev,
+			 struct intake_round *r)
+{
+	const struct fd_saga_type *routed = NULL;
+	const char *corr = json_string_value(json_object_get(ev->metadata, "correlation_id"));
+	struct fd_uuid u;
+	if (corr && fd_uuid_parse(corr, &u)) {
+		const char *p[] = { corr };
+		PGresult *res = fd_saga_sql(conn, "SELECT " FD_SAGA_COLS("") " FROM sagas WHERE id = $1::uuid FOR UPDATE",
+					    1, p);
+		if (!res)
+			return false;
+		bool ok = PQntuples(res) == 0 || fold_into(e, conn, res, ev, r, &routed);
+		PQclear(res);
+		if (!ok)
+			return false;
+	}
+	for (size_t i = 0; i < fd_saga_types_count; i++) {
+		const struct fd_saga_type *t = fd_saga_types[i];
+		char key[256];
+		if (t == routed || !in_list(t->categories, ev->category) || !t->correlate(ev, key, sizeof key))
+			continue;
+		const char *p[] = { t->name, key };
+		PGresult *res = fd_saga_sql(
+			conn, "SELECT " FD_SAGA_COLS("") " FROM sagas WHERE type = $1 AND correlation_key = $2 FOR UPDATE",
+			2, p);
+		if (!res)
+			return false;
+		bool ok = true;
+		if (PQntuples(res) > 0) {
+			ok = fold_into(e, conn, res, ev, r, NULL);
+		} else if (t->steps[0].on_event && strcmp(t->steps[0].on_event, ev->type) == 0) {
+			char id[37];
+			fd_saga_id_for(t->name, key, id);
+			struct fd_saga_state st;
+			bool changed = false;
+			ok = fd_saga_state_init(&st, t, id, e->cfg.time_pct) == FD_OK;
+			if (ok) {
+				ok = fd_saga_on_event(&st, ev, true, &changed) == FD_OK &&
+				     save_after(conn, &st, r, true, key);
+				fd_saga_state_release(&st);
+				fd_log_fields(FD_LOG_DEBUG, "saga started",
+					      json_pack("{s:s, s:s, s:s}", "saga_id", id, "type", t->name, "key", key));
+			}
+		}
+		PQclear(res);
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+static void feed_event_from(PGresult *res, int i, struct fd_feed_event *ev)
+{
+	*ev = (struct fd_feed_event){
+		.event_id = PQgetvalue(res, i, 0),
+		.stream = PQgetvalue(res, i, 1),
+		.category = PQgetvalue(res, i, 2),
+		.version = strtoll(PQgetvalue(res, i, 3), NULL, 10),
+		.type = PQgetvalue(res, i, 4),
+		.data = json_loads(PQgetvalue(res, i, 5), 0, NULL),
+		.metadata = json_loads(PQgetvalue(res, i, 6), 0, NULL),
+		.recorded_at = PQgetvalue(res, i, 7),
+	};
+	if (!ev->data)
+		ev->data = json_object();
+	if (!ev->metadata)
+		ev->metadata = json_object();
+}
+
+/* One intake transaction.  Returns events handled, or -1 on a database error. */
+static int intake_batch(struct fd_saga_engine *e, PGconn *conn)
+{
+	char limit[16];
+	snprintf(limit, sizeof limit, "%u", e->cfg.batch);
+	struct intake_round r = { 0 };
+	PGresult *cp = NULL, *x = NULL, *evs = NULL;
+	int n = -1;
+	if (!fd_saga_exec(conn, "BEGIN"))
+		return -1;
+	const char *np[] = { SUBSCRIPTION };
+	cp = fd_saga_sql(conn, "SELECT tx_id::text, seq::text FROM subscriptions WHERE name = $1 FOR UPDATE", 1, np);
+	x = cp ? fd_saga_sql(conn, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text", 0, NULL) : NULL;
+	if (!cp || !x || PQntuples(cp) != 1)
+		goto done;
+	const char *ep[] = { PQgetvalue(cp, 0, 0), PQgetvalue(cp, 0, 1), PQgetvalue(x, 0, 0), e->categories, limit };
+	evs = fd_saga_sql(conn,
+			  "SELECT event_id::text, stream_id, category, version, type, data::text, metadata::text,"
+			  " to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+			  " events.tx_id::text, events.seq"
+			  " FROM events WHERE (events.tx_id, events.seq) > ($1::xid8, $2::bigint) AND events.tx_id < $3::xid8"
+			  " AND category = ANY ($4::text[]) ORDER BY events.tx_id, events.seq LIMIT $5::bigint",
+			  5, ep);
+	if (!evs)
+		goto done;
+	int rows = PQntuples(evs);
+	for (int i = 0; i < rows; i++) {
+		struct fd_feed_event ev;
+		feed_event_from(evs, i, &ev);
+		bool ok = handle_event(e, conn, &ev, &r);
+		json_decref(ev.data);
+		json_decref(ev.metadata);
+		if (!ok) {
+			fd_log_fields(FD_LOG_WARN, "saga intake failed on an event",
+				      json_pack("{s:s, s:s}", "event_id", PQgetvalue(evs, i, 0), "type",
+						PQgetvalue(evs, i, 4)));
+			goto done;
+		}
+	}
+	if (rows > 0) {
+		const char *up[] = { SUBSCRIPTION, PQgetvalue(evs, rows - 1, 8), PQgetvalue(evs, rows - 1, 9), e->owner };
+		PGresult *u = fd_saga_sql(conn,
+					  "UPDATE subscriptions SET tx_id = $2::xid8, seq = $3::bigint, owner = $4,"
+					  " updated_at = now() WHERE name = $1",
+					  4, up);
+		if (!u)
+			goto done;
+		PQclear(u);
+	}
+	if (!fd_saga_exec(conn, "COMMIT"))
+		goto done;
+	n = rows;
+	if (r.due_now)
+		kick(e);
+done:
+	if (n < 0)
+		fd_saga_exec(conn, "ROLLBACK");
+	PQclear(cp);
+	PQclear(x);
+	PQclear(evs);
+	return n;
+}
+
+static bool intake_take(struct fd_saga_engine *e, PGconn *conn)
+{
+	char key[24];
+	snprintf(key, sizeof key, "%lld", lock_key("factd.saga.intake"));
+	const char *kp[] = { key };
+	PGresult *res = fd_saga_sql(conn, "SELECT pg_try_advisory_lock($1::bigint)", 1, kp);
+	bool got = res && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	if (!got)
+		return false;
+	const char *np[] = { SUBSCRIPTION };
+	res = fd_saga_sql(conn, "INSERT INTO subscriptions (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", 1, np);
+	PQclear(res);
+	if (res)
+		fd_log_fields(FD_LOG_INFO, "saga intake taken", json_pack("{s:s}", "owner", e->owner));
+	return res != NULL;
+}
+
+static void *intake_main(void *arg)
+{
+	struct fd_saga_engine *e = arg;
+	PGconn *conn = NULL;
+	bool owned = false;
+	uint64_t gen = e->cfg.notifier ? fd_notifier_generation(e->cfg.notifier) : 0;
+	while (!atomic_load(&e->stop)) {
+		if (!conn) {
+			conn = connect_db(e);
+			owned = false;
+			if (!conn) {
+				sleep(1);
+				continue;
+			}
+		}
+		if (!owned && !(owned = intake_take(e, conn))) {
+			if (PQstatus(conn) != CONNECTION_OK) {
+				PQfinish(conn);
+				conn = NULL;
+			}
+			/* another process runs the intake; check again later (it may die) */
+			for (int i = 0; i < 10 && !atomic_load(&e->stop); i++)
+				usleep(100000);
+			continue;
+		}
+		int n = intake_batch(e, conn);
+		if (n < 0) {
+			if (PQstatus(conn) != CONNECTION_OK) {
+				PQfinish(conn);
+				conn = NULL;
+			}
+			usleep(200000);
+			continue;
+		}
+		if ((unsigned)n >= e->cfg.batch)
+			continue;
+		if (e->cfg.notifier)
+			gen = fd_notifier_wait(e->cfg.notifier, gen, e->cfg.poll_ms);
+		else
+			usleep(e->cfg.poll_ms * 1000u);
+	}
+	PQfinish(conn);
+	return NULL;
+}
+
+/* ---- workers --------------------------------------------------------------- */
+
+struct claimed {
+	struct fd_saga_state st;
+	char key[256];
+	struct fd_saga_job job;
+	char seq[16];  /* its saga_steps row, "" when none */
+};
+
+static const char *job_kind_name(enum fd_job_kind k)
+{
+	return k == FD_JOB_COMPENSATION ? "compensation" : "action";
+}
+
+/* Claim up to CLAIM_BATCH due sagas under `token`.  Returns how many (into out), -1 on error. */
+static int claim(struct fd_saga_engine *e, PGconn *conn, const char *token, struct claimed *out)
+{
+	char lease[24], limit[8];
+	snprintf(lease, sizeof lease, "%u", e->cfg.lease_ms);
+	snprintf(limit, sizeof limit, "%d", CLAIM_BATCH);
+	if (!fd_saga_exec(conn, "BEGIN"))
+		return -1;
+	const char *p[] = { token, lease, limit };
+	PGresult *res = fd_saga_sql(
+		conn,
+		"UPDATE sagas s SET lease_token = $1::uuid, due_at = now() + $2::bigint * interval '1 millisecond',"
+		" updated_at = now()"
+		" FROM (SELECT id FROM sagas WHERE due_at <= now() ORDER BY due_at LIMIT $3::int FOR UPDATE SKIP LOCKED) d"
+		" WHERE s.id = d.id RETURNING " FD_SAGA_COLS("s."),
+		3, p);
+	if (!res) {
+		fd_saga_exec(conn, "ROLLBACK");
+		return -1;
+	}
+	int n = 0;
+	for (int i = 0; i < PQntuples(res); i++) {
+		struct claimed *c = &out[n];
+		if (fd_saga_row_parse(res, i, e->cfg.time_pct, &c->st, NULL) != FD_OK) {
+			/* unknown type or broken row: park it so it is not claimed forever */
+			const char *ip[] = { PQgetvalue(res, i, 0) };
+			PGresult *u = fd_saga_sql(conn, "UPDATE sagas SET due_at = NULL WHERE id = $1::uuid", 1, ip);
+			PQclear(u);
+			continue;
+		}
+		snprintf(c->key, sizeof c->key, "%s", PQgetvalue(res, i, 2));
+		c->job = fd_saga_next_job(&c->st);
+		c->seq[0] = '\0';
+		const char *ip[] = { c->st.id };
+		PGresult *u = fd_saga_sql(conn,
+					  "UPDATE saga_steps SET outcome = 'interrupted', finished_at = now()"
+					  " WHERE saga_id = $1::uuid AND outcome = 'running'",
+					  1, ip);
+		bool ok = u != NULL;
+		PQclear(u);
+		if (ok && (c->job.kind == FD_JOB_ACTION || c->job.kind == FD_JOB_COMPENSATION)) {
+			char attempt[16];
+			snprintf(attempt, sizeof attempt, "%u", c->job.attempt);
+			const char *hp[] = { c->st.id, c->st.type->steps[c->job.step].name, job_kind_name(c->job.kind),
+					     attempt };
+			u = fd_saga_sql(conn,
+					"INSERT INTO saga_steps (saga_id, seq, step, kind, attempt)"
+					" SELECT $1::uuid, coalesce(max(seq), 0) + 1, $2, $3, $4::int"
+					" FROM saga_steps WHERE saga_id = $1::uuid RETURNING seq::text",
+					4, hp);
+			ok = u != NULL;
+			if (u)
+				snprintf(c->seq, sizeof c->seq, "%s", PQgetvalue(u, 0, 0));
+			PQclear(u);
+		}
+		if (!ok) {
+			fd_saga_state_release(&c->st);
+			for (int k = 0; k < n; k++)
+				fd_saga_state_release(&out[k].st);
+			PQclear(res);
+			fd_saga_exec(conn, "ROLLBACK");
+			return -1;
+		}
+		n++;
+	}
+	PQclear(res);
+	if (!fd_saga_exec(conn, "COMMIT")) {
+		for (int k = 0; k < n; k++)
+			fd_saga_state_release(&out[k].st);
+		return -1;
+	}
+	return n;
+}
+
+static const char *outcome_name(enum fd_step_result r)
+{
+	switch (r) {
+	case FD_STEP_OK:
+		return "succeeded";
+	case FD_STEP_WAIT:
+		return "waiting";
+	case FD_STEP_RETRY:
+		return "retry";
+	case FD_STEP_FAIL:
+		return "failed";
+	}
+	return "failed";
+}
+
+/* Record the outcome if the claim still holds.  False on a database error. */
+static bool complete(struct fd_saga_engine *e, PGconn *conn, struct claimed *c, const char *token,
+		     enum fd_step_result r, const char *error, json_t *set)
+{
+	if (!fd_saga_exec(conn, "BEGIN"))
+		return false;
+	const char *p[] = { c->st.id, token };
+	PGresult *res = fd_saga_sql(
+		conn, "SELECT " FD_SAGA_COLS("") " FROM sagas WHERE id = $1::uuid AND lease_token = $2::uuid FOR UPDATE", 2,
+		p);
+	bool ok = res != NULL;
+	if (ok && PQntuples(res) == 0) {
+		/* the lease ran out or the saga moved on without us: our run is only history */
+		PQclear(res);
+		return fd_saga_exec(conn, "COMMIT");
+	}
+	struct fd_saga_state st;
+	ok = ok && fd_saga_row_parse(res, 0, e->cfg.time_pct, &st, NULL) == FD_OK;
+	PQclear(res);
+	if (!ok) {
+		fd_saga_exec(conn, "ROLLBACK");
+		return false;
+	}
+	if (set && json_object_size(set))
+		json_object_update(st.data, set);
+	fd_saga_on_outcome(&st, &c->job, r, error);
+	ok = fd_saga_row_save(conn, &st) == FD_OK && fd_saga_notes_write(conn, &st) == FD_OK;
+	if (ok && c->seq[0]) {
+		const char *hp[] = { c->st.id, c->seq, outcome_name(r), error && *error ? error : NULL };
+		PGresult *u = fd_saga_sql(conn,
+					  "UPDATE saga_steps SET outcome = $3, error = $4, finished_at = now()"
+					  " WHERE saga_id = $1::uuid AND seq = $2::int",
+					  4, hp);
+		ok = u != NULL;
+		PQclear(u);
+	}
+	bool due_now = st.due == FD_DUE_IN && st.due_ms == 0;
+	if (st.phase == FD_PHASE_DONE)
+		fd_log_fields(FD_LOG_INFO, "saga finished",
+			      json_pack("{s:s, s:s, s:s, s:s}", "saga_id", st.id, "type", st.type->name, "status",
+					fd_saga_status_name(st.status), "error", st.error));
+	fd_saga_state_release(&st);
+	ok = ok && fd_saga_exec(conn, "COMMIT");
+	if (!ok)
+		fd_saga_exec(conn, "ROLLBACK");
+	else if (due_now)
+		kick(e);
+	return ok;
+}
+
+static bool run_claimed(struct fd_saga_engine *e, PGconn *conn, struct claimed *c, const char *token)
+{
+	enum fd_step_result r = FD_STEP_OK;
+	struct fd_saga_ctx ctx = {
+		.bus = e->cfg.bus,
+		.gateway = e->cfg.gateway,
+		.saga_id = c->st.id,
+		.correlation_key = c->key,
+		.step = c->st.type->steps[c->job.step].name,
+		.compensating = c->job.kind == FD_JOB_COMPENSATION,
+		.attempt = c->job.attempt,
+		.data = c->st.data,
+		.reason = c->st.error[0] ? c->st.error : NULL,
+		.set = json_object(),
+	};
+	if (!ctx.set)
+		return false;
+	const struct fd_saga_step *s = &c->st.type->steps[c->job.step];
+	if (c->job.kind == FD_JOB_ACTION && s->action)
+		r = s->action(&ctx);
+	else if (c->job.kind == FD_JOB_COMPENSATION && s->compensate)
+		r = s->compensate(&ctx);
+	if (c->job.kind == FD_JOB_ACTION || c->job.kind == FD_JOB_COMPENSATION)
+		fd_log_fields(r == FD_STEP_OK || r == FD_STEP_WAIT ? FD_LOG_DEBUG : FD_LOG_INFO, "saga step ran",
+			      json_pack("{s:s, s:s, s:s, s:I, s:s, s:s}", "saga_id", c->st.id, "step", ctx.step, "kind",
+					job_kind_name(c->job.kind), "attempt", (json_int_t)c->job.attempt, "outcome",
+					outcome_name(r), "error", ctx.error));
+	bool ok = complete(e, conn, c, token, r, ctx.error, ctx.set);
+	json_decref(ctx.set);
+	return ok;
+}
+
+static void *worker_main(void *arg)
+{
+	struct fd_saga_engine *e = arg;
+	PGconn *conn = NULL;
+	uint64_t seen = 0;
+	struct claimed batch[CLAIM_BATCH];
+	while (!atomic_load(&e->stop)) {
+		if (!conn && !(conn = connect_db(e))) {
+			nap(e, &seen, 1000);
+			continue;
+		}
+		struct fd_uuid u;
+		char token[37];
+		if (fd_uuid_v7(&u) != FD_OK) {
+			nap(e, &seen, e->cfg.poll_ms);
+			continue;
+		}
+		fd_uuid_format(&u, token);
+		int n = claim(e, conn, token, batch);
+		bool broken = n < 0;
+		for (int i = 0; i < (n > 0 ? n : 0); i++) {
+			if (!broken && !run_claimed(e, conn, &batch[i], token))
+				broken = true; /* the lease runs out and the row is claimed again */
+			fd_saga_state_release(&batch[i].st);
+		}
+		if (broken && PQstatus(conn) != CONNECTION_OK) {
+			PQfinish(conn);
+			conn = NULL;
+		}
+		if (n <= 0 || broken)
+			nap(e, &seen, e->cfg.poll_ms);
+	}
+	PQfinish(conn);
+	return NULL;
+}
+
+/* ---- start / stop ---------------------------------------------------------- */
+
+static void categories_literal(struct fd_saga_engine *e)
+{
+	const char *seen[64];
+	size_t ns = 0, o = 0;
+	o += (size_t)snprintf(e->categories + o, sizeof e->categories - o, "{");
+	for (size_t i = 0; i < fd_saga_types_count; i++)
+		for (const char *const *c = fd_saga_types[i]->categories; c && *c; c++) {
+			bool dup = false;
+			for (size_t k = 0; k < ns; k++)
+				dup = dup || strcmp(seen[k], *c) == 0;
+			if (dup || ns >= 64 || o >= sizeof e->categories)
+				continue;
+			o += (size_t)snprintf(e->categories + o, sizeof e->categories - o, "%s\"%s\"", ns ? "," : "", *c);
+			seen[ns++] = *c;
+		}
+	if (o < sizeof e->categories)
+		snprintf(e->categories + o, sizeof e->categories - o, "}");
+}
+
+enum fd_err fd_saga_engine_start(const struct fd_saga_config *cfg, struct fd_saga_engine **out)
+{
+	*out = NULL;
+	struct fd_saga_engine *e = calloc(1, sizeof *e);
+	if (!e)
+		return FD_ERR_NOMEM;
+	e->cfg = *cfg;
+	if (!e->cfg.poll_ms)
+		e->cfg.poll_ms = 100;
+	if (!e->cfg.lease_ms)
+		e->cfg.lease_ms = 30000;
+	if (!e->cfg.time_pct)
+		e->cfg.time_pct = 100;
+	if (!e->cfg.batch)
+		e->cfg.batch = 500;
+	e->conninfo = strdup(cfg->conninfo);
+	e->workers = calloc(cfg->workers ? cfg->workers : 1, sizeof *e->workers);
+	if (!e->conninfo || !e->workers) {
+		free(e->conninfo);
+		free(e->workers);
+		free(e);
+		return FD_ERR_NOMEM;
+	}
+	char host[64] = "";
+	gethostname(host, sizeof host - 1);
+	snprintf(e->owner, sizeof e->owner, "%s:%ld", host, (long)getpid());
+	categories_literal(e);
+	atomic_init(&e->stop, false);
+	pthread_mutex_init(&e->mu, NULL);
+	pthread_cond_init(&e->cv, NULL);
+	if (e->cfg.intake && pthread_create(&e->intake, NULL, intake_main, e) == 0)
+		e->intake_started = true;
+	for (unsigned i = 0; i < cfg->workers; i++)
+		if (pthread_create(&e->workers[e->nworkers], NULL, worker_main, e) == 0)
+			e->nworkers++;
+	if ((e->cfg.intake && !e->intake_started) || e->nworkers < cfg->workers) {
+		fd_saga_engine_stop(e);
+		return FD_ERR_IO;
+	}
+	*out = e;
+	return FD_OK;
+}
+
+void fd_saga_engine_stop(struct fd_saga_engine *e)
+{
+	if (!e)
+		return;
+	atomic_store(&e->stop, true);
+	kick(e);
+	if (e->cfg.notifier)
+		fd_notifier_wake(e->cfg.notifier);
+	if (e->intake_started)
+		pthread_join(e->intake, NULL);
+	for (unsigned i = 0; i < e->nworkers; i++)
+		pthread_join(e->workers[i], NULL);
+	pthread_mutex_destroy(&e->mu);
+	pthread_cond_destroy(&e->cv);
+	free(e->workers);
+	free(e->conninfo);
+	free(e);
+}

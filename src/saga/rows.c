@@ -1,0 +1,149 @@
+/*
+ * rows.c - saga rows in and out of PostgreSQL.
+ */
+#include "rows.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "factd/log.h"
+
+PGresult *fd_saga_sql(PGconn *conn, const char *sql, int n, const char *const *params)
+{
+	PGresult *res = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+	ExecStatusType st = PQresultStatus(res);
+	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+		return res;
+	const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
+	fd_log_fields(FD_LOG_WARN, "saga query failed", json_pack("{s:s}", "error", msg ? msg : ""));
+	PQclear(res);
+	return NULL;
+}
+
+bool fd_saga_exec(PGconn *conn, const char *sql)
+{
+	PGresult *res = fd_saga_sql(conn, sql, 0, NULL);
+	PQclear(res);
+	return res != NULL;
+}
+
+enum fd_err fd_saga_row_parse(const PGresult *res, int i, unsigned time_pct, struct fd_saga_state *st, char *lease)
+{
+	const struct fd_saga_type *type = fd_saga_type_find(PQgetvalue(res, i, 1));
+	if (!type)
+		return FD_ERR_NOTFOUND;
+	enum fd_err err = fd_saga_state_init(st, type, PQgetvalue(res, i, 0), time_pct);
+	if (err)
+		return err;
+	json_decref(st->completed);
+	json_decref(st->seen);
+	json_decref(st->data);
+	st->completed = json_loads(PQgetvalue(res, i, 6), 0, NULL);
+	st->seen = json_loads(PQgetvalue(res, i, 9), 0, NULL);
+	st->data = json_loads(PQgetvalue(res, i, 10), 0, NULL);
+	long step = strtol(PQgetvalue(res, i, 4), NULL, 10);
+	if (!fd_saga_status_parse(PQgetvalue(res, i, 3), &st->status) ||
+	    !fd_saga_phase_parse(PQgetvalue(res, i, 5), &st->phase) || !json_is_array(st->completed) ||
+	    !json_is_array(st->seen) || !json_is_object(st->data) || step < 0 || (size_t)step >= type->nsteps) {
+		fd_saga_state_release(st);
+		return FD_ERR_INVAL;
+	}
+	st->current = (int)step;
+	st->attempts = (unsigned)strtoul(PQgetvalue(res, i, 7), NULL, 10);
+	st->leased = strcmp(PQgetvalue(res, i, 8), "t") == 0;
+	snprintf(st->error, sizeof st->error, "%s", PQgetvalue(res, i, 11));
+	if (lease)
+		snprintf(lease, 37, "%s", PQgetvalue(res, i, 12));
+	fd_saga_state_reset_outputs(st);
+	return FD_OK;
+}
+
+enum fd_err fd_saga_row_save(PGconn *conn, const struct fd_saga_state *st)
+{
+	char step[16], attempts[16], due[24];
+	snprintf(step, sizeof step, "%d", st->current);
+	snprintf(attempts, sizeof attempts, "%u", st->attempts);
+	if (st->due == FD_DUE_KEEP)
+		snprintf(due, sizeof due, "keep");
+	else if (st->due == FD_DUE_NONE)
+		snprintf(due, sizeof due, "none");
+	else
+		snprintf(due, sizeof due, "%lld", (long long)st->due_ms);
+	char *completed = json_dumps(st->completed, JSON_COMPACT);
+	char *seen = json_dumps(st->seen, JSON_COMPACT);
+	char *data = json_dumps(st->data, JSON_COMPACT);
+	enum fd_err err = FD_ERR_NOMEM;
+	if (completed && seen && data) {
+		const char *p[] = { st->id, fd_saga_status_name(st->status), step, fd_saga_phase_name(st->phase),
+				    completed, attempts, due, st->clear_lease ? "t" : "f", seen, data,
+				    st->error[0] ? st->error : NULL };
+		PGresult *res = fd_saga_sql(
+			conn,
+			"UPDATE sagas SET status = $2, current_step = $3::int, phase = $4, completed_steps = $5::jsonb,"
+			" attempts = $6::int,"
+			" due_at = CASE $7 WHEN 'keep' THEN due_at WHEN 'none' THEN NULL"
+			" ELSE now() + $7::bigint * interval '1 millisecond' END,"
+			" lease_token = CASE WHEN $8::boolean THEN NULL ELSE lease_token END,"
+			" seen = $9::jsonb, data = $10::jsonb, error = $11, version = version + 1, updated_at = now()"
+			" WHERE id = $1::uuid",
+			11, p);
+		err = res ? FD_OK : FD_ERR_IO;
+		PQclear(res);
+	}
+	free(completed);
+	free(seen);
+	free(data);
+	return err;
+}
+
+enum fd_err fd_saga_row_insert(PGconn *conn, const struct fd_saga_state *st, const char *key)
+{
+	char step[16], due[24];
+	snprintf(step, sizeof step, "%d", st->current);
+	snprintf(due, sizeof due, "%lld", (long long)(st->due == FD_DUE_IN ? st->due_ms : -1));
+	char *completed = json_dumps(st->completed, JSON_COMPACT);
+	char *seen = json_dumps(st->seen, JSON_COMPACT);
+	char *data = json_dumps(st->data, JSON_COMPACT);
+	enum fd_err err = FD_ERR_NOMEM;
+	if (completed && seen && data) {
+		const char *p[] = { st->id, st->type->name, key, fd_saga_status_name(st->status), step,
+				    fd_saga_phase_name(st->phase), completed, due, seen, data,
+				    st->error[0] ? st->error : NULL };
+		PGresult *res = fd_saga_sql(
+			conn,
+			"INSERT INTO sagas (id, type, correlation_key, status, current_step, phase, completed_steps,"
+			" due_at, seen, data, error) VALUES ($1::uuid, $2, $3, $4, $5::int, $6, $7::jsonb,"
+			" CASE WHEN $8::bigint < 0 THEN NULL ELSE now() + $8::bigint * interval '1 millisecond' END,"
+			" $9::jsonb, $10::jsonb, $11) ON CONFLICT (id) DO NOTHING",
+			11, p);
+		err = res ? FD_OK : FD_ERR_IO;
+		PQclear(res);
+	}
+	free(completed);
+	free(seen);
+	free(data);
+	return err;
+}
+
+enum fd_err fd_saga_notes_write(PGconn *conn, const struct fd_saga_state *st)
+{
+	size_t i;
+	json_t *n;
+	json_array_foreach(st->notes, i, n) {
+		const char *p[] = { st->id, json_string_value(json_object_get(n, "step")),
+				    json_string_value(json_object_get(n, "kind")),
+				    json_string_value(json_object_get(n, "outcome")),
+				    json_string_value(json_object_get(n, "error")) };
+		PGresult *res = fd_saga_sql(
+			conn,
+			"INSERT INTO saga_steps (saga_id, seq, step, kind, attempt, outcome, error, started_at, finished_at)"
+			" SELECT $1::uuid, coalesce(max(seq), 0) + 1, $2, $3, 1, $4, $5, now(), now()"
+			" FROM saga_steps WHERE saga_id = $1::uuid",
+			5, p);
+		if (!res)
+			return FD_ERR_IO;
+		PQclear(res);
+	}
+	return FD_OK;
+}
