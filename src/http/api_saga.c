@@ -144,7 +144,7 @@ static void operate(struct fd_req *req, struct fd_resp *resp, bool abort)
 		snprintf(detail, sizeof detail, "the saga is %s; %s", status,
 			 abort ? "only a running saga can be aborted" : "only a failed saga can be retried");
 		fd_problem(resp, req, 409, "saga-state", "Saga is not in a state that allows this", detail,
-			   json_pack("{s:s}", "status", status));
+			   json_pack("{s:s}", "saga_status", status));
 		return;
 	}
 	if (err) {

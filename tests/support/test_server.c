@@ -23,6 +23,7 @@ void fd_test_server_start_with(struct fd_test_server *ts, const char *db_url, vo
 	ts->cfg.workers = 4;
 	ts->cfg.pool_size = 4;
 	ts->cfg.pool_timeout_ms = 2000;
+	ts->cfg.sagas = 0; /* sagas would change orders behind a test's back; saga tests switch them on */
 	if (tweak)
 		tweak(&ts->cfg);
 	cr_assert_eq(fd_http_metrics_new(FACTD_VERSION, &ts->metrics), FD_OK);
@@ -48,6 +49,13 @@ void fd_test_server_start_with(struct fd_test_server *ts, const char *db_url, vo
 		ts->app.notifier = ts->notifier;
 		fd_pool_set_notifier(ts->pool, ts->notifier);
 	}
+	if (ts->cfg.sagas) {
+		struct fd_saga_config sc = { .conninfo = ts->cfg.database_url, .bus = ts->bus,
+					     .gateway = &ts->gateway.base, .notifier = ts->notifier,
+					     .workers = ts->cfg.saga_workers, .intake = true, .poll_ms = ts->cfg.saga_poll_ms,
+					     .lease_ms = ts->cfg.saga_lease_ms, .time_pct = ts->cfg.saga_time_pct };
+		cr_assert_eq(fd_saga_engine_start(&sc, &ts->sagas), FD_OK);
+	}
 	cr_assert_eq(fd_server_start(&ts->app, &ts->srv), FD_OK, "server did not start");
 	ts->port = fd_server_port(ts->srv);
 	cr_assert_neq(ts->port, 0);
@@ -61,6 +69,7 @@ void fd_test_server_start(struct fd_test_server *ts, const char *db_url)
 void fd_test_server_stop(struct fd_test_server *ts)
 {
 	fd_server_stop(ts->srv, 5000);
+	fd_saga_engine_stop(ts->sagas);
 	fd_notifier_stop(ts->notifier);
 	fd_projector_stop(ts->projector);
 	fd_bus_free(ts->bus);

@@ -13,6 +13,7 @@
 #include "factd/notify.h"
 #include "factd/pool.h"
 #include "factd/proj.h"
+#include "factd/saga.h"
 
 struct fd_test_server {
 	struct fd_config cfg;
@@ -20,6 +21,7 @@ struct fd_test_server {
 	struct fd_bus *bus;
 	struct fd_projector *projector;
 	struct fd_notifier *notifier;   /* started when cfg.sse_notify */
+	struct fd_saga_engine *sagas;   /* started only when a tweak sets cfg.sagas (off by default here) */
 	struct fd_metrics *metrics;
 	struct fd_gateway_sim gateway;
 	struct fd_app app;
