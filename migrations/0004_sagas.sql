@@ -30,7 +30,7 @@ CREATE TABLE sagas (
     seen             jsonb       NOT NULL DEFAULT '[]',   -- event types this saga has seen
     data             jsonb       NOT NULL DEFAULT '{}',
     error            text,                                -- why compensation started / why it failed
-    created_at       timestamptz NOT NULL DEFAULT now(),
+    created_at       timestamptz NOT NULL DEFAULT clock_timestamp(),  -- sagas started by one intake batch stay in order
     updated_at       timestamptz NOT NULL DEFAULT now(),
     version          bigint      NOT NULL DEFAULT 1,
     UNIQUE (type, correlation_key)
@@ -48,6 +48,7 @@ CREATE TABLE saga_steps (
     outcome      text        NOT NULL DEFAULT 'running'
         CHECK (outcome IN ('running', 'succeeded', 'waiting', 'retry', 'failed', 'interrupted', 'timed_out')),
     error        text,
+    worker       text,                                -- host:pid of the process that ran it
     started_at   timestamptz NOT NULL DEFAULT now(),
     finished_at  timestamptz,
     PRIMARY KEY (saga_id, seq)

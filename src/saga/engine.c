@@ -456,12 +456,12 @@ static int claim(struct fd_saga_engine *e, PGconn *conn, const char *token, stru
 			char attempt[16];
 			snprintf(attempt, sizeof attempt, "%u", c->job.attempt);
 			const char *hp[] = { c->st.id, c->st.type->steps[c->job.step].name, job_kind_name(c->job.kind),
-					     attempt };
+					     attempt, e->owner };
 			u = fd_saga_sql(conn,
-					"INSERT INTO saga_steps (saga_id, seq, step, kind, attempt)"
-					" SELECT $1::uuid, coalesce(max(seq), 0) + 1, $2, $3, $4::int"
+					"INSERT INTO saga_steps (saga_id, seq, step, kind, attempt, worker)"
+					" SELECT $1::uuid, coalesce(max(seq), 0) + 1, $2, $3, $4::int, $5"
 					" FROM saga_steps WHERE saga_id = $1::uuid RETURNING seq::text",
-					4, hp);
+					5, hp);
 			ok = u != NULL;
 			if (u)
 				snprintf(c->seq, sizeof c->seq, "%s", PQgetvalue(u, 0, 0));

@@ -105,7 +105,8 @@ enum fd_err fd_saga_get(struct fd_pool *pool, const char *id, json_t **out)
 		conn,
 		"SELECT " SUMMARY ", s.data::text, s.completed_steps::text,"
 		" (SELECT coalesce(json_agg(json_build_object('seq', h.seq, 'step', h.step, 'kind', h.kind,"
-		"   'attempt', h.attempt, 'outcome', h.outcome, 'error', h.error, 'started_at', " TS("h.started_at") ","
+		"   'attempt', h.attempt, 'outcome', h.outcome, 'error', h.error, 'worker', h.worker,"
+		"   'started_at', " TS("h.started_at") ","
 		"   'finished_at', " TS("h.finished_at") ") ORDER BY h.seq), '[]')::text"
 		"  FROM saga_steps h WHERE h.saga_id = s.id)"
 		" FROM sagas s WHERE s.id = $1::uuid",

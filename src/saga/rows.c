@@ -113,9 +113,9 @@ enum fd_err fd_saga_row_insert(PGconn *conn, const struct fd_saga_state *st, con
 		PGresult *res = fd_saga_sql(
 			conn,
 			"INSERT INTO sagas (id, type, correlation_key, status, current_step, phase, completed_steps,"
-			" due_at, seen, data, error) VALUES ($1::uuid, $2, $3, $4, $5::int, $6, $7::jsonb,"
+			" due_at, seen, data, error, created_at) VALUES ($1::uuid, $2, $3, $4, $5::int, $6, $7::jsonb,"
 			" CASE WHEN $8::bigint < 0 THEN NULL ELSE now() + $8::bigint * interval '1 millisecond' END,"
-			" $9::jsonb, $10::jsonb, $11) ON CONFLICT (id) DO NOTHING",
+			" $9::jsonb, $10::jsonb, $11, clock_timestamp()) ON CONFLICT (id) DO NOTHING",
 			11, p);
 		err = res ? FD_OK : FD_ERR_IO;
 		PQclear(res);

@@ -126,6 +126,19 @@ static json_t *wait_saga(const struct fd_test_server *ts, const char *order_id, 
 	}
 }
 
+/* Wait until the running saga of the order is in `phase` (pending, waiting). */
+static json_t *wait_phase(const struct fd_test_server *ts, const char *order_id, const char *phase)
+{
+	json_t *s = wait_saga(ts, order_id, "running", 5000);
+	for (long long end = now_ms() + 10000; strcmp(str(s, "phase"), phase) != 0;) {
+		cr_assert_lt(now_ms(), end, "the saga never reached phase %s: %s", phase, json_dumps(s, 0));
+		json_decref(s);
+		sleep_ms(50);
+		s = wait_saga(ts, order_id, "running", 5000);
+	}
+	return s;
+}
+
 static long long count(const struct fd_test_server *ts, const char *sql)
 {
 	return fd_test_server_scalar(ts, sql);
@@ -441,20 +454,13 @@ Test(sagas, timeout_fires_after_a_restart)
 	char id[37];
 	const struct line lines[] = { { "sku-a", 2, 10 } };
 	place_order(&ts, lines, 1, id);
-	json_t *s = wait_saga(&ts, id, "running", 5000);
-	for (long long end = now_ms() + 5000; strcmp(str(s, "phase"), "waiting") != 0 && now_ms() < end;) {
-		json_decref(s);
-		sleep_ms(50);
-		s = wait_saga(&ts, id, "running", 5000);
-	}
-	cr_assert_str_eq(str(s, "phase"), "waiting", "%s", json_dumps(s, 0));
-	json_decref(s);
+	json_decref(wait_phase(&ts, id, "waiting"));
 	char *url = strdup(ts.db_url);
 	fd_test_server_stop(&ts);
 	g_never_answer = 1;
 	fd_test_server_start_with(&ts, url, tweak);
 	free(url);
-	s = wait_saga(&ts, id, "compensated", 20000);
+	json_t *s = wait_saga(&ts, id, "compensated", 20000);
 	cr_assert(strstr(str(s, "error"), "timed out"), "error: %s", str(s, "error"));
 	assert_stock(&ts, "sku-a", 10, 0, 0);
 	json_decref(s);
@@ -587,11 +593,8 @@ Test(sagas, retry_resumes_a_failed_compensation)
 	char id[37];
 	const struct line lines[] = { { "sku-a", 2, 10 } };
 	place_order(&ts, lines, 1, id);
-	for (long long end = now_ms() + 10000; product_field(&ts, "sku-a", "reserved") != 2;) {
-		cr_assert_lt(now_ms(), end, "the stock was never reserved");
-		sleep_ms(50);
-	}
-	json_t *s = wait_saga(&ts, id, "running", 5000);
+	json_t *s = wait_phase(&ts, id, "waiting");
+	cr_assert_eq(product_field(&ts, "sku-a", "reserved"), 2);
 	char sid[37];
 	snprintf(sid, sizeof sid, "%s", str(s, "id"));
 	json_decref(s);
