@@ -10,7 +10,9 @@
  * correlation key that has no saga yet creates one.  Every later step starts
  * when its on_event has been seen by the saga (NULL: no event needed) and its
  * ready() condition holds on the saga's data (NULL: always), and only after
- * the step before it ran.  The last step's success completes the saga.
+ * the step before it ran.  The data is what the type's fold() made of the
+ * events so far, merged with what steps reported (ctx->set).  The last
+ * step's success completes the saga.
  *
  * Where things live (see migrations/0004_sagas.sql):
  * - Events reach sagas through a checkpointed subscription to the durable
@@ -97,6 +99,7 @@ struct fd_saga_fold {
 struct fd_saga_type {
 	const char *name;                        /* "order_fulfillment" */
 	const char *const *categories;           /* stream categories it reads; NULL-terminated */
+	const char *const *event_types;          /* event types it folds (the intake reads no others); NULL-terminated */
 	/* The correlation key of an event, or false when the event is not for this type. */
 	bool (*correlate)(const struct fd_feed_event *ev, char *key, size_t len);
 	/* Fold an event into the saga's data (object, owned by the caller); NULL: keep nothing. */
@@ -138,7 +141,7 @@ struct fd_saga_config {
 	struct fd_gateway *gateway;  /* borrowed */
 	struct fd_notifier *notifier; /* borrowed, may be NULL (then the intake polls) */
 	struct fd_metrics *metrics;  /* may be NULL */
-	unsigned workers;            /* worker threads (FACTD_SAGA_WORKERS, default 2); 0 = run no steps */
+	unsigned workers;            /* worker threads (FACTD_SAGA_WORKERS, default 8); 0 = run no steps */
 	bool intake;                 /* take part in running the intake (default true) */
 	unsigned poll_ms;            /* how often idle workers look for due work (default 100) */
 	unsigned lease_ms;           /* a claim's lease (FACTD_SAGA_LEASE_MS, default 30000) */

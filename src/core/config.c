@@ -46,7 +46,7 @@ static const char usage[] =
 	"  FACTD_SSE_HEARTBEAT_S    seconds of silence before a live stream sends a heartbeat (default 15)\n"
 	"  FACTD_SSE_NOTIFY         0 = live streams poll the feed instead of LISTEN (default 1)\n"
 	"  FACTD_SAGAS              0 = this process runs no saga steps or intake (default 1)\n"
-	"  FACTD_SAGA_WORKERS       threads running saga steps (default 2)\n"
+	"  FACTD_SAGA_WORKERS       threads running saga steps (default 8)\n"
 	"  FACTD_SAGA_POLL_MS       how often idle saga workers look for due steps (default 100)\n"
 	"  FACTD_SAGA_LEASE_MS      a worker's claim on a step; a crashed worker's step reruns after it (default 30000)\n"
 	"  FACTD_SAGA_TIME_PERCENT  scales every saga timeout and retry delay, in percent (default 100)\n";
@@ -82,7 +82,7 @@ enum fd_err fd_config_defaults(struct fd_config *cfg)
 	cfg->sse_heartbeat_s = 15;
 	cfg->sse_notify = 1;
 	cfg->sagas = 1;
-	cfg->saga_workers = 2;
+	cfg->saga_workers = 8;
 	cfg->saga_poll_ms = 100;
 	cfg->saga_lease_ms = 30000;
 	cfg->saga_time_pct = 100;

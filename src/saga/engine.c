@@ -12,6 +12,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +27,7 @@
 #include "rows.h"
 
 #define SUBSCRIPTION "sagas"
-#define CLAIM_BATCH 4
+#define CLAIM_BATCH 1  /* a worker runs one saga at a time: others' due work goes to other workers */
 
 struct fd_saga_engine {
 	struct fd_saga_config cfg;
@@ -41,6 +42,7 @@ struct fd_saga_engine {
 	unsigned nworkers;
 	char owner[96];
 	char categories[512];    /* PostgreSQL array literal of every saga type's categories */
+	char event_types[2048];  /* ... and of the event types they fold */
 };
 
 /* ---- saga types -------------------------------------------------------- */
@@ -140,12 +142,26 @@ static void nap(struct fd_saga_engine *e, uint64_t *seen, unsigned ms)
 	pthread_mutex_unlock(&e->mu);
 }
 
+/*
+ * The engine's own connections commit asynchronously.  Everything they write
+ * (claims, outcomes, folded events with their checkpoint) can be redone if a
+ * crash loses the last moments of it: a lost claim or outcome makes the step
+ * run again, and every step's commands are idempotent; a lost intake
+ * transaction loses its checkpoint advance with it, so the same events are
+ * folded again into the same older rows.  WAL is flushed in order, so a saga
+ * command that committed durably also made every earlier saga write durable.
+ * The commands themselves go through the pool and commit synchronously.
+ */
 static PGconn *connect_db(struct fd_saga_engine *e)
 {
 	PGconn *c = PQconnectdb(e->conninfo);
 	if (PQstatus(c) != CONNECTION_OK) {
 		fd_log_fields(FD_LOG_WARN, "saga engine cannot connect",
 			      json_pack("{s:s}", "error", PQerrorMessage(c)));
+		PQfinish(c);
+		return NULL;
+	}
+	if (!fd_saga_exec(c, "SET synchronous_commit = off")) {
 		PQfinish(c);
 		return NULL;
 	}
@@ -190,11 +206,22 @@ static bool fold_into(struct fd_saga_engine *e, PGconn *conn, PGresult *res, con
 	if (!in_list(st.type->categories, ev->category))
 		goto done;
 	bool changed = false;
-	err = fd_saga_on_event(&st, ev, false, &changed);
+	json_t *before = json_deep_copy(st.data);
+	size_t nseen = json_array_size(st.seen);
+	enum fd_saga_status status = st.status;
+	int current = st.current;
+	enum fd_saga_phase phase = st.phase;
+	err = before ? fd_saga_on_event(&st, ev, false, &changed) : FD_ERR_NOMEM;
 	if (err) {
+		json_decref(before);
 		ok = false;
 		goto done;
 	}
+	/* an event a step already reported (its own StockReserved, say) changes nothing: no write */
+	if (changed && json_equal(before, st.data) && nseen == json_array_size(st.seen) && status == st.status &&
+	    current == st.current && phase == st.phase && json_array_size(st.notes) == 0)
+		changed = false;
+	json_decref(before);
 	if (changed)
 		ok = save_after(conn, &st, r, false, NULL);
 done:
@@ -287,14 +314,16 @@ static int intake_batch(struct fd_saga_engine *e, PGconn *conn)
 	x = cp ? fd_saga_sql(conn, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text", 0, NULL) : NULL;
 	if (!cp || !x || PQntuples(cp) != 1)
 		goto done;
-	const char *ep[] = { PQgetvalue(cp, 0, 0), PQgetvalue(cp, 0, 1), PQgetvalue(x, 0, 0), e->categories, limit };
+	const char *ep[] = { PQgetvalue(cp, 0, 0), PQgetvalue(cp, 0, 1), PQgetvalue(x, 0, 0), e->categories, limit,
+			     e->event_types };
 	evs = fd_saga_sql(conn,
 			  "SELECT event_id::text, stream_id, category, version, type, data::text, metadata::text,"
 			  " to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
 			  " events.tx_id::text, events.seq"
 			  " FROM events WHERE (events.tx_id, events.seq) > ($1::xid8, $2::bigint) AND events.tx_id < $3::xid8"
-			  " AND category = ANY ($4::text[]) ORDER BY events.tx_id, events.seq LIMIT $5::bigint",
-			  5, ep);
+			  " AND category = ANY ($4::text[]) AND type = ANY ($6::text[])"
+			  " ORDER BY events.tx_id, events.seq LIMIT $5::bigint",
+			  6, ep);
 	if (!evs)
 		goto done;
 	int rows = PQntuples(evs);
@@ -412,6 +441,39 @@ static const char *job_kind_name(enum fd_job_kind k)
 	return k == FD_JOB_COMPENSATION ? "compensation" : "action";
 }
 
+/*
+ * Inside the claim's transaction: work out the job the row asks for, mark
+ * runs a dead worker left behind as interrupted, and open its history row.
+ */
+static bool start_job(struct fd_saga_engine *e, PGconn *conn, struct claimed *c)
+{
+	c->job = fd_saga_next_job(&c->st);
+	c->seq[0] = '\0';
+	const char *ip[] = { c->st.id };
+	PGresult *u = fd_saga_sql(conn,
+				  "UPDATE saga_steps SET outcome = 'interrupted', finished_at = now()"
+				  " WHERE saga_id = $1::uuid AND outcome = 'running'",
+				  1, ip);
+	bool ok = u != NULL;
+	PQclear(u);
+	if (ok && (c->job.kind == FD_JOB_ACTION || c->job.kind == FD_JOB_COMPENSATION)) {
+		char attempt[16];
+		snprintf(attempt, sizeof attempt, "%u", c->job.attempt);
+		const char *hp[] = { c->st.id, c->st.type->steps[c->job.step].name, job_kind_name(c->job.kind), attempt,
+				     e->owner };
+		u = fd_saga_sql(conn,
+				"INSERT INTO saga_steps (saga_id, seq, step, kind, attempt, worker)"
+				" SELECT $1::uuid, coalesce(max(seq), 0) + 1, $2, $3, $4::int, $5"
+				" FROM saga_steps WHERE saga_id = $1::uuid RETURNING seq::text",
+				5, hp);
+		ok = u != NULL;
+		if (u)
+			snprintf(c->seq, sizeof c->seq, "%s", PQgetvalue(u, 0, 0));
+		PQclear(u);
+	}
+	return ok;
+}
+
 /* Claim up to CLAIM_BATCH due sagas under `token`.  Returns how many (into out), -1 on error. */
 static int claim(struct fd_saga_engine *e, PGconn *conn, const char *token, struct claimed *out)
 {
@@ -443,30 +505,7 @@ static int claim(struct fd_saga_engine *e, PGconn *conn, const char *token, stru
 			continue;
 		}
 		snprintf(c->key, sizeof c->key, "%s", PQgetvalue(res, i, 2));
-		c->job = fd_saga_next_job(&c->st);
-		c->seq[0] = '\0';
-		const char *ip[] = { c->st.id };
-		PGresult *u = fd_saga_sql(conn,
-					  "UPDATE saga_steps SET outcome = 'interrupted', finished_at = now()"
-					  " WHERE saga_id = $1::uuid AND outcome = 'running'",
-					  1, ip);
-		bool ok = u != NULL;
-		PQclear(u);
-		if (ok && (c->job.kind == FD_JOB_ACTION || c->job.kind == FD_JOB_COMPENSATION)) {
-			char attempt[16];
-			snprintf(attempt, sizeof attempt, "%u", c->job.attempt);
-			const char *hp[] = { c->st.id, c->st.type->steps[c->job.step].name, job_kind_name(c->job.kind),
-					     attempt, e->owner };
-			u = fd_saga_sql(conn,
-					"INSERT INTO saga_steps (saga_id, seq, step, kind, attempt, worker)"
-					" SELECT $1::uuid, coalesce(max(seq), 0) + 1, $2, $3, $4::int, $5"
-					" FROM saga_steps WHERE saga_id = $1::uuid RETURNING seq::text",
-					5, hp);
-			ok = u != NULL;
-			if (u)
-				snprintf(c->seq, sizeof c->seq, "%s", PQgetvalue(u, 0, 0));
-			PQclear(u);
-		}
+		bool ok = start_job(e, conn, c);
 		if (!ok) {
 			fd_saga_state_release(&c->st);
 			for (int k = 0; k < n; k++)
@@ -501,10 +540,16 @@ static const char *outcome_name(enum fd_step_result r)
 	return "failed";
 }
 
-/* Record the outcome if the claim still holds.  False on a database error. */
+/*
+ * Record the outcome if the claim still holds.  False on a database error.
+ * When the saga has more work due at once (the next step, the next
+ * compensation), the claim is kept and the next job opened in the same
+ * transaction: *chain is set and c holds the saga's new state and job.
+ */
 static bool complete(struct fd_saga_engine *e, PGconn *conn, struct claimed *c, const char *token,
-		     enum fd_step_result r, const char *error, json_t *set)
+		     enum fd_step_result r, const char *error, json_t *set, bool *chain)
 {
+	*chain = false;
 	if (!fd_saga_exec(conn, "BEGIN"))
 		return false;
 	const char *p[] = { c->st.id, token };
@@ -527,6 +572,14 @@ static bool complete(struct fd_saga_engine *e, PGconn *conn, struct claimed *c, 
 	if (set && json_object_size(set))
 		json_object_update(st.data, set);
 	fd_saga_on_outcome(&st, &c->job, r, error);
+	bool live = st.status == FD_SAGA_RUNNING || st.status == FD_SAGA_COMPENSATING;
+	bool due_now = st.due == FD_DUE_IN && st.due_ms == 0;
+	if (live && due_now && st.phase == FD_PHASE_PENDING && !atomic_load(&e->stop)) {
+		/* keep the claim and go on with the next job */
+		st.clear_lease = false;
+		st.due_ms = e->cfg.lease_ms;
+		*chain = true;
+	}
 	ok = fd_saga_row_save(conn, &st) == FD_OK && fd_saga_notes_write(conn, &st) == FD_OK;
 	if (ok && c->seq[0]) {
 		const char *hp[] = { c->st.id, c->seq, outcome_name(r), error && *error ? error : NULL };
@@ -537,50 +590,63 @@ static bool complete(struct fd_saga_engine *e, PGconn *conn, struct claimed *c, 
 		ok = u != NULL;
 		PQclear(u);
 	}
-	bool due_now = st.due == FD_DUE_IN && st.due_ms == 0;
 	if (st.phase == FD_PHASE_DONE)
 		fd_log_fields(FD_LOG_INFO, "saga finished",
 			      json_pack("{s:s, s:s, s:s, s:s}", "saga_id", st.id, "type", st.type->name, "status",
 					fd_saga_status_name(st.status), "error", st.error));
-	fd_saga_state_release(&st);
+	if (ok && *chain) {
+		fd_saga_state_release(&c->st);
+		c->st = st;
+		fd_saga_state_reset_outputs(&c->st);
+		ok = start_job(e, conn, c);
+	} else {
+		fd_saga_state_release(&st);
+	}
 	ok = ok && fd_saga_exec(conn, "COMMIT");
-	if (!ok)
+	if (!ok) {
 		fd_saga_exec(conn, "ROLLBACK");
-	else if (due_now)
+		*chain = false; /* the lease runs out and the row is claimed again */
+	} else if (due_now && !*chain) {
 		kick(e);
+	}
 	return ok;
 }
 
+/* Run the claimed job, and the ones after it while the saga has more due at once. */
 static bool run_claimed(struct fd_saga_engine *e, PGconn *conn, struct claimed *c, const char *token)
 {
-	enum fd_step_result r = FD_STEP_OK;
-	struct fd_saga_ctx ctx = {
-		.bus = e->cfg.bus,
-		.gateway = e->cfg.gateway,
-		.saga_id = c->st.id,
-		.correlation_key = c->key,
-		.step = c->st.type->steps[c->job.step].name,
-		.compensating = c->job.kind == FD_JOB_COMPENSATION,
-		.attempt = c->job.attempt,
-		.data = c->st.data,
-		.reason = c->st.error[0] ? c->st.error : NULL,
-		.set = json_object(),
-	};
-	if (!ctx.set)
-		return false;
-	const struct fd_saga_step *s = &c->st.type->steps[c->job.step];
-	if (c->job.kind == FD_JOB_ACTION && s->action)
-		r = s->action(&ctx);
-	else if (c->job.kind == FD_JOB_COMPENSATION && s->compensate)
-		r = s->compensate(&ctx);
-	if (c->job.kind == FD_JOB_ACTION || c->job.kind == FD_JOB_COMPENSATION)
-		fd_log_fields(r == FD_STEP_OK || r == FD_STEP_WAIT ? FD_LOG_DEBUG : FD_LOG_INFO, "saga step ran",
-			      json_pack("{s:s, s:s, s:s, s:I, s:s, s:s}", "saga_id", c->st.id, "step", ctx.step, "kind",
-					job_kind_name(c->job.kind), "attempt", (json_int_t)c->job.attempt, "outcome",
-					outcome_name(r), "error", ctx.error));
-	bool ok = complete(e, conn, c, token, r, ctx.error, ctx.set);
-	json_decref(ctx.set);
-	return ok;
+	for (;;) {
+		enum fd_step_result r = FD_STEP_OK;
+		struct fd_saga_ctx ctx = {
+			.bus = e->cfg.bus,
+			.gateway = e->cfg.gateway,
+			.saga_id = c->st.id,
+			.correlation_key = c->key,
+			.step = c->st.type->steps[c->job.step].name,
+			.compensating = c->job.kind == FD_JOB_COMPENSATION,
+			.attempt = c->job.attempt,
+			.data = c->st.data,
+			.reason = c->st.error[0] ? c->st.error : NULL,
+			.set = json_object(),
+		};
+		if (!ctx.set)
+			return false;
+		const struct fd_saga_step *s = &c->st.type->steps[c->job.step];
+		if (c->job.kind == FD_JOB_ACTION && s->action)
+			r = s->action(&ctx);
+		else if (c->job.kind == FD_JOB_COMPENSATION && s->compensate)
+			r = s->compensate(&ctx);
+		if (c->job.kind == FD_JOB_ACTION || c->job.kind == FD_JOB_COMPENSATION)
+			fd_log_fields(r == FD_STEP_OK || r == FD_STEP_WAIT ? FD_LOG_DEBUG : FD_LOG_INFO, "saga step ran",
+				      json_pack("{s:s, s:s, s:s, s:I, s:s, s:s}", "saga_id", c->st.id, "step", ctx.step,
+						"kind", job_kind_name(c->job.kind), "attempt", (json_int_t)c->job.attempt,
+						"outcome", outcome_name(r), "error", ctx.error));
+		bool chain = false;
+		bool ok = complete(e, conn, c, token, r, ctx.error, ctx.set, &chain);
+		json_decref(ctx.set);
+		if (!ok || !chain)
+			return ok;
+	}
 }
 
 static void *worker_main(void *arg)
@@ -621,23 +687,27 @@ static void *worker_main(void *arg)
 
 /* ---- start / stop ---------------------------------------------------------- */
 
-static void categories_literal(struct fd_saga_engine *e)
+/* A PostgreSQL array literal of the distinct strings in every saga type's list (categories or event types). */
+static void union_literal(char *buf, size_t len, size_t list_offset)
 {
-	const char *seen[64];
+	const char *seen[128];
 	size_t ns = 0, o = 0;
-	o += (size_t)snprintf(e->categories + o, sizeof e->categories - o, "{");
-	for (size_t i = 0; i < fd_saga_types_count; i++)
-		for (const char *const *c = fd_saga_types[i]->categories; c && *c; c++) {
+	o += (size_t)snprintf(buf + o, len - o, "{");
+	for (size_t i = 0; i < fd_saga_types_count; i++) {
+		const char *const *list = *(const char *const *const *)(const void *)((const char *)fd_saga_types[i] +
+										       list_offset);
+		for (const char *const *c = list; c && *c; c++) {
 			bool dup = false;
 			for (size_t k = 0; k < ns; k++)
 				dup = dup || strcmp(seen[k], *c) == 0;
-			if (dup || ns >= 64 || o >= sizeof e->categories)
+			if (dup || ns >= 128 || o >= len)
 				continue;
-			o += (size_t)snprintf(e->categories + o, sizeof e->categories - o, "%s\"%s\"", ns ? "," : "", *c);
+			o += (size_t)snprintf(buf + o, len - o, "%s\"%s\"", ns ? "," : "", *c);
 			seen[ns++] = *c;
 		}
-	if (o < sizeof e->categories)
-		snprintf(e->categories + o, sizeof e->categories - o, "}");
+	}
+	if (o < len)
+		snprintf(buf + o, len - o, "}");
 }
 
 enum fd_err fd_saga_engine_start(const struct fd_saga_config *cfg, struct fd_saga_engine **out)
@@ -666,7 +736,8 @@ enum fd_err fd_saga_engine_start(const struct fd_saga_config *cfg, struct fd_sag
 	char host[64] = "";
 	gethostname(host, sizeof host - 1);
 	snprintf(e->owner, sizeof e->owner, "%s:%ld", host, (long)getpid());
-	categories_literal(e);
+	union_literal(e->categories, sizeof e->categories, offsetof(struct fd_saga_type, categories));
+	union_literal(e->event_types, sizeof e->event_types, offsetof(struct fd_saga_type, event_types));
 	atomic_init(&e->stop, false);
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_cond_init(&e->cv, NULL);

@@ -4,8 +4,13 @@
  * order_fulfillment (correlation key: the order id):
  *   accept_order       on OrderPlaced (starts the saga)     undo: cancel the order with the reason
  *   reserve_inventory  right after                          undo: release every line's reservation
- *   take_payment       on StockReserved, all lines reserved undo: refund what was taken
+ *   take_payment       when every line is reserved          undo: refund what was taken
  *   confirm_order      when the payment is authorised       (last step: the saga completes)
+ * The conditions read the saga's data, which the events fold into (the
+ * StockReserved and PaymentAuthorised of the log) and which a step's own
+ * results also set (the reservations and the authorisation it just got), so
+ * a worker goes on to the next step without waiting for its own events to
+ * come back through the intake; folding them later changes nothing.
  * Insufficient stock, a declined payment, payment retries running out, a
  * payment that never answers (timeout) or the order being cancelled by
  * someone else all make the saga compensate: refund, release, cancel, in
@@ -27,6 +32,10 @@
 
 static const char *const order_categories[] = { "order", "product", "payment", NULL };
 static const char *const shipping_categories[] = { "order", NULL };
+static const char *const order_events[] = { "OrderPlaced", "OrderConfirmed", "OrderCancelled", "StockReserved",
+					    "ReservationReleased", "PaymentAttemptFailed", "PaymentAuthorised",
+					    "PaymentDeclined", "PaymentRefunded", NULL };
+static const char *const shipping_events[] = { "OrderShipped", NULL };
 
 /* The id part of "<category>-<id>". */
 static const char *stream_id(const struct fd_feed_event *ev)
@@ -82,8 +91,7 @@ static enum fd_err fold_order(json_t *data, const struct fd_feed_event *ev, stru
 		json_object_set_new(data, "payment_id", json_string(pid));
 		json_object_set_new(data, "reserved", json_object());
 		json_object_set_new(data, "payment", json_string("none"));
-	} else if (strcmp(t, "StockReserved") == 0 || strcmp(t, "ReservationReleased") == 0 ||
-		   strcmp(t, "ReservationCommitted") == 0) {
+	} else if (strcmp(t, "StockReserved") == 0 || strcmp(t, "ReservationReleased") == 0) {
 		const char *pid = stream_id(ev);
 		json_t *reserved = json_object_get(data, "reserved");
 		if (!pid || !json_is_object(reserved))
@@ -92,8 +100,6 @@ static enum fd_err fold_order(json_t *data, const struct fd_feed_event *ev, stru
 			json_object_set(reserved, pid, json_object_get(ev->data, "quantity"));
 		else
 			json_object_del(reserved, pid);
-	} else if (strcmp(t, "PaymentRequested") == 0) {
-		json_object_set_new(data, "payment", json_string("requested"));
 	} else if (strcmp(t, "PaymentAttemptFailed") == 0) {
 		json_int_t n = json_integer_value(json_object_get(data, "payment_failures"));
 		json_object_set_new(data, "payment_failures", json_integer(n + 1));
@@ -164,6 +170,10 @@ static enum fd_step_result reserve(struct fd_saga_ctx *ctx)
 {
 	size_t i;
 	json_t *l;
+	json_t *reserved = json_object();
+	if (!reserved)
+		return transient(ctx, FD_ERR_NOMEM, "reserve");
+	json_object_set_new(ctx->set, "reserved", reserved);
 	json_array_foreach(json_object_get(ctx->data, "lines"), i, l) {
 		const char *pid = json_string_value(json_object_get(l, "product_id"));
 		char sub[32];
@@ -175,8 +185,8 @@ static enum fd_step_result reserve(struct fd_saga_ctx *ctx)
 					  : FD_ERR_NOMEM;
 		json_decref(payload);
 		enum fd_step_result out = FD_STEP_OK;
-		if (err == FD_ERR_REJECTED && strcmp(r.decision.slug, "already-reserved") == 0)
-			out = FD_STEP_OK;
+		if (!err || (err == FD_ERR_REJECTED && strcmp(r.decision.slug, "already-reserved") == 0))
+			json_object_set(reserved, pid ? pid : "", json_object_get(l, "quantity")); /* what StockReserved says */
 		else if (err == FD_ERR_REJECTED || err == FD_ERR_INVAL || err == FD_ERR_IDEMPOTENCY)
 			out = refused(ctx, &r, pid ? pid : "product");
 		else if (err)
@@ -262,8 +272,10 @@ static enum fd_step_result pay(struct fd_saga_ctx *ctx)
 		fd_payment_type.release(&p);
 		if (err)
 			return transient(ctx, err, "payment");
-		if (s == FD_PAYMENT_AUTHORISED)
+		if (s == FD_PAYMENT_AUTHORISED) {
+			json_object_set_new(ctx->set, "payment", json_string("authorised"));
 			return FD_STEP_OK;
+		}
 		snprintf(ctx->error, sizeof ctx->error, "payment %s", fd_payment_status_name(s));
 		return FD_STEP_FAIL;
 	}
@@ -272,6 +284,7 @@ static enum fd_step_result pay(struct fd_saga_ctx *ctx)
 		return transient(ctx, err, "payment");
 	switch (answer) {
 	case FD_GATEWAY_AUTHORISED:
+		json_object_set_new(ctx->set, "payment", json_string("authorised")); /* what PaymentAuthorised says */
 		return FD_STEP_OK;
 	case FD_GATEWAY_DECLINED:
 		snprintf(ctx->error, sizeof ctx->error, "payment declined");
@@ -378,7 +391,7 @@ static const struct fd_saga_step fulfillment_steps[] = {
 	  .retry = { .max_attempts = 5, .delay_ms = 500, .backoff_pct = 200 } },
 	{ .name = "reserve_inventory", .action = reserve, .compensate = release, .timeout_ms = 30000,
 	  .retry = { .max_attempts = 5, .delay_ms = 500, .backoff_pct = 200 } },
-	{ .name = "take_payment", .on_event = "StockReserved", .ready = all_reserved, .action = pay,
+	{ .name = "take_payment", .ready = all_reserved, .action = pay,
 	  .compensate = refund, .timeout_ms = 30000,
 	  .retry = { .max_attempts = 4, .delay_ms = 1000, .backoff_pct = 200 } },
 	{ .name = "confirm_order", .ready = payment_settled, .action = confirm,
@@ -388,6 +401,7 @@ static const struct fd_saga_step fulfillment_steps[] = {
 const struct fd_saga_type fd_order_fulfillment_saga = {
 	.name = "order_fulfillment",
 	.categories = order_categories,
+	.event_types = order_events,
 	.correlate = correlate_order,
 	.fold = fold_order,
 	.steps = fulfillment_steps,
@@ -432,6 +446,7 @@ static const struct fd_saga_step shipping_steps[] = {
 const struct fd_saga_type fd_order_shipping_saga = {
 	.name = "order_shipping",
 	.categories = shipping_categories,
+	.event_types = shipping_events,
 	.correlate = correlate_shipping,
 	.steps = shipping_steps,
 	.nsteps = sizeof shipping_steps / sizeof shipping_steps[0],
