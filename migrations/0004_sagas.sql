@@ -38,6 +38,8 @@ CREATE TABLE sagas (
 
 CREATE INDEX sagas_due ON sagas (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX sagas_list ON sagas (created_at DESC, id DESC);
+-- the sagas an operator watches (GET /metrics counts them at each scrape)
+CREATE INDEX sagas_live ON sagas (type, status) WHERE status IN ('running', 'compensating', 'failed');
 
 CREATE TABLE saga_steps (
     saga_id      uuid        NOT NULL REFERENCES sagas (id),

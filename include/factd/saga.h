@@ -170,6 +170,13 @@ FD_MUST_USE enum fd_err fd_saga_get(struct fd_pool *pool, const char *id, json_t
 FD_MUST_USE enum fd_err fd_saga_find(struct fd_pool *pool, const char *type, const char *key, char id[37]);
 
 /*
+ * For /metrics: {live: [{type, status, count}] for running, compensating and
+ * failed sagas (every type and status, zeros included), overdue: sagas whose
+ * due time passed more than a second ago (workers are behind or down)}.
+ */
+FD_MUST_USE enum fd_err fd_saga_stats(struct fd_pool *pool, json_t **out);
+
+/*
  * Operator actions.  retry: a failed saga runs its remaining compensations
  * again from where it stopped.  abort: a running saga starts compensating.
  * FD_ERR_NOTFOUND for an unknown id; FD_ERR_CONFLICT (status in *status) when

@@ -16,6 +16,7 @@
 #include "factd/metrics.h"
 #include "factd/problem.h"
 #include "factd/proj.h"
+#include "factd/saga.h"
 #include "factd/router.h"
 
 /* The aggregate types with a label of their own; a type missing here counts as "other". */
@@ -89,6 +90,32 @@ static void append_projection_gauges(struct fd_pool *pool, struct fd_buf *out)
 	json_decref(st);
 }
 
+/* Saga gauges, read from the database at scrape time like the projections'. */
+static void append_saga_gauges(struct fd_pool *pool, struct fd_buf *out)
+{
+	json_t *st = NULL;
+	if (fd_saga_stats(pool, &st) != FD_OK)
+		return;
+	enum fd_err err = fd_buf_appendf(out, "# HELP factd_sagas Sagas that are running, compensating or failed.\n"
+					      "# TYPE factd_sagas gauge\n");
+	size_t i;
+	json_t *r;
+	json_array_foreach(json_object_get(st, "live"), i, r) {
+		if (!err)
+			err = fd_buf_appendf(out, "factd_sagas{type=\"%s\",status=\"%s\"} %lld\n",
+					     json_string_value(json_object_get(r, "type")),
+					     json_string_value(json_object_get(r, "status")),
+					     (long long)json_integer_value(json_object_get(r, "count")));
+	}
+	if (!err)
+		err = fd_buf_appendf(out,
+			       "# HELP factd_saga_overdue Sagas whose step or timer has been due for over a second.\n"
+			       "# TYPE factd_saga_overdue gauge\nfactd_saga_overdue %lld\n",
+			       (long long)json_integer_value(json_object_get(st, "overdue")));
+	(void)err; /* a partial body is still valid exposition text */
+	json_decref(st);
+}
+
 void fd_api_metrics(struct fd_req *req, struct fd_resp *resp)
 {
 	struct fd_buf out = FD_BUF_INIT;
@@ -104,8 +131,10 @@ void fd_api_metrics(struct fd_req *req, struct fd_resp *resp)
 		pool = (struct fd_metrics_pool){ .size = s.size, .open = s.open, .in_use = s.in_use, .waiting = s.waiting };
 	}
 	enum fd_err err = fd_metrics_render(req->app->metrics, req->app->pool ? &pool : NULL, &out);
-	if (!err && req->app->pool)
+	if (!err && req->app->pool) {
 		append_projection_gauges(req->app->pool, &out);
+		append_saga_gauges(req->app->pool, &out);
+	}
 	size_t len = out.len;
 	char *body = err ? NULL : fd_buf_detach(&out);
 	fd_buf_release(&out);

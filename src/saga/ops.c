@@ -275,3 +275,42 @@ enum fd_err fd_saga_abort(struct fd_pool *pool, const char *id, const char *reas
 {
 	return operate(pool, id, fd_saga_abort_state, reason, status);
 }
+
+enum fd_err fd_saga_stats(struct fd_pool *pool, json_t **out)
+{
+	*out = NULL;
+	PGconn *conn;
+	enum fd_err err = with_conn(pool, &conn);
+	if (err)
+		return err;
+	PGresult *res = fd_saga_sql(conn,
+				    "SELECT type, status, count(*)::text FROM sagas"
+				    " WHERE status IN ('running', 'compensating', 'failed') GROUP BY 1, 2",
+				    0, NULL);
+	PGresult *due = res ? fd_saga_sql(conn,
+					  "SELECT count(*)::text FROM sagas WHERE due_at < now() - interval '1 second'",
+					  0, NULL)
+			    : NULL;
+	fd_pool_release(pool, conn, !due && PQstatus(conn) != CONNECTION_OK);
+	if (!res || !due) {
+		PQclear(res);
+		return FD_ERR_IO;
+	}
+	static const char *const live[] = { "running", "compensating", "failed" };
+	json_t *rows = json_array();
+	for (size_t t = 0; rows && t < fd_saga_types_count; t++)
+		for (size_t k = 0; k < 3; k++) {
+			long long n = 0;
+			for (int i = 0; i < PQntuples(res); i++)
+				if (strcmp(PQgetvalue(res, i, 0), fd_saga_types[t]->name) == 0 &&
+				    strcmp(PQgetvalue(res, i, 1), live[k]) == 0)
+					n = strtoll(PQgetvalue(res, i, 2), NULL, 10);
+			json_array_append_new(rows, json_pack("{s:s, s:s, s:I}", "type", fd_saga_types[t]->name, "status",
+							      live[k], "count", (json_int_t)n));
+		}
+	long long overdue = strtoll(PQgetvalue(due, 0, 0), NULL, 10);
+	PQclear(res);
+	PQclear(due);
+	*out = rows ? json_pack("{s:o, s:I}", "live", rows, "overdue", (json_int_t)overdue) : NULL;
+	return *out ? FD_OK : FD_ERR_NOMEM;
+}

@@ -139,6 +139,18 @@ static json_t *wait_phase(const struct fd_test_server *ts, const char *order_id,
 	return s;
 }
 
+/* GET /metrics has the line (e.g. "factd_sagas{type=\"order_fulfillment\",status=\"running\"} 1"). */
+static void assert_metric(const struct fd_test_server *ts, const char *line)
+{
+	struct fd_test_resp r;
+	cr_assert_eq(fd_test_get(ts->port, "/metrics", &r), 0);
+	cr_assert_eq(r.status, 200);
+	char want[256];
+	snprintf(want, sizeof want, "\n%s\n", line);
+	cr_assert(strstr(r.body, want), "no \"%s\" in /metrics:\n%s", line, r.body);
+	fd_test_resp_free(&r);
+}
+
 static long long count(const struct fd_test_server *ts, const char *sql)
 {
 	return fd_test_server_scalar(ts, sql);
@@ -539,6 +551,9 @@ Test(sagas, abort_and_retry_follow_the_rules)
 	json_decref(s);
 	struct fd_test_resp r;
 
+	assert_metric(&ts, "factd_sagas{type=\"order_fulfillment\",status=\"running\"} 1");
+	assert_metric(&ts, "factd_saga_overdue 0");
+
 	/* retry is only for failed sagas */
 	post_ok(&ts, P("/sagas/%s/retry", sid), NULL, 409, &r);
 	fd_test_assert_problem(&r, 409, "saga-state");
@@ -555,6 +570,7 @@ Test(sagas, abort_and_retry_follow_the_rules)
 	cr_assert_str_eq(order_status(&ts, id, reason, sizeof reason), "cancelled");
 	cr_assert_str_eq(reason, "aborted by an operator");
 	assert_stock(&ts, "sku-a", 10, 0, 0);
+	assert_metric(&ts, "factd_sagas{type=\"order_fulfillment\",status=\"running\"} 0");
 
 	/* a finished saga can be neither aborted nor retried */
 	post_ok(&ts, P("/sagas/%s/abort", sid), NULL, 409, &r);
@@ -615,6 +631,7 @@ Test(sagas, retry_resumes_a_failed_compensation)
 	json_t *f = get_json(&ts, P("/sagas/%s", sid), 200);
 	cr_assert_str_eq(str(f, "status"), "failed");
 	json_decref(f);
+	assert_metric(&ts, "factd_sagas{type=\"order_fulfillment\",status=\"failed\"} 1");
 	struct fd_test_resp r;
 	post_ok(&ts, P("/sagas/%s/abort", sid), NULL, 409, &r);
 	fd_test_assert_problem(&r, 409, "saga-state");
