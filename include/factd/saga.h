@@ -146,7 +146,7 @@ struct fd_saga_config {
 	unsigned poll_ms;            /* how often idle workers look for due work (default 100) */
 	unsigned lease_ms;           /* a claim's lease (FACTD_SAGA_LEASE_MS, default 30000) */
 	unsigned time_pct;           /* percent applied to every timeout and retry delay (default 100) */
-	unsigned batch;              /* events per intake transaction (default 500) */
+	unsigned batch;              /* events per intake transaction (default 100) */
 };
 
 FD_MUST_USE enum fd_err fd_saga_engine_start(const struct fd_saga_config *cfg, struct fd_saga_engine **out);

@@ -724,7 +724,7 @@ enum fd_err fd_saga_engine_start(const struct fd_saga_config *cfg, struct fd_sag
 	if (!e->cfg.time_pct)
 		e->cfg.time_pct = 100;
 	if (!e->cfg.batch)
-		e->cfg.batch = 500;
+		e->cfg.batch = 100; /* short intake transactions: saga rows stay locked briefly */
 	e->conninfo = strdup(cfg->conninfo);
 	e->workers = calloc(cfg->workers ? cfg->workers : 1, sizeof *e->workers);
 	if (!e->conninfo || !e->workers) {
