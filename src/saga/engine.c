@@ -560,6 +560,15 @@ static bool complete(struct fd_saga_engine *e, PGconn *conn, struct claimed *c, 
 	if (ok && PQntuples(res) == 0) {
 		/* the lease ran out or the saga moved on without us: our run is only history */
 		PQclear(res);
+		if (c->seq[0]) {
+			const char *hp[] = { c->st.id, c->seq };
+			PGresult *u = fd_saga_sql(conn,
+						  "UPDATE saga_steps SET outcome = 'interrupted', finished_at = now(),"
+						  " error = 'the claim was lost before the outcome was recorded'"
+						  " WHERE saga_id = $1::uuid AND seq = $2::int AND outcome = 'running'",
+						  2, hp);
+			PQclear(u);
+		}
 		return fd_saga_exec(conn, "COMMIT");
 	}
 	struct fd_saga_state st;
