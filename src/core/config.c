@@ -240,10 +240,14 @@ char *fd_config_redact_url(const char *url)
 	const char *scheme = strstr(url, "://");
 	if (scheme) {
 		const char *auth = scheme + 3;
-		const char *at = strchr(auth, '@');
-		const char *slash = strchr(auth, '/');
-		const char *colon = strchr(auth, ':');
-		if (at && (!slash || at < slash) && colon && colon < at) {
+		/* The authority ends at the path or query; a password may hold an unencoded '@'. */
+		size_t alen = strcspn(auth, "/?#");
+		const char *at = NULL;
+		for (size_t i = 0; i < alen; i++)
+			if (auth[i] == '@')
+				at = auth + i;
+		const char *colon = memchr(auth, ':', alen);
+		if (at && colon && colon < at) {
 			size_t head = (size_t)(colon + 1 - url);
 			size_t len = head + 3 + strlen(at) + 1;
 			char *out = malloc(len);

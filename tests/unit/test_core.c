@@ -628,6 +628,9 @@ Test(redact, uri_form)
 	expect_redacted("postgresql://postgres@127.0.0.1:5434/postgres", "postgresql://postgres@127.0.0.1:5434/postgres");
 	expect_redacted("postgresql://h:5432/d", "postgresql://h:5432/d");
 	expect_redacted("postgresql:///d", "postgresql:///d");
+	/* An unencoded '@' in the password: everything up to the last '@' of the authority is secret. */
+	expect_redacted("postgresql://u:p@ss@h/d", "postgresql://u:***@h/d");
+	expect_redacted("postgresql://u:pw@h/d?x=a@b", "postgresql://u:***@h/d?x=a@b");
 }
 
 Test(redact, uri_password_in_query)
