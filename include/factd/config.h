@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include "factd/auth.h"
 #include "factd/error.h"
 
 enum fd_command { FD_CMD_SERVE, FD_CMD_MIGRATE, FD_CMD_HELP, FD_CMD_VERSION };
@@ -40,6 +41,13 @@ struct fd_config {
 	unsigned sse_notify;      /* FACTD_SSE_NOTIFY: 1 = LISTEN for new events, 0 = only poll the feed */
 	unsigned projections;     /* FACTD_PROJECTIONS: 1 = this process may run projections */
 	unsigned min_position_wait_ms; /* FACTD_MIN_POSITION_WAIT_MS: longest wait of a ?min_position= read */
+	/* access and limits */
+	struct fd_api_keys api_keys; /* FACTD_API_KEYS and FACTD_API_KEYS_FILE; none = no authentication */
+	bool allow_insecure;      /* FACTD_ALLOW_INSECURE=1: serve beyond loopback without keys */
+	char *tls_cert;           /* FACTD_TLS_CERT: PEM certificate (chain) file, NULL = plain HTTP */
+	char *tls_key;            /* FACTD_TLS_KEY: PEM private key file; set with tls_cert or not at all */
+	char *cors_origins;       /* FACTD_CORS_ORIGINS: comma-separated exact origins or "*", NULL = none */
+	unsigned max_json_depth;  /* FACTD_MAX_JSON_DEPTH: deepest nesting of arrays/objects in a body */
 };
 
 /*
@@ -52,6 +60,17 @@ FD_MUST_USE enum fd_err fd_config_load(struct fd_config *cfg, int argc, char **a
 /* Defaults only (no environment), for tests and embedding. */
 FD_MUST_USE enum fd_err fd_config_defaults(struct fd_config *cfg);
 void fd_config_release(struct fd_config *cfg);
+/*
+ * Refuse to serve beyond loopback without API keys: FD_ERR_INVAL with a
+ * message when cfg->listen_host is not a loopback address, no key is
+ * configured and cfg->allow_insecure is false.  fd_config_load runs it for
+ * `serve`.
+ */
+FD_MUST_USE enum fd_err fd_config_check_exposure(const struct fd_config *cfg, char *errbuf, size_t errlen);
+/* True for 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104 and "localhost". */
+bool fd_config_host_is_loopback(const char *host);
+/* True when `origin` (exactly, as sent in an Origin header) is in cfg->cors_origins or that is "*". */
+bool fd_config_cors_allowed(const struct fd_config *cfg, const char *origin);
 /* The --help text. */
 const char *fd_config_usage(void);
 /* database_url with any password replaced by "***" (caller owns, free()). */
