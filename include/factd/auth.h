@@ -78,6 +78,13 @@ enum fd_role fd_api_keys_lookup(const struct fd_api_keys *set, const char *secre
  */
 const char *fd_auth_bearer(const char *header, size_t *len);
 
+/*
+ * A key's public name for logs and event metadata: "key:" and the first 12
+ * hex digits of its SHA-256 (what an operator sees in a hashed key list).
+ */
+#define FD_API_KEY_ID_LEN 16
+void fd_api_key_id(const char *secret, size_t len, char out[FD_API_KEY_ID_LEN + 1]);
+
 /* The role a route needs: `declared` unless FD_ROLE_DEFAULT, else read for GET/HEAD, write otherwise. */
 enum fd_role fd_role_required(enum fd_role declared, const char *method);
 

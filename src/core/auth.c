@@ -242,3 +242,10 @@ const char *fd_auth_bearer(const char *header, size_t *len)
 	*len = n;
 	return t;
 }
+
+void fd_api_key_id(const char *secret, size_t len, char out[FD_API_KEY_ID_LEN + 1])
+{
+	char hex[65];
+	fd_sha256_hex(secret, len, hex);
+	snprintf(out, FD_API_KEY_ID_LEN + 1, "key:%.12s", hex);
+}

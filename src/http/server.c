@@ -67,6 +67,8 @@ struct fd_server {
 	char *tls_key;
 };
 
+_Static_assert(sizeof((struct fd_req *)0)->caller > FD_API_KEY_ID_LEN, "fd_req.caller is too small");
+
 /* A connection's socket context: whether it was accepted past cfg->max_connections. */
 static char over_limit_mark;
 
@@ -282,6 +284,7 @@ static bool unauthorized(struct fd_req *req, struct fd_resp *resp, enum fd_role 
 		fd_resp_header(resp, "WWW-Authenticate", challenge);
 		return true;
 	}
+	fd_api_key_id(token, len, req->caller);
 	return false;
 }
 
@@ -450,6 +453,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		json_t *f = json_pack("{s:s, s:s, s:s, s:i, s:f, s:s}", "method", req->method, "path", req->path,
 				      "route", req->route ? req->route->pattern : "", "status", (int)req->status,
 				      "duration_ms", ms, "request_id", req->request_id);
+		if (f && req->caller[0])
+			json_object_set_new(f, "caller", json_string(req->caller));
 		if (f && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
 			json_object_set_new(f, "aborted", json_true());
 		fd_log_fields(FD_LOG_INFO, "request", f);

@@ -133,6 +133,15 @@ Test(keys, roles)
 	fd_test_resp_free(&r);
 	cr_assert_eq(call(&ts, "GET", "/projections", ADMIN_KEY, NULL, &r), 200);
 	fd_test_resp_free(&r);
+
+	/* Commands record which key asked, by its public id, never the key. */
+	cr_assert_eq(call(&ts, "POST", "/orders", WRITE_KEY, "{\"customer_id\":\"c-1\"}", &r), 201, "%s", r.body);
+	fd_test_resp_free(&r);
+	char id[FD_API_KEY_ID_LEN + 1], sql[256];
+	fd_api_key_id(WRITE_KEY, strlen(WRITE_KEY), id);
+	cr_assert_eq(strncmp(id, "key:", 4), 0);
+	snprintf(sql, sizeof sql, "SELECT count(*) FROM events WHERE metadata->>'caller' = '%s'", id);
+	cr_assert_eq(fd_test_server_scalar(&ts, sql), 1, "%s", id);
 	fd_test_server_stop(&ts);
 }
 

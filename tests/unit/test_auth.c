@@ -334,3 +334,13 @@ Test(limits, json_depth)
 	cr_assert_not(fd_json_depth_within(deep, 200, 99));
 	cr_assert_not(fd_json_depth_within(deep, 60, 32), "an unterminated body is cut off as soon as it is too deep");
 }
+
+Test(auth, key_id_is_a_digest_prefix)
+{
+	char id[FD_API_KEY_ID_LEN + 1], hex[65];
+	fd_api_key_id("writer-key-0123456789", 21, id);
+	fd_sha256_hex("writer-key-0123456789", 21, hex);
+	cr_assert_eq(strlen(id), 16);
+	cr_assert_eq(strncmp(id, "key:", 4), 0);
+	cr_assert_eq(strncmp(id + 4, hex, 12), 0, "%s vs %s", id, hex);
+}
