@@ -46,7 +46,7 @@ static const char usage[] =
 	"  FACTD_MAX_STREAMS        concurrent GET /events/stream clients; more get 503 (default 256)\n"
 	"  FACTD_SSE_HEARTBEAT_S    seconds of silence before a live stream sends a heartbeat (default 15)\n"
 	"  FACTD_SSE_NOTIFY         0 = live streams poll the feed instead of LISTEN (default 1)\n"
-	"  FACTD_MAX_JSON_DEPTH     deepest nesting of arrays and objects in a request body (default 32)\n"
+	"  FACTD_MAX_JSON_DEPTH     deepest nesting of arrays and objects in a request body (default 128)\n"
 	"\n"
 	"access (see README, \"Security\"):\n"
 	"  FACTD_API_KEYS           comma-separated role:key entries, role read|write|admin; a key may be\n"
@@ -87,7 +87,7 @@ enum fd_err fd_config_defaults(struct fd_config *cfg)
 	cfg->max_streams = 256;
 	cfg->sse_heartbeat_s = 15;
 	cfg->sse_notify = 1;
-	cfg->max_json_depth = 32;
+	cfg->max_json_depth = 128;
 	return cfg->listen_host ? FD_OK : FD_ERR_NOMEM;
 }
 

@@ -387,6 +387,8 @@ static char *nested_append(unsigned depth)
 	int n = snprintf(b, cap, "{\"expected_version\":\"any\",\"events\":[{\"type\":\"Deep\",\"data\":{\"x\":");
 	for (unsigned i = 0; i < depth; i++)
 		b[n++] = '[';
+	if (!depth)
+		b[n++] = '0';
 	for (unsigned i = 0; i < depth; i++)
 		b[n++] = ']';
 	snprintf(b + n, cap - (size_t)n, "}}]}");
@@ -396,10 +398,10 @@ static char *nested_append(unsigned depth)
 Test(limits, json_depth)
 {
 	struct fd_test_server ts;
-	fd_test_server_start(&ts, NULL); /* FACTD_MAX_JSON_DEPTH 32 */
+	fd_test_server_start(&ts, NULL); /* FACTD_MAX_JSON_DEPTH 128 */
 	struct fd_test_resp r;
-	char *ok = nested_append(28), *deep = nested_append(29), *huge = nested_append(100000);
-	cr_assert_eq(call(&ts, "POST", "/streams/d-1/events", NULL, ok, &r), 201, "32 levels: %s", r.body);
+	char *ok = nested_append(124), *deep = nested_append(125), *huge = nested_append(100000);
+	cr_assert_eq(call(&ts, "POST", "/streams/d-1/events", NULL, ok, &r), 201, "128 levels: %s", r.body);
 	fd_test_resp_free(&r);
 	call(&ts, "POST", "/streams/d-1/events", NULL, deep, &r);
 	fd_test_assert_problem(&r, 400, "json-too-deep");
@@ -408,13 +410,42 @@ Test(limits, json_depth)
 	fd_test_assert_problem(&r, 400, "json-too-deep");
 	fd_test_resp_free(&r);
 	/* Commands too. */
-	call(&ts, "POST", "/orders", NULL, "{\"customer_id\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}", &r);
+	char cmd[400];
+	int n = snprintf(cmd, sizeof cmd, "{\"customer_id\":");
+	for (int i = 0; i < 130; i++)
+		cmd[n++] = '[';
+	for (int i = 0; i < 130; i++)
+		cmd[n++] = ']';
+	snprintf(cmd + n, sizeof cmd - (size_t)n, "}");
+	call(&ts, "POST", "/orders", NULL, cmd, &r);
 	fd_test_assert_problem(&r, 400, "json-too-deep");
 	fd_test_resp_free(&r);
 	free(ok);
 	free(deep);
 	free(huge);
 	cr_assert_eq(fd_test_server_scalar(&ts, "SELECT count(*) FROM events"), 1);
+	fd_test_server_stop(&ts);
+}
+
+static void shallow(struct fd_config *cfg)
+{
+	cfg->max_json_depth = 4;
+}
+
+Test(limits, json_depth_configured)
+{
+	struct fd_test_server ts;
+	fd_test_server_start_with(&ts, NULL, shallow);
+	struct fd_test_resp r;
+	char *ok = nested_append(0), *deep = nested_append(1);
+	cr_assert_eq(call(&ts, "POST", "/streams/d-1/events", NULL, ok, &r), 201, "%s", r.body);
+	fd_test_resp_free(&r);
+	call(&ts, "POST", "/streams/d-1/events", NULL, deep, &r);
+	fd_test_assert_problem(&r, 400, "json-too-deep");
+	cr_assert(strstr(fd_test_json_str(&r, "detail"), "at most 4 levels"), "%s", r.body);
+	fd_test_resp_free(&r);
+	free(ok);
+	free(deep);
 	fd_test_server_stop(&ts);
 }
 
