@@ -27,7 +27,7 @@ struct fd_config {
 	unsigned max_append_events; /* FACTD_MAX_APPEND_EVENTS per request */
 	unsigned max_read_limit;  /* FACTD_MAX_READ_LIMIT: cap for ?limit= */
 	unsigned max_connections; /* FACTD_MAX_CONNECTIONS */
-	unsigned request_timeout_s; /* FACTD_REQUEST_TIMEOUT: idle connection timeout */
+	unsigned request_timeout_s; /* FACTD_REQUEST_TIMEOUT: silent-connection timeout and body deadline */
 	int log_level;            /* FACTD_LOG_LEVEL */
 	bool migrate_on_start;    /* FACTD_MIGRATE=0 or --no-migrate turns it off */
 	unsigned command_retries; /* FACTD_COMMAND_RETRIES: reload-and-decide rounds after a conflict */

@@ -32,7 +32,7 @@ static const char usage[] =
 	"  FACTD_MAX_APPEND_EVENTS  events in one append (default 1000)\n"
 	"  FACTD_MAX_READ_LIMIT     largest ?limit= on reads (default 1000)\n"
 	"  FACTD_MAX_CONNECTIONS    concurrent HTTP connections; more get 503 (default 1024)\n"
-	"  FACTD_REQUEST_TIMEOUT    seconds a connection may stay silent, mid-request or idle (default 30)\n"
+	"  FACTD_REQUEST_TIMEOUT    seconds a connection may stay silent, and a body may take (default 30)\n"
 	"  FACTD_LOG_LEVEL          debug|info|warn|error (default info)\n"
 	"  FACTD_MIGRATE            0 to skip migrations at start (default 1)\n"
 	"  FACTD_COMMAND_RETRIES    reload-and-decide rounds after a version conflict (default 10)\n"

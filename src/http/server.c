@@ -21,7 +21,8 @@
  * preflight is answered without a key; the API key must carry the route's
  * role (401/403); then media type, body size and, before the handler parses
  * it, the body's JSON nesting depth.  A connection that stays silent for
- * cfg->request_timeout_s (also mid-request) is closed by MHD.
+ * cfg->request_timeout_s (also mid-request) is closed by MHD; one whose body
+ * is still arriving that long after its headers is closed here.
  *
  * A request is counted in the metrics when its response is queued, labelled
  * with its route template, and timed from its first access-handler call:
@@ -356,6 +357,18 @@ static bool early_reject(struct fd_req *req, struct fd_resp *resp)
 	return false;
 }
 
+/*
+ * True once a request's body has taken longer than cfg->request_timeout_s
+ * since its headers arrived.  MHD's own timeout only closes silent
+ * connections; this also stops a client that trickles its body.
+ */
+static bool body_overdue(const struct fd_req *req)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return now.tv_sec - req->start.tv_sec > (time_t)req->app->cfg->request_timeout_s;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
 				  const char *version, const char *upload_data, size_t *upload_data_size,
 				  void **con_cls)
@@ -406,6 +419,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	}
 
 	if (*upload_data_size) {
+		if (body_overdue(req)) {
+			/* MHD cannot queue a response mid-upload: closing is the only answer. */
+			fd_log_fields(FD_LOG_WARN, "request body not received in time; closing the connection",
+				      json_pack("{s:s, s:s, s:i}", "path", req->path, "request_id", req->request_id,
+						"timeout_s", (int)req->app->cfg->request_timeout_s));
+			return MHD_NO;
+		}
 		if (!req->body_too_large) {
 			if (req->body.len + *upload_data_size > req->app->cfg->max_body) {
 				req->body_too_large = true;

@@ -554,6 +554,34 @@ Test(limits, slow_clients_are_dropped, .timeout = 120)
 	cr_assert_lt(now_s() - t0, 3, "stop waited on a dropped request");
 }
 
+Test(limits, trickled_body_is_cut_off, .timeout = 120)
+{
+	struct fd_test_server ts;
+	fd_test_server_start_with(&ts, NULL, short_timeout);
+	int fd = connect_raw(ts.port);
+	const char *head = "POST /streams/trickle-1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+			   "Content-Length: 200\r\n\r\n";
+	cr_assert_eq(send(fd, head, strlen(head), 0), (ssize_t)strlen(head));
+	/* A byte every 300 ms: never silent for the 1 s timeout, but the body is overdue after it. */
+	double t0 = now_s(), closed = 0;
+	for (int i = 0; i < 40 && !closed; i++) {
+		struct timespec pause = { .tv_nsec = 300 * 1000000L };
+		nanosleep(&pause, NULL);
+		char buf[256];
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (send(fd, " ", 1, MSG_NOSIGNAL) != 1 || (poll(&p, 1, 0) > 0 && recv(fd, buf, sizeof buf, 0) <= 0))
+			closed = now_s() - t0;
+	}
+	close(fd);
+	cr_assert_gt(closed, 0, "a trickling client held its request for 12 s");
+	cr_assert_lt(closed, 5, "cut off only after %.1f s", closed);
+	struct fd_test_resp r;
+	cr_assert_eq(call(&ts, "GET", "/healthz", NULL, NULL, &r), 200);
+	fd_test_resp_free(&r);
+	cr_assert_eq(fd_test_server_scalar(&ts, "SELECT count(*) FROM events"), 0);
+	fd_test_server_stop(&ts);
+}
+
 static void two_connections(struct fd_config *cfg)
 {
 	cfg->max_connections = 2;
