@@ -33,11 +33,11 @@
 #include "factd/http.h"
 
 #include <errno.h>
-#include <stdio.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
