@@ -449,6 +449,52 @@ Test(limits, json_depth_configured)
 	fd_test_server_stop(&ts);
 }
 
+static void small_limits(struct fd_config *cfg)
+{
+	cfg->max_body = 2048;
+	cfg->max_append_events = 2;
+	cfg->max_read_limit = 5;
+}
+
+Test(limits, body_events_and_read_limit)
+{
+	struct fd_test_server ts;
+	fd_test_server_start_with(&ts, NULL, small_limits);
+	struct fd_test_resp r;
+	/* Over the body limit, announced by Content-Length and sent chunked. */
+	char *big = malloc(4096);
+	memset(big, ' ', 4095);
+	big[0] = '{';
+	big[4094] = '}';
+	big[4095] = '\0';
+	call(&ts, "POST", "/streams/l-1/events", NULL, big, &r);
+	fd_test_assert_problem(&r, 413, "body-too-large");
+	fd_test_resp_free(&r);
+	char raw[8192];
+	int n = snprintf(raw, sizeof raw,
+			 "POST /streams/l-1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+			 "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n",
+			 (unsigned)strlen(big), big);
+	cr_assert_eq(fd_test_http_raw(ts.port, raw, (size_t)n, &r), 0);
+	fd_test_assert_problem(&r, 413, "body-too-large");
+	fd_test_resp_free(&r);
+	free(big);
+	/* More events than allowed. */
+	const char *three = "{\"expected_version\":\"any\",\"events\":[{\"type\":\"A\",\"data\":{}},"
+			    "{\"type\":\"B\",\"data\":{}},{\"type\":\"C\",\"data\":{}}]}";
+	call(&ts, "POST", "/streams/l-1/events", NULL, three, &r);
+	fd_test_assert_problem(&r, 413, "too-many-events");
+	fd_test_resp_free(&r);
+	/* A read limit past the cap. */
+	call(&ts, "GET", "/events?limit=6", NULL, NULL, &r);
+	fd_test_assert_problem(&r, 400, NULL);
+	fd_test_resp_free(&r);
+	cr_assert_eq(call(&ts, "GET", "/events?limit=5", NULL, NULL, &r), 200);
+	fd_test_resp_free(&r);
+	cr_assert_eq(fd_test_server_scalar(&ts, "SELECT count(*) FROM events"), 0);
+	fd_test_server_stop(&ts);
+}
+
 Test(limits, lengths)
 {
 	struct fd_test_server ts;
