@@ -90,9 +90,18 @@ static int serve(const struct fd_config *cfg)
 	if (fd_server_start(&app, &srv) != FD_OK)
 		goto done;
 	fd_log_fields(FD_LOG_INFO, "listening",
-		      json_pack("{s:s, s:i, s:i, s:i, s:s}", "host", cfg->listen_host, "port", (int)fd_server_port(srv),
-				"workers", (int)cfg->workers, "pool_size", (int)cfg->pool_size, "database",
-				redacted ? redacted : ""));
+		      json_pack("{s:s, s:i, s:i, s:i, s:s, s:b, s:i}", "host", cfg->listen_host, "port",
+				(int)fd_server_port(srv), "workers", (int)cfg->workers, "pool_size", (int)cfg->pool_size,
+				"database", redacted ? redacted : "", "tls", cfg->tls_cert != NULL, "api_keys",
+				(int)cfg->api_keys.n));
+	if (!cfg->api_keys.n && fd_config_host_is_loopback(cfg->listen_host))
+		fd_log(FD_LOG_WARN, "no API keys configured: serving without authentication, on loopback (%s) only; "
+				    "set FACTD_API_KEYS to listen elsewhere",
+		       cfg->listen_host);
+	else if (!cfg->api_keys.n)
+		fd_log(FD_LOG_WARN, "no API keys configured and FACTD_ALLOW_INSECURE=1: anyone who reaches %s:%d can "
+				    "read and write every event",
+		       cfg->listen_host, (int)fd_server_port(srv));
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
@@ -132,7 +141,7 @@ static int migrate(const struct fd_config *cfg)
 int main(int argc, char **argv)
 {
 	struct fd_config cfg;
-	char errbuf[256] = "";
+	char errbuf[512] = "";
 	int rc = 1;
 
 	/* Block the stop signals before any thread exists; main waits for them.

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include "factd/auth.h"
 #include "factd/error.h"
 
 enum fd_command { FD_CMD_SERVE, FD_CMD_MIGRATE, FD_CMD_HELP, FD_CMD_VERSION };
@@ -26,7 +27,7 @@ struct fd_config {
 	unsigned max_append_events; /* FACTD_MAX_APPEND_EVENTS per request */
 	unsigned max_read_limit;  /* FACTD_MAX_READ_LIMIT: cap for ?limit= */
 	unsigned max_connections; /* FACTD_MAX_CONNECTIONS */
-	unsigned request_timeout_s; /* FACTD_REQUEST_TIMEOUT: idle connection timeout */
+	unsigned request_timeout_s; /* FACTD_REQUEST_TIMEOUT: silent-connection timeout and body deadline */
 	int log_level;            /* FACTD_LOG_LEVEL */
 	bool migrate_on_start;    /* FACTD_MIGRATE=0 or --no-migrate turns it off */
 	unsigned command_retries; /* FACTD_COMMAND_RETRIES: reload-and-decide rounds after a conflict */
@@ -45,6 +46,13 @@ struct fd_config {
 	unsigned saga_poll_ms;    /* FACTD_SAGA_POLL_MS: how often idle saga workers look for due work */
 	unsigned saga_lease_ms;   /* FACTD_SAGA_LEASE_MS: a worker's claim on a saga step */
 	unsigned saga_time_pct;   /* FACTD_SAGA_TIME_PERCENT: scales every saga timeout and retry delay */
+	/* access and limits */
+	struct fd_api_keys api_keys; /* FACTD_API_KEYS and FACTD_API_KEYS_FILE; none = no authentication */
+	bool allow_insecure;      /* FACTD_ALLOW_INSECURE=1: serve beyond loopback without keys */
+	char *tls_cert;           /* FACTD_TLS_CERT: PEM certificate (chain) file, NULL = plain HTTP */
+	char *tls_key;            /* FACTD_TLS_KEY: PEM private key file; set with tls_cert or not at all */
+	char *cors_origins;       /* FACTD_CORS_ORIGINS: comma-separated exact origins or "*", NULL = none */
+	unsigned max_json_depth;  /* FACTD_MAX_JSON_DEPTH: deepest nesting of arrays/objects in a body */
 };
 
 /*
@@ -57,6 +65,17 @@ FD_MUST_USE enum fd_err fd_config_load(struct fd_config *cfg, int argc, char **a
 /* Defaults only (no environment), for tests and embedding. */
 FD_MUST_USE enum fd_err fd_config_defaults(struct fd_config *cfg);
 void fd_config_release(struct fd_config *cfg);
+/*
+ * Refuse to serve beyond loopback without API keys: FD_ERR_INVAL with a
+ * message when cfg->listen_host is not a loopback address, no key is
+ * configured and cfg->allow_insecure is false.  fd_config_load runs it for
+ * `serve`.
+ */
+FD_MUST_USE enum fd_err fd_config_check_exposure(const struct fd_config *cfg, char *errbuf, size_t errlen);
+/* True for 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104 and "localhost". */
+bool fd_config_host_is_loopback(const char *host);
+/* True when `origin` (exactly, as sent in an Origin header) is in cfg->cors_origins or that is "*". */
+bool fd_config_cors_allowed(const struct fd_config *cfg, const char *origin);
 /* The --help text. */
 const char *fd_config_usage(void);
 /* database_url with any password replaced by "***" (caller owns, free()). */

@@ -59,6 +59,7 @@ struct fd_req {
 	unsigned status;                   /* status of the queued response, 0 until then */
 	struct fd_server *server;          /* borrowed; outlives the request */
 	bool stream_slot;                  /* holds one of cfg->max_streams (fd_req_stream_slot) */
+	char caller[24];                   /* "key:<12 hex of its SHA-256>" of the API key used, else "" */
 };
 
 struct fd_resp_header {

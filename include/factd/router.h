@@ -8,6 +8,7 @@
 #define FACTD_ROUTER_H
 
 #include <stddef.h>
+#include "factd/auth.h"
 #include "factd/http.h"
 
 struct fd_route {
@@ -16,6 +17,13 @@ struct fd_route {
 	fd_handler_fn handler;
 	bool json_body;          /* requires Content-Type: application/json */
 	const void *arg;         /* handler-specific row data (e.g. which command), borrowed */
+	/*
+	 * The API-key role a request needs (when keys are configured).  Left
+	 * unset (FD_ROLE_DEFAULT) it follows the method: GET needs read, other
+	 * methods write.  FD_ROLE_ADMIN for operations on the service itself
+	 * (rebuilds, saga retry/abort), FD_ROLE_OPEN for probes without a key.
+	 */
+	enum fd_role role;
 };
 
 enum fd_match {
@@ -35,6 +43,13 @@ enum fd_match fd_router_match(const struct fd_route *routes, size_t nroutes, con
 			      const char *path, const struct fd_route **route,
 			      char *params[FD_ROUTE_MAX_PARAMS], size_t *nparams, char *allow,
 			      size_t allow_len);
+
+/*
+ * The methods that `path` supports in `routes` (as for FD_MATCH_METHOD's
+ * allow: "GET, HEAD, POST"), written to allow; false when no route has it.
+ */
+bool fd_router_methods(const struct fd_route *routes, size_t nroutes, const char *path, char *allow,
+		       size_t allow_len);
 
 /* The application's routes (src/http/routes.c). */
 extern const struct fd_route fd_routes[];

@@ -5,6 +5,7 @@
  */
 #include "factd/config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
@@ -30,8 +31,8 @@ static const char usage[] =
 	"  FACTD_MAX_BODY           largest request body in bytes (default 1048576)\n"
 	"  FACTD_MAX_APPEND_EVENTS  events in one append (default 1000)\n"
 	"  FACTD_MAX_READ_LIMIT     largest ?limit= on reads (default 1000)\n"
-	"  FACTD_MAX_CONNECTIONS    concurrent HTTP connections (default 1024)\n"
-	"  FACTD_REQUEST_TIMEOUT    seconds an idle connection is kept (default 30)\n"
+	"  FACTD_MAX_CONNECTIONS    concurrent HTTP connections; more get 503 (default 1024)\n"
+	"  FACTD_REQUEST_TIMEOUT    seconds a connection may stay silent, and a body may take (default 30)\n"
 	"  FACTD_LOG_LEVEL          debug|info|warn|error (default info)\n"
 	"  FACTD_MIGRATE            0 to skip migrations at start (default 1)\n"
 	"  FACTD_COMMAND_RETRIES    reload-and-decide rounds after a version conflict (default 10)\n"
@@ -49,7 +50,17 @@ static const char usage[] =
 	"  FACTD_SAGA_WORKERS       threads running saga steps (default 8)\n"
 	"  FACTD_SAGA_POLL_MS       how often idle saga workers look for due steps (default 100)\n"
 	"  FACTD_SAGA_LEASE_MS      a worker's claim on a step; a crashed worker's step reruns after it (default 30000)\n"
-	"  FACTD_SAGA_TIME_PERCENT  scales every saga timeout and retry delay, in percent (default 100)\n";
+	"  FACTD_SAGA_TIME_PERCENT  scales every saga timeout and retry delay, in percent (default 100)\n"
+	"  FACTD_MAX_JSON_DEPTH     deepest nesting of arrays and objects in a request body (default 128)\n"
+	"\n"
+	"access (see README, \"Security\"):\n"
+	"  FACTD_API_KEYS           comma-separated role:key entries, role read|write|admin; a key may be\n"
+	"                           given hashed as role:sha256:<64 hex> (default: none = no authentication)\n"
+	"  FACTD_API_KEYS_FILE      file of the same entries, one per line ('#' comments); adds to FACTD_API_KEYS\n"
+	"  FACTD_ALLOW_INSECURE     1 = listen beyond loopback without API keys (refused otherwise)\n"
+	"  FACTD_TLS_CERT           PEM certificate file: serve HTTPS (needs FACTD_TLS_KEY)\n"
+	"  FACTD_TLS_KEY            PEM private key file of FACTD_TLS_CERT\n"
+	"  FACTD_CORS_ORIGINS       comma-separated browser origins allowed by CORS, or * (default: none)\n";
 
 const char *fd_config_usage(void)
 {
@@ -86,6 +97,7 @@ enum fd_err fd_config_defaults(struct fd_config *cfg)
 	cfg->saga_poll_ms = 100;
 	cfg->saga_lease_ms = 30000;
 	cfg->saga_time_pct = 100;
+	cfg->max_json_depth = 128;
 	return cfg->listen_host ? FD_OK : FD_ERR_NOMEM;
 }
 
@@ -93,7 +105,11 @@ void fd_config_release(struct fd_config *cfg)
 {
 	free(cfg->listen_host);
 	free(cfg->database_url);
-	cfg->listen_host = cfg->database_url = NULL;
+	free(cfg->tls_cert);
+	free(cfg->tls_key);
+	free(cfg->cors_origins);
+	fd_api_keys_release(&cfg->api_keys);
+	cfg->listen_host = cfg->database_url = cfg->tls_cert = cfg->tls_key = cfg->cors_origins = NULL;
 }
 
 static bool parse_uint(const char *s, unsigned long long min, unsigned long long max, unsigned long long *out)
@@ -143,6 +159,7 @@ static const struct num_opt num_opts[] = {
 	NUM("FACTD_SAGA_POLL_MS", saga_poll_ms, 10, 60000),
 	NUM("FACTD_SAGA_LEASE_MS", saga_lease_ms, 100, 3600000),
 	NUM("FACTD_SAGA_TIME_PERCENT", saga_time_pct, 1, 100000),
+	NUM("FACTD_MAX_JSON_DEPTH", max_json_depth, 1, 1000),
 };
 #undef NUM
 
@@ -172,6 +189,139 @@ static enum fd_err parse_listen(struct fd_config *cfg, const char *s, char *errb
 	cfg->listen_host = host;
 	cfg->port = (unsigned)port;
 	return FD_OK;
+}
+
+static enum fd_err parse_bool(const char *env, bool *out, char *errbuf, size_t errlen)
+{
+	const char *v = getenv(env);
+	if (!v || !*v)
+		return FD_OK;
+	if (strcmp(v, "0") == 0 || strcmp(v, "false") == 0)
+		*out = false;
+	else if (strcmp(v, "1") == 0 || strcmp(v, "true") == 0)
+		*out = true;
+	else {
+		snprintf(errbuf, errlen, "%s must be 0 or 1, got \"%s\"", env, v);
+		return FD_ERR_INVAL;
+	}
+	return FD_OK;
+}
+
+static enum fd_err dup_env(const char *env, char **out)
+{
+	const char *v = getenv(env);
+	if (!v || !*v)
+		return FD_OK;
+	free(*out);
+	*out = strdup(v);
+	return *out ? FD_OK : FD_ERR_NOMEM;
+}
+
+/* Each entry "*" or scheme://host[:port], the form browsers send in Origin. */
+static enum fd_err check_cors_origins(const char *list, char *errbuf, size_t errlen)
+{
+	for (const char *p = list; p;) {
+		const char *end = strchr(p, ',');
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+		const char *s = p;
+		p = end ? end + 1 : NULL;
+		while (n && *s == ' ') {
+			s++;
+			n--;
+		}
+		while (n && s[n - 1] == ' ')
+			n--;
+		if (n == 1 && *s == '*')
+			continue;
+		const char *sep = n ? memchr(s, ':', n) : NULL;
+		bool ok = sep && sep + 3 < s + n && sep[1] == '/' && sep[2] == '/' && s[n - 1] != '/';
+		for (size_t i = 0; ok && i < n; i++)
+			ok = (unsigned char)s[i] > 0x20 && (unsigned char)s[i] < 0x7f;
+		if (ok && memchr(sep + 3, '/', (size_t)(s + n - sep - 3)))
+			ok = false;
+		if (!ok) {
+			snprintf(errbuf, errlen,
+				 "FACTD_CORS_ORIGINS entries must be * or scheme://host[:port] without a path, got \"%.*s\"",
+				 (int)(n > 100 ? 100 : n), s);
+			return FD_ERR_INVAL;
+		}
+	}
+	return FD_OK;
+}
+
+static enum fd_err load_access(struct fd_config *cfg, char *errbuf, size_t errlen)
+{
+	enum fd_err err;
+	const char *v;
+	if ((v = getenv("FACTD_API_KEYS")) && *v &&
+	    (err = fd_api_keys_parse(&cfg->api_keys, v, ',', "FACTD_API_KEYS", errbuf, errlen)))
+		return err;
+	if ((v = getenv("FACTD_API_KEYS_FILE")) && *v &&
+	    (err = fd_api_keys_load_file(&cfg->api_keys, v, errbuf, errlen)))
+		return err;
+	if ((err = parse_bool("FACTD_ALLOW_INSECURE", &cfg->allow_insecure, errbuf, errlen)))
+		return err;
+	if ((err = dup_env("FACTD_TLS_CERT", &cfg->tls_cert)) || (err = dup_env("FACTD_TLS_KEY", &cfg->tls_key)))
+		return err;
+	if (!cfg->tls_cert != !cfg->tls_key) {
+		snprintf(errbuf, errlen, "FACTD_TLS_CERT and FACTD_TLS_KEY go together: set both or neither");
+		return FD_ERR_INVAL;
+	}
+	if ((err = dup_env("FACTD_CORS_ORIGINS", &cfg->cors_origins)))
+		return err;
+	if (cfg->cors_origins && (err = check_cors_origins(cfg->cors_origins, errbuf, errlen)))
+		return err;
+	return FD_OK;
+}
+
+bool fd_config_host_is_loopback(const char *host)
+{
+	if (!host)
+		return false;
+	if (strcmp(host, "localhost") == 0)
+		return true;
+	unsigned char a[16];
+	if (inet_pton(AF_INET, host, a) == 1)
+		return a[0] == 127;
+	if (inet_pton(AF_INET6, host, a) == 1) {
+		static const unsigned char loop6[16] = { [15] = 1 };
+		static const unsigned char mapped[12] = { [10] = 0xff, [11] = 0xff };
+		return memcmp(a, loop6, 16) == 0 || (memcmp(a, mapped, 12) == 0 && a[12] == 127);
+	}
+	return false;
+}
+
+enum fd_err fd_config_check_exposure(const struct fd_config *cfg, char *errbuf, size_t errlen)
+{
+	if (cfg->api_keys.n || cfg->allow_insecure || fd_config_host_is_loopback(cfg->listen_host))
+		return FD_OK;
+	snprintf(errbuf, errlen,
+		 "refusing to listen on %s without API keys: anyone who can reach it could write events. "
+		 "Set FACTD_API_KEYS or FACTD_API_KEYS_FILE, listen on 127.0.0.1, or set FACTD_ALLOW_INSECURE=1",
+		 cfg->listen_host ? cfg->listen_host : "?");
+	return FD_ERR_INVAL;
+}
+
+bool fd_config_cors_allowed(const struct fd_config *cfg, const char *origin)
+{
+	if (!cfg->cors_origins || !origin || !*origin)
+		return false;
+	size_t olen = strlen(origin);
+	for (const char *p = cfg->cors_origins; p;) {
+		const char *end = strchr(p, ',');
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+		const char *s = p;
+		p = end ? end + 1 : NULL;
+		while (n && *s == ' ') {
+			s++;
+			n--;
+		}
+		while (n && s[n - 1] == ' ')
+			n--;
+		if ((n == 1 && *s == '*') || (n == olen && memcmp(s, origin, n) == 0))
+			return true;
+	}
+	return false;
 }
 
 enum fd_err fd_config_load(struct fd_config *cfg, int argc, char **argv, char *errbuf, size_t errlen)
@@ -211,6 +361,8 @@ enum fd_err fd_config_load(struct fd_config *cfg, int argc, char **argv, char *e
 		}
 		cfg->log_level = lvl;
 	}
+	if ((err = load_access(cfg, errbuf, errlen)))
+		return err;
 	if ((v = getenv("FACTD_MIGRATE")) && *v) {
 		if (strcmp(v, "0") == 0 || strcmp(v, "false") == 0)
 			cfg->migrate_on_start = false;
@@ -244,6 +396,8 @@ enum fd_err fd_config_load(struct fd_config *cfg, int argc, char **argv, char *e
 		snprintf(errbuf, errlen, "FACTD_DATABASE_URL is not set (see factd --help)");
 		return FD_ERR_INVAL;
 	}
+	if (cfg->command == FD_CMD_SERVE)
+		return fd_config_check_exposure(cfg, errbuf, errlen);
 	return FD_OK;
 }
 
@@ -255,10 +409,14 @@ char *fd_config_redact_url(const char *url)
 	const char *scheme = strstr(url, "://");
 	if (scheme) {
 		const char *auth = scheme + 3;
-		const char *at = strchr(auth, '@');
-		const char *slash = strchr(auth, '/');
-		const char *colon = strchr(auth, ':');
-		if (at && (!slash || at < slash) && colon && colon < at) {
+		/* The authority ends at the path or query; a password may hold an unencoded '@'. */
+		size_t alen = strcspn(auth, "/?#");
+		const char *at = NULL;
+		for (size_t i = 0; i < alen; i++)
+			if (auth[i] == '@')
+				at = auth + i;
+		const char *colon = memchr(auth, ':', alen);
+		if (at && colon && colon < at) {
 			size_t head = (size_t)(colon + 1 - url);
 			size_t len = head + 3 + strlen(at) + 1;
 			char *out = malloc(len);

@@ -73,7 +73,7 @@ static void set_etag(struct fd_resp *resp, int64_t version)
 
 static const char *caller_of(const struct fd_req *req)
 {
-	return "anonymous";
+	return req->caller[0] ? req->caller : "anonymous";
 }
 
 /* Map a bus error to a problem response. */

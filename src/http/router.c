@@ -88,3 +88,14 @@ enum fd_match fd_router_match(const struct fd_route *routes, size_t nroutes, con
 	}
 	return path_known ? FD_MATCH_METHOD : FD_MATCH_NOT_FOUND;
 }
+
+bool fd_router_methods(const struct fd_route *routes, size_t nroutes, const char *path, char *allow,
+		       size_t allow_len)
+{
+	const struct fd_route *route = NULL;
+	char *params[FD_ROUTE_MAX_PARAMS];
+	size_t nparams = 0;
+	/* No route has this method, so a known path yields FD_MATCH_METHOD and its list. */
+	enum fd_match m = fd_router_match(routes, nroutes, " ", path, &route, params, &nparams, allow, allow_len);
+	return m == FD_MATCH_METHOD;
+}

@@ -2,7 +2,8 @@
  * routes.c - the route table.  Adding an endpoint is adding a row; a domain
  * command is a row naming its aggregate type and command.
  * The pattern doubles as the route label in logs and metrics (a route's
- * metrics slot is its index here).
+ * metrics slot is its index here).  A row's .role is the API-key role it
+ * needs; unset, GET needs read and other methods write (see router.h).
  */
 #include "factd/api.h"
 #include "factd/domain.h"
@@ -11,8 +12,8 @@
 #define CMD(agg, name, ...) (&(const struct fd_command_route){ .type = &agg, .command = name, __VA_ARGS__ })
 
 const struct fd_route fd_routes[] = {
-	{ .method = "GET", .pattern = "/healthz", .handler = fd_api_healthz },
-	{ .method = "GET", .pattern = "/readyz", .handler = fd_api_readyz },
+	{ .method = "GET", .pattern = "/healthz", .handler = fd_api_healthz, .role = FD_ROLE_OPEN },
+	{ .method = "GET", .pattern = "/readyz", .handler = fd_api_readyz, .role = FD_ROLE_OPEN },
 	{ .method = "GET", .pattern = "/metrics", .handler = fd_api_metrics },
 
 	/* the generic event store */
@@ -59,13 +60,16 @@ const struct fd_route fd_routes[] = {
 
 	/* read models */
 	{ .method = "GET", .pattern = "/projections", .handler = fd_api_projections },
-	{ .method = "POST", .pattern = "/projections/{name}/rebuild", .handler = fd_api_rebuild_projection },
+	{ .method = "POST", .pattern = "/projections/{name}/rebuild", .handler = fd_api_rebuild_projection,
+	  .role = FD_ROLE_ADMIN },
 
 	/* sagas (process managers) */
 	{ .method = "GET", .pattern = "/sagas", .handler = fd_api_list_sagas },
 	{ .method = "GET", .pattern = "/sagas/{id}", .handler = fd_api_get_saga },
-	{ .method = "POST", .pattern = "/sagas/{id}/retry", .handler = fd_api_retry_saga },
-	{ .method = "POST", .pattern = "/sagas/{id}/abort", .handler = fd_api_abort_saga },
+	{ .method = "POST", .pattern = "/sagas/{id}/retry", .handler = fd_api_retry_saga,
+	  .role = FD_ROLE_ADMIN },
+	{ .method = "POST", .pattern = "/sagas/{id}/abort", .handler = fd_api_abort_saga,
+	  .role = FD_ROLE_ADMIN },
 };
 
 const size_t fd_routes_count = sizeof fd_routes / sizeof fd_routes[0];

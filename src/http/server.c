@@ -15,6 +15,15 @@
  * stopping flag and wakes app->notifier so that readers end their streams
  * and the in-flight wait is not spent on them.
  *
+ * Access and limits, in the order a request meets them: a connection past
+ * cfg->max_connections gets one 503 and is closed (MHD's own limit is set a
+ * little higher so that it can be answered rather than refused); a CORS
+ * preflight is answered without a key; the API key must carry the route's
+ * role (401/403); then media type, body size and, before the handler parses
+ * it, the body's JSON nesting depth.  A connection that stays silent for
+ * cfg->request_timeout_s (also mid-request) is closed by MHD; one whose body
+ * is still arriving that long after its headers is closed here.
+ *
  * A request is counted in the metrics when its response is queued, labelled
  * with its route template, and timed from its first access-handler call:
  * before the client can see the response, so a scrape that follows a
@@ -28,6 +37,7 @@
 #include <netdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -35,6 +45,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "factd/auth.h"
+#include "factd/limits.h"
 #include "factd/log.h"
 #include "factd/metrics.h"
 #include "factd/notify.h"
@@ -50,8 +62,21 @@ struct fd_server {
 	pthread_cond_t idle;
 	unsigned inflight;
 	unsigned streams;      /* stream slots taken (fd_req_stream_slot), under lock */
+	unsigned conns;        /* open connections, under lock */
 	atomic_bool stopping;  /* set by fd_server_stop; read by stream readers */
+	char *tls_cert;        /* PEM text of cfg->tls_cert / tls_key, NULL without TLS */
+	char *tls_key;
 };
+
+_Static_assert(sizeof((struct fd_req *)0)->caller > FD_API_KEY_ID_LEN, "fd_req.caller is too small");
+
+/* A connection's socket context: whether it was accepted past cfg->max_connections. */
+static char over_limit_mark;
+
+/* The request headers a browser may send cross-origin, and the response headers it may read. */
+#define CORS_ALLOW_HEADERS "Authorization, Content-Type, If-Match, Idempotency-Key, Last-Event-ID, X-Request-Id"
+#define CORS_EXPOSE_HEADERS "ETag, Location, Retry-After, X-Request-Id, Idempotent-Replayed, WWW-Authenticate"
+#define CORS_MAX_AGE "600"
 
 _Static_assert(FD_STREAM_END == MHD_CONTENT_READER_END_OF_STREAM, "stream end codes differ");
 _Static_assert(FD_STREAM_ERROR == MHD_CONTENT_READER_END_WITH_ERROR, "stream error codes differ");
@@ -190,6 +215,14 @@ static enum MHD_Result queue(struct fd_req *req, struct fd_resp *resp)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type);
 	MHD_add_response_header(r, "X-Request-Id", req->request_id);
 	MHD_add_response_header(r, "Cache-Control", "no-store");
+	if (req->app->cfg->cors_origins) {
+		const char *origin = fd_req_header(req, "Origin");
+		MHD_add_response_header(r, "Vary", "Origin");
+		if (fd_config_cors_allowed(req->app->cfg, origin)) {
+			MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
+			MHD_add_response_header(r, "Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS);
+		}
+	}
 	for (size_t i = 0; i < resp->nheaders; i++)
 		MHD_add_response_header(r, resp->headers[i].name, resp->headers[i].value);
 	req->status = resp->status;
@@ -215,6 +248,72 @@ static bool content_type_is_json(const char *ct)
 	return *rest == '\0' || *rest == ';';
 }
 
+/*
+ * With API keys configured, check the request's key against the role `need`.
+ * True when rejected: a 401 or 403 problem with its WWW-Authenticate (RFC
+ * 6750) is in resp.  The key itself is never logged or echoed.
+ */
+static bool unauthorized(struct fd_req *req, struct fd_resp *resp, enum fd_role need)
+{
+	const struct fd_api_keys *keys = &req->app->cfg->api_keys;
+	if (!keys->n || need == FD_ROLE_OPEN)
+		return false;
+	size_t len;
+	const char *token = fd_auth_bearer(fd_req_header(req, MHD_HTTP_HEADER_AUTHORIZATION), &len);
+	if (!token) {
+		fd_problem(resp, req, 401, "unauthorized", "Authentication required",
+			   "this endpoint needs an API key: Authorization: Bearer <key>", NULL);
+		fd_resp_header(resp, "WWW-Authenticate", "Bearer realm=\"factd\"");
+		return true;
+	}
+	enum fd_role has = fd_api_keys_lookup(keys, token, len);
+	if (has == FD_ROLE_DEFAULT) {
+		fd_problem(resp, req, 401, "unauthorized", "Authentication required", "the API key is not valid",
+			   NULL);
+		fd_resp_header(resp, "WWW-Authenticate",
+			       "Bearer realm=\"factd\", error=\"invalid_token\", error_description=\"unknown API key\"");
+		return true;
+	}
+	if (has < need) {
+		char detail[128], challenge[128];
+		snprintf(detail, sizeof detail, "this operation needs a key with the %s role; this key has %s",
+			 fd_role_name(need), fd_role_name(has));
+		fd_problem(resp, req, 403, "forbidden", "Role too small", detail,
+			   json_pack("{s:s, s:s}", "required_role", fd_role_name(need), "key_role", fd_role_name(has)));
+		snprintf(challenge, sizeof challenge, "Bearer realm=\"factd\", error=\"insufficient_scope\", scope=\"%s\"",
+			 fd_role_name(need));
+		fd_resp_header(resp, "WWW-Authenticate", challenge);
+		return true;
+	}
+	fd_api_key_id(token, len, req->caller);
+	return false;
+}
+
+/*
+ * A CORS preflight (OPTIONS with Origin and Access-Control-Request-Method):
+ * answered here, without a key, since browsers send none.  An allowed origin
+ * on a known path gets 204 with the path's methods; a disallowed origin gets
+ * a 403 problem without CORS headers, so the browser stops there.
+ */
+static void preflight(struct fd_req *req, struct fd_resp *resp)
+{
+	char allow[64];
+	const char *origin = fd_req_header(req, "Origin");
+	if (!fd_config_cors_allowed(req->app->cfg, origin)) {
+		fd_problem(resp, req, 403, "cors-origin-not-allowed", "Origin not allowed",
+			   "this origin is not in FACTD_CORS_ORIGINS", NULL);
+		return;
+	}
+	if (!fd_router_methods(fd_routes, fd_routes_count, req->path, allow, sizeof allow)) {
+		fd_problem(resp, req, 404, "not-found", "Not found", "no such endpoint", NULL);
+		return;
+	}
+	resp->status = 204;
+	fd_resp_header(resp, "Access-Control-Allow-Methods", allow);
+	fd_resp_header(resp, "Access-Control-Allow-Headers", CORS_ALLOW_HEADERS);
+	fd_resp_header(resp, "Access-Control-Max-Age", CORS_MAX_AGE);
+}
+
 /* Decide on the first call whether the request can be answered before its body. */
 static bool early_reject(struct fd_req *req, struct fd_resp *resp)
 {
@@ -222,6 +321,9 @@ static bool early_reject(struct fd_req *req, struct fd_resp *resp)
 	const struct fd_route *route = NULL;
 	enum fd_match m = fd_router_match(fd_routes, fd_routes_count, req->method, req->path, &route, req->params,
 					  &req->nparams, allow, sizeof allow);
+	/* Without a valid key, unknown paths are not told apart from known ones. */
+	if (unauthorized(req, resp, m == FD_MATCH_OK ? fd_role_required(route->role, req->method) : FD_ROLE_READ))
+		return true;
 	if (m == FD_MATCH_NOT_FOUND) {
 		fd_problem(resp, req, 404, "not-found", "Not found", "no such endpoint", NULL);
 		return true;
@@ -255,6 +357,18 @@ static bool early_reject(struct fd_req *req, struct fd_resp *resp)
 	return false;
 }
 
+/*
+ * True once a request's body has taken longer than cfg->request_timeout_s
+ * since its headers arrived.  MHD's own timeout only closes silent
+ * connections; this also stops a client that trickles its body.
+ */
+static bool body_overdue(const struct fd_req *req)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return now.tv_sec - req->start.tv_sec > (time_t)req->app->cfg->request_timeout_s;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
 				  const char *version, const char *upload_data, size_t *upload_data_size,
 				  void **con_cls)
@@ -285,12 +399,33 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		srv->inflight++;
 		pthread_mutex_unlock(&srv->lock);
 		*con_cls = req;
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+		if (ci && ci->socket_context == &over_limit_mark) {
+			char detail[96];
+			snprintf(detail, sizeof detail, "the server is at its limit of %u connections; try again",
+				 req->app->cfg->max_connections);
+			fd_problem(&resp, req, 503, "too-many-connections", "Too many connections", detail, NULL);
+			fd_resp_header(&resp, MHD_HTTP_HEADER_CONNECTION, "close");
+			return queue(req, &resp);
+		}
+		if (strcmp(method, MHD_HTTP_METHOD_OPTIONS) == 0 && fd_req_header(req, "Origin") &&
+		    fd_req_header(req, "Access-Control-Request-Method")) {
+			preflight(req, &resp);
+			return queue(req, &resp);
+		}
 		if (early_reject(req, &resp))
 			return queue(req, &resp);
 		return MHD_YES;
 	}
 
 	if (*upload_data_size) {
+		if (body_overdue(req)) {
+			/* MHD cannot queue a response mid-upload: closing is the only answer. */
+			fd_log_fields(FD_LOG_WARN, "request body not received in time; closing the connection",
+				      json_pack("{s:s, s:s, s:i}", "path", req->path, "request_id", req->request_id,
+						"timeout_s", (int)req->app->cfg->request_timeout_s));
+			return MHD_NO;
+		}
 		if (!req->body_too_large) {
 			if (req->body.len + *upload_data_size > req->app->cfg->max_body) {
 				req->body_too_large = true;
@@ -309,6 +444,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		char detail[96];
 		snprintf(detail, sizeof detail, "the body may be at most %zu bytes", req->app->cfg->max_body);
 		fd_problem(&resp, req, 413, "body-too-large", "Request body too large", detail, NULL);
+		return queue(req, &resp);
+	}
+	unsigned max_depth = req->app->cfg->max_json_depth;
+	if (req->body.len && !fd_json_depth_within(req->body.data, req->body.len, max_depth)) {
+		char detail[96];
+		snprintf(detail, sizeof detail, "arrays and objects in the body may nest at most %u levels", max_depth);
+		fd_problem(&resp, req, 400, "json-too-deep", "JSON nested too deeply", detail, NULL);
 		return queue(req, &resp);
 	}
 	req->route->handler(req, &resp);
@@ -331,6 +473,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		json_t *f = json_pack("{s:s, s:s, s:s, s:i, s:f, s:s}", "method", req->method, "path", req->path,
 				      "route", req->route ? req->route->pattern : "", "status", (int)req->status,
 				      "duration_ms", ms, "request_id", req->request_id);
+		if (f && req->caller[0])
+			json_object_set_new(f, "caller", json_string(req->caller));
 		if (f && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
 			json_object_set_new(f, "aborted", json_true());
 		fd_log_fields(FD_LOG_INFO, "request", f);
@@ -344,6 +488,53 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (--srv->inflight == 0)
 		pthread_cond_broadcast(&srv->idle);
 	pthread_mutex_unlock(&srv->lock);
+}
+
+/* Count connections; mark those past cfg->max_connections for a 503 (see on_request). */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+			  enum MHD_ConnectionNotificationCode toe)
+{
+	struct fd_server *srv = cls;
+	pthread_mutex_lock(&srv->lock);
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		srv->conns++;
+		*socket_context = srv->conns > srv->app->cfg->max_connections ? &over_limit_mark : NULL;
+	} else if (srv->conns) {
+		srv->conns--;
+	}
+	pthread_mutex_unlock(&srv->lock);
+}
+
+/* A whole PEM file as a NUL-terminated string (caller frees), or NULL with the reason logged. */
+static char *read_pem(const char *path, const char *what)
+{
+	char *text = NULL;
+	size_t n = 0;
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		fd_log(FD_LOG_ERROR, "cannot open %s %s: %s", what, path, strerror(errno));
+		return NULL;
+	}
+	text = malloc(1024 * 1024 + 1);
+	if (text) {
+		n = fread(text, 1, 1024 * 1024 + 1, f);
+		if (ferror(f) || n == 0 || n > 1024 * 1024) {
+			fd_log(FD_LOG_ERROR, "cannot read %s %s (empty, unreadable or over 1 MiB)", what, path);
+			free(text);
+			text = NULL;
+		} else {
+			text[n] = '\0';
+		}
+	}
+	fclose(f);
+	return text;
+}
+
+static void free_secret(char *s)
+{
+	if (s)
+		explicit_bzero(s, strlen(s));
+	free(s);
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -382,6 +573,28 @@ enum fd_err fd_server_start(struct fd_app *app, struct fd_server **out)
 	srv->app = app;
 	pthread_mutex_init(&srv->lock, NULL);
 	pthread_cond_init(&srv->idle, NULL);
+	struct MHD_OptionItem tls_opts[3] = { { MHD_OPTION_END, 0, NULL } };
+	if (cfg->tls_cert) {
+		if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+			fd_log(FD_LOG_ERROR, "FACTD_TLS_CERT is set but this libmicrohttpd has no TLS support");
+			err = FD_ERR_INVAL;
+			goto done;
+		}
+		if (!(srv->tls_cert = read_pem(cfg->tls_cert, "FACTD_TLS_CERT")) ||
+		    !(srv->tls_key = read_pem(cfg->tls_key, "FACTD_TLS_KEY"))) {
+			err = FD_ERR_INVAL;
+			goto done;
+		}
+		tls_opts[0] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_CERT, 0, srv->tls_cert };
+		tls_opts[1] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_KEY, 0, srv->tls_key };
+		tls_opts[2] = (struct MHD_OptionItem){ MHD_OPTION_END, 0, NULL };
+	}
+	/*
+	 * MHD refuses connections past its limit by closing them unanswered; keep
+	 * it above ours so that the first few past cfg->max_connections are told
+	 * 503 with Retry-After (on_connection marks them).
+	 */
+	unsigned mhd_limit = cfg->max_connections + cfg->max_connections / 8 + 8;
 	/*
 	 * A thread per connection: handlers block on the database, and with a
 	 * shared worker pool a request accepted by a busy worker waits even while
@@ -392,19 +605,24 @@ enum fd_err fd_server_start(struct fd_app *app, struct fd_server **out)
 			 MHD_USE_ITC | MHD_USE_ERROR_LOG;
 	if (ai->ai_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
+	if (cfg->tls_cert)
+		flags |= MHD_USE_TLS;
 	srv->daemon = MHD_start_daemon(
 		flags, 0, NULL, NULL, on_request, srv,
 		MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
 		MHD_OPTION_SOCK_ADDR, ai->ai_addr,
 		MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024),
-		MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+		MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->request_timeout_s,
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
 		MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+		MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
+		MHD_OPTION_ARRAY, tls_opts,
 		MHD_OPTION_END);
 	if (!srv->daemon) {
-		fd_log(FD_LOG_ERROR, "cannot listen on %s:%u", cfg->listen_host, cfg->port);
+		fd_log(FD_LOG_ERROR, "cannot listen on %s:%u%s", cfg->listen_host, cfg->port,
+		       cfg->tls_cert ? " (or the TLS certificate and key do not load)" : "");
 		goto done;
 	}
 	const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
@@ -416,6 +634,8 @@ done:
 	if (srv) {
 		pthread_cond_destroy(&srv->idle);
 		pthread_mutex_destroy(&srv->lock);
+		free_secret(srv->tls_cert);
+		free_secret(srv->tls_key);
 		free(srv);
 	}
 	if (ai)
@@ -478,5 +698,7 @@ void fd_server_stop(struct fd_server *srv, unsigned grace_ms)
 	MHD_stop_daemon(srv->daemon);
 	pthread_cond_destroy(&srv->idle);
 	pthread_mutex_destroy(&srv->lock);
+	free_secret(srv->tls_cert);
+	free_secret(srv->tls_key);
 	free(srv);
 }

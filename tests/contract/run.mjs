@@ -16,7 +16,7 @@
 // its databases there and drops them afterwards.  Exits non-zero on any failure.
 
 import { execFileSync, spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -940,13 +940,10 @@ async function routeProbes() {
 	}
 }
 
-/** 503s: one factd whose database is unreachable, one whose database is not migrated. */
-async function unavailable(down, unmigrated) {
-	section = 'database unavailable';
-	await call('GET', '/healthz', { status: 200 }, down);
-	await call('GET', '/readyz', { status: 503, type: 'database-unavailable' }, down);
+/** A request to every operation except the probes and /metrics (ids need not exist). */
+function operationSteps() {
 	const o = '00000000-0000-4000-8000-000000000001';
-	const steps = [
+	return [
 		['GET', '/streams/s-1/events', {}], ['POST', '/streams/s-1/events', { json: { expected_version: 'any', events: [{ type: 'X', data: {} }] } }],
 		['GET', '/events', {}], ['GET', '/events/stream', {}], ['POST', '/orders', { json: { customer_id: 'c' } }], ['GET', `/orders/${o}`, {}], ['GET', `/orders/${o}/events`, {}],
 		['POST', `/orders/${o}/lines`, { json: { product_id: 'S', quantity: 1, unit_price_cents: 1 } }], ['DELETE', `/orders/${o}/lines/S`, {}],
@@ -956,12 +953,67 @@ async function unavailable(down, unmigrated) {
 		['GET', `/payments/${o}`, {}], ['GET', `/payments/${o}/events`, {}], ['POST', `/payments/${o}/process`, {}], ['POST', `/payments/${o}/refund`, {}],
 		['GET', '/orders', {}], ['GET', '/products', {}], ['GET', '/projections', {}], ['POST', '/projections/order_summaries/rebuild', {}],
 	];
-	for (const [m, p, opts] of steps) {
+}
+
+/** 503s: one factd whose database is unreachable, one whose database is not migrated. */
+async function unavailable(down, unmigrated) {
+	section = 'database unavailable';
+	await call('GET', '/healthz', { status: 200 }, down);
+	await call('GET', '/readyz', { status: 503, type: 'database-unavailable' }, down);
+	for (const [m, p, opts] of operationSteps()) {
 		const r = await call(m, p, { ...opts, status: 503, type: 'database-unavailable' }, down);
 		if (r.status === 503 && r.headers['retry-after'] === undefined) fail(`${m} ${p}`, 'no Retry-After');
 	}
 	section = 'migrations pending';
 	await call('GET', '/readyz', { status: 503, type: 'not-ready' }, unmigrated);
+}
+
+const KEYS = { read: 'contract-read-key-0001', write: 'contract-write-key-001', admin: 'contract-admin-key-01' };
+const bearer = (key) => ({ Authorization: `Bearer ${key}` });
+
+/** 401 and 403 on every operation of a factd with API keys; the probes stay open. */
+async function access(keyed) {
+	section = 'API keys';
+	await call('GET', '/healthz', { status: 200 }, keyed);
+	await call('GET', '/readyz', { status: 200 }, keyed);
+	for (const [m, p, opts] of [...operationSteps(), ['GET', '/metrics', {}]]) {
+		const none = await call(m, p, { ...opts, status: 401, type: 'unauthorized', label: `${m} ${p} without a key` }, keyed);
+		if (none.status === 401 && none.headers['www-authenticate'] !== 'Bearer realm="factd"')
+			fail(`${m} ${p} without a key`, `WWW-Authenticate is ${JSON.stringify(none.headers['www-authenticate'])}`);
+		const bad = await call(m, p, { ...opts, headers: bearer('not-a-key-of-this-factd'), status: 401, type: 'unauthorized', label: `${m} ${p} with an unknown key` }, keyed);
+		if (bad.status === 401 && !/error="invalid_token"/.test(bad.headers['www-authenticate'] || ''))
+			fail(`${m} ${p} with an unknown key`, `WWW-Authenticate is ${JSON.stringify(bad.headers['www-authenticate'])}`);
+		if (m === 'GET') continue;
+		const admin = p.endsWith('/rebuild');
+		const small = await call(m, p, { ...opts, headers: bearer(admin ? KEYS.write : KEYS.read), status: 403, type: 'forbidden', label: `${m} ${p} with too small a role` }, keyed);
+		if (small.status === 403 && small.body?.required_role !== (admin ? 'admin' : 'write'))
+			fail(`${m} ${p} with too small a role`, `required_role is ${small.body?.required_role}`);
+	}
+	await call('GET', '/events', { headers: bearer(KEYS.read), status: 200 }, keyed);
+	await call('GET', '/metrics', { headers: bearer(KEYS.read), status: 200 }, keyed);
+	await call('POST', '/streams/keyed-1/events', { headers: bearer(KEYS.write), json: { expected_version: 'any', events: [{ type: 'Keyed', data: {} }] }, status: 201 }, keyed);
+	await call('POST', '/projections/order_summaries/rebuild', { headers: bearer(KEYS.admin), status: 202 }, keyed);
+}
+
+/** 503 too-many-connections on every operation while another connection holds FACTD_MAX_CONNECTIONS=1. */
+async function connectionLimit(capped) {
+	section = 'connection limit';
+	const url = new URL(capped.base);
+	const held = await new Promise((resolve, reject) => {
+		const s = net.connect(Number(url.port), url.hostname, () => resolve(s));
+		s.on('error', reject);
+	});
+	await sleep(200);
+	try {
+		for (const [m, p, opts] of [['GET', '/healthz', {}], ['GET', '/readyz', {}], ['GET', '/metrics', {}], ...operationSteps()]) {
+			const r = await call(m, p, { ...opts, status: 503, type: 'too-many-connections' }, capped);
+			if (r.status === 503 && r.headers['retry-after'] === undefined) fail(`${m} ${p}`, 'no Retry-After');
+		}
+	} finally {
+		held.destroy();
+	}
+	await sleep(200);
+	await call('GET', '/healthz', { status: 200, label: 'GET /healthz once the held connection closed' }, capped);
 }
 
 function report() {
@@ -1009,8 +1061,17 @@ async function main() {
 		const nowhere = `postgresql://postgres@127.0.0.1:${await freePort()}/factd?connect_timeout=2`;
 		const down = await startFactd('database unreachable', { FACTD_DATABASE_URL: nowhere, FACTD_MIGRATE: '0', FACTD_POOL_TIMEOUT_MS: '500' });
 		const unmigrated = await startFactd('migrations pending', { FACTD_DATABASE_URL: bare, FACTD_MIGRATE: '0' });
+		// API keys (one hashed, as operators may give them), and a limit of one connection.
+		const adminHash = createHash('sha256').update(KEYS.admin).digest('hex');
+		const keyed = await startFactd('with API keys', {
+			FACTD_DATABASE_URL: url, FACTD_PROJECTIONS: '0',
+			FACTD_API_KEYS: `read:${KEYS.read},write:${KEYS.write},admin:sha256:${adminHash}`,
+		});
+		const capped = await startFactd('one connection', { FACTD_DATABASE_URL: url, FACTD_PROJECTIONS: '0', FACTD_MAX_CONNECTIONS: '1' });
 		await waitReady(api);
 		await waitReady(silent);
+		await waitReady(keyed);
+		await waitReady(capped);
 
 		await health();
 		const s = await streams();
@@ -1030,6 +1091,8 @@ async function main() {
 		await races(order, sku, silent);
 		await routeProbes();
 		await unavailable(down, unmigrated);
+		await access(keyed);
+		await connectionLimit(capped);
 	} finally {
 		for (const inst of instances) await stopFactd(inst);
 		for (const db of databases) dropDatabase(db);

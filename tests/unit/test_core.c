@@ -306,7 +306,8 @@ Test(buf, detach_and_reset)
 static const char *const env_names[] = {
 	"FACTD_LISTEN", "FACTD_DATABASE_URL", "FACTD_WORKERS", "FACTD_POOL_SIZE", "FACTD_POOL_TIMEOUT_MS",
 	"FACTD_MAX_BODY", "FACTD_MAX_APPEND_EVENTS", "FACTD_MAX_READ_LIMIT", "FACTD_MAX_CONNECTIONS",
-	"FACTD_REQUEST_TIMEOUT", "FACTD_LOG_LEVEL", "FACTD_MIGRATE",
+	"FACTD_REQUEST_TIMEOUT", "FACTD_LOG_LEVEL", "FACTD_MIGRATE", "FACTD_API_KEYS", "FACTD_API_KEYS_FILE",
+	"FACTD_ALLOW_INSECURE", "FACTD_TLS_CERT", "FACTD_TLS_KEY", "FACTD_CORS_ORIGINS", "FACTD_MAX_JSON_DEPTH",
 };
 
 static void clean_env(void)
@@ -375,6 +376,7 @@ Test(config, defaults_without_environment)
 Test(config, every_setting_from_env, .init = clean_env)
 {
 	setenv("FACTD_LISTEN", "0.0.0.0:9001", 1);
+	setenv("FACTD_API_KEYS", "read:a-read-key-of-16+chars", 1);
 	setenv("FACTD_DATABASE_URL", "host=db dbname=facts", 1);
 	setenv("FACTD_WORKERS", "7", 1);
 	setenv("FACTD_POOL_SIZE", "3", 1);
@@ -444,6 +446,7 @@ static void expect_listen(const char *value, const char *host, unsigned port)
 
 Test(config, listen_forms, .init = clean_env)
 {
+	setenv("FACTD_ALLOW_INSECURE", "1", 1); /* beyond loopback without keys; see test_auth.c */
 	expect_listen("127.0.0.1:8081", "127.0.0.1", 8081);
 	expect_listen("localhost:80", "localhost", 80);
 	expect_listen("[::1]:9000", "::1", 9000);
@@ -628,6 +631,9 @@ Test(redact, uri_form)
 	expect_redacted("postgresql://postgres@127.0.0.1:5434/postgres", "postgresql://postgres@127.0.0.1:5434/postgres");
 	expect_redacted("postgresql://h:5432/d", "postgresql://h:5432/d");
 	expect_redacted("postgresql:///d", "postgresql:///d");
+	/* An unencoded '@' in the password: everything up to the last '@' of the authority is secret. */
+	expect_redacted("postgresql://u:p@ss@h/d", "postgresql://u:***@h/d");
+	expect_redacted("postgresql://u:pw@h/d?x=a@b", "postgresql://u:***@h/d?x=a@b");
 }
 
 Test(redact, uri_password_in_query)
