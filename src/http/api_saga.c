@@ -114,10 +114,13 @@ void fd_api_get_saga(struct fd_req *req, struct fd_resp *resp)
 void fd_api_order_saga(struct fd_req *req, struct fd_resp *resp)
 {
 	struct fd_uuid u;
-	char id[37];
-	enum fd_err err = fd_uuid_parse(req->params[0], &u)
-				  ? fd_saga_find(req->app->pool, fd_order_fulfillment_saga.name, req->params[0], id)
-				  : FD_ERR_NOTFOUND;
+	char key[37], id[37];
+	enum fd_err err = FD_ERR_NOTFOUND;
+	if (fd_uuid_parse(req->params[0], &u)) {
+		/* the correlation key is the order id as its stream names it: lower case */
+		fd_uuid_format(&u, key);
+		err = fd_saga_find(req->app->pool, fd_order_fulfillment_saga.name, key, id);
+	}
 	if (err == FD_ERR_NOTFOUND) {
 		saga_not_found(resp, req, "this order has no fulfillment saga (it has not been placed)");
 		return;

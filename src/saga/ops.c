@@ -47,13 +47,19 @@ enum fd_err fd_saga_list(struct fd_pool *pool, const struct fd_saga_filter *f, j
 	if (f->after) {
 		struct fd_uuid u;
 		const char *ap[] = { f->after };
-		PGresult *chk = fd_uuid_parse(f->after, &u)
-					? fd_saga_sql(conn, "SELECT 1 FROM sagas WHERE id = $1::uuid", 1, ap)
-					: NULL;
-		bool known = chk && PQntuples(chk) == 1;
+		if (!fd_uuid_parse(f->after, &u)) {
+			fd_pool_release(pool, conn, false);
+			return FD_ERR_NOTFOUND;
+		}
+		PGresult *chk = fd_saga_sql(conn, "SELECT 1 FROM sagas WHERE id = $1::uuid", 1, ap);
+		if (!chk) { /* a database error is not an unknown saga */
+			fd_pool_release(pool, conn, PQstatus(conn) != CONNECTION_OK);
+			return FD_ERR_IO;
+		}
+		bool known = PQntuples(chk) == 1;
 		PQclear(chk);
 		if (!known) {
-			fd_pool_release(pool, conn, PQstatus(conn) != CONNECTION_OK);
+			fd_pool_release(pool, conn, false);
 			return FD_ERR_NOTFOUND;
 		}
 	}

@@ -940,6 +940,138 @@ async function routeProbes() {
 	}
 }
 
+/**
+ * Sagas, on an instance of their own (its own database, so its sagas change no
+ * order the other steps use) whose payment gateway never answers: take_payment
+ * then waits for its timeout and the order's saga stays running until aborted.
+ */
+async function sagas(inst) {
+	section = 'sagas';
+	const c = (m, p, opts = {}) => call(m, p, opts, inst);
+	const sku = `SKU-SAGA-${process.pid}`, scarce = `SKU-SAGA-SCARCE-${process.pid}`;
+	await c('POST', '/products', { json: { product_id: sku, name: 'Saga widget', stock: 10 }, status: 201 });
+	await c('POST', '/products', { json: { product_id: scarce, name: 'Scarce widget', stock: 1 }, status: 201 });
+	const place = async (product, quantity) => {
+		const id = (await c('POST', '/orders', { json: { customer_id: 'c-saga' }, status: 201 })).body?.order_id;
+		await c('POST', `/orders/${id}/lines`, { json: { product_id: product, quantity, unit_price_cents: 250 }, status: 200 });
+		await c('POST', `/orders/${id}/place`, { status: 200 });
+		return id;
+	};
+	/** Polls the order's saga (404 until factd has taken in OrderPlaced) until `ok` holds. */
+	const waitSaga = async (order, ok, what, ms = 60000) => {
+		const deadline = Date.now() + ms;
+		for (;;) {
+			const r = await c('GET', `/orders/${order}/saga`, { status: [200, 404], label: `poll the saga of order ${order}` });
+			if (r.status === 200 && ok(r.body)) return r.body;
+			if (Date.now() > deadline) {
+				fail(`saga of order ${order}`, `not ${what} within ${ms / 1000} s: ${JSON.stringify(r.body)}`);
+				return r.body || {};
+			}
+			await sleep(200);
+		}
+	};
+	const waiting = (s) => s.status === 'running' && s.phase === 'waiting' && s.current_step === 'take_payment';
+	const history = (s) => (s.history || []).map((h) => `${h.step}:${h.kind}:${h.outcome}`).join(',');
+
+	// An order that reserves its stock and then waits for the payment's answer.
+	const a = await place(sku, 2);
+	let s = await waitSaga(a, waiting, 'waiting for the payment');
+	const sid = s.id;
+	if (s.type !== 'order_fulfillment' || s.correlation_key !== a) fail('order saga', `type ${s.type}, key ${s.correlation_key}`);
+	if (history(s) !== 'accept_order:action:succeeded,reserve_inventory:action:succeeded,take_payment:action:waiting')
+		fail('order saga', `history ${history(s)}`);
+	if ((s.steps || []).map((x) => `${x.name}:${x.status}`).join() !== 'accept_order:succeeded,reserve_inventory:succeeded,take_payment:waiting,confirm_order:not_started')
+		fail('order saga', `steps ${JSON.stringify(s.steps)}`);
+	const one = await c('GET', `/sagas/${sid}`, { status: 200 });
+	if (one.body?.id !== sid) fail('GET saga', `id ${one.body?.id}`);
+	const upper = await c('GET', `/sagas/${sid.toUpperCase()}`, { status: 200, label: 'GET saga by its upper-case id' });
+	if (upper.body?.id !== sid) fail('GET saga by its upper-case id', `id ${upper.body?.id}`);
+	await c('GET', `/orders/${a.toUpperCase()}/saga`, { status: 200, label: 'GET the saga of an order by its upper-case id' });
+
+	// Out of stock: reserve_inventory fails and the saga compensates at once.
+	const b = await place(scarce, 3);
+	const sb = await waitSaga(b, (x) => x.status === 'compensated', 'compensated');
+	if (!/insufficient-stock/.test(sb.error || '')) fail('out of stock', `error ${sb.error}`);
+	if (history(sb) !== 'accept_order:action:succeeded,reserve_inventory:action:failed,reserve_inventory:compensation:succeeded,accept_order:compensation:succeeded')
+		fail('out of stock', `history ${history(sb)}`);
+	const ob = await c('GET', `/orders/${b}`, { status: 200 });
+	if (ob.body?.status !== 'cancelled') fail('out of stock', `order ${JSON.stringify(ob.body)}`);
+
+	// Lists, their filters and pages.
+	const all = await c('GET', '/sagas', { status: 200 });
+	if ((all.body?.items || []).map((x) => x.id).join() !== [sb.id, sid].join()) fail('GET /sagas', `newest first: ${JSON.stringify(all.body)}`);
+	const p1 = await c('GET', '/sagas', { query: { limit: '1' }, status: 200 });
+	if (p1.body?.next !== sb.id) fail('GET /sagas?limit=1', `next ${p1.body?.next}`);
+	const p2 = await c('GET', '/sagas', { query: { limit: '1', after: p1.body?.next || sb.id }, status: 200 });
+	if (p2.body?.items?.[0]?.id !== sid || p2.body?.next !== null) fail('GET /sagas, second page', JSON.stringify(p2.body));
+	const running = await c('GET', '/sagas', { query: { type: 'order_fulfillment', status: 'running' }, status: 200 });
+	if ((running.body?.items || []).map((x) => x.id).join() !== sid) fail('GET /sagas?status=running', JSON.stringify(running.body));
+	await c('GET', '/sagas', { query: { status: 'compensated' }, status: 200 });
+	await c('GET', '/sagas', { query: { type: 'order_shipping' }, status: 200 });
+	await c('HEAD', '/sagas', { status: 200 });
+	for (const query of [{ type: 'nope' }, { status: 'bogus' }, { limit: '0' }, { limit: 'x' }, { limit: '1001' }, { after: 'nope' }, { after: uuid() }])
+		await c('GET', '/sagas', { query, status: 400, type: 'invalid-parameter', label: `GET /sagas?${new URLSearchParams(query)}` });
+
+	// Unknown sagas, orders without one.
+	await c('GET', `/sagas/${uuid()}`, { status: 404, type: 'not-found' });
+	await c('GET', '/sagas/not-a-uuid', { status: 404, type: 'not-found' });
+	await c('GET', `/orders/${uuid()}/saga`, { status: 404, type: 'not-found', label: 'GET the saga of an unknown order' });
+	await c('GET', '/orders/not-a-uuid/saga', { status: 404, type: 'not-found' });
+	const draft = (await c('POST', '/orders', { json: { customer_id: 'c-saga' }, status: 201 })).body?.order_id;
+	await c('GET', `/orders/${draft}/saga`, { status: 404, type: 'not-found', label: 'GET the saga of a draft order' });
+
+	// Operators: retry is for failed sagas only, abort for running ones.
+	const r409 = await c('POST', `/sagas/${sid}/retry`, { status: 409, type: 'saga-state' });
+	if (r409.body?.saga_status !== 'running') fail('retry a running saga', JSON.stringify(r409.body));
+	const ab = await c('POST', `/sagas/${sid}/abort`, { status: 202 });
+	if (ab.body?.id !== sid || !['compensating', 'compensated'].includes(ab.body?.status)) fail('abort', JSON.stringify(ab.body));
+	s = await waitSaga(a, (x) => x.status === 'compensated', 'compensated');
+	if (s.error !== 'aborted by an operator') fail('abort', `error ${s.error}`);
+	const undo = (s.history || []).filter((h) => h.kind === 'compensation').map((h) => `${h.step}:${h.outcome}`).join();
+	if (undo !== 'take_payment:succeeded,reserve_inventory:succeeded,accept_order:succeeded') fail('abort', `compensations not in reverse order: ${undo}`);
+	const oa = await c('GET', `/orders/${a}`, { status: 200 });
+	if (oa.body?.status !== 'cancelled' || oa.body?.cancel_reason !== 'aborted by an operator') fail('abort', `order ${JSON.stringify(oa.body)}`);
+	for (const op of ['abort', 'retry']) {
+		const r = await c('POST', `/sagas/${sid}/${op}`, { status: 409, type: 'saga-state', label: `${op} a compensated saga` });
+		if (r.body?.saga_status !== 'compensated') fail(`${op} a compensated saga`, JSON.stringify(r.body));
+	}
+	for (const op of ['abort', 'retry']) {
+		await c('POST', `/sagas/${uuid()}/${op}`, { status: 404, type: 'not-found' });
+		await c('POST', `/sagas/not-a-uuid/${op}`, { status: 404, type: 'not-found' });
+	}
+
+	// A compensation that cannot complete: the order is confirmed (an event appended
+	// behind the saga's back) and shipped, so cancelling it is refused and the saga
+	// fails; an operator's retry runs the compensation again (and it fails again).
+	const d = await place(sku, 1);
+	const sd = await waitSaga(d, waiting, 'waiting for the payment');
+	await c('POST', `/streams/order-${d}/events`, { json: { expected_version: 'any', events: [{ type: 'OrderConfirmed', data: {} }] }, status: 201, label: 'confirm the order behind the saga' });
+	await c('POST', `/orders/${d}/ship`, { status: 200 });
+	await c('POST', `/sagas/${sd.id}/abort`, { status: 202 });
+	await waitSaga(d, (x) => x.status === 'failed', 'failed');
+	const fa = await c('POST', `/sagas/${sd.id}/abort`, { status: 409, type: 'saga-state', label: 'abort a failed saga' });
+	if (fa.body?.saga_status !== 'failed') fail('abort a failed saga', JSON.stringify(fa.body));
+	const rt = await c('POST', `/sagas/${sd.id}/retry`, { status: 202 });
+	if (!['compensating', 'failed'].includes(rt.body?.status)) fail('retry a failed saga', JSON.stringify(rt.body));
+	const sd2 = await waitSaga(d, (x) => x.status === 'failed' && (x.history || []).filter((h) => h.step === 'accept_order' && h.kind === 'compensation').length >= 2, 'failed again');
+	if (!/order-shipped/.test(sd2.error || '')) fail('retry a failed saga', `error ${sd2.error}`);
+	// Shipping started the order's order_shipping saga.
+	const deadline = Date.now() + 60000;
+	for (;;) {
+		const sh = await c('GET', '/sagas', { query: { type: 'order_shipping' }, status: 200 });
+		const mine = (sh.body?.items || []).find((x) => x.correlation_key === d);
+		if (mine?.status === 'completed') {
+			await c('GET', `/sagas/${mine.id}`, { status: 200, label: 'GET an order_shipping saga' });
+			break;
+		}
+		if (Date.now() > deadline) {
+			fail('order_shipping', `no completed saga for order ${d}: ${JSON.stringify(sh.body)}`);
+			break;
+		}
+		await sleep(200);
+	}
+}
+
 /** A request to every operation except the probes and /metrics (ids need not exist). */
 function operationSteps() {
 	const o = '00000000-0000-4000-8000-000000000001';
@@ -952,6 +1084,7 @@ function operationSteps() {
 		['POST', '/products/S/restock', { json: { quantity: 1 } }], ['POST', '/payments', { json: { order_id: o, amount_cents: 1 } }],
 		['GET', `/payments/${o}`, {}], ['GET', `/payments/${o}/events`, {}], ['POST', `/payments/${o}/process`, {}], ['POST', `/payments/${o}/refund`, {}],
 		['GET', '/orders', {}], ['GET', '/products', {}], ['GET', '/projections', {}], ['POST', '/projections/order_summaries/rebuild', {}],
+		['GET', '/sagas', {}], ['GET', `/sagas/${o}`, {}], ['GET', `/orders/${o}/saga`, {}], ['POST', `/sagas/${o}/retry`, {}], ['POST', `/sagas/${o}/abort`, {}],
 	];
 }
 
@@ -984,7 +1117,7 @@ async function access(keyed) {
 		if (bad.status === 401 && !/error="invalid_token"/.test(bad.headers['www-authenticate'] || ''))
 			fail(`${m} ${p} with an unknown key`, `WWW-Authenticate is ${JSON.stringify(bad.headers['www-authenticate'])}`);
 		if (m === 'GET') continue;
-		const admin = p.endsWith('/rebuild');
+		const admin = /\/(rebuild|retry|abort)$/.test(p);
 		const small = await call(m, p, { ...opts, headers: bearer(admin ? KEYS.write : KEYS.read), status: 403, type: 'forbidden', label: `${m} ${p} with too small a role` }, keyed);
 		if (small.status === 403 && small.body?.required_role !== (admin ? 'admin' : 'write'))
 			fail(`${m} ${p} with too small a role`, `required_role is ${small.body?.required_role}`);
@@ -1047,16 +1180,23 @@ async function main() {
 	if (!adminUrl) throw new Error('FACTD_TEST_ADMIN_URL is not set (scripts/test sets it)');
 	const started = Date.now();
 	const tag = `contract_${process.pid}_${Date.now().toString(36)}`;
-	const databases = [`${tag}`, `${tag}_unmigrated`];
+	const databases = [`${tag}`, `${tag}_unmigrated`, `${tag}_sagas`];
 	try {
 		const url = await createDatabase(databases[0], 'factd_template');
 		const bare = await createDatabase(databases[1], 'template0');
+		const sagaUrl = await createDatabase(databases[2], 'factd_template');
 		// The main instance: the documented default limits; the simulated gateway fails
-		// each payment's first attempt and declines amounts over 100000 cents.
-		api = await startFactd('main', { FACTD_DATABASE_URL: url, FACTD_PAYMENT_FAIL_FIRST: '1', FACTD_PAYMENT_LIMIT_CENTS: '100000' });
+		// each payment's first attempt and declines amounts over 100000 cents.  Neither
+		// it nor the next one runs sagas, which would change placed orders behind the
+		// steps' backs (confirm or cancel them).
+		api = await startFactd('main', { FACTD_DATABASE_URL: url, FACTD_SAGAS: '0', FACTD_PAYMENT_FAIL_FIRST: '1', FACTD_PAYMENT_LIMIT_CENTS: '100000' });
 		// The same database, a gateway that never answers (202), and no command retries
 		// (concurrent commands meet 409 concurrency-conflict).
-		const silent = await startFactd('gateway never answers', { FACTD_DATABASE_URL: url, FACTD_PAYMENT_NEVER_ANSWER: '1', FACTD_COMMAND_RETRIES: '0' });
+		const silent = await startFactd('gateway never answers', { FACTD_DATABASE_URL: url, FACTD_SAGAS: '0', FACTD_PAYMENT_NEVER_ANSWER: '1', FACTD_COMMAND_RETRIES: '0' });
+		// Sagas on a database of their own; the gateway never answers, so an order's saga
+		// waits at take_payment for its timeout (30 s, made 120 s here so that a slow
+		// machine still aborts it first).
+		const sagaInst = await startFactd('sagas', { FACTD_DATABASE_URL: sagaUrl, FACTD_PAYMENT_NEVER_ANSWER: '1', FACTD_SAGA_TIME_PERCENT: '400' });
 		// 503s: a database nobody listens for, and one without factd's schema.
 		const nowhere = `postgresql://postgres@127.0.0.1:${await freePort()}/factd?connect_timeout=2`;
 		const down = await startFactd('database unreachable', { FACTD_DATABASE_URL: nowhere, FACTD_MIGRATE: '0', FACTD_POOL_TIMEOUT_MS: '500' });
@@ -1064,14 +1204,15 @@ async function main() {
 		// API keys (one hashed, as operators may give them), and a limit of one connection.
 		const adminHash = createHash('sha256').update(KEYS.admin).digest('hex');
 		const keyed = await startFactd('with API keys', {
-			FACTD_DATABASE_URL: url, FACTD_PROJECTIONS: '0',
+			FACTD_DATABASE_URL: url, FACTD_PROJECTIONS: '0', FACTD_SAGAS: '0',
 			FACTD_API_KEYS: `read:${KEYS.read},write:${KEYS.write},admin:sha256:${adminHash}`,
 		});
-		const capped = await startFactd('one connection', { FACTD_DATABASE_URL: url, FACTD_PROJECTIONS: '0', FACTD_MAX_CONNECTIONS: '1' });
+		const capped = await startFactd('one connection', { FACTD_DATABASE_URL: url, FACTD_PROJECTIONS: '0', FACTD_SAGAS: '0', FACTD_MAX_CONNECTIONS: '1' });
 		await waitReady(api);
 		await waitReady(silent);
 		await waitReady(keyed);
 		await waitReady(capped);
+		await waitReady(sagaInst);
 
 		await health();
 		const s = await streams();
@@ -1087,6 +1228,7 @@ async function main() {
 		await foreignStreams();
 		await brokenAggregates();
 		await readModels();
+		await sagas(sagaInst);
 		await simpleGets();
 		await races(order, sku, silent);
 		await routeProbes();

@@ -127,11 +127,17 @@ static json_t *wait_saga(const struct fd_test_server *ts, const char *order_id, 
 }
 
 /* Wait until the running saga of the order is in `phase` (pending, waiting). */
-static json_t *wait_phase(const struct fd_test_server *ts, const char *order_id, const char *phase)
+/*
+ * Poll the running saga until it is at `step` in `phase`.  The step matters:
+ * a saga is also "waiting" between reserve_inventory and take_payment, until
+ * the intake has folded the StockReserved events.
+ */
+static json_t *wait_phase(const struct fd_test_server *ts, const char *order_id, const char *step, const char *phase)
 {
 	json_t *s = wait_saga(ts, order_id, "running", 5000);
-	for (long long end = now_ms() + 10000; strcmp(str(s, "phase"), phase) != 0;) {
-		cr_assert_lt(now_ms(), end, "the saga never reached phase %s: %s", phase, json_dumps(s, 0));
+	for (long long end = now_ms() + 10000;
+	     strcmp(str(s, "current_step"), step) != 0 || strcmp(str(s, "phase"), phase) != 0;) {
+		cr_assert_lt(now_ms(), end, "the saga never reached %s in phase %s: %s", step, phase, json_dumps(s, 0));
 		json_decref(s);
 		sleep_ms(50);
 		s = wait_saga(ts, order_id, "running", 5000);
@@ -466,7 +472,7 @@ Test(sagas, timeout_fires_after_a_restart)
 	char id[37];
 	const struct line lines[] = { { "sku-a", 2, 10 } };
 	place_order(&ts, lines, 1, id);
-	json_decref(wait_phase(&ts, id, "waiting"));
+	json_decref(wait_phase(&ts, id, "take_payment", "waiting"));
 	char *url = strdup(ts.db_url);
 	fd_test_server_stop(&ts);
 	g_never_answer = 1;
@@ -609,7 +615,7 @@ Test(sagas, retry_resumes_a_failed_compensation)
 	char id[37];
 	const struct line lines[] = { { "sku-a", 2, 10 } };
 	place_order(&ts, lines, 1, id);
-	json_t *s = wait_phase(&ts, id, "waiting");
+	json_t *s = wait_phase(&ts, id, "take_payment", "waiting");
 	cr_assert_eq(product_field(&ts, "sku-a", "reserved"), 2);
 	char sid[37];
 	snprintf(sid, sizeof sid, "%s", str(s, "id"));
