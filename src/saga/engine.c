@@ -663,6 +663,7 @@ static void *worker_main(void *arg)
 	struct fd_saga_engine *e = arg;
 	PGconn *conn = NULL;
 	uint64_t seen = 0;
+	unsigned failures = 0; /* consecutive rounds that failed: back off, do not flood the log */
 	struct claimed batch[CLAIM_BATCH];
 	while (!atomic_load(&e->stop)) {
 		if (!conn && !(conn = connect_db(e))) {
@@ -687,8 +688,13 @@ static void *worker_main(void *arg)
 			PQfinish(conn);
 			conn = NULL;
 		}
-		if (n <= 0 || broken)
+		failures = broken ? failures + 1 : 0;
+		if (broken) {
+			unsigned ms = e->cfg.poll_ms << (failures < 6 ? failures : 6);
+			nap(e, &seen, ms < 5000 ? ms : 5000);
+		} else if (n == 0) {
 			nap(e, &seen, e->cfg.poll_ms);
+		}
 	}
 	PQfinish(conn);
 	return NULL;

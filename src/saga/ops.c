@@ -244,8 +244,8 @@ static enum fd_err operate(struct fd_pool *pool, const char *id, bool (*act)(str
 	} else {
 		err = fd_saga_row_parse(res, 0, 100, &st, NULL);
 		have = err == FD_OK;
-		if (err == FD_ERR_NOTFOUND)
-			err = FD_ERR_IO; /* a type this build does not know */
+		if (err == FD_ERR_NOTFOUND || err == FD_ERR_INVAL)
+			err = FD_ERR_IO; /* a type this build does not know, or a row it cannot read: a server fault */
 	}
 	PQclear(res);
 	if (have) {

@@ -4,7 +4,8 @@
  * order_fulfillment (correlation key: the order id):
  *   accept_order       on OrderPlaced (starts the saga)     undo: cancel the order with the reason
  *   reserve_inventory  right after                          undo: release every line's reservation
- *   take_payment       when every line is reserved          undo: refund what was taken
+ *   take_payment       when every line is reserved          undo: refund what was taken, or void a
+ *                                                           payment still waiting for the gateway
  *   confirm_order      when the payment is authorised       (last step: the saga completes)
  * The conditions read the saga's data, which the events fold into (the
  * StockReserved and PaymentAuthorised of the log) and which a step's own
@@ -309,8 +310,29 @@ static enum fd_step_result refund(struct fd_saga_ctx *ctx)
 	fd_payment_type.release(&p);
 	if (err)
 		return transient(ctx, err, "payment");
+	if (s == FD_PAYMENT_REQUESTED) {
+		/*
+		 * Still waiting for the gateway (it never answered): close the
+		 * payment, so a late answer cannot take money for a cancelled order.
+		 */
+		char reason[FD_REASON_MAX + 1];
+		snprintf(reason, sizeof reason, "voided by the order saga: %s", ctx->reason ? ctx->reason : "compensating");
+		json_t *why = json_pack("{s:s}", "reason", reason);
+		struct fd_cmd_result r;
+		err = why ? fd_saga_send(ctx, &fd_payment_type, pid, "decline", why, "void", &r) : FD_ERR_NOMEM;
+		json_decref(why);
+		enum fd_step_result out = FD_STEP_OK;
+		if (err == FD_ERR_REJECTED || err == FD_ERR_PRECONDITION || err == FD_ERR_CONFLICT)
+			out = transient(ctx, err, "void payment"); /* it moved meanwhile: look again */
+		else if (err == FD_ERR_INVAL || err == FD_ERR_IDEMPOTENCY)
+			out = refused(ctx, &r, "void payment");
+		else if (err)
+			out = transient(ctx, err, "void payment");
+		fd_cmd_result_release(&r);
+		return out;
+	}
 	if (s != FD_PAYMENT_AUTHORISED)
-		return FD_STEP_OK; /* nothing taken, or already refunded */
+		return FD_STEP_OK; /* nothing taken, or already refunded or declined */
 	json_t *payload = json_object();
 	struct fd_cmd_result r;
 	err = payload ? fd_saga_send(ctx, &fd_payment_type, pid, "refund", payload, "refund", &r) : FD_ERR_NOMEM;

@@ -458,6 +458,17 @@ Test(sagas, payment_that_never_answers_times_out_and_compensates)
 	cr_assert_str_eq(h, "take_payment:succeeded,reserve_inventory:succeeded,accept_order:succeeded");
 	cr_assert_str_eq(order_status(&ts, id, NULL, 0), "cancelled");
 	assert_stock(&ts, "sku-a", 10, 0, 0);
+	/* the payment still waiting for the gateway is closed, so a late answer cannot charge */
+	const char *pid = str(json_object_get(s, "data"), "payment_id");
+	json_t *pay = get_json(&ts, P("/payments/%s", pid), 200);
+	cr_assert_str_eq(str(pay, "status"), "declined");
+	cr_assert(strstr(str(pay, "decline_reason"), "voided by the order saga: take_payment timed out"), "%s",
+		  str(pay, "decline_reason"));
+	json_decref(pay);
+	struct fd_test_resp r;
+	post_ok(&ts, P("/payments/%s/process", pid), NULL, 409, &r);
+	fd_test_assert_problem(&r, 409, "payment-not-pending");
+	fd_test_resp_free(&r);
 	assert_no_duplicates(&ts);
 	json_decref(s);
 	fd_test_server_stop(&ts);
