@@ -95,6 +95,14 @@ static json_t *body_object(struct fd_req *req, struct fd_resp *resp, bool requir
 			   "the body must be application/json", NULL);
 		return NULL;
 	}
+	/* jansson would skip a raw NUL after a number; JSON text never has one */
+	const char *nul = memchr(req->body.data, '\0', req->body.len);
+	if (nul) {
+		char detail[96];
+		snprintf(detail, sizeof detail, "malformed JSON: a NUL byte at offset %zu", (size_t)(nul - req->body.data));
+		fd_problem(resp, req, 400, "invalid-json", "Malformed JSON", detail, NULL);
+		return NULL;
+	}
 	json_error_t jerr;
 	json_t *root = json_loadb(req->body.data, req->body.len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root) {

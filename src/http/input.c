@@ -183,6 +183,14 @@ enum fd_err fd_append_parse(const char *body, size_t len, unsigned max_events, s
 	memset(e, 0, sizeof *e);
 	if (!body)
 		body = "";
+	/* jansson drops a raw NUL that follows a number or a literal ("1\0,"), and
+	 * then the spans below would not find what it read; JSON never has one. */
+	const char *nul = memchr(body, '\0', len);
+	if (nul) {
+		snprintf(detail, sizeof detail, "malformed JSON: a NUL byte at offset %zu", (size_t)(nul - body));
+		refuse(e, 400, "invalid-json", "Malformed JSON", NULL, detail);
+		goto done;
+	}
 	json_error_t jerr;
 	/* Integers as reals: event data goes to PostgreSQL as the client's own bytes, so
 	 * jansson's 64-bit integer limit must not refuse numbers jsonb keeps exactly. */
