@@ -9,6 +9,12 @@
  * size).  An empty body is {} like an empty HTTP body.  The lines run in
  * order on one state, so a seed can build an order, place it, ship it...
  *
+ * A line "!<Type> <JSON object>" instead folds that event with apply(), as
+ * loading does for a stored event: the generic stream API lets a client
+ * append any event to an aggregate's stream, so apply() sees client bytes
+ * too.  It must accept the event or refuse it (FD_ERR_INVAL) leaving the
+ * state as it was (domain.h).
+ *
  * Properties checked besides the sanitizers': decide never fails but for
  * memory; a decision is well formed; every event decide produces is accepted
  * by apply (domain.h: "apply() accepts exactly the events decide() could
@@ -76,6 +82,32 @@ static void check_snapshot(const struct fd_aggregate_type *t, const void *state)
 	json_decref(view);
 }
 
+/* "<Type> <JSON object>": fold it; a refusal must leave the state unchanged. */
+static void apply_line(const struct fd_aggregate_type *t, void *state, const char *text, size_t len, size_t *events)
+{
+	const char *sp = memchr(text, ' ', len);
+	if (!sp)
+		return;
+	char *type = strndup(text, (size_t)(sp - text));
+	json_t *data = json_loadb(sp + 1, len - (size_t)(sp - text) - 1, 0, NULL);
+	if (type && json_is_object(data)) {
+		json_t *before = t->snapshot(state);
+		enum fd_err err = t->apply(state, type, data);
+		FUZZ_CHECK(err == FD_OK || err == FD_ERR_INVAL || err == FD_ERR_NOMEM);
+		if (err == FD_OK) {
+			(*events)++;
+			check_snapshot(t, state);
+		} else if (err == FD_ERR_INVAL && before) {
+			json_t *after = t->snapshot(state);
+			FUZZ_CHECK(!after || json_equal(before, after));
+			json_decref(after);
+		}
+		json_decref(before);
+	}
+	json_decref(data);
+	free(type);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
@@ -92,6 +124,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		const char *line_end = nl ? nl : end;
 		if (line_end == p) { /* an empty line */
 			p++;
+			continue;
+		}
+		if (p[0] == '!') {
+			apply_line(t, state, p + 1, (size_t)(line_end - p - 1), &events);
+			p = nl ? nl + 1 : end;
 			continue;
 		}
 		const struct fd_command_type *cmd = &t->commands[(uint8_t)(p[0] - '0') % t->ncommands];
