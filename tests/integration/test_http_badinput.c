@@ -850,3 +850,52 @@ Test(badinput, injection_strings_are_data, .timeout = 600)
 			cr_assert_eq(after.count[i], events + 3 * (long long)NINJ, "events: %lld", after.count[i]);
 	fd_test_server_stop(&ts);
 }
+
+/* ---- events that the stream API accepts but readers must survive ------------- */
+
+/*
+ * The generic stream API stores any JSON object as an event's data, with its
+ * numbers as written, so a client can put an event with an integer beyond
+ * 64 bits into an aggregate's stream.  Loading that aggregate and running
+ * the projections over it must go on working: an aggregate ignores event
+ * types it does not know, and a read model must not stall on one event.
+ */
+Test(badinput, huge_numbers_in_aggregate_streams, .timeout = 600)
+{
+	struct fd_test_server ts;
+	struct rows before;
+	start(&ts, &before);
+	static const char *const streams[] = { "order-" ORDER, "product-sku-1", "payment-" PAYMENT };
+	for (size_t i = 0; i < sizeof streams / sizeof streams[0]; i++) {
+		char *path = fmt("/streams/%s/events", streams[i]);
+		must(&ts, "POST", path,
+		     "{\"expected_version\":\"exists\",\"events\":[{\"type\":\"Note\",\"data\":"
+		     "{\"n\":123456789012345678901234567890,\"m\":-99999999999999999999.5}}]}",
+		     201, NULL, 0);
+		free(path);
+	}
+	json_t *got = get_json(&ts, "/orders/" ORDER);
+	cr_assert_str_eq(json_string_value(json_object_get(got, "status")), "draft");
+	json_decref(got);
+	got = get_json(&ts, "/products/sku-1");
+	cr_assert_eq(json_integer_value(json_object_get(got, "available")), 10);
+	json_decref(got);
+	got = get_json(&ts, "/payments/" PAYMENT);
+	cr_assert_str_eq(json_string_value(json_object_get(got, "status")), "requested");
+	json_decref(got);
+	/* commands on them still work, and both read models move past the events */
+	char pos[64] = "";
+	must(&ts, "POST", "/products/sku-1/restock", "{\"quantity\":1}", 200, NULL, 0);
+	must(&ts, "POST", "/orders/" ORDER "/place", NULL, 200, pos, sizeof pos);
+	char *orders = fmt("/orders?min_position=%s", pos), *products = fmt("/products?min_position=%s", pos);
+	got = get_json(&ts, orders);
+	cr_assert_eq(json_array_size(json_object_get(got, "orders")), 1);
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(got, "orders"), 0), "status")),
+			 "placed");
+	json_decref(got);
+	got = get_json(&ts, products);
+	json_decref(got);
+	free(orders);
+	free(products);
+	fd_test_server_stop(&ts);
+}
