@@ -8,6 +8,7 @@
 
 #include "factd/events.h"
 #include "factd/http.h"
+#include "factd/input.h"
 
 void fd_api_healthz(struct fd_req *req, struct fd_resp *resp);
 void fd_api_readyz(struct fd_req *req, struct fd_resp *resp);
@@ -20,7 +21,7 @@ void fd_api_read_feed(struct fd_req *req, struct fd_resp *resp);
 void fd_api_event_stream(struct fd_req *req, struct fd_resp *resp);
 
 /* The feed filter of ?category= and ?types= (GET /events and GET /events/stream). */
-#define FD_API_MAX_TYPES 64
+#define FD_API_MAX_TYPES FD_INPUT_MAX_TYPES
 struct fd_api_feed_filter {
 	struct fd_feed_filter filter;           /* points into the members below */
 	const char *types[FD_API_MAX_TYPES];

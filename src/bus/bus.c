@@ -20,6 +20,7 @@
 
 #include "factd/aggcache.h"
 #include "factd/hash.h"
+#include "factd/jsonspan.h"
 #include "factd/log.h"
 #include "factd/metrics.h"
 #include "factd/snapshots.h"
@@ -194,12 +195,44 @@ void fd_bus_stream_name(const struct fd_aggregate_type *t, const char *id, char 
 	snprintf(buf, len, "%s-%s", t->category, id);
 }
 
+/*
+ * The stored rows [version, type, data] as a JSON array.  jsonb keeps
+ * integers of any size and jansson only 64-bit ones, and the stream API
+ * stores a client's numbers as written; when the whole text does not load,
+ * each row is loaded on its own and one that needs it has the integers of
+ * its data read as reals.  Only that event is affected: apply ignores an
+ * unknown type and refuses a known one with such data, as it should.
+ */
+static json_t *load_rows(const char *text)
+{
+	json_t *arr = json_loads(text, 0, NULL);
+	if (arr)
+		return arr;
+	size_t len = strlen(text), pos = 0;
+	struct fd_span whole = { 0, len }, sp;
+	if (!(arr = json_array()))
+		return NULL;
+	while (fd_json_next_element(text, len, whole, &pos, &sp)) {
+		json_t *row = json_loadb(text + sp.start, sp.end - sp.start, 0, NULL);
+		if (!row) {
+			row = json_loadb(text + sp.start, sp.end - sp.start, JSON_DECODE_INT_AS_REAL, NULL);
+			json_t *jv = json_array_get(row, 0);
+			if (json_is_real(jv))
+				json_array_set_new(row, 0, json_integer((json_int_t)json_real_value(jv)));
+		}
+		if (!row || json_array_append_new(arr, row) != 0) {
+			json_decref(arr);
+			return NULL;
+		}
+	}
+	return arr;
+}
+
 /* Fold a JSON array of [version, type, data] into state, checking versions run on from `from`. */
 static enum fd_err fold_events(const struct fd_aggregate_type *t, void *state, const char *events_json,
 			       int64_t from, int64_t *last)
 {
-	json_error_t jerr;
-	json_t *arr = json_loads(events_json, 0, &jerr);
+	json_t *arr = load_rows(events_json);
 	enum fd_err err = FD_OK;
 	if (!json_is_array(arr)) {
 		err = FD_ERR_INTERNAL;

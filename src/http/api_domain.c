@@ -6,7 +6,6 @@
  */
 #include "factd/api.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,40 +15,12 @@
 #include "factd/bus.h"
 #include "factd/domain.h"
 #include "factd/hash.h"
+#include "factd/input.h"
 #include "factd/payments.h"
 #include "factd/problem.h"
 #include "factd/router.h"
 #include "factd/timeutil.h"
 #include "factd/uuid.h"
-
-#define IDEMPOTENCY_KEY_MAX 255
-
-static bool idempotency_key_valid(const char *k)
-{
-	size_t n = 0;
-	for (; k[n]; n++)
-		if ((unsigned char)k[n] < 0x21 || (unsigned char)k[n] > 0x7e || n >= IDEMPOTENCY_KEY_MAX)
-			return false;
-	return n > 0;
-}
-
-/* If-Match: "N" or W/"N" -> N.  Returns false on anything else. */
-static bool parse_if_match(const char *s, int64_t *out)
-{
-	if (strncmp(s, "W/", 2) == 0)
-		s += 2;
-	size_t n = strlen(s);
-	if (n < 3 || s[0] != '"' || s[n - 1] != '"' || n > 21)
-		return false;
-	int64_t v = 0;
-	for (size_t i = 1; i < n - 1; i++) {
-		if (s[i] < '0' || s[i] > '9' || v > (INT64_MAX - (s[i] - '0')) / 10)
-			return false;
-		v = v * 10 + (s[i] - '0');
-	}
-	*out = v;
-	return true;
-}
 
 /* The id as factd stores it: UUIDs in lower-case canonical form.  False when invalid. */
 static bool canonical_id(const struct fd_aggregate_type *t, const char *given, char *out, size_t len)
@@ -124,6 +95,14 @@ static json_t *body_object(struct fd_req *req, struct fd_resp *resp, bool requir
 			   "the body must be application/json", NULL);
 		return NULL;
 	}
+	/* jansson would skip a raw NUL after a number; JSON text never has one */
+	const char *nul = memchr(req->body.data, '\0', req->body.len);
+	if (nul) {
+		char detail[96];
+		snprintf(detail, sizeof detail, "malformed JSON: a NUL byte at offset %zu", (size_t)(nul - req->body.data));
+		fd_problem(resp, req, 400, "invalid-json", "Malformed JSON", detail, NULL);
+		return NULL;
+	}
 	json_error_t jerr;
 	json_t *root = json_loadb(req->body.data, req->body.len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root) {
@@ -161,7 +140,7 @@ void fd_api_command(struct fd_req *req, struct fd_resp *resp)
 
 	const char *key = fd_req_header(req, "Idempotency-Key");
 	if (key) {
-		if (!idempotency_key_valid(key)) {
+		if (!fd_input_idempotency_key_valid(key)) {
 			fd_problem(resp, req, 400, "invalid-header", "Invalid header",
 				   "Idempotency-Key must be 1-255 visible ASCII characters",
 				   json_pack("{s:s}", "header", "Idempotency-Key"));
@@ -184,7 +163,7 @@ void fd_api_command(struct fd_req *req, struct fd_resp *resp)
 	}
 	const char *im = fd_req_header(req, "If-Match");
 	if (im) {
-		if (!parse_if_match(im, &meta.if_match)) {
+		if (!fd_input_if_match(im, &meta.if_match)) {
 			fd_problem(resp, req, 400, "invalid-header", "Invalid header",
 				   "If-Match must be an ETag from a previous response, e.g. \"3\"",
 				   json_pack("{s:s}", "header", "If-Match"));
@@ -272,15 +251,11 @@ void fd_api_get_aggregate(struct fd_req *req, struct fd_resp *resp)
 		return;
 	}
 	if (qv) {
-		char *end;
-		errno = 0;
-		long long v = (*qv >= '0' && *qv <= '9') ? strtoll(qv, &end, 10) : -1;
-		if (v < 1 || errno || *end) {
+		if (!fd_input_version(qv, &target.version)) {
 			fd_problem(resp, req, 400, "invalid-parameter", "Invalid parameter", "version must be an integer >= 1",
 				   json_pack("{s:s}", "parameter", "version"));
 			return;
 		}
-		target.version = v;
 	}
 	if (qat) {
 		if (!fd_time_parse_rfc3339(qat, &target.unix_us)) {

@@ -14,12 +14,12 @@
  */
 #include "factd/api.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "factd/events.h"
+#include "factd/input.h"
 #include "factd/proj.h"
 #include "factd/problem.h"
 #include "factd/queries.h"
@@ -41,16 +41,12 @@ static bool read_limit(struct fd_req *req, struct fd_resp *resp, unsigned *out)
 	*out = LIST_DEFAULT_LIMIT < max ? LIST_DEFAULT_LIMIT : max;
 	if (!v)
 		return true;
-	char *end;
-	errno = 0;
-	unsigned long long n = (*v >= '0' && *v <= '9') ? strtoull(v, &end, 10) : 0;
-	if (n < 1 || n > max || errno || *end) {
+	if (!fd_input_limit(v, max, out)) {
 		char detail[64];
 		snprintf(detail, sizeof detail, "limit must be an integer in 1..%u", max);
 		bad_param(resp, req, "limit", detail);
 		return false;
 	}
-	*out = (unsigned)n;
 	return true;
 }
 

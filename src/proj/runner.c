@@ -173,6 +173,18 @@ static void categories_literal(const struct fd_projection *d, char *buf, size_t 
 }
 
 /*
+ * An event's data or metadata.  jsonb keeps integers of any size, jansson
+ * only 64-bit ones, and the stream API stores a client's numbers as
+ * written: such a document is read with its integers as reals rather than
+ * not at all, which would stop the projection at that event for good.
+ */
+static json_t *load_json(const char *text)
+{
+	json_t *j = json_loads(text, 0, NULL);
+	return j ? j : json_loads(text, JSON_DECODE_INT_AS_REAL, NULL);
+}
+
+/*
  * Apply one batch to `table` from cursor (tx, seq) inside the open
  * transaction, then write the new cursor to the given checkpoint columns.
  * *count receives the events applied; *caught_up whether the batch reached
@@ -205,8 +217,8 @@ static bool apply_batch(struct fd_projector *p, struct worker *w, const char *ta
 	snprintf(last_tx, sizeof last_tx, "%s", tx);
 	snprintf(last_seq, sizeof last_seq, "%s", seq);
 	for (int i = 0; i < n; i++) {
-		json_t *data = json_loads(PQgetvalue(res, i, 5), 0, NULL);
-		json_t *meta = json_loads(PQgetvalue(res, i, 6), 0, NULL);
+		json_t *data = load_json(PQgetvalue(res, i, 5));
+		json_t *meta = load_json(PQgetvalue(res, i, 6));
 		struct fd_feed_event ev = {
 			.event_id = PQgetvalue(res, i, 0),
 			.stream = PQgetvalue(res, i, 1),
