@@ -16,6 +16,8 @@
 #include <string.h>
 
 #include "factd/buf.h"
+#include "factd/bus.h"
+#include "factd/domain.h"
 #include "factd/events.h"
 #include "factd/input.h"
 #include "factd/problem.h"
@@ -66,6 +68,75 @@ static char *event_metadata(const struct fd_req *req, json_t *given)
 	return text;
 }
 
+/*
+ * Streams of the domain's aggregates ("order-<id>", "product-<sku>",
+ * "payment-<id>") take events through this generic endpoint too (operators
+ * repair with it, tests inject with it), but only events the aggregate itself
+ * accepts in that place: an event its apply() refuses would make the
+ * aggregate unloadable for good.  Such appends are checked on the aggregate's
+ * state and appended at exactly the version checked.
+ */
+static const struct fd_aggregate_type *const guarded_types[] = { &fd_order_type, &fd_product_type, &fd_payment_type };
+
+static const struct fd_aggregate_type *aggregate_of(const char *stream, const char **id)
+{
+	for (size_t i = 0; i < sizeof guarded_types / sizeof guarded_types[0]; i++) {
+		const struct fd_aggregate_type *t = guarded_types[i];
+		size_t n = strlen(t->category);
+		if (strncmp(stream, t->category, n) == 0 && stream[n] == '-' && fd_aggregate_id_valid(t, stream + n + 1)) {
+			*id = stream + n + 1;
+			return t;
+		}
+	}
+	return NULL;
+}
+
+static bool expectation_holds(const struct fd_expected *e, int64_t version)
+{
+	switch (e->kind) {
+	case FD_EXPECT_EXACT:
+		return e->version == version;
+	case FD_EXPECT_NO_STREAM:
+		return version == 0;
+	case FD_EXPECT_EXISTS:
+		return version > 0;
+	case FD_EXPECT_ANY:
+		break;
+	}
+	return true;
+}
+
+/*
+ * Fold the new events onto the aggregate's current state.  FD_OK with
+ * *version the state's version and *bad = n when all are accepted;
+ * otherwise *bad is the first refused event.  FD_ERR_* when it cannot load.
+ */
+static enum fd_err check_on_aggregate(struct fd_req *req, const struct fd_aggregate_type *t, const char *id,
+				      const struct fd_event_in *evs, size_t n, int64_t *version, size_t *bad)
+{
+	void *state = malloc(t->state_size);
+	if (!state)
+		return FD_ERR_NOMEM;
+	enum fd_err err = fd_bus_load(req->app->bus, t, id, NULL, state, version);
+	*bad = n;
+	for (size_t i = 0; !err && i < n; i++) {
+		json_t *data = json_loads(evs[i].data_json, 0, NULL);
+		if (!data) /* integers past 64 bits: the aggregate gets them as reals (and refuses them where it counts) */
+			data = json_loads(evs[i].data_json, JSON_DECODE_INT_AS_REAL, NULL);
+		enum fd_err aerr = data ? t->apply(state, evs[i].type, data) : FD_ERR_INVAL;
+		json_decref(data);
+		if (aerr == FD_ERR_NOMEM)
+			err = aerr;
+		else if (aerr) {
+			*bad = i;
+			break;
+		}
+	}
+	t->release(state);
+	free(state);
+	return err;
+}
+
 void fd_api_append(struct fd_req *req, struct fd_resp *resp)
 {
 	const char *stream = req->params[0];
@@ -105,7 +176,52 @@ void fd_api_append(struct fd_req *req, struct fd_resp *resp)
 	}
 
 	struct fd_append_result res;
-	enum fd_err err = fd_store_append(req->app->pool, stream, expected, evs, n, &res);
+	enum fd_err err;
+	const char *agg_id = NULL;
+	const struct fd_aggregate_type *agg = req->app->bus ? aggregate_of(stream, &agg_id) : NULL;
+	if (!agg) {
+		err = fd_store_append(req->app->pool, stream, expected, evs, n, &res);
+	} else {
+		for (unsigned round = 0;; round++) {
+			int64_t version = 0;
+			size_t bad = n;
+			err = check_on_aggregate(req, agg, agg_id, evs, n, &version, &bad);
+			if (err)
+				break;
+			bool mismatch = !expectation_holds(&expected, version);
+			if (mismatch || bad < n) {
+				/* a repeat of events already stored is still answered as one (no version can match) */
+				bool ids = false;
+				for (size_t i = 0; i < n; i++)
+					ids = ids || evs[i].id_given;
+				struct fd_expected never = { .kind = FD_EXPECT_EXACT, .version = INT64_MAX };
+				err = ids ? fd_store_append(req->app->pool, stream, never, evs, n, &res) : FD_ERR_CONFLICT;
+				if (!err && res.duplicate)
+					break;
+				if (err != FD_ERR_CONFLICT && err != FD_ERR_DUPLICATE)
+					break;
+				if (mismatch) {
+					err = FD_ERR_CONFLICT;
+					res.current_version = version;
+					break;
+				}
+				char pointer[48];
+				snprintf(pointer, sizeof pointer, "/events/%zu", bad);
+				snprintf(detail, sizeof detail,
+					 "the %s aggregate of this stream does not accept a %s event with this data at version %"
+					 PRId64 "; use its commands",
+					 agg->name, evs[bad].type, version + (int64_t)bad + 1);
+				fd_problem(resp, req, 422, "event-rejected", "Event rejected by the aggregate", detail,
+					   json_pack("{s:s}", "field", pointer));
+				goto done;
+			}
+			struct fd_expected at = { .kind = FD_EXPECT_EXACT, .version = version };
+			err = fd_store_append(req->app->pool, stream, at, evs, n, &res);
+			/* someone wrote between the check and the append: check again, unless the client pinned the version */
+			if (err != FD_ERR_CONFLICT || expected.kind == FD_EXPECT_EXACT || round >= 4)
+				break;
+		}
+	}
 	if (err == FD_ERR_CONFLICT) {
 		char want[32];
 		if (expected.kind == FD_EXPECT_EXACT)

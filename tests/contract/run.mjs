@@ -863,17 +863,24 @@ async function foreignStreams() {
 }
 
 /**
- * 500s: an event of the aggregate's own type that does not apply to it (written
- * through the stream API) breaks the aggregate; reading it or sending it a command
- * is an internal error.
+ * An append that would break an aggregate is refused (422 event-rejected).
+ * 500s: an aggregate broken behind factd's back (rows written with SQL) makes
+ * reading it or sending it a command an internal error.
  */
-async function brokenAggregates() {
+async function brokenAggregates(dbUrl) {
 	section = 'broken aggregates';
 	const o = uuid(), p = `SKU-BROKEN-${process.pid}`, pay = uuid();
-	const breakIt = (stream, type, data) => call('POST', `/streams/${stream}/events`, { json: { expected_version: 0, events: [{ type, data }] }, status: 201, label: `break ${stream}` });
-	await breakIt(`order-${o}`, 'OrderConfirmed', {});
-	await breakIt(`product-${p}`, 'ProductRestocked', { quantity: 'lots' });
-	await breakIt(`payment-${pay}`, 'PaymentRefunded', { amount_cents: 5 });
+	const bad = [[`order-${o}`, 'order', 'OrderConfirmed', {}], [`product-${p}`, 'product', 'ProductRestocked', { quantity: 'lots' }],
+		[`payment-${pay}`, 'payment', 'PaymentRefunded', { amount_cents: 5 }]];
+	for (const [stream, , type, data] of bad)
+		await call('POST', `/streams/${stream}/events`, { json: { expected_version: 0, events: [{ type, data }] }, status: 422, type: 'event-rejected', label: `append that would break ${stream}` });
+	for (const [stream, category, type, data] of bad) {
+		const d = JSON.stringify(data).replaceAll("'", "''");
+		execFileSync('psql', [dbUrl, '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-c',
+			`INSERT INTO streams (stream_id, category, version) VALUES ('${stream}', '${category}', 1);
+			 INSERT INTO events (event_id, stream_id, category, version, type, data) VALUES (gen_random_uuid(), '${stream}', '${category}', 1, '${type}', '${d}'::jsonb)`],
+			{ stdio: ['ignore', 'pipe', 'pipe'] });
+	}
 	const steps = [
 		['GET', `/orders/${o}`, {}], ['POST', '/orders', { json: { customer_id: 'c', order_id: o } }],
 		['POST', `/orders/${o}/lines`, { json: { product_id: 'S', quantity: 1, unit_price_cents: 1 } }], ['DELETE', `/orders/${o}/lines/S`, {}],
@@ -883,6 +890,8 @@ async function brokenAggregates() {
 		['POST', `/payments/${pay}/process`, {}], ['POST', `/payments/${pay}/refund`, {}],
 	];
 	for (const [m, path, opts] of steps) await call(m, path, { ...opts, status: 500, type: 'internal' });
+	// appends to a broken aggregate's stream cannot be checked either
+	await call('POST', `/streams/order-${o}/events`, { json: { expected_version: 'any', events: [{ type: 'Note', data: {} }] }, status: 500, type: 'internal', label: 'append to a broken aggregate' });
 }
 
 /** The read models: lists with their parameter errors, projection status and rebuild. */
@@ -1226,7 +1235,7 @@ async function main() {
 		const na = await call('POST', `/payments/${p}/process`, { status: 202 }, silent);
 		if (na.body?.gateway !== 'no_answer') fail('process without an answer', JSON.stringify(na.body));
 		await foreignStreams();
-		await brokenAggregates();
+		await brokenAggregates(url);
 		await readModels();
 		await sagas(sagaInst);
 		await simpleGets();

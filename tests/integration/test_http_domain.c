@@ -2527,3 +2527,70 @@ Test(domain_concurrency, eight_writers_on_one_order_lose_nothing, .timeout = 300
 	assert_events(&ts, 1 + WRITERS * LINES_PER_WRITER);
 	fd_test_server_stop(&ts);
 }
+
+/* ---- the generic stream API on an aggregate's stream --------------------------- */
+
+Test(http_domain, appends_that_would_break_an_aggregate_are_refused)
+{
+	struct fd_test_server ts;
+	fd_test_server_start(&ts, NULL);
+	char order[FD_UUID_STRLEN + 1];
+	create_order(&ts, "c-guard", order);
+	add_line(&ts, order, "sku-1", 2, 150);
+	long long before = count_events(&ts);
+	struct fd_test_resp r;
+
+	/* out of order for a draft: confirmed before placed */
+	char *path = fmt("/streams/order-%s/events", order);
+	post(&ts, path, "{\"expected_version\":\"any\",\"events\":[{\"type\":\"OrderConfirmed\",\"data\":{}}]}", &r);
+	fd_test_assert_problem(&r, 422, "event-rejected");
+	cr_assert_str_eq(fd_test_json_str(&r, "field"), "/events/0");
+	fd_test_resp_free(&r);
+	/* a known type with data of the wrong shape, second in the batch */
+	post(&ts, path,
+	     "{\"expected_version\":2,\"events\":[{\"type\":\"Note\",\"data\":{}},"
+	     "{\"type\":\"OrderLineAdded\",\"data\":{\"product_id\":\"sku-2\",\"quantity\":\"many\",\"unit_price_cents\":1}}]}",
+	     &r);
+	fd_test_assert_problem(&r, 422, "event-rejected");
+	cr_assert_str_eq(fd_test_json_str(&r, "field"), "/events/1");
+	fd_test_resp_free(&r);
+	/* a new product stream whose first event is not its creation */
+	post(&ts, "/streams/product-sku-guard/events",
+	     "{\"expected_version\":0,\"events\":[{\"type\":\"ProductRestocked\",\"data\":{\"quantity\":5}}]}", &r);
+	fd_test_assert_problem(&r, 422, "event-rejected");
+	fd_test_resp_free(&r);
+	assert_events(&ts, before);
+
+	/* the client's expected version is still checked first */
+	post(&ts, path, "{\"expected_version\":7,\"events\":[{\"type\":\"Note\",\"data\":{}}]}", &r);
+	fd_test_assert_problem(&r, 409, "wrong-version");
+	cr_assert_eq(fd_test_json_int(&r, "current_version"), 2);
+	fd_test_resp_free(&r);
+
+	/* events the aggregate accepts (or does not know) go in, and it reads them */
+	char id[FD_UUID_STRLEN + 1], note[FD_UUID_STRLEN + 1];
+	new_uuid(id);
+	new_uuid(note);
+	char *placed = fmt("{\"expected_version\":2,\"events\":[{\"event_id\":\"%s\",\"type\":\"Note\",\"data\":{\"x\":1}},"
+			   "{\"event_id\":\"%s\",\"type\":\"OrderPlaced\",\"data\":{\"lines\":[{\"product_id\":\"sku-1\","
+			   "\"quantity\":2,\"unit_price_cents\":150}],\"total_cents\":300}}]}",
+			   note, id);
+	post(&ts, path, placed, &r);
+	cr_assert_eq(r.status, 201, "%d %s", r.status, r.body);
+	fd_test_resp_free(&r);
+	char *view = fmt("/orders/%s", order);
+	json_t *o = get_ok(&ts, view);
+	free(view);
+	cr_assert_str_eq(json_string_value(json_object_get(o, "status")), "placed");
+	cr_assert_eq(json_integer_value(json_object_get(o, "version")), 4);
+	json_decref(o);
+	/* a repeat of the same events is still an idempotent repeat, though placing twice would be refused */
+	post(&ts, path, placed, &r);
+	cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
+	cr_assert_eq(fd_test_json_int(&r, "first_version"), 3);
+	fd_test_resp_free(&r);
+	assert_events(&ts, before + 2);
+	free(placed);
+	free(path);
+	fd_test_server_stop(&ts);
+}
