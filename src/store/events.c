@@ -5,9 +5,11 @@
  * Every call is one round trip to a statement prepared on each pooled
  * connection.  fd_store_statements below is the store's one statement table:
  * it also holds the statements of snapshots.c, whose ids and the fd_store_run
- * helper are shared through internal.h.  Appends go through the PL/pgSQL
- * function fd_append (migrations/0001_event_store.sql), which takes the
- * events as parallel arrays passed as PostgreSQL array literals.  Reads come
+ * helper are shared through internal.h.  Appends take the events as parallel
+ * arrays passed as PostgreSQL array literals: the common cases (no client
+ * ids; the next version of an existing stream, or a new stream) in one plain
+ * statement, everything else and every conflict through the PL/pgSQL
+ * function fd_append (migrations/0001_event_store.sql, 0005_append_speed.sql).  Reads come
  * back as JSON text built by PostgreSQL (fd_event_json), handed to the caller
  * without parsing.
  *
@@ -59,6 +61,23 @@
 	" FROM page p"
 
 /*
+ * The common appends in one plain statement, without fd_append: s writes the
+ * stream row (the next version of an existing stream, or a new stream), and
+ * only when it did are the events inserted after it.  No row back means
+ * nothing was written: fd_append then decides with the row locked.  $1
+ * stream, $2 category, $3..$6 the event arrays, $7 their length, $8 the
+ * expected version (< 0: any).  The stream row is the statement's first
+ * write, as in fd_append: the events' source reads s.
+ */
+#define APPEND_FAST_SQL(stream_write)                                                                \
+	"WITH s AS (" stream_write "),"                                                               \
+	" ins AS (INSERT INTO events (event_id, stream_id, category, version, type, data, metadata)"  \
+	"  SELECT i.id, $1::text, $2::text, s.cur + i.ord, i.type, i.data, i.meta FROM s,"            \
+	"  unnest($3::uuid[], $4::text[], $5::jsonb[], $6::jsonb[]) WITH ORDINALITY"                   \
+	"  AS i(id, type, data, meta, ord) RETURNING seq)"                                             \
+	" SELECT s.cur, (SELECT max(ins.seq) FROM ins), pg_current_xact_id()::text FROM s"
+
+/*
  * snapshots.c: load a stream for an aggregate.  $1 stream, $2 snapshot schema
  * (< 0: use none), $3 max version (0: latest).  One row when the stream
  * exists: its version, the chosen snapshot's version and state (NULL when
@@ -87,16 +106,16 @@
  * microseconds since the epoch, 0 when none.  The moment is built from whole
  * seconds plus microseconds because interval * bigint goes through double
  * precision: both products stay exact that way from 4714 BC to well past
- * the year 9999.  The OFFSET 0 fence keeps the planner from turning
- * max() into a backward walk of events_stream_version_key that fetches heap
- * rows to test recorded_at (its pick for the generic plan); this way it is an
- * index-only range scan of events_stream_recorded_idx, the events up to $2.
+ * the year 9999.  A backward walk of events_stream_version_key, which carries
+ * recorded_at (migrations/0005_append_speed.sql), from the newest version to
+ * the first one recorded at or before $2, without visiting the table.
  */
 #define VERSION_AT_SQL                                                                               \
-	"SELECT coalesce(max(r.version), 0) FROM (SELECT e.version FROM events e"                     \
+	"SELECT coalesce((SELECT e.version FROM events e"                                             \
 	" WHERE e.stream_id = $1::text AND e.recorded_at <= timestamptz 'epoch'"                      \
 	" + ($2::bigint / 1000000) * interval '1 second'"                                             \
-	" + ($2::bigint % 1000000) * interval '1 microsecond' OFFSET 0) r"
+	" + ($2::bigint % 1000000) * interval '1 microsecond'"                                        \
+	" ORDER BY e.version DESC LIMIT 1), 0)"
 
 /*
  * snapshots.c: upsert a snapshot ($1 stream, $2 version, $3 schema, $4
@@ -121,6 +140,21 @@ const struct fd_stmt fd_store_statements[] = {
 		       " FROM fd_append($1::text, $2::text, $3::text, $4::bigint, $5::uuid[], $6::text[],"
 		       " $7::jsonb[], $8::jsonb[], $9::boolean)",
 		.nparams = 9,
+	},
+	[ST_APPEND_NEXT] = {
+		.name = "fd_store_append_next",
+		.sql = APPEND_FAST_SQL(
+			"UPDATE streams SET version = version + $7::bigint, updated_at = now()"
+			" WHERE stream_id = $1::text AND ($8::bigint < 0 OR version = $8::bigint)"
+			" RETURNING version - $7::bigint AS cur"),
+		.nparams = 8,
+	},
+	[ST_APPEND_CREATE] = {
+		.name = "fd_store_append_create",
+		.sql = APPEND_FAST_SQL(
+			"INSERT INTO streams (stream_id, category, version) VALUES ($1::text, $2::text, $7::bigint)"
+			" ON CONFLICT (stream_id) DO NOTHING RETURNING 0::bigint AS cur"),
+		.nparams = 7,
 	},
 	[ST_READ_STREAM] = {
 		.name = "fd_store_read_stream",
@@ -207,10 +241,18 @@ static void backoff(int attempt)
 enum fd_err fd_store_run(struct fd_pool *pool, enum fd_stmt_id id, const char **params, int recheck_param,
 			 PGresult **out)
 {
+	return fd_store_run_ex(pool, id, params, recheck_param, NULL, out);
+}
+
+enum fd_err fd_store_run_ex(struct fd_pool *pool, enum fd_stmt_id id, const char **params, int recheck_param,
+			    bool *lost, PGresult **out)
+{
 	const struct fd_stmt *st = &fd_store_statements[id];
 	int serialization_retries = 0, reconnects = 0;
 
 	*out = NULL;
+	if (lost)
+		*lost = false;
 	for (;;) {
 		PGconn *conn = NULL;
 		enum fd_err err = fd_pool_acquire(pool, &conn);
@@ -238,6 +280,10 @@ enum fd_err fd_store_run(struct fd_pool *pool, enum fd_stmt_id id, const char **
 		}
 		PQclear(res);
 		fd_pool_release(pool, conn, broken);
+		if (broken && lost) {
+			*lost = true;
+			return err;
+		}
 		if (broken && reconnects < MAX_RECONNECT_RETRIES) {
 			reconnects++;
 			if (recheck_param >= 0)
@@ -342,6 +388,45 @@ static enum fd_metrics_append append_result(enum fd_err err, const struct fd_app
 	return FD_METRICS_APPEND_ERROR;
 }
 
+/*
+ * The common cases in one plain statement (APPEND_FAST_SQL): the next events
+ * of an existing stream at the expected version (or any), or the first events
+ * of a new stream.  FD_ERR_NOTFOUND: nothing written, fd_append must decide
+ * (conflict, missing stream, a concurrent creator).  *lost: the connection
+ * broke, so the statement may have committed; it is not retried here.
+ */
+static enum fd_err append_fast(struct fd_pool *pool, const char *stream, const char *category,
+			       struct fd_expected expected, const struct append_arrays *a, size_t n,
+			       struct fd_append_result *out, bool *lost)
+{
+	char count[24], version[24];
+	const char *params[8] = { stream, category, a->ids.data, a->types.data, a->data.data, a->metadata.data,
+				  count, version };
+	bool create = expected.kind == FD_EXPECT_NO_STREAM || (expected.kind == FD_EXPECT_EXACT && expected.version == 0);
+	PGresult *res = NULL;
+
+	snprintf(count, sizeof count, "%zu", n);
+	snprintf(version, sizeof version, "%lld", (long long)(expected.kind == FD_EXPECT_EXACT ? expected.version : -1));
+	enum fd_err err = fd_store_run_ex(pool, create ? ST_APPEND_CREATE : ST_APPEND_NEXT, params, -1, lost, &res);
+	if (err)
+		return err;
+	if (PQntuples(res) == 0) {
+		err = FD_ERR_NOTFOUND;
+	} else if (PQnfields(res) != 3 || PQgetisnull(res, 0, 0) || PQgetisnull(res, 0, 1)) {
+		fd_log(FD_LOG_ERROR, "the append statement returned an unexpected shape");
+		err = FD_ERR_INTERNAL;
+	} else {
+		int64_t cur = int_col(res, 0);
+		out->first_version = cur + 1;
+		out->last_version = cur + (int64_t)n;
+		out->current_version = out->last_version;
+		out->position.seq = int_col(res, 1);
+		out->position.tx = strtoull(PQgetvalue(res, 0, 2), NULL, 10);
+	}
+	PQclear(res);
+	return err;
+}
+
 enum fd_err fd_store_append(struct fd_pool *pool, const char *stream, struct fd_expected expected,
 			    const struct fd_event_in *events, size_t n, struct fd_append_result *out)
 {
@@ -372,6 +457,13 @@ enum fd_err fd_store_append(struct fd_pool *pool, const char *stream, struct fd_
 	if ((err = build_arrays(events, n, &arrays, &any_id_given)))
 		goto done;
 
+	bool lost = false;
+	if (!any_id_given && (err = append_fast(pool, stream, category, expected, &arrays, n, out, &lost)) != FD_ERR_NOTFOUND) {
+		if (!lost)
+			goto done;
+		/* It may have committed: fd_append checks the ids (params[8]) and recognises it. */
+	}
+	err = FD_OK;
 	params[0] = stream;
 	params[1] = category;
 	params[2] = expected_kind_sql[expected.kind];
@@ -380,7 +472,7 @@ enum fd_err fd_store_append(struct fd_pool *pool, const char *stream, struct fd_
 	params[5] = arrays.types.data;
 	params[6] = arrays.data.data;
 	params[7] = arrays.metadata.data;
-	params[8] = any_id_given ? "t" : "f";
+	params[8] = any_id_given || lost ? "t" : "f";
 	if ((err = fd_store_run(pool, ST_APPEND, params, 8, &res)))
 		goto done;
 	if (PQntuples(res) != 1 || PQnfields(res) != 6 || PQgetisnull(res, 0, 0)) {

@@ -11,6 +11,7 @@
 #define FACTD_STORE_INTERNAL_H
 
 #include <libpq-fe.h>
+#include <stdbool.h>
 
 #include "factd/error.h"
 #include "factd/pool.h"
@@ -18,6 +19,8 @@
 enum fd_stmt_id {
 	/* events.c */
 	ST_APPEND,
+	ST_APPEND_NEXT,
+	ST_APPEND_CREATE,
 	ST_READ_STREAM,
 	ST_FEED,
 	ST_FEED_CAT,
@@ -43,6 +46,14 @@ enum fd_stmt_id {
  */
 FD_MUST_USE enum fd_err fd_store_run(struct fd_pool *pool, enum fd_stmt_id id, const char **params,
 				     int recheck_param, PGresult **out);
+
+/*
+ * fd_store_run, except that with lost != NULL a lost connection is not
+ * retried: *lost is set and the error returned, for a statement whose repeat
+ * would not be safe after it may have committed.  *lost is false otherwise.
+ */
+FD_MUST_USE enum fd_err fd_store_run_ex(struct fd_pool *pool, enum fd_stmt_id id, const char **params,
+					int recheck_param, bool *lost, PGresult **out);
 
 /* The registry the store records into (pool.c; see fd_pool_set_metrics), or NULL. */
 struct fd_metrics *fd_pool_metrics(const struct fd_pool *pool);
