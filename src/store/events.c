@@ -9,9 +9,10 @@
  * arrays passed as PostgreSQL array literals: the common cases (no client
  * ids; the next version of an existing stream, or a new stream) in one plain
  * statement, everything else and every conflict through the PL/pgSQL
- * function fd_append (migrations/0001_event_store.sql, 0005_append_speed.sql).  Reads come
- * back as JSON text built by PostgreSQL (fd_event_json), handed to the caller
- * without parsing.
+ * function fd_append (migrations/0001_event_store.sql, 0005_append_speed.sql).
+ * Reads fetch the events' plain columns in binary format and render them in
+ * render.c, byte for byte as the SQL function fd_event_json would, into the
+ * JSON text handed to the caller.
  *
  * Retries: serialization failures and deadlocks are retried up to three
  * times; a lost connection is retried once on a fresh one.  Retrying an
@@ -41,24 +42,25 @@
 /*
  * The feed: events after the cursor whose writing transaction is older than
  * every transaction still running (so nothing can still appear before them),
- * plus the cursor of the newest such event overall, which becomes `next`
- * when the page is short.  The filters get statements of their own so that
- * each has a plan that fits it (events_category_feed_idx with a category,
- * events_feed_idx otherwise); both parts read the same statement snapshot,
- * so they agree on the horizon.
+ * in feed order, then one more row flagged as the head: the cursor of the
+ * newest such event overall, which becomes `next` when the page is short.
+ * The filters get statements of their own so that each has a plan that fits
+ * it (events_category_feed_idx with a category, events_feed_idx otherwise);
+ * both parts read the same statement snapshot, so they agree on the horizon.
+ * Binary results: the events are rendered by fd_render_event.
  */
 #define FEED_SQL(filters)                                                                            \
 	"WITH page AS MATERIALIZED ("                                                                \
-	" SELECT e.tx_id, e.seq, fd_event_json(e) AS j FROM events e"                                \
+	" SELECT " FD_EVENT_COLS " FROM events e"                                                     \
 	" WHERE (e.tx_id, e.seq) > ($1::xid8, $2::bigint)"                                          \
 	" AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())" filters                            \
 	" ORDER BY e.tx_id, e.seq LIMIT $3::bigint)"                                                 \
-	" SELECT count(*), coalesce(json_agg(p.j ORDER BY p.tx_id, p.seq), '[]'::json)::text,"       \
-	" (SELECT l.tx_id::text || '-' || l.seq FROM page l ORDER BY l.tx_id DESC, l.seq DESC LIMIT 1)," \
-	" (SELECT t.tx_id::text || '-' || t.seq FROM events t"                                        \
+	" SELECT false AS head, p.* FROM page p"                                                      \
+	" UNION ALL SELECT true, NULL::uuid, NULL::text, NULL::bigint, NULL::text, NULL::jsonb,"      \
+	"  NULL::jsonb, NULL::timestamptz, t.tx_id, t.seq FROM (SELECT t.tx_id, t.seq FROM events t"  \
 	"   WHERE t.tx_id < pg_snapshot_xmin(pg_current_snapshot())"                                 \
-	"   ORDER BY t.tx_id DESC, t.seq DESC LIMIT 1)"                                               \
-	" FROM page p"
+	"   ORDER BY t.tx_id DESC, t.seq DESC LIMIT 1) t"                                             \
+	" ORDER BY head, tx_id, seq"
 
 /*
  * The common appends in one plain statement, without fd_append: s writes the
@@ -158,30 +160,32 @@ const struct fd_stmt fd_store_statements[] = {
 	},
 	[ST_READ_STREAM] = {
 		.name = "fd_store_read_stream",
-		.sql = "SELECT s.version, p.n, coalesce(p.j, '[]'::json)::text FROM streams s"
-		       " CROSS JOIN LATERAL ("
-		       "  SELECT count(*) AS n, json_agg(q.j ORDER BY q.version) AS j FROM ("
-		       "   SELECT e.version, fd_event_json(e) AS j FROM events e"
-		       "   WHERE e.stream_id = s.stream_id AND e.version >= $2::bigint"
-		       "   ORDER BY e.version LIMIT $3::bigint) q) p"
-		       " WHERE s.stream_id = $1::text",
+		.sql = "SELECT s.version, " FD_EVENT_COLS " FROM streams s"
+		       " LEFT JOIN LATERAL (SELECT * FROM events e"
+		       "  WHERE e.stream_id = s.stream_id AND e.version >= $2::bigint"
+		       "  ORDER BY e.version LIMIT $3::bigint) e ON true"
+		       " WHERE s.stream_id = $1::text ORDER BY e.version",
 		.nparams = 3,
+		.binary = true,
 	},
-	[ST_FEED] = { .name = "fd_store_feed", .sql = FEED_SQL(""), .nparams = 3 },
+	[ST_FEED] = { .name = "fd_store_feed", .sql = FEED_SQL(""), .nparams = 3, .binary = true },
 	[ST_FEED_CAT] = {
 		.name = "fd_store_feed_cat",
 		.sql = FEED_SQL(" AND e.category = $4::text"),
 		.nparams = 4,
+		.binary = true,
 	},
 	[ST_FEED_TYPES] = {
 		.name = "fd_store_feed_types",
 		.sql = FEED_SQL(" AND e.type = ANY ($4::text[])"),
 		.nparams = 4,
+		.binary = true,
 	},
 	[ST_FEED_CAT_TYPES] = {
 		.name = "fd_store_feed_cat_types",
 		.sql = FEED_SQL(" AND e.category = $4::text AND e.type = ANY ($5::text[])"),
 		.nparams = 5,
+		.binary = true,
 	},
 	[ST_LOAD_STREAM] = {
 		.name = "fd_store_load_stream",
@@ -258,7 +262,7 @@ enum fd_err fd_store_run_ex(struct fd_pool *pool, enum fd_stmt_id id, const char
 		enum fd_err err = fd_pool_acquire(pool, &conn);
 		if (err)
 			return err;
-		PGresult *res = PQexecPrepared(conn, st->name, st->nparams, params, NULL, NULL, 0);
+		PGresult *res = PQexecPrepared(conn, st->name, st->nparams, params, NULL, NULL, st->binary);
 		if (PQresultStatus(res) == PGRES_TUPLES_OK) {
 			fd_pool_release(pool, conn, false);
 			*out = res;
@@ -517,11 +521,25 @@ done:
 	return err;
 }
 
+/* Rows [from, to) of res, events at column col, as a JSON array into b. */
+static enum fd_err render_array(const PGresult *res, int from, int to, int col, struct fd_buf *b)
+{
+	enum fd_err err = fd_buf_append(b, "[", 1);
+	for (int i = from; i < to && !err; i++) {
+		if (i > from)
+			err = fd_buf_append(b, ", ", 2);
+		if (!err)
+			err = fd_render_event(b, res, i, col);
+	}
+	return err ? err : fd_buf_append(b, "]", 1);
+}
+
 enum fd_err fd_store_read_stream(struct fd_pool *pool, const char *stream, int64_t from_version,
 				 unsigned limit, struct fd_stream_page *out)
 {
 	enum fd_err err = FD_OK;
 	PGresult *res = NULL;
+	struct fd_buf json = FD_BUF_INIT;
 	char from[24], lim[16];
 	const char *params[3] = { stream, from, lim };
 
@@ -534,15 +552,28 @@ enum fd_err fd_store_read_stream(struct fd_pool *pool, const char *stream, int64
 	snprintf(lim, sizeof lim, "%u", limit);
 	if ((err = fd_store_run(pool, ST_READ_STREAM, params, -1, &res)))
 		goto done;
-	if (PQntuples(res) == 0) {
+	int rows = PQntuples(res);
+	uint64_t version = 0;
+	if (rows == 0) {
 		err = FD_ERR_NOTFOUND;
 		goto done;
 	}
-	out->stream_version = int_col(res, 0);
-	out->count = (size_t)int_col(res, 1);
-	if (!(out->events_json = strdup(PQgetvalue(res, 0, 2))))
+	if (PQnfields(res) != 1 + FD_EVENT_NCOLS || !fd_bin_u64(res, 0, 0, &version)) {
+		err = FD_ERR_INTERNAL;
+		goto done;
+	}
+	out->stream_version = (int64_t)version;
+	/* A stream without events in the range is one row with NULL event columns. */
+	if (rows == 1 && PQgetisnull(res, 0, 1))
+		rows = 0;
+	if ((err = render_array(res, 0, rows, 1, &json)))
+		goto done;
+	out->count = (size_t)rows;
+	out->events_json = fd_buf_detach(&json);
+	if (!out->events_json)
 		err = FD_ERR_NOMEM;
 done:
+	fd_buf_release(&json);
 	PQclear(res);
 	return err;
 }
@@ -552,7 +583,7 @@ enum fd_err fd_store_read_feed(struct fd_pool *pool, struct fd_cursor after, con
 {
 	enum fd_err err = FD_OK;
 	PGresult *res = NULL;
-	struct fd_buf types = FD_BUF_INIT;
+	struct fd_buf types = FD_BUF_INIT, json = FD_BUF_INIT;
 	char tx[24], seq[24], lim[16];
 	const char *params[5] = { tx, seq, lim, NULL, NULL };
 	const char *category = filter ? filter->category : NULL;
@@ -598,18 +629,28 @@ enum fd_err fd_store_read_feed(struct fd_pool *pool, struct fd_cursor after, con
 	}
 	if ((err = fd_store_run(pool, id, params, -1, &res)))
 		goto done;
-	if (PQntuples(res) != 1 || PQnfields(res) != 4) {
+	int rows = PQntuples(res), nev = 0;
+	if (PQnfields(res) != 1 + FD_EVENT_NCOLS) {
 		err = FD_ERR_INTERNAL;
 		goto done;
 	}
-	out->count = (size_t)int_col(res, 0);
+	while (nev < rows && PQgetlength(res, nev, 0) == 1 && PQgetvalue(res, nev, 0)[0] == 0)
+		nev++; /* the events come first (head false), the head row last */
+	if ((err = render_array(res, 0, nev, 1, &json)))
+		goto done;
+	out->count = (size_t)nev;
 	/* A full page resumes after its last event; a short one after everything visible. */
-	int next_col = out->count == limit ? 2 : 3;
+	int next_row = out->count == limit ? nev - 1 : nev < rows ? nev : -1;
 	struct fd_cursor next;
-	if (!PQgetisnull(res, 0, next_col) && fd_cursor_parse(PQgetvalue(res, 0, next_col), &next) &&
-	    fd_cursor_cmp(&next, &after) > 0)
-		out->next = next;
-	if (!(out->events_json = strdup(PQgetvalue(res, 0, 1))))
+	uint64_t next_tx, next_seq;
+	if (next_row >= 0 && fd_bin_u64(res, next_row, 1 + FD_EVENT_NCOLS - 2, &next_tx) &&
+	    fd_bin_u64(res, next_row, 1 + FD_EVENT_NCOLS - 1, &next_seq)) {
+		next.tx = next_tx;
+		next.seq = (int64_t)next_seq;
+		if (fd_cursor_cmp(&next, &after) > 0)
+			out->next = next;
+	}
+	if (!(out->events_json = fd_buf_detach(&json)))
 		err = FD_ERR_NOMEM;
 done:
 	if (err) {
@@ -620,6 +661,7 @@ done:
 	}
 	PQclear(res);
 	fd_buf_release(&types);
+	fd_buf_release(&json);
 	return err;
 }
 
