@@ -17,7 +17,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Run one parameterised statement against `table` ("{table}" in sql). */
+/*
+ * Run one parameterised statement against `table` ("{table}" in sql).  On a
+ * connection in pipeline mode (the projector's batches) it is only queued;
+ * its result is checked with the rest of the batch (see proj.h).
+ */
 static enum fd_err exec_sql(PGconn *conn, const char *table, const char *sql, int n, const char *const *params)
 {
 	char text[2048];
@@ -26,6 +30,8 @@ static enum fd_err exec_sql(PGconn *conn, const char *table, const char *sql, in
 		snprintf(text, sizeof text, "%s", sql);
 	else
 		snprintf(text, sizeof text, "%.*s%s%s", (int)(mark - sql), sql, table, mark + 7);
+	if (PQpipelineStatus(conn) != PQ_PIPELINE_OFF)
+		return PQsendQueryParams(conn, text, n, NULL, params, NULL, NULL, 0) ? FD_OK : fd_pg_classify(conn, NULL);
 	PGresult *res = PQexecParams(conn, text, n, NULL, params, NULL, NULL, 0);
 	enum fd_err err = FD_OK;
 	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
