@@ -42,25 +42,24 @@
 /*
  * The feed: events after the cursor whose writing transaction is older than
  * every transaction still running (so nothing can still appear before them),
- * in feed order, then one more row flagged as the head: the cursor of the
- * newest such event overall, which becomes `next` when the page is short.
- * The filters get statements of their own so that each has a plan that fits
- * it (events_category_feed_idx with a category, events_feed_idx otherwise);
+ * plus one row flagged as the head: the cursor of the newest such event
+ * overall, which becomes `next` when the page is short.  The filters get
+ * statements of their own so that each has a plan that fits it
+ * (events_category_feed_idx with a category, events_feed_idx otherwise);
  * both parts read the same statement snapshot, so they agree on the horizon.
- * Binary results: the events are rendered by fd_render_event.
+ * UNION ALL does not promise an order, so fd_store_read_feed puts the events
+ * in feed order itself (they arrive in it, and a sort on the server would
+ * copy every row once more).  Binary results, rendered by fd_render_event.
  */
 #define FEED_SQL(filters)                                                                            \
-	"WITH page AS MATERIALIZED ("                                                                \
-	" SELECT " FD_EVENT_COLS " FROM events e"                                                     \
+	"(SELECT false AS head, " FD_EVENT_COLS " FROM events e"                                      \
 	" WHERE (e.tx_id, e.seq) > ($1::xid8, $2::bigint)"                                          \
 	" AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())" filters                            \
 	" ORDER BY e.tx_id, e.seq LIMIT $3::bigint)"                                                 \
-	" SELECT false AS head, p.* FROM page p"                                                      \
-	" UNION ALL SELECT true, NULL::uuid, NULL::text, NULL::bigint, NULL::text, NULL::jsonb,"      \
-	"  NULL::jsonb, NULL::timestamptz, t.tx_id, t.seq FROM (SELECT t.tx_id, t.seq FROM events t"  \
-	"   WHERE t.tx_id < pg_snapshot_xmin(pg_current_snapshot())"                                 \
-	"   ORDER BY t.tx_id DESC, t.seq DESC LIMIT 1) t"                                             \
-	" ORDER BY head, tx_id, seq"
+	" UNION ALL (SELECT true, NULL::uuid, NULL::text, NULL::bigint, NULL::text, NULL::jsonb,"     \
+	"  NULL::jsonb, NULL::timestamptz, t.tx_id, t.seq FROM events t"                              \
+	"  WHERE t.tx_id < pg_snapshot_xmin(pg_current_snapshot())"                                  \
+	"  ORDER BY t.tx_id DESC, t.seq DESC LIMIT 1)"
 
 /*
  * The common appends in one plain statement, without fd_append: s writes the
@@ -534,6 +533,17 @@ static enum fd_err render_array(const PGresult *res, int from, int to, int col, 
 	return err ? err : fd_buf_append(b, "]", 1);
 }
 
+/* A feed row's place: its cursor and its row in the result. */
+struct feed_row {
+	struct fd_cursor pos;
+	int row;
+};
+
+static int feed_row_cmp(const void *a, const void *b)
+{
+	return fd_cursor_cmp(&((const struct feed_row *)a)->pos, &((const struct feed_row *)b)->pos);
+}
+
 enum fd_err fd_store_read_stream(struct fd_pool *pool, const char *stream, int64_t from_version,
 				 unsigned limit, struct fd_stream_page *out)
 {
@@ -584,6 +594,7 @@ enum fd_err fd_store_read_feed(struct fd_pool *pool, struct fd_cursor after, con
 	enum fd_err err = FD_OK;
 	PGresult *res = NULL;
 	struct fd_buf types = FD_BUF_INIT, json = FD_BUF_INIT;
+	struct feed_row *page = NULL;
 	char tx[24], seq[24], lim[16];
 	const char *params[5] = { tx, seq, lim, NULL, NULL };
 	const char *category = filter ? filter->category : NULL;
@@ -634,22 +645,47 @@ enum fd_err fd_store_read_feed(struct fd_pool *pool, struct fd_cursor after, con
 		err = FD_ERR_INTERNAL;
 		goto done;
 	}
-	while (nev < rows && PQgetlength(res, nev, 0) == 1 && PQgetvalue(res, nev, 0)[0] == 0)
-		nev++; /* the events come first (head false), the head row last */
-	if ((err = render_array(res, 0, nev, 1, &json)))
+	/* Events and the head row apart, each with its cursor; the events in feed order. */
+	if (rows > 0 && !(page = malloc((size_t)rows * sizeof *page))) {
+		err = FD_ERR_NOMEM;
+		goto done;
+	}
+	struct feed_row head = { .row = -1 };
+	bool sorted = true;
+	for (int i = 0; i < rows; i++) {
+		uint64_t row_tx, row_seq;
+		if (PQgetlength(res, i, 0) != 1 || !fd_bin_u64(res, i, FD_EVENT_NCOLS - 1, &row_tx) ||
+		    !fd_bin_u64(res, i, FD_EVENT_NCOLS, &row_seq)) {
+			err = FD_ERR_INTERNAL;
+			goto done;
+		}
+		struct feed_row r = { { row_tx, (int64_t)row_seq }, i };
+		if (PQgetvalue(res, i, 0)[0]) {
+			head = r;
+			continue;
+		}
+		if (nev > 0 && fd_cursor_cmp(&page[nev - 1].pos, &r.pos) >= 0)
+			sorted = false;
+		page[nev++] = r;
+	}
+	if (!sorted)
+		qsort(page, (size_t)nev, sizeof *page, feed_row_cmp);
+	err = fd_buf_append(&json, "[", 1);
+	for (int i = 0; i < nev && !err; i++) {
+		if (i > 0)
+			err = fd_buf_append(&json, ", ", 2);
+		if (!err)
+			err = fd_render_event(&json, res, page[i].row, 1);
+	}
+	if (!err)
+		err = fd_buf_append(&json, "]", 1);
+	if (err)
 		goto done;
 	out->count = (size_t)nev;
 	/* A full page resumes after its last event; a short one after everything visible. */
-	int next_row = out->count == limit ? nev - 1 : nev < rows ? nev : -1;
-	struct fd_cursor next;
-	uint64_t next_tx, next_seq;
-	if (next_row >= 0 && fd_bin_u64(res, next_row, 1 + FD_EVENT_NCOLS - 2, &next_tx) &&
-	    fd_bin_u64(res, next_row, 1 + FD_EVENT_NCOLS - 1, &next_seq)) {
-		next.tx = next_tx;
-		next.seq = (int64_t)next_seq;
-		if (fd_cursor_cmp(&next, &after) > 0)
-			out->next = next;
-	}
+	const struct feed_row *next = out->count == limit ? &page[nev - 1] : head.row >= 0 ? &head : NULL;
+	if (next && fd_cursor_cmp(&next->pos, &after) > 0)
+		out->next = next->pos;
 	if (!(out->events_json = fd_buf_detach(&json)))
 		err = FD_ERR_NOMEM;
 done:
@@ -660,6 +696,7 @@ done:
 		out->next = after;
 	}
 	PQclear(res);
+	free(page);
 	fd_buf_release(&types);
 	fd_buf_release(&json);
 	return err;
