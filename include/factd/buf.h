@@ -24,6 +24,8 @@ FD_MUST_USE enum fd_err fd_buf_appendf(struct fd_buf *b, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 /* Append s as a JSON string literal (with quotes and escapes). */
 FD_MUST_USE enum fd_err fd_buf_append_json_str(struct fd_buf *b, const char *s);
+/* Make room for extra more bytes (plus the NUL) without changing the contents. */
+FD_MUST_USE enum fd_err fd_buf_reserve(struct fd_buf *b, size_t extra);
 void fd_buf_reset(struct fd_buf *b);
 void fd_buf_release(struct fd_buf *b);
 /* Returns the bytes (caller owns; "" when empty, never NULL unless NOMEM) and empties b. */

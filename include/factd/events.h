@@ -3,8 +3,9 @@
  * stream, and read the global feed by a gap-safe cursor.
  *
  * All functions borrow a pool connection for the duration of the call and are
- * thread-safe.  JSON produced for reads is built by PostgreSQL and handed over
- * as text, so the hot read path never parses and re-serialises events.
+ * thread-safe.  Reads hand over events as JSON text rendered straight from
+ * their columns (data and metadata spliced as stored), so the hot read path
+ * never parses and re-serialises events.
  * See docs/design.md for why the feed cursor is (transaction id, sequence).
  */
 #ifndef FACTD_EVENTS_H

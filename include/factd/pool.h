@@ -71,6 +71,7 @@ struct fd_stmt {
 	const char *name;
 	const char *sql;
 	int nparams;
+	bool binary; /* results in binary format (parameters are always text) */
 };
 extern const struct fd_stmt fd_store_statements[];
 extern const unsigned fd_store_statements_count;

@@ -51,7 +51,11 @@ struct fd_projection {
 	/*
 	 * Apply one event inside the projection's open transaction on `conn`,
 	 * writing to `table` (live or shadow).  Any error aborts the batch; it
-	 * is retried later.
+	 * is retried later.  The projector calls handlers with `conn` in libpq
+	 * pipeline mode: a handler queues its statements (PQsendQueryParams)
+	 * and does not read results; the projector checks them all at the end
+	 * of the batch, so a batch of events costs one round trip, not one per
+	 * statement.  Statements still run in order in the one transaction.
 	 */
 	enum fd_err (*handle)(PGconn *conn, const char *table, const struct fd_feed_event *ev);
 };

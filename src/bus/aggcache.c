@@ -1,10 +1,10 @@
 /*
- * aggcache.c - sharded LRU cache of aggregate snapshots.
+ * aggcache.c - sharded LRU cache of aggregate states.
  *
  * Each shard: a chained hash table (FNV-1a on the stream name) and a doubly
  * linked LRU list, guarded by one mutex.  Capacity is split evenly between
- * shards.  Values are jansson references (jansson's reference counts are
- * atomic), handed out with json_incref so eviction never frees a value in use.
+ * shards.  Values are owned by the cache while cached and handed over whole
+ * by fd_aggcache_take, so eviction never frees a value in use.
  */
 #include "factd/aggcache.h"
 
@@ -19,7 +19,7 @@ struct entry {
 	struct entry *prev, *next;    /* LRU list, most recent first */
 	uint64_t hash;
 	int64_t version;
-	json_t *snap;
+	void *value;
 	char stream[];
 };
 
@@ -34,6 +34,7 @@ struct shard {
 
 struct fd_aggcache {
 	size_t capacity;
+	fd_aggcache_free_fn free_value;
 	struct shard shards[SHARDS];
 };
 
@@ -45,12 +46,13 @@ static uint64_t fnv1a(const char *s)
 	return h;
 }
 
-enum fd_err fd_aggcache_new(size_t capacity, struct fd_aggcache **out)
+enum fd_err fd_aggcache_new(size_t capacity, fd_aggcache_free_fn free_value, struct fd_aggcache **out)
 {
 	struct fd_aggcache *c = calloc(1, sizeof *c);
 	if (!c)
 		return FD_ERR_NOMEM;
 	c->capacity = capacity;
+	c->free_value = free_value;
 	for (int i = 0; i < SHARDS; i++) {
 		struct shard *s = &c->shards[i];
 		pthread_mutex_init(&s->lock, NULL);
@@ -80,7 +82,7 @@ void fd_aggcache_free(struct fd_aggcache *c)
 		struct shard *s = &c->shards[i];
 		for (struct entry *e = s->head, *n; e; e = n) {
 			n = e->next;
-			json_decref(e->snap);
+			c->free_value(e->value);
 			free(e);
 		}
 		free(s->buckets);
@@ -126,44 +128,46 @@ static void lru_push_front(struct shard *s, struct entry *e)
 		s->tail = e;
 }
 
-/* Unlink e from its hash chain and the LRU list and free it.  Lock held. */
-static void remove_entry(struct shard *s, struct entry *e)
+/* Unlink e from its hash chain and the LRU list and free it, returning its value.  Lock held. */
+static void *unlink_entry(struct shard *s, struct entry *e)
 {
 	struct entry **p = slot(s, e->hash, e->stream);
 	if (*p == e)
 		*p = e->hnext;
 	lru_unlink(s, e);
 	s->count--;
-	json_decref(e->snap);
+	void *value = e->value;
 	free(e);
+	return value;
 }
 
-json_t *fd_aggcache_get(struct fd_aggcache *c, const char *stream, int64_t *version)
+void *fd_aggcache_take(struct fd_aggcache *c, const char *stream, int64_t *version)
 {
 	if (!c || !c->capacity)
 		return NULL;
 	uint64_t h = fnv1a(stream);
 	struct shard *s = shard_for(c, h);
-	json_t *snap = NULL;
+	void *value = NULL;
 	pthread_mutex_lock(&s->lock);
 	struct entry *e = *slot(s, h, stream);
 	if (e) {
-		lru_unlink(s, e);
-		lru_push_front(s, e);
-		snap = json_incref(e->snap);
 		*version = e->version;
+		value = unlink_entry(s, e);
 		s->hits++;
 	} else {
 		s->misses++;
 	}
 	pthread_mutex_unlock(&s->lock);
-	return snap;
+	return value;
 }
 
-void fd_aggcache_put(struct fd_aggcache *c, const char *stream, int64_t version, json_t *snap)
+void fd_aggcache_put(struct fd_aggcache *c, const char *stream, int64_t version, void *value)
 {
-	if (!c || !c->capacity || !snap) {
-		json_decref(snap);
+	if (!value)
+		return;
+	if (!c || !c->capacity) {
+		if (c)
+			c->free_value(value);
 		return;
 	}
 	uint64_t h = fnv1a(stream);
@@ -174,10 +178,10 @@ void fd_aggcache_put(struct fd_aggcache *c, const char *stream, int64_t version,
 	if (*p) {
 		struct entry *e = *p;
 		if (e->version < version) {
-			json_decref(e->snap);
-			e->snap = snap;
+			void *old = e->value;
+			e->value = value;
 			e->version = version;
-			snap = NULL;
+			value = old;
 		}
 		lru_unlink(s, e);
 		lru_push_front(s, e);
@@ -187,20 +191,22 @@ void fd_aggcache_put(struct fd_aggcache *c, const char *stream, int64_t version,
 			memcpy(e->stream, stream, len + 1);
 			e->hash = h;
 			e->version = version;
-			e->snap = snap;
-			snap = NULL;
+			e->value = value;
+			value = NULL;
 			e->hnext = NULL;
 			*p = e;
 			lru_push_front(s, e);
 			s->count++;
 			while (s->count > s->capacity && s->tail) {
-				remove_entry(s, s->tail);
+				/* Freed under the lock: rare, and the entry is no one else's. */
+				c->free_value(unlink_entry(s, s->tail));
 				s->evictions++;
 			}
 		}
 	}
 	pthread_mutex_unlock(&s->lock);
-	json_decref(snap);
+	if (value)
+		c->free_value(value);
 }
 
 void fd_aggcache_drop(struct fd_aggcache *c, const char *stream)
@@ -211,9 +217,10 @@ void fd_aggcache_drop(struct fd_aggcache *c, const char *stream)
 	struct shard *s = shard_for(c, h);
 	pthread_mutex_lock(&s->lock);
 	struct entry *e = *slot(s, h, stream);
-	if (e)
-		remove_entry(s, e);
+	void *value = e ? unlink_entry(s, e) : NULL;
 	pthread_mutex_unlock(&s->lock);
+	if (value)
+		c->free_value(value);
 }
 
 void fd_aggcache_stats(struct fd_aggcache *c, struct fd_aggcache_stats *out)

@@ -142,6 +142,45 @@ void fd_bus_flush(struct fd_bus *bus)
 	pthread_mutex_unlock(&bus->lock);
 }
 
+/* ---- cached states ------------------------------------------------------ */
+
+/*
+ * A state in one allocation with its type, so that the aggregate cache can
+ * hold states of every type and free them.  The state is used in place.
+ */
+struct state_box {
+	const struct fd_aggregate_type *t;
+	bool live;             /* state holds something for t->release */
+	max_align_t state[];   /* t->state_size bytes */
+};
+
+static struct state_box *box_new(const struct fd_aggregate_type *t)
+{
+	struct state_box *b = malloc(sizeof *b + t->state_size);
+	if (b) {
+		b->t = t;
+		b->live = false;
+	}
+	return b;
+}
+
+/* Release the state, keep the memory. */
+static void box_clear(struct state_box *b)
+{
+	if (b->live)
+		b->t->release(b->state);
+	b->live = false;
+}
+
+static void box_free(void *p)
+{
+	struct state_box *b = p;
+	if (b) {
+		box_clear(b);
+		free(b);
+	}
+}
+
 /* ---- lifecycle ---------------------------------------------------------- */
 
 enum fd_err fd_bus_new(struct fd_pool *pool, const struct fd_bus_config *cfg, struct fd_bus **out)
@@ -153,7 +192,7 @@ enum fd_err fd_bus_new(struct fd_pool *pool, const struct fd_bus_config *cfg, st
 	bus->cfg = *cfg;
 	if (!bus->cfg.snapshot_queue)
 		bus->cfg.snapshot_queue = 1024;
-	if (fd_aggcache_new(cfg->cache_entries, &bus->cache) != FD_OK) {
+	if (fd_aggcache_new(cfg->cache_entries, box_free, &bus->cache) != FD_OK) {
 		free(bus);
 		return FD_ERR_NOMEM;
 	}
@@ -471,8 +510,7 @@ static enum fd_err send_command(struct fd_bus *bus, const struct fd_aggregate_ty
 {
 	static const struct fd_cmd_meta no_meta = { 0 };
 	char stream[FD_STREAM_MAX + 1];
-	void *state = NULL;
-	bool state_live = false;
+	struct state_box *box = NULL;
 	enum fd_err err = FD_OK;
 
 	memset(out, 0, sizeof *out);
@@ -492,7 +530,7 @@ static enum fd_err send_command(struct fd_bus *bus, const struct fd_aggregate_ty
 		if ((err = idempotent_replay(bus, meta, &found, out)) || found)
 			return err;
 	}
-	if (!(state = malloc(t->state_size)))
+	if (!(box = box_new(t)))
 		return FD_ERR_NOMEM;
 
 	unsigned max_attempts = bus->cfg.max_retries + 1;
@@ -502,23 +540,24 @@ static enum fd_err send_command(struct fd_bus *bus, const struct fd_aggregate_ty
 		size_t replayed = 0;
 		bool cached = false;
 		out->attempts = attempt;
-		if (state_live)
-			t->release(state);
-		state_live = true;
+		box_clear(box);
 		if (try_cache) {
 			try_cache = false;
-			json_t *snap = fd_aggcache_get(bus->cache, stream, &version);
-			if (snap) {
-				t->init(state);
-				cached = t->restore(state, snap) == FD_OK &&
-					 (!meta->has_if_match || version == meta->if_match);
-				json_decref(snap);
-				if (!cached)
-					t->release(state);
+			struct state_box *hit = fd_aggcache_take(bus->cache, stream, &version);
+			if (hit && hit->t == t && hit->live && (!meta->has_if_match || version == meta->if_match)) {
+				box_free(box);
+				box = hit;
+				cached = true;
+			} else if (hit) {
+				fd_aggcache_put(bus->cache, stream, version, hit); /* not for this command: leave it */
 			}
 		}
-		if (!cached && (err = load(bus, t, stream, NULL, state, &version, &replayed)))
-			goto done;
+		void *state = box->state;
+		if (!cached) {
+			box->live = true; /* load() initialises the state first */
+			if ((err = load(bus, t, stream, NULL, state, &version, &replayed)))
+				goto done;
+		}
 		if (meta->has_if_match && version != meta->if_match) {
 			err = FD_ERR_PRECONDITION;
 			goto done;
@@ -599,10 +638,13 @@ static enum fd_err send_command(struct fd_bus *bus, const struct fd_aggregate_ty
 			    ((uint64_t)res.last_version / every > (uint64_t)version / every ||
 			     replayed >= 2 * (size_t)every))
 				snapshot_enqueue(bus, t, stream, state, res.last_version);
-			if (folded)
-				fd_aggcache_put(bus->cache, stream, res.last_version, t->snapshot(state));
-			else
+			if (folded) {
+				/* The state moves into the cache as it is: the next command takes it over. */
+				fd_aggcache_put(bus->cache, stream, res.last_version, box);
+				box = NULL;
+			} else {
 				fd_aggcache_drop(bus->cache, stream);
+			}
 		} else {
 			fd_aggcache_drop(bus->cache, stream);
 		}
@@ -610,9 +652,7 @@ static enum fd_err send_command(struct fd_bus *bus, const struct fd_aggregate_ty
 	}
 	err = FD_ERR_CONFLICT;
 done:
-	if (state_live)
-		t->release(state);
-	free(state);
+	box_free(box);
 	return err;
 }
 

@@ -25,6 +25,14 @@ static enum fd_err grow(struct fd_buf *b, size_t extra)
 	return FD_OK;
 }
 
+enum fd_err fd_buf_reserve(struct fd_buf *b, size_t extra)
+{
+	enum fd_err err = grow(b, extra);
+	if (!err)
+		b->data[b->len] = '\0';
+	return err;
+}
+
 enum fd_err fd_buf_append(struct fd_buf *b, const void *data, size_t len)
 {
 	enum fd_err err = grow(b, len);

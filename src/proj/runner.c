@@ -185,6 +185,40 @@ static json_t *load_json(const char *text)
 }
 
 /*
+ * Send what a batch's handlers queued, read every result, and leave pipeline
+ * mode.  False when a statement failed (logged) or the connection broke;
+ * the transaction is then aborted and the round fails.
+ */
+static bool end_pipeline(PGconn *conn, const char *projection)
+{
+	if (PQpipelineSync(conn) != 1)
+		return false; /* the round's clean-up closes the connection */
+	bool ok = true, logged = false;
+	for (;;) {
+		PGresult *r = PQgetResult(conn);
+		if (!r) {
+			if (PQstatus(conn) != CONNECTION_OK)
+				break;
+			continue; /* the end of one statement's results */
+		}
+		ExecStatusType st = PQresultStatus(r);
+		if (st == PGRES_PIPELINE_SYNC) {
+			PQclear(r);
+			break;
+		}
+		if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+			if (!logged && st != PGRES_PIPELINE_ABORTED) {
+				log_pg("projection handler failed", projection, conn, r);
+				logged = true;
+			}
+			ok = false;
+		}
+		PQclear(r);
+	}
+	return PQexitPipelineMode(conn) == 1 && ok;
+}
+
+/*
  * Apply one batch to `table` from cursor (tx, seq) inside the open
  * transaction, then write the new cursor to the given checkpoint columns.
  * *count receives the events applied; *caught_up whether the batch reached
@@ -214,6 +248,9 @@ static bool apply_batch(struct fd_projector *p, struct worker *w, const char *ta
 		goto done;
 	int n = PQntuples(res);
 	char last_tx[24], last_seq[24], last_at[40] = "";
+	/* The handlers' statements go out as one pipeline; results are read after the loop. */
+	if (n > 0 && !PQenterPipelineMode(w->conn))
+		goto done;
 	snprintf(last_tx, sizeof last_tx, "%s", tx);
 	snprintf(last_seq, sizeof last_seq, "%s", seq);
 	for (int i = 0; i < n; i++) {
@@ -234,6 +271,7 @@ static bool apply_batch(struct fd_projector *p, struct worker *w, const char *ta
 		json_decref(data);
 		json_decref(meta);
 		if (err) {
+			end_pipeline(w->conn, d->name);
 			fd_log_fields(FD_LOG_ERROR, "projection handler failed",
 				      json_pack("{s:s, s:s, s:I, s:s}", "projection", d->name, "stream", ev.stream,
 						"version", (json_int_t)ev.version, "error", fd_err_name(err)));
@@ -243,6 +281,8 @@ static bool apply_batch(struct fd_projector *p, struct worker *w, const char *ta
 		snprintf(last_seq, sizeof last_seq, "%s", PQgetvalue(res, i, 9));
 		snprintf(last_at, sizeof last_at, "%s", PQgetvalue(res, i, 7));
 	}
+	if (n > 0 && !end_pipeline(w->conn, d->name))
+		goto done;
 	*count = (size_t)n;
 	if ((unsigned)n < p->cfg.batch) {
 		/* Caught up: move past events of other categories up to the visible end. */
@@ -348,7 +388,7 @@ static long step(struct fd_projector *p, struct worker *w)
 fail:
 	log_pg("projection round failed", d->name, w->conn, NULL);
 	PQclear(row);
-	if (PQstatus(w->conn) != CONNECTION_OK) {
+	if (PQstatus(w->conn) != CONNECTION_OK || PQpipelineStatus(w->conn) != PQ_PIPELINE_OFF) {
 		drop_conn(w);
 	} else {
 		PGresult *rb = PQexec(w->conn, "ROLLBACK");

@@ -5,11 +5,14 @@
  * Every call is one round trip to a statement prepared on each pooled
  * connection.  fd_store_statements below is the store's one statement table:
  * it also holds the statements of snapshots.c, whose ids and the fd_store_run
- * helper are shared through internal.h.  Appends go through the PL/pgSQL
- * function fd_append (migrations/0001_event_store.sql), which takes the
- * events as parallel arrays passed as PostgreSQL array literals.  Reads come
- * back as JSON text built by PostgreSQL (fd_event_json), handed to the caller
- * without parsing.
+ * helper are shared through internal.h.  Appends take the events as parallel
+ * arrays passed as PostgreSQL array literals: the common cases (no client
+ * ids; the next version of an existing stream, or a new stream) in one plain
+ * statement, everything else and every conflict through the PL/pgSQL
+ * function fd_append (migrations/0001_event_store.sql, 0005_append_speed.sql).
+ * Reads fetch the events' plain columns in binary format and render them in
+ * render.c, byte for byte as the SQL function fd_event_json would, into the
+ * JSON text handed to the caller.
  *
  * Retries: serialization failures and deadlocks are retried up to three
  * times; a lost connection is retried once on a fresh one.  Retrying an
@@ -39,24 +42,41 @@
 /*
  * The feed: events after the cursor whose writing transaction is older than
  * every transaction still running (so nothing can still appear before them),
- * plus the cursor of the newest such event overall, which becomes `next`
- * when the page is short.  The filters get statements of their own so that
- * each has a plan that fits it (events_category_feed_idx with a category,
- * events_feed_idx otherwise); both parts read the same statement snapshot,
- * so they agree on the horizon.
+ * plus one row flagged as the head: the cursor of the newest such event
+ * overall, which becomes `next` when the page is short.  The filters get
+ * statements of their own so that each has a plan that fits it
+ * (events_category_feed_idx with a category, events_feed_idx otherwise);
+ * both parts read the same statement snapshot, so they agree on the horizon.
+ * UNION ALL does not promise an order, so fd_store_read_feed puts the events
+ * in feed order itself (they arrive in it, and a sort on the server would
+ * copy every row once more).  Binary results, rendered by fd_render_event.
  */
 #define FEED_SQL(filters)                                                                            \
-	"WITH page AS MATERIALIZED ("                                                                \
-	" SELECT e.tx_id, e.seq, fd_event_json(e) AS j FROM events e"                                \
+	"(SELECT false AS head, " FD_EVENT_COLS " FROM events e"                                      \
 	" WHERE (e.tx_id, e.seq) > ($1::xid8, $2::bigint)"                                          \
 	" AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())" filters                            \
 	" ORDER BY e.tx_id, e.seq LIMIT $3::bigint)"                                                 \
-	" SELECT count(*), coalesce(json_agg(p.j ORDER BY p.tx_id, p.seq), '[]'::json)::text,"       \
-	" (SELECT l.tx_id::text || '-' || l.seq FROM page l ORDER BY l.tx_id DESC, l.seq DESC LIMIT 1)," \
-	" (SELECT t.tx_id::text || '-' || t.seq FROM events t"                                        \
-	"   WHERE t.tx_id < pg_snapshot_xmin(pg_current_snapshot())"                                 \
-	"   ORDER BY t.tx_id DESC, t.seq DESC LIMIT 1)"                                               \
-	" FROM page p"
+	" UNION ALL (SELECT true, NULL::uuid, NULL::text, NULL::bigint, NULL::text, NULL::jsonb,"     \
+	"  NULL::jsonb, NULL::timestamptz, t.tx_id, t.seq FROM events t"                              \
+	"  WHERE t.tx_id < pg_snapshot_xmin(pg_current_snapshot())"                                  \
+	"  ORDER BY t.tx_id DESC, t.seq DESC LIMIT 1)"
+
+/*
+ * The common appends in one plain statement, without fd_append: s writes the
+ * stream row (the next version of an existing stream, or a new stream), and
+ * only when it did are the events inserted after it.  No row back means
+ * nothing was written: fd_append then decides with the row locked.  $1
+ * stream, $2 category, $3..$6 the event arrays, $7 their length, $8 the
+ * expected version (< 0: any).  The stream row is the statement's first
+ * write, as in fd_append: the events' source reads s.
+ */
+#define APPEND_FAST_SQL(stream_write)                                                                \
+	"WITH s AS (" stream_write "),"                                                               \
+	" ins AS (INSERT INTO events (event_id, stream_id, category, version, type, data, metadata)"  \
+	"  SELECT i.id, $1::text, $2::text, s.cur + i.ord, i.type, i.data, i.meta FROM s,"            \
+	"  unnest($3::uuid[], $4::text[], $5::jsonb[], $6::jsonb[]) WITH ORDINALITY"                   \
+	"  AS i(id, type, data, meta, ord) RETURNING seq)"                                             \
+	" SELECT s.cur, (SELECT max(ins.seq) FROM ins), pg_current_xact_id()::text FROM s"
 
 /*
  * snapshots.c: load a stream for an aggregate.  $1 stream, $2 snapshot schema
@@ -87,16 +107,16 @@
  * microseconds since the epoch, 0 when none.  The moment is built from whole
  * seconds plus microseconds because interval * bigint goes through double
  * precision: both products stay exact that way from 4714 BC to well past
- * the year 9999.  The OFFSET 0 fence keeps the planner from turning
- * max() into a backward walk of events_stream_version_key that fetches heap
- * rows to test recorded_at (its pick for the generic plan); this way it is an
- * index-only range scan of events_stream_recorded_idx, the events up to $2.
+ * the year 9999.  A backward walk of events_stream_version_key, which carries
+ * recorded_at (migrations/0005_append_speed.sql), from the newest version to
+ * the first one recorded at or before $2, without visiting the table.
  */
 #define VERSION_AT_SQL                                                                               \
-	"SELECT coalesce(max(r.version), 0) FROM (SELECT e.version FROM events e"                     \
+	"SELECT coalesce((SELECT e.version FROM events e"                                             \
 	" WHERE e.stream_id = $1::text AND e.recorded_at <= timestamptz 'epoch'"                      \
 	" + ($2::bigint / 1000000) * interval '1 second'"                                             \
-	" + ($2::bigint % 1000000) * interval '1 microsecond' OFFSET 0) r"
+	" + ($2::bigint % 1000000) * interval '1 microsecond'"                                        \
+	" ORDER BY e.version DESC LIMIT 1), 0)"
 
 /*
  * snapshots.c: upsert a snapshot ($1 stream, $2 version, $3 schema, $4
@@ -122,32 +142,49 @@ const struct fd_stmt fd_store_statements[] = {
 		       " $7::jsonb[], $8::jsonb[], $9::boolean)",
 		.nparams = 9,
 	},
+	[ST_APPEND_NEXT] = {
+		.name = "fd_store_append_next",
+		.sql = APPEND_FAST_SQL(
+			"UPDATE streams SET version = version + $7::bigint, updated_at = now()"
+			" WHERE stream_id = $1::text AND ($8::bigint < 0 OR version = $8::bigint)"
+			" RETURNING version - $7::bigint AS cur"),
+		.nparams = 8,
+	},
+	[ST_APPEND_CREATE] = {
+		.name = "fd_store_append_create",
+		.sql = APPEND_FAST_SQL(
+			"INSERT INTO streams (stream_id, category, version) VALUES ($1::text, $2::text, $7::bigint)"
+			" ON CONFLICT (stream_id) DO NOTHING RETURNING 0::bigint AS cur"),
+		.nparams = 7,
+	},
 	[ST_READ_STREAM] = {
 		.name = "fd_store_read_stream",
-		.sql = "SELECT s.version, p.n, coalesce(p.j, '[]'::json)::text FROM streams s"
-		       " CROSS JOIN LATERAL ("
-		       "  SELECT count(*) AS n, json_agg(q.j ORDER BY q.version) AS j FROM ("
-		       "   SELECT e.version, fd_event_json(e) AS j FROM events e"
-		       "   WHERE e.stream_id = s.stream_id AND e.version >= $2::bigint"
-		       "   ORDER BY e.version LIMIT $3::bigint) q) p"
-		       " WHERE s.stream_id = $1::text",
+		.sql = "SELECT s.version, " FD_EVENT_COLS " FROM streams s"
+		       " LEFT JOIN LATERAL (SELECT * FROM events e"
+		       "  WHERE e.stream_id = s.stream_id AND e.version >= $2::bigint"
+		       "  ORDER BY e.version LIMIT $3::bigint) e ON true"
+		       " WHERE s.stream_id = $1::text ORDER BY e.version",
 		.nparams = 3,
+		.binary = true,
 	},
-	[ST_FEED] = { .name = "fd_store_feed", .sql = FEED_SQL(""), .nparams = 3 },
+	[ST_FEED] = { .name = "fd_store_feed", .sql = FEED_SQL(""), .nparams = 3, .binary = true },
 	[ST_FEED_CAT] = {
 		.name = "fd_store_feed_cat",
 		.sql = FEED_SQL(" AND e.category = $4::text"),
 		.nparams = 4,
+		.binary = true,
 	},
 	[ST_FEED_TYPES] = {
 		.name = "fd_store_feed_types",
 		.sql = FEED_SQL(" AND e.type = ANY ($4::text[])"),
 		.nparams = 4,
+		.binary = true,
 	},
 	[ST_FEED_CAT_TYPES] = {
 		.name = "fd_store_feed_cat_types",
 		.sql = FEED_SQL(" AND e.category = $4::text AND e.type = ANY ($5::text[])"),
 		.nparams = 5,
+		.binary = true,
 	},
 	[ST_LOAD_STREAM] = {
 		.name = "fd_store_load_stream",
@@ -207,16 +244,24 @@ static void backoff(int attempt)
 enum fd_err fd_store_run(struct fd_pool *pool, enum fd_stmt_id id, const char **params, int recheck_param,
 			 PGresult **out)
 {
+	return fd_store_run_ex(pool, id, params, recheck_param, NULL, out);
+}
+
+enum fd_err fd_store_run_ex(struct fd_pool *pool, enum fd_stmt_id id, const char **params, int recheck_param,
+			    bool *lost, PGresult **out)
+{
 	const struct fd_stmt *st = &fd_store_statements[id];
 	int serialization_retries = 0, reconnects = 0;
 
 	*out = NULL;
+	if (lost)
+		*lost = false;
 	for (;;) {
 		PGconn *conn = NULL;
 		enum fd_err err = fd_pool_acquire(pool, &conn);
 		if (err)
 			return err;
-		PGresult *res = PQexecPrepared(conn, st->name, st->nparams, params, NULL, NULL, 0);
+		PGresult *res = PQexecPrepared(conn, st->name, st->nparams, params, NULL, NULL, st->binary);
 		if (PQresultStatus(res) == PGRES_TUPLES_OK) {
 			fd_pool_release(pool, conn, false);
 			*out = res;
@@ -238,6 +283,10 @@ enum fd_err fd_store_run(struct fd_pool *pool, enum fd_stmt_id id, const char **
 		}
 		PQclear(res);
 		fd_pool_release(pool, conn, broken);
+		if (broken && lost) {
+			*lost = true;
+			return err;
+		}
 		if (broken && reconnects < MAX_RECONNECT_RETRIES) {
 			reconnects++;
 			if (recheck_param >= 0)
@@ -342,6 +391,45 @@ static enum fd_metrics_append append_result(enum fd_err err, const struct fd_app
 	return FD_METRICS_APPEND_ERROR;
 }
 
+/*
+ * The common cases in one plain statement (APPEND_FAST_SQL): the next events
+ * of an existing stream at the expected version (or any), or the first events
+ * of a new stream.  FD_ERR_NOTFOUND: nothing written, fd_append must decide
+ * (conflict, missing stream, a concurrent creator).  *lost: the connection
+ * broke, so the statement may have committed; it is not retried here.
+ */
+static enum fd_err append_fast(struct fd_pool *pool, const char *stream, const char *category,
+			       struct fd_expected expected, const struct append_arrays *a, size_t n,
+			       struct fd_append_result *out, bool *lost)
+{
+	char count[24], version[24];
+	const char *params[8] = { stream, category, a->ids.data, a->types.data, a->data.data, a->metadata.data,
+				  count, version };
+	bool create = expected.kind == FD_EXPECT_NO_STREAM || (expected.kind == FD_EXPECT_EXACT && expected.version == 0);
+	PGresult *res = NULL;
+
+	snprintf(count, sizeof count, "%zu", n);
+	snprintf(version, sizeof version, "%lld", (long long)(expected.kind == FD_EXPECT_EXACT ? expected.version : -1));
+	enum fd_err err = fd_store_run_ex(pool, create ? ST_APPEND_CREATE : ST_APPEND_NEXT, params, -1, lost, &res);
+	if (err)
+		return err;
+	if (PQntuples(res) == 0) {
+		err = FD_ERR_NOTFOUND;
+	} else if (PQnfields(res) != 3 || PQgetisnull(res, 0, 0) || PQgetisnull(res, 0, 1)) {
+		fd_log(FD_LOG_ERROR, "the append statement returned an unexpected shape");
+		err = FD_ERR_INTERNAL;
+	} else {
+		int64_t cur = int_col(res, 0);
+		out->first_version = cur + 1;
+		out->last_version = cur + (int64_t)n;
+		out->current_version = out->last_version;
+		out->position.seq = int_col(res, 1);
+		out->position.tx = strtoull(PQgetvalue(res, 0, 2), NULL, 10);
+	}
+	PQclear(res);
+	return err;
+}
+
 enum fd_err fd_store_append(struct fd_pool *pool, const char *stream, struct fd_expected expected,
 			    const struct fd_event_in *events, size_t n, struct fd_append_result *out)
 {
@@ -372,6 +460,13 @@ enum fd_err fd_store_append(struct fd_pool *pool, const char *stream, struct fd_
 	if ((err = build_arrays(events, n, &arrays, &any_id_given)))
 		goto done;
 
+	bool lost = false;
+	if (!any_id_given && (err = append_fast(pool, stream, category, expected, &arrays, n, out, &lost)) != FD_ERR_NOTFOUND) {
+		if (!lost)
+			goto done;
+		/* It may have committed: fd_append checks the ids (params[8]) and recognises it. */
+	}
+	err = FD_OK;
 	params[0] = stream;
 	params[1] = category;
 	params[2] = expected_kind_sql[expected.kind];
@@ -380,7 +475,7 @@ enum fd_err fd_store_append(struct fd_pool *pool, const char *stream, struct fd_
 	params[5] = arrays.types.data;
 	params[6] = arrays.data.data;
 	params[7] = arrays.metadata.data;
-	params[8] = any_id_given ? "t" : "f";
+	params[8] = any_id_given || lost ? "t" : "f";
 	if ((err = fd_store_run(pool, ST_APPEND, params, 8, &res)))
 		goto done;
 	if (PQntuples(res) != 1 || PQnfields(res) != 6 || PQgetisnull(res, 0, 0)) {
@@ -425,11 +520,36 @@ done:
 	return err;
 }
 
+/* Rows [from, to) of res, events at column col, as a JSON array into b. */
+static enum fd_err render_array(const PGresult *res, int from, int to, int col, struct fd_buf *b)
+{
+	enum fd_err err = fd_buf_append(b, "[", 1);
+	for (int i = from; i < to && !err; i++) {
+		if (i > from)
+			err = fd_buf_append(b, ", ", 2);
+		if (!err)
+			err = fd_render_event(b, res, i, col);
+	}
+	return err ? err : fd_buf_append(b, "]", 1);
+}
+
+/* A feed row's place: its cursor and its row in the result. */
+struct feed_row {
+	struct fd_cursor pos;
+	int row;
+};
+
+static int feed_row_cmp(const void *a, const void *b)
+{
+	return fd_cursor_cmp(&((const struct feed_row *)a)->pos, &((const struct feed_row *)b)->pos);
+}
+
 enum fd_err fd_store_read_stream(struct fd_pool *pool, const char *stream, int64_t from_version,
 				 unsigned limit, struct fd_stream_page *out)
 {
 	enum fd_err err = FD_OK;
 	PGresult *res = NULL;
+	struct fd_buf json = FD_BUF_INIT;
 	char from[24], lim[16];
 	const char *params[3] = { stream, from, lim };
 
@@ -442,15 +562,28 @@ enum fd_err fd_store_read_stream(struct fd_pool *pool, const char *stream, int64
 	snprintf(lim, sizeof lim, "%u", limit);
 	if ((err = fd_store_run(pool, ST_READ_STREAM, params, -1, &res)))
 		goto done;
-	if (PQntuples(res) == 0) {
+	int rows = PQntuples(res);
+	uint64_t version = 0;
+	if (rows == 0) {
 		err = FD_ERR_NOTFOUND;
 		goto done;
 	}
-	out->stream_version = int_col(res, 0);
-	out->count = (size_t)int_col(res, 1);
-	if (!(out->events_json = strdup(PQgetvalue(res, 0, 2))))
+	if (PQnfields(res) != 1 + FD_EVENT_NCOLS || !fd_bin_u64(res, 0, 0, &version)) {
+		err = FD_ERR_INTERNAL;
+		goto done;
+	}
+	out->stream_version = (int64_t)version;
+	/* A stream without events in the range is one row with NULL event columns. */
+	if (rows == 1 && PQgetisnull(res, 0, 1))
+		rows = 0;
+	if ((err = render_array(res, 0, rows, 1, &json)))
+		goto done;
+	out->count = (size_t)rows;
+	out->events_json = fd_buf_detach(&json);
+	if (!out->events_json)
 		err = FD_ERR_NOMEM;
 done:
+	fd_buf_release(&json);
 	PQclear(res);
 	return err;
 }
@@ -460,7 +593,8 @@ enum fd_err fd_store_read_feed(struct fd_pool *pool, struct fd_cursor after, con
 {
 	enum fd_err err = FD_OK;
 	PGresult *res = NULL;
-	struct fd_buf types = FD_BUF_INIT;
+	struct fd_buf types = FD_BUF_INIT, json = FD_BUF_INIT;
+	struct feed_row *page = NULL;
 	char tx[24], seq[24], lim[16];
 	const char *params[5] = { tx, seq, lim, NULL, NULL };
 	const char *category = filter ? filter->category : NULL;
@@ -506,18 +640,53 @@ enum fd_err fd_store_read_feed(struct fd_pool *pool, struct fd_cursor after, con
 	}
 	if ((err = fd_store_run(pool, id, params, -1, &res)))
 		goto done;
-	if (PQntuples(res) != 1 || PQnfields(res) != 4) {
+	int rows = PQntuples(res), nev = 0;
+	if (PQnfields(res) != 1 + FD_EVENT_NCOLS) {
 		err = FD_ERR_INTERNAL;
 		goto done;
 	}
-	out->count = (size_t)int_col(res, 0);
+	/* Events and the head row apart, each with its cursor; the events in feed order. */
+	if (rows > 0 && !(page = malloc((size_t)rows * sizeof *page))) {
+		err = FD_ERR_NOMEM;
+		goto done;
+	}
+	struct feed_row head = { .row = -1 };
+	bool sorted = true;
+	for (int i = 0; i < rows; i++) {
+		uint64_t row_tx, row_seq;
+		if (PQgetlength(res, i, 0) != 1 || !fd_bin_u64(res, i, FD_EVENT_NCOLS - 1, &row_tx) ||
+		    !fd_bin_u64(res, i, FD_EVENT_NCOLS, &row_seq)) {
+			err = FD_ERR_INTERNAL;
+			goto done;
+		}
+		struct feed_row r = { { row_tx, (int64_t)row_seq }, i };
+		if (PQgetvalue(res, i, 0)[0]) {
+			head = r;
+			continue;
+		}
+		if (nev > 0 && fd_cursor_cmp(&page[nev - 1].pos, &r.pos) >= 0)
+			sorted = false;
+		page[nev++] = r;
+	}
+	if (!sorted)
+		qsort(page, (size_t)nev, sizeof *page, feed_row_cmp);
+	err = fd_buf_append(&json, "[", 1);
+	for (int i = 0; i < nev && !err; i++) {
+		if (i > 0)
+			err = fd_buf_append(&json, ", ", 2);
+		if (!err)
+			err = fd_render_event(&json, res, page[i].row, 1);
+	}
+	if (!err)
+		err = fd_buf_append(&json, "]", 1);
+	if (err)
+		goto done;
+	out->count = (size_t)nev;
 	/* A full page resumes after its last event; a short one after everything visible. */
-	int next_col = out->count == limit ? 2 : 3;
-	struct fd_cursor next;
-	if (!PQgetisnull(res, 0, next_col) && fd_cursor_parse(PQgetvalue(res, 0, next_col), &next) &&
-	    fd_cursor_cmp(&next, &after) > 0)
-		out->next = next;
-	if (!(out->events_json = strdup(PQgetvalue(res, 0, 1))))
+	const struct feed_row *next = out->count == limit ? &page[nev - 1] : head.row >= 0 ? &head : NULL;
+	if (next && fd_cursor_cmp(&next->pos, &after) > 0)
+		out->next = next->pos;
+	if (!(out->events_json = fd_buf_detach(&json)))
 		err = FD_ERR_NOMEM;
 done:
 	if (err) {
@@ -527,7 +696,9 @@ done:
 		out->next = after;
 	}
 	PQclear(res);
+	free(page);
 	fd_buf_release(&types);
+	fd_buf_release(&json);
 	return err;
 }
 

@@ -11,6 +11,8 @@
 #define FACTD_STORE_INTERNAL_H
 
 #include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 #include "factd/error.h"
 #include "factd/pool.h"
@@ -18,6 +20,8 @@
 enum fd_stmt_id {
 	/* events.c */
 	ST_APPEND,
+	ST_APPEND_NEXT,
+	ST_APPEND_CREATE,
 	ST_READ_STREAM,
 	ST_FEED,
 	ST_FEED_CAT,
@@ -43,6 +47,32 @@ enum fd_stmt_id {
  */
 FD_MUST_USE enum fd_err fd_store_run(struct fd_pool *pool, enum fd_stmt_id id, const char **params,
 				     int recheck_param, PGresult **out);
+
+/*
+ * fd_store_run, except that with lost != NULL a lost connection is not
+ * retried: *lost is set and the error returned, for a statement whose repeat
+ * would not be safe after it may have committed.  *lost is false otherwise.
+ */
+FD_MUST_USE enum fd_err fd_store_run_ex(struct fd_pool *pool, enum fd_stmt_id id, const char **params,
+					int recheck_param, bool *lost, PGresult **out);
+
+/*
+ * render.c.  FD_EVENT_COLS: the columns of an event (table alias e) that
+ * fd_render_event reads, in its order, from a result in binary format.
+ */
+#define FD_EVENT_COLS "e.event_id, e.stream_id, e.version, e.type, e.data, e.metadata, e.recorded_at, e.tx_id, e.seq"
+enum { FD_EVENT_NCOLS = 9 };
+
+struct fd_buf;
+/*
+ * Append the event in columns col..col+8 of row (FD_EVENT_COLS, binary) to b
+ * as the JSON object fd_event_json renders, byte for byte.  FD_ERR_INTERNAL
+ * when a column is NULL or not in the expected binary format.
+ */
+FD_MUST_USE enum fd_err fd_render_event(struct fd_buf *b, const PGresult *res, int row, int col);
+
+/* A binary int8 or xid8 column; false when NULL or not 8 bytes. */
+bool fd_bin_u64(const PGresult *res, int row, int col, uint64_t *out);
 
 /* The registry the store records into (pool.c; see fd_pool_set_metrics), or NULL. */
 struct fd_metrics *fd_pool_metrics(const struct fd_pool *pool);

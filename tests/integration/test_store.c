@@ -171,6 +171,92 @@ Test(store, append_and_read_round_trip)
 	db_close(&d);
 }
 
+/* The text of one SQL query's single value; caller frees. */
+static char *query_text(const char *url, const char *sql)
+{
+	PGconn *c = fd_test_connect(url);
+	PGresult *res = PQexec(c, sql);
+	cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s: %s", sql, PQresultErrorMessage(res));
+	cr_assert_eq(PQntuples(res), 1);
+	char *text = strdup(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	PQfinish(c);
+	return text;
+}
+
+static void exec_sql(const char *url, const char *sql)
+{
+	PGconn *c = fd_test_connect(url);
+	PGresult *res = PQexec(c, sql);
+	cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s: %s", sql, PQresultErrorMessage(res));
+	PQclear(res);
+	PQfinish(c);
+}
+
+/*
+ * Reads render events in C; the bytes must be those PostgreSQL's
+ * fd_event_json and json_agg produce, which clients have been getting.
+ */
+Test(store, reads_render_events_as_fd_event_json_does, .timeout = 120)
+{
+	struct db d = db_open(2);
+	struct fd_event_in in[] = {
+		ev("Plain", "{}"),
+		ev("q\"uote \\back/slash", "{\"s\": \"tab\\there\\nnl \\\"q\\\" \\\\ \\/ \\u00e9 \\u001f \\u007f\"}"),
+		ev("ctl\x01\x1f\b\f\n\r\t\x7f end", "{\"n\": [1.50, -0, 1e3, 12345678901234567890123, 0.000001]}"),
+		ev("Caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", "{\"nested\": {\"a\": null, \"b\": [true, false, {}, []]}, \"\": \"\"}"),
+		ev("Last", "[1, \"two\", {\"three\": 3}]"),
+	};
+	size_t n = sizeof in / sizeof in[0];
+	in[1].metadata_json = "{\"user\": \"alice\", \"quote\": \"\\\"\", \"deep\": {\"x\": [1, {\"y\": \"z\"}]}}";
+	in[3].metadata_json = "{\"correlation_id\": \"c\\u00e9\"}";
+	struct fd_append_result r;
+	cr_assert_eq(fd_store_append(d.pool, "render-1", exact(0), in, n, &r), FD_OK);
+	cr_assert_eq(fd_store_append(d.pool, "render-2", any, (struct fd_event_in[]){ ev("Other", "{\"k\": 1}") }, 1, &r),
+		     FD_OK);
+	/* Moments around the epochs, the start of a day and the ends of the supported years. */
+	exec_sql(d.url, "UPDATE events SET recorded_at = CASE version"
+			" WHEN 1 THEN timestamptz '2000-01-01 00:00:00+00'"
+			" WHEN 2 THEN timestamptz '1999-12-31 23:59:59.999999+00'"
+			" WHEN 3 THEN timestamptz '1970-01-01 00:00:00.000001+00'"
+			" WHEN 4 THEN timestamptz '0099-02-28 12:00:00.5+00'"
+			" ELSE timestamptz '9999-12-31 23:59:59.999999+00' END"
+			" WHERE stream_id = 'render-1'");
+
+	struct fd_stream_page page;
+	for (int64_t from = 0; from <= 6; from += 3) {
+		cr_assert_eq(fd_store_read_stream(d.pool, "render-1", from, 100, &page), FD_OK);
+		char sql[256];
+		snprintf(sql, sizeof sql,
+			 "SELECT coalesce(json_agg(fd_event_json(e) ORDER BY e.version), '[]')::text"
+			 " FROM events e WHERE e.stream_id = 'render-1' AND e.version >= %lld",
+			 (long long)from);
+		char *want = query_text(d.url, sql);
+		cr_assert_str_eq(page.events_json, want, "stream from version %lld", (long long)from);
+		free(want);
+		free(page.events_json);
+	}
+
+	/* The feed, filtered to these streams' category: poll until the horizon passes them. */
+	struct fd_feed_filter filter = { .category = "render" };
+	struct fd_feed_page fp = { 0 };
+	long long deadline = now_ms() + FEED_DEADLINE_MS;
+	for (;;) {
+		cr_assert_eq(fd_store_read_feed(d.pool, (struct fd_cursor){ 0, 0 }, &filter, 100, &fp), FD_OK);
+		if (fp.count == n + 1)
+			break;
+		cr_assert_lt(now_ms(), deadline, "the feed did not show the events in time");
+		free(fp.events_json);
+		sleep_ms(20);
+	}
+	char *want = query_text(d.url, "SELECT json_agg(fd_event_json(e) ORDER BY e.tx_id, e.seq)::text"
+				       " FROM events e WHERE e.category = 'render'");
+	cr_assert_str_eq(fp.events_json, want, "feed");
+	free(want);
+	free(fp.events_json);
+	db_close(&d);
+}
+
 Test(store, expected_version_forms)
 {
 	struct db d = db_open(2);
