@@ -165,6 +165,7 @@ static PGconn *connect_db(struct fd_saga_engine *e)
 		PQfinish(c);
 		return NULL;
 	}
+	fd_saga_sql_own(c); /* this thread's connection: prepare its statements */
 	return c;
 }
 
@@ -178,72 +179,153 @@ static bool in_list(const char *const *list, const char *s)
 
 /* ---- intake ---------------------------------------------------------------- */
 
-struct intake_round {
-	bool due_now;  /* some saga became due now: wake the workers after commit */
+/*
+ * One intake batch works in three phases, so that a batch costs a few round
+ * trips rather than a few per event: lock every saga row the batch's events
+ * may touch with one query, fold the events into those states in memory in
+ * feed order (creating sagas as their starting events come), then write back
+ * the rows that changed, the history notes and the checkpoint, and commit.
+ */
+struct held {
+	struct fd_saga_state st;
+	char key[256];
+	bool is_new, dirty;
 };
 
-static bool save_after(PGconn *conn, struct fd_saga_state *st, struct intake_round *r, bool insert, const char *key)
+struct batch_sagas {
+	struct held *v;
+	size_t n, cap;
+};
+
+static void batch_release(struct batch_sagas *b)
 {
-	enum fd_err err = insert ? fd_saga_row_insert(conn, st, key) : fd_saga_row_save(conn, st);
-	if (!err)
-		err = fd_saga_notes_write(conn, st);
-	if (st->due == FD_DUE_IN && st->due_ms == 0)
-		r->due_now = true;
-	return err == FD_OK;
+	for (size_t i = 0; i < b->n; i++)
+		fd_saga_state_release(&b->v[i].st);
+	free(b->v);
+	memset(b, 0, sizeof *b);
 }
 
-/* Fold ev into the saga in row 0 of res (locked).  False on a database error. */
-static bool fold_into(struct fd_saga_engine *e, PGconn *conn, PGresult *res, const struct fd_feed_event *ev,
-		      struct intake_round *r, const struct fd_saga_type **routed)
+static struct held *batch_add(struct batch_sagas *b)
 {
-	struct fd_saga_state st;
-	enum fd_err err = fd_saga_row_parse(res, 0, e->cfg.time_pct, &st, NULL);
-	if (err)
-		return err != FD_ERR_IO && err != FD_ERR_NOMEM; /* a row of an unknown type or shape: skip it */
-	bool ok = true;
-	if (routed)
-		*routed = st.type;
-	if (!in_list(st.type->categories, ev->category))
-		goto done;
-	bool changed = false;
-	json_t *before = json_deep_copy(st.data);
-	size_t nseen = json_array_size(st.seen);
-	enum fd_saga_status status = st.status;
-	int current = st.current;
-	enum fd_saga_phase phase = st.phase;
-	err = before ? fd_saga_on_event(&st, ev, false, &changed) : FD_ERR_NOMEM;
-	if (err) {
-		json_decref(before);
-		ok = false;
-		goto done;
+	if (b->n == b->cap) {
+		size_t cap = b->cap ? 2 * b->cap : 16;
+		struct held *v = realloc(b->v, cap * sizeof *v);
+		if (!v)
+			return NULL;
+		b->v = v;
+		b->cap = cap;
 	}
-	/* an event a step already reported (its own StockReserved, say) changes nothing: no write */
-	if (changed && json_equal(before, st.data) && nseen == json_array_size(st.seen) && status == st.status &&
-	    current == st.current && phase == st.phase && json_array_size(st.notes) == 0)
-		changed = false;
-	json_decref(before);
-	if (changed)
-		ok = save_after(conn, &st, r, false, NULL);
-done:
-	fd_saga_state_release(&st);
+	struct held *h = &b->v[b->n++];
+	memset(h, 0, sizeof *h);
+	return h;
+}
+
+static struct held *by_id(struct batch_sagas *b, const char *id)
+{
+	for (size_t i = 0; i < b->n; i++)
+		if (strcmp(b->v[i].st.id, id) == 0)
+			return &b->v[i];
+	return NULL;
+}
+
+static struct held *by_key(struct batch_sagas *b, const struct fd_saga_type *t, const char *key)
+{
+	for (size_t i = 0; i < b->n; i++)
+		if (b->v[i].st.type == t && strcmp(b->v[i].key, key) == 0)
+			return &b->v[i];
+	return NULL;
+}
+
+static bool is_uuid(const char *s)
+{
+	struct fd_uuid u;
+	return s && fd_uuid_parse(s, &u);
+}
+
+/* Lock and load every saga the events may belong to (by correlation id, and by each type's key). */
+static bool load_batch_sagas(struct fd_saga_engine *e, PGconn *conn, const struct fd_feed_event *evs, size_t n,
+			     struct batch_sagas *b)
+{
+	json_t *ids = json_array(), *keys = json_array();
+	bool ok = ids && keys;
+	for (size_t i = 0; ok && i < n; i++) {
+		const char *corr = json_string_value(json_object_get(evs[i].metadata, "correlation_id"));
+		if (is_uuid(corr))
+			json_array_append_new(ids, json_string(corr));
+		for (size_t k = 0; k < fd_saga_types_count; k++) {
+			const struct fd_saga_type *t = fd_saga_types[k];
+			char key[256];
+			if (in_list(t->categories, evs[i].category) && t->correlate(&evs[i], key, sizeof key))
+				json_array_append_new(keys, json_pack("{s:s, s:s}", "t", t->name, "k", key));
+		}
+	}
+	char *ids_text = ok ? json_dumps(ids, JSON_COMPACT) : NULL;
+	char *keys_text = ok ? json_dumps(keys, JSON_COMPACT) : NULL;
+	json_decref(ids);
+	json_decref(keys);
+	PGresult *res = NULL;
+	if (ids_text && keys_text) {
+		const char *p[] = { ids_text, keys_text };
+		res = fd_saga_sql(conn,
+				  "SELECT " FD_SAGA_COLS("") " FROM sagas"
+				  " WHERE id IN (SELECT (jsonb_array_elements_text($1::jsonb))::uuid)"
+				  " OR (type, correlation_key) IN (SELECT x.t, x.k FROM jsonb_to_recordset($2::jsonb) AS x(t text, k text))"
+				  " ORDER BY id FOR UPDATE",
+				  2, p);
+	}
+	free(ids_text);
+	free(keys_text);
+	ok = res != NULL;
+	for (int i = 0; ok && i < PQntuples(res); i++) {
+		struct held *h = batch_add(b);
+		if (!h) {
+			ok = false;
+			break;
+		}
+		if (fd_saga_row_parse(res, i, e->cfg.time_pct, &h->st, NULL) != FD_OK) {
+			b->n--; /* a type this build does not know, or a broken row: leave it alone */
+			continue;
+		}
+		snprintf(h->key, sizeof h->key, "%s", PQgetvalue(res, i, 2));
+	}
+	PQclear(res);
 	return ok;
 }
 
-static bool handle_event(struct fd_saga_engine *e, PGconn *conn, const struct fd_feed_event *ev,
-			 struct intake_round *r)
+/* Fold one event into a held saga.  False on NOMEM. */
+static bool fold_held(struct held *h, const struct fd_feed_event *ev, bool created)
+{
+	struct fd_saga_state *st = &h->st;
+	if (!created && !in_list(st->type->categories, ev->category))
+		return true;
+	json_t *before = json_deep_copy(st->data);
+	if (!before)
+		return false;
+	size_t nseen = json_array_size(st->seen), nnotes = json_array_size(st->notes);
+	enum fd_saga_status status = st->status;
+	int current = st->current;
+	enum fd_saga_phase phase = st->phase;
+	bool changed = false;
+	enum fd_err err = fd_saga_on_event(st, ev, created, &changed);
+	/* an event a step already reported (its own StockReserved, say) changes nothing: no write */
+	if (!err && changed &&
+	    (created || !json_equal(before, st->data) || nseen != json_array_size(st->seen) || status != st->status ||
+	     current != st->current || phase != st->phase || nnotes != json_array_size(st->notes)))
+		h->dirty = true;
+	if (st->clear_lease)
+		st->leased = false;
+	json_decref(before);
+	return err == FD_OK;
+}
+
+static bool route_event(struct fd_saga_engine *e, struct batch_sagas *b, const struct fd_feed_event *ev)
 {
 	const struct fd_saga_type *routed = NULL;
 	const char *corr = json_string_value(json_object_get(ev->metadata, "correlation_id"));
-	struct fd_uuid u;
-	if (corr && fd_uuid_parse(corr, &u)) {
-		const char *p[] = { corr };
-		PGresult *res = fd_saga_sql(conn, "SELECT " FD_SAGA_COLS("") " FROM sagas WHERE id = $1::uuid FOR UPDATE",
-					    1, p);
-		if (!res)
-			return false;
-		bool ok = PQntuples(res) == 0 || fold_into(e, conn, res, ev, r, &routed);
-		PQclear(res);
-		if (!ok)
+	struct held *h = is_uuid(corr) ? by_id(b, corr) : NULL;
+	if (h) {
+		routed = h->st.type;
+		if (!fold_held(h, ev, false))
 			return false;
 	}
 	for (size_t i = 0; i < fd_saga_types_count; i++) {
@@ -251,32 +333,25 @@ static bool handle_event(struct fd_saga_engine *e, PGconn *conn, const struct fd
 		char key[256];
 		if (t == routed || !in_list(t->categories, ev->category) || !t->correlate(ev, key, sizeof key))
 			continue;
-		const char *p[] = { t->name, key };
-		PGresult *res = fd_saga_sql(
-			conn, "SELECT " FD_SAGA_COLS("") " FROM sagas WHERE type = $1 AND correlation_key = $2 FOR UPDATE",
-			2, p);
-		if (!res)
-			return false;
-		bool ok = true;
-		if (PQntuples(res) > 0) {
-			ok = fold_into(e, conn, res, ev, r, NULL);
+		if ((h = by_key(b, t, key))) {
+			if (!fold_held(h, ev, false))
+				return false;
 		} else if (t->steps[0].on_event && strcmp(t->steps[0].on_event, ev->type) == 0) {
 			char id[37];
 			fd_saga_id_for(t->name, key, id);
-			struct fd_saga_state st;
-			bool changed = false;
-			ok = fd_saga_state_init(&st, t, id, e->cfg.time_pct) == FD_OK;
-			if (ok) {
-				ok = fd_saga_on_event(&st, ev, true, &changed) == FD_OK &&
-				     save_after(conn, &st, r, true, key);
-				fd_saga_state_release(&st);
-				fd_log_fields(FD_LOG_DEBUG, "saga started",
-					      json_pack("{s:s, s:s, s:s}", "saga_id", id, "type", t->name, "key", key));
+			if (!(h = batch_add(b)))
+				return false;
+			if (fd_saga_state_init(&h->st, t, id, e->cfg.time_pct) != FD_OK) {
+				b->n--;
+				return false;
 			}
+			snprintf(h->key, sizeof h->key, "%s", key);
+			h->is_new = true;
+			if (!fold_held(h, ev, true))
+				return false;
+			fd_log_fields(FD_LOG_DEBUG, "saga started",
+				      json_pack("{s:s, s:s, s:s}", "saga_id", id, "type", t->name, "key", key));
 		}
-		PQclear(res);
-		if (!ok)
-			return false;
 	}
 	return true;
 }
@@ -293,6 +368,9 @@ static void feed_event_from(PGresult *res, int i, struct fd_feed_event *ev)
 		.metadata = json_loads(PQgetvalue(res, i, 6), 0, NULL),
 		.recorded_at = PQgetvalue(res, i, 7),
 	};
+	/* integers past 64 bits come as reals rather than not at all */
+	if (!ev->data)
+		ev->data = json_loads(PQgetvalue(res, i, 5), JSON_DECODE_INT_AS_REAL, NULL);
 	if (!ev->data)
 		ev->data = json_object();
 	if (!ev->metadata)
@@ -304,9 +382,11 @@ static int intake_batch(struct fd_saga_engine *e, PGconn *conn)
 {
 	char limit[16];
 	snprintf(limit, sizeof limit, "%u", e->cfg.batch);
-	struct intake_round r = { 0 };
-	PGresult *cp = NULL, *x = NULL, *evs = NULL;
-	int n = -1;
+	PGresult *cp = NULL, *x = NULL, *rows = NULL;
+	struct fd_feed_event *evs = NULL;
+	struct batch_sagas b = { 0 };
+	int n = -1, nevs = 0;
+	bool due_now = false;
 	if (!fd_saga_exec(conn, "BEGIN"))
 		return -1;
 	const char *np[] = { SUBSCRIPTION };
@@ -316,32 +396,42 @@ static int intake_batch(struct fd_saga_engine *e, PGconn *conn)
 		goto done;
 	const char *ep[] = { PQgetvalue(cp, 0, 0), PQgetvalue(cp, 0, 1), PQgetvalue(x, 0, 0), e->categories, limit,
 			     e->event_types };
-	evs = fd_saga_sql(conn,
-			  "SELECT event_id::text, stream_id, category, version, type, data::text, metadata::text,"
-			  " to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-			  " events.tx_id::text, events.seq"
-			  " FROM events WHERE (events.tx_id, events.seq) > ($1::xid8, $2::bigint) AND events.tx_id < $3::xid8"
-			  " AND category = ANY ($4::text[]) AND type = ANY ($6::text[])"
-			  " ORDER BY events.tx_id, events.seq LIMIT $5::bigint",
-			  6, ep);
-	if (!evs)
+	rows = fd_saga_sql(conn,
+			   "SELECT event_id::text, stream_id, category, version, type, data::text, metadata::text,"
+			   " to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+			   " events.tx_id::text, events.seq"
+			   " FROM events WHERE (events.tx_id, events.seq) > ($1::xid8, $2::bigint) AND events.tx_id < $3::xid8"
+			   " AND category = ANY ($4::text[]) AND type = ANY ($6::text[])"
+			   " ORDER BY events.tx_id, events.seq LIMIT $5::bigint",
+			   6, ep);
+	if (!rows)
 		goto done;
-	int rows = PQntuples(evs);
-	for (int i = 0; i < rows; i++) {
-		struct fd_feed_event ev;
-		feed_event_from(evs, i, &ev);
-		bool ok = handle_event(e, conn, &ev, &r);
-		json_decref(ev.data);
-		json_decref(ev.metadata);
-		if (!ok) {
+	nevs = PQntuples(rows);
+	if (nevs > 0 && !(evs = calloc((size_t)nevs, sizeof *evs)))
+		goto done;
+	for (int i = 0; i < nevs; i++)
+		feed_event_from(rows, i, &evs[i]);
+	if (nevs > 0 && !load_batch_sagas(e, conn, evs, (size_t)nevs, &b))
+		goto done;
+	for (int i = 0; i < nevs; i++)
+		if (!route_event(e, &b, &evs[i])) {
 			fd_log_fields(FD_LOG_WARN, "saga intake failed on an event",
-				      json_pack("{s:s, s:s}", "event_id", PQgetvalue(evs, i, 0), "type",
-						PQgetvalue(evs, i, 4)));
+				      json_pack("{s:s, s:s}", "event_id", evs[i].event_id, "type", evs[i].type));
 			goto done;
 		}
+	for (size_t i = 0; i < b.n; i++) {
+		struct held *h = &b.v[i];
+		if (!h->dirty)
+			continue;
+		enum fd_err err = h->is_new ? fd_saga_row_insert(conn, &h->st, h->key) : fd_saga_row_save(conn, &h->st);
+		if (!err)
+			err = fd_saga_notes_write(conn, &h->st);
+		if (err)
+			goto done;
+		due_now = due_now || (h->st.due == FD_DUE_IN && h->st.due_ms == 0);
 	}
-	if (rows > 0) {
-		const char *up[] = { SUBSCRIPTION, PQgetvalue(evs, rows - 1, 8), PQgetvalue(evs, rows - 1, 9), e->owner };
+	if (nevs > 0) {
+		const char *up[] = { SUBSCRIPTION, PQgetvalue(rows, nevs - 1, 8), PQgetvalue(rows, nevs - 1, 9), e->owner };
 		PGresult *u = fd_saga_sql(conn,
 					  "UPDATE subscriptions SET tx_id = $2::xid8, seq = $3::bigint, owner = $4,"
 					  " updated_at = now() WHERE name = $1",
@@ -352,15 +442,21 @@ static int intake_batch(struct fd_saga_engine *e, PGconn *conn)
 	}
 	if (!fd_saga_exec(conn, "COMMIT"))
 		goto done;
-	n = rows;
-	if (r.due_now)
+	n = nevs;
+	if (due_now)
 		kick(e);
 done:
 	if (n < 0)
 		fd_saga_exec(conn, "ROLLBACK");
+	for (int i = 0; evs && i < nevs; i++) {
+		json_decref(evs[i].data);
+		json_decref(evs[i].metadata);
+	}
+	free(evs);
+	batch_release(&b);
 	PQclear(cp);
 	PQclear(x);
-	PQclear(evs);
+	PQclear(rows);
 	return n;
 }
 

@@ -9,9 +9,49 @@
 
 #include "factd/log.h"
 
+/*
+ * Statements prepared on the calling thread's own connection (the engine's
+ * threads each own one; see fd_saga_sql_own).  The SQL texts are string
+ * literals, so a statement is known by its address.
+ */
+#define PREPARED_MAX 48
+static __thread struct {
+	PGconn *conn;
+	const char *sql[PREPARED_MAX];
+	int n;
+} prepared;
+
+void fd_saga_sql_own(PGconn *conn)
+{
+	memset(&prepared, 0, sizeof prepared);
+	prepared.conn = conn;
+}
+
+static PGresult *exec(PGconn *conn, const char *sql, int n, const char *const *params)
+{
+	if (conn != prepared.conn || n == 0)
+		return PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+	char name[32];
+	int slot = 0;
+	while (slot < prepared.n && prepared.sql[slot] != sql)
+		slot++;
+	snprintf(name, sizeof name, "fd_saga_%d", slot);
+	if (slot == prepared.n) {
+		if (slot == PREPARED_MAX)
+			return PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+		PGresult *p = PQprepare(conn, name, sql, n, NULL);
+		bool ok = PQresultStatus(p) == PGRES_COMMAND_OK;
+		PQclear(p);
+		if (!ok) /* say, inside a failed transaction: run it unprepared and let it report */
+			return PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+		prepared.sql[prepared.n++] = sql;
+	}
+	return PQexecPrepared(conn, name, n, params, NULL, NULL, 0);
+}
+
 PGresult *fd_saga_sql(PGconn *conn, const char *sql, int n, const char *const *params)
 {
-	PGresult *res = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+	PGresult *res = exec(conn, sql, n, params);
 	ExecStatusType st = PQresultStatus(res);
 	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
 		return res;

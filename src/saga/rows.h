@@ -33,6 +33,11 @@ FD_MUST_USE enum fd_err fd_saga_row_insert(PGconn *conn, const struct fd_saga_st
 FD_MUST_USE enum fd_err fd_saga_notes_write(PGconn *conn, const struct fd_saga_state *st);
 /* Run SQL with text params; NULL (logged) on failure, else a result to PQclear. */
 PGresult *fd_saga_sql(PGconn *conn, const char *sql, int n, const char *const *params);
+/*
+ * From now on this thread's statements on `conn` (a connection the thread
+ * owns alone) are prepared once and reused.  Call again after reconnecting.
+ */
+void fd_saga_sql_own(PGconn *conn);
 /* BEGIN / COMMIT / ROLLBACK; false on failure. */
 bool fd_saga_exec(PGconn *conn, const char *sql);
 
