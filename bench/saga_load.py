@@ -95,6 +95,9 @@ def report(args):
           f" {int(confirmed) / span / (orders / float(base_s)):.2f} x the baseline's places/s")
     print(f"  OrderPlaced -> OrderConfirmed: p50 {float(p50):.1f} ms, p99 {float(p99):.1f} ms, max {float(worst):.1f} ms")
     print(f"  factd: peak RSS {int(hwm) / 1024:.1f} MiB (baseline {int(base_hwm) / 1024:.1f} MiB), CPU {float(cpu):.1f} s")
+    print(f"BENCH sagas_per_s={int(confirmed) / span:.0f} p50_ms={float(p50):.1f} p99_ms={float(p99):.1f}"
+          f" rss_mib={int(hwm) / 1024:.1f} cpu_s={float(cpu):.1f} span_s={span:.2f} base_places_per_s={orders / float(base_s):.0f}"
+          f" compensated={compensated} failed={failed}")
     if int(confirmed) != orders:
         raise SystemExit("saga bench: not every order was confirmed")
 
