@@ -430,16 +430,41 @@ static int intake_batch(struct fd_saga_engine *e, PGconn *conn)
 			goto done;
 		due_now = due_now || (h->st.due == FD_DUE_IN && h->st.due_ms == 0);
 	}
-	if (nevs > 0) {
-		const char *up[] = { SUBSCRIPTION, PQgetvalue(rows, nevs - 1, 8), PQgetvalue(rows, nevs - 1, 9), e->owner };
+	/*
+	 * Caught up: move the checkpoint to the newest visible event even when it
+	 * is of no interest to sagas, or every later round would scan the same
+	 * run of other events again (an append-heavy load of other categories
+	 * would make each round slower than the last).
+	 */
+	PGresult *head = NULL;
+	const char *to_tx = nevs > 0 ? PQgetvalue(rows, nevs - 1, 8) : NULL;
+	const char *to_seq = nevs > 0 ? PQgetvalue(rows, nevs - 1, 9) : NULL;
+	if ((unsigned)nevs < e->cfg.batch) {
+		const char *hp[] = { PQgetvalue(x, 0, 0), PQgetvalue(cp, 0, 0), PQgetvalue(cp, 0, 1) };
+		head = fd_saga_sql(conn,
+				   "SELECT tx_id::text, seq::text FROM events WHERE tx_id < $1::xid8"
+				   " AND (tx_id, seq) > ($2::xid8, $3::bigint) ORDER BY tx_id DESC, seq DESC LIMIT 1",
+				   3, hp);
+		if (!head)
+			goto done;
+		if (PQntuples(head) == 1) {
+			to_tx = PQgetvalue(head, 0, 0);
+			to_seq = PQgetvalue(head, 0, 1);
+		}
+	}
+	if (to_tx) {
+		const char *up[] = { SUBSCRIPTION, to_tx, to_seq, e->owner };
 		PGresult *u = fd_saga_sql(conn,
 					  "UPDATE subscriptions SET tx_id = $2::xid8, seq = $3::bigint, owner = $4,"
 					  " updated_at = now() WHERE name = $1",
 					  4, up);
-		if (!u)
+		if (!u) {
+			PQclear(head);
 			goto done;
+		}
 		PQclear(u);
 	}
+	PQclear(head);
 	if (!fd_saga_exec(conn, "COMMIT"))
 		goto done;
 	n = nevs;

@@ -704,3 +704,29 @@ Test(sagas, list_pages_and_rejects_bad_parameters)
 	}
 	fd_test_server_stop(&ts);
 }
+
+Test(sagas, intake_checkpoint_moves_past_events_no_saga_reads)
+{
+	/* else every intake round would scan the same run of other streams' events again */
+	struct fd_test_server ts;
+	start(&ts, 0, 0, 10);
+	struct fd_test_resp r;
+	post_ok(&ts, "/streams/audit-1/events",
+		"{\"expected_version\": \"any\", \"events\": [{\"type\": \"Noted\", \"data\": {}},"
+		" {\"type\": \"Noted\", \"data\": {}}]}",
+		201, &r);
+	char pos[64];
+	snprintf(pos, sizeof pos, "%s", fd_test_json_str(&r, "position"));
+	fd_test_resp_free(&r);
+	char *dash = strchr(pos, '-');
+	cr_assert(dash, "position %s", pos);
+	*dash = '\0';
+	for (long long end = now_ms() + 10000;;) {
+		if (count(&ts, P("SELECT count(*) FROM subscriptions WHERE name = 'sagas'"
+				 " AND (tx_id, seq) >= ('%s'::xid8, %s)", pos, dash + 1)) == 1)
+			break;
+		cr_assert_lt(now_ms(), end, "the intake checkpoint never passed %s-%s", pos, dash + 1);
+		sleep_ms(50);
+	}
+	fd_test_server_stop(&ts);
+}
