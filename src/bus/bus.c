@@ -575,6 +575,23 @@ static enum fd_err send_command(struct fd_bus *bus, const struct fd_aggregate_ty
 		}
 		if (out->decision.outcome == FD_REFUSED) {
 			err = FD_ERR_REJECTED;
+			if (meta->idempotency_key) {
+				/*
+				 * A twin with this key may have committed since the first
+				 * check, and this refusal be the state it left ("order
+				 * exists"): then the answer is its replay.
+				 */
+				struct fd_decision refusal = out->decision;
+				out->decision = (struct fd_decision){ 0 };
+				bool found = false;
+				enum fd_err rerr = idempotent_replay(bus, meta, &found, out);
+				if (rerr || found) {
+					fd_decision_release(&refusal);
+					err = rerr;
+				} else {
+					out->decision = refusal;
+				}
+			}
 			goto done;
 		}
 		json_t *events = out->decision.events;
