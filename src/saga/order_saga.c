@@ -358,11 +358,16 @@ static enum fd_order_status order_status(struct fd_saga_ctx *ctx, enum fd_err *e
 	return s;
 }
 
-static enum fd_step_result confirm(struct fd_saga_ctx *ctx)
+/*
+ * Send an order command (payload stolen).  A refusal is fine when the order
+ * already is where the command would take it (done, or done by someone
+ * else): `done` and `also_done` name those statuses.
+ */
+static enum fd_step_result order_command(struct fd_saga_ctx *ctx, const char *command, json_t *payload,
+					 enum fd_order_status done, enum fd_order_status also_done)
 {
-	json_t *payload = json_object();
 	struct fd_cmd_result r;
-	enum fd_err err = payload ? fd_saga_send(ctx, &fd_order_type, order_id_of(ctx), "confirm", payload, "confirm", &r)
+	enum fd_err err = payload ? fd_saga_send(ctx, &fd_order_type, order_id_of(ctx), command, payload, command, &r)
 				  : FD_ERR_NOMEM;
 	json_decref(payload);
 	enum fd_step_result out = FD_STEP_OK;
@@ -371,41 +376,27 @@ static enum fd_step_result confirm(struct fd_saga_ctx *ctx)
 		enum fd_order_status s = order_status(ctx, &lerr);
 		if (lerr)
 			out = transient(ctx, lerr, "order");
-		else if (s != FD_ORDER_CONFIRMED && s != FD_ORDER_SHIPPED)
-			out = refused(ctx, &r, "confirm");
+		else if (s != done && s != also_done)
+			out = refused(ctx, &r, command); /* say, cancelling a shipped order: an operator must look */
 	} else if (err == FD_ERR_INVAL || err == FD_ERR_IDEMPOTENCY) {
-		out = refused(ctx, &r, "confirm");
+		out = refused(ctx, &r, command);
 	} else if (err) {
-		out = transient(ctx, err, "confirm");
+		out = transient(ctx, err, command);
 	}
 	fd_cmd_result_release(&r);
 	return out;
+}
+
+static enum fd_step_result confirm(struct fd_saga_ctx *ctx)
+{
+	return order_command(ctx, "confirm", json_object(), FD_ORDER_CONFIRMED, FD_ORDER_SHIPPED);
 }
 
 static enum fd_step_result cancel(struct fd_saga_ctx *ctx)
 {
 	char reason[FD_REASON_MAX + 1];
 	snprintf(reason, sizeof reason, "%s", ctx->reason && *ctx->reason ? ctx->reason : "cancelled by the order saga");
-	json_t *payload = json_pack("{s:s}", "reason", reason);
-	struct fd_cmd_result r;
-	enum fd_err err = payload ? fd_saga_send(ctx, &fd_order_type, order_id_of(ctx), "cancel", payload, "cancel", &r)
-				  : FD_ERR_NOMEM;
-	json_decref(payload);
-	enum fd_step_result out = FD_STEP_OK;
-	if (err == FD_ERR_REJECTED) {
-		enum fd_err lerr;
-		enum fd_order_status s = order_status(ctx, &lerr);
-		if (lerr)
-			out = transient(ctx, lerr, "order");
-		else if (s != FD_ORDER_CANCELLED)
-			out = refused(ctx, &r, "cancel"); /* shipped or confirmed: an operator must look */
-	} else if (err == FD_ERR_INVAL || err == FD_ERR_IDEMPOTENCY) {
-		out = refused(ctx, &r, "cancel");
-	} else if (err) {
-		out = transient(ctx, err, "cancel");
-	}
-	fd_cmd_result_release(&r);
-	return out;
+	return order_command(ctx, "cancel", json_pack("{s:s}", "reason", reason), FD_ORDER_CANCELLED, FD_ORDER_CANCELLED);
 }
 
 static const struct fd_saga_step fulfillment_steps[] = {
