@@ -9,11 +9,10 @@
  */
 #include "factd/api.h"
 
-#include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
+#include "factd/input.h"
 #include "factd/problem.h"
 #include "factd/saga.h"
 #include "factd/uuid.h"
@@ -58,17 +57,11 @@ void fd_api_list_sagas(struct fd_req *req, struct fd_resp *resp)
 		}
 		f.status = v;
 	}
-	if ((v = fd_req_query(req, "limit"))) {
-		char *end;
-		errno = 0;
-		unsigned long long n = (*v >= '0' && *v <= '9') ? strtoull(v, &end, 10) : 0;
-		if (n < 1 || n > max || errno || *end) {
-			char detail[64];
-			snprintf(detail, sizeof detail, "limit must be an integer in 1..%u", max);
-			bad_param(resp, req, "limit", detail);
-			return;
-		}
-		f.limit = (unsigned)n;
+	if ((v = fd_req_query(req, "limit")) && !fd_input_limit(v, max, &f.limit)) {
+		char detail[64];
+		snprintf(detail, sizeof detail, "limit must be an integer in 1..%u", max);
+		bad_param(resp, req, "limit", detail);
+		return;
 	}
 	if ((v = fd_req_query(req, "after"))) {
 		struct fd_uuid u;

@@ -21,11 +21,6 @@
 	" 'due_at', " TS("s.due_at") ", 'error', s.error, 'created_at', " TS("s.created_at") ","                  \
 	" 'updated_at', " TS("s.updated_at") ", 'version', s.version)::text"
 
-static enum fd_err with_conn(struct fd_pool *pool, PGconn **conn)
-{
-	return fd_pool_acquire(pool, conn);
-}
-
 /* Replace the numeric current_step with the step's name. */
 static void name_step(json_t *o)
 {
@@ -39,7 +34,7 @@ enum fd_err fd_saga_list(struct fd_pool *pool, const struct fd_saga_filter *f, j
 {
 	*out = NULL;
 	PGconn *conn;
-	enum fd_err err = with_conn(pool, &conn);
+	enum fd_err err = fd_pool_acquire(pool, &conn);
 	if (err)
 		return err;
 	char limit[16];
@@ -103,7 +98,7 @@ enum fd_err fd_saga_get(struct fd_pool *pool, const char *id, json_t **out)
 	if (!fd_uuid_parse(id, &u))
 		return FD_ERR_NOTFOUND;
 	PGconn *conn;
-	enum fd_err err = with_conn(pool, &conn);
+	enum fd_err err = fd_pool_acquire(pool, &conn);
 	if (err)
 		return err;
 	const char *p[] = { id };
@@ -200,7 +195,7 @@ enum fd_err fd_saga_get(struct fd_pool *pool, const char *id, json_t **out)
 enum fd_err fd_saga_find(struct fd_pool *pool, const char *type, const char *key, char id[37])
 {
 	PGconn *conn;
-	enum fd_err err = with_conn(pool, &conn);
+	enum fd_err err = fd_pool_acquire(pool, &conn);
 	if (err)
 		return err;
 	const char *p[] = { type, key };
@@ -226,7 +221,7 @@ static enum fd_err operate(struct fd_pool *pool, const char *id, bool (*act)(str
 	if (!fd_uuid_parse(id, &u))
 		return FD_ERR_NOTFOUND;
 	PGconn *conn;
-	enum fd_err err = with_conn(pool, &conn);
+	enum fd_err err = fd_pool_acquire(pool, &conn);
 	if (err)
 		return err;
 	if (!fd_saga_exec(conn, "BEGIN")) {
@@ -286,7 +281,7 @@ enum fd_err fd_saga_stats(struct fd_pool *pool, json_t **out)
 {
 	*out = NULL;
 	PGconn *conn;
-	enum fd_err err = with_conn(pool, &conn);
+	enum fd_err err = fd_pool_acquire(pool, &conn);
 	if (err)
 		return err;
 	PGresult *res = fd_saga_sql(conn,
