@@ -30,4 +30,11 @@ void fd_sha256_hex(const void *data, size_t len, char out[65]);
  */
 void fd_uuid_from_name(const char *namespace_, const void *name, size_t len, struct fd_uuid *out);
 
+/*
+ * A PostgreSQL advisory-lock key: 64-bit FNV-1a of namespace_ then name,
+ * with the sign bit cleared.  Stable across versions (processes of different
+ * builds must agree on it).
+ */
+long long fd_lock_key(const char *namespace_, const char *name);
+
 #endif

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "factd/hash.h"
 #include "factd/log.h"
 
 #define SHADOW_SUFFIX "_next"
@@ -42,15 +43,10 @@ struct fd_projector {
 	char owner[96];
 };
 
-/* The advisory-lock key of a projection: FNV-1a of its name, in its own namespace. */
+/* The advisory-lock key of a projection: its name in its own namespace. */
 static long long lock_key(const char *name)
 {
-	uint64_t h = 1469598103934665603ULL;
-	for (const char *s = "factd.projection:"; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-	for (const char *s = name; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-	return (long long)(h & 0x7fffffffffffffffULL);
+	return fd_lock_key("factd.projection:", name);
 }
 
 static void log_pg(const char *what, const char *projection, PGconn *conn, const PGresult *res)

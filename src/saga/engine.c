@@ -109,14 +109,6 @@ enum fd_err fd_saga_send(struct fd_saga_ctx *ctx, const struct fd_aggregate_type
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static long long lock_key(const char *name)
-{
-	uint64_t h = 1469598103934665603ULL;
-	for (const char *s = name; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-	return (long long)(h & 0x7fffffffffffffffULL);
-}
-
 static void kick(struct fd_saga_engine *e)
 {
 	pthread_mutex_lock(&e->mu);
@@ -495,7 +487,7 @@ done:
 static bool intake_take(struct fd_saga_engine *e, PGconn *conn)
 {
 	char key[24];
-	snprintf(key, sizeof key, "%lld", lock_key("factd.saga.intake"));
+	snprintf(key, sizeof key, "%lld", fd_lock_key("factd.saga.intake", ""));
 	const char *kp[] = { key };
 	PGresult *res = fd_saga_sql(conn, "SELECT pg_try_advisory_lock($1::bigint)", 1, kp);
 	bool got = res && strcmp(PQgetvalue(res, 0, 0), "t") == 0;

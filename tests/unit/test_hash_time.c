@@ -317,3 +317,11 @@ Test(rfc3339, format_parse_round_trip)
 		cr_assert_eq(back, us, "%s", buf);
 	}
 }
+
+/* Processes of different builds must take the same advisory locks. */
+Test(lock_key, is_fnv1a_of_namespace_then_name_and_never_negative)
+{
+	cr_assert_eq(fd_lock_key("factd.projection:", "order_summaries"), 6995880975446998963LL);
+	cr_assert_eq(fd_lock_key("factd.projection:", "order_summaries"), fd_lock_key("factd.projection:order_summaries", ""));
+	cr_assert_geq(fd_lock_key("factd.saga.intake", ""), 0);
+}
