@@ -99,70 +99,82 @@ enum fd_err fd_saga_row_parse(const PGresult *res, int i, unsigned time_pct, str
 	return FD_OK;
 }
 
+/* A state's columns as statement parameters.  False on NOMEM; release with row_text_free either way. */
+struct row_text {
+	char step[16], attempts[16];
+	char due[24];  /* "keep", "none" or milliseconds from now */
+	char *completed, *seen, *data;
+};
+
+static bool row_text(const struct fd_saga_state *st, struct row_text *t)
+{
+	snprintf(t->step, sizeof t->step, "%d", st->current);
+	snprintf(t->attempts, sizeof t->attempts, "%u", st->attempts);
+	if (st->due == FD_DUE_KEEP)
+		snprintf(t->due, sizeof t->due, "keep");
+	else if (st->due == FD_DUE_NONE)
+		snprintf(t->due, sizeof t->due, "none");
+	else
+		snprintf(t->due, sizeof t->due, "%lld", (long long)st->due_ms);
+	t->completed = json_dumps(st->completed, JSON_COMPACT);
+	t->seen = json_dumps(st->seen, JSON_COMPACT);
+	t->data = json_dumps(st->data, JSON_COMPACT);
+	return t->completed && t->seen && t->data;
+}
+
+static void row_text_free(struct row_text *t)
+{
+	free(t->completed);
+	free(t->seen);
+	free(t->data);
+}
+
+static enum fd_err write_row(PGconn *conn, const char *sql, const char *const *params, int n)
+{
+	PGresult *res = fd_saga_sql(conn, sql, n, params);
+	PQclear(res);
+	return res ? FD_OK : FD_ERR_IO;
+}
+
 enum fd_err fd_saga_row_save(PGconn *conn, const struct fd_saga_state *st)
 {
-	char step[16], attempts[16], due[24];
-	snprintf(step, sizeof step, "%d", st->current);
-	snprintf(attempts, sizeof attempts, "%u", st->attempts);
-	if (st->due == FD_DUE_KEEP)
-		snprintf(due, sizeof due, "keep");
-	else if (st->due == FD_DUE_NONE)
-		snprintf(due, sizeof due, "none");
-	else
-		snprintf(due, sizeof due, "%lld", (long long)st->due_ms);
-	char *completed = json_dumps(st->completed, JSON_COMPACT);
-	char *seen = json_dumps(st->seen, JSON_COMPACT);
-	char *data = json_dumps(st->data, JSON_COMPACT);
+	struct row_text t;
 	enum fd_err err = FD_ERR_NOMEM;
-	if (completed && seen && data) {
-		const char *p[] = { st->id, fd_saga_status_name(st->status), step, fd_saga_phase_name(st->phase),
-				    completed, attempts, due, st->clear_lease ? "t" : "f", seen, data,
+	if (row_text(st, &t)) {
+		const char *p[] = { st->id, fd_saga_status_name(st->status), t.step, fd_saga_phase_name(st->phase),
+				    t.completed, t.attempts, t.due, st->clear_lease ? "t" : "f", t.seen, t.data,
 				    st->error[0] ? st->error : NULL };
-		PGresult *res = fd_saga_sql(
-			conn,
-			"UPDATE sagas SET status = $2, current_step = $3::int, phase = $4, completed_steps = $5::jsonb,"
-			" attempts = $6::int,"
-			" due_at = CASE $7 WHEN 'keep' THEN due_at WHEN 'none' THEN NULL"
-			" ELSE now() + $7::bigint * interval '1 millisecond' END,"
-			" lease_token = CASE WHEN $8::boolean THEN NULL ELSE lease_token END,"
-			" seen = $9::jsonb, data = $10::jsonb, error = $11, version = version + 1, updated_at = now()"
-			" WHERE id = $1::uuid",
-			11, p);
-		err = res ? FD_OK : FD_ERR_IO;
-		PQclear(res);
+		err = write_row(conn,
+				"UPDATE sagas SET status = $2, current_step = $3::int, phase = $4, completed_steps = $5::jsonb,"
+				" attempts = $6::int,"
+				" due_at = CASE $7 WHEN 'keep' THEN due_at WHEN 'none' THEN NULL"
+				" ELSE now() + $7::bigint * interval '1 millisecond' END,"
+				" lease_token = CASE WHEN $8::boolean THEN NULL ELSE lease_token END,"
+				" seen = $9::jsonb, data = $10::jsonb, error = $11, version = version + 1, updated_at = now()"
+				" WHERE id = $1::uuid",
+				p, 11);
 	}
-	free(completed);
-	free(seen);
-	free(data);
+	row_text_free(&t);
 	return err;
 }
 
 enum fd_err fd_saga_row_insert(PGconn *conn, const struct fd_saga_state *st, const char *key)
 {
-	char step[16], due[24];
-	snprintf(step, sizeof step, "%d", st->current);
-	snprintf(due, sizeof due, "%lld", (long long)(st->due == FD_DUE_IN ? st->due_ms : -1));
-	char *completed = json_dumps(st->completed, JSON_COMPACT);
-	char *seen = json_dumps(st->seen, JSON_COMPACT);
-	char *data = json_dumps(st->data, JSON_COMPACT);
+	struct row_text t;
 	enum fd_err err = FD_ERR_NOMEM;
-	if (completed && seen && data) {
-		const char *p[] = { st->id, st->type->name, key, fd_saga_status_name(st->status), step,
-				    fd_saga_phase_name(st->phase), completed, due, seen, data,
-				    st->error[0] ? st->error : NULL };
-		PGresult *res = fd_saga_sql(
-			conn,
-			"INSERT INTO sagas (id, type, correlation_key, status, current_step, phase, completed_steps,"
-			" due_at, seen, data, error, created_at) VALUES ($1::uuid, $2, $3, $4, $5::int, $6, $7::jsonb,"
-			" CASE WHEN $8::bigint < 0 THEN NULL ELSE now() + $8::bigint * interval '1 millisecond' END,"
-			" $9::jsonb, $10::jsonb, $11, clock_timestamp()) ON CONFLICT (id) DO NOTHING",
-			11, p);
-		err = res ? FD_OK : FD_ERR_IO;
-		PQclear(res);
+	if (row_text(st, &t)) {
+		const char *p[] = { st->id, st->type->name, key, fd_saga_status_name(st->status), t.step,
+				    fd_saga_phase_name(st->phase), t.completed, t.due, t.seen, t.data,
+				    st->error[0] ? st->error : NULL, t.attempts };
+		err = write_row(conn,
+				"INSERT INTO sagas (id, type, correlation_key, status, current_step, phase, completed_steps,"
+				" due_at, seen, data, error, attempts, created_at)"
+				" VALUES ($1::uuid, $2, $3, $4, $5::int, $6, $7::jsonb,"
+				" CASE WHEN $8 IN ('keep', 'none') THEN NULL ELSE now() + $8::bigint * interval '1 millisecond' END,"
+				" $9::jsonb, $10::jsonb, $11, $12::int, clock_timestamp()) ON CONFLICT (id) DO NOTHING",
+				p, 12);
 	}
-	free(completed);
-	free(seen);
-	free(data);
+	row_text_free(&t);
 	return err;
 }
 
