@@ -47,6 +47,7 @@ static int serve(const struct fd_config *cfg)
 		goto done;
 	}
 	fd_pool_set_metrics(pool, metrics);
+	fd_pool_set_append_batches(pool, cfg->append_batches);
 	enum fd_err err = fd_store_check_feed_horizon(pool);
 	if (err == FD_ERR_CONFLICT) {
 		fd_log(FD_LOG_ERROR, "stored events carry transaction ids ahead of this cluster (was it restored from "

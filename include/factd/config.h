@@ -22,6 +22,7 @@ struct fd_config {
 	char *database_url;       /* FACTD_DATABASE_URL, libpq conninfo or URI */
 	unsigned workers;         /* FACTD_WORKERS: HTTP worker threads */
 	unsigned pool_size;       /* FACTD_POOL_SIZE: PostgreSQL connections, default = workers */
+	unsigned append_batches;  /* FACTD_APPEND_BATCHES: group-committed append batches at once; 0 = off */
 	unsigned pool_timeout_ms; /* FACTD_POOL_TIMEOUT_MS: wait for a free connection */
 	size_t max_body;          /* FACTD_MAX_BODY bytes, default 1 MiB */
 	unsigned max_append_events; /* FACTD_MAX_APPEND_EVENTS per request */

@@ -94,6 +94,8 @@ enum fd_metrics_command {
 void fd_metrics_command(struct fd_metrics *m, const char *aggregate, enum fd_metrics_command result);
 /* One version conflict the command bus met appending (factd_command_conflicts_total{aggregate}). */
 void fd_metrics_command_conflict(struct fd_metrics *m, const char *aggregate);
+/* One batch of `appends` appends run together (factd_append_batches_total, factd_append_batched_total). */
+void fd_metrics_append_batch(struct fd_metrics *m, size_t appends);
 /* One aggregate snapshot written (factd_snapshots_written_total). */
 void fd_metrics_snapshot_written(struct fd_metrics *m);
 
@@ -103,6 +105,7 @@ struct fd_metrics_pool {
 	unsigned open;     /* established */
 	unsigned in_use;   /* handed out */
 	unsigned waiting;  /* threads waiting for one */
+	unsigned append_queue; /* appends waiting to join a batch */
 };
 
 /*

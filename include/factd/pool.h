@@ -22,6 +22,7 @@ struct fd_pool_stats {
 	unsigned open;     /* connections currently established */
 	unsigned in_use;   /* handed out right now */
 	unsigned waiting;  /* threads blocked in acquire */
+	unsigned append_queue; /* appends waiting to join a batch (fd_pool_set_append_batches) */
 };
 
 /*
@@ -65,6 +66,15 @@ void fd_pool_set_metrics(struct fd_pool *pool, struct fd_metrics *metrics);
 struct fd_notifier;
 void fd_pool_set_notifier(struct fd_pool *pool, struct fd_notifier *notifier);
 struct fd_notifier *fd_pool_notifier(const struct fd_pool *pool);
+
+/*
+ * Appends from concurrent requests share transactions (group commit, see
+ * src/store/batch.c): at most max_inflight such batches run at once; 0 turns
+ * it off, so every append is its own transaction.  FD_POOL_APPEND_BATCHES by
+ * default.  Call before the pool is shared between threads.
+ */
+enum { FD_POOL_APPEND_BATCHES = 4 };
+void fd_pool_set_append_batches(struct fd_pool *pool, unsigned max_inflight);
 
 /* One prepared statement: the pool prepares all of them on each new connection. */
 struct fd_stmt {

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "factd/log.h"
+#include "factd/pool.h"
 
 static const char usage[] =
 	"usage: factd [serve|migrate] [--no-migrate] [--help] [--version]\n"
@@ -27,6 +28,8 @@ static const char usage[] =
 	"  FACTD_LISTEN             host:port to listen on (default 127.0.0.1:8080)\n"
 	"  FACTD_WORKERS            default pool size; every connection has its own thread (default 16)\n"
 	"  FACTD_POOL_SIZE          PostgreSQL connections (default = FACTD_WORKERS)\n"
+	"  FACTD_APPEND_BATCHES     appends of concurrent requests share a transaction, at most this many\n"
+	"                           such transactions at once; 0 = every append alone (default 4)\n"
 	"  FACTD_POOL_TIMEOUT_MS    wait for a free connection before 503 (default 5000)\n"
 	"  FACTD_MAX_BODY           largest request body in bytes (default 1048576)\n"
 	"  FACTD_MAX_APPEND_EVENTS  events in one append (default 1000)\n"
@@ -75,6 +78,7 @@ enum fd_err fd_config_defaults(struct fd_config *cfg)
 	cfg->port = 8080;
 	cfg->workers = 16;
 	cfg->pool_size = 0;
+	cfg->append_batches = FD_POOL_APPEND_BATCHES;
 	cfg->pool_timeout_ms = 5000;
 	cfg->max_body = 1024 * 1024;
 	cfg->max_append_events = 1000;
@@ -137,6 +141,7 @@ struct num_opt {
 static const struct num_opt num_opts[] = {
 	NUM("FACTD_WORKERS", workers, 1, 1024),
 	NUM("FACTD_POOL_SIZE", pool_size, 1, 1024),
+	NUM("FACTD_APPEND_BATCHES", append_batches, 0, 1024),
 	NUM("FACTD_POOL_TIMEOUT_MS", pool_timeout_ms, 1, 600000),
 	NUM("FACTD_MAX_BODY", max_body, 1024, 1ULL << 30),
 	NUM("FACTD_MAX_APPEND_EVENTS", max_append_events, 1, 100000),

@@ -94,6 +94,8 @@ struct fd_metrics {
 	_Atomic uint64_t appends[FD_METRICS_APPEND_COUNT];
 	_Atomic uint64_t events;
 	_Atomic uint64_t snapshots;
+	_Atomic uint64_t batches;          /* group-committed append batches run */
+	_Atomic uint64_t batched;          /* appends those batches carried */
 };
 
 static void add(_Atomic uint64_t *c, uint64_t n)
@@ -191,6 +193,8 @@ enum fd_err fd_metrics_new(const struct fd_metrics_config *cfg, struct fd_metric
 		atomic_init(&m->appends[i], 0);
 	atomic_init(&m->events, 0);
 	atomic_init(&m->snapshots, 0);
+	atomic_init(&m->batches, 0);
+	atomic_init(&m->batched, 0);
 	*out = m;
 	m = NULL;
 done:
@@ -270,6 +274,14 @@ void fd_metrics_snapshot_written(struct fd_metrics *m)
 {
 	if (m)
 		add(&m->snapshots, 1);
+}
+
+void fd_metrics_append_batch(struct fd_metrics *m, size_t appends)
+{
+	if (m) {
+		add(&m->batches, 1);
+		add(&m->batched, appends);
+	}
 }
 
 /* ---- exposition --------------------------------------------------------- */
@@ -387,6 +399,15 @@ static enum fd_err render_store(const struct fd_metrics *m, struct fd_buf *b)
 		err = family(b, "factd_snapshots_written_total", "counter", "Aggregate snapshots written.");
 	if (!err)
 		err = fd_buf_appendf(b, "factd_snapshots_written_total %" PRIu64 "\n", get(&m->snapshots));
+	if (!err)
+		err = family(b, "factd_append_batches_total", "counter",
+			     "Transactions that carried the appends of concurrent requests together (group commit).");
+	if (!err)
+		err = fd_buf_appendf(b, "factd_append_batches_total %" PRIu64 "\n", get(&m->batches));
+	if (!err)
+		err = family(b, "factd_append_batched_total", "counter", "Appends sent in those transactions.");
+	if (!err)
+		err = fd_buf_appendf(b, "factd_append_batched_total %" PRIu64 "\n", get(&m->batched));
 	return err;
 }
 
@@ -434,6 +455,10 @@ static enum fd_err render_pool(const struct fd_metrics_pool *p, struct fd_buf *b
 		err = family(b, "factd_db_pool_waiting", "gauge", "Threads waiting for a free PostgreSQL pool connection.");
 	if (!err)
 		err = fd_buf_appendf(b, "factd_db_pool_waiting %u\n", p->waiting);
+	if (!err)
+		err = family(b, "factd_append_queue", "gauge", "Appends waiting to join a group-committed batch.");
+	if (!err)
+		err = fd_buf_appendf(b, "factd_append_queue %u\n", p->append_queue);
 	return err;
 }
 

@@ -128,7 +128,8 @@ void fd_api_metrics(struct fd_req *req, struct fd_resp *resp)
 	if (req->app->pool) {
 		struct fd_pool_stats s;
 		fd_pool_stats(req->app->pool, &s);
-		pool = (struct fd_metrics_pool){ .size = s.size, .open = s.open, .in_use = s.in_use, .waiting = s.waiting };
+		pool = (struct fd_metrics_pool){ .size = s.size, .open = s.open, .in_use = s.in_use, .waiting = s.waiting,
+						 .append_queue = s.append_queue };
 	}
 	enum fd_err err = fd_metrics_render(req->app->metrics, req->app->pool ? &pool : NULL, &out);
 	if (!err && req->app->pool) {

@@ -79,6 +79,34 @@
 	" SELECT s.cur, (SELECT max(ins.seq) FROM ins), pg_current_xact_id()::text FROM s"
 
 /*
+ * Appends of several requests in one statement (batch.c).  Per request:
+ * $1 stream, $2 category, $3 expected version (< 0: any), $4 event count; per
+ * event: $5..$8 id, type, data, metadata, $9 its request (1-based), $10 its
+ * place in the request (1-based).  The streams must be distinct.  l takes
+ * the rows of the streams nobody else holds, without waiting (batch.c says
+ * why); the requests whose version matches are written.  One row per
+ * request, in order: its number, the version it appended after (NULL: not
+ * written), its last seq, the stream's version under lock (NULL: missing or
+ * held elsewhere), the transaction id.
+ */
+#define APPEND_BATCH_SQL                                                                             \
+	"WITH r AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::int[])"           \
+	"  WITH ORDINALITY AS r(stream, category, expected, n, i)),"                                  \
+	" l AS (SELECT s.stream_id, s.version FROM streams s WHERE s.stream_id = ANY ($1::text[])"    \
+	"  FOR UPDATE SKIP LOCKED),"                                                                  \
+	" ok AS (SELECT r.i, r.stream, r.category, r.n, l.version AS cur FROM r"                      \
+	"  JOIN l ON l.stream_id = r.stream WHERE r.expected < 0 OR r.expected = l.version),"         \
+	" u AS (UPDATE streams s SET version = ok.cur + ok.n, updated_at = now() FROM ok"             \
+	"  WHERE s.stream_id = ok.stream),"                                                           \
+	" ins AS (INSERT INTO events (event_id, stream_id, category, version, type, data, metadata)" \
+	"  SELECT e.id, ok.stream, ok.category, ok.cur + e.ord, e.type, e.data, e.meta"               \
+	"  FROM unnest($5::uuid[], $6::text[], $7::jsonb[], $8::jsonb[], $9::int[], $10::int[])"      \
+	"  AS e(id, type, data, meta, req, ord) JOIN ok ON ok.i = e.req RETURNING seq, stream_id)"    \
+	" SELECT r.i, ok.cur, (SELECT max(ins.seq) FROM ins WHERE ins.stream_id = r.stream),"         \
+	"  l.version, pg_current_xact_id()::text"                                                     \
+	" FROM r LEFT JOIN ok ON ok.i = r.i LEFT JOIN l ON l.stream_id = r.stream ORDER BY r.i"
+
+/*
  * snapshots.c: load a stream for an aggregate.  $1 stream, $2 snapshot schema
  * (< 0: use none), $3 max version (0: latest).  One row when the stream
  * exists: its version, the chosen snapshot's version and state (NULL when
@@ -156,6 +184,11 @@ const struct fd_stmt fd_store_statements[] = {
 			"INSERT INTO streams (stream_id, category, version) VALUES ($1::text, $2::text, $7::bigint)"
 			" ON CONFLICT (stream_id) DO NOTHING RETURNING 0::bigint AS cur"),
 		.nparams = 7,
+	},
+	[ST_APPEND_BATCH] = {
+		.name = "fd_store_append_batch",
+		.sql = APPEND_BATCH_SQL,
+		.nparams = 10,
 	},
 	[ST_READ_STREAM] = {
 		.name = "fd_store_read_stream",
@@ -301,8 +334,8 @@ enum fd_err fd_store_run_ex(struct fd_pool *pool, enum fd_stmt_id id, const char
 	}
 }
 
-/* Append s as a double-quoted element of a PostgreSQL array literal. */
-static enum fd_err array_elem(struct fd_buf *b, const char *s, bool first)
+/* The contract is in internal.h. */
+enum fd_err fd_store_array_elem(struct fd_buf *b, const char *s, bool first)
 {
 	enum fd_err err = fd_buf_append(b, first ? "\"" : ",\"", first ? 1 : 2);
 	while (!err && *s) {
@@ -357,13 +390,13 @@ static enum fd_err build_arrays(const struct fd_event_in *events, size_t n, stru
 		char uuid[FD_UUID_STRLEN + 1];
 		fd_uuid_format(&ev->event_id, uuid);
 		*any_id_given = *any_id_given || ev->id_given;
-		err = array_elem(&a->ids, uuid, i == 0);
+		err = fd_store_array_elem(&a->ids, uuid, i == 0);
 		if (!err)
-			err = array_elem(&a->types, ev->type, i == 0);
+			err = fd_store_array_elem(&a->types, ev->type, i == 0);
 		if (!err)
-			err = array_elem(&a->data, ev->data_json, i == 0);
+			err = fd_store_array_elem(&a->data, ev->data_json, i == 0);
 		if (!err)
-			err = array_elem(&a->metadata, ev->metadata_json ? ev->metadata_json : "{}", i == 0);
+			err = fd_store_array_elem(&a->metadata, ev->metadata_json ? ev->metadata_json : "{}", i == 0);
 	}
 	if (!err)
 		err = fd_buf_append(&a->ids, "}", 1);
@@ -457,15 +490,22 @@ enum fd_err fd_store_append(struct fd_pool *pool, const char *stream, struct fd_
 	fd_stream_category(stream, category, sizeof category);
 	snprintf(version, sizeof version, "%lld",
 		 (long long)(expected.kind == FD_EXPECT_EXACT ? expected.version : 0));
-	if ((err = build_arrays(events, n, &arrays, &any_id_given)))
-		goto done;
+	for (size_t i = 0; i < n; i++)
+		any_id_given = any_id_given || events[i].id_given;
 
 	bool lost = false;
-	if (!any_id_given && (err = append_fast(pool, stream, category, expected, &arrays, n, out, &lost)) != FD_ERR_NOTFOUND) {
+	struct fd_batcher *batcher = fd_pool_batcher(pool);
+	if (!any_id_given && fd_batcher_accepts(batcher, expected, n) &&
+	    (err = fd_batch_append(pool, batcher, stream, category, expected, events, n, out, &lost)) != FD_ERR_NOTFOUND)
+		goto done;
+	if ((err = build_arrays(events, n, &arrays, &any_id_given)))
+		goto done;
+	if (!any_id_given && !lost &&
+	    (err = append_fast(pool, stream, category, expected, &arrays, n, out, &lost)) != FD_ERR_NOTFOUND) {
 		if (!lost)
 			goto done;
-		/* It may have committed: fd_append checks the ids (params[8]) and recognises it. */
 	}
+	/* After a lost connection it may have committed: fd_append checks the ids (params[8]) and recognises it. */
 	err = FD_OK;
 	params[0] = stream;
 	params[1] = category;
@@ -615,7 +655,7 @@ enum fd_err fd_store_read_feed(struct fd_pool *pool, struct fd_cursor after, con
 			err = FD_ERR_INVAL;
 			goto done;
 		}
-		err = array_elem(&types, filter->types[i], i == 0);
+		err = fd_store_array_elem(&types, filter->types[i], i == 0);
 	}
 	if (!err && ntypes)
 		err = fd_buf_append(&types, "}", 1);

@@ -14,7 +14,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "factd/buf.h"
 #include "factd/error.h"
+#include "factd/events.h"
 #include "factd/pool.h"
 
 enum fd_stmt_id {
@@ -22,6 +24,7 @@ enum fd_stmt_id {
 	ST_APPEND,
 	ST_APPEND_NEXT,
 	ST_APPEND_CREATE,
+	ST_APPEND_BATCH,
 	ST_READ_STREAM,
 	ST_FEED,
 	ST_FEED_CAT,
@@ -63,7 +66,6 @@ FD_MUST_USE enum fd_err fd_store_run_ex(struct fd_pool *pool, enum fd_stmt_id id
 #define FD_EVENT_COLS "e.event_id, e.stream_id, e.version, e.type, e.data, e.metadata, e.recorded_at, e.tx_id, e.seq"
 enum { FD_EVENT_NCOLS = 9 };
 
-struct fd_buf;
 /*
  * Append the event in columns col..col+8 of row (FD_EVENT_COLS, binary) to b
  * as the JSON object fd_event_json renders, byte for byte.  FD_ERR_INTERNAL
@@ -73,6 +75,34 @@ FD_MUST_USE enum fd_err fd_render_event(struct fd_buf *b, const PGresult *res, i
 
 /* A binary int8 or xid8 column; false when NULL or not 8 bytes. */
 bool fd_bin_u64(const PGresult *res, int row, int col, uint64_t *out);
+
+/* events.c: append s as a double-quoted element of a PostgreSQL array literal (first: no comma). */
+FD_MUST_USE enum fd_err fd_store_array_elem(struct fd_buf *b, const char *s, bool first);
+
+/*
+ * batch.c: group commit of appends (see there).  A batcher belongs to a pool
+ * (fd_pool_batcher) and lets at most max_inflight batches run at once; 0
+ * turns batching off.
+ */
+struct fd_batcher;
+FD_MUST_USE enum fd_err fd_batcher_new(unsigned max_inflight, struct fd_batcher **out);
+void fd_batcher_free(struct fd_batcher *b);
+void fd_batcher_set_max(struct fd_batcher *b, unsigned max_inflight);
+struct fd_batcher *fd_pool_batcher(const struct fd_pool *pool);
+/* Appends waiting in the queue now. */
+unsigned fd_batcher_queued(struct fd_batcher *b);
+/* Whether an append of n events at `expected` may go through fd_batch_append. */
+bool fd_batcher_accepts(const struct fd_batcher *b, struct fd_expected expected, size_t n);
+/*
+ * Append as part of a batch.  FD_OK: written, out set.  FD_ERR_CONFLICT: the
+ * version did not match, out->current_version set.  FD_ERR_NOTFOUND: not
+ * written here; append alone.  *lost: the batch's connection broke, so the
+ * events may have been written: the single append must check their ids.
+ */
+FD_MUST_USE enum fd_err fd_batch_append(struct fd_pool *pool, struct fd_batcher *b, const char *stream,
+					const char *category, struct fd_expected expected,
+					const struct fd_event_in *events, size_t n, struct fd_append_result *out,
+					bool *lost);
 
 /* The registry the store records into (pool.c; see fd_pool_set_metrics), or NULL. */
 struct fd_metrics *fd_pool_metrics(const struct fd_pool *pool);

@@ -39,6 +39,7 @@ struct fd_pool {
 	unsigned waiting;
 	struct fd_metrics *metrics;  /* set before threads share the pool; read-only after */
 	struct fd_notifier *notifier; /* woken after each append commits; same rule */
+	struct fd_batcher *batcher;   /* group commit of appends (batch.c) */
 	struct slot slots[];
 };
 
@@ -64,8 +65,8 @@ enum fd_err fd_pool_new(const char *conninfo, unsigned size, unsigned acquire_ti
 	pool->size = size;
 	pool->timeout_ms = acquire_timeout_ms;
 	pool->conninfo = strdup(conninfo);
-	if (!pool->conninfo) {
-		err = FD_ERR_NOMEM;
+	if (!pool->conninfo || (err = fd_batcher_new(FD_POOL_APPEND_BATCHES, &pool->batcher))) {
+		err = err ? err : FD_ERR_NOMEM;
 		goto done;
 	}
 	if (pthread_mutex_init(&pool->mu, NULL) != 0) {
@@ -91,6 +92,7 @@ done:
 	if (pool) {
 		if (mu_ok)
 			pthread_mutex_destroy(&pool->mu);
+		fd_batcher_free(pool->batcher);
 		free(pool->conninfo);
 		free(pool);
 	}
@@ -106,6 +108,7 @@ void fd_pool_free(struct fd_pool *pool)
 			PQfinish(pool->slots[i].conn);
 	pthread_cond_destroy(&pool->freed);
 	pthread_mutex_destroy(&pool->mu);
+	fd_batcher_free(pool->batcher);
 	free(pool->conninfo);
 	free(pool);
 }
@@ -342,6 +345,7 @@ void fd_pool_stats(struct fd_pool *pool, struct fd_pool_stats *out)
 	out->in_use = pool->in_use;
 	out->waiting = pool->waiting;
 	pthread_mutex_unlock(&pool->mu);
+	out->append_queue = fd_batcher_queued(pool->batcher);
 }
 
 void fd_pool_set_metrics(struct fd_pool *pool, struct fd_metrics *metrics)
@@ -396,4 +400,14 @@ enum fd_err fd_pg_classify(PGconn *conn, const PGresult *res)
 bool fd_pg_conn_broken(PGconn *conn, enum fd_err err)
 {
 	return !conn || PQstatus(conn) != CONNECTION_OK || err == FD_ERR_UNAVAILABLE;
+}
+
+void fd_pool_set_append_batches(struct fd_pool *pool, unsigned max_inflight)
+{
+	fd_batcher_set_max(pool->batcher, max_inflight);
+}
+
+struct fd_batcher *fd_pool_batcher(const struct fd_pool *pool)
+{
+	return pool ? pool->batcher : NULL;
 }

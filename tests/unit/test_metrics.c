@@ -397,6 +397,13 @@ static const char expected_text[] =
 	"# HELP factd_snapshots_written_total Aggregate snapshots written.\n"
 	"# TYPE factd_snapshots_written_total counter\n"
 	"factd_snapshots_written_total 1\n"
+	"# HELP factd_append_batches_total Transactions that carried the appends of concurrent requests together (group "
+	"commit).\n"
+	"# TYPE factd_append_batches_total counter\n"
+	"factd_append_batches_total 2\n"
+	"# HELP factd_append_batched_total Appends sent in those transactions.\n"
+	"# TYPE factd_append_batched_total counter\n"
+	"factd_append_batched_total 7\n"
 	"# HELP factd_commands_total Commands handled by the command bus, by aggregate type and result.\n"
 	"# TYPE factd_commands_total counter\n"
 	"factd_commands_total{aggregate=\"order\",result=\"ok\"} 1\n"
@@ -428,6 +435,9 @@ static const char expected_text[] =
 	"# HELP factd_db_pool_waiting Threads waiting for a free PostgreSQL pool connection.\n"
 	"# TYPE factd_db_pool_waiting gauge\n"
 	"factd_db_pool_waiting 3\n"
+	"# HELP factd_append_queue Appends waiting to join a group-committed batch.\n"
+	"# TYPE factd_append_queue gauge\n"
+	"factd_append_queue 5\n"
 	"# HELP factd_process_start_time_seconds Start time of the process since the Unix epoch in seconds.\n"
 	"# TYPE factd_process_start_time_seconds gauge\n"
 	"factd_process_start_time_seconds @START@\n"
@@ -457,8 +467,10 @@ Test(metrics_text, exact_exposition)
 	fd_metrics_command_conflict(m, "order");
 	fd_metrics_command_conflict(m, "order");
 	fd_metrics_snapshot_written(m);
+	fd_metrics_append_batch(m, 3);
+	fd_metrics_append_batch(m, 4);
 
-	struct fd_metrics_pool pool = { .size = 4, .open = 2, .in_use = 1, .waiting = 3 };
+	struct fd_metrics_pool pool = { .size = 4, .open = 2, .in_use = 1, .waiting = 3, .append_queue = 5 };
 	char *text = render(m, &pool);
 
 	/* Everything but the start time is fixed; the start time is checked on its own. */
@@ -479,7 +491,7 @@ Test(metrics_text, exact_exposition)
 			 at + strlen("@START@"));
 	cr_assert_gt(n, 0);
 	cr_assert_str_eq(text, want);
-	cr_assert_eq(check_format(text), 84);
+	cr_assert_eq(check_format(text), 87);
 	free(want);
 	free(text);
 	fd_metrics_free(m);

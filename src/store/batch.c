@@ -1,0 +1,332 @@
+/*
+ * batch.c - group commit for appends: concurrent appends from different
+ * requests share one statement and one transaction.
+ *
+ * Why: an append alone is one transaction, and on a small machine most of
+ * PostgreSQL's time per append goes to what every transaction pays (start,
+ * commit, the WAL flush, the statement's parse, plan and executor start-up),
+ * not to the rows.  A set-based statement that appends to k streams costs
+ * little more than one that appends to a single stream.
+ *
+ * How: a thread that wants to append queues its request.  At most
+ * `max_inflight` batches run at once; when fewer do, the thread leads a batch
+ * itself at once (so an append on an idle server waits for nobody).
+ * Otherwise it waits, and requests pile up while the running batches are in
+ * the database; when a leader finishes it hands its turn to the oldest
+ * waiting request, which then takes everything queued (up to MAX_REQUESTS
+ * requests of distinct streams, MAX_EVENTS events) into the next batch.  The
+ * batch size thus follows the load, with no timer and no added latency.
+ *
+ * Each request keeps its own version check and its own answer.  The batch
+ * statement (ST_APPEND_BATCH in events.c) locks the streams' rows with
+ * FOR UPDATE SKIP LOCKED, appends to every stream whose version matches, and
+ * reports per request: written (with its versions and position), a conflict
+ * (with the stream's version, read under the lock), or "not here" - the
+ * stream does not exist, or another transaction holds its row.  "Not here"
+ * and every failure of the statement as a whole go back to the caller, which
+ * appends alone through fd_append exactly as without batching: a failed
+ * statement wrote nothing, and a lost connection is handled as for a single
+ * append (the retry checks the event ids).
+ *
+ * Why SKIP LOCKED: the feed orders events by writing transaction id, and
+ * promises that a stream's events appear in version order.  A transaction
+ * gets its id at its first write; a batch's first write is the first row it
+ * locks.  If a batch waited for a stream row after that, a single append
+ * could take the row meanwhile, get a later id, and commit an earlier version
+ * of the stream under it.  A batch never waits for a stream row, so every
+ * stream it writes was already its own when it got its id.
+ *
+ * Only appends to existing streams with server-made event ids are batched
+ * (the bulk of the traffic: commands and appends at a known version).  A new
+ * stream, client-chosen ids (idempotency), and large appends take the
+ * single-append path.
+ *
+ * Threading: fd_batch_append from any thread; the queue and the counters are
+ * under one mutex, every waiter sleeps on its own condition variable, and a
+ * leader runs its batch without the mutex.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "factd/buf.h"
+#include "factd/log.h"
+#include "factd/metrics.h"
+#include "internal.h"
+
+enum {
+	MAX_REQUESTS = 64,      /* requests in one batch */
+	MAX_EVENTS = 1000,      /* events in one batch */
+	MAX_BATCHED_EVENTS = 16 /* larger appends go alone */
+};
+
+struct pending {
+	/* the request, borrowed from the caller */
+	const char *stream;
+	const char *category;
+	struct fd_expected expected;
+	const struct fd_event_in *events;
+	size_t n;
+	/* the answer */
+	struct fd_append_result *out;
+	enum fd_err err;
+	bool lost;
+	/* the queue */
+	bool done;               /* answered (set by the leader that ran it) */
+	bool lead;               /* handed a turn to lead a batch */
+	pthread_cond_t wake;
+	struct pending *next;
+};
+
+struct fd_batcher {
+	pthread_mutex_t mu;
+	struct pending *head;
+	struct pending **tail;
+	unsigned queued;        /* requests in the queue */
+	unsigned inflight;      /* batches running, or turns handed out and not yet taken */
+	unsigned max_inflight;  /* 0: batching is off */
+};
+
+enum fd_err fd_batcher_new(unsigned max_inflight, struct fd_batcher **out)
+{
+	struct fd_batcher *b = calloc(1, sizeof *b);
+	*out = NULL;
+	if (!b)
+		return FD_ERR_NOMEM;
+	if (pthread_mutex_init(&b->mu, NULL) != 0) {
+		free(b);
+		return FD_ERR_INTERNAL;
+	}
+	b->tail = &b->head;
+	b->max_inflight = max_inflight;
+	*out = b;
+	return FD_OK;
+}
+
+void fd_batcher_free(struct fd_batcher *b)
+{
+	if (!b)
+		return;
+	pthread_mutex_destroy(&b->mu);
+	free(b);
+}
+
+void fd_batcher_set_max(struct fd_batcher *b, unsigned max_inflight)
+{
+	pthread_mutex_lock(&b->mu);
+	b->max_inflight = max_inflight;
+	pthread_mutex_unlock(&b->mu);
+}
+
+unsigned fd_batcher_queued(struct fd_batcher *b)
+{
+	pthread_mutex_lock(&b->mu);
+	unsigned n = b->queued;
+	pthread_mutex_unlock(&b->mu);
+	return n;
+}
+
+bool fd_batcher_accepts(const struct fd_batcher *b, struct fd_expected expected, size_t n)
+{
+	/* max_inflight is set before the pool is shared; read without the lock. */
+	return b && b->max_inflight > 0 && n >= 1 && n <= MAX_BATCHED_EVENTS &&
+	       (expected.kind == FD_EXPECT_ANY || expected.kind == FD_EXPECT_EXISTS ||
+		(expected.kind == FD_EXPECT_EXACT && expected.version > 0));
+}
+
+/*
+ * Unlink from the queue the requests of the next batch: oldest first, one per
+ * stream, skipping requests that were handed a turn (they lead their own).
+ * Lock held.
+ */
+static size_t take_batch(struct fd_batcher *b, struct pending **batch)
+{
+	size_t k = 0, events = 0;
+	struct pending **link = &b->head;
+	while (*link && k < MAX_REQUESTS) {
+		struct pending *p = *link;
+		bool take = !p->lead && events + p->n <= MAX_EVENTS;
+		for (size_t i = 0; take && i < k; i++)
+			take = strcmp(batch[i]->stream, p->stream) != 0;
+		if (!take) {
+			link = &p->next;
+			continue;
+		}
+		*link = p->next;
+		p->next = NULL;
+		batch[k++] = p;
+		events += p->n;
+		b->queued--;
+	}
+	b->tail = link;
+	while (*b->tail)
+		b->tail = &(*b->tail)->next;
+	return k;
+}
+
+/* The batch statement's parameters: ten array literals. */
+enum { P_STREAM, P_CATEGORY, P_EXPECTED, P_COUNT, P_ID, P_TYPE, P_DATA, P_META, P_REQ, P_ORD, P_N };
+
+static enum fd_err number_elem(struct fd_buf *b, long long v, bool first)
+{
+	char s[32];
+	int len = snprintf(s, sizeof s, "%s%lld", first ? "" : ",", v);
+	return fd_buf_append(b, s, (size_t)len);
+}
+
+static enum fd_err build_params(struct pending *const *batch, size_t k, struct fd_buf *a)
+{
+	enum fd_err err = FD_OK;
+	bool first_event = true;
+	for (int j = 0; j < P_N && !err; j++)
+		err = fd_buf_append(&a[j], "{", 1);
+	for (size_t i = 0; i < k && !err; i++) {
+		const struct pending *p = batch[i];
+		bool first = i == 0;
+		long long expected = p->expected.kind == FD_EXPECT_EXACT ? (long long)p->expected.version : -1;
+		err = fd_store_array_elem(&a[P_STREAM], p->stream, first);
+		if (!err)
+			err = fd_store_array_elem(&a[P_CATEGORY], p->category, first);
+		if (!err)
+			err = number_elem(&a[P_EXPECTED], expected, first);
+		if (!err)
+			err = number_elem(&a[P_COUNT], (long long)p->n, first);
+		for (size_t e = 0; e < p->n && !err; e++, first_event = false) {
+			const struct fd_event_in *ev = &p->events[e];
+			char uuid[FD_UUID_STRLEN + 1];
+			fd_uuid_format(&ev->event_id, uuid);
+			err = fd_store_array_elem(&a[P_ID], uuid, first_event);
+			if (!err)
+				err = fd_store_array_elem(&a[P_TYPE], ev->type, first_event);
+			if (!err)
+				err = fd_store_array_elem(&a[P_DATA], ev->data_json, first_event);
+			if (!err)
+				err = fd_store_array_elem(&a[P_META], ev->metadata_json ? ev->metadata_json : "{}",
+							  first_event);
+			if (!err)
+				err = number_elem(&a[P_REQ], (long long)i + 1, first_event);
+			if (!err)
+				err = number_elem(&a[P_ORD], (long long)e + 1, first_event);
+		}
+	}
+	for (int j = 0; j < P_N && !err; j++)
+		err = fd_buf_append(&a[j], "}", 1);
+	return err;
+}
+
+static int64_t int_at(const PGresult *res, int row, int col)
+{
+	return PQgetisnull(res, row, col) ? 0 : strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+/*
+ * Run one batch and set every request's answer.  Result rows, one per request
+ * in order: its number, the version it appended after (NULL: not written),
+ * the last seq it wrote, the stream's version under lock (NULL: missing or
+ * locked elsewhere), the transaction id.
+ */
+static void run_batch(struct fd_pool *pool, struct pending *const *batch, size_t k)
+{
+	struct fd_buf a[P_N];
+	const char *params[P_N];
+	PGresult *res = NULL;
+	bool lost = false;
+	enum fd_err err;
+
+	for (int j = 0; j < P_N; j++)
+		a[j] = (struct fd_buf)FD_BUF_INIT;
+	if (!(err = build_params(batch, k, a))) {
+		for (int j = 0; j < P_N; j++)
+			params[j] = a[j].data;
+		err = fd_store_run_ex(pool, ST_APPEND_BATCH, params, -1, &lost, &res);
+		fd_metrics_append_batch(fd_pool_metrics(pool), k);
+	}
+	if (!err && (PQntuples(res) != (int)k || PQnfields(res) != 5)) {
+		fd_log(FD_LOG_ERROR, "the batch append statement returned an unexpected shape");
+		err = FD_ERR_INTERNAL;
+	}
+	for (size_t i = 0; i < k; i++) {
+		struct pending *p = batch[i];
+		p->lost = lost;
+		if (err) {
+			/* Nothing was written (or, lost, maybe everything): each goes alone. */
+			p->err = FD_ERR_NOTFOUND;
+			continue;
+		}
+		int row = (int)i;
+		if (!PQgetisnull(res, row, 1)) {
+			int64_t cur = int_at(res, row, 1);
+			p->out->first_version = cur + 1;
+			p->out->last_version = cur + (int64_t)p->n;
+			p->out->current_version = p->out->last_version;
+			p->out->position.seq = int_at(res, row, 2);
+			p->out->position.tx = strtoull(PQgetvalue(res, row, 4), NULL, 10);
+			p->err = FD_OK;
+		} else if (!PQgetisnull(res, row, 3)) {
+			p->out->current_version = int_at(res, row, 3);
+			p->err = FD_ERR_CONFLICT;
+		} else {
+			p->err = FD_ERR_NOTFOUND;
+		}
+	}
+	PQclear(res);
+	for (int j = 0; j < P_N; j++)
+		fd_buf_release(&a[j]);
+}
+
+/* A finished leader's turn goes to the oldest waiting request, or back.  Lock held. */
+static void pass_turn(struct fd_batcher *b)
+{
+	struct pending *p = b->head;
+	while (p && p->lead)
+		p = p->next;
+	if (!p) {
+		b->inflight--;
+		return;
+	}
+	p->lead = true;
+	pthread_cond_signal(&p->wake);
+}
+
+enum fd_err fd_batch_append(struct fd_pool *pool, struct fd_batcher *b, const char *stream, const char *category,
+			    struct fd_expected expected, const struct fd_event_in *events, size_t n,
+			    struct fd_append_result *out, bool *lost)
+{
+	struct pending self = { .stream = stream, .category = category, .expected = expected,
+				.events = events, .n = n, .out = out };
+	struct pending *batch[MAX_REQUESTS];
+
+	*lost = false;
+	if (pthread_cond_init(&self.wake, NULL) != 0)
+		return FD_ERR_NOTFOUND;
+	pthread_mutex_lock(&b->mu);
+	*b->tail = &self;
+	b->tail = &self.next;
+	b->queued++;
+	if (b->inflight < b->max_inflight) {
+		b->inflight++;
+		self.lead = true;
+	}
+	for (;;) {
+		while (!self.done && !self.lead)
+			pthread_cond_wait(&self.wake, &b->mu);
+		if (self.done)
+			break;
+		self.lead = false;
+		size_t k = take_batch(b, batch);
+		pthread_mutex_unlock(&b->mu);
+		run_batch(pool, batch, k);
+		pthread_mutex_lock(&b->mu);
+		for (size_t i = 0; i < k; i++) {
+			batch[i]->done = true;
+			if (batch[i] != &self)
+				pthread_cond_signal(&batch[i]->wake);
+		}
+		pass_turn(b);
+	}
+	pthread_mutex_unlock(&b->mu);
+	pthread_cond_destroy(&self.wake);
+	*lost = self.lost;
+	return self.err;
+}
