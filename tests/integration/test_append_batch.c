@@ -276,6 +276,57 @@ Test(append_batch, a_batch_whose_connection_dies_is_written_once, .timeout = 120
 	db_close(&d);
 }
 
+/*
+ * The feed promises each stream's events in version order, and orders by
+ * writing transaction id.  A batch must therefore never wait for a stream row
+ * after it has its transaction id: here a batch for inv-x and inv-s meets
+ * inv-x held by another transaction; a batch that waited (FOR UPDATE
+ * without SKIP LOCKED) would let a later transaction append to inv-s
+ * meanwhile and then write the next version of inv-s under its older id.
+ */
+Test(append_batch, a_batch_never_waits_for_a_stream_row, .timeout = 120)
+{
+	struct db d = db_open(4, 1);
+	create_stream(d.pool, "inv-x"); /* before inv-s in the table, so a batch reaches it first */
+	create_stream(d.pool, "inv-s");
+	create_stream(d.pool, "inv-0");
+
+	PGconn *row_holder = fd_test_connect(d.url);
+	exec_ok(row_holder, "BEGIN");
+	exec_ok(row_holder, "SELECT 1 FROM streams WHERE stream_id = 'inv-x' FOR UPDATE");
+	struct call first = { .pool = d.pool, .stream = "inv-0", .expected = { FD_EXPECT_EXACT, 1 } };
+	PGconn *holder = stall_first_batch(&d, &first);
+	struct call x = { .pool = d.pool, .stream = "inv-x", .expected = { FD_EXPECT_EXACT, 1 } };
+	struct call s = { .pool = d.pool, .stream = "inv-s", .expected = { FD_EXPECT_ANY, 0 } };
+	call_start(&x);
+	call_start(&s);
+	wait_queue(d.pool, 2);
+	exec_ok(holder, "COMMIT"); /* the batch of inv-x and inv-s runs */
+	PQfinish(holder);
+	pthread_join(first.th, NULL);
+	sleep_ms(300);
+
+	/* Another transaction appends to inv-s now, alone (a client id). */
+	struct fd_event_in e = { .type = "Later", .data_json = "{}", .metadata_json = "{}", .id_given = true };
+	struct fd_append_result r;
+	cr_assert_eq(fd_uuid_v7(&e.event_id), FD_OK);
+	cr_assert_eq(fd_store_append(d.pool, "inv-s", (struct fd_expected){ FD_EXPECT_ANY, 0 }, &e, 1, &r), FD_OK);
+	exec_ok(row_holder, "COMMIT");
+	PQfinish(row_holder);
+	pthread_join(x.th, NULL);
+	pthread_join(s.th, NULL);
+
+	cr_assert_eq(x.err, FD_OK, "%s", fd_err_name(x.err));
+	cr_assert_eq(s.err, FD_OK, "%s", fd_err_name(s.err));
+	cr_assert_eq(r.first_version, 3, "the later append came first");
+	cr_assert_eq(s.res.first_version, 2);
+	cr_assert_eq(scalar(d.url, "SELECT count(*) FROM (SELECT version, lag(version) OVER"
+				   " (PARTITION BY stream_id ORDER BY tx_id, seq) AS prev FROM events) o"
+				   " WHERE prev IS NOT NULL AND version <> prev + 1"),
+		     0, "a stream's events are out of version order in the feed");
+	db_close(&d);
+}
+
 /* ---------------------------------------------------------------- under load */
 
 #define LOAD_THREADS 12
