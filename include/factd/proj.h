@@ -63,6 +63,8 @@ struct fd_projection {
 extern const struct fd_projection fd_projections[];
 extern const size_t fd_projections_count;
 const struct fd_projection *fd_projection_find(const char *name);
+/* sql with every "{table}" replaced by table (caller frees); NULL when out of memory. */
+char *fd_projection_sql(const char *sql, const char *table);
 
 struct fd_projector;
 struct fd_metrics;

@@ -17,26 +17,51 @@
 #include <stdlib.h>
 #include <string.h>
 
+char *fd_projection_sql(const char *sql, const char *table)
+{
+	size_t tl = strlen(table), n = 0;
+	for (const char *p = sql; (p = strstr(p, "{table}")); p += 7)
+		n++;
+	char *out = malloc(strlen(sql) + n * tl + 1);
+	if (!out)
+		return NULL;
+	char *o = out;
+	for (const char *p = sql;;) {
+		const char *m = strstr(p, "{table}");
+		size_t k = m ? (size_t)(m - p) : strlen(p);
+		memcpy(o, p, k);
+		o += k;
+		if (!m)
+			break;
+		memcpy(o, table, tl);
+		o += tl;
+		p = m + 7;
+	}
+	*o = '\0';
+	return out;
+}
+
 /*
- * Run one parameterised statement against `table` ("{table}" in sql).  On a
- * connection in pipeline mode (the projector's batches) it is only queued;
- * its result is checked with the rest of the batch (see proj.h).
+ * Run one parameterised statement against `table` (each "{table}" in sql).
+ * On a connection in pipeline mode (the projector's batches) it is only
+ * queued; its result is checked with the rest of the batch (see proj.h).
  */
 static enum fd_err exec_sql(PGconn *conn, const char *table, const char *sql, int n, const char *const *params)
 {
-	char text[2048];
-	const char *mark = strstr(sql, "{table}");
-	if (!mark)
-		snprintf(text, sizeof text, "%s", sql);
-	else
-		snprintf(text, sizeof text, "%.*s%s%s", (int)(mark - sql), sql, table, mark + 7);
-	if (PQpipelineStatus(conn) != PQ_PIPELINE_OFF)
-		return PQsendQueryParams(conn, text, n, NULL, params, NULL, NULL, 0) ? FD_OK : fd_pg_classify(conn, NULL);
-	PGresult *res = PQexecParams(conn, text, n, NULL, params, NULL, NULL, 0);
+	char *text = fd_projection_sql(sql, table);
+	if (!text)
+		return FD_ERR_NOMEM;
 	enum fd_err err = FD_OK;
-	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
-		err = fd_pg_classify(conn, res);
-	PQclear(res);
+	if (PQpipelineStatus(conn) != PQ_PIPELINE_OFF) {
+		if (!PQsendQueryParams(conn, text, n, NULL, params, NULL, NULL, 0))
+			err = fd_pg_classify(conn, NULL);
+	} else {
+		PGresult *res = PQexecParams(conn, text, n, NULL, params, NULL, NULL, 0);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+			err = fd_pg_classify(conn, res);
+		PQclear(res);
+	}
+	free(text);
 	return err;
 }
 

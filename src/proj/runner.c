@@ -81,31 +81,6 @@ static bool run_script(PGconn *conn, const char *sql)
 	return ok;
 }
 
-/* Replace each "{table}" in sql with table (caller frees). */
-static char *with_table(const char *sql, const char *table)
-{
-	size_t tl = strlen(table), n = 0;
-	for (const char *p = sql; (p = strstr(p, "{table}")); p += 7)
-		n++;
-	char *out = malloc(strlen(sql) + n * tl + 1);
-	if (!out)
-		return NULL;
-	char *o = out;
-	for (const char *p = sql;;) {
-		const char *m = strstr(p, "{table}");
-		size_t k = m ? (size_t)(m - p) : strlen(p);
-		memcpy(o, p, k);
-		o += k;
-		if (!m)
-			break;
-		memcpy(o, table, tl);
-		o += tl;
-		p = m + 7;
-	}
-	*o = '\0';
-	return out;
-}
-
 static void drop_conn(struct worker *w)
 {
 	PQfinish(w->conn);
@@ -132,7 +107,7 @@ static bool try_own(struct fd_projector *p, struct worker *w)
 	PQclear(res);
 	if (!got)
 		return false;
-	char *create = with_table(d->create_sql, d->table);
+	char *create = fd_projection_sql(d->create_sql, d->table);
 	const char *np[] = { d->name, d->table, p->owner };
 	res = NULL;
 	bool ok = create && run(w->conn, "BEGIN", 0, NULL, NULL) &&
@@ -330,7 +305,7 @@ static long step(struct fd_projector *p, struct worker *w)
 	if (requested && !rebuilding) {
 		char drop[MAX_TABLE + 40];
 		snprintf(drop, sizeof drop, "DROP TABLE IF EXISTS %s", shadow);
-		char *create = with_table(d->create_sql, shadow);
+		char *create = fd_projection_sql(d->create_sql, shadow);
 		bool ok = create && run_script(w->conn, drop) && run_script(w->conn, create) &&
 			  run(w->conn,
 			      "UPDATE projections SET rebuild_requested = false, rebuilding = true, rebuild_tx_id = '0',"
