@@ -225,6 +225,7 @@ const struct fd_projection fd_projections[] = {
 		.table = "order_summaries",
 		.categories = order_categories,
 		.create_sql = order_summaries_sql,
+		.version = 1,
 		.handle = order_handle,
 	},
 	{
@@ -232,6 +233,7 @@ const struct fd_projection fd_projections[] = {
 		.table = "product_stock",
 		.categories = product_categories,
 		.create_sql = product_stock_sql,
+		.version = 1,
 		.handle = product_handle,
 	},
 };

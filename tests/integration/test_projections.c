@@ -169,6 +169,33 @@ static void assert_equals_replay(struct env *e)
 	PQfinish(c);
 }
 
+/* Whether a rebuild of `name` is asked for or running. */
+static bool rebuild_pending(const char *url, const char *name)
+{
+	char sql[256];
+	snprintf(sql, sizeof sql,
+		 "SELECT count(*) FROM projections WHERE name = '%s' AND (rebuilding OR rebuild_requested)", name);
+	return scalar(url, sql) > 0;
+}
+
+/* The version a projection table is stamped with (0 without a stamp). */
+static long long table_version(const char *url, const char *table)
+{
+	char sql[256];
+	snprintf(sql, sizeof sql,
+		 "SELECT coalesce(substring(obj_description('%s'::regclass, 'pg_class') FROM ' version ([0-9]+)$')::int, 0)",
+		 table);
+	return scalar(url, sql);
+}
+
+/* Stamp an order_summaries table as if the definition of `version` had made it. */
+static void stamp_orders(const char *url, const char *table, unsigned version)
+{
+	char sql[256];
+	snprintf(sql, sizeof sql, "COMMENT ON TABLE %s IS 'factd projection order_summaries version %u'", table, version);
+	exec_sql(url, sql);
+}
+
 static struct fd_projector *projector_start(struct env *e)
 {
 	struct fd_projector *p = NULL;
@@ -288,8 +315,7 @@ Test(projections, rebuild_swaps_in_a_complete_copy, .timeout = 120)
 	cr_assert_eq(fd_projection_request_rebuild(e.pool, "order_summaries"), FD_OK);
 	cr_assert_eq(fd_projection_request_rebuild(e.pool, "nope"), FD_ERR_NOTFOUND);
 	time_t end = time(NULL) + 60;
-	while (scalar(e.url, "SELECT count(*) FROM projections WHERE name = 'order_summaries'"
-			     " AND (rebuilding OR rebuild_requested)") > 0) {
+	while (rebuild_pending(e.url, "order_summaries")) {
 		cr_assert_gt(scalar(e.url, "SELECT count(*) FROM order_summaries"), 0, "readers never see an empty table");
 		cr_assert(time(NULL) < end, "rebuild did not finish");
 		usleep(10000);
@@ -297,6 +323,111 @@ Test(projections, rebuild_swaps_in_a_complete_copy, .timeout = 120)
 	wait_caught_up(&e, 60);
 	assert_equals_replay(&e);
 	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM order_summaries WHERE total_cents < 0"), 0);
+	fd_projector_stop(p);
+	env_close(&e);
+}
+
+Test(projections, tables_of_an_older_version_are_served_untouched_until_their_rebuild_is_in, .timeout = 120)
+{
+	struct env e = env_open();
+	const struct fd_projection *d = fd_projection_find("order_summaries");
+	struct fd_projector *p = projector_start(&e);
+	workload(&e, 1);
+	wait_caught_up(&e, 60);
+	cr_assert_eq(table_version(e.url, "order_summaries"), d->version, "the projector stamps the tables it makes");
+	fd_projector_stop(p);
+	/*
+	 * As an older factd left them: order_summaries made by the previous
+	 * version (its totals marked, to tell its rows from rebuilt ones), and
+	 * product_stock from before the stamps, which counts as version 1.
+	 */
+	stamp_orders(e.url, "order_summaries", d->version - 1);
+	exec_sql(e.url, "UPDATE order_summaries SET total_cents = -1");
+	exec_sql(e.url, "COMMENT ON TABLE product_stock IS NULL");
+	long long stock_oid = scalar(e.url, "SELECT 'product_stock'::regclass::oid::bigint");
+	long long rows = scalar(e.url, "SELECT count(*) FROM order_summaries");
+	workload(&e, 2);
+	p = projector_start(&e);
+	/*
+	 * Readers see the old rows, unchanged, until the copy is swapped in.
+	 * 1: the old table as it was; 2: the new one.  (Locked first, as
+	 * readers do, so the stamp and the rows are of the same table.)
+	 */
+	char sql[512];
+	snprintf(sql, sizeof sql,
+		 "BEGIN; LOCK TABLE order_summaries IN ACCESS SHARE MODE;"
+		 " SELECT CASE WHEN v = %u THEN 2 WHEN v = %u AND n = %lld AND marked = n THEN 1 ELSE 0 END"
+		 " FROM (SELECT substring(obj_description('order_summaries'::regclass, 'pg_class')"
+		 "   FROM ' version ([0-9]+)$')::int AS v, count(*) AS n,"
+		 "   count(*) FILTER (WHERE total_cents = -1) AS marked FROM order_summaries) s",
+		 d->version, d->version - 1, rows);
+	time_t end = time(NULL) + 60;
+	long long seen;
+	while ((seen = scalar(e.url, sql)) == 1) {
+		cr_assert(time(NULL) < end, "the old tables were not replaced");
+		usleep(5000);
+	}
+	cr_assert_eq(seen, 2, "the old table was written to before it was replaced");
+	wait_caught_up(&e, 60);
+	assert_equals_replay(&e);
+	cr_assert_eq(scalar(e.url, "SELECT 'product_stock'::regclass::oid::bigint"), stock_oid,
+		     "a table from before the stamps is of version 1 and kept");
+	fd_projector_stop(p);
+	env_close(&e);
+}
+
+Test(projections, tables_of_a_newer_version_are_left_to_the_newer_factd, .timeout = 120)
+{
+	struct env e = env_open();
+	const struct fd_projection *d = fd_projection_find("order_summaries");
+	struct fd_projector *p = projector_start(&e);
+	workload(&e, 1);
+	wait_caught_up(&e, 60);
+	fd_projector_stop(p);
+	stamp_orders(e.url, "order_summaries", d->version + 1);
+	const char *checkpoint = "SELECT seq FROM projections WHERE name = 'order_summaries'";
+	long long at = scalar(e.url, checkpoint), rows = scalar(e.url, "SELECT count(*) FROM order_summaries");
+	workload(&e, 2);
+	p = projector_start(&e);
+	cr_assert_eq(fd_projection_wait(e.pool, "product_stock", last_written, 30000), FD_OK, "the others run");
+	usleep(500000);
+	cr_assert_eq(scalar(e.url, checkpoint), at, "order_summaries was run by an older definition");
+	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM order_summaries"), rows);
+	cr_assert_eq(table_version(e.url, "order_summaries"), d->version + 1, "it was rebuilt to an older version");
+	cr_assert(!rebuild_pending(e.url, "order_summaries"));
+	/* Tables of this version again (the newer factd rolled back, say): it is taken and resumes. */
+	stamp_orders(e.url, "order_summaries", d->version);
+	wait_caught_up(&e, 60);
+	assert_equals_replay(&e);
+	fd_projector_stop(p);
+	env_close(&e);
+}
+
+Test(projections, a_copy_begun_by_another_version_is_started_over, .timeout = 120)
+{
+	struct env e = env_open();
+	const struct fd_projection *d = fd_projection_find("order_summaries");
+	struct fd_projector *p = projector_start(&e);
+	workload(&e, 1);
+	wait_caught_up(&e, 60);
+	fd_projector_stop(p);
+	/*
+	 * An older factd was rebuilding: its copy (empty, and so wrong) is at
+	 * the end of the feed, so it would be swapped in as it is.
+	 */
+	exec_sql(e.url, "CREATE TABLE order_summaries_next (LIKE order_summaries INCLUDING ALL)");
+	stamp_orders(e.url, "order_summaries_next", d->version - 1);
+	exec_sql(e.url, "UPDATE projections SET rebuilding = true, rebuild_tx_id = tx_id, rebuild_seq = seq"
+			" WHERE name = 'order_summaries'");
+	p = projector_start(&e);
+	time_t end = time(NULL) + 60;
+	while (rebuild_pending(e.url, "order_summaries")) {
+		cr_assert(time(NULL) < end, "the rebuild did not finish");
+		usleep(10000);
+	}
+	wait_caught_up(&e, 60);
+	assert_equals_replay(&e);
+	cr_assert_eq(table_version(e.url, "order_summaries"), d->version);
 	fd_projector_stop(p);
 	env_close(&e);
 }
