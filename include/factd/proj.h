@@ -49,6 +49,22 @@ struct fd_projection {
 	const char *const *categories;      /* stream categories read; NULL-terminated */
 	const char *create_sql;             /* CREATE TABLE {table} ... ; may hold several statements */
 	/*
+	 * Further tables create_sql makes, as suffixes of the table's name
+	 * ("_lines" for {table}_lines); NULL-terminated, or NULL.  They are
+	 * created, rebuilt, swapped in and dropped together with the table.
+	 */
+	const char *const *companions;
+	/*
+	 * The version of create_sql and of what the handler writes: raise it
+	 * when either changes.  The projector stamps the tables it makes with
+	 * it (a comment on the table).  Tables of an older version (1 for those
+	 * made before the stamps) are rebuilt from the start of the feed beside
+	 * the old ones, which keep being served, no longer updated, until the
+	 * copy is swapped in; tables of a newer version are left to the newer
+	 * factd that made them.
+	 */
+	unsigned version;
+	/*
 	 * Apply one event inside the projection's open transaction on `conn`,
 	 * writing to `table` (live or shadow).  Any error aborts the batch; it
 	 * is retried later.  The projector calls handlers with `conn` in libpq
@@ -63,6 +79,8 @@ struct fd_projection {
 extern const struct fd_projection fd_projections[];
 extern const size_t fd_projections_count;
 const struct fd_projection *fd_projection_find(const char *name);
+/* sql with every "{table}" replaced by table (caller frees); NULL when out of memory. */
+char *fd_projection_sql(const char *sql, const char *table);
 
 struct fd_projector;
 struct fd_metrics;

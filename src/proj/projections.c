@@ -2,13 +2,16 @@
  * projections.c - the read models of the reference domain.
  *
  *   order_summaries  one row per order: customer, status, line count, total,
- *                    placed/confirmed/shipped/cancelled times.
+ *                    placed/confirmed/shipped/cancelled times; its lines
+ *                    (product, quantity, price) in order_summaries_lines.
  *   product_stock    one row per product: available, reserved, committed.
  *
  * Handlers run inside the projector's transaction; every statement names the
- * table it is given (live or shadow).  Each row records the stream version
- * it reflects, and a handler skips an event at or below it, so a replay over
- * existing rows is harmless.
+ * table it is given (live or shadow), and its companions by their suffixes.
+ * Each summary and stock row records the stream version it reflects, and a
+ * handler skips an event at or below it (an order's lines are written only
+ * when its summary takes the event), so a replay over existing rows is
+ * harmless.
  */
 #include "factd/proj.h"
 #include "factd/uuid.h"
@@ -17,26 +20,51 @@
 #include <stdlib.h>
 #include <string.h>
 
+char *fd_projection_sql(const char *sql, const char *table)
+{
+	size_t tl = strlen(table), n = 0;
+	for (const char *p = sql; (p = strstr(p, "{table}")); p += 7)
+		n++;
+	char *out = malloc(strlen(sql) + n * tl + 1);
+	if (!out)
+		return NULL;
+	char *o = out;
+	for (const char *p = sql;;) {
+		const char *m = strstr(p, "{table}");
+		size_t k = m ? (size_t)(m - p) : strlen(p);
+		memcpy(o, p, k);
+		o += k;
+		if (!m)
+			break;
+		memcpy(o, table, tl);
+		o += tl;
+		p = m + 7;
+	}
+	*o = '\0';
+	return out;
+}
+
 /*
- * Run one parameterised statement against `table` ("{table}" in sql).  On a
- * connection in pipeline mode (the projector's batches) it is only queued;
- * its result is checked with the rest of the batch (see proj.h).
+ * Run one parameterised statement against `table` (each "{table}" in sql).
+ * On a connection in pipeline mode (the projector's batches) it is only
+ * queued; its result is checked with the rest of the batch (see proj.h).
  */
 static enum fd_err exec_sql(PGconn *conn, const char *table, const char *sql, int n, const char *const *params)
 {
-	char text[2048];
-	const char *mark = strstr(sql, "{table}");
-	if (!mark)
-		snprintf(text, sizeof text, "%s", sql);
-	else
-		snprintf(text, sizeof text, "%.*s%s%s", (int)(mark - sql), sql, table, mark + 7);
-	if (PQpipelineStatus(conn) != PQ_PIPELINE_OFF)
-		return PQsendQueryParams(conn, text, n, NULL, params, NULL, NULL, 0) ? FD_OK : fd_pg_classify(conn, NULL);
-	PGresult *res = PQexecParams(conn, text, n, NULL, params, NULL, NULL, 0);
+	char *text = fd_projection_sql(sql, table);
+	if (!text)
+		return FD_ERR_NOMEM;
 	enum fd_err err = FD_OK;
-	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
-		err = fd_pg_classify(conn, res);
-	PQclear(res);
+	if (PQpipelineStatus(conn) != PQ_PIPELINE_OFF) {
+		if (!PQsendQueryParams(conn, text, n, NULL, params, NULL, NULL, 0))
+			err = fd_pg_classify(conn, NULL);
+	} else {
+		PGresult *res = PQexecParams(conn, text, n, NULL, params, NULL, NULL, 0);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+			err = fd_pg_classify(conn, res);
+		PQclear(res);
+	}
+	free(text);
 	return err;
 }
 
@@ -53,12 +81,17 @@ static void int_text(json_t *data, const char *key, char buf[24])
 
 /* ---- order_summaries ---------------------------------------------------- */
 
+/*
+ * The lines are rows of their own, {table}_lines, rather than a document in
+ * the summary row: a line event then writes one small line row and the
+ * summary's counters, whatever the size of the order, where rewriting the
+ * order's whole lines document cost more with every line it held.
+ */
 static const char order_summaries_sql[] =
 	"CREATE TABLE {table} ("
 	" order_id uuid PRIMARY KEY,"
 	" customer_id text NOT NULL,"
 	" status text NOT NULL,"
-	" lines jsonb NOT NULL DEFAULT '{}',"
 	" line_count int NOT NULL DEFAULT 0,"
 	" total_cents bigint NOT NULL DEFAULT 0,"
 	" created_at timestamptz NOT NULL,"
@@ -67,16 +100,15 @@ static const char order_summaries_sql[] =
 	" version bigint NOT NULL,"
 	" updated_at timestamptz NOT NULL);"
 	"CREATE INDEX ON {table} (status, order_id);"
-	"CREATE INDEX ON {table} (customer_id, order_id)";
+	"CREATE INDEX ON {table} (customer_id, order_id);"
+	"CREATE TABLE {table}_lines ("
+	" order_id uuid NOT NULL,"
+	" product_id text NOT NULL,"
+	" quantity bigint NOT NULL,"
+	" unit_price_cents bigint NOT NULL,"
+	" PRIMARY KEY (order_id, product_id))";
 
-/*
- * The line $2 as the row has it before the update (NULLs when absent): SET
- * expressions all see the old row, so line_count and total_cents are moved
- * by the one line that changes instead of recomputed over every line, which
- * cost as much again as the rest of the update for orders with many lines.
- */
-#define OLD_Q "(l.lines->$2::text->>'q')::bigint"
-#define OLD_P "(l.lines->$2::text->>'p')::bigint"
+static const char *const order_summaries_companions[] = { "_lines", NULL };
 
 static enum fd_err order_handle(PGconn *conn, const char *table, const struct fd_feed_event *ev)
 {
@@ -94,28 +126,40 @@ static enum fd_err order_handle(PGconn *conn, const char *table, const struct fd
 				" VALUES ($1, $2, 'draft', $3, $4, $3) ON CONFLICT (order_id) DO NOTHING",
 				4, params);
 	}
+	/*
+	 * A line event moves line_count and total_cents by the one line that
+	 * changes, as it was before the event (old) and after, and writes that
+	 * line only when the summary takes the event (its version check).
+	 */
 	if (strcmp(t, "OrderLineAdded") == 0) {
 		int_text(ev->data, "quantity", q);
 		int_text(ev->data, "unit_price_cents", p);
 		const char *params[] = { id, str(ev->data, "product_id"), q, p, version, ev->recorded_at };
 		return exec_sql(conn, table,
-				"UPDATE {table} AS l SET lines = l.lines || jsonb_build_object($2::text,"
-				"   jsonb_build_object('q', coalesce(" OLD_Q ", 0) + $3::bigint, 'p', $4::bigint)),"
-				" line_count = l.line_count + CASE WHEN l.lines ? $2::text THEN 0 ELSE 1 END,"
-				" total_cents = l.total_cents - coalesce(" OLD_Q " * " OLD_P ", 0)"
-				"   + (coalesce(" OLD_Q ", 0) + $3::bigint) * $4::bigint,"
-				" version = $5, updated_at = $6"
-				" WHERE l.order_id = $1 AND l.version < $5",
+				"WITH old AS (SELECT quantity, unit_price_cents FROM {table}_lines"
+				"   WHERE order_id = $1 AND product_id = $2::text),"
+				" s AS (UPDATE {table} SET"
+				"   line_count = line_count + 1 - (SELECT count(*) FROM old)::int,"
+				"   total_cents = total_cents - coalesce((SELECT quantity * unit_price_cents FROM old), 0)"
+				"     + (coalesce((SELECT quantity FROM old), 0) + $3::bigint) * $4::bigint,"
+				"   version = $5, updated_at = $6"
+				"   WHERE order_id = $1 AND version < $5 RETURNING order_id)"
+				" INSERT INTO {table}_lines AS l (order_id, product_id, quantity, unit_price_cents)"
+				" SELECT order_id, $2::text, $3::bigint, $4::bigint FROM s"
+				" ON CONFLICT (order_id, product_id) DO UPDATE"
+				"   SET quantity = l.quantity + excluded.quantity, unit_price_cents = excluded.unit_price_cents",
 				6, params);
 	}
 	if (strcmp(t, "OrderLineRemoved") == 0) {
 		const char *params[] = { id, str(ev->data, "product_id"), version, ev->recorded_at };
 		return exec_sql(conn, table,
-				"UPDATE {table} AS l SET lines = l.lines - $2::text,"
-				" line_count = l.line_count - CASE WHEN l.lines ? $2::text THEN 1 ELSE 0 END,"
-				" total_cents = l.total_cents - coalesce(" OLD_Q " * " OLD_P ", 0),"
+				"WITH old AS (DELETE FROM {table}_lines AS l USING {table} AS s"
+				"   WHERE l.order_id = $1 AND l.product_id = $2::text AND s.order_id = $1 AND s.version < $3"
+				"   RETURNING l.quantity * l.unit_price_cents AS amount)"
+				" UPDATE {table} SET line_count = line_count - (SELECT count(*) FROM old)::int,"
+				" total_cents = total_cents - coalesce((SELECT amount FROM old), 0),"
 				" version = $3, updated_at = $4"
-				" WHERE l.order_id = $1 AND l.version < $3",
+				" WHERE order_id = $1 AND version < $3",
 				4, params);
 	}
 	static const struct {
@@ -200,6 +244,8 @@ const struct fd_projection fd_projections[] = {
 		.table = "order_summaries",
 		.categories = order_categories,
 		.create_sql = order_summaries_sql,
+		.companions = order_summaries_companions,
+		.version = 2,
 		.handle = order_handle,
 	},
 	{
@@ -207,6 +253,7 @@ const struct fd_projection fd_projections[] = {
 		.table = "product_stock",
 		.categories = product_categories,
 		.create_sql = product_stock_sql,
+		.version = 1,
 		.handle = product_handle,
 	},
 };

@@ -20,16 +20,30 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "factd/buf.h"
 #include "factd/hash.h"
 #include "factd/log.h"
 
 #define SHADOW_SUFFIX "_next"
 #define MAX_TABLE 64
 
+/* The comment a projection's main table carries: the version of the definition that made it. */
+#define VERSION_STAMP "factd projection %s version %u"
+
+/*
+ * The version a table was made by, read from its stamp (1 for tables from
+ * before the stamps); NULL when the table does not exist.
+ */
+#define TABLE_VERSION(name)                                                                                   \
+	"(SELECT coalesce(substring(obj_description(c, 'pg_class') FROM ' version ([0-9]+)$')::int, 1)"        \
+	" FROM to_regclass(" name ") AS c WHERE c IS NOT NULL)"
+
 struct worker {
 	const struct fd_projection *def;
 	PGconn *conn;
 	bool owned;            /* this session holds the projection's advisory lock */
+	bool stale;            /* the live tables are of an older version: served as they are, rebuilt */
+	bool aside;            /* left to a newer factd (said once) */
 	struct timespec retry_at;
 };
 
@@ -81,31 +95,6 @@ static bool run_script(PGconn *conn, const char *sql)
 	return ok;
 }
 
-/* Replace each "{table}" in sql with table (caller frees). */
-static char *with_table(const char *sql, const char *table)
-{
-	size_t tl = strlen(table), n = 0;
-	for (const char *p = sql; (p = strstr(p, "{table}")); p += 7)
-		n++;
-	char *out = malloc(strlen(sql) + n * tl + 1);
-	if (!out)
-		return NULL;
-	char *o = out;
-	for (const char *p = sql;;) {
-		const char *m = strstr(p, "{table}");
-		size_t k = m ? (size_t)(m - p) : strlen(p);
-		memcpy(o, p, k);
-		o += k;
-		if (!m)
-			break;
-		memcpy(o, table, tl);
-		o += tl;
-		p = m + 7;
-	}
-	*o = '\0';
-	return out;
-}
-
 static void drop_conn(struct worker *w)
 {
 	PQfinish(w->conn);
@@ -115,7 +104,63 @@ static void drop_conn(struct worker *w)
 	w->retry_at.tv_sec += 1;
 }
 
-/* Take the projection if no other session has it: lock, make sure its row and table exist. */
+/* The suffix of a projection's i-th table: "" for the main one, then its companions; NULL past the last. */
+static const char *table_suffix(const struct fd_projection *d, size_t i)
+{
+	if (i == 0)
+		return "";
+	return d->companions ? d->companions[i - 1] : NULL;
+}
+
+/* Append "DROP TABLE IF EXISTS" for every table of the projection under the name `base`. */
+static enum fd_err append_drop(struct fd_buf *sql, const struct fd_projection *d, const char *base)
+{
+	enum fd_err err = FD_OK;
+	const char *sfx;
+	for (size_t i = 0; !err && (sfx = table_suffix(d, i)); i++)
+		err = fd_buf_appendf(sql, "%s%s%s", i ? ", " : "DROP TABLE IF EXISTS ", base, sfx);
+	return err;
+}
+
+/*
+ * Make the projection's tables under the name `base` (live or shadow) in the
+ * open transaction, dropping what an earlier copy left under that name, and
+ * stamp the main table with the definition's version.
+ */
+static bool create_tables(PGconn *conn, const struct fd_projection *d, const char *base)
+{
+	struct fd_buf sql = FD_BUF_INIT;
+	char *create = fd_projection_sql(d->create_sql, base);
+	bool ok = create && !append_drop(&sql, d, base) &&
+		  !fd_buf_appendf(&sql, "; %s; COMMENT ON TABLE %s IS '" VERSION_STAMP "'", create, base, d->name,
+				  d->version) &&
+		  run_script(conn, sql.data);
+	free(create);
+	fd_buf_release(&sql);
+	return ok;
+}
+
+/* Put the shadow tables in place of the live ones, in the open transaction. */
+static bool swap_tables(PGconn *conn, const struct fd_projection *d, const char *shadow)
+{
+	struct fd_buf sql = FD_BUF_INIT;
+	enum fd_err err = append_drop(&sql, d, d->table);
+	const char *sfx;
+	for (size_t i = 0; !err && (sfx = table_suffix(d, i)); i++)
+		err = fd_buf_appendf(&sql, "; ALTER TABLE %s%s RENAME TO %s%s", shadow, sfx, d->table, sfx);
+	bool ok = !err && run_script(conn, sql.data);
+	fd_buf_release(&sql);
+	return ok;
+}
+
+/*
+ * Take the projection if no other session has it: lock, make sure its row
+ * and tables exist, and compare the tables' version with the definition's.
+ * Live tables of an older version are marked stale (step() rebuilds them);
+ * a shadow copy of another version is started over; tables of a newer
+ * version belong to a newer factd, and this process leaves the projection
+ * to it.
+ */
 static bool try_own(struct fd_projector *p, struct worker *w)
 {
 	const struct fd_projection *d = w->def;
@@ -132,29 +177,55 @@ static bool try_own(struct fd_projector *p, struct worker *w)
 	PQclear(res);
 	if (!got)
 		return false;
-	char *create = with_table(d->create_sql, d->table);
-	const char *np[] = { d->name, d->table, p->owner };
+	char shadow[MAX_TABLE + 8];
+	snprintf(shadow, sizeof shadow, "%s%s", d->table, SHADOW_SUFFIX);
+	const char *np[] = { d->name, d->table, shadow };
 	res = NULL;
-	bool ok = create && run(w->conn, "BEGIN", 0, NULL, NULL) &&
+	bool ok = run(w->conn, "BEGIN", 0, NULL, NULL) &&
 		  run(w->conn, "INSERT INTO projections (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", 1, np,
 		      NULL) &&
-		  run(w->conn, "SELECT to_regclass($1) IS NULL", 1, np + 1, &res);
-	bool missing = ok && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+		  run(w->conn,
+		      "SELECT " TABLE_VERSION("$2") ", " TABLE_VERSION("$3") ", rebuilding FROM projections WHERE name = $1",
+		      3, np, &res);
+	/* -1: no such table */
+	long live = ok && !PQgetisnull(res, 0, 0) ? atol(PQgetvalue(res, 0, 0)) : -1;
+	bool rebuilding = ok && strcmp(PQgetvalue(res, 0, 2), "t") == 0;
+	long copy = rebuilding && !PQgetisnull(res, 0, 1) ? atol(PQgetvalue(res, 0, 1)) : -1;
 	PQclear(res);
-	if (ok && missing)
-		ok = run_script(w->conn, create) &&
+	long mine = (long)d->version;
+	if (ok && (live > mine || copy > mine)) {
+		if (!w->aside)
+			fd_log_fields(FD_LOG_WARN, "projection left to a newer factd",
+				      json_pack("{s:s, s:i, s:i}", "projection", d->name, "version", (int)mine,
+						"table_version", (int)(live > copy ? live : copy)));
+		w->aside = true;
+		drop_conn(w); /* rolls back and releases the lock */
+		return false;
+	}
+	if (ok && live < 0)
+		ok = create_tables(w->conn, d, d->table) &&
 		     run(w->conn, "UPDATE projections SET tx_id = '0', seq = 0, last_event_at = NULL WHERE name = $1", 1,
 			 np, NULL);
+	if (ok && rebuilding && copy != mine)
+		ok = run(w->conn,
+			 "UPDATE projections SET rebuilding = false, rebuild_requested = true, updated_at = now()"
+			 " WHERE name = $1",
+			 1, np, NULL);
 	const char *op[] = { d->name, p->owner };
 	ok = ok && run(w->conn, "UPDATE projections SET owner = $2, updated_at = now() WHERE name = $1", 2, op, NULL) &&
 	     run(w->conn, "COMMIT", 0, NULL, NULL);
-	free(create);
 	if (!ok) {
 		log_pg("projection set-up failed", d->name, w->conn, NULL);
 		drop_conn(w);
 		return false;
 	}
+	w->aside = false;
+	w->stale = live >= 0 && live < mine;
 	fd_log_fields(FD_LOG_INFO, "projection taken", json_pack("{s:s, s:s}", "projection", d->name, "owner", p->owner));
+	if (w->stale)
+		fd_log_fields(FD_LOG_INFO, "projection tables are of an older version; rebuilding them",
+			      json_pack("{s:s, s:i, s:i}", "projection", d->name, "version", (int)mine, "table_version",
+					(int)live));
 	return true;
 }
 
@@ -327,28 +398,25 @@ static long step(struct fd_projector *p, struct worker *w)
 		goto fail;
 	bool requested = strcmp(PQgetvalue(row, 0, 2), "t") == 0;
 	bool rebuilding = strcmp(PQgetvalue(row, 0, 3), "t") == 0;
-	if (requested && !rebuilding) {
-		char drop[MAX_TABLE + 40];
-		snprintf(drop, sizeof drop, "DROP TABLE IF EXISTS %s", shadow);
-		char *create = with_table(d->create_sql, shadow);
-		bool ok = create && run_script(w->conn, drop) && run_script(w->conn, create) &&
-			  run(w->conn,
-			      "UPDATE projections SET rebuild_requested = false, rebuilding = true, rebuild_tx_id = '0',"
-			      " rebuild_seq = 0, updated_at = now() WHERE name = $1",
-			      1, np, NULL) &&
-			  run(w->conn, "COMMIT", 0, NULL, NULL);
-		free(create);
-		if (!ok)
+	if ((requested || w->stale) && !rebuilding) {
+		if (!create_tables(w->conn, d, shadow) ||
+		    !run(w->conn,
+			 "UPDATE projections SET rebuild_requested = false, rebuilding = true, rebuild_tx_id = '0',"
+			 " rebuild_seq = 0, updated_at = now() WHERE name = $1",
+			 1, np, NULL) ||
+		    !run(w->conn, "COMMIT", 0, NULL, NULL))
 			goto fail;
 		fd_log_fields(FD_LOG_INFO, "projection rebuild started", json_pack("{s:s}", "projection", d->name));
 		PQclear(row);
 		return 1;
 	}
 	size_t n = 0;
-	bool caught_up = false;
-	if (!apply_batch(p, w, d->table, PQgetvalue(row, 0, 0), PQgetvalue(row, 0, 1), false, &n, &caught_up))
-		goto fail;
-	applied += (long)n;
+	bool caught_up = false, swapped = false;
+	if (!w->stale) {
+		if (!apply_batch(p, w, d->table, PQgetvalue(row, 0, 0), PQgetvalue(row, 0, 1), false, &n, &caught_up))
+			goto fail;
+		applied += (long)n;
+	}
 	if (rebuilding) {
 		size_t m = 0;
 		bool shadow_done = false;
@@ -363,11 +431,9 @@ static long step(struct fd_projector *p, struct worker *w)
 			 * copy's last rows been written in the same transaction, that
 			 * reader would find the new table without them.
 			 */
-			char swap[3 * MAX_TABLE + 80];
-			snprintf(swap, sizeof swap, "DROP TABLE %s; ALTER TABLE %s RENAME TO %s", d->table, shadow, d->table);
 			if (!run(w->conn, "COMMIT", 0, NULL, NULL) || !run(w->conn, "BEGIN", 0, NULL, NULL) ||
 			    !run(w->conn, "SELECT 1 FROM projections WHERE name = $1 FOR UPDATE", 1, np, NULL) ||
-			    !run_script(w->conn, swap) ||
+			    !swap_tables(w->conn, d, shadow) ||
 			    !run(w->conn,
 				 "UPDATE projections SET tx_id = rebuild_tx_id, seq = rebuild_seq, rebuilding = false,"
 				 " rebuild_tx_id = '0', rebuild_seq = 0, updated_at = now() WHERE name = $1",
@@ -375,10 +441,13 @@ static long step(struct fd_projector *p, struct worker *w)
 				goto fail;
 			fd_log_fields(FD_LOG_INFO, "projection rebuilt", json_pack("{s:s}", "projection", d->name));
 			applied++;
+			swapped = true;
 		}
 	}
 	if (!run(w->conn, "COMMIT", 0, NULL, NULL))
 		goto fail;
+	if (swapped)
+		w->stale = false;
 	PQclear(row);
 	return applied;
 fail:

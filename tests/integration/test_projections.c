@@ -1,7 +1,9 @@
 /*
  * test_projections.c - the projector against real PostgreSQL: read models
- * equal a replay of the aggregates, a failed or killed batch neither loses nor
- * repeats an event, and one projection never runs in two places at once.
+ * (order lines included) equal a replay of the aggregates, a failed or killed
+ * batch neither loses nor repeats an event, one projection never runs in two
+ * places at once, a rebuild equals incremental processing, and tables made
+ * by another version of a definition are rebuilt or left alone.
  */
 #include <criterion/criterion.h>
 #include <signal.h>
@@ -134,7 +136,27 @@ static void workload(struct env *e, int round)
 	}
 }
 
-/* Every order summary and stock row equals the aggregate replayed from its events. */
+/* The line rows of order `id` are the lines of o: the same products, quantities and prices. */
+static void assert_lines(PGconn *c, const char *id, const struct fd_order *o)
+{
+	const char *params[] = { id };
+	PGresult *r = PQexecParams(c, "SELECT product_id, quantity, unit_price_cents FROM order_summaries_lines"
+				      " WHERE order_id = $1",
+				   1, NULL, params, NULL, NULL, 0);
+	cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s", PQresultErrorMessage(r));
+	cr_assert_eq((size_t)PQntuples(r), o->nlines, "order %s: line rows", id);
+	for (int i = 0; i < PQntuples(r); i++) {
+		size_t k = 0;
+		while (k < o->nlines && strcmp(o->lines[k].product_id, PQgetvalue(r, i, 0)) != 0)
+			k++;
+		cr_assert_lt(k, o->nlines, "order %s: %s is not on the order", id, PQgetvalue(r, i, 0));
+		cr_assert_eq(atoll(PQgetvalue(r, i, 1)), o->lines[k].quantity, "order %s: %s", id, PQgetvalue(r, i, 0));
+		cr_assert_eq(atoll(PQgetvalue(r, i, 2)), o->lines[k].unit_price_cents);
+	}
+	PQclear(r);
+}
+
+/* Every order summary (with its lines) and stock row equals the aggregate replayed from its events. */
 static void assert_equals_replay(struct env *e)
 {
 	PGconn *c = fd_test_connect(e->url);
@@ -149,9 +171,18 @@ static void assert_equals_replay(struct env *e)
 		cr_assert_eq(atoll(PQgetvalue(r, i, 2)), (long long)o.nlines);
 		cr_assert_eq(atoll(PQgetvalue(r, i, 3)), (long long)fd_order_total_cents(&o));
 		cr_assert_eq(atoll(PQgetvalue(r, i, 4)), v);
+		assert_lines(c, PQgetvalue(r, i, 0), &o);
 		fd_order_type.release(&o);
 	}
 	PQclear(r);
+	cr_assert_eq(fd_test_scalar(c, "SELECT count(*) FROM order_summaries s WHERE line_count <>"
+				       " (SELECT count(*) FROM order_summaries_lines l WHERE l.order_id = s.order_id)"
+				       " OR total_cents <> (SELECT coalesce(sum(quantity * unit_price_cents), 0)"
+				       "   FROM order_summaries_lines l WHERE l.order_id = s.order_id)"),
+		     0, "line_count and total_cents are those of the order's line rows");
+	cr_assert_eq(fd_test_scalar(c, "SELECT count(*) FROM order_summaries_lines l WHERE NOT EXISTS"
+				       " (SELECT 1 FROM order_summaries s WHERE s.order_id = l.order_id)"),
+		     0, "no line rows without a summary");
 	r = PQexec(c, "SELECT product_id, available, reserved, committed, version FROM product_stock");
 	cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK);
 	cr_assert_eq(PQntuples(r), scalar(e->url, "SELECT count(*) FROM streams WHERE category = 'product'"));
@@ -167,6 +198,33 @@ static void assert_equals_replay(struct env *e)
 	}
 	PQclear(r);
 	PQfinish(c);
+}
+
+/* Whether a rebuild of `name` is asked for or running. */
+static bool rebuild_pending(const char *url, const char *name)
+{
+	char sql[256];
+	snprintf(sql, sizeof sql,
+		 "SELECT count(*) FROM projections WHERE name = '%s' AND (rebuilding OR rebuild_requested)", name);
+	return scalar(url, sql) > 0;
+}
+
+/* The version a projection table is stamped with (0 without a stamp). */
+static long long table_version(const char *url, const char *table)
+{
+	char sql[256];
+	snprintf(sql, sizeof sql,
+		 "SELECT coalesce(substring(obj_description('%s'::regclass, 'pg_class') FROM ' version ([0-9]+)$')::int, 0)",
+		 table);
+	return scalar(url, sql);
+}
+
+/* Stamp an order_summaries table as if the definition of `version` had made it. */
+static void stamp_orders(const char *url, const char *table, unsigned version)
+{
+	char sql[256];
+	snprintf(sql, sizeof sql, "COMMENT ON TABLE %s IS 'factd projection order_summaries version %u'", table, version);
+	exec_sql(url, sql);
 }
 
 static struct fd_projector *projector_start(struct env *e)
@@ -288,8 +346,7 @@ Test(projections, rebuild_swaps_in_a_complete_copy, .timeout = 120)
 	cr_assert_eq(fd_projection_request_rebuild(e.pool, "order_summaries"), FD_OK);
 	cr_assert_eq(fd_projection_request_rebuild(e.pool, "nope"), FD_ERR_NOTFOUND);
 	time_t end = time(NULL) + 60;
-	while (scalar(e.url, "SELECT count(*) FROM projections WHERE name = 'order_summaries'"
-			     " AND (rebuilding OR rebuild_requested)") > 0) {
+	while (rebuild_pending(e.url, "order_summaries")) {
 		cr_assert_gt(scalar(e.url, "SELECT count(*) FROM order_summaries"), 0, "readers never see an empty table");
 		cr_assert(time(NULL) < end, "rebuild did not finish");
 		usleep(10000);
@@ -297,6 +354,347 @@ Test(projections, rebuild_swaps_in_a_complete_copy, .timeout = 120)
 	wait_caught_up(&e, 60);
 	assert_equals_replay(&e);
 	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM order_summaries WHERE total_cents < 0"), 0);
+	fd_projector_stop(p);
+	env_close(&e);
+}
+
+Test(projections, tables_of_an_older_version_are_served_untouched_until_their_rebuild_is_in, .timeout = 120)
+{
+	struct env e = env_open();
+	const struct fd_projection *d = fd_projection_find("order_summaries");
+	struct fd_projector *p = projector_start(&e);
+	workload(&e, 1);
+	wait_caught_up(&e, 60);
+	cr_assert_eq(table_version(e.url, "order_summaries"), d->version, "the projector stamps the tables it makes");
+	fd_projector_stop(p);
+	/*
+	 * As an older factd left them: order_summaries made by the previous
+	 * version (its totals marked, to tell its rows from rebuilt ones), and
+	 * product_stock from before the stamps, which counts as version 1.
+	 */
+	stamp_orders(e.url, "order_summaries", d->version - 1);
+	exec_sql(e.url, "UPDATE order_summaries SET total_cents = -1");
+	exec_sql(e.url, "COMMENT ON TABLE product_stock IS NULL");
+	long long stock_oid = scalar(e.url, "SELECT 'product_stock'::regclass::oid::bigint");
+	long long rows = scalar(e.url, "SELECT count(*) FROM order_summaries");
+	workload(&e, 2);
+	p = projector_start(&e);
+	/*
+	 * Readers see the old rows, unchanged, until the copy is swapped in.
+	 * 1: the old table as it was; 2: the new one.  (Locked first, as
+	 * readers do, so the stamp and the rows are of the same table.)
+	 */
+	char sql[512];
+	snprintf(sql, sizeof sql,
+		 "BEGIN; LOCK TABLE order_summaries IN ACCESS SHARE MODE;"
+		 " SELECT CASE WHEN v = %u THEN 2 WHEN v = %u AND n = %lld AND marked = n THEN 1 ELSE 0 END"
+		 " FROM (SELECT substring(obj_description('order_summaries'::regclass, 'pg_class')"
+		 "   FROM ' version ([0-9]+)$')::int AS v, count(*) AS n,"
+		 "   count(*) FILTER (WHERE total_cents = -1) AS marked FROM order_summaries) s",
+		 d->version, d->version - 1, rows);
+	time_t end = time(NULL) + 60;
+	long long seen;
+	while ((seen = scalar(e.url, sql)) == 1) {
+		cr_assert(time(NULL) < end, "the old tables were not replaced");
+		usleep(5000);
+	}
+	cr_assert_eq(seen, 2, "the old table was written to before it was replaced");
+	wait_caught_up(&e, 60);
+	assert_equals_replay(&e);
+	cr_assert_eq(scalar(e.url, "SELECT 'product_stock'::regclass::oid::bigint"), stock_oid,
+		     "a table from before the stamps is of version 1 and kept");
+	fd_projector_stop(p);
+	env_close(&e);
+}
+
+Test(projections, tables_of_a_newer_version_are_left_to_the_newer_factd, .timeout = 120)
+{
+	struct env e = env_open();
+	const struct fd_projection *d = fd_projection_find("order_summaries");
+	struct fd_projector *p = projector_start(&e);
+	workload(&e, 1);
+	wait_caught_up(&e, 60);
+	fd_projector_stop(p);
+	stamp_orders(e.url, "order_summaries", d->version + 1);
+	const char *checkpoint = "SELECT seq FROM projections WHERE name = 'order_summaries'";
+	long long at = scalar(e.url, checkpoint), rows = scalar(e.url, "SELECT count(*) FROM order_summaries");
+	workload(&e, 2);
+	p = projector_start(&e);
+	cr_assert_eq(fd_projection_wait(e.pool, "product_stock", last_written, 30000), FD_OK, "the others run");
+	usleep(500000);
+	cr_assert_eq(scalar(e.url, checkpoint), at, "order_summaries was run by an older definition");
+	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM order_summaries"), rows);
+	cr_assert_eq(table_version(e.url, "order_summaries"), d->version + 1, "it was rebuilt to an older version");
+	cr_assert(!rebuild_pending(e.url, "order_summaries"));
+	/* Tables of this version again (the newer factd rolled back, say): it is taken and resumes. */
+	stamp_orders(e.url, "order_summaries", d->version);
+	wait_caught_up(&e, 60);
+	assert_equals_replay(&e);
+	fd_projector_stop(p);
+	env_close(&e);
+}
+
+Test(projections, a_copy_begun_by_another_version_is_started_over, .timeout = 120)
+{
+	struct env e = env_open();
+	const struct fd_projection *d = fd_projection_find("order_summaries");
+	struct fd_projector *p = projector_start(&e);
+	workload(&e, 1);
+	wait_caught_up(&e, 60);
+	fd_projector_stop(p);
+	/*
+	 * An older factd was rebuilding: its copy (empty, and so wrong) is at
+	 * the end of the feed, so it would be swapped in as it is.
+	 */
+	exec_sql(e.url, "CREATE TABLE order_summaries_next (LIKE order_summaries INCLUDING ALL)");
+	stamp_orders(e.url, "order_summaries_next", d->version - 1);
+	exec_sql(e.url, "UPDATE projections SET rebuilding = true, rebuild_tx_id = tx_id, rebuild_seq = seq"
+			" WHERE name = 'order_summaries'");
+	p = projector_start(&e);
+	time_t end = time(NULL) + 60;
+	while (rebuild_pending(e.url, "order_summaries")) {
+		cr_assert(time(NULL) < end, "the rebuild did not finish");
+		usleep(10000);
+	}
+	wait_caught_up(&e, 60);
+	assert_equals_replay(&e);
+	cr_assert_eq(table_version(e.url, "order_summaries"), d->version);
+	fd_projector_stop(p);
+	env_close(&e);
+}
+
+/* Wait until order_summaries has applied everything written so far. */
+static void wait_orders(struct env *e)
+{
+	cr_assert_eq(fd_projection_wait(e->pool, "order_summaries", last_written, 30000), FD_OK);
+}
+
+/* The order's summary and lines as "<line_count> <total_cents> [product:quantityxprice ...]". */
+static void expect_order(const char *url, const char *id, const char *want)
+{
+	char sql[512];
+	snprintf(sql, sizeof sql,
+		 "SELECT s.line_count || ' ' || s.total_cents || ' [' || coalesce((SELECT string_agg(product_id || ':'"
+		 " || quantity || 'x' || unit_price_cents, ' ' ORDER BY product_id) FROM order_summaries_lines l"
+		 " WHERE l.order_id = s.order_id), '') || ']' FROM order_summaries s WHERE s.order_id = '%s'",
+		 id);
+	PGconn *c = fd_test_connect(url);
+	PGresult *r = PQexec(c, sql);
+	cr_assert(PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1, "%s", PQresultErrorMessage(r));
+	cr_assert_str_eq(PQgetvalue(r, 0, 0), want);
+	PQclear(r);
+	PQfinish(c);
+}
+
+static void new_order(struct env *e, char id[FD_UUID_STRLEN + 1])
+{
+	struct fd_uuid u;
+	cr_assert_eq(fd_uuid_v7(&u), FD_OK);
+	fd_uuid_format(&u, id);
+	send_ok(e, &fd_order_type, id, "create", json_pack("{s:s}", "customer_id", "lines"));
+}
+
+static void add_line(struct env *e, const char *id, const char *sku, int quantity, int price)
+{
+	send_ok(e, &fd_order_type, id, "add_line",
+		json_pack("{s:s, s:i, s:i}", "product_id", sku, "quantity", quantity, "unit_price_cents", price));
+}
+
+static void remove_line(struct env *e, const char *id, const char *sku)
+{
+	send_ok(e, &fd_order_type, id, "remove_line", json_pack("{s:s}", "product_id", sku));
+}
+
+Test(projections, a_line_is_added_grown_in_place_and_removed, .timeout = 60)
+{
+	struct env e = env_open();
+	struct fd_projector *p = projector_start(&e);
+	char id[FD_UUID_STRLEN + 1];
+	new_order(&e, id);
+	wait_orders(&e);
+	expect_order(e.url, id, "0 0 []");
+	add_line(&e, id, "p1", 2, 250);
+	wait_orders(&e);
+	expect_order(e.url, id, "1 500 [p1:2x250]");
+	add_line(&e, id, "p2", 1, 1000);
+	wait_orders(&e);
+	expect_order(e.url, id, "2 1500 [p1:2x250 p2:1x1000]");
+	/* the same product again: the one line grows, it is neither a second line nor counted twice */
+	add_line(&e, id, "p1", 3, 250);
+	wait_orders(&e);
+	expect_order(e.url, id, "2 2250 [p1:5x250 p2:1x1000]");
+	remove_line(&e, id, "p2");
+	wait_orders(&e);
+	expect_order(e.url, id, "1 1250 [p1:5x250]");
+	remove_line(&e, id, "p1");
+	wait_orders(&e);
+	expect_order(e.url, id, "0 0 []");
+	/* a removed product comes back as a new line, not on top of its old quantity */
+	add_line(&e, id, "p2", 4, 10);
+	wait_orders(&e);
+	expect_order(e.url, id, "1 40 [p2:4x10]");
+	fd_projector_stop(p);
+	env_close(&e);
+}
+
+Test(projections, line_count_and_total_after_many_line_events, .timeout = 120)
+{
+	struct env e = env_open();
+	struct fd_projector *p = projector_start(&e);
+	char id[FD_UUID_STRLEN + 1];
+	new_order(&e, id);
+	enum { PRODUCTS = 37 };
+	long long quantity[PRODUCTS] = { 0 };
+	for (int k = 0; k < 300; k++) {
+		char sku[16];
+		int i = k % 7 == 6 ? (k * 5) % PRODUCTS : (k * 11) % PRODUCTS;
+		snprintf(sku, sizeof sku, "sku-%02d", i);
+		if (k % 7 == 6 && quantity[i]) {
+			remove_line(&e, id, sku);
+			quantity[i] = 0;
+		} else {
+			add_line(&e, id, sku, 1 + k % 5, 100 + i);
+			quantity[i] += 1 + k % 5;
+		}
+	}
+	long long lines = 0, total = 0;
+	for (int i = 0; i < PRODUCTS; i++) {
+		lines += quantity[i] > 0;
+		total += quantity[i] * (100 + i);
+	}
+	wait_orders(&e);
+	char sql[256];
+	snprintf(sql, sizeof sql, "SELECT line_count FROM order_summaries WHERE order_id = '%s'", id);
+	cr_assert_eq(scalar(e.url, sql), lines);
+	snprintf(sql, sizeof sql, "SELECT total_cents FROM order_summaries WHERE order_id = '%s'", id);
+	cr_assert_eq(scalar(e.url, sql), total);
+	fd_projector_stop(p);
+	assert_equals_replay(&e);
+	env_close(&e);
+}
+
+/* Keep a copy of order_summaries and its lines as they are now. */
+static void keep_orders(const char *url)
+{
+	exec_sql(url, "CREATE TABLE kept_s AS TABLE order_summaries; CREATE TABLE kept_l AS TABLE order_summaries_lines");
+}
+
+/* order_summaries and its lines hold exactly the rows kept by keep_orders. */
+static void assert_orders_as_kept(const char *url)
+{
+	cr_assert_eq(scalar(url, "SELECT count(*) FROM ((TABLE kept_s EXCEPT TABLE order_summaries)"
+				 " UNION ALL (TABLE order_summaries EXCEPT TABLE kept_s)) d"),
+		     0, "the summaries differ");
+	cr_assert_eq(scalar(url, "SELECT count(*) FROM ((TABLE kept_l EXCEPT TABLE order_summaries_lines)"
+				 " UNION ALL (TABLE order_summaries_lines EXCEPT TABLE kept_l)) d"),
+		     0, "the lines differ");
+}
+
+Test(projections, a_rebuild_from_scratch_equals_incremental_processing, .timeout = 120)
+{
+	struct env e = env_open();
+	struct fd_projector *p = projector_start(&e);
+	workload(&e, 1); /* applied as it is written, a few events a batch */
+	workload(&e, 2);
+	wait_caught_up(&e, 60);
+	keep_orders(e.url);
+	cr_assert_eq(fd_projection_request_rebuild(e.pool, "order_summaries"), FD_OK);
+	time_t end = time(NULL) + 60;
+	while (rebuild_pending(e.url, "order_summaries")) {
+		cr_assert(time(NULL) < end, "the rebuild did not finish");
+		usleep(10000);
+	}
+	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM order_summaries"), 24);
+	cr_assert_gt(scalar(e.url, "SELECT count(*) FROM order_summaries_lines"), 24);
+	assert_orders_as_kept(e.url);
+	fd_projector_stop(p);
+	env_close(&e);
+}
+
+Test(projections, replaying_the_feed_over_current_rows_changes_nothing, .timeout = 120)
+{
+	struct env e = env_open();
+	struct fd_projector *p = projector_start(&e);
+	workload(&e, 1);
+	/* a line removed and added again: its replayed removal must not take the new line */
+	char id[FD_UUID_STRLEN + 1];
+	new_order(&e, id);
+	add_line(&e, id, "p1", 2, 100);
+	add_line(&e, id, "p2", 1, 50);
+	remove_line(&e, id, "p1");
+	add_line(&e, id, "p1", 3, 100);
+	wait_caught_up(&e, 60);
+	fd_projector_stop(p);
+	keep_orders(e.url);
+	exec_sql(e.url, "UPDATE projections SET tx_id = '0', seq = 0 WHERE name = 'order_summaries'");
+	p = projector_start(&e);
+	wait_caught_up(&e, 60);
+	assert_orders_as_kept(e.url);
+	expect_order(e.url, id, "2 350 [p1:3x100 p2:1x50]");
+	fd_projector_stop(p);
+	env_close(&e);
+}
+
+/*
+ * An installation from before order lines had their own table: the
+ * order_summaries table of version 1 (no stamp), with each order's lines as
+ * a jsonb document, current up to the head of the feed when factd stopped;
+ * more orders are written before the new version starts.
+ */
+Test(projections, order_summaries_with_lines_in_a_document_are_rebuilt_with_line_rows, .timeout = 120)
+{
+	struct env e = env_open();
+	workload(&e, 1);
+	exec_sql(e.url, "CREATE TABLE order_summaries ("
+			" order_id uuid PRIMARY KEY, customer_id text NOT NULL, status text NOT NULL,"
+			" lines jsonb NOT NULL DEFAULT '{}', line_count int NOT NULL DEFAULT 0,"
+			" total_cents bigint NOT NULL DEFAULT 0, created_at timestamptz NOT NULL,"
+			" placed_at timestamptz, confirmed_at timestamptz, shipped_at timestamptz, cancelled_at timestamptz,"
+			" cancel_reason text, version bigint NOT NULL, updated_at timestamptz NOT NULL);"
+			" CREATE INDEX ON order_summaries (status, order_id);"
+			" CREATE INDEX ON order_summaries (customer_id, order_id)");
+	PGconn *c = fd_test_connect(e.url);
+	for (int i = 0; i < 12; i++) {
+		struct fd_order o;
+		int64_t v;
+		cr_assert_eq(fd_bus_load(e.bus, &fd_order_type, orders[i], NULL, &o, &v), FD_OK);
+		json_t *lines = json_object();
+		for (size_t k = 0; k < o.nlines; k++)
+			json_object_set_new(lines, o.lines[k].product_id,
+					    json_pack("{s:I, s:I}", "q", (json_int_t)o.lines[k].quantity, "p",
+						      (json_int_t)o.lines[k].unit_price_cents));
+		char *doc = json_dumps(lines, 0), count[24], total[24], version[24];
+		snprintf(count, sizeof count, "%zu", o.nlines);
+		snprintf(total, sizeof total, "%lld", (long long)fd_order_total_cents(&o));
+		snprintf(version, sizeof version, "%lld", (long long)v);
+		const char *params[] = { orders[i], o.customer_id, fd_order_status_name(o.status), doc, count, total,
+					 version };
+		PGresult *r = PQexecParams(c, "INSERT INTO order_summaries (order_id, customer_id, status, lines,"
+					      " line_count, total_cents, created_at, version, updated_at)"
+					      " VALUES ($1, $2, $3, $4, $5, $6, now(), $7, now())",
+					   7, NULL, params, NULL, NULL, 0);
+		cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQresultErrorMessage(r));
+		PQclear(r);
+		free(doc);
+		json_decref(lines);
+		fd_order_type.release(&o);
+	}
+	PQfinish(c);
+	exec_sql(e.url, "INSERT INTO projections (name, tx_id, seq) SELECT 'order_summaries', tx_id, seq FROM events"
+			" ORDER BY tx_id DESC, seq DESC LIMIT 1");
+	workload(&e, 2);
+	struct fd_projector *p = projector_start(&e);
+	time_t end = time(NULL) + 60;
+	while (table_version(e.url, "order_summaries") != fd_projection_find("order_summaries")->version ||
+	       rebuild_pending(e.url, "order_summaries")) {
+		cr_assert(time(NULL) < end, "order_summaries was not rebuilt");
+		usleep(10000);
+	}
+	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM information_schema.columns"
+				   " WHERE table_name = 'order_summaries' AND column_name = 'lines'"),
+		     0, "the lines document is gone");
+	wait_caught_up(&e, 60);
+	assert_equals_replay(&e); /* the orders from before the upgrade and after, with their line rows */
 	fd_projector_stop(p);
 	env_close(&e);
 }
