@@ -31,6 +31,13 @@ void fd_sha256_hex(const void *data, size_t len, char out[65]);
 void fd_uuid_from_name(const char *namespace_, const void *name, size_t len, struct fd_uuid *out);
 
 /*
+ * 64-bit FNV-1a of the string s, continuing from h (FD_FNV1A_BASIS to start):
+ * a fast, stable, platform-independent hash for tables and keys.
+ */
+#define FD_FNV1A_BASIS 1469598103934665603ULL
+uint64_t fd_fnv1a(uint64_t h, const char *s);
+
+/*
  * A PostgreSQL advisory-lock key: 64-bit FNV-1a of namespace_ then name,
  * with the sign bit cleared.  Stable across versions (processes of different
  * builds must agree on it).

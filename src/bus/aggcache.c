@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "factd/hash.h"
+
 #define SHARDS 16
 
 struct entry {
@@ -37,14 +39,6 @@ struct fd_aggcache {
 	fd_aggcache_free_fn free_value;
 	struct shard shards[SHARDS];
 };
-
-static uint64_t fnv1a(const char *s)
-{
-	uint64_t h = 1469598103934665603ULL;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-	return h;
-}
 
 enum fd_err fd_aggcache_new(size_t capacity, fd_aggcache_free_fn free_value, struct fd_aggcache **out)
 {
@@ -145,7 +139,7 @@ void *fd_aggcache_take(struct fd_aggcache *c, const char *stream, int64_t *versi
 {
 	if (!c || !c->capacity)
 		return NULL;
-	uint64_t h = fnv1a(stream);
+	uint64_t h = fd_fnv1a(FD_FNV1A_BASIS, stream);
 	struct shard *s = shard_for(c, h);
 	void *value = NULL;
 	pthread_mutex_lock(&s->lock);
@@ -170,7 +164,7 @@ void fd_aggcache_put(struct fd_aggcache *c, const char *stream, int64_t version,
 			c->free_value(value);
 		return;
 	}
-	uint64_t h = fnv1a(stream);
+	uint64_t h = fd_fnv1a(FD_FNV1A_BASIS, stream);
 	struct shard *s = shard_for(c, h);
 	size_t len = strlen(stream);
 	pthread_mutex_lock(&s->lock);
@@ -213,7 +207,7 @@ void fd_aggcache_drop(struct fd_aggcache *c, const char *stream)
 {
 	if (!c || !c->capacity)
 		return;
-	uint64_t h = fnv1a(stream);
+	uint64_t h = fd_fnv1a(FD_FNV1A_BASIS, stream);
 	struct shard *s = shard_for(c, h);
 	pthread_mutex_lock(&s->lock);
 	struct entry *e = *slot(s, h, stream);

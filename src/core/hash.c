@@ -155,12 +155,14 @@ void fd_uuid_from_name(const char *namespace_, const void *name, size_t len, str
 	out->b[8] = (unsigned char)(0x80 | (out->b[8] & 0x3f)); /* variant 10 */
 }
 
+uint64_t fd_fnv1a(uint64_t h, const char *s)
+{
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h;
+}
+
 long long fd_lock_key(const char *namespace_, const char *name)
 {
-	uint64_t h = 1469598103934665603ULL;
-	for (const char *s = namespace_; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-	for (const char *s = name; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-	return (long long)(h & 0x7fffffffffffffffULL);
+	return (long long)(fd_fnv1a(fd_fnv1a(FD_FNV1A_BASIS, namespace_), name) & 0x7fffffffffffffffULL);
 }

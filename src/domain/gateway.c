@@ -11,16 +11,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* 64-bit FNV-1a: a stable, platform-independent digest of the payment id. */
-static uint64_t fnv1a(const char *s)
-{
-	uint64_t h = 0xcbf29ce484222325ULL;
-	for (; *s; s++) {
-		h ^= (unsigned char)*s;
-		h *= 0x100000001b3ULL;
-	}
-	return h;
-}
+#include "factd/hash.h"
 
 static enum fd_gateway_result sim_authorise(struct fd_gateway *gw, const char *payment_id, int64_t amount_cents,
 					    unsigned attempt, char *message, size_t message_len)
@@ -40,7 +31,7 @@ static enum fd_gateway_result sim_authorise(struct fd_gateway *gw, const char *p
 		snprintf(text, sizeof text, "%s", "amount exceeds limit");
 		result = FD_GATEWAY_DECLINED;
 	} else {
-		snprintf(text, sizeof text, "AUTH-%016llX", (unsigned long long)fnv1a(payment_id ? payment_id : ""));
+		snprintf(text, sizeof text, "AUTH-%016llX", (unsigned long long)fd_fnv1a(FD_FNV1A_BASIS, payment_id ? payment_id : ""));
 		result = FD_GATEWAY_AUTHORISED;
 	}
 	if (message && message_len > 0)
