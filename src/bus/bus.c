@@ -25,6 +25,7 @@
 #include "factd/metrics.h"
 #include "factd/snapshots.h"
 #include "factd/uuid.h"
+#include "gate.h"
 
 #define IDEMPOTENCY_NS "factd.command"
 
@@ -39,6 +40,7 @@ struct snap_job {
 struct fd_bus {
 	struct fd_pool *pool;
 	struct fd_aggcache *cache;
+	struct fd_gates *gates;  /* one command at a time per stream (gate.h) */
 	struct fd_bus_config cfg;
 	pthread_t writer;
 	pthread_mutex_t lock;
@@ -196,6 +198,11 @@ enum fd_err fd_bus_new(struct fd_pool *pool, const struct fd_bus_config *cfg, st
 		free(bus);
 		return FD_ERR_NOMEM;
 	}
+	if (fd_gates_new(&bus->gates) != FD_OK) {
+		fd_aggcache_free(bus->cache);
+		free(bus);
+		return FD_ERR_NOMEM;
+	}
 	pthread_mutex_init(&bus->lock, NULL);
 	pthread_cond_init(&bus->work, NULL);
 	pthread_cond_init(&bus->drained, NULL);
@@ -203,6 +210,7 @@ enum fd_err fd_bus_new(struct fd_pool *pool, const struct fd_bus_config *cfg, st
 		pthread_cond_destroy(&bus->drained);
 		pthread_cond_destroy(&bus->work);
 		pthread_mutex_destroy(&bus->lock);
+		fd_gates_free(bus->gates);
 		fd_aggcache_free(bus->cache);
 		free(bus);
 		return FD_ERR_NOMEM;
@@ -223,6 +231,7 @@ void fd_bus_free(struct fd_bus *bus)
 	pthread_cond_destroy(&bus->drained);
 	pthread_cond_destroy(&bus->work);
 	pthread_mutex_destroy(&bus->lock);
+	fd_gates_free(bus->gates);
 	fd_aggcache_free(bus->cache);
 	free(bus);
 }
@@ -511,6 +520,7 @@ static enum fd_err send_command(struct fd_bus *bus, const struct fd_aggregate_ty
 	static const struct fd_cmd_meta no_meta = { 0 };
 	char stream[FD_STREAM_MAX + 1];
 	struct state_box *box = NULL;
+	struct fd_gate *gate = NULL;
 	enum fd_err err = FD_OK;
 
 	memset(out, 0, sizeof *out);
@@ -532,6 +542,7 @@ static enum fd_err send_command(struct fd_bus *bus, const struct fd_aggregate_ty
 	}
 	if (!(box = box_new(t)))
 		return FD_ERR_NOMEM;
+	gate = fd_gate_enter(bus->gates, stream);
 
 	unsigned max_attempts = bus->cfg.max_retries + 1;
 	bool try_cache = true;
@@ -669,6 +680,7 @@ static enum fd_err send_command(struct fd_bus *bus, const struct fd_aggregate_ty
 	}
 	err = FD_ERR_CONFLICT;
 done:
+	fd_gate_leave(bus->gates, gate);
 	box_free(box);
 	return err;
 }

@@ -417,6 +417,44 @@ static void *race_worker(void *arg)
 	return NULL;
 }
 
+/*
+ * Commands on one aggregate in one process queue behind each other (the bus's
+ * per-stream gate), each deciding on the state its predecessor left: with
+ * no retries at all, none of them conflicts, with the aggregate cache on and off.
+ */
+static void one_process_never_conflicts(size_t cache_entries)
+{
+	struct env e = { .url = fd_test_db_new() };
+	cr_assert_eq(fd_pool_new(e.url, 8, 10000, &e.pool), FD_OK);
+	struct fd_bus_config cfg = { .max_retries = 0, .snapshot_every = -1, .cache_entries = cache_entries };
+	cr_assert_eq(fd_bus_new(e.pool, &cfg, &e.bus), FD_OK);
+	char id[FD_UUID_STRLEN + 1];
+	new_id(id);
+	must_send(&e, &fd_order_type, id, "create", json_pack("{s:s}", "customer_id", "c-1"));
+	enum { T = 8, N = 20 };
+	pthread_t th[T];
+	struct race r[T];
+	for (int i = 0; i < T; i++) {
+		r[i] = (struct race){ .e = &e, .id = id, .thread = i, .per_thread = N };
+		pthread_create(&th[i], NULL, race_worker, &r[i]);
+	}
+	int ok = 0;
+	for (int i = 0; i < T; i++) {
+		pthread_join(th[i], NULL);
+		ok += r[i].ok;
+		cr_assert_eq(r[i].conflicts, 0, "thread %d met %d conflicts", i, r[i].conflicts);
+	}
+	cr_assert_eq(ok, T * N);
+	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM events"), 1 + T * N);
+	env_close(&e);
+}
+
+Test(bus_concurrency, commands_on_one_aggregate_queue_instead_of_conflicting, .timeout = 300)
+{
+	one_process_never_conflicts(256);
+	one_process_never_conflicts(0);
+}
+
 Test(bus_concurrency, eight_threads_on_one_order_lose_no_update, .timeout = 300)
 {
 	struct env e = env_open(-1, 50);
