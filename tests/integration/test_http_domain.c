@@ -2271,15 +2271,23 @@ static void exec_ok(PGconn *c, const char *sql)
 	PQclear(res);
 }
 
+/*
+ * Each twin goes to a server of its own on the same database, as to separate
+ * factd processes: within one process the bus queues commands on one
+ * aggregate (its per-stream gate), so only other processes race at the store.
+ */
 static void run_twins(struct fd_test_server *ts, struct twin *tw, size_t n)
 {
+	struct fd_test_server others[16];
+	cr_assert_leq(n, 16);
+	for (size_t i = 1; i < n; i++)
+		fd_test_server_start(&others[i], ts->db_url);
 	PGconn *lock = fd_test_connect(ts->db_url);
 	exec_ok(lock, "BEGIN");
 	exec_ok(lock, "LOCK TABLE events IN EXCLUSIVE MODE");
 	pthread_t th[16];
-	cr_assert_leq(n, 16);
 	for (size_t i = 0; i < n; i++) {
-		tw[i].port = ts->port;
+		tw[i].port = i ? others[i].port : ts->port;
 		cr_assert_eq(pthread_create(&th[i], NULL, twin_main, &tw[i]), 0);
 	}
 	long long waiting = 0;
@@ -2292,6 +2300,8 @@ static void run_twins(struct fd_test_server *ts, struct twin *tw, size_t n)
 	PQfinish(lock);
 	for (size_t i = 0; i < n; i++)
 		pthread_join(th[i], NULL);
+	for (size_t i = 1; i < n; i++)
+		fd_test_server_stop(&others[i]);
 	cr_assert_eq(waiting, (long long)n, "only %lld of %zu requests reached the store together", waiting, n);
 	for (size_t i = 0; i < n; i++)
 		cr_assert_eq(tw[i].rc, 0, "twin %zu: no connection", i);
