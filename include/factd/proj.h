@@ -88,6 +88,16 @@ struct fd_projection {
 };
 
 #define FD_PROJECTION_STATEMENTS_MAX 64
+/*
+ * What the projector sets on each connection it opens.  Every handler
+ * statement finds its rows by key, and PostgreSQL keeps a prepared
+ * statement's generic plan until the statistics of its tables change: one
+ * made while a table was tiny (a new projection, a rebuild's copy, a table
+ * just vacuumed) would scan the table as it grows, where an index lookup
+ * costs the same at any size.  Without sequential scans to choose from, the
+ * planner takes the indexes.
+ */
+#define FD_PROJECTION_SESSION_SQL "SET enable_seqscan = off"
 /* Room for a prepared statement's name: PostgreSQL keeps 63 bytes of it. */
 #define FD_PROJECTION_STATEMENT_NAME 64
 

@@ -556,7 +556,8 @@ static void *projector_main(void *arg)
 					continue;
 				w->conn = PQconnectdb(p->conninfo);
 				memset(w->prepared, 0, sizeof w->prepared); /* a new session: nothing prepared on it */
-				if (PQstatus(w->conn) != CONNECTION_OK) {
+				if (PQstatus(w->conn) != CONNECTION_OK ||
+				    !run(w->conn, FD_PROJECTION_SESSION_SQL, 0, NULL, NULL)) {
 					drop_conn(w);
 					continue;
 				}
