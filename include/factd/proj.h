@@ -65,22 +65,61 @@ struct fd_projection {
 	 */
 	unsigned version;
 	/*
+	 * Every statement the handler runs, with "{table}" where the name of the
+	 * table it writes goes (and "{table}_lines" for a companion); NULL-
+	 * terminated, at most FD_PROJECTION_STATEMENTS_MAX.  The projector
+	 * prepares them on its connection, once for the live table and once for
+	 * the shadow copy, before the first batch it applies to each, and the
+	 * handler runs them by index with fd_projection_exec: an event then costs
+	 * PostgreSQL no parsing and, once a statement's plan is cached, no
+	 * planning.
+	 */
+	const char *const *statements;
+	/*
 	 * Apply one event inside the projection's open transaction on `conn`,
-	 * writing to `table` (live or shadow).  Any error aborts the batch; it
-	 * is retried later.  The projector calls handlers with `conn` in libpq
-	 * pipeline mode: a handler queues its statements (PQsendQueryParams)
-	 * and does not read results; the projector checks them all at the end
-	 * of the batch, so a batch of events costs one round trip, not one per
+	 * writing to `table` (live or shadow) with fd_projection_exec.  Any error
+	 * aborts the batch; it is retried later.  The projector calls handlers
+	 * with `conn` in libpq pipeline mode: a handler queues its statements and
+	 * does not read results; the projector checks them all at the end of the
+	 * batch, so a batch of events costs one round trip, not one per
 	 * statement.  Statements still run in order in the one transaction.
 	 */
 	enum fd_err (*handle)(PGconn *conn, const char *table, const struct fd_feed_event *ev);
 };
+
+#define FD_PROJECTION_STATEMENTS_MAX 64
+/*
+ * What the projector sets on each connection it opens.  Every handler
+ * statement finds its rows by key, and PostgreSQL keeps a prepared
+ * statement's generic plan until the statistics of its tables change: one
+ * made while a table was tiny (a new projection, a rebuild's copy, a table
+ * just vacuumed) would scan the table as it grows, where an index lookup
+ * costs the same at any size.  Without sequential scans to choose from, the
+ * planner takes the indexes.
+ */
+#define FD_PROJECTION_SESSION_SQL "SET enable_seqscan = off"
+/* Room for a prepared statement's name: PostgreSQL keeps 63 bytes of it. */
+#define FD_PROJECTION_STATEMENT_NAME 64
 
 extern const struct fd_projection fd_projections[];
 extern const size_t fd_projections_count;
 const struct fd_projection *fd_projection_find(const char *name);
 /* sql with every "{table}" replaced by table (caller frees); NULL when out of memory. */
 char *fd_projection_sql(const char *sql, const char *table);
+/*
+ * The name statement i of a projection is prepared under for `table`
+ * ("order_summaries_next/2"): one name per statement and table, so the live
+ * and the shadow tables each have their own.  False when it would not fit
+ * in PostgreSQL's 63 bytes.
+ */
+bool fd_projection_statement_name(const char *table, unsigned i, char name[FD_PROJECTION_STATEMENT_NAME]);
+/*
+ * Run statement i of the projection's statements, prepared on conn for
+ * `table`, with n text parameters.  On a connection in pipeline mode (the
+ * projector's batches) it is only queued; its result is checked with the
+ * rest of the batch.
+ */
+enum fd_err fd_projection_exec(PGconn *conn, const char *table, unsigned i, int n, const char *const *params);
 
 struct fd_projector;
 struct fd_metrics;

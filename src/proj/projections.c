@@ -8,6 +8,8 @@
  *
  * Handlers run inside the projector's transaction; every statement names the
  * table it is given (live or shadow), and its companions by their suffixes.
+ * A projection lists its statements, and its handler runs them by index:
+ * the projector prepares them once per connection and table (see proj.h).
  * Each summary and stock row records the stream version it reflects, and a
  * handler skips an event at or below it (an order's lines are written only
  * when its summary takes the event), so a replay over existing rows is
@@ -44,27 +46,27 @@ char *fd_projection_sql(const char *sql, const char *table)
 	return out;
 }
 
-/*
- * Run one parameterised statement against `table` (each "{table}" in sql).
- * On a connection in pipeline mode (the projector's batches) it is only
- * queued; its result is checked with the rest of the batch (see proj.h).
- */
-static enum fd_err exec_sql(PGconn *conn, const char *table, const char *sql, int n, const char *const *params)
+bool fd_projection_statement_name(const char *table, unsigned i, char name[FD_PROJECTION_STATEMENT_NAME])
 {
-	char *text = fd_projection_sql(sql, table);
-	if (!text)
-		return FD_ERR_NOMEM;
+	int n = snprintf(name, FD_PROJECTION_STATEMENT_NAME, "%s/%u", table, i);
+	return n > 0 && n < FD_PROJECTION_STATEMENT_NAME;
+}
+
+enum fd_err fd_projection_exec(PGconn *conn, const char *table, unsigned i, int n, const char *const *params)
+{
+	char name[FD_PROJECTION_STATEMENT_NAME];
+	if (!fd_projection_statement_name(table, i, name))
+		return FD_ERR_INVAL;
 	enum fd_err err = FD_OK;
 	if (PQpipelineStatus(conn) != PQ_PIPELINE_OFF) {
-		if (!PQsendQueryParams(conn, text, n, NULL, params, NULL, NULL, 0))
+		if (!PQsendQueryPrepared(conn, name, n, params, NULL, NULL, 0))
 			err = fd_pg_classify(conn, NULL);
 	} else {
-		PGresult *res = PQexecParams(conn, text, n, NULL, params, NULL, NULL, 0);
+		PGresult *res = PQexecPrepared(conn, name, n, params, NULL, NULL, 0);
 		if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
 			err = fd_pg_classify(conn, res);
 		PQclear(res);
 	}
-	free(text);
 	return err;
 }
 
@@ -110,6 +112,57 @@ static const char order_summaries_sql[] =
 
 static const char *const order_summaries_companions[] = { "_lines", NULL };
 
+/* A status change: the status, the time it happened, and a cancellation's reason when it has one. */
+#define ORDER_TRANSITION(status, column)                                                                          \
+	"UPDATE {table} SET status = '" status "', " column " = $2, cancel_reason = coalesce($4, cancel_reason),"  \
+	" version = $3, updated_at = $2 WHERE order_id = $1 AND version < $3"
+
+enum {
+	ORDER_CREATED,
+	ORDER_LINE_ADDED,
+	ORDER_LINE_REMOVED,
+	ORDER_PLACED,
+	ORDER_CONFIRMED,
+	ORDER_SHIPPED,
+	ORDER_CANCELLED,
+};
+
+static const char *const order_statements[] = {
+	[ORDER_CREATED] = "INSERT INTO {table} (order_id, customer_id, status, created_at, version, updated_at)"
+			  " VALUES ($1, $2, 'draft', $3, $4, $3) ON CONFLICT (order_id) DO NOTHING",
+	/*
+	 * A line event moves line_count and total_cents by the one line that
+	 * changes, as it was before the event (old) and after, and writes that
+	 * line only when the summary takes the event (its version check).
+	 */
+	[ORDER_LINE_ADDED] =
+		"WITH old AS (SELECT quantity, unit_price_cents FROM {table}_lines"
+		"   WHERE order_id = $1 AND product_id = $2::text),"
+		" s AS (UPDATE {table} SET"
+		"   line_count = line_count + 1 - (SELECT count(*) FROM old)::int,"
+		"   total_cents = total_cents - coalesce((SELECT quantity * unit_price_cents FROM old), 0)"
+		"     + (coalesce((SELECT quantity FROM old), 0) + $3::bigint) * $4::bigint,"
+		"   version = $5, updated_at = $6"
+		"   WHERE order_id = $1 AND version < $5 RETURNING order_id)"
+		" INSERT INTO {table}_lines AS l (order_id, product_id, quantity, unit_price_cents)"
+		" SELECT order_id, $2::text, $3::bigint, $4::bigint FROM s"
+		" ON CONFLICT (order_id, product_id) DO UPDATE"
+		"   SET quantity = l.quantity + excluded.quantity, unit_price_cents = excluded.unit_price_cents",
+	[ORDER_LINE_REMOVED] =
+		"WITH old AS (DELETE FROM {table}_lines AS l USING {table} AS s"
+		"   WHERE l.order_id = $1 AND l.product_id = $2::text AND s.order_id = $1 AND s.version < $3"
+		"   RETURNING l.quantity * l.unit_price_cents AS amount)"
+		" UPDATE {table} SET line_count = line_count - (SELECT count(*) FROM old)::int,"
+		" total_cents = total_cents - coalesce((SELECT amount FROM old), 0),"
+		" version = $3, updated_at = $4"
+		" WHERE order_id = $1 AND version < $3",
+	[ORDER_PLACED] = ORDER_TRANSITION("placed", "placed_at"),
+	[ORDER_CONFIRMED] = ORDER_TRANSITION("confirmed", "confirmed_at"),
+	[ORDER_SHIPPED] = ORDER_TRANSITION("shipped", "shipped_at"),
+	[ORDER_CANCELLED] = ORDER_TRANSITION("cancelled", "cancelled_at"),
+	NULL,
+};
+
 static enum fd_err order_handle(PGconn *conn, const char *table, const struct fd_feed_event *ev)
 {
 	const char *id = ev->stream + strlen("order-");
@@ -121,66 +174,33 @@ static enum fd_err order_handle(PGconn *conn, const char *table, const struct fd
 	const char *t = ev->type;
 	if (strcmp(t, "OrderCreated") == 0) {
 		const char *params[] = { id, str(ev->data, "customer_id"), ev->recorded_at, version };
-		return exec_sql(conn, table,
-				"INSERT INTO {table} (order_id, customer_id, status, created_at, version, updated_at)"
-				" VALUES ($1, $2, 'draft', $3, $4, $3) ON CONFLICT (order_id) DO NOTHING",
-				4, params);
+		return fd_projection_exec(conn, table, ORDER_CREATED, 4, params);
 	}
-	/*
-	 * A line event moves line_count and total_cents by the one line that
-	 * changes, as it was before the event (old) and after, and writes that
-	 * line only when the summary takes the event (its version check).
-	 */
 	if (strcmp(t, "OrderLineAdded") == 0) {
 		int_text(ev->data, "quantity", q);
 		int_text(ev->data, "unit_price_cents", p);
 		const char *params[] = { id, str(ev->data, "product_id"), q, p, version, ev->recorded_at };
-		return exec_sql(conn, table,
-				"WITH old AS (SELECT quantity, unit_price_cents FROM {table}_lines"
-				"   WHERE order_id = $1 AND product_id = $2::text),"
-				" s AS (UPDATE {table} SET"
-				"   line_count = line_count + 1 - (SELECT count(*) FROM old)::int,"
-				"   total_cents = total_cents - coalesce((SELECT quantity * unit_price_cents FROM old), 0)"
-				"     + (coalesce((SELECT quantity FROM old), 0) + $3::bigint) * $4::bigint,"
-				"   version = $5, updated_at = $6"
-				"   WHERE order_id = $1 AND version < $5 RETURNING order_id)"
-				" INSERT INTO {table}_lines AS l (order_id, product_id, quantity, unit_price_cents)"
-				" SELECT order_id, $2::text, $3::bigint, $4::bigint FROM s"
-				" ON CONFLICT (order_id, product_id) DO UPDATE"
-				"   SET quantity = l.quantity + excluded.quantity, unit_price_cents = excluded.unit_price_cents",
-				6, params);
+		return fd_projection_exec(conn, table, ORDER_LINE_ADDED, 6, params);
 	}
 	if (strcmp(t, "OrderLineRemoved") == 0) {
 		const char *params[] = { id, str(ev->data, "product_id"), version, ev->recorded_at };
-		return exec_sql(conn, table,
-				"WITH old AS (DELETE FROM {table}_lines AS l USING {table} AS s"
-				"   WHERE l.order_id = $1 AND l.product_id = $2::text AND s.order_id = $1 AND s.version < $3"
-				"   RETURNING l.quantity * l.unit_price_cents AS amount)"
-				" UPDATE {table} SET line_count = line_count - (SELECT count(*) FROM old)::int,"
-				" total_cents = total_cents - coalesce((SELECT amount FROM old), 0),"
-				" version = $3, updated_at = $4"
-				" WHERE order_id = $1 AND version < $3",
-				4, params);
+		return fd_projection_exec(conn, table, ORDER_LINE_REMOVED, 4, params);
 	}
 	static const struct {
-		const char *type, *status, *column;
+		const char *type;
+		unsigned statement;
 	} transitions[] = {
-		{ "OrderPlaced", "placed", "placed_at" },
-		{ "OrderConfirmed", "confirmed", "confirmed_at" },
-		{ "OrderShipped", "shipped", "shipped_at" },
-		{ "OrderCancelled", "cancelled", "cancelled_at" },
+		{ "OrderPlaced", ORDER_PLACED },
+		{ "OrderConfirmed", ORDER_CONFIRMED },
+		{ "OrderShipped", ORDER_SHIPPED },
+		{ "OrderCancelled", ORDER_CANCELLED },
 	};
 	for (size_t i = 0; i < sizeof transitions / sizeof transitions[0]; i++) {
 		if (strcmp(t, transitions[i].type) != 0)
 			continue;
-		char sql[512];
-		snprintf(sql, sizeof sql,
-			 "UPDATE {table} SET status = '%s', %s = $2, cancel_reason = coalesce($4, cancel_reason),"
-			 " version = $3, updated_at = $2 WHERE order_id = $1 AND version < $3",
-			 transitions[i].status, transitions[i].column);
 		const char *reason = json_string_value(json_object_get(ev->data, "reason"));
 		const char *params[] = { id, ev->recorded_at, version, reason };
-		return exec_sql(conn, table, sql, 4, params);
+		return fd_projection_exec(conn, table, transitions[i].statement, 4, params);
 	}
 	return FD_OK; /* other types do not change the summary */
 }
@@ -197,6 +217,28 @@ static const char product_stock_sql[] =
 	" version bigint NOT NULL,"
 	" updated_at timestamptz NOT NULL)";
 
+/* A stock movement: the columns it moves by the event's quantity ($2). */
+#define STOCK_MOVE(set) \
+	"UPDATE {table} SET " set ", version = $3, updated_at = $4 WHERE product_id = $1 AND version < $3"
+
+enum {
+	PRODUCT_CREATED,
+	PRODUCT_RESTOCKED,
+	STOCK_RESERVED,
+	RESERVATION_RELEASED,
+	RESERVATION_COMMITTED,
+};
+
+static const char *const product_statements[] = {
+	[PRODUCT_CREATED] = "INSERT INTO {table} (product_id, name, available, version, updated_at)"
+			    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (product_id) DO NOTHING",
+	[PRODUCT_RESTOCKED] = STOCK_MOVE("available = available + $2"),
+	[STOCK_RESERVED] = STOCK_MOVE("available = available - $2, reserved = reserved + $2"),
+	[RESERVATION_RELEASED] = STOCK_MOVE("available = available + $2, reserved = reserved - $2"),
+	[RESERVATION_COMMITTED] = STOCK_MOVE("reserved = reserved - $2, committed = committed + $2"),
+	NULL,
+};
+
 static enum fd_err product_handle(PGconn *conn, const char *table, const struct fd_feed_event *ev)
 {
 	const char *id = ev->stream + strlen("product-");
@@ -206,29 +248,23 @@ static enum fd_err product_handle(PGconn *conn, const char *table, const struct 
 	if (strcmp(t, "ProductCreated") == 0) {
 		int_text(ev->data, "stock", q);
 		const char *params[] = { id, str(ev->data, "name"), q, version, ev->recorded_at };
-		return exec_sql(conn, table,
-				"INSERT INTO {table} (product_id, name, available, version, updated_at)"
-				" VALUES ($1, $2, $3, $4, $5) ON CONFLICT (product_id) DO NOTHING",
-				5, params);
+		return fd_projection_exec(conn, table, PRODUCT_CREATED, 5, params);
 	}
 	static const struct {
-		const char *type, *set;
+		const char *type;
+		unsigned statement;
 	} moves[] = {
-		{ "ProductRestocked", "available = available + $2" },
-		{ "StockReserved", "available = available - $2, reserved = reserved + $2" },
-		{ "ReservationReleased", "available = available + $2, reserved = reserved - $2" },
-		{ "ReservationCommitted", "reserved = reserved - $2, committed = committed + $2" },
+		{ "ProductRestocked", PRODUCT_RESTOCKED },
+		{ "StockReserved", STOCK_RESERVED },
+		{ "ReservationReleased", RESERVATION_RELEASED },
+		{ "ReservationCommitted", RESERVATION_COMMITTED },
 	};
 	for (size_t i = 0; i < sizeof moves / sizeof moves[0]; i++) {
 		if (strcmp(t, moves[i].type) != 0)
 			continue;
-		char sql[512];
-		snprintf(sql, sizeof sql,
-			 "UPDATE {table} SET %s, version = $3, updated_at = $4 WHERE product_id = $1 AND version < $3",
-			 moves[i].set);
 		int_text(ev->data, "quantity", q);
 		const char *params[] = { id, q, version, ev->recorded_at };
-		return exec_sql(conn, table, sql, 4, params);
+		return fd_projection_exec(conn, table, moves[i].statement, 4, params);
 	}
 	return FD_OK;
 }
@@ -246,6 +282,7 @@ const struct fd_projection fd_projections[] = {
 		.create_sql = order_summaries_sql,
 		.companions = order_summaries_companions,
 		.version = 2,
+		.statements = order_statements,
 		.handle = order_handle,
 	},
 	{
@@ -254,6 +291,7 @@ const struct fd_projection fd_projections[] = {
 		.categories = product_categories,
 		.create_sql = product_stock_sql,
 		.version = 1,
+		.statements = product_statements,
 		.handle = product_handle,
 	},
 };

@@ -44,6 +44,11 @@ struct worker {
 	bool owned;            /* this session holds the projection's advisory lock */
 	bool stale;            /* the live tables are of an older version: served as they are, rebuilt */
 	bool aside;            /* left to a newer factd (said once) */
+	/*
+	 * The handler's statements prepared on conn: a bit per statement, for
+	 * the live table [0] and the shadow one [1].  A new connection has none.
+	 */
+	uint64_t prepared[2];
 	struct timespec retry_at;
 };
 
@@ -229,6 +234,51 @@ static bool try_own(struct fd_projector *p, struct worker *w)
 	return true;
 }
 
+/*
+ * Prepare on the worker's connection those of the handler's statements for
+ * `table` (the live one, or the shadow when `shadow`) that are not prepared
+ * there yet.  Runs in the open transaction, before the batch's pipeline; a
+ * statement that fails to prepare fails the batch, and the next one tries
+ * it again.  A prepared statement outlives the transaction it was made in,
+ * rolled back or not, so the bits hold until the connection goes: the worker
+ * clears them whenever it opens a new one.
+ *
+ * A statement is prepared for a table name, not a table: PostgreSQL parses
+ * and plans it again, looking the names up afresh, whenever a table it uses
+ * is dropped, renamed or altered.  So the statements prepared for
+ * "order_summaries" write the shadow copy once a swap has renamed it into
+ * place, and those prepared for "order_summaries_next" the new copy that
+ * the next rebuild creates, never the table that was swapped in (the tests
+ * hold PostgreSQL to this).
+ */
+static bool prepare_statements(struct worker *w, const char *table, bool shadow)
+{
+	const struct fd_projection *d = w->def;
+	uint64_t *done = &w->prepared[shadow];
+	for (unsigned i = 0; d->statements && d->statements[i]; i++) {
+		if (*done & (UINT64_C(1) << i))
+			continue;
+		char name[FD_PROJECTION_STATEMENT_NAME];
+		char *sql = NULL;
+		if (i >= FD_PROJECTION_STATEMENTS_MAX || !fd_projection_statement_name(table, i, name) ||
+		    !(sql = fd_projection_sql(d->statements[i], table))) {
+			fd_log_fields(FD_LOG_ERROR, "projection statement not prepared",
+				      json_pack("{s:s, s:s, s:i}", "projection", d->name, "table", table, "statement", (int)i));
+			return false;
+		}
+		PGresult *res = PQprepare(w->conn, name, sql, 0, NULL);
+		free(sql);
+		bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+		if (!ok)
+			log_pg("projection statement not prepared", d->name, w->conn, res);
+		PQclear(res);
+		if (!ok)
+			return false;
+		*done |= UINT64_C(1) << i;
+	}
+	return true;
+}
+
 /* The categories as a PostgreSQL array literal. */
 static void categories_literal(const struct fd_projection *d, char *buf, size_t len)
 {
@@ -316,7 +366,7 @@ static bool apply_batch(struct fd_projector *p, struct worker *w, const char *ta
 	int n = PQntuples(res);
 	char last_tx[24], last_seq[24], last_at[40] = "";
 	/* The handlers' statements go out as one pipeline; results are read after the loop. */
-	if (n > 0 && !PQenterPipelineMode(w->conn))
+	if (n > 0 && (!prepare_statements(w, table, shadow) || !PQenterPipelineMode(w->conn)))
 		goto done;
 	snprintf(last_tx, sizeof last_tx, "%s", tx);
 	snprintf(last_seq, sizeof last_seq, "%s", seq);
@@ -505,7 +555,9 @@ static void *projector_main(void *arg)
 				if (!due(&w->retry_at))
 					continue;
 				w->conn = PQconnectdb(p->conninfo);
-				if (PQstatus(w->conn) != CONNECTION_OK) {
+				memset(w->prepared, 0, sizeof w->prepared); /* a new session: nothing prepared on it */
+				if (PQstatus(w->conn) != CONNECTION_OK ||
+				    !run(w->conn, FD_PROJECTION_SESSION_SQL, 0, NULL, NULL)) {
 					drop_conn(w);
 					continue;
 				}
