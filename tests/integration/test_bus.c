@@ -417,6 +417,31 @@ static void *race_worker(void *arg)
 	return NULL;
 }
 
+enum { RACERS = 8 };
+
+/*
+ * RACERS threads each send n add_line commands to one new order (its id into
+ * id); every command must succeed without a conflict reaching the caller.
+ */
+static void race_on_one_order(struct env *e, int n, struct race *r, char id[FD_UUID_STRLEN + 1])
+{
+	new_id(id);
+	must_send(e, &fd_order_type, id, "create", json_pack("{s:s}", "customer_id", "c-1"));
+	pthread_t th[RACERS];
+	for (int i = 0; i < RACERS; i++) {
+		r[i] = (struct race){ .e = e, .id = id, .thread = i, .per_thread = n };
+		pthread_create(&th[i], NULL, race_worker, &r[i]);
+	}
+	int ok = 0;
+	for (int i = 0; i < RACERS; i++) {
+		pthread_join(th[i], NULL);
+		ok += r[i].ok;
+		cr_assert_eq(r[i].conflicts, 0, "thread %d met %d conflicts", i, r[i].conflicts);
+	}
+	cr_assert_eq(ok, RACERS * n);
+	cr_assert_eq(scalar(e->url, "SELECT count(*) FROM events"), 1 + RACERS * n);
+}
+
 /*
  * Commands on one aggregate in one process queue behind each other (the bus's
  * per-stream gate), each deciding on the state its predecessor left: with
@@ -428,24 +453,9 @@ static void one_process_never_conflicts(size_t cache_entries)
 	cr_assert_eq(fd_pool_new(e.url, 8, 10000, &e.pool), FD_OK);
 	struct fd_bus_config cfg = { .max_retries = 0, .snapshot_every = -1, .cache_entries = cache_entries };
 	cr_assert_eq(fd_bus_new(e.pool, &cfg, &e.bus), FD_OK);
+	struct race r[RACERS];
 	char id[FD_UUID_STRLEN + 1];
-	new_id(id);
-	must_send(&e, &fd_order_type, id, "create", json_pack("{s:s}", "customer_id", "c-1"));
-	enum { T = 8, N = 20 };
-	pthread_t th[T];
-	struct race r[T];
-	for (int i = 0; i < T; i++) {
-		r[i] = (struct race){ .e = &e, .id = id, .thread = i, .per_thread = N };
-		pthread_create(&th[i], NULL, race_worker, &r[i]);
-	}
-	int ok = 0;
-	for (int i = 0; i < T; i++) {
-		pthread_join(th[i], NULL);
-		ok += r[i].ok;
-		cr_assert_eq(r[i].conflicts, 0, "thread %d met %d conflicts", i, r[i].conflicts);
-	}
-	cr_assert_eq(ok, T * N);
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM events"), 1 + T * N);
+	race_on_one_order(&e, 20, r, id);
 	env_close(&e);
 }
 
@@ -458,24 +468,10 @@ Test(bus_concurrency, commands_on_one_aggregate_queue_instead_of_conflicting, .t
 Test(bus_concurrency, eight_threads_on_one_order_lose_no_update, .timeout = 300)
 {
 	struct env e = env_open(-1, 50);
-	char id[FD_UUID_STRLEN + 1];
-	new_id(id);
-	must_send(&e, &fd_order_type, id, "create", json_pack("{s:s}", "customer_id", "c-1"));
-	enum { T = 8, N = 25 };
-	pthread_t th[T];
+	enum { T = RACERS, N = 25 };
 	struct race r[T];
-	for (int i = 0; i < T; i++) {
-		r[i] = (struct race){ .e = &e, .id = id, .thread = i, .per_thread = N };
-		pthread_create(&th[i], NULL, race_worker, &r[i]);
-	}
-	int ok = 0;
-	for (int i = 0; i < T; i++) {
-		pthread_join(th[i], NULL);
-		ok += r[i].ok;
-		cr_assert_eq(r[i].conflicts, 0, "50 retries should absorb 8 writers");
-	}
-	cr_assert_eq(ok, T * N);
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM events"), 1 + T * N);
+	char id[FD_UUID_STRLEN + 1];
+	race_on_one_order(&e, N, r, id);
 	cr_assert_eq(scalar(e.url, "SELECT count(DISTINCT data->>'product_id') FROM events WHERE type = 'OrderLineAdded'"),
 		     T * N, "every accepted command's event is in the stream exactly once");
 	struct fd_order o;
