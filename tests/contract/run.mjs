@@ -204,6 +204,11 @@ function send(base, method, reqPath, { query, headers = {}, json, body, chunked 
 		payload = Buffer.isBuffer(body) ? body : Buffer.from(body);
 	}
 	if (payload && !chunked) h['Content-Length'] = String(payload.length);
+	// A large body waits for "100 Continue", as curl does: factd refuses an
+	// oversized one (413) before reading it and closes the connection, and a
+	// client still writing the body then sees EPIPE instead of the answer.
+	const expectContinue = payload && !chunked && payload.length > 65536;
+	if (expectContinue) h.Expect = '100-continue';
 	return new Promise((resolve, reject) => {
 		let done = false;
 		const req = http.request(url, { method, headers: h, agent: false }, (res) => {
@@ -218,8 +223,12 @@ function send(base, method, reqPath, { query, headers = {}, json, body, chunked 
 		req.setTimeout(30000, () => req.destroy(new Error(`${method} ${reqPath}: no answer within 30 s`)));
 		// factd may answer (413, 415) before reading the whole body and close the connection.
 		req.on('error', (e) => done || reject(e));
-		if (payload) req.write(payload);
-		req.end();
+		if (expectContinue) {
+			req.on('continue', () => req.end(payload));
+		} else {
+			if (payload) req.write(payload);
+			req.end();
+		}
 	});
 }
 
