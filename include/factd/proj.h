@@ -119,7 +119,8 @@ bool fd_projection_statement_name(const char *table, unsigned i, char name[FD_PR
  * projector's batches) it is only queued; its result is checked with the
  * rest of the batch.
  */
-enum fd_err fd_projection_exec(PGconn *conn, const char *table, unsigned i, int n, const char *const *params);
+FD_MUST_USE enum fd_err fd_projection_exec(PGconn *conn, const char *table, unsigned i, int n,
+					   const char *const *params);
 
 struct fd_projector;
 struct fd_metrics;

@@ -256,7 +256,7 @@ static bool prepare_statements(struct worker *w, const char *table, bool shadow)
 	const struct fd_projection *d = w->def;
 	uint64_t *done = &w->prepared[shadow];
 	for (unsigned i = 0; d->statements && d->statements[i]; i++) {
-		if (*done & (UINT64_C(1) << i))
+		if (i < FD_PROJECTION_STATEMENTS_MAX && (*done & (UINT64_C(1) << i)))
 			continue;
 		char name[FD_PROJECTION_STATEMENT_NAME];
 		char *sql = NULL;
