@@ -193,17 +193,8 @@ static enum fd_err build_params(struct pending *const *batch, size_t k, struct f
 		if (!err)
 			err = number_elem(&a[P_COUNT], (long long)p->n, first);
 		for (size_t e = 0; e < p->n && !err; e++, first_event = false) {
-			const struct fd_event_in *ev = &p->events[e];
-			char uuid[FD_UUID_STRLEN + 1];
-			fd_uuid_format(&ev->event_id, uuid);
-			err = fd_store_array_elem(&a[P_ID], uuid, first_event);
-			if (!err)
-				err = fd_store_array_elem(&a[P_TYPE], ev->type, first_event);
-			if (!err)
-				err = fd_store_array_elem(&a[P_DATA], ev->data_json, first_event);
-			if (!err)
-				err = fd_store_array_elem(&a[P_META], ev->metadata_json ? ev->metadata_json : "{}",
-							  first_event);
+			err = fd_store_event_elems(&a[P_ID], &a[P_TYPE], &a[P_DATA], &a[P_META], &p->events[e],
+						   first_event);
 			if (!err)
 				err = number_elem(&a[P_REQ], (long long)i + 1, first_event);
 			if (!err)

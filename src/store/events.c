@@ -373,31 +373,33 @@ struct append_arrays {
 	struct fd_buf ids, types, data, metadata;
 };
 
-static enum fd_err build_arrays(const struct fd_event_in *events, size_t n, struct append_arrays *a,
-				bool *any_id_given)
+/* The contract is in internal.h. */
+enum fd_err fd_store_event_elems(struct fd_buf *ids, struct fd_buf *types, struct fd_buf *data, struct fd_buf *metadata,
+				 const struct fd_event_in *ev, bool first)
 {
-	enum fd_err err = FD_OK;
-	*any_id_given = false;
-	err = fd_buf_append(&a->ids, "{", 1);
+	char uuid[FD_UUID_STRLEN + 1];
+	fd_uuid_format(&ev->event_id, uuid);
+	enum fd_err err = fd_store_array_elem(ids, uuid, first);
+	if (!err)
+		err = fd_store_array_elem(types, ev->type, first);
+	if (!err)
+		err = fd_store_array_elem(data, ev->data_json, first);
+	if (!err)
+		err = fd_store_array_elem(metadata, ev->metadata_json ? ev->metadata_json : "{}", first);
+	return err;
+}
+
+static enum fd_err build_arrays(const struct fd_event_in *events, size_t n, struct append_arrays *a)
+{
+	enum fd_err err = fd_buf_append(&a->ids, "{", 1);
 	if (!err)
 		err = fd_buf_append(&a->types, "{", 1);
 	if (!err)
 		err = fd_buf_append(&a->data, "{", 1);
 	if (!err)
 		err = fd_buf_append(&a->metadata, "{", 1);
-	for (size_t i = 0; i < n && !err; i++) {
-		const struct fd_event_in *ev = &events[i];
-		char uuid[FD_UUID_STRLEN + 1];
-		fd_uuid_format(&ev->event_id, uuid);
-		*any_id_given = *any_id_given || ev->id_given;
-		err = fd_store_array_elem(&a->ids, uuid, i == 0);
-		if (!err)
-			err = fd_store_array_elem(&a->types, ev->type, i == 0);
-		if (!err)
-			err = fd_store_array_elem(&a->data, ev->data_json, i == 0);
-		if (!err)
-			err = fd_store_array_elem(&a->metadata, ev->metadata_json ? ev->metadata_json : "{}", i == 0);
-	}
+	for (size_t i = 0; i < n && !err; i++)
+		err = fd_store_event_elems(&a->ids, &a->types, &a->data, &a->metadata, &events[i], i == 0);
 	if (!err)
 		err = fd_buf_append(&a->ids, "}", 1);
 	if (!err)
@@ -498,7 +500,7 @@ enum fd_err fd_store_append(struct fd_pool *pool, const char *stream, struct fd_
 	if (!any_id_given && fd_batcher_accepts(batcher, expected, n) &&
 	    (err = fd_batch_append(pool, batcher, stream, category, expected, events, n, out, &lost)) != FD_ERR_NOTFOUND)
 		goto done;
-	if ((err = build_arrays(events, n, &arrays, &any_id_given)))
+	if ((err = build_arrays(events, n, &arrays)))
 		goto done;
 	if (!any_id_given && !lost &&
 	    (err = append_fast(pool, stream, category, expected, &arrays, n, out, &lost)) != FD_ERR_NOTFOUND) {

@@ -78,6 +78,12 @@ bool fd_bin_u64(const PGresult *res, int row, int col, uint64_t *out);
 
 /* events.c: append s as a double-quoted element of a PostgreSQL array literal (first: no comma). */
 FD_MUST_USE enum fd_err fd_store_array_elem(struct fd_buf *b, const char *s, bool first);
+/*
+ * events.c: append one event to the four parallel array literals of an
+ * append (ids, types, data, metadata; "{}" for no metadata).
+ */
+FD_MUST_USE enum fd_err fd_store_event_elems(struct fd_buf *ids, struct fd_buf *types, struct fd_buf *data,
+					     struct fd_buf *metadata, const struct fd_event_in *ev, bool first);
 
 /*
  * batch.c: group commit of appends (see there).  A batcher belongs to a pool
