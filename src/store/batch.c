@@ -206,11 +206,6 @@ static enum fd_err build_params(struct pending *const *batch, size_t k, struct f
 	return err;
 }
 
-static int64_t int_at(const PGresult *res, int row, int col)
-{
-	return PQgetisnull(res, row, col) ? 0 : strtoll(PQgetvalue(res, row, col), NULL, 10);
-}
-
 /*
  * Run one batch and set every request's answer.  Result rows, one per request
  * in order: its number, the version it appended after (NULL: not written),
@@ -247,15 +242,15 @@ static void run_batch(struct fd_pool *pool, struct pending *const *batch, size_t
 		}
 		int row = (int)i;
 		if (!PQgetisnull(res, row, 1)) {
-			int64_t cur = int_at(res, row, 1);
+			int64_t cur = fd_store_int(res, row, 1);
 			p->out->first_version = cur + 1;
 			p->out->last_version = cur + (int64_t)p->n;
 			p->out->current_version = p->out->last_version;
-			p->out->position.seq = int_at(res, row, 2);
+			p->out->position.seq = fd_store_int(res, row, 2);
 			p->out->position.tx = strtoull(PQgetvalue(res, row, 4), NULL, 10);
 			p->err = FD_OK;
 		} else if (!PQgetisnull(res, row, 3)) {
-			p->out->current_version = int_at(res, row, 3);
+			p->out->current_version = fd_store_int(res, row, 3);
 			p->err = FD_ERR_CONFLICT;
 		} else {
 			p->err = FD_ERR_NOTFOUND;

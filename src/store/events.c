@@ -411,9 +411,10 @@ static enum fd_err build_arrays(const struct fd_event_in *events, size_t n, stru
 	return err;
 }
 
-static int64_t int_col(const PGresult *res, int col)
+/* The contract is in internal.h. */
+int64_t fd_store_int(const PGresult *res, int row, int col)
 {
-	return PQgetisnull(res, 0, col) ? 0 : strtoll(PQgetvalue(res, 0, col), NULL, 10);
+	return PQgetisnull(res, row, col) ? 0 : strtoll(PQgetvalue(res, row, col), NULL, 10);
 }
 
 /* How an append ended, as factd_appends_total counts it. */
@@ -454,11 +455,11 @@ static enum fd_err append_fast(struct fd_pool *pool, const char *stream, const c
 		fd_log(FD_LOG_ERROR, "the append statement returned an unexpected shape");
 		err = FD_ERR_INTERNAL;
 	} else {
-		int64_t cur = int_col(res, 0);
+		int64_t cur = fd_store_int(res, 0, 0);
 		out->first_version = cur + 1;
 		out->last_version = cur + (int64_t)n;
 		out->current_version = out->last_version;
-		out->position.seq = int_col(res, 1);
+		out->position.seq = fd_store_int(res, 0, 1);
 		out->position.tx = strtoull(PQgetvalue(res, 0, 2), NULL, 10);
 	}
 	PQclear(res);
@@ -526,7 +527,7 @@ enum fd_err fd_store_append(struct fd_pool *pool, const char *stream, struct fd_
 		goto done;
 	}
 	const char *status = PQgetvalue(res, 0, 0);
-	out->current_version = int_col(res, 3);
+	out->current_version = fd_store_int(res, 0, 3);
 	if (strcmp(status, "conflict") == 0) {
 		err = FD_ERR_CONFLICT;
 		goto done;
@@ -541,10 +542,10 @@ enum fd_err fd_store_append(struct fd_pool *pool, const char *stream, struct fd_
 		err = FD_ERR_INTERNAL;
 		goto done;
 	}
-	out->first_version = int_col(res, 1);
-	out->last_version = int_col(res, 2);
+	out->first_version = fd_store_int(res, 0, 1);
+	out->last_version = fd_store_int(res, 0, 2);
 	out->position.tx = PQgetisnull(res, 0, 4) ? 0 : strtoull(PQgetvalue(res, 0, 4), NULL, 10);
-	out->position.seq = int_col(res, 5);
+	out->position.seq = fd_store_int(res, 0, 5);
 	/*
 	 * With server-made ids nobody else knows them: a "duplicate" can only be
 	 * our own earlier attempt, committed before its connection broke.

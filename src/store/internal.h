@@ -73,6 +73,9 @@ enum { FD_EVENT_NCOLS = 9 };
  */
 FD_MUST_USE enum fd_err fd_render_event(struct fd_buf *b, const PGresult *res, int row, int col);
 
+/* events.c: a text integer column of a result; 0 when NULL. */
+int64_t fd_store_int(const PGresult *res, int row, int col);
+
 /* A binary int8 or xid8 column; false when NULL or not 8 bytes. */
 bool fd_bin_u64(const PGresult *res, int row, int col, uint64_t *out);
 

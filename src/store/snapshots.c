@@ -31,11 +31,6 @@
  */
 static const int64_t pg_min_unix_us = -210866803200000000LL;
 
-static int64_t int_col(const PGresult *res, int col)
-{
-	return PQgetisnull(res, 0, col) ? 0 : strtoll(PQgetvalue(res, 0, col), NULL, 10);
-}
-
 /* A copy of a text column; NULL stays NULL.  False on NOMEM. */
 static bool dup_col(const PGresult *res, int col, char **out)
 {
@@ -74,9 +69,9 @@ enum fd_err fd_store_load_stream(struct fd_pool *pool, const char *stream, int s
 		err = FD_ERR_INTERNAL;
 		goto done;
 	}
-	out->stream_version = int_col(res, 0);
-	out->snapshot_version = int_col(res, 1);
-	out->count = (size_t)int_col(res, 3);
+	out->stream_version = fd_store_int(res, 0, 0);
+	out->snapshot_version = fd_store_int(res, 0, 1);
+	out->count = (size_t)fd_store_int(res, 0, 3);
 	if (!dup_col(res, 2, &out->snapshot_json) || !dup_col(res, 4, &out->events_json))
 		err = FD_ERR_NOMEM;
 done:
@@ -115,7 +110,7 @@ enum fd_err fd_store_version_at(struct fd_pool *pool, const char *stream, int64_
 		err = FD_ERR_INTERNAL;
 		goto done;
 	}
-	*version = int_col(res, 0);
+	*version = fd_store_int(res, 0, 0);
 done:
 	PQclear(res);
 	return err;
@@ -145,7 +140,7 @@ enum fd_err fd_store_save_snapshot(struct fd_pool *pool, const char *stream, int
 	}
 	if (PQgetisnull(res, 0, 0))
 		err = FD_ERR_NOTFOUND;      /* no such stream */
-	else if (int_col(res, 1) != 1)
+	else if (fd_store_int(res, 0, 1) != 1)
 		err = FD_ERR_INVAL;         /* the stream has not reached `version` */
 	else
 		fd_metrics_snapshot_written(fd_pool_metrics(pool));
@@ -169,7 +164,7 @@ static enum fd_err stored_event_from(const PGresult *res, struct fd_stored_event
 		return FD_ERR_INTERNAL;
 	}
 	strcpy(out->stream, stream);
-	out->version = int_col(res, 1);
+	out->version = fd_store_int(res, 0, 1);
 	if (!fd_cursor_parse(PQgetvalue(res, 0, 2), &out->position)) {
 		fd_log(FD_LOG_ERROR, "stored event lookup: bad position \"%s\"", PQgetvalue(res, 0, 2));
 		return FD_ERR_INTERNAL;
