@@ -23,9 +23,11 @@
 #include "factd/buf.h"
 #include "factd/hash.h"
 #include "factd/log.h"
+#include "factd/notify.h"
 
 #define SHADOW_SUFFIX "_next"
 #define MAX_TABLE 64
+#define STOP_CHECK_MS 100 /* the longest a stop waits for the projector's sleep */
 
 /* The comment a projection's main table carries: the version of the definition that made it. */
 #define VERSION_STAMP "factd projection %s version %u"
@@ -50,6 +52,23 @@ struct worker {
 	 */
 	uint64_t prepared[2];
 	struct timespec retry_at;
+	/*
+	 * Rounds: one runs when a NOTIFY names one of the projection's
+	 * categories (wanted), after a round that applied events (wanted: there
+	 * may be more), and otherwise every idle_ms (idle_at), to notice
+	 * rebuild requests, missed notifications and the advance of the feed
+	 * past other categories.
+	 */
+	bool wanted;
+	struct timespec idle_at;
+	/*
+	 * The last round stopped at the visible end of the feed with committed
+	 * events beyond it, held back by an older transaction still running:
+	 * the next round comes after held_ms (5 ms doubling to 1 s, at most
+	 * idle_ms), as no NOTIFY will come for those events again.
+	 */
+	bool held_back;
+	unsigned held_ms;
 };
 
 struct fd_projector {
@@ -406,14 +425,23 @@ static bool apply_batch(struct fd_projector *p, struct worker *w, const char *ta
 		*caught_up = true;
 		const char *hp[] = { xmin, last_tx, last_seq };
 		if (!run(w->conn,
-			 "SELECT tx_id::text, seq FROM events WHERE tx_id < $1::xid8 AND (tx_id, seq) > ($2::xid8, $3::bigint)"
-			 " ORDER BY events.tx_id DESC, events.seq DESC LIMIT 1",
-			 3, hp, &head))
+			 "SELECT h.tx_id::text, h.seq, coalesce((SELECT tx_id FROM events ORDER BY tx_id DESC LIMIT 1) >= $1::xid8, false)"
+			 " FROM (SELECT) one LEFT JOIN LATERAL (SELECT tx_id, seq FROM events WHERE tx_id < $1::xid8"
+			 " AND (tx_id, seq) > ($2::xid8, $3::bigint) ORDER BY events.tx_id DESC, events.seq DESC LIMIT 1) h"
+			 " ON true",
+			 3, hp, &head) ||
+		    PQntuples(head) != 1)
 			goto done;
-		if (PQntuples(head) == 1) {
+		/* Committed events past the visible end: an older transaction still runs. */
+		w->held_back = w->held_back || strcmp(PQgetvalue(head, 0, 2), "t") == 0;
+		if (!PQgetisnull(head, 0, 0)) {
 			snprintf(last_tx, sizeof last_tx, "%s", PQgetvalue(head, 0, 0));
 			snprintf(last_seq, sizeof last_seq, "%s", PQgetvalue(head, 0, 1));
 		}
+	}
+	if (n == 0 && strcmp(last_tx, tx) == 0 && strcmp(last_seq, seq) == 0) {
+		ok = true; /* nothing moved: no checkpoint write */
+		goto done;
 	}
 	const char *cp[] = { d->name, last_tx, last_seq, last_at[0] ? last_at : NULL };
 	ok = run(w->conn,
@@ -430,8 +458,38 @@ done:
 	return ok;
 }
 
-/* One round for an owned projection: a live batch, a rebuild batch, or a swap.  Returns events applied, -1 on error. */
-static long step(struct fd_projector *p, struct worker *w)
+/*
+ * Is there anything for a round to do: a rebuild to start or run, or events
+ * past the checkpoint, of any category?  One read-only statement, so a
+ * quiet projection's timed rounds neither lock nor write (a round's
+ * SELECT ... FOR UPDATE would take a transaction id, and its commit would
+ * wait for a WAL flush).  True on error: the round reports it.
+ */
+static bool work_waiting(struct worker *w)
+{
+	if (w->stale)
+		return true;
+	const char *np[] = { w->def->name };
+	PGresult *res = NULL;
+	bool ok = run(w->conn,
+		      "SELECT p.rebuild_requested OR p.rebuilding OR (SELECT e.tx_id FROM events e"
+		      " WHERE (e.tx_id, e.seq) > (p.tx_id, p.seq) AND e.tx_id < x.xmin ORDER BY e.tx_id, e.seq LIMIT 1)"
+		      " IS NOT NULL,"
+		      " coalesce((SELECT e.tx_id FROM events e ORDER BY e.tx_id DESC LIMIT 1) >= x.xmin, false)"
+		      " FROM projections p, (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) x WHERE p.name = $1",
+		      1, np, &res);
+	bool waiting = !ok || PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "f") != 0;
+	w->held_back = ok && PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+	PQclear(res);
+	return waiting;
+}
+
+/*
+ * One round for an owned projection: a live batch, a rebuild batch, or a
+ * swap.  A timed round (no NOTIFY asked for it) first checks that there is
+ * anything to do.  Returns events applied, -1 on error.
+ */
+static long step(struct fd_projector *p, struct worker *w, bool timed)
 {
 	const struct fd_projection *d = w->def;
 	const char *np[] = { d->name };
@@ -439,6 +497,9 @@ static long step(struct fd_projector *p, struct worker *w)
 	char shadow[MAX_TABLE + 8];
 	snprintf(shadow, sizeof shadow, "%s%s", d->table, SHADOW_SUFFIX);
 	long applied = 0;
+	w->held_back = false;
+	if (timed && !work_waiting(w))
+		return 0;
 	if (!run(w->conn, "BEGIN", 0, NULL, NULL) ||
 	    !run(w->conn,
 		 "SELECT tx_id::text, seq, rebuild_requested, rebuilding, rebuild_tx_id::text, rebuild_seq"
@@ -519,7 +580,61 @@ static bool due(const struct timespec *at)
 	return now.tv_sec > at->tv_sec || (now.tv_sec == at->tv_sec && now.tv_nsec >= at->tv_nsec);
 }
 
-/* Sleep until a NOTIFY arrives or idle_ms pass. */
+/* When the worker's next timed round is due: idle_ms from now, or sooner while events are held back. */
+static void set_idle_at(struct fd_projector *p, struct worker *w)
+{
+	unsigned ms = p->cfg.idle_ms;
+	if (w->held_back) {
+		w->held_ms = w->held_ms ? w->held_ms * 2 : 5;
+		if (w->held_ms > 1000)
+			w->held_ms = 1000;
+		if (w->held_ms < ms)
+			ms = w->held_ms;
+	} else {
+		w->held_ms = 0;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &w->idle_at);
+	w->idle_at.tv_nsec += (long)(ms % 1000) * 1000000L;
+	w->idle_at.tv_sec += ms / 1000 + w->idle_at.tv_nsec / 1000000000L;
+	w->idle_at.tv_nsec %= 1000000000L;
+}
+
+/* Milliseconds until the earliest timed round or reconnect (0 when one is due). */
+static int next_timed_ms(struct fd_projector *p)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	long best = (long)p->cfg.idle_ms;
+	for (size_t i = 0; i < fd_projections_count; i++) {
+		const struct worker *w = &p->workers[i];
+		const struct timespec *at = w->conn ? &w->idle_at : &w->retry_at;
+		long ms = (at->tv_sec - now.tv_sec) * 1000 + (at->tv_nsec - now.tv_nsec) / 1000000;
+		if (ms < best)
+			best = ms < 0 ? 0 : ms;
+	}
+	return (int)best;
+}
+
+/* Mark the projections a notification's payload concerns; true when any was. */
+static bool wake_for(struct fd_projector *p, const char *payload)
+{
+	bool any = false;
+	for (size_t i = 0; i < fd_projections_count; i++) {
+		struct worker *w = &p->workers[i];
+		if (w->owned && fd_notify_payload_matches(payload, w->def->categories)) {
+			w->wanted = true;
+			any = true;
+		}
+	}
+	return any;
+}
+
+/*
+ * Sleep until a NOTIFY names a category of a projection this process runs,
+ * or the next timed round is due.  Notifications of other categories are
+ * read and let go: an append load the projections do not read costs them
+ * no rounds.
+ */
 static void wait_for_events(struct fd_projector *p)
 {
 	if (!p->listen || PQstatus(p->listen) != CONNECTION_OK) {
@@ -535,12 +650,22 @@ static void wait_for_events(struct fd_projector *p)
 			return;
 		}
 	}
-	struct pollfd pfd = { .fd = PQsocket(p->listen), .events = POLLIN };
-	if (poll(&pfd, 1, (int)p->cfg.idle_ms) > 0) {
-		PQconsumeInput(p->listen);
+	bool woken = false;
+	int left;
+	while (!woken && !atomic_load(&p->stop) && (left = next_timed_ms(p)) > 0) {
+		struct pollfd pfd = { .fd = PQsocket(p->listen), .events = POLLIN };
+		int r = poll(&pfd, 1, left < STOP_CHECK_MS ? left : STOP_CHECK_MS);
+		if (r < 0 && errno != EINTR)
+			return;
+		if (r <= 0)
+			continue;
+		if (!PQconsumeInput(p->listen))
+			return; /* the connection is checked on the next wait */
 		PGnotify *n;
-		while ((n = PQnotifies(p->listen)))
+		while ((n = PQnotifies(p->listen))) {
+			woken = wake_for(p, n->extra) || woken;
 			PQfreemem(n);
+		}
 	}
 }
 
@@ -562,9 +687,18 @@ static void *projector_main(void *arg)
 					continue;
 				}
 			}
-			if (!w->owned && !(w->owned = try_own(p, w)))
+			bool timed = !w->wanted;
+			if (timed && !due(&w->idle_at))
 				continue;
-			long n = step(p, w);
+			w->wanted = false;
+			if (!w->owned && !(w->owned = try_own(p, w))) {
+				w->held_back = false;
+				set_idle_at(p, w);
+				continue;
+			}
+			long n = step(p, w, timed);
+			set_idle_at(p, w);
+			w->wanted = n > 0; /* go on until a round finds nothing */
 			progressed = progressed || n > 0;
 		}
 		if (!progressed && !atomic_load(&p->stop))

@@ -44,6 +44,7 @@ struct fd_saga_engine {
 	unsigned nworkers;
 	char owner[96];
 	char categories[512];    /* PostgreSQL array literal of every saga type's categories */
+	const char *category_list[129]; /* the same, NULL-terminated: what the intake wakes for */
 	char event_types[2048];  /* ... and of the event types they fold */
 };
 
@@ -376,9 +377,38 @@ static void feed_event_from(PGresult *res, int i, struct fd_feed_event *ev)
 		ev->metadata = json_object();
 }
 
-/* One intake transaction.  Returns events handled, or -1 on a database error. */
-static int intake_batch(struct fd_saga_engine *e, PGconn *conn)
+/*
+ * Are there events past the intake's checkpoint, of any category?  One
+ * read-only statement, so a timed round on a quiet feed neither locks nor
+ * writes.  True on error: the round reports it.
+ */
+static bool intake_waiting(PGconn *conn, bool *held_back)
 {
+	const char *np[] = { SUBSCRIPTION };
+	PGresult *res = fd_saga_sql(conn,
+				    "SELECT (SELECT e.tx_id FROM events e WHERE (e.tx_id, e.seq) > (s.tx_id, s.seq)"
+				    " AND e.tx_id < x.xmin ORDER BY e.tx_id, e.seq LIMIT 1) IS NOT NULL, coalesce((SELECT e.tx_id FROM events e ORDER BY e.tx_id DESC LIMIT 1) >= x.xmin, false)"
+				    " FROM subscriptions s, (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) x"
+				    " WHERE s.name = $1",
+				    1, np);
+	bool waiting = !res || PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "f") != 0;
+	*held_back = res && PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+	PQclear(res);
+	return waiting;
+}
+
+/*
+ * One intake transaction; a timed one (no notification asked for it) first
+ * checks there is anything to read.  *held_back tells whether it stopped at
+ * the visible end of the feed with committed events beyond it (an older
+ * transaction still runs; no notification will come for them again).
+ * Returns events handled, or -1 on a database error.
+ */
+static int intake_batch(struct fd_saga_engine *e, PGconn *conn, bool timed, bool *held_back)
+{
+	*held_back = false;
+	if (timed && !intake_waiting(conn, held_back))
+		return 0;
 	char limit[16];
 	snprintf(limit, sizeof limit, "%u", e->cfg.batch);
 	PGresult *cp = NULL, *x = NULL, *rows = NULL;
@@ -441,12 +471,14 @@ static int intake_batch(struct fd_saga_engine *e, PGconn *conn)
 	if ((unsigned)nevs < e->cfg.batch) {
 		const char *hp[] = { PQgetvalue(x, 0, 0), PQgetvalue(cp, 0, 0), PQgetvalue(cp, 0, 1) };
 		head = fd_saga_sql(conn,
-				   "SELECT tx_id::text, seq::text FROM events WHERE tx_id < $1::xid8"
-				   " AND (tx_id, seq) > ($2::xid8, $3::bigint) ORDER BY tx_id DESC, seq DESC LIMIT 1",
+				   "SELECT h.tx_id::text, h.seq::text, coalesce((SELECT tx_id FROM events ORDER BY tx_id DESC LIMIT 1) >= $1::xid8, false)"
+				   " FROM (SELECT) one LEFT JOIN LATERAL (SELECT tx_id, seq FROM events WHERE tx_id < $1::xid8"
+				   " AND (tx_id, seq) > ($2::xid8, $3::bigint) ORDER BY tx_id DESC, seq DESC LIMIT 1) h ON true",
 				   3, hp);
-		if (!head)
+		if (!head || PQntuples(head) != 1)
 			goto done;
-		if (PQntuples(head) == 1) {
+		*held_back = strcmp(PQgetvalue(head, 0, 2), "t") == 0;
+		if (!PQgetisnull(head, 0, 0)) {
 			to_tx = PQgetvalue(head, 0, 0);
 			to_seq = PQgetvalue(head, 0, 1);
 		}
@@ -508,6 +540,8 @@ static void *intake_main(void *arg)
 	PGconn *conn = NULL;
 	bool owned = false;
 	uint64_t gen = e->cfg.notifier ? fd_notifier_generation(e->cfg.notifier) : 0;
+	bool timed = false; /* the first round, and those after a wake-up, read the feed at once */
+	unsigned held_ms = 0;
 	while (!atomic_load(&e->stop)) {
 		if (!conn) {
 			conn = connect_db(e);
@@ -527,7 +561,9 @@ static void *intake_main(void *arg)
 				usleep(100000);
 			continue;
 		}
-		int n = intake_batch(e, conn);
+		bool held_back;
+		int n = intake_batch(e, conn, timed, &held_back);
+		timed = false;
 		if (n < 0) {
 			if (PQstatus(conn) != CONNECTION_OK) {
 				PQfinish(conn);
@@ -539,16 +575,27 @@ static void *intake_main(void *arg)
 		if ((unsigned)n >= e->cfg.batch)
 			continue;
 		/*
-		 * A round that found nothing for sagas: under a load of other
-		 * appends every NOTIFY would wake another empty round, so rest a
-		 * little first (a saga's first step may start up to this much later).
+		 * A round that found nothing for sagas: under a load of appends to
+		 * their categories that they do not read (order lines, say) every
+		 * append would wake another empty round, so rest a little first (a
+		 * saga's first step may start up to this much later).  Appends to
+		 * other categories do not wake the intake at all.
 		 */
 		if (n == 0)
 			usleep(IDLE_REST_MS * 1000u);
-		if (e->cfg.notifier)
-			gen = fd_notifier_wait(e->cfg.notifier, gen, e->cfg.poll_ms);
-		else
-			usleep(e->cfg.poll_ms * 1000u);
+		/* Events held back by an older transaction: look again soon, 5 ms doubling to the poll interval. */
+		held_ms = held_back ? (held_ms ? held_ms * 2 : 5) : 0;
+		if (held_ms > e->cfg.poll_ms)
+			held_ms = e->cfg.poll_ms;
+		if (e->cfg.notifier) {
+			uint64_t g = fd_notifier_wait_for(e->cfg.notifier, gen, e->category_list,
+							  held_ms ? held_ms : e->cfg.poll_ms);
+			timed = g == gen;
+			gen = g;
+		} else {
+			usleep((held_ms ? held_ms : e->cfg.poll_ms) * 1000u);
+			timed = true;
+		}
 	}
 	PQfinish(conn);
 	return NULL;
@@ -838,8 +885,12 @@ static void *worker_main(void *arg)
 
 /* ---- start / stop ---------------------------------------------------------- */
 
-/* A PostgreSQL array literal of the distinct strings in every saga type's list (categories or event types). */
-static void union_literal(char *buf, size_t len, size_t list_offset)
+/*
+ * A PostgreSQL array literal of the distinct strings in every saga type's
+ * list (categories or event types); `out` (optional, 129 entries) receives
+ * them NULL-terminated.
+ */
+static void union_literal(char *buf, size_t len, size_t list_offset, const char **out)
 {
 	const char *seen[128];
 	size_t ns = 0, o = 0;
@@ -859,6 +910,10 @@ static void union_literal(char *buf, size_t len, size_t list_offset)
 	}
 	if (o < len)
 		snprintf(buf + o, len - o, "}");
+	if (out) {
+		memcpy(out, seen, ns * sizeof *seen);
+		out[ns] = NULL;
+	}
 }
 
 enum fd_err fd_saga_engine_start(const struct fd_saga_config *cfg, struct fd_saga_engine **out)
@@ -887,8 +942,8 @@ enum fd_err fd_saga_engine_start(const struct fd_saga_config *cfg, struct fd_sag
 	char host[64] = "";
 	gethostname(host, sizeof host - 1);
 	snprintf(e->owner, sizeof e->owner, "%s:%ld", host, (long)getpid());
-	union_literal(e->categories, sizeof e->categories, offsetof(struct fd_saga_type, categories));
-	union_literal(e->event_types, sizeof e->event_types, offsetof(struct fd_saga_type, event_types));
+	union_literal(e->categories, sizeof e->categories, offsetof(struct fd_saga_type, categories), e->category_list);
+	union_literal(e->event_types, sizeof e->event_types, offsetof(struct fd_saga_type, event_types), NULL);
 	atomic_init(&e->stop, false);
 	atomic_init(&e->next_worker, 0);
 	pthread_mutex_init(&e->mu, NULL);

@@ -554,7 +554,7 @@ enum fd_err fd_store_append(struct fd_pool *pool, const char *stream, struct fd_
 done:
 	fd_metrics_append(fd_pool_metrics(pool), append_result(err, out), err == FD_OK && !out->duplicate ? n : 0);
 	if (err == FD_OK && !out->duplicate)
-		fd_notifier_announce(fd_pool_notifier(pool)); /* followers need not wait for their poll */
+		fd_notifier_announce(fd_pool_notifier(pool), category); /* followers need not wait for their poll */
 	PQclear(res);
 	fd_buf_release(&arrays.ids);
 	fd_buf_release(&arrays.types);

@@ -10,8 +10,19 @@
  * self-pipe wakes the thread at once when the notifier stops, so stopping
  * never waits for the database, even while a connect is in progress.
  *
- * Threading: the generation, the listening flag and the stop flag are
- * guarded by one mutex; waiters sleep on a condition variable (monotonic
+ * Categories: an announce names the category of the appended stream, and
+ * the NOTIFY carries the categories announced since the last one as its
+ * payload ("order,product"), so a follower that reads only some categories
+ * (fd_notifier_wait_for) sleeps through appends to others.  Each category
+ * seen recently has a slot in a small direct-mapped table holding the
+ * generation it last advanced at; a notification without a payload (from an
+ * older factd, or one whose categories did not fit), a reconnect, a wake
+ * and a category pushed out of its slot all advance `all_gen`, which every
+ * follower counts as its own.  So a follower can be woken for nothing, never
+ * left asleep.
+ *
+ * Threading: the generations, the table, the listening flag and the stop
+ * flag are guarded by one mutex; waiters sleep on a condition variable (monotonic
  * clock).  TCP keepalives (overridable in the conninfo) let a silently
  * vanished server be noticed while the thread waits for notifications.
  */
@@ -28,6 +39,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "factd/events.h"
+#include "factd/hash.h"
 #include "factd/log.h"
 
 #define CHANNEL_SQL "LISTEN factd_events"
@@ -35,6 +48,15 @@
 #define BACKOFF_MAX_MS 5000
 #define CONNECT_TIMEOUT_MS 10000
 #define ANNOUNCE_PAUSE_MS 5 /* at most ~200 NOTIFYs a second per process */
+#define CATEGORY_SLOTS 128   /* a power of two */
+#define CATEGORY_NAME_MAX 63 /* longer categories count as "all" */
+#define PAYLOAD_MAX 1024     /* PostgreSQL allows 8000 bytes; past this the NOTIFY says "all" */
+
+struct category_slot {
+	char name[CATEGORY_NAME_MAX + 1]; /* "" = free */
+	uint64_t gen;                     /* the generation it last advanced at */
+	bool pending;                     /* announced here since the last NOTIFY */
+};
 
 struct fd_notifier {
 	char *conninfo;
@@ -42,6 +64,10 @@ struct fd_notifier {
 	pthread_mutex_t lock;
 	pthread_cond_t changed;
 	uint64_t generation;
+	uint64_t all_gen;      /* the last advance that concerns every category */
+	bool pending_all;      /* an announce since the last NOTIFY had no slot */
+	size_t npending;       /* slots with pending set */
+	struct category_slot slots[CATEGORY_SLOTS];
 	bool listening;
 	bool stopping;
 	int wake[2]; /* self-pipe: [0] polled by the thread, [1] written by fd_notifier_stop */
@@ -69,9 +95,114 @@ static bool stopping(struct fd_notifier *n)
 static void advance(struct fd_notifier *n)
 {
 	pthread_mutex_lock(&n->lock);
-	n->generation++;
+	n->all_gen = ++n->generation;
 	pthread_cond_broadcast(&n->changed);
 	pthread_mutex_unlock(&n->lock);
+}
+
+/* The slot `category` maps to; NULL when the name is too long for one. */
+static struct category_slot *slot_of(struct fd_notifier *n, const char *category, size_t len)
+{
+	if (len == 0 || len > CATEGORY_NAME_MAX)
+		return NULL;
+	char name[CATEGORY_NAME_MAX + 1];
+	memcpy(name, category, len);
+	name[len] = '\0';
+	return &n->slots[fd_fnv1a(FD_FNV1A_BASIS, name) & (CATEGORY_SLOTS - 1)];
+}
+
+/*
+ * With the lock held: `category` (len bytes, not terminated) advanced at the
+ * current generation.  A category that finds its slot taken pushes the
+ * other one out, and the other's followers are woken through all_gen.
+ * Returns its slot, or NULL when it has none (all_gen advanced instead).
+ */
+static struct category_slot *mark(struct fd_notifier *n, const char *category, size_t len)
+{
+	struct category_slot *s = slot_of(n, category, len);
+	if (!s) {
+		n->all_gen = n->generation;
+		return NULL;
+	}
+	if (strncmp(s->name, category, len) != 0 || s->name[len] != '\0') {
+		if (s->name[0])
+			n->all_gen = n->generation;
+		if (s->pending) {
+			s->pending = false;
+			n->npending--;
+			n->pending_all = true; /* its NOTIFY must still go out */
+		}
+		memcpy(s->name, category, len);
+		s->name[len] = '\0';
+	}
+	s->gen = n->generation;
+	return s;
+}
+
+/* The newest generation that concerns a follower of `categories` (NULL: of every category). */
+static uint64_t relevant(struct fd_notifier *n, const char *const *categories)
+{
+	if (!categories)
+		return n->generation;
+	uint64_t g = n->all_gen;
+	for (size_t i = 0; categories[i]; i++) {
+		size_t len = strlen(categories[i]);
+		struct category_slot *s = slot_of(n, categories[i], len);
+		if (s && s->gen > g && strcmp(s->name, categories[i]) == 0)
+			g = s->gen;
+	}
+	return g;
+}
+
+/* Notifications arrived: advance once for all of them, by the categories their payloads name. */
+static void advance_for(struct fd_notifier *n, const char *const *payloads, size_t count)
+{
+	pthread_mutex_lock(&n->lock);
+	n->generation++;
+	for (size_t i = 0; i < count; i++) {
+		const char *p = payloads[i];
+		if (!p || !*p) {
+			n->all_gen = n->generation;
+			continue;
+		}
+		while (*p) {
+			size_t len = strcspn(p, ",");
+			if (len)
+				mark(n, p, len);
+			p += len;
+			if (*p == ',')
+				p++;
+		}
+	}
+	pthread_cond_broadcast(&n->changed);
+	pthread_mutex_unlock(&n->lock);
+}
+
+/* Take the categories announced since the last NOTIFY as its payload ("" = every category). */
+static void take_payload(struct fd_notifier *n, char *out, size_t cap)
+{
+	size_t len = 0;
+	out[0] = '\0';
+	pthread_mutex_lock(&n->lock);
+	bool all = n->pending_all;
+	for (size_t i = 0; i < CATEGORY_SLOTS && n->npending; i++) {
+		struct category_slot *s = &n->slots[i];
+		if (!s->pending)
+			continue;
+		s->pending = false;
+		n->npending--;
+		size_t add = strlen(s->name) + (len ? 1 : 0);
+		if (all || len + add >= cap) {
+			all = true;
+			continue;
+		}
+		len += (size_t)snprintf(out + len, cap - len, "%s%s", len ? "," : "", s->name);
+	}
+	n->pending_all = false;
+	n->npending = 0;
+	pthread_mutex_unlock(&n->lock);
+	if (all)
+		out[0] = '\0';
 }
 
 static void set_listening(struct fd_notifier *n, bool on)
@@ -177,8 +308,11 @@ static void listen_loop(struct fd_notifier *n, PGconn *c)
 			return;
 		if (w == WAIT_KICK) {
 			/* Tell other processes; then pause so a burst of appends costs one NOTIFY. */
-			PGresult *res = PQexec(c, "NOTIFY factd_events");
-			bool sent = PQresultStatus(res) == PGRES_COMMAND_OK;
+			char payload[PAYLOAD_MAX];
+			take_payload(n, payload, sizeof payload);
+			const char *params[] = { payload };
+			PGresult *res = PQexecParams(c, "SELECT pg_notify('factd_events', $1)", 1, NULL, params, NULL, NULL, 0);
+			bool sent = PQresultStatus(res) == PGRES_TUPLES_OK;
 			PQclear(res);
 			if (!sent) {
 				fd_log(FD_LOG_WARN, "notifier: NOTIFY failed: %s", PQerrorMessage(c));
@@ -191,14 +325,31 @@ static void listen_loop(struct fd_notifier *n, PGconn *c)
 			fd_log(FD_LOG_WARN, "notifier: lost the LISTEN connection: %s", PQerrorMessage(c));
 			return;
 		}
-		bool any = false;
+		/* Our own NOTIFYs come back too: their announces already advanced. */
+		enum { BURST = 32 };
+		PGnotify *notes[BURST];
+		const char *payloads[BURST];
+		size_t count = 0;
 		PGnotify *note;
+		int self = PQbackendPID(c);
 		while ((note = PQnotifies(c))) {
-			any = true;
-			PQfreemem(note);
+			if (note->be_pid == self) {
+				PQfreemem(note);
+				continue;
+			}
+			if (count == BURST) {
+				advance_for(n, payloads, count);
+				for (size_t i = 0; i < count; i++)
+					PQfreemem(notes[i]);
+				count = 0;
+			}
+			notes[count] = note;
+			payloads[count++] = note->extra;
 		}
-		if (any)
-			advance(n);
+		if (count)
+			advance_for(n, payloads, count);
+		for (size_t i = 0; i < count; i++)
+			PQfreemem(notes[i]);
 	}
 }
 
@@ -282,7 +433,7 @@ void fd_notifier_stop(struct fd_notifier *n)
 		return;
 	pthread_mutex_lock(&n->lock);
 	n->stopping = true;
-	n->generation++;
+	n->all_gen = ++n->generation;
 	pthread_cond_broadcast(&n->changed);
 	pthread_mutex_unlock(&n->lock);
 	ssize_t w;
@@ -310,6 +461,12 @@ uint64_t fd_notifier_generation(struct fd_notifier *n)
 
 uint64_t fd_notifier_wait(struct fd_notifier *n, uint64_t seen, unsigned timeout_ms)
 {
+	return fd_notifier_wait_for(n, seen, NULL, timeout_ms);
+}
+
+uint64_t fd_notifier_wait_for(struct fd_notifier *n, uint64_t seen, const char *const *categories,
+			      unsigned timeout_ms)
+{
 	struct timespec deadline;
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
 	deadline.tv_sec += timeout_ms / 1000;
@@ -319,12 +476,13 @@ uint64_t fd_notifier_wait(struct fd_notifier *n, uint64_t seen, unsigned timeout
 		deadline.tv_nsec -= 1000000000L;
 	}
 	pthread_mutex_lock(&n->lock);
-	while (n->generation == seen && !n->stopping)
+	uint64_t g;
+	while ((g = relevant(n, categories)) <= seen && !n->stopping)
 		if (pthread_cond_timedwait(&n->changed, &n->lock, &deadline) == ETIMEDOUT)
 			break;
-	uint64_t g = n->generation;
+	g = relevant(n, categories);
 	pthread_mutex_unlock(&n->lock);
-	return g;
+	return g > seen ? g : seen;
 }
 
 void fd_notifier_wake(struct fd_notifier *n)
@@ -333,13 +491,41 @@ void fd_notifier_wake(struct fd_notifier *n)
 		advance(n);
 }
 
-void fd_notifier_announce(struct fd_notifier *n)
+void fd_notifier_announce(struct fd_notifier *n, const char *category)
 {
 	if (!n)
 		return;
-	advance(n);
+	pthread_mutex_lock(&n->lock);
+	n->generation++;
+	struct category_slot *s = category ? mark(n, category, strlen(category)) : NULL;
+	if (!category)
+		n->all_gen = n->generation;
+	if (s && !s->pending) {
+		s->pending = true;
+		n->npending++;
+	} else if (!s) {
+		n->pending_all = true;
+	}
+	pthread_cond_broadcast(&n->changed);
+	pthread_mutex_unlock(&n->lock);
 	ssize_t w = write(n->kick[1], "k", 1); /* a full pipe already holds a kick */
 	(void)w;
+}
+
+bool fd_notify_payload_matches(const char *payload, const char *const *categories)
+{
+	if (!payload || !*payload || !categories)
+		return true;
+	for (const char *p = payload; *p;) {
+		size_t len = strcspn(p, ",");
+		for (size_t i = 0; categories[i]; i++)
+			if (strlen(categories[i]) == len && strncmp(categories[i], p, len) == 0)
+				return true;
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+	return false;
 }
 
 bool fd_notifier_listening(struct fd_notifier *n)

@@ -18,8 +18,11 @@
 
 #include "factd/bus.h"
 #include "factd/domain.h"
+#include "factd/events.h"
 #include "factd/hash.h"
+#include "factd/notify.h"
 #include "factd/proj.h"
+#include "factd/uuid.h"
 #include "testdb.h"
 
 struct env {
@@ -1133,5 +1136,103 @@ Test(projections, the_projector_never_scans_its_tables_even_when_vacuumed_while_
 	}
 	cr_assert_eq(seq1, seq0, "the projector scanned its tables %lld times", seq1 - seq0);
 	assert_equals_replay(&e);
+	env_close(&e);
+}
+
+/* The projections' checkpoint rows as they are stored, row versions and locks included. */
+static char *checkpoint_rows(const char *url)
+{
+	PGconn *c = fd_test_connect(url);
+	PGresult *r = PQexec(c, "SELECT string_agg(name || ' ' || xmin || ' ' || xmax || ' ' || tx_id || '-' || seq"
+				" || ' ' || updated_at, '; ' ORDER BY name) FROM projections");
+	cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s", PQerrorMessage(c));
+	char *rows = strdup(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	PQfinish(c);
+	return rows;
+}
+
+/* Append one event to `stream` (made first when it is new). */
+static void append_one(struct fd_pool *pool, const char *stream)
+{
+	struct fd_event_in ev = { .type = "Happened", .data_json = "{}", .metadata_json = "{}" };
+	struct fd_append_result r;
+	cr_assert_eq(fd_uuid_v7(&ev.event_id), FD_OK);
+	cr_assert_eq(fd_store_append(pool, stream, (struct fd_expected){ FD_EXPECT_ANY, 0 }, &ev, 1, &r), FD_OK);
+}
+
+/*
+ * Appends to categories no projection reads cost the projector no rounds,
+ * and a quiet projection's timed rounds neither lock nor write its row; an
+ * append to a category a projection reads wakes it at once (long before
+ * its timed round).
+ */
+Test(projections, only_appends_to_a_projections_categories_wake_it, .timeout = 120)
+{
+	struct env e = env_open();
+	struct fd_notifier *n = NULL;
+	cr_assert_eq(fd_notifier_start(e.url, &n), FD_OK);
+	fd_pool_set_notifier(e.pool, n);
+	for (int i = 0; i < 500 && !fd_notifier_listening(n); i++)
+		usleep(10000);
+	cr_assert(fd_notifier_listening(n));
+	/* Timed rounds every 60 s: only a NOTIFY can wake the projector within the test. */
+	struct fd_projector *p = NULL;
+	struct fd_projector_config cfg = { .conninfo = e.url, .batch = 50, .idle_ms = 60000 };
+	cr_assert_eq(fd_projector_start(&cfg, &p), FD_OK);
+	/* Its LISTEN session is up, and its first rounds (at start) made both rows. */
+	time_t end = time(NULL) + 30;
+	while (scalar(e.url, "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN factd_events'"
+			     " AND application_name <> 'factd-notify' AND state = 'idle'") < 1 ||
+	       scalar(e.url, "SELECT count(*) FROM projections WHERE owner IS NOT NULL") < 2) {
+		cr_assert(time(NULL) < end, "the projector did not start");
+		usleep(20000);
+	}
+	char id[FD_UUID_STRLEN + 1];
+	new_order(&e, id);
+	cr_assert_eq(fd_projection_wait(e.pool, "order_summaries", last_written, 10000), FD_OK,
+		     "an order event did not wake order_summaries");
+	usleep(300000); /* the rounds that event started are over */
+	char *before = checkpoint_rows(e.url);
+	for (int i = 0; i < 40; i++) {
+		char stream[32];
+		snprintf(stream, sizeof stream, "bench-%d", i % 4);
+		append_one(e.pool, stream);
+		usleep(10000);
+	}
+	usleep(500000);
+	char *after = checkpoint_rows(e.url);
+	cr_assert_str_eq(after, before, "appends to another category touched a projection's row");
+	free(after);
+	/* An order event wakes order_summaries, whose round also moves past the other events. */
+	add_line(&e, id, "p1", 2, 300);
+	cr_assert_eq(fd_projection_wait(e.pool, "order_summaries", last_written, 10000), FD_OK,
+		     "an order event did not wake order_summaries");
+	expect_order(e.url, id, "1 600 [p1:2x300]");
+	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM events e, projections p WHERE p.name = 'order_summaries'"
+				   " AND (e.tx_id, e.seq) > (p.tx_id, p.seq)"),
+		     0, "order_summaries stopped short of the other events");
+	/* product_stock's row is still as it was: no product event came. */
+	char *now = checkpoint_rows(e.url);
+	cr_assert_not_null(strstr(before, "product_stock"));
+	cr_assert_not_null(strstr(now, strstr(before, "product_stock")), "product_stock's row changed: %s", now);
+	free(now);
+	free(before);
+	fd_projector_stop(p);
+
+	/* Timed rounds every 20 ms on a quiet feed: read-only checks, the rows never change. */
+	cfg.idle_ms = 20;
+	cr_assert_eq(fd_projector_start(&cfg, &p), FD_OK);
+	wait_caught_up(&e, 60);
+	usleep(200000);
+	before = checkpoint_rows(e.url);
+	usleep(600000);
+	after = checkpoint_rows(e.url);
+	cr_assert_str_eq(after, before, "a quiet projection's rounds wrote or locked its row");
+	free(after);
+	free(before);
+	fd_projector_stop(p);
+	fd_pool_set_notifier(e.pool, NULL);
+	fd_notifier_stop(n);
 	env_close(&e);
 }

@@ -240,13 +240,13 @@ static const json_t *step_entry(const json_t *saga, const char *name, bool compe
 
 /* ---- servers ------------------------------------------------------------------------- */
 
-static unsigned g_fail_first, g_never_answer, g_time_pct = 10;
+static unsigned g_fail_first, g_never_answer, g_time_pct = 10, g_poll_ms = 20;
 
 static void tweak(struct fd_config *c)
 {
 	c->sagas = 1;
 	c->saga_workers = 2;
-	c->saga_poll_ms = 20;
+	c->saga_poll_ms = g_poll_ms;
 	c->saga_time_pct = g_time_pct;
 	c->payment_fail_first = g_fail_first;
 	c->payment_never_answer = g_never_answer;
@@ -728,5 +728,83 @@ Test(sagas, intake_checkpoint_moves_past_events_no_saga_reads)
 		cr_assert_lt(now_ms(), end, "the intake checkpoint never passed %s-%s", pos, dash + 1);
 		sleep_ms(50);
 	}
+	fd_test_server_stop(&ts);
+}
+
+/* ---- waking the intake ------------------------------------------------------------------- */
+
+/* The intake's checkpoint row as stored, row version and lock included. */
+static char *intake_row(const struct fd_test_server *ts)
+{
+	PGconn *c = fd_test_connect(ts->cfg.database_url);
+	PGresult *r = PQexec(c, "SELECT xmin || ' ' || xmax || ' ' || tx_id || '-' || seq || ' ' || updated_at"
+				" FROM subscriptions WHERE name = 'sagas'");
+	cr_assert(PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1, "%s", PQerrorMessage(c));
+	char *row = strdup(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	PQfinish(c);
+	return row;
+}
+
+/*
+ * Appends to categories no saga reads neither wake the intake nor touch its
+ * checkpoint; an order placed wakes it at once, long before its poll.
+ */
+Test(sagas, the_intake_sleeps_through_appends_to_other_categories, .timeout = 120)
+{
+	g_poll_ms = 60000; /* only a notification can wake the intake within the test */
+	struct fd_test_server ts;
+	start(&ts, 0, 0, 10);
+	create_product(&ts, "sku-a", 10);
+	long long until = now_ms() + 20000;
+	while (count(&ts, "SELECT count(*) FROM subscriptions s WHERE name = 'sagas' AND owner IS NOT NULL AND NOT"
+			  " EXISTS (SELECT 1 FROM events e WHERE (e.tx_id, e.seq) > (s.tx_id, s.seq))") != 1) {
+		cr_assert_lt(now_ms(), until, "the intake did not read the product's events");
+		sleep_ms(20);
+	}
+	sleep_ms(200);
+	char *before = intake_row(&ts);
+	for (int i = 0; i < 40; i++) {
+		struct fd_test_resp r;
+		post_ok(&ts, P("/streams/bench-%d/events", i % 4), "{\"expected_version\": \"any\", \"events\": [{\"type\": \"Happened\", \"data\": {}}]}",
+			201, &r);
+		fd_test_resp_free(&r);
+		sleep_ms(10);
+	}
+	sleep_ms(500);
+	char *after = intake_row(&ts);
+	cr_assert_str_eq(after, before, "appends to another category touched the intake's checkpoint");
+	free(after);
+	free(before);
+	char id[37];
+	const struct line lines[] = { { "sku-a", 1, 100 } };
+	place_order(&ts, lines, 1, id);
+	until = now_ms() + 20000;
+	while (count(&ts, "SELECT count(*) FROM sagas") != 1) {
+		cr_assert_lt(now_ms(), until, "the order placed did not wake the intake");
+		sleep_ms(20);
+	}
+	fd_test_server_stop(&ts);
+}
+
+/* On a quiet feed the intake's timed rounds neither lock nor write its checkpoint. */
+Test(sagas, a_quiet_intake_does_not_write, .timeout = 60)
+{
+	struct fd_test_server ts;
+	start(&ts, 0, 0, 10);
+	create_product(&ts, "sku-a", 10);
+	long long until = now_ms() + 20000;
+	while (count(&ts, "SELECT count(*) FROM subscriptions s WHERE name = 'sagas' AND owner IS NOT NULL AND NOT"
+			  " EXISTS (SELECT 1 FROM events e WHERE (e.tx_id, e.seq) > (s.tx_id, s.seq))") != 1) {
+		cr_assert_lt(now_ms(), until, "the intake did not read the product's events");
+		sleep_ms(20);
+	}
+	sleep_ms(200);
+	char *before = intake_row(&ts);
+	sleep_ms(600); /* about ten polls of 20 ms (plus rests) */
+	char *after = intake_row(&ts);
+	cr_assert_str_eq(after, before, "a quiet intake's rounds wrote or locked its checkpoint");
+	free(after);
+	free(before);
 	fd_test_server_stop(&ts);
 }

@@ -25,6 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <libpq-fe.h>
+
 #include "factd/jsonspan.h"
 #include "factd/problem.h"
 #include "http_client.h"
@@ -1040,9 +1042,128 @@ Test(sse_notifier, announce_reaches_another_process_notifier, .timeout = 60)
 	uint64_t seen = fd_notifier_generation(there);
 	/* Nothing is announced: the other notifier stays put (it does not poll). */
 	cr_assert_eq(fd_notifier_wait(there, seen, 300), seen);
-	fd_notifier_announce(here);
+	fd_notifier_announce(here, "order");
 	cr_assert_neq(fd_notifier_wait(there, seen, 5000), seen, "the NOTIFY did not reach the other notifier");
 	fd_notifier_stop(there);
 	fd_notifier_stop(here);
 	free(url);
+}
+
+/* Start two notifiers on one database and wait until both listen. */
+static void two_notifiers(const char *url, struct fd_notifier **here, struct fd_notifier **there)
+{
+	cr_assert_eq(fd_notifier_start(url, here), FD_OK);
+	cr_assert_eq(fd_notifier_start(url, there), FD_OK);
+	for (int i = 0; i < 500 && !(fd_notifier_listening(*here) && fd_notifier_listening(*there)); i++)
+		usleep(10000);
+	cr_assert(fd_notifier_listening(*here) && fd_notifier_listening(*there));
+}
+
+/*
+ * A follower of some categories sleeps through appends to others, here and
+ * in another process, and wakes for its own.
+ */
+Test(sse_notifier, followers_wake_only_for_their_categories, .timeout = 60)
+{
+	char *url = fd_test_db_new();
+	struct fd_notifier *here = NULL, *there = NULL;
+	two_notifiers(url, &here, &there);
+	static const char *const products[] = { "product", NULL };
+	static const char *const orders[] = { "inventory", "order", NULL };
+	uint64_t seen_there = fd_notifier_generation(there), seen_here = fd_notifier_generation(here);
+	for (int i = 0; i < 20; i++)
+		fd_notifier_announce(here, "order");
+	/* The order follower in the other process wakes; the product followers, here and there, do not. */
+	uint64_t woke = fd_notifier_wait_for(there, seen_there, orders, 5000);
+	cr_assert_gt(woke, seen_there, "the order NOTIFY did not reach the other process");
+	cr_assert_eq(fd_notifier_wait_for(there, seen_there, products, 300), seen_there,
+		     "a product follower woke for order events in another process");
+	cr_assert_eq(fd_notifier_wait_for(here, seen_here, products, 300), seen_here,
+		     "a product follower woke for order events in its own process");
+	cr_assert_gt(fd_notifier_wait_for(here, seen_here, orders, 0), seen_here, "the local order follower was not woken");
+	/* A follower of everything wakes for anything. */
+	cr_assert_gt(fd_notifier_wait_for(there, seen_there, NULL, 0), seen_there);
+	/* Now a product append: the product follower there wakes, and the order follower does not again. */
+	uint64_t orders_seen = fd_notifier_wait_for(there, seen_there, orders, 0);
+	fd_notifier_announce(here, "product");
+	cr_assert_gt(fd_notifier_wait_for(there, seen_there, products, 5000), seen_there,
+		     "the product NOTIFY did not reach the other process");
+	cr_assert_eq(fd_notifier_wait_for(there, orders_seen, orders, 300), orders_seen,
+		     "an order follower woke for a product event");
+	fd_notifier_stop(there);
+	fd_notifier_stop(here);
+	free(url);
+}
+
+/* A NOTIFY without categories (as older processes send) and a reconnect wake every follower. */
+Test(sse_notifier, notify_without_categories_wakes_every_follower, .timeout = 60)
+{
+	char *url = fd_test_db_new();
+	struct fd_notifier *n = NULL;
+	cr_assert_eq(fd_notifier_start(url, &n), FD_OK);
+	for (int i = 0; i < 500 && !fd_notifier_listening(n); i++)
+		usleep(10000);
+	cr_assert(fd_notifier_listening(n));
+	static const char *const products[] = { "product", NULL };
+	uint64_t seen = fd_notifier_generation(n);
+	PGconn *c = PQconnectdb(url);
+	cr_assert_eq(PQstatus(c), CONNECTION_OK);
+	PGresult *r = PQexec(c, "NOTIFY factd_events");
+	cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK);
+	PQclear(r);
+	cr_assert_gt(fd_notifier_wait_for(n, seen, products, 5000), seen, "a NOTIFY without payload woke nobody");
+	seen = fd_notifier_wait_for(n, seen, products, 0);
+	r = PQexec(c, "SELECT pg_notify('factd_events', 'order,inventory')");
+	cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+	PQclear(r);
+	cr_assert_eq(fd_notifier_wait_for(n, seen, products, 500), seen, "woken by other categories' NOTIFY");
+	r = PQexec(c, "SELECT pg_notify('factd_events', 'order,product')");
+	cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+	PQclear(r);
+	cr_assert_gt(fd_notifier_wait_for(n, seen, products, 5000), seen, "a NOTIFY naming the category woke nobody");
+	PQfinish(c);
+	fd_notifier_stop(n);
+	free(url);
+}
+
+/*
+ * More categories than a NOTIFY or the table holds: followers may be woken
+ * for nothing, never missed.  Each of 300 distinct categories announced
+ * once must reach a follower of it in another process.
+ */
+Test(sse_notifier, many_categories_never_leave_a_follower_asleep, .timeout = 120)
+{
+	char *url = fd_test_db_new();
+	struct fd_notifier *here = NULL, *there = NULL;
+	two_notifiers(url, &here, &there);
+	for (int i = 0; i < 300; i++) {
+		char cat[48];
+		snprintf(cat, sizeof cat, "category_%03d_with_a_long_name_to_fill_payloads", i);
+		const char *const mine[] = { cat, NULL };
+		uint64_t seen = fd_notifier_generation(there);
+		/* Others announced in the same burst, so slots and payloads overflow. */
+		for (int j = 0; j < 40; j++) {
+			char other[48];
+			snprintf(other, sizeof other, "other_category_number_%03d_%02d", i, j);
+			fd_notifier_announce(here, other);
+		}
+		fd_notifier_announce(here, cat);
+		cr_assert_gt(fd_notifier_wait_for(there, seen, mine, 5000), seen, "the follower of %s was not woken", cat);
+	}
+	fd_notifier_stop(there);
+	fd_notifier_stop(here);
+	free(url);
+}
+
+Test(sse_notifier, payload_matching)
+{
+	static const char *const cats[] = { "order", "product", NULL };
+	cr_assert(fd_notify_payload_matches("", cats), "an empty payload concerns everyone");
+	cr_assert(fd_notify_payload_matches(NULL, cats));
+	cr_assert(fd_notify_payload_matches("order", cats));
+	cr_assert(fd_notify_payload_matches("bench,product", cats));
+	cr_assert(fd_notify_payload_matches("x,order,y", cats));
+	cr_assert_not(fd_notify_payload_matches("orders,produc,bench", cats), "a prefix or a longer name matched");
+	cr_assert_not(fd_notify_payload_matches("bench", cats));
+	cr_assert(fd_notify_payload_matches("bench", NULL), "a follower of everything");
 }
