@@ -119,6 +119,82 @@ static bool run_script(PGconn *conn, const char *sql)
 	return ok;
 }
 
+/*
+ * The statements every round runs, prepared once per connection (names do
+ * not collide with the handlers', which are "<table>/<n>").  Generic plans
+ * are safe here: each is a lookup of one row by key or a range of
+ * events_feed_idx in index order, and the session has no sequential scans
+ * to choose from.  The feed read is not among them: its generic plan cannot
+ * see that the category array holds one element, and could sort every event
+ * of the category past the checkpoint instead of reading the ordered index.
+ */
+enum runner_stmt { R_LOCK, R_XMIN, R_HEAD, R_SAVE, R_SAVE_SHADOW, R_WAITING, R_COUNT };
+static const struct {
+	const char *name;
+	const char *sql;
+	int nparams;
+} runner_stmts[R_COUNT] = {
+	[R_LOCK] = { "fd_proj_lock",
+		     "SELECT tx_id::text, seq, rebuild_requested, rebuilding, rebuild_tx_id::text, rebuild_seq"
+		     " FROM projections WHERE name = $1 FOR UPDATE",
+		     1 },
+	[R_XMIN] = { "fd_proj_xmin", "SELECT pg_snapshot_xmin(pg_current_snapshot())::text", 0 },
+	/* The newest visible event past a cursor, and whether committed events lie beyond the visible end. */
+	[R_HEAD] = { "fd_proj_head",
+		     "SELECT h.tx_id::text, h.seq,"
+		     " coalesce((SELECT tx_id FROM events ORDER BY tx_id DESC LIMIT 1) >= $1::xid8, false)"
+		     " FROM (SELECT) one LEFT JOIN LATERAL (SELECT tx_id, seq FROM events WHERE tx_id < $1::xid8"
+		     " AND (tx_id, seq) > ($2::xid8, $3::bigint) ORDER BY events.tx_id DESC, events.seq DESC LIMIT 1) h"
+		     " ON true",
+		     3 },
+	[R_SAVE] = { "fd_proj_save",
+		     "UPDATE projections SET tx_id = $2::xid8, seq = $3, last_event_at = coalesce($4::timestamptz,"
+		     " last_event_at), updated_at = now() WHERE name = $1",
+		     4 },
+	[R_SAVE_SHADOW] = { "fd_proj_save_shadow",
+			    "UPDATE projections SET rebuild_tx_id = $2::xid8, rebuild_seq = $3, updated_at = now()"
+			    " WHERE name = $1",
+			    3 },
+	/*
+	 * Is there anything for a round to do (a rebuild to start or run, or
+	 * visible events past the checkpoint, of any category), and are
+	 * committed events held back beyond the visible end?
+	 */
+	[R_WAITING] = { "fd_proj_waiting",
+			"SELECT p.rebuild_requested OR p.rebuilding OR (SELECT e.tx_id FROM events e"
+			" WHERE (e.tx_id, e.seq) > (p.tx_id, p.seq) AND e.tx_id < x.xmin ORDER BY e.tx_id, e.seq LIMIT 1)"
+			" IS NOT NULL,"
+			" coalesce((SELECT e.tx_id FROM events e ORDER BY e.tx_id DESC LIMIT 1) >= x.xmin, false)"
+			" FROM projections p, (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) x WHERE p.name = $1",
+			1 },
+};
+
+/* Prepare the runner's statements on a new connection. */
+static bool prepare_runner(PGconn *conn)
+{
+	for (int i = 0; i < R_COUNT; i++) {
+		PGresult *res = PQprepare(conn, runner_stmts[i].name, runner_stmts[i].sql, runner_stmts[i].nparams, NULL);
+		bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+		PQclear(res);
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+/* run() for one of the runner's prepared statements. */
+static bool run_stmt(PGconn *conn, enum runner_stmt id, const char *const *params, PGresult **out)
+{
+	PGresult *res = PQexecPrepared(conn, runner_stmts[id].name, runner_stmts[id].nparams, params, NULL, NULL, 0);
+	ExecStatusType st = PQresultStatus(res);
+	bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+	if (out)
+		*out = res;
+	else
+		PQclear(res);
+	return ok;
+}
+
 static void drop_conn(struct worker *w)
 {
 	PQfinish(w->conn);
@@ -371,7 +447,7 @@ static bool apply_batch(struct fd_projector *p, struct worker *w, const char *ta
 	bool ok = false;
 	*count = 0;
 	*caught_up = false;
-	if (!run(w->conn, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text", 0, NULL, &x))
+	if (!run_stmt(w->conn, R_XMIN, NULL, &x))
 		goto done;
 	const char *xmin = PQgetvalue(x, 0, 0);
 	const char *ep[] = { tx, seq, xmin, cats, limit };
@@ -424,13 +500,7 @@ static bool apply_batch(struct fd_projector *p, struct worker *w, const char *ta
 		/* Caught up: move past events of other categories up to the visible end. */
 		*caught_up = true;
 		const char *hp[] = { xmin, last_tx, last_seq };
-		if (!run(w->conn,
-			 "SELECT h.tx_id::text, h.seq, coalesce((SELECT tx_id FROM events ORDER BY tx_id DESC LIMIT 1) >= $1::xid8, false)"
-			 " FROM (SELECT) one LEFT JOIN LATERAL (SELECT tx_id, seq FROM events WHERE tx_id < $1::xid8"
-			 " AND (tx_id, seq) > ($2::xid8, $3::bigint) ORDER BY events.tx_id DESC, events.seq DESC LIMIT 1) h"
-			 " ON true",
-			 3, hp, &head) ||
-		    PQntuples(head) != 1)
+		if (!run_stmt(w->conn, R_HEAD, hp, &head) || PQntuples(head) != 1)
 			goto done;
 		/* Committed events past the visible end: an older transaction still runs. */
 		w->held_back = w->held_back || strcmp(PQgetvalue(head, 0, 2), "t") == 0;
@@ -444,11 +514,7 @@ static bool apply_batch(struct fd_projector *p, struct worker *w, const char *ta
 		goto done;
 	}
 	const char *cp[] = { d->name, last_tx, last_seq, last_at[0] ? last_at : NULL };
-	ok = run(w->conn,
-		 shadow ? "UPDATE projections SET rebuild_tx_id = $2::xid8, rebuild_seq = $3, updated_at = now() WHERE name = $1"
-			: "UPDATE projections SET tx_id = $2::xid8, seq = $3, last_event_at = coalesce($4::timestamptz,"
-			  " last_event_at), updated_at = now() WHERE name = $1",
-		 shadow ? 3 : 4, cp, NULL);
+	ok = run_stmt(w->conn, shadow ? R_SAVE_SHADOW : R_SAVE, cp, NULL);
 done:
 	if (!ok && res && PQresultStatus(res) != PGRES_TUPLES_OK)
 		log_pg("projection batch failed", d->name, w->conn, res);
@@ -471,13 +537,7 @@ static bool work_waiting(struct worker *w)
 		return true;
 	const char *np[] = { w->def->name };
 	PGresult *res = NULL;
-	bool ok = run(w->conn,
-		      "SELECT p.rebuild_requested OR p.rebuilding OR (SELECT e.tx_id FROM events e"
-		      " WHERE (e.tx_id, e.seq) > (p.tx_id, p.seq) AND e.tx_id < x.xmin ORDER BY e.tx_id, e.seq LIMIT 1)"
-		      " IS NOT NULL,"
-		      " coalesce((SELECT e.tx_id FROM events e ORDER BY e.tx_id DESC LIMIT 1) >= x.xmin, false)"
-		      " FROM projections p, (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) x WHERE p.name = $1",
-		      1, np, &res);
+	bool ok = run_stmt(w->conn, R_WAITING, np, &res);
 	bool waiting = !ok || PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "f") != 0;
 	w->held_back = ok && PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
 	PQclear(res);
@@ -500,12 +560,7 @@ static long step(struct fd_projector *p, struct worker *w, bool timed)
 	w->held_back = false;
 	if (timed && !work_waiting(w))
 		return 0;
-	if (!run(w->conn, "BEGIN", 0, NULL, NULL) ||
-	    !run(w->conn,
-		 "SELECT tx_id::text, seq, rebuild_requested, rebuilding, rebuild_tx_id::text, rebuild_seq"
-		 " FROM projections WHERE name = $1 FOR UPDATE",
-		 1, np, &row) ||
-	    PQntuples(row) != 1)
+	if (!run(w->conn, "BEGIN", 0, NULL, NULL) || !run_stmt(w->conn, R_LOCK, np, &row) || PQntuples(row) != 1)
 		goto fail;
 	bool requested = strcmp(PQgetvalue(row, 0, 2), "t") == 0;
 	bool rebuilding = strcmp(PQgetvalue(row, 0, 3), "t") == 0;
@@ -682,7 +737,7 @@ static void *projector_main(void *arg)
 				w->conn = PQconnectdb(p->conninfo);
 				memset(w->prepared, 0, sizeof w->prepared); /* a new session: nothing prepared on it */
 				if (PQstatus(w->conn) != CONNECTION_OK ||
-				    !run(w->conn, FD_PROJECTION_SESSION_SQL, 0, NULL, NULL)) {
+				    !run(w->conn, FD_PROJECTION_SESSION_SQL, 0, NULL, NULL) || !prepare_runner(w->conn)) {
 					drop_conn(w);
 					continue;
 				}
@@ -765,23 +820,36 @@ enum fd_err fd_projection_status(struct fd_pool *pool, json_t **out)
 	if (err)
 		return err;
 	json_t *arr = json_array();
+	/* Index ranges only (see the statement); the setting ends with the transaction. */
+	res = PQexec(conn, "BEGIN READ ONLY; SET LOCAL enable_seqscan = off");
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		err = fd_pg_classify(conn, res);
+	PQclear(res);
+	res = NULL;
 	for (size_t i = 0; i < fd_projections_count && arr && !err; i++) {
 		const struct fd_projection *d = &fd_projections[i];
 		char key[24];
 		snprintf(key, sizeof key, "%lld", lock_key(d->name));
 		const char *params[] = { d->name, key };
+		/*
+		 * The lag is a range of events_feed_idx from the checkpoint to the
+		 * visible end: the statement runs without sequential scans (see
+		 * below), which the planner otherwise picks for a range whose
+		 * bounds it cannot see, reading the whole table on every
+		 * /projections and /metrics request.
+		 */
 		res = PQexecParams(conn,
 			"WITH x AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),"
 			" p AS (SELECT * FROM projections WHERE name = $1),"
+			" c AS (SELECT coalesce((SELECT tx_id FROM p), '0'::xid8) AS tx, coalesce((SELECT seq FROM p), 0) AS seq),"
 			" h AS (SELECT e.tx_id, e.seq FROM events e, x WHERE e.tx_id < x.xmin"
-			"       ORDER BY e.tx_id DESC, e.seq DESC LIMIT 1)"
+			"       ORDER BY e.tx_id DESC, e.seq DESC LIMIT 1),"
+			" l AS (SELECT count(*) AS n, min(e.recorded_at) AS oldest FROM c, x, events e"
+			"       WHERE (e.tx_id, e.seq) > (c.tx, c.seq) AND e.tx_id < x.xmin)"
 			" SELECT coalesce((SELECT tx_id::text || '-' || seq FROM p), '0-0'),"
 			"  coalesce((SELECT tx_id::text || '-' || seq FROM h), '0-0'),"
-			"  (SELECT count(*) FROM events e, x WHERE e.tx_id < x.xmin AND (e.tx_id, e.seq) >"
-			"     coalesce((SELECT (tx_id, seq) FROM p), ('0'::xid8, 0::bigint))),"
-			"  coalesce(extract(epoch FROM clock_timestamp() - (SELECT min(e.recorded_at) FROM events e, x"
-			"     WHERE e.tx_id < x.xmin AND (e.tx_id, e.seq) > coalesce((SELECT (tx_id, seq) FROM p),"
-			"     ('0'::xid8, 0::bigint)))), 0)::float8,"
+			"  (SELECT n FROM l),"
+			"  coalesce(extract(epoch FROM clock_timestamp() - (SELECT oldest FROM l)), 0)::float8,"
 			"  coalesce((SELECT rebuilding FROM p), false), coalesce((SELECT rebuild_requested FROM p), false),"
 			"  (SELECT rebuild_tx_id::text || '-' || rebuild_seq FROM p),"
 			"  (SELECT owner FROM p),"
@@ -813,7 +881,13 @@ enum fd_err fd_projection_status(struct fd_pool *pool, json_t **out)
 		res = NULL;
 	}
 	PQclear(res);
-	fd_pool_release(pool, conn, fd_pg_conn_broken(conn, err));
+	if (PQtransactionStatus(conn) != PQTRANS_IDLE && PQstatus(conn) == CONNECTION_OK) {
+		res = PQexec(conn, err ? "ROLLBACK" : "COMMIT");
+		if (!err && PQresultStatus(res) != PGRES_COMMAND_OK)
+			err = fd_pg_classify(conn, res);
+		PQclear(res);
+	}
+	fd_pool_release(pool, conn, fd_pg_conn_broken(conn, err) || PQtransactionStatus(conn) != PQTRANS_IDLE);
 	if (err || !arr) {
 		json_decref(arr);
 		return err ? err : FD_ERR_NOMEM;
