@@ -73,7 +73,7 @@ struct fd_notifier *fd_pool_notifier(const struct fd_pool *pool);
  * it off, so every append is its own transaction.  FD_POOL_APPEND_BATCHES by
  * default.  Call before the pool is shared between threads.
  */
-enum { FD_POOL_APPEND_BATCHES = 2 };
+enum { FD_POOL_APPEND_BATCHES = 1 };
 void fd_pool_set_append_batches(struct fd_pool *pool, unsigned max_inflight);
 
 /* One prepared statement: the pool prepares all of them on each new connection. */

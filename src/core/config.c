@@ -29,7 +29,7 @@ static const char usage[] =
 	"  FACTD_WORKERS            default pool size; every connection has its own thread (default 16)\n"
 	"  FACTD_POOL_SIZE          PostgreSQL connections (default = FACTD_WORKERS)\n"
 	"  FACTD_APPEND_BATCHES     appends of concurrent requests share a transaction, at most this many\n"
-	"                           such transactions at once; 0 = every append alone (default 2)\n"
+	"                           such transactions at once; 0 = every append alone (default 1)\n"
 	"  FACTD_POOL_TIMEOUT_MS    wait for a free connection before 503 (default 5000)\n"
 	"  FACTD_MAX_BODY           largest request body in bytes (default 1048576)\n"
 	"  FACTD_MAX_APPEND_EVENTS  events in one append (default 1000)\n"
