@@ -387,7 +387,8 @@ static bool intake_waiting(PGconn *conn, bool *held_back)
 	const char *np[] = { SUBSCRIPTION };
 	PGresult *res = fd_saga_sql(conn,
 				    "SELECT (SELECT e.tx_id FROM events e WHERE (e.tx_id, e.seq) > (s.tx_id, s.seq)"
-				    " AND e.tx_id < x.xmin ORDER BY e.tx_id, e.seq LIMIT 1) IS NOT NULL, coalesce((SELECT e.tx_id FROM events e ORDER BY e.tx_id DESC LIMIT 1) >= x.xmin, false)"
+				    " AND e.tx_id < x.xmin ORDER BY e.tx_id, e.seq LIMIT 1) IS NOT NULL,"
+				    " coalesce((SELECT e.tx_id FROM events e ORDER BY e.tx_id DESC LIMIT 1) >= x.xmin, false)"
 				    " FROM subscriptions s, (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) x"
 				    " WHERE s.name = $1",
 				    1, np);
@@ -471,7 +472,8 @@ static int intake_batch(struct fd_saga_engine *e, PGconn *conn, bool timed, bool
 	if ((unsigned)nevs < e->cfg.batch) {
 		const char *hp[] = { PQgetvalue(x, 0, 0), PQgetvalue(cp, 0, 0), PQgetvalue(cp, 0, 1) };
 		head = fd_saga_sql(conn,
-				   "SELECT h.tx_id::text, h.seq::text, coalesce((SELECT tx_id FROM events ORDER BY tx_id DESC LIMIT 1) >= $1::xid8, false)"
+				   "SELECT h.tx_id::text, h.seq::text,"
+				   " coalesce((SELECT tx_id FROM events ORDER BY tx_id DESC LIMIT 1) >= $1::xid8, false)"
 				   " FROM (SELECT) one LEFT JOIN LATERAL (SELECT tx_id, seq FROM events WHERE tx_id < $1::xid8"
 				   " AND (tx_id, seq) > ($2::xid8, $3::bigint) ORDER BY tx_id DESC, seq DESC LIMIT 1) h ON true",
 				   3, hp);

@@ -746,6 +746,18 @@ static char *intake_row(const struct fd_test_server *ts)
 	return row;
 }
 
+/* Wait until the intake runs and its checkpoint is at the end of the feed, and its round is over. */
+static void intake_caught_up(const struct fd_test_server *ts)
+{
+	long long until = now_ms() + 20000;
+	while (count(ts, "SELECT count(*) FROM subscriptions s WHERE name = 'sagas' AND owner IS NOT NULL AND NOT"
+			 " EXISTS (SELECT 1 FROM events e WHERE (e.tx_id, e.seq) > (s.tx_id, s.seq))") != 1) {
+		cr_assert_lt(now_ms(), until, "the intake did not read the product's events");
+		sleep_ms(20);
+	}
+	sleep_ms(200);
+}
+
 /*
  * Appends to categories no saga reads neither wake the intake nor touch its
  * checkpoint; an order placed wakes it at once, long before its poll.
@@ -756,18 +768,12 @@ Test(sagas, the_intake_sleeps_through_appends_to_other_categories, .timeout = 12
 	struct fd_test_server ts;
 	start(&ts, 0, 0, 10);
 	create_product(&ts, "sku-a", 10);
-	long long until = now_ms() + 20000;
-	while (count(&ts, "SELECT count(*) FROM subscriptions s WHERE name = 'sagas' AND owner IS NOT NULL AND NOT"
-			  " EXISTS (SELECT 1 FROM events e WHERE (e.tx_id, e.seq) > (s.tx_id, s.seq))") != 1) {
-		cr_assert_lt(now_ms(), until, "the intake did not read the product's events");
-		sleep_ms(20);
-	}
-	sleep_ms(200);
+	intake_caught_up(&ts);
 	char *before = intake_row(&ts);
 	for (int i = 0; i < 40; i++) {
 		struct fd_test_resp r;
-		post_ok(&ts, P("/streams/bench-%d/events", i % 4), "{\"expected_version\": \"any\", \"events\": [{\"type\": \"Happened\", \"data\": {}}]}",
-			201, &r);
+		post_ok(&ts, P("/streams/bench-%d/events", i % 4),
+			"{\"expected_version\": \"any\", \"events\": [{\"type\": \"Happened\", \"data\": {}}]}", 201, &r);
 		fd_test_resp_free(&r);
 		sleep_ms(10);
 	}
@@ -779,7 +785,7 @@ Test(sagas, the_intake_sleeps_through_appends_to_other_categories, .timeout = 12
 	char id[37];
 	const struct line lines[] = { { "sku-a", 1, 100 } };
 	place_order(&ts, lines, 1, id);
-	until = now_ms() + 20000;
+	long long until = now_ms() + 20000;
 	while (count(&ts, "SELECT count(*) FROM sagas") != 1) {
 		cr_assert_lt(now_ms(), until, "the order placed did not wake the intake");
 		sleep_ms(20);
@@ -793,13 +799,7 @@ Test(sagas, a_quiet_intake_does_not_write, .timeout = 60)
 	struct fd_test_server ts;
 	start(&ts, 0, 0, 10);
 	create_product(&ts, "sku-a", 10);
-	long long until = now_ms() + 20000;
-	while (count(&ts, "SELECT count(*) FROM subscriptions s WHERE name = 'sagas' AND owner IS NOT NULL AND NOT"
-			  " EXISTS (SELECT 1 FROM events e WHERE (e.tx_id, e.seq) > (s.tx_id, s.seq))") != 1) {
-		cr_assert_lt(now_ms(), until, "the intake did not read the product's events");
-		sleep_ms(20);
-	}
-	sleep_ms(200);
+	intake_caught_up(&ts);
 	char *before = intake_row(&ts);
 	sleep_ms(600); /* about ten polls of 20 ms (plus rests) */
 	char *after = intake_row(&ts);
