@@ -124,11 +124,20 @@ static bool run_script(PGconn *conn, const char *sql)
  * not collide with the handlers', which are "<table>/<n>").  Generic plans
  * are safe here: each is a lookup of one row by key or a range of
  * events_feed_idx in index order, and the session has no sequential scans
- * to choose from.  The feed read is not among them: its generic plan cannot
- * see that the category array holds one element, and could sort every event
- * of the category past the checkpoint instead of reading the ordered index.
+ * to choose from.  The feed read is among them for a projection of one
+ * category (every one so far), as a range of events_category_feed_idx in
+ * index order.  With several it is not: a generic plan of "category =
+ * ANY(array)" cannot read that index in order, and could sort every event
+ * of the categories past the checkpoint for each batch.
  */
-enum runner_stmt { R_LOCK, R_XMIN, R_HEAD, R_SAVE, R_SAVE_SHADOW, R_WAITING, R_COUNT };
+enum runner_stmt { R_LOCK, R_XMIN, R_EVENTS1, R_HEAD, R_SAVE, R_SAVE_SHADOW, R_WAITING, R_COUNT };
+
+/* A batch of feed events past a cursor; $4 is a category, or an array of them. */
+#define FEED_BATCH_SQL(category_match)                                                                        \
+	"SELECT event_id::text, stream_id, category, version, type, data::text, metadata::text,"              \
+	" to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), tx_id::text, seq"      \
+	" FROM events WHERE (tx_id, seq) > ($1::xid8, $2::bigint) AND tx_id < $3::xid8"                       \
+	" AND " category_match " ORDER BY events.tx_id, events.seq LIMIT $5::bigint"
 static const struct {
 	const char *name;
 	const char *sql;
@@ -139,6 +148,7 @@ static const struct {
 		     " FROM projections WHERE name = $1 FOR UPDATE",
 		     1 },
 	[R_XMIN] = { "fd_proj_xmin", "SELECT pg_snapshot_xmin(pg_current_snapshot())::text", 0 },
+	[R_EVENTS1] = { "fd_proj_events1", FEED_BATCH_SQL("category = $4::text"), 5 },
 	/* The newest visible event past a cursor, and whether committed events lie beyond the visible end. */
 	[R_HEAD] = { "fd_proj_head",
 		     "SELECT h.tx_id::text, h.seq,"
@@ -450,13 +460,10 @@ static bool apply_batch(struct fd_projector *p, struct worker *w, const char *ta
 	if (!run_stmt(w->conn, R_XMIN, NULL, &x))
 		goto done;
 	const char *xmin = PQgetvalue(x, 0, 0);
-	const char *ep[] = { tx, seq, xmin, cats, limit };
-	if (!run(w->conn,
-		 "SELECT event_id::text, stream_id, category, version, type, data::text, metadata::text,"
-		 " to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), tx_id::text, seq"
-		 " FROM events WHERE (tx_id, seq) > ($1::xid8, $2::bigint) AND tx_id < $3::xid8"
-		 " AND category = ANY ($4::text[]) ORDER BY events.tx_id, events.seq LIMIT $5::bigint",
-		 5, ep, &res))
+	bool one = d->categories && d->categories[0] && !d->categories[1];
+	const char *ep[] = { tx, seq, xmin, one ? d->categories[0] : cats, limit };
+	if (one ? !run_stmt(w->conn, R_EVENTS1, ep, &res)
+		: !run(w->conn, FEED_BATCH_SQL("category = ANY ($4::text[])"), 5, ep, &res))
 		goto done;
 	int n = PQntuples(res);
 	char last_tx[24], last_seq[24], last_at[40] = "";
