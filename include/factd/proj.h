@@ -96,8 +96,15 @@ struct fd_projection {
  * just vacuumed) would scan the table as it grows, where an index lookup
  * costs the same at any size.  Without sequential scans to choose from, the
  * planner takes the indexes.
+ *
+ * A round commits without waiting for its WAL flush: its rows and its
+ * checkpoint are in one transaction and WAL is flushed in order, so a crash
+ * can only lose the last rounds whole, and the projector applies their
+ * events again from the checkpoint that survived (the events themselves
+ * were committed durably before any round could read them).  The flush
+ * each round used to wait for shared the disk with the appends' commits.
  */
-#define FD_PROJECTION_SESSION_SQL "SET enable_seqscan = off"
+#define FD_PROJECTION_SESSION_SQL "SET enable_seqscan = off; SET synchronous_commit = off"
 /* Room for a prepared statement's name: PostgreSQL keeps 63 bytes of it. */
 #define FD_PROJECTION_STATEMENT_NAME 64
 

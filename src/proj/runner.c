@@ -744,7 +744,7 @@ static void *projector_main(void *arg)
 				w->conn = PQconnectdb(p->conninfo);
 				memset(w->prepared, 0, sizeof w->prepared); /* a new session: nothing prepared on it */
 				if (PQstatus(w->conn) != CONNECTION_OK ||
-				    !run(w->conn, FD_PROJECTION_SESSION_SQL, 0, NULL, NULL) || !prepare_runner(w->conn)) {
+				    !run_script(w->conn, FD_PROJECTION_SESSION_SQL) || !prepare_runner(w->conn)) {
 					drop_conn(w);
 					continue;
 				}
