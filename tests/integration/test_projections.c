@@ -215,6 +215,16 @@ static bool rebuild_pending(const char *url, const char *name)
 	return scalar(url, sql) > 0;
 }
 
+/* Wait (a minute at most) until no rebuild of order_summaries is asked for or running. */
+static void wait_rebuilt(const char *url)
+{
+	time_t end = time(NULL) + 60;
+	while (rebuild_pending(url, "order_summaries")) {
+		cr_assert(time(NULL) < end, "the rebuild did not finish");
+		usleep(10000);
+	}
+}
+
 /* The version a projection table is stamped with (0 without a stamp). */
 static long long table_version(const char *url, const char *table)
 {
@@ -457,11 +467,7 @@ Test(projections, a_copy_begun_by_another_version_is_started_over, .timeout = 12
 	exec_sql(e.url, "UPDATE projections SET rebuilding = true, rebuild_tx_id = tx_id, rebuild_seq = seq"
 			" WHERE name = 'order_summaries'");
 	p = projector_start(&e);
-	time_t end = time(NULL) + 60;
-	while (rebuild_pending(e.url, "order_summaries")) {
-		cr_assert(time(NULL) < end, "the rebuild did not finish");
-		usleep(10000);
-	}
+	wait_rebuilt(e.url);
 	wait_caught_up(&e, 60);
 	assert_equals_replay(&e);
 	cr_assert_eq(table_version(e.url, "order_summaries"), d->version);
@@ -605,11 +611,7 @@ Test(projections, a_rebuild_from_scratch_equals_incremental_processing, .timeout
 	wait_caught_up(&e, 60);
 	keep_orders(e.url);
 	cr_assert_eq(fd_projection_request_rebuild(e.pool, "order_summaries"), FD_OK);
-	time_t end = time(NULL) + 60;
-	while (rebuild_pending(e.url, "order_summaries")) {
-		cr_assert(time(NULL) < end, "the rebuild did not finish");
-		usleep(10000);
-	}
+	wait_rebuilt(e.url);
 	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM order_summaries"), 24);
 	cr_assert_gt(scalar(e.url, "SELECT count(*) FROM order_summaries_lines"), 24);
 	assert_orders_as_kept(e.url);
@@ -917,11 +919,7 @@ static void rebuild_orders(struct env *e)
 {
 	exec_sql(e->url, "UPDATE order_summaries SET total_cents = -1");
 	cr_assert_eq(fd_projection_request_rebuild(e->pool, "order_summaries"), FD_OK);
-	time_t end = time(NULL) + 60;
-	while (rebuild_pending(e->url, "order_summaries")) {
-		cr_assert(time(NULL) < end, "the rebuild did not finish");
-		usleep(10000);
-	}
+	wait_rebuilt(e->url);
 }
 
 Test(projections, after_a_rebuild_events_land_in_the_new_tables_on_the_same_connection_and_a_fresh_one,
@@ -1004,11 +1002,7 @@ Test(projections, a_projector_whose_connections_were_cut_prepares_its_statements
 		usleep(1000);
 	}
 	PQfinish(c);
-	end = time(NULL) + 60;
-	while (rebuild_pending(e.url, "order_summaries")) {
-		cr_assert(time(NULL) < end, "the rebuild did not finish");
-		usleep(10000);
-	}
+	wait_rebuilt(e.url);
 	workload(&e, 3);
 	wait_caught_up(&e, 60);
 	assert_equals_replay(&e);
