@@ -130,4 +130,20 @@ FD_MUST_USE enum fd_err fd_store_read_feed(struct fd_pool *pool, struct fd_curso
  */
 FD_MUST_USE enum fd_err fd_store_check_feed_horizon(struct fd_pool *pool);
 
+/*
+ * For feed followers that keep their own cursor (projections, the saga
+ * intake), at the end of a round: one row of the newest visible event past
+ * the cursor (tx_id and seq as text; NULL when there is none) and whether
+ * committed events lie beyond the visible end, held back by an older
+ * transaction still running.  $1 the visible end (pg_snapshot_xmin as
+ * text), $2 and $3 the cursor.  Both are reads of events_feed_idx from one
+ * end.
+ */
+#define FD_FEED_FOLLOWER_HEAD_SQL                                                                             \
+	"SELECT h.tx_id::text, h.seq::text,"                                                                  \
+	" coalesce((SELECT tx_id FROM events ORDER BY tx_id DESC LIMIT 1) >= $1::xid8, false)"               \
+	" FROM (SELECT) one LEFT JOIN LATERAL (SELECT tx_id, seq FROM events WHERE tx_id < $1::xid8"          \
+	" AND (tx_id, seq) > ($2::xid8, $3::bigint) ORDER BY events.tx_id DESC, events.seq DESC LIMIT 1) h"    \
+	" ON true"
+
 #endif

@@ -149,14 +149,7 @@ static const struct {
 		     1 },
 	[R_XMIN] = { "fd_proj_xmin", "SELECT pg_snapshot_xmin(pg_current_snapshot())::text", 0 },
 	[R_EVENTS1] = { "fd_proj_events1", FEED_BATCH_SQL("category = $4::text"), 5 },
-	/* The newest visible event past a cursor, and whether committed events lie beyond the visible end. */
-	[R_HEAD] = { "fd_proj_head",
-		     "SELECT h.tx_id::text, h.seq,"
-		     " coalesce((SELECT tx_id FROM events ORDER BY tx_id DESC LIMIT 1) >= $1::xid8, false)"
-		     " FROM (SELECT) one LEFT JOIN LATERAL (SELECT tx_id, seq FROM events WHERE tx_id < $1::xid8"
-		     " AND (tx_id, seq) > ($2::xid8, $3::bigint) ORDER BY events.tx_id DESC, events.seq DESC LIMIT 1) h"
-		     " ON true",
-		     3 },
+	[R_HEAD] = { "fd_proj_head", FD_FEED_FOLLOWER_HEAD_SQL, 3 },
 	[R_SAVE] = { "fd_proj_save",
 		     "UPDATE projections SET tx_id = $2::xid8, seq = $3, last_event_at = coalesce($4::timestamptz,"
 		     " last_event_at), updated_at = now() WHERE name = $1",

@@ -471,12 +471,7 @@ static int intake_batch(struct fd_saga_engine *e, PGconn *conn, bool timed, bool
 	const char *to_seq = nevs > 0 ? PQgetvalue(rows, nevs - 1, 9) : NULL;
 	if ((unsigned)nevs < e->cfg.batch) {
 		const char *hp[] = { PQgetvalue(x, 0, 0), PQgetvalue(cp, 0, 0), PQgetvalue(cp, 0, 1) };
-		head = fd_saga_sql(conn,
-				   "SELECT h.tx_id::text, h.seq::text,"
-				   " coalesce((SELECT tx_id FROM events ORDER BY tx_id DESC LIMIT 1) >= $1::xid8, false)"
-				   " FROM (SELECT) one LEFT JOIN LATERAL (SELECT tx_id, seq FROM events WHERE tx_id < $1::xid8"
-				   " AND (tx_id, seq) > ($2::xid8, $3::bigint) ORDER BY tx_id DESC, seq DESC LIMIT 1) h ON true",
-				   3, hp);
+		head = fd_saga_sql(conn, FD_FEED_FOLLOWER_HEAD_SQL, 3, hp);
 		if (!head || PQntuples(head) != 1)
 			goto done;
 		*held_back = strcmp(PQgetvalue(head, 0, 2), "t") == 0;
