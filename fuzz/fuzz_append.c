@@ -9,7 +9,7 @@
  */
 #include <jansson.h>
 
-#include "factd/input.h"
+#include "http/input.h"
 #include "fuzz_common.h"
 
 #define MAX_EVENTS 1000

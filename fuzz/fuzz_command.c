@@ -23,7 +23,7 @@
 #include <jansson.h>
 
 #include "factd/aggregate.h"
-#include "factd/domain.h"
+#include "shop.h"
 #include "fuzz_common.h"
 
 #define MAX_COMMANDS 64

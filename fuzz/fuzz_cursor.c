@@ -10,7 +10,7 @@
  * ids stay within their length limits.
  */
 #include "factd/aggregate.h"
-#include "factd/domain.h"
+#include "shop.h"
 #include "factd/events.h"
 #include "factd/http.h"
 #include "factd/uuid.h"

@@ -11,9 +11,9 @@
 #include <inttypes.h>
 #include <stdio.h>
 
-#include "factd/input.h"
+#include "http/input.h"
 #include "factd/jsonspan.h"
-#include "factd/queries.h"
+#include "queries.h"
 #include "fuzz_common.h"
 
 /* Strip leading zeros (keeping one digit) for comparing numbers as text. */

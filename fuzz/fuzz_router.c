@@ -8,7 +8,10 @@
  * without '/'; a 405 names only methods of the table in an Allow that fits
  * its buffer; nothing leaks (params are freed here as the server does).
  */
+#include <stdlib.h>
+
 #include "factd/router.h"
+#include "shop.h"
 #include "fuzz_common.h"
 
 static const char *const methods[] = { "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE",
@@ -20,6 +23,19 @@ static size_t count_params(const char *pattern)
 	for (const char *p = pattern; *p; p++)
 		n += *p == '{';
 	return n;
+}
+
+/* The table the shop's server serves: the framework's routes, then the shop's. */
+static struct fd_ctx served;
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	(void)argc;
+	(void)argv;
+	if (fd_ctx_init(&served, &shop_app) != FD_OK)
+		abort();
+	return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -35,7 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const struct fd_route *route = (const void *)1;
 	char *params[FD_ROUTE_MAX_PARAMS] = { 0 };
 	size_t nparams = 99;
-	enum fd_match m = fd_router_match(fd_routes, fd_routes_count, method, path, &route, params, &nparams, allow,
+	enum fd_match m = fd_router_match(served.routes, served.nroutes, method, path, &route, params, &nparams, allow,
 					  allow_len);
 	switch (m) {
 	case FD_MATCH_OK:

@@ -78,6 +78,9 @@ struct fd_aggregate_type {
 	size_t ncommands;
 };
 
+/* The longest aggregate id (fd_aggregate_id_valid), in bytes. */
+#define FD_AGGREGATE_ID_MAX 64
+
 /* The command named `name`, or NULL. */
 const struct fd_command_type *fd_aggregate_command(const struct fd_aggregate_type *t, const char *name);
 /*

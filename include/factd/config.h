@@ -33,9 +33,6 @@ struct fd_config {
 	bool migrate_on_start;    /* FACTD_MIGRATE=0 or --no-migrate turns it off */
 	unsigned command_retries; /* FACTD_COMMAND_RETRIES: reload-and-decide rounds after a conflict */
 	int snapshot_every;       /* FACTD_SNAPSHOT_EVERY: -1 = each aggregate type's default, 0 = off */
-	long long payment_limit_cents; /* FACTD_PAYMENT_LIMIT_CENTS: the simulator declines above it */
-	unsigned payment_fail_first;   /* FACTD_PAYMENT_FAIL_FIRST: simulated transient failures */
-	unsigned payment_never_answer; /* FACTD_PAYMENT_NEVER_ANSWER: 1 = the simulator never answers */
 	size_t aggregate_cache;   /* FACTD_AGGREGATE_CACHE: aggregate states kept in memory; 0 = off */
 	unsigned max_streams;     /* FACTD_MAX_STREAMS: concurrent live-feed (SSE) streams */
 	unsigned sse_heartbeat_s; /* FACTD_SSE_HEARTBEAT_S: a comment frame after this many idle seconds */
@@ -77,8 +74,15 @@ FD_MUST_USE enum fd_err fd_config_check_exposure(const struct fd_config *cfg, ch
 bool fd_config_host_is_loopback(const char *host);
 /* True when `origin` (exactly, as sent in an Origin header) is in cfg->cors_origins or that is "*". */
 bool fd_config_cors_allowed(const struct fd_config *cfg, const char *origin);
-/* The --help text. */
+/* The --help text after its "usage:" line: the commands and the framework's settings. */
 const char *fd_config_usage(void);
+/*
+ * An integer setting from the environment (for an app's own settings):
+ * `name` unset or empty leaves *out at its preset default; anything but a
+ * decimal integer in [min, max] is FD_ERR_INVAL with a message in errbuf.
+ */
+FD_MUST_USE enum fd_err fd_env_int(const char *name, long long min, long long max, long long *out, char *errbuf,
+				   size_t errlen);
 /* database_url with any password replaced by "***" (caller owns, free()). */
 char *fd_config_redact_url(const char *url);
 

@@ -4,7 +4,7 @@
  *
  * Threading: libmicrohttpd runs a pool of worker threads; each request is
  * handled start to finish on one of them.  Handlers may block on the database.
- * struct fd_app is shared and read-only after start (its pool is thread-safe).
+ * struct fd_ctx is shared and read-only after start (its pool is thread-safe).
  */
 #ifndef FACTD_HTTP_H
 #define FACTD_HTTP_H
@@ -19,25 +19,45 @@
 #include "factd/config.h"
 #include "factd/error.h"
 #include "factd/pool.h"
+#include "factd/proj.h"
+#include "factd/saga.h"
 #include <jansson.h>
 
 #define FD_ROUTE_MAX_PARAMS 4
 #define FD_REQUEST_ID_MAX 128
 #define FD_RESP_MAX_HEADERS 8
 
-/* Everything the handlers share.  Borrowed by the server; the caller owns it. */
+/*
+ * Everything the handlers share: the app and what the process made for it.
+ * Borrowed by the server; the caller owns it.  fd_ctx_init fills the parts
+ * derived from the app (route table, saga and projection sets).
+ */
+struct fd_app;
 struct fd_bus;
-struct fd_gateway;
 struct fd_metrics;
 struct fd_notifier;
-struct fd_app {
+struct fd_route;
+struct fd_ctx {
 	const struct fd_config *cfg;
+	const struct fd_app *app;
+	void *services;              /* the app's outside systems (struct fd_app_services), may be NULL */
 	struct fd_pool *pool;
 	struct fd_bus *bus;          /* command bus (may be NULL in store-only tests) */
-	struct fd_gateway *gateway;  /* payment gateway */
 	struct fd_metrics *metrics;  /* requests are counted here and GET /metrics shows it; may be NULL */
 	struct fd_notifier *notifier; /* wakes live streams when events commit; NULL: they poll */
+	/* derived from app by fd_ctx_init */
+	struct fd_route *routes;     /* the framework's routes, then the app's (owned) */
+	size_t nroutes;
+	struct fd_saga_set sagas;
+	struct fd_projection_set projections;
 };
+/*
+ * Fill ctx's derived members from app (borrowed; must outlive ctx): the
+ * route table and the saga and projection sets.  The other members are the
+ * caller's to set.  FD_ERR_NOMEM; release with fd_ctx_release.
+ */
+FD_MUST_USE enum fd_err fd_ctx_init(struct fd_ctx *ctx, const struct fd_app *app);
+void fd_ctx_release(struct fd_ctx *ctx);
 
 struct MHD_Connection;
 struct fd_route;
@@ -45,7 +65,7 @@ struct fd_server;
 
 /* One request.  Owned by the server; freed in libmicrohttpd's completion callback. */
 struct fd_req {
-	struct fd_app *app;
+	struct fd_ctx *ctx;
 	struct MHD_Connection *conn;
 	const char *method;
 	const char *path;                  /* borrowed from libmicrohttpd, no query string */
@@ -127,7 +147,7 @@ struct fd_server;
  * cfg->workers threads.  `app` is borrowed and must outlive the server.
  * Caller owns *out; stop it with fd_server_stop.
  */
-FD_MUST_USE enum fd_err fd_server_start(struct fd_app *app, struct fd_server **out);
+FD_MUST_USE enum fd_err fd_server_start(struct fd_ctx *app, struct fd_server **out);
 /* The port actually bound. */
 uint16_t fd_server_port(const struct fd_server *srv);
 /* True once fd_server_stop has begun; streamed responses then end.  Thread-safe. */
@@ -144,10 +164,10 @@ bool fd_request_id_valid(const char *s);
 
 /*
  * A metrics registry labelled for this server (api_metrics.c): the route
- * table's templates (route index = index in fd_routes) and the domain's
- * aggregate types.  `version` is borrowed and must outlive it (a literal).
- * Caller owns *out; free with fd_metrics_free.
+ * table's templates of ctx (route index = index in ctx->routes) and the
+ * app's aggregate types.  `version` is borrowed and must outlive it (a
+ * literal).  Caller owns *out; free with fd_metrics_free.
  */
-FD_MUST_USE enum fd_err fd_http_metrics_new(const char *version, struct fd_metrics **out);
+FD_MUST_USE enum fd_err fd_http_metrics_new(const struct fd_ctx *ctx, const char *version, struct fd_metrics **out);
 
 #endif

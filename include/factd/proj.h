@@ -108,9 +108,13 @@ struct fd_projection {
 /* Room for a prepared statement's name: PostgreSQL keeps 63 bytes of it. */
 #define FD_PROJECTION_STATEMENT_NAME 64
 
-extern const struct fd_projection fd_projections[];
-extern const size_t fd_projections_count;
-const struct fd_projection *fd_projection_find(const char *name);
+/* The projections of an app (struct fd_app.projections). */
+struct fd_projection_set {
+	const struct fd_projection *const *items;
+	size_t n;
+};
+/* The projection named `name` in set, or NULL. */
+const struct fd_projection *fd_projection_set_find(const struct fd_projection_set *set, const char *name);
 /* sql with every "{table}" replaced by table (caller frees); NULL when out of memory. */
 char *fd_projection_sql(const char *sql, const char *table);
 /*
@@ -133,6 +137,7 @@ struct fd_projector;
 struct fd_metrics;
 
 struct fd_projector_config {
+	const struct fd_projection_set *projections; /* what it runs; borrowed */
 	const char *conninfo;   /* the projector opens its own connections (one per projection it runs) */
 	unsigned batch;         /* events per transaction (default 500) */
 	unsigned idle_ms;       /* poll interval when the feed is quiet (default 200); NOTIFY wakes it sooner */
@@ -148,9 +153,10 @@ void fd_projector_stop(struct fd_projector *p);
  * GET /projections: a JSON array (new reference) of
  * {name, checkpoint, head, lag_events, lag_seconds, status, rebuild: {checkpoint}|null, updated_at}.
  */
-FD_MUST_USE enum fd_err fd_projection_status(struct fd_pool *pool, json_t **out);
+FD_MUST_USE enum fd_err fd_projection_status(struct fd_pool *pool, const struct fd_projection_set *set, json_t **out);
 /* Ask for a rebuild (whichever process runs the projection does it).  FD_ERR_NOTFOUND for an unknown name. */
-FD_MUST_USE enum fd_err fd_projection_request_rebuild(struct fd_pool *pool, const char *name);
+FD_MUST_USE enum fd_err fd_projection_request_rebuild(struct fd_pool *pool, const struct fd_projection_set *set,
+						       const char *name);
 /*
  * Wait (up to timeout_ms) until projection `name` has applied everything up
  * to `pos`.  FD_OK when it has, FD_ERR_RETRY when the wait ran out.

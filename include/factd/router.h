@@ -51,7 +51,7 @@ enum fd_match fd_router_match(const struct fd_route *routes, size_t nroutes, con
 bool fd_router_methods(const struct fd_route *routes, size_t nroutes, const char *path, char *allow,
 		       size_t allow_len);
 
-/* The application's routes (src/http/routes.c). */
+/* The framework's own routes (src/http/routes.c); a server serves ctx->routes (these, then the app's). */
 extern const struct fd_route fd_routes[];
 extern const size_t fd_routes_count;
 

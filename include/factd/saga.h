@@ -43,7 +43,6 @@
 #include <stdint.h>
 
 #include "factd/bus.h"
-#include "factd/domain.h"
 #include "factd/error.h"
 #include "factd/pool.h"
 #include "factd/proj.h"
@@ -59,7 +58,7 @@ enum fd_step_result {
 /* What an action or compensation sees.  Strings are borrowed for the call. */
 struct fd_saga_ctx {
 	struct fd_bus *bus;
-	struct fd_gateway *gateway;
+	void *services;            /* the app's outside systems (struct fd_app_services) */
 	const char *saga_id;
 	const char *correlation_key;
 	const char *step;          /* the step's name */
@@ -108,13 +107,13 @@ struct fd_saga_type {
 	size_t nsteps;
 };
 
-extern const struct fd_saga_type *const fd_saga_types[];
-extern const size_t fd_saga_types_count;
-const struct fd_saga_type *fd_saga_type_find(const char *name);
-
-/* The reference sagas (order fulfillment and shipping). */
-extern const struct fd_saga_type fd_order_fulfillment_saga;
-extern const struct fd_saga_type fd_order_shipping_saga;
+/* The saga types of an app (struct fd_app.sagas). */
+struct fd_saga_set {
+	const struct fd_saga_type *const *items;
+	size_t n;
+};
+/* The type named `name` in set, or NULL. */
+const struct fd_saga_type *fd_saga_set_find(const struct fd_saga_set *set, const char *name);
 
 /* The id of the saga of `type` for `key`: a name-based UUID, so creation is idempotent. */
 void fd_saga_id_for(const char *type, const char *key, char out[37]);
@@ -137,8 +136,9 @@ struct fd_metrics;
 
 struct fd_saga_config {
 	const char *conninfo;        /* the engine opens its own connections */
+	const struct fd_saga_set *types; /* the saga types it runs; borrowed */
 	struct fd_bus *bus;          /* borrowed */
-	struct fd_gateway *gateway;  /* borrowed */
+	void *services;              /* the app's outside systems, handed to steps; borrowed */
 	struct fd_notifier *notifier; /* borrowed, may be NULL (then the intake polls) */
 	struct fd_metrics *metrics;  /* may be NULL */
 	unsigned workers;            /* worker threads (FACTD_SAGA_WORKERS, default 8); 0 = run no steps */
@@ -163,9 +163,10 @@ struct fd_saga_filter {
 };
 
 /* {items: [saga summary...], next: id|null}.  FD_ERR_NOTFOUND when `after` is unknown. */
-FD_MUST_USE enum fd_err fd_saga_list(struct fd_pool *pool, const struct fd_saga_filter *f, json_t **out);
+FD_MUST_USE enum fd_err fd_saga_list(struct fd_pool *pool, const struct fd_saga_set *types, const struct fd_saga_filter *f,
+				      json_t **out);
 /* The full view of one saga, with its steps and history.  FD_ERR_NOTFOUND when unknown. */
-FD_MUST_USE enum fd_err fd_saga_get(struct fd_pool *pool, const char *id, json_t **out);
+FD_MUST_USE enum fd_err fd_saga_get(struct fd_pool *pool, const struct fd_saga_set *types, const char *id, json_t **out);
 /* The id of the saga of `type` for `key` when it exists (FD_ERR_NOTFOUND otherwise). */
 FD_MUST_USE enum fd_err fd_saga_find(struct fd_pool *pool, const char *type, const char *key, char id[37]);
 
@@ -174,7 +175,7 @@ FD_MUST_USE enum fd_err fd_saga_find(struct fd_pool *pool, const char *type, con
  * failed sagas (every type and status, zeros included), overdue: sagas whose
  * due time passed more than a second ago (workers are behind or down)}.
  */
-FD_MUST_USE enum fd_err fd_saga_stats(struct fd_pool *pool, json_t **out);
+FD_MUST_USE enum fd_err fd_saga_stats(struct fd_pool *pool, const struct fd_saga_set *types, json_t **out);
 
 /*
  * Operator actions.  retry: a failed saga runs its remaining compensations
@@ -182,7 +183,9 @@ FD_MUST_USE enum fd_err fd_saga_stats(struct fd_pool *pool, json_t **out);
  * FD_ERR_NOTFOUND for an unknown id; FD_ERR_CONFLICT (status in *status) when
  * the saga's status does not allow it.
  */
-FD_MUST_USE enum fd_err fd_saga_retry(struct fd_pool *pool, const char *id, char status[16]);
-FD_MUST_USE enum fd_err fd_saga_abort(struct fd_pool *pool, const char *id, const char *reason, char status[16]);
+FD_MUST_USE enum fd_err fd_saga_retry(struct fd_pool *pool, const struct fd_saga_set *types, const char *id,
+				       char status[16]);
+FD_MUST_USE enum fd_err fd_saga_abort(struct fd_pool *pool, const struct fd_saga_set *types, const char *id,
+				       const char *reason, char status[16]);
 
 #endif

@@ -6,7 +6,7 @@
  * shards.  Values are owned by the cache while cached and handed over whole
  * by fd_aggcache_take, so eviction never frees a value in use.
  */
-#include "factd/aggcache.h"
+#include "bus/aggcache.h"
 
 #include <pthread.h>
 #include <stdlib.h>

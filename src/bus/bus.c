@@ -18,12 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "factd/aggcache.h"
+#include "bus/aggcache.h"
 #include "factd/hash.h"
 #include "factd/jsonspan.h"
 #include "factd/log.h"
 #include "factd/metrics.h"
-#include "factd/snapshots.h"
+#include "store/snapshots.h"
 #include "factd/uuid.h"
 #include "gate.h"
 

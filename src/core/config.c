@@ -18,8 +18,6 @@
 #include "factd/pool.h"
 
 static const char usage[] =
-	"usage: factd [serve|migrate] [--no-migrate] [--help] [--version]\n"
-	"\n"
 	"  serve      apply pending migrations (unless --no-migrate) and serve HTTP (default)\n"
 	"  migrate    apply pending migrations and exit\n"
 	"\n"
@@ -40,9 +38,6 @@ static const char usage[] =
 	"  FACTD_MIGRATE            0 to skip migrations at start (default 1)\n"
 	"  FACTD_COMMAND_RETRIES    reload-and-decide rounds after a version conflict (default 10)\n"
 	"  FACTD_SNAPSHOT_EVERY     snapshot every N events; 0 = never (default: 100 per aggregate type)\n"
-	"  FACTD_PAYMENT_LIMIT_CENTS  the payment simulator declines larger amounts (default 100000)\n"
-	"  FACTD_PAYMENT_FAIL_FIRST   the simulator fails the first K attempts transiently (default 0)\n"
-	"  FACTD_PAYMENT_NEVER_ANSWER 1 = the simulator never answers (default 0)\n"
 	"  FACTD_AGGREGATE_CACHE    aggregate states kept in memory for commands; 0 = off (default 4096)\n"
 	"  FACTD_PROJECTIONS        0 = this process runs no projections (default 1)\n"
 	"  FACTD_MIN_POSITION_WAIT_MS longest wait of a read for ?min_position= before 503 (default 5000)\n"
@@ -89,7 +84,6 @@ enum fd_err fd_config_defaults(struct fd_config *cfg)
 	cfg->migrate_on_start = true;
 	cfg->command_retries = 10;
 	cfg->snapshot_every = -1;
-	cfg->payment_limit_cents = 100000;
 	cfg->aggregate_cache = 4096;
 	cfg->projections = 1;
 	cfg->min_position_wait_ms = 5000;
@@ -150,9 +144,6 @@ static const struct num_opt num_opts[] = {
 	NUM("FACTD_REQUEST_TIMEOUT", request_timeout_s, 1, 3600),
 	NUM("FACTD_COMMAND_RETRIES", command_retries, 0, 1000),
 	NUM("FACTD_SNAPSHOT_EVERY", snapshot_every, 0, 1000000),
-	NUM("FACTD_PAYMENT_LIMIT_CENTS", payment_limit_cents, 0, 1000000000000000LL),
-	NUM("FACTD_PAYMENT_FAIL_FIRST", payment_fail_first, 0, 1000000),
-	NUM("FACTD_PAYMENT_NEVER_ANSWER", payment_never_answer, 0, 1),
 	NUM("FACTD_AGGREGATE_CACHE", aggregate_cache, 0, 10000000),
 	NUM("FACTD_PROJECTIONS", projections, 0, 1),
 	NUM("FACTD_MIN_POSITION_WAIT_MS", min_position_wait_ms, 0, 600000),
@@ -461,4 +452,20 @@ char *fd_config_redact_url(const char *url)
 		return out;
 	}
 	return strdup(url);
+}
+
+enum fd_err fd_env_int(const char *name, long long min, long long max, long long *out, char *errbuf, size_t errlen)
+{
+	const char *v = getenv(name);
+	if (!v || !*v)
+		return FD_OK;
+	char *end;
+	errno = 0;
+	long long n = strtoll(v, &end, 10);
+	if (errno || *end || n < min || n > max || (*v == '+')) {
+		snprintf(errbuf, errlen, "%s must be an integer in %lld..%lld, got \"%s\"", name, min, max, v);
+		return FD_ERR_INVAL;
+	}
+	*out = n;
+	return FD_OK;
 }

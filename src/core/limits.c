@@ -2,7 +2,7 @@
  * limits.c - input checks that run before parsing.
  * Threading: pure functions.
  */
-#include "factd/limits.h"
+#include "core/limits.h"
 
 bool fd_json_depth_within(const char *s, size_t n, unsigned max)
 {

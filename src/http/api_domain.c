@@ -1,10 +1,11 @@
 /*
- * api_domain.c - REST endpoints of the reference domain, mapped onto the
- * command bus.  Each command route is a row in routes.c naming an aggregate
+ * api_domain.c - an app's aggregates over REST, mapped onto the command bus.
+ * Each command route is a row of the app's route table naming an aggregate
  * type and a command; this file turns HTTP into a command (payload, id,
- * If-Match, Idempotency-Key, request metadata) and the result into HTTP.
+ * If-Match, Idempotency-Key, request metadata) and the result into HTTP, and
+ * serves an aggregate's state and history.
  */
-#include "factd/api.h"
+#include "http/api.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -13,17 +14,14 @@
 #include <strings.h>
 
 #include "factd/bus.h"
-#include "factd/domain.h"
 #include "factd/hash.h"
-#include "factd/input.h"
-#include "factd/payments.h"
-#include "factd/problem.h"
+#include "http/input.h"
+#include "http/problem.h"
 #include "factd/router.h"
 #include "factd/timeutil.h"
 #include "factd/uuid.h"
 
-/* The id as factd stores it: UUIDs in lower-case canonical form.  False when invalid. */
-static bool canonical_id(const struct fd_aggregate_type *t, const char *given, char *out, size_t len)
+bool fd_api_canonical_id(const struct fd_aggregate_type *t, const char *given, char *out, size_t len)
 {
 	if (!fd_aggregate_id_valid(t, given))
 		return false;
@@ -35,7 +33,7 @@ static bool canonical_id(const struct fd_aggregate_type *t, const char *given, c
 	return true;
 }
 
-static void set_etag(struct fd_resp *resp, int64_t version)
+void fd_api_set_etag(struct fd_resp *resp, int64_t version)
 {
 	char etag[32];
 	snprintf(etag, sizeof etag, "\"%" PRId64 "\"", version);
@@ -47,8 +45,16 @@ static const char *caller_of(const struct fd_req *req)
 	return req->caller[0] ? req->caller : "anonymous";
 }
 
-/* Map a bus error to a problem response. */
-static void command_problem(struct fd_req *req, struct fd_resp *resp, const struct fd_aggregate_type *t,
+void fd_api_cmd_meta(const struct fd_req *req, struct fd_cmd_meta *meta)
+{
+	const char *corr = fd_req_header(req, "X-Correlation-Id");
+	const char *cause = fd_req_header(req, "X-Causation-Id");
+	*meta = (struct fd_cmd_meta){ .request_id = req->request_id, .caller = caller_of(req) };
+	meta->correlation_id = fd_request_id_valid(corr) ? corr : req->request_id;
+	meta->causation_id = fd_request_id_valid(cause) ? cause : NULL;
+}
+
+void fd_api_command_problem(struct fd_req *req, struct fd_resp *resp, const struct fd_aggregate_type *t,
 			    enum fd_err err, const struct fd_cmd_result *r)
 {
 	const struct fd_decision *d = &r->decision;
@@ -127,7 +133,7 @@ void fd_api_command(struct fd_req *req, struct fd_resp *resp)
 	const struct fd_aggregate_type *t = cr->type;
 	struct fd_cmd_result res = { 0 };
 	struct fd_cmd_meta meta = { .request_id = req->request_id, .caller = caller_of(req) };
-	char id[FD_UUID_STRLEN + FD_SKU_MAX + 1];
+	char id[FD_AGGREGATE_ID_MAX + 1];
 	char hash[65];
 	json_t *payload = body_object(req, resp, req->route->json_body);
 	if (!payload)
@@ -175,7 +181,7 @@ void fd_api_command(struct fd_req *req, struct fd_resp *resp)
 	if (cr->creates) {
 		json_t *given = json_object_get(payload, t->id_field);
 		if (given) {
-			if (!json_is_string(given) || !canonical_id(t, json_string_value(given), id, sizeof id)) {
+			if (!json_is_string(given) || !fd_api_canonical_id(t, json_string_value(given), id, sizeof id)) {
 				char ptr[64], detail[128];
 				snprintf(ptr, sizeof ptr, "/%s", t->id_field);
 				snprintf(detail, sizeof detail, "%s must be %s", t->id_field,
@@ -196,7 +202,7 @@ void fd_api_command(struct fd_req *req, struct fd_resp *resp)
 			fd_uuid_format(&u, id);
 		}
 	} else {
-		if (!canonical_id(t, req->params[0], id, sizeof id)) {
+		if (!fd_api_canonical_id(t, req->params[0], id, sizeof id)) {
 			char detail[96];
 			snprintf(detail, sizeof detail, "no %s has this id", t->name);
 			fd_problem(resp, req, 404, "not-found", "Not found", detail, NULL);
@@ -206,9 +212,9 @@ void fd_api_command(struct fd_req *req, struct fd_resp *resp)
 	if (cr->param_field && req->nparams > 1)
 		json_object_set_new(payload, cr->param_field, json_string(req->params[1]));
 
-	enum fd_err err = fd_bus_send(req->app->bus, t, id, cr->command, payload, &meta, &res);
+	enum fd_err err = fd_bus_send(req->ctx->bus, t, id, cr->command, payload, &meta, &res);
 	if (err) {
-		command_problem(req, resp, t, err, &res);
+		fd_api_command_problem(req, resp, t, err, &res);
 		goto done;
 	}
 	char cursor[FD_CURSOR_STRLEN];
@@ -220,7 +226,7 @@ void fd_api_command(struct fd_req *req, struct fd_resp *resp)
 		json_object_set_new(out, "position", json_string(cursor));
 	}
 	fd_resp_json_doc(resp, cr->creates ? 201 : 200, out);
-	set_etag(resp, res.version);
+	fd_api_set_etag(resp, res.version);
 	if (cr->creates) {
 		char loc[128];
 		snprintf(loc, sizeof loc, "/%ss/%s", t->name, id);
@@ -236,12 +242,12 @@ done:
 void fd_api_get_aggregate(struct fd_req *req, struct fd_resp *resp)
 {
 	const struct fd_aggregate_type *t = req->route->arg;
-	char id[FD_UUID_STRLEN + FD_SKU_MAX + 1];
+	char id[FD_AGGREGATE_ID_MAX + 1];
 	struct fd_load_target target = { 0 };
 	const char *qv = fd_req_query(req, "version"), *qat = fd_req_query(req, "at");
 	char detail[96];
 	snprintf(detail, sizeof detail, "no %s has this id", t->name);
-	if (!canonical_id(t, req->params[0], id, sizeof id)) {
+	if (!fd_api_canonical_id(t, req->params[0], id, sizeof id)) {
 		fd_problem(resp, req, 404, "not-found", "Not found", detail, NULL);
 		return;
 	}
@@ -272,7 +278,7 @@ void fd_api_get_aggregate(struct fd_req *req, struct fd_resp *resp)
 		return;
 	}
 	int64_t version = 0;
-	enum fd_err err = fd_bus_load(req->app->bus, t, id, (qv || qat) ? &target : NULL, state, &version);
+	enum fd_err err = fd_bus_load(req->ctx->bus, t, id, (qv || qat) ? &target : NULL, state, &version);
 	if (err == FD_ERR_NOTFOUND || (!err && (version == 0 || !t->exists(state)))) {
 		if (err == FD_ERR_NOTFOUND)
 			snprintf(detail, sizeof detail, "this %s has no version %s", t->name, qv);
@@ -292,7 +298,7 @@ void fd_api_get_aggregate(struct fd_req *req, struct fd_resp *resp)
 		}
 		json_decref(view);
 		fd_resp_json_doc(resp, 200, out);
-		set_etag(resp, version);
+		fd_api_set_etag(resp, version);
 	}
 	t->release(state);
 	free(state);
@@ -301,8 +307,8 @@ void fd_api_get_aggregate(struct fd_req *req, struct fd_resp *resp)
 void fd_api_aggregate_events(struct fd_req *req, struct fd_resp *resp)
 {
 	const struct fd_aggregate_type *t = req->route->arg;
-	char id[FD_UUID_STRLEN + FD_SKU_MAX + 1];
-	if (!canonical_id(t, req->params[0], id, sizeof id)) {
+	char id[FD_AGGREGATE_ID_MAX + 1];
+	if (!fd_api_canonical_id(t, req->params[0], id, sizeof id)) {
 		fd_problem(resp, req, 404, "not-found", "Not found", "no such aggregate", NULL);
 		return;
 	}
@@ -311,40 +317,3 @@ void fd_api_aggregate_events(struct fd_req *req, struct fd_resp *resp)
 	fd_api_stream_page(req, resp, stream);
 }
 
-static const char *const gateway_names[] = {
-	[FD_GATEWAY_AUTHORISED] = "authorised",
-	[FD_GATEWAY_DECLINED] = "declined",
-	[FD_GATEWAY_TRANSIENT] = "transient_failure",
-	[FD_GATEWAY_NO_ANSWER] = "no_answer",
-};
-
-void fd_api_process_payment(struct fd_req *req, struct fd_resp *resp)
-{
-	char id[FD_UUID_STRLEN + 1];
-	struct fd_cmd_meta meta = { .request_id = req->request_id, .caller = caller_of(req) };
-	struct fd_cmd_result res = { 0 };
-	enum fd_gateway_result gw = FD_GATEWAY_NO_ANSWER;
-	const char *corr = fd_req_header(req, "X-Correlation-Id");
-	const char *cause = fd_req_header(req, "X-Causation-Id");
-	meta.correlation_id = fd_request_id_valid(corr) ? corr : req->request_id;
-	meta.causation_id = fd_request_id_valid(cause) ? cause : NULL;
-	if (!canonical_id(&fd_payment_type, req->params[0], id, sizeof id)) {
-		fd_problem(resp, req, 404, "not-found", "Not found", "no payment has this id", NULL);
-		return;
-	}
-	enum fd_err err = fd_payment_process(req->app->bus, req->app->gateway, id, &meta, &gw, &res);
-	if (err) {
-		command_problem(req, resp, &fd_payment_type, err, &res);
-	} else {
-		json_t *out = json_pack("{s:s, s:s}", "payment_id", id, "gateway", gateway_names[gw]);
-		if (out && res.version) {
-			char cursor[FD_CURSOR_STRLEN];
-			fd_cursor_format(&res.position, cursor, sizeof cursor);
-			json_object_set_new(out, "version", json_integer(res.version));
-			json_object_set_new(out, "position", json_string(cursor));
-			set_etag(resp, res.version);
-		}
-		fd_resp_json_doc(resp, res.version ? 200 : 202, out);
-	}
-	fd_cmd_result_release(&res);
-}

@@ -2,11 +2,12 @@
  * api_health.c - liveness and readiness.
  *
  * /healthz answers while the process runs; /readyz also needs the database
- * reachable and every compiled migration applied.
+ * reachable and every compiled migration applied, the app's included.
  */
-#include "factd/api.h"
+#include "http/api.h"
+#include "factd/app.h"
 #include "factd/migrate.h"
-#include "factd/problem.h"
+#include "http/problem.h"
 
 #include <string.h>
 
@@ -18,10 +19,10 @@ void fd_api_healthz(struct fd_req *req, struct fd_resp *resp)
 void fd_api_readyz(struct fd_req *req, struct fd_resp *resp)
 {
 	PGconn *conn = NULL;
-	enum fd_err err = fd_pool_acquire(req->app->pool, &conn);
+	enum fd_err err = fd_pool_acquire(req->ctx->pool, &conn);
 	if (err == FD_OK) {
-		err = fd_migrate_check(conn);
-		fd_pool_release(req->app->pool, conn, err == FD_ERR_UNAVAILABLE);
+		err = fd_migrate_check(conn, req->ctx->app->migrations);
+		fd_pool_release(req->ctx->pool, conn, err == FD_ERR_UNAVAILABLE);
 	} else {
 		/*
 		 * Pooled connections prepare the store's statements and so cannot
@@ -29,9 +30,9 @@ void fd_api_readyz(struct fd_req *req, struct fd_resp *resp)
 		 * whether that is why.
 		 */
 		const char *const keys[] = { "dbname", "connect_timeout", NULL };
-		const char *const vals[] = { req->app->cfg->database_url, "3", NULL };
+		const char *const vals[] = { req->ctx->cfg->database_url, "3", NULL };
 		conn = PQconnectdbParams(keys, vals, 1);
-		err = PQstatus(conn) == CONNECTION_OK ? fd_migrate_check(conn) : FD_ERR_UNAVAILABLE;
+		err = PQstatus(conn) == CONNECTION_OK ? fd_migrate_check(conn, req->ctx->app->migrations) : FD_ERR_UNAVAILABLE;
 		PQfinish(conn);
 	}
 	if (err == FD_ERR_NOTFOUND)

@@ -6,44 +6,42 @@
  * at scrape time.  Thread-safe: rendering only reads atomic counters and the
  * pool's stats.
  */
-#include "factd/api.h"
+#include "http/api.h"
 
 #include <string.h>
 
 #include <stdlib.h>
 
-#include "factd/domain.h"
+#include "factd/app.h"
 #include "factd/metrics.h"
-#include "factd/problem.h"
+#include "http/problem.h"
 #include "factd/proj.h"
 #include "factd/saga.h"
 #include "factd/router.h"
 
-/* The aggregate types with a label of their own; a type missing here counts as "other". */
-static const struct fd_aggregate_type *const aggregate_types[] = { &fd_order_type, &fd_product_type,
-								   &fd_payment_type };
-#define NAGGREGATES (sizeof aggregate_types / sizeof aggregate_types[0])
-
-enum fd_err fd_http_metrics_new(const char *version, struct fd_metrics **out)
+/* Every aggregate type of the app has a label of its own (a type from elsewhere counts as "other"). */
+enum fd_err fd_http_metrics_new(const struct fd_ctx *ctx, const char *version, struct fd_metrics **out)
 {
-	const char *aggregates[NAGGREGATES];
-	const char **routes = malloc(fd_routes_count * sizeof *routes);
+	const struct fd_app *app = ctx->app;
+	const char **routes = malloc((ctx->nroutes + 1) * sizeof *routes);
+	const char **aggregates = malloc((app->naggregates + 1) * sizeof *aggregates);
 	enum fd_err err = FD_OK;
 
 	*out = NULL;
-	if (!routes) {
+	if (!routes || !aggregates) {
 		err = FD_ERR_NOMEM;
 		goto done;
 	}
-	for (size_t i = 0; i < fd_routes_count; i++)
-		routes[i] = fd_routes[i].pattern;
-	for (size_t i = 0; i < NAGGREGATES; i++)
-		aggregates[i] = aggregate_types[i]->name;
-	struct fd_metrics_config cfg = { .version = version, .routes = routes, .nroutes = fd_routes_count,
-					 .aggregates = aggregates, .naggregates = NAGGREGATES };
+	for (size_t i = 0; i < ctx->nroutes; i++)
+		routes[i] = ctx->routes[i].pattern;
+	for (size_t i = 0; i < app->naggregates; i++)
+		aggregates[i] = app->aggregates[i]->name;
+	struct fd_metrics_config cfg = { .version = version, .routes = routes, .nroutes = ctx->nroutes,
+					 .aggregates = aggregates, .naggregates = app->naggregates };
 	err = fd_metrics_new(&cfg, out);
 done:
 	free(routes);
+	free(aggregates);
 	return err;
 }
 
@@ -52,10 +50,11 @@ done:
  * process, whichever runs the projection).  Left out when the database cannot
  * be asked: the process metrics are still worth serving.
  */
-static void append_projection_gauges(struct fd_pool *pool, struct fd_buf *out)
+static void append_projection_gauges(struct fd_pool *pool, const struct fd_projection_set *projections,
+				     struct fd_buf *out)
 {
 	json_t *st = NULL;
-	if (fd_projection_status(pool, &st) != FD_OK)
+	if (fd_projection_status(pool, projections, &st) != FD_OK)
 		return;
 	static const struct {
 		const char *name, *help, *field;
@@ -91,10 +90,10 @@ static void append_projection_gauges(struct fd_pool *pool, struct fd_buf *out)
 }
 
 /* Saga gauges, read from the database at scrape time like the projections'. */
-static void append_saga_gauges(struct fd_pool *pool, struct fd_buf *out)
+static void append_saga_gauges(struct fd_pool *pool, const struct fd_saga_set *sagas, struct fd_buf *out)
 {
 	json_t *st = NULL;
-	if (fd_saga_stats(pool, &st) != FD_OK)
+	if (fd_saga_stats(pool, sagas, &st) != FD_OK)
 		return;
 	enum fd_err err = fd_buf_appendf(out, "# HELP factd_sagas Sagas that are running, compensating or failed.\n"
 					      "# TYPE factd_sagas gauge\n");
@@ -121,20 +120,20 @@ void fd_api_metrics(struct fd_req *req, struct fd_resp *resp)
 	struct fd_buf out = FD_BUF_INIT;
 	struct fd_metrics_pool pool = { 0 };
 
-	if (!req->app->metrics) {
+	if (!req->ctx->metrics) {
 		fd_problem(resp, req, 404, "not-found", "Not found", "this server keeps no metrics", NULL);
 		return;
 	}
-	if (req->app->pool) {
+	if (req->ctx->pool) {
 		struct fd_pool_stats s;
-		fd_pool_stats(req->app->pool, &s);
+		fd_pool_stats(req->ctx->pool, &s);
 		pool = (struct fd_metrics_pool){ .size = s.size, .open = s.open, .in_use = s.in_use, .waiting = s.waiting,
 						 .append_queue = s.append_queue };
 	}
-	enum fd_err err = fd_metrics_render(req->app->metrics, req->app->pool ? &pool : NULL, &out);
-	if (!err && req->app->pool) {
-		append_projection_gauges(req->app->pool, &out);
-		append_saga_gauges(req->app->pool, &out);
+	enum fd_err err = fd_metrics_render(req->ctx->metrics, req->ctx->pool ? &pool : NULL, &out);
+	if (!err && req->ctx->pool) {
+		append_projection_gauges(req->ctx->pool, &req->ctx->projections, &out);
+		append_saga_gauges(req->ctx->pool, &req->ctx->sagas, &out);
 	}
 	size_t len = out.len;
 	char *body = err ? NULL : fd_buf_detach(&out);

@@ -2,18 +2,19 @@
  * api_saga.c - watching and steering sagas:
  *   GET  /sagas?type=&status=&after=&limit=   newest first, keyset pages
  *   GET  /sagas/{id}                          one saga with its steps and history
- *   GET  /orders/{id}/saga                    the order's fulfillment saga
+ *   GET  /<aggregate>/{id}/saga               an aggregate's saga (an app's route row names which)
  *   POST /sagas/{id}/retry                    a failed saga compensates again from where it stopped
  *   POST /sagas/{id}/abort                    a running saga starts compensating
  * Illegal transitions are 409 saga-state with the saga's status.
  */
-#include "factd/api.h"
+#include "http/api.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#include "factd/input.h"
-#include "factd/problem.h"
+#include "http/input.h"
+#include "http/problem.h"
+#include "factd/router.h"
 #include "factd/saga.h"
 #include "factd/uuid.h"
 
@@ -35,13 +36,20 @@ static void saga_not_found(struct fd_resp *resp, const struct fd_req *req, const
 void fd_api_list_sagas(struct fd_req *req, struct fd_resp *resp)
 {
 	struct fd_saga_filter f = { .limit = SAGA_LIST_DEFAULT };
-	unsigned max = req->app->cfg->max_read_limit;
+	unsigned max = req->ctx->cfg->max_read_limit;
 	if (f.limit > max)
 		f.limit = max;
 	const char *v;
 	if ((v = fd_req_query(req, "type"))) {
-		if (!fd_saga_type_find(v)) {
-			bad_param(resp, req, "type", "type must name a saga type (order_fulfillment, order_shipping)");
+		if (!fd_saga_set_find(&req->ctx->sagas, v)) {
+			char detail[512];
+			size_t o = (size_t)snprintf(detail, sizeof detail, "type must name a saga type (");
+			for (size_t i = 0; i < req->ctx->sagas.n && o < sizeof detail; i++)
+				o += (size_t)snprintf(detail + o, sizeof detail - o, "%s%s", i ? ", " : "",
+						      req->ctx->sagas.items[i]->name);
+			if (o < sizeof detail)
+				snprintf(detail + o, sizeof detail - o, ")");
+			bad_param(resp, req, "type", detail);
 			return;
 		}
 		f.type = v;
@@ -72,7 +80,7 @@ void fd_api_list_sagas(struct fd_req *req, struct fd_resp *resp)
 		f.after = v;
 	}
 	json_t *page = NULL;
-	enum fd_err err = fd_saga_list(req->app->pool, &f, &page);
+	enum fd_err err = fd_saga_list(req->ctx->pool, &req->ctx->sagas, &f, &page);
 	if (err == FD_ERR_NOTFOUND) {
 		bad_param(resp, req, "after", "no saga has this id");
 		return;
@@ -87,7 +95,7 @@ void fd_api_list_sagas(struct fd_req *req, struct fd_resp *resp)
 static void show(struct fd_req *req, struct fd_resp *resp, const char *id, unsigned status)
 {
 	json_t *doc = NULL;
-	enum fd_err err = fd_saga_get(req->app->pool, id, &doc);
+	enum fd_err err = fd_saga_get(req->ctx->pool, &req->ctx->sagas, id, &doc);
 	if (err == FD_ERR_NOTFOUND) {
 		saga_not_found(resp, req, "no saga has this id");
 		return;
@@ -104,18 +112,16 @@ void fd_api_get_saga(struct fd_req *req, struct fd_resp *resp)
 	show(req, resp, req->params[0], 200);
 }
 
-void fd_api_order_saga(struct fd_req *req, struct fd_resp *resp)
+void fd_api_aggregate_saga(struct fd_req *req, struct fd_resp *resp)
 {
-	struct fd_uuid u;
-	char key[37], id[37];
+	const struct fd_aggregate_saga_route *r = req->route->arg;
+	char key[FD_UUID_STRLEN + 200], id[37];
 	enum fd_err err = FD_ERR_NOTFOUND;
-	if (fd_uuid_parse(req->params[0], &u)) {
-		/* the correlation key is the order id as its stream names it: lower case */
-		fd_uuid_format(&u, key);
-		err = fd_saga_find(req->app->pool, fd_order_fulfillment_saga.name, key, id);
-	}
+	/* the correlation key is the aggregate id as its stream names it (UUIDs in lower case) */
+	if (fd_api_canonical_id(r->type, req->params[0], key, sizeof key))
+		err = fd_saga_find(req->ctx->pool, r->saga, key, id);
 	if (err == FD_ERR_NOTFOUND) {
-		saga_not_found(resp, req, "this order has no fulfillment saga (it has not been placed)");
+		saga_not_found(resp, req, r->missing);
 		return;
 	}
 	if (err) {
@@ -129,8 +135,8 @@ static void operate(struct fd_req *req, struct fd_resp *resp, bool abort)
 {
 	char status[16] = "";
 	const char *id = req->params[0];
-	enum fd_err err = abort ? fd_saga_abort(req->app->pool, id, "aborted by an operator", status)
-				: fd_saga_retry(req->app->pool, id, status);
+	enum fd_err err = abort ? fd_saga_abort(req->ctx->pool, &req->ctx->sagas, id, "aborted by an operator", status)
+				: fd_saga_retry(req->ctx->pool, &req->ctx->sagas, id, status);
 	if (err == FD_ERR_NOTFOUND) {
 		saga_not_found(resp, req, "no saga has this id");
 		return;

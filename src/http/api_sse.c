@@ -30,7 +30,7 @@
  * or a client that has closed its connection, ends the stream promptly;
  * FACTD_MAX_STREAMS bounds the streams (and threads).
  */
-#include "factd/api.h"
+#include "http/api.h"
 
 #include <jansson.h>
 #include <microhttpd.h>
@@ -44,7 +44,7 @@
 #include "factd/jsonspan.h"
 #include "factd/log.h"
 #include "factd/notify.h"
-#include "factd/problem.h"
+#include "http/problem.h"
 
 #define PAGE_LIMIT 500          /* events per feed read */
 #define RETRY_FRAME "retry: 2000\n\n"
@@ -57,7 +57,7 @@
 #define KEEP_BUFFER 65536       /* output buffer capacity kept between pages */
 
 struct sse {
-	struct fd_app *app;             /* borrowed */
+	struct fd_ctx *ctx;             /* borrowed */
 	struct fd_server *server;       /* borrowed; outlives every stream */
 	int sock;                       /* the client's socket, -1 when unknown */
 	struct fd_api_feed_filter filter;
@@ -155,7 +155,7 @@ static enum fd_err read_page(struct sse *s)
 	bool woken = s->wanted;
 	s->wanted = false;
 	s->last_read_ms = now_ms();
-	enum fd_err err = fd_store_read_feed(s->app->pool, s->cursor, &s->filter.filter, PAGE_LIMIT, &page);
+	enum fd_err err = fd_store_read_feed(s->ctx->pool, s->cursor, &s->filter.filter, PAGE_LIMIT, &page);
 	if (err)
 		return err;
 	err = append_frames(s, page.events_json);
@@ -191,7 +191,7 @@ static bool client_gone(const struct sse *s)
 static void wait_until(struct sse *s, int64_t until)
 {
 	int64_t left = until - now_ms();
-	struct fd_notifier *n = s->app->notifier;
+	struct fd_notifier *n = s->ctx->notifier;
 	if (left <= 0)
 		return;
 	if (n) {
@@ -278,10 +278,10 @@ void fd_api_event_stream(struct fd_req *req, struct fd_resp *resp)
 		fd_problem_err(resp, req, FD_ERR_NOMEM, NULL, NULL);
 		return;
 	}
-	s->app = req->app;
+	s->ctx = req->ctx;
 	s->server = req->server;
 	s->sock = -1;
-	s->heartbeat_ms = (int64_t)req->app->cfg->sse_heartbeat_s * 1000;
+	s->heartbeat_ms = (int64_t)req->ctx->cfg->sse_heartbeat_s * 1000;
 	s->gap_ms = MIN_READ_GAP_MS;
 	snprintf(s->request_id, sizeof s->request_id, "%s", req->request_id);
 
@@ -305,12 +305,12 @@ void fd_api_event_stream(struct fd_req *req, struct fd_resp *resp)
 	if (!fd_req_stream_slot(req)) {
 		char detail[96];
 		snprintf(detail, sizeof detail, "this server already serves %u live streams; try again later",
-			 req->app->cfg->max_streams);
+			 req->ctx->cfg->max_streams);
 		fd_problem(resp, req, 503, "too-many-streams", "Too many streams", detail, NULL);
 		goto done;
 	}
-	if (req->app->notifier)
-		s->generation = fd_notifier_generation(req->app->notifier);
+	if (req->ctx->notifier)
+		s->generation = fd_notifier_generation(req->ctx->notifier);
 	/* The first page now, so that an unreachable database is a 503 rather than an empty stream. */
 	enum fd_err err = fd_buf_append(&s->out, RETRY_FRAME, sizeof RETRY_FRAME - 1);
 	if (!err)
@@ -335,7 +335,7 @@ void fd_api_event_stream(struct fd_req *req, struct fd_resp *resp)
 	 * silence on top of the usual idle timeout.
 	 */
 	MHD_set_connection_option(req->conn, MHD_CONNECTION_OPTION_TIMEOUT,
-				  req->app->cfg->request_timeout_s + req->app->cfg->sse_heartbeat_s);
+				  req->ctx->cfg->request_timeout_s + req->ctx->cfg->sse_heartbeat_s);
 	s->last_write_ms = now_ms();
 	resp->content_type = "text/event-stream";
 	resp->stream_read = sse_read;

@@ -7,7 +7,7 @@
  * Validation is strict (unknown fields are errors) and happens before any
  * database work; every failure names the offending field as a JSON pointer.
  */
-#include "factd/api.h"
+#include "http/api.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -17,10 +17,10 @@
 
 #include "factd/buf.h"
 #include "factd/bus.h"
-#include "factd/domain.h"
+#include "factd/app.h"
 #include "factd/events.h"
-#include "factd/input.h"
-#include "factd/problem.h"
+#include "http/input.h"
+#include "http/problem.h"
 #include "factd/uuid.h"
 
 #define FEED_DEFAULT_LIMIT 1000
@@ -69,28 +69,13 @@ static char *event_metadata(const struct fd_req *req, json_t *given)
 }
 
 /*
- * Streams of the domain's aggregates ("order-<id>", "product-<sku>",
- * "payment-<id>") take events through this generic endpoint too (operators
+ * Streams of the app's aggregates (for the shop "order-<id>", "product-<sku>",
+ * "payment-<id>"; fd_app_aggregate_of_stream) take events through this generic endpoint too (operators
  * repair with it, tests inject with it), but only events the aggregate itself
  * accepts in that place: an event its apply() refuses would make the
  * aggregate unloadable for good.  Such appends are checked on the aggregate's
  * state and appended at exactly the version checked.
  */
-static const struct fd_aggregate_type *const guarded_types[] = { &fd_order_type, &fd_product_type, &fd_payment_type };
-
-static const struct fd_aggregate_type *aggregate_of(const char *stream, const char **id)
-{
-	for (size_t i = 0; i < sizeof guarded_types / sizeof guarded_types[0]; i++) {
-		const struct fd_aggregate_type *t = guarded_types[i];
-		size_t n = strlen(t->category);
-		if (strncmp(stream, t->category, n) == 0 && stream[n] == '-' && fd_aggregate_id_valid(t, stream + n + 1)) {
-			*id = stream + n + 1;
-			return t;
-		}
-	}
-	return NULL;
-}
-
 static bool expectation_holds(const struct fd_expected *e, int64_t version)
 {
 	switch (e->kind) {
@@ -117,7 +102,7 @@ static enum fd_err check_on_aggregate(struct fd_req *req, const struct fd_aggreg
 	void *state = malloc(t->state_size);
 	if (!state)
 		return FD_ERR_NOMEM;
-	enum fd_err err = fd_bus_load(req->app->bus, t, id, NULL, state, version);
+	enum fd_err err = fd_bus_load(req->ctx->bus, t, id, NULL, state, version);
 	*bad = n;
 	for (size_t i = 0; !err && i < n; i++) {
 		json_t *data = json_loads(evs[i].data_json, 0, NULL);
@@ -149,7 +134,7 @@ void fd_api_append(struct fd_req *req, struct fd_resp *resp)
 		bad_param(resp, req, "stream", "stream names are 1-200 characters of A-Z a-z 0-9 _ . : -");
 		goto done;
 	}
-	enum fd_err perr = fd_append_parse(req->body.data, req->body.len, req->app->cfg->max_append_events, &body,
+	enum fd_err perr = fd_append_parse(req->body.data, req->body.len, req->ctx->cfg->max_append_events, &body,
 					   &ie);
 	if (perr == FD_ERR_INVAL) {
 		fd_problem(resp, req, ie.status, ie.slug, ie.title, ie.detail,
@@ -178,9 +163,9 @@ void fd_api_append(struct fd_req *req, struct fd_resp *resp)
 	struct fd_append_result res;
 	enum fd_err err;
 	const char *agg_id = NULL;
-	const struct fd_aggregate_type *agg = req->app->bus ? aggregate_of(stream, &agg_id) : NULL;
+	const struct fd_aggregate_type *agg = req->ctx->bus ? fd_app_aggregate_of_stream(req->ctx->app, stream, &agg_id) : NULL;
 	if (!agg) {
-		err = fd_store_append(req->app->pool, stream, expected, evs, n, &res);
+		err = fd_store_append(req->ctx->pool, stream, expected, evs, n, &res);
 	} else {
 		for (unsigned round = 0;; round++) {
 			int64_t version = 0;
@@ -195,7 +180,7 @@ void fd_api_append(struct fd_req *req, struct fd_resp *resp)
 				for (size_t i = 0; i < n; i++)
 					ids = ids || evs[i].id_given;
 				struct fd_expected never = { .kind = FD_EXPECT_EXACT, .version = INT64_MAX };
-				err = ids ? fd_store_append(req->app->pool, stream, never, evs, n, &res) : FD_ERR_CONFLICT;
+				err = ids ? fd_store_append(req->ctx->pool, stream, never, evs, n, &res) : FD_ERR_CONFLICT;
 				if (!err && res.duplicate)
 					break;
 				if (err != FD_ERR_CONFLICT && err != FD_ERR_DUPLICATE)
@@ -216,7 +201,7 @@ void fd_api_append(struct fd_req *req, struct fd_resp *resp)
 				goto done;
 			}
 			struct fd_expected at = { .kind = FD_EXPECT_EXACT, .version = version };
-			err = fd_store_append(req->app->pool, stream, at, evs, n, &res);
+			err = fd_store_append(req->ctx->pool, stream, at, evs, n, &res);
 			/* someone wrote between the check and the append: check again, unless the client pinned the version */
 			if (err != FD_ERR_CONFLICT || expected.kind == FD_EXPECT_EXACT || round >= 4)
 				break;
@@ -289,7 +274,7 @@ void fd_api_stream_page(struct fd_req *req, struct fd_resp *resp, const char *st
 		bad_param(resp, req, "from_version", "from_version must be an integer >= 1");
 		return;
 	}
-	unsigned max = req->app->cfg->max_read_limit;
+	unsigned max = req->ctx->cfg->max_read_limit;
 	if (!query_int(req, "limit", 1, max, STREAM_DEFAULT_LIMIT < max ? STREAM_DEFAULT_LIMIT : max, &limit)) {
 		char detail[64];
 		snprintf(detail, sizeof detail, "limit must be an integer in 1..%u", max);
@@ -297,7 +282,7 @@ void fd_api_stream_page(struct fd_req *req, struct fd_resp *resp, const char *st
 		return;
 	}
 	struct fd_stream_page page = { 0 };
-	enum fd_err err = fd_store_read_stream(req->app->pool, stream, from, (unsigned)limit, &page);
+	enum fd_err err = fd_store_read_stream(req->ctx->pool, stream, from, (unsigned)limit, &page);
 	if (err == FD_ERR_NOTFOUND) {
 		fd_problem(resp, req, 404, "not-found", "Stream not found", "no events were ever appended to this stream",
 			   NULL);
@@ -370,7 +355,7 @@ void fd_api_read_feed(struct fd_req *req, struct fd_resp *resp)
 		bad_param(resp, req, "after", "after must be a cursor from a previous response (\"<tx>-<seq>\") or 0");
 		return;
 	}
-	unsigned max = req->app->cfg->max_read_limit;
+	unsigned max = req->ctx->cfg->max_read_limit;
 	long long limit;
 	if (!query_int(req, "limit", 1, max, FEED_DEFAULT_LIMIT < max ? FEED_DEFAULT_LIMIT : max, &limit)) {
 		char detail[64];
@@ -384,7 +369,7 @@ void fd_api_read_feed(struct fd_req *req, struct fd_resp *resp)
 		return;
 	}
 	struct fd_feed_page page = { 0 };
-	enum fd_err err = fd_store_read_feed(req->app->pool, after, &f.filter, (unsigned)limit, &page);
+	enum fd_err err = fd_store_read_feed(req->ctx->pool, after, &f.filter, (unsigned)limit, &page);
 	fd_api_feed_filter_release(&f);
 	if (err) {
 		fd_problem_err(resp, req, err, NULL, NULL);

@@ -5,7 +5,7 @@
  *
  * Threading: no state; safe from any thread.
  */
-#include "factd/input.h"
+#include "http/input.h"
 
 #include <errno.h>
 #include <stdio.h>

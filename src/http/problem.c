@@ -2,7 +2,7 @@
  * problem.c - problem+json bodies and the error-to-status table.
  * Thread-safe: pure functions over const tables.
  */
-#include "factd/problem.h"
+#include "http/problem.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -46,17 +46,17 @@
 #include <unistd.h>
 
 #include "factd/auth.h"
-#include "factd/limits.h"
+#include "core/limits.h"
 #include "factd/log.h"
 #include "factd/metrics.h"
 #include "factd/notify.h"
-#include "factd/problem.h"
+#include "http/problem.h"
 #include "factd/router.h"
 #include "factd/uuid.h"
 
 struct fd_server {
 	struct MHD_Daemon *daemon;
-	struct fd_app *app;
+	struct fd_ctx *ctx;
 	uint16_t port;
 	pthread_mutex_t lock;
 	pthread_cond_t idle;
@@ -99,7 +99,7 @@ bool fd_req_stream_slot(struct fd_req *req)
 	if (req->stream_slot)
 		return true;
 	pthread_mutex_lock(&srv->lock);
-	if (!atomic_load(&srv->stopping) && srv->streams < req->app->cfg->max_streams) {
+	if (!atomic_load(&srv->stopping) && srv->streams < req->ctx->cfg->max_streams) {
 		srv->streams++;
 		req->stream_slot = true;
 	}
@@ -182,13 +182,13 @@ static void req_free(struct fd_req *req)
 
 static void count_request(const struct fd_req *req)
 {
-	struct fd_metrics *m = req->app->metrics;
+	struct fd_metrics *m = req->ctx->metrics;
 	if (!m)
 		return;
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	int64_t ns = (int64_t)(now.tv_sec - req->start.tv_sec) * 1000000000 + (now.tv_nsec - req->start.tv_nsec);
-	size_t route = req->route ? (size_t)(req->route - fd_routes) : FD_METRICS_UNMATCHED;
+	size_t route = req->route ? (size_t)(req->route - req->ctx->routes) : FD_METRICS_UNMATCHED;
 	fd_metrics_http_request(m, route, req->method, req->status, ns > 0 ? (uint64_t)ns : 0);
 }
 
@@ -215,10 +215,10 @@ static enum MHD_Result queue(struct fd_req *req, struct fd_resp *resp)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type);
 	MHD_add_response_header(r, "X-Request-Id", req->request_id);
 	MHD_add_response_header(r, "Cache-Control", "no-store");
-	if (req->app->cfg->cors_origins) {
+	if (req->ctx->cfg->cors_origins) {
 		const char *origin = fd_req_header(req, "Origin");
 		MHD_add_response_header(r, "Vary", "Origin");
-		if (fd_config_cors_allowed(req->app->cfg, origin)) {
+		if (fd_config_cors_allowed(req->ctx->cfg, origin)) {
 			MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
 			MHD_add_response_header(r, "Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS);
 		}
@@ -255,7 +255,7 @@ static bool content_type_is_json(const char *ct)
  */
 static bool unauthorized(struct fd_req *req, struct fd_resp *resp, enum fd_role need)
 {
-	const struct fd_api_keys *keys = &req->app->cfg->api_keys;
+	const struct fd_api_keys *keys = &req->ctx->cfg->api_keys;
 	if (!keys->n || need == FD_ROLE_OPEN)
 		return false;
 	size_t len;
@@ -299,12 +299,12 @@ static void preflight(struct fd_req *req, struct fd_resp *resp)
 {
 	char allow[64];
 	const char *origin = fd_req_header(req, "Origin");
-	if (!fd_config_cors_allowed(req->app->cfg, origin)) {
+	if (!fd_config_cors_allowed(req->ctx->cfg, origin)) {
 		fd_problem(resp, req, 403, "cors-origin-not-allowed", "Origin not allowed",
 			   "this origin is not in FACTD_CORS_ORIGINS", NULL);
 		return;
 	}
-	if (!fd_router_methods(fd_routes, fd_routes_count, req->path, allow, sizeof allow)) {
+	if (!fd_router_methods(req->ctx->routes, req->ctx->nroutes, req->path, allow, sizeof allow)) {
 		fd_problem(resp, req, 404, "not-found", "Not found", "no such endpoint", NULL);
 		return;
 	}
@@ -319,7 +319,7 @@ static bool early_reject(struct fd_req *req, struct fd_resp *resp)
 {
 	char allow[64];
 	const struct fd_route *route = NULL;
-	enum fd_match m = fd_router_match(fd_routes, fd_routes_count, req->method, req->path, &route, req->params,
+	enum fd_match m = fd_router_match(req->ctx->routes, req->ctx->nroutes, req->method, req->path, &route, req->params,
 					  &req->nparams, allow, sizeof allow);
 	/* Without a valid key, unknown paths are not told apart from known ones. */
 	if (unauthorized(req, resp, m == FD_MATCH_OK ? fd_role_required(route->role, req->method) : FD_ROLE_READ))
@@ -347,9 +347,9 @@ static bool early_reject(struct fd_req *req, struct fd_resp *resp)
 		char *end;
 		errno = 0;
 		unsigned long long n = strtoull(cl, &end, 10);
-		if (errno || *end || n > req->app->cfg->max_body) {
+		if (errno || *end || n > req->ctx->cfg->max_body) {
 			char detail[96];
-			snprintf(detail, sizeof detail, "the body may be at most %zu bytes", req->app->cfg->max_body);
+			snprintf(detail, sizeof detail, "the body may be at most %zu bytes", req->ctx->cfg->max_body);
 			fd_problem(resp, req, 413, "body-too-large", "Request body too large", detail, NULL);
 			return true;
 		}
@@ -366,7 +366,7 @@ static bool body_overdue(const struct fd_req *req)
 {
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	return now.tv_sec - req->start.tv_sec > (time_t)req->app->cfg->request_timeout_s;
+	return now.tv_sec - req->start.tv_sec > (time_t)req->ctx->cfg->request_timeout_s;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
@@ -382,7 +382,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		if (!req)
 			return MHD_NO;
 		clock_gettime(CLOCK_MONOTONIC, &req->start);
-		req->app = srv->app;
+		req->ctx = srv->ctx;
 		req->server = srv;
 		req->conn = conn;
 		req->method = method;
@@ -403,7 +403,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		if (ci && ci->socket_context == &over_limit_mark) {
 			char detail[96];
 			snprintf(detail, sizeof detail, "the server is at its limit of %u connections; try again",
-				 req->app->cfg->max_connections);
+				 req->ctx->cfg->max_connections);
 			fd_problem(&resp, req, 503, "too-many-connections", "Too many connections", detail, NULL);
 			fd_resp_header(&resp, MHD_HTTP_HEADER_CONNECTION, "close");
 			return queue(req, &resp);
@@ -423,11 +423,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			/* MHD cannot queue a response mid-upload: closing is the only answer. */
 			fd_log_fields(FD_LOG_WARN, "request body not received in time; closing the connection",
 				      json_pack("{s:s, s:s, s:i}", "path", req->path, "request_id", req->request_id,
-						"timeout_s", (int)req->app->cfg->request_timeout_s));
+						"timeout_s", (int)req->ctx->cfg->request_timeout_s));
 			return MHD_NO;
 		}
 		if (!req->body_too_large) {
-			if (req->body.len + *upload_data_size > req->app->cfg->max_body) {
+			if (req->body.len + *upload_data_size > req->ctx->cfg->max_body) {
 				req->body_too_large = true;
 				fd_buf_release(&req->body);
 			} else if (fd_buf_append(&req->body, upload_data, *upload_data_size) != FD_OK) {
@@ -442,11 +442,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		return MHD_YES;
 	if (req->body_too_large) {
 		char detail[96];
-		snprintf(detail, sizeof detail, "the body may be at most %zu bytes", req->app->cfg->max_body);
+		snprintf(detail, sizeof detail, "the body may be at most %zu bytes", req->ctx->cfg->max_body);
 		fd_problem(&resp, req, 413, "body-too-large", "Request body too large", detail, NULL);
 		return queue(req, &resp);
 	}
-	unsigned max_depth = req->app->cfg->max_json_depth;
+	unsigned max_depth = req->ctx->cfg->max_json_depth;
 	if (req->body.len && !fd_json_depth_within(req->body.data, req->body.len, max_depth)) {
 		char detail[96];
 		snprintf(detail, sizeof detail, "arrays and objects in the body may nest at most %u levels", max_depth);
@@ -498,7 +498,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 	pthread_mutex_lock(&srv->lock);
 	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
 		srv->conns++;
-		*socket_context = srv->conns > srv->app->cfg->max_connections ? &over_limit_mark : NULL;
+		*socket_context = srv->conns > srv->ctx->cfg->max_connections ? &over_limit_mark : NULL;
 	} else if (srv->conns) {
 		srv->conns--;
 	}
@@ -549,9 +549,9 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
-enum fd_err fd_server_start(struct fd_app *app, struct fd_server **out)
+enum fd_err fd_server_start(struct fd_ctx *ctx, struct fd_server **out)
 {
-	const struct fd_config *cfg = app->cfg;
+	const struct fd_config *cfg = ctx->cfg;
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
 				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
 	struct addrinfo *ai = NULL;
@@ -570,7 +570,7 @@ enum fd_err fd_server_start(struct fd_app *app, struct fd_server **out)
 		err = FD_ERR_NOMEM;
 		goto done;
 	}
-	srv->app = app;
+	srv->ctx = ctx;
 	pthread_mutex_init(&srv->lock, NULL);
 	pthread_cond_init(&srv->idle, NULL);
 	struct MHD_OptionItem tls_opts[3] = { { MHD_OPTION_END, 0, NULL } };
@@ -661,7 +661,7 @@ void fd_server_stop(struct fd_server *srv, unsigned grace_ms)
 	if (lsock != MHD_INVALID_SOCKET)
 		close(lsock);
 	atomic_store(&srv->stopping, true);
-	fd_notifier_wake(srv->app->notifier);
+	fd_notifier_wake(srv->ctx->notifier);
 	struct timespec deadline;
 	clock_gettime(CLOCK_REALTIME, &deadline);
 	deadline.tv_sec += grace_ms / 1000;

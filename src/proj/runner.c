@@ -72,6 +72,7 @@ struct worker {
 };
 
 struct fd_projector {
+	struct fd_projection_set set;    /* the projections it runs (cfg.projections points here) */
 	struct fd_projector_config cfg;
 	char *conninfo;
 	pthread_t thread;
@@ -660,7 +661,7 @@ static int next_timed_ms(struct fd_projector *p)
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	long best = (long)p->cfg.idle_ms;
-	for (size_t i = 0; i < fd_projections_count; i++) {
+	for (size_t i = 0; i < p->cfg.projections->n; i++) {
 		const struct worker *w = &p->workers[i];
 		const struct timespec *at = w->conn ? &w->idle_at : &w->retry_at;
 		long ms = (at->tv_sec - now.tv_sec) * 1000 + (at->tv_nsec - now.tv_nsec) / 1000000;
@@ -674,7 +675,7 @@ static int next_timed_ms(struct fd_projector *p)
 static bool wake_for(struct fd_projector *p, const char *payload)
 {
 	bool any = false;
-	for (size_t i = 0; i < fd_projections_count; i++) {
+	for (size_t i = 0; i < p->cfg.projections->n; i++) {
 		struct worker *w = &p->workers[i];
 		if (w->owned && fd_notify_payload_matches(payload, w->def->categories)) {
 			w->wanted = true;
@@ -729,7 +730,7 @@ static void *projector_main(void *arg)
 	struct fd_projector *p = arg;
 	while (!atomic_load(&p->stop)) {
 		bool progressed = false;
-		for (size_t i = 0; i < fd_projections_count && !atomic_load(&p->stop); i++) {
+		for (size_t i = 0; i < p->cfg.projections->n && !atomic_load(&p->stop); i++) {
 			struct worker *w = &p->workers[i];
 			if (!w->conn) {
 				if (!due(&w->retry_at))
@@ -768,12 +769,14 @@ enum fd_err fd_projector_start(const struct fd_projector_config *cfg, struct fd_
 	if (!p)
 		return FD_ERR_NOMEM;
 	p->cfg = *cfg;
+	p->set = *cfg->projections; /* the caller's set may move; its items are the app's, static */
+	p->cfg.projections = &p->set;
 	if (!p->cfg.batch)
 		p->cfg.batch = 500;
 	if (!p->cfg.idle_ms)
 		p->cfg.idle_ms = 200;
 	p->conninfo = strdup(cfg->conninfo);
-	p->workers = calloc(fd_projections_count, sizeof *p->workers);
+	p->workers = calloc(p->cfg.projections->n, sizeof *p->workers);
 	if (!p->conninfo || !p->workers) {
 		free(p->conninfo);
 		free(p->workers);
@@ -783,8 +786,8 @@ enum fd_err fd_projector_start(const struct fd_projector_config *cfg, struct fd_
 	char host[64] = "";
 	gethostname(host, sizeof host - 1);
 	snprintf(p->owner, sizeof p->owner, "%s:%ld", host, (long)getpid());
-	for (size_t i = 0; i < fd_projections_count; i++)
-		p->workers[i].def = &fd_projections[i];
+	for (size_t i = 0; i < p->cfg.projections->n; i++)
+		p->workers[i].def = p->cfg.projections->items[i];
 	atomic_init(&p->stop, false);
 	if (pthread_create(&p->thread, NULL, projector_main, p) != 0) {
 		free(p->conninfo);
@@ -802,7 +805,7 @@ void fd_projector_stop(struct fd_projector *p)
 		return;
 	atomic_store(&p->stop, true);
 	pthread_join(p->thread, NULL);
-	for (size_t i = 0; i < fd_projections_count; i++)
+	for (size_t i = 0; i < p->cfg.projections->n; i++)
 		PQfinish(p->workers[i].conn); /* closing the session releases its advisory lock */
 	PQfinish(p->listen);
 	free(p->workers);
@@ -812,7 +815,7 @@ void fd_projector_stop(struct fd_projector *p)
 
 /* ---- status, rebuild, wait ---------------------------------------------- */
 
-enum fd_err fd_projection_status(struct fd_pool *pool, json_t **out)
+enum fd_err fd_projection_status(struct fd_pool *pool, const struct fd_projection_set *set, json_t **out)
 {
 	PGconn *conn = NULL;
 	PGresult *res = NULL;
@@ -826,8 +829,8 @@ enum fd_err fd_projection_status(struct fd_pool *pool, json_t **out)
 		err = fd_pg_classify(conn, res);
 	PQclear(res);
 	res = NULL;
-	for (size_t i = 0; i < fd_projections_count && arr && !err; i++) {
-		const struct fd_projection *d = &fd_projections[i];
+	for (size_t i = 0; i < set->n && arr && !err; i++) {
+		const struct fd_projection *d = set->items[i];
 		char key[24];
 		snprintf(key, sizeof key, "%lld", lock_key(d->name));
 		const char *params[] = { d->name, key };
@@ -896,9 +899,9 @@ enum fd_err fd_projection_status(struct fd_pool *pool, json_t **out)
 	return FD_OK;
 }
 
-enum fd_err fd_projection_request_rebuild(struct fd_pool *pool, const char *name)
+enum fd_err fd_projection_request_rebuild(struct fd_pool *pool, const struct fd_projection_set *set, const char *name)
 {
-	if (!fd_projection_find(name))
+	if (!fd_projection_set_find(set, name))
 		return FD_ERR_NOTFOUND;
 	PGconn *conn = NULL;
 	enum fd_err err = fd_pool_acquire(pool, &conn);

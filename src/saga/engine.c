@@ -31,6 +31,7 @@
 #define CLAIM_BATCH 1  /* a worker runs one saga at a time: others' due work goes to other workers */
 
 struct fd_saga_engine {
+	struct fd_saga_set types;        /* the saga types it runs (cfg.types points here) */
 	struct fd_saga_config cfg;
 	char *conninfo;
 	atomic_bool stop;
@@ -50,14 +51,11 @@ struct fd_saga_engine {
 
 /* ---- saga types -------------------------------------------------------- */
 
-const struct fd_saga_type *const fd_saga_types[] = { &fd_order_fulfillment_saga, &fd_order_shipping_saga };
-const size_t fd_saga_types_count = sizeof fd_saga_types / sizeof fd_saga_types[0];
-
-const struct fd_saga_type *fd_saga_type_find(const char *name)
+const struct fd_saga_type *fd_saga_set_find(const struct fd_saga_set *set, const char *name)
 {
-	for (size_t i = 0; name && i < fd_saga_types_count; i++)
-		if (strcmp(fd_saga_types[i]->name, name) == 0)
-			return fd_saga_types[i];
+	for (size_t i = 0; set && name && i < set->n; i++)
+		if (strcmp(set->items[i]->name, name) == 0)
+			return set->items[i];
 	return NULL;
 }
 
@@ -252,8 +250,8 @@ static bool load_batch_sagas(struct fd_saga_engine *e, PGconn *conn, const struc
 		const char *corr = json_string_value(json_object_get(evs[i].metadata, "correlation_id"));
 		if (is_uuid(corr))
 			json_array_append_new(ids, json_string(corr));
-		for (size_t k = 0; k < fd_saga_types_count; k++) {
-			const struct fd_saga_type *t = fd_saga_types[k];
+		for (size_t k = 0; k < e->cfg.types->n; k++) {
+			const struct fd_saga_type *t = e->cfg.types->items[k];
 			char key[256];
 			if (in_list(t->categories, evs[i].category) && t->correlate(&evs[i], key, sizeof key))
 				json_array_append_new(keys, json_pack("{s:s, s:s}", "t", t->name, "k", key));
@@ -282,7 +280,7 @@ static bool load_batch_sagas(struct fd_saga_engine *e, PGconn *conn, const struc
 			ok = false;
 			break;
 		}
-		if (fd_saga_row_parse(res, i, e->cfg.time_pct, &h->st, NULL) != FD_OK) {
+		if (fd_saga_row_parse(e->cfg.types, res, i, e->cfg.time_pct, &h->st, NULL) != FD_OK) {
 			b->n--; /* a type this build does not know, or a broken row: leave it alone */
 			continue;
 		}
@@ -328,8 +326,8 @@ static bool route_event(struct fd_saga_engine *e, struct batch_sagas *b, const s
 		if (!fold_held(h, ev, false))
 			return false;
 	}
-	for (size_t i = 0; i < fd_saga_types_count; i++) {
-		const struct fd_saga_type *t = fd_saga_types[i];
+	for (size_t i = 0; i < e->cfg.types->n; i++) {
+		const struct fd_saga_type *t = e->cfg.types->items[i];
 		char key[256];
 		if (t == routed || !in_list(t->categories, ev->category) || !t->correlate(ev, key, sizeof key))
 			continue;
@@ -668,7 +666,7 @@ static int claim(struct fd_saga_engine *e, PGconn *conn, const char *token, stru
 	int n = 0;
 	for (int i = 0; i < PQntuples(res); i++) {
 		struct claimed *c = &out[n];
-		if (fd_saga_row_parse(res, i, e->cfg.time_pct, &c->st, NULL) != FD_OK) {
+		if (fd_saga_row_parse(e->cfg.types, res, i, e->cfg.time_pct, &c->st, NULL) != FD_OK) {
 			/* unknown type or broken row: park it so it is not claimed forever */
 			const char *ip[] = { PQgetvalue(res, i, 0) };
 			PGresult *u = fd_saga_sql(conn, "UPDATE sagas SET due_at = NULL WHERE id = $1::uuid", 1, ip);
@@ -743,7 +741,7 @@ static bool complete(struct fd_saga_engine *e, PGconn *conn, struct claimed *c, 
 		return fd_saga_exec(conn, "COMMIT");
 	}
 	struct fd_saga_state st;
-	ok = ok && fd_saga_row_parse(res, 0, e->cfg.time_pct, &st, NULL) == FD_OK;
+	ok = ok && fd_saga_row_parse(e->cfg.types, res, 0, e->cfg.time_pct, &st, NULL) == FD_OK;
 	PQclear(res);
 	if (!ok) {
 		fd_saga_exec(conn, "ROLLBACK");
@@ -799,7 +797,7 @@ static bool run_claimed(struct fd_saga_engine *e, PGconn *conn, struct claimed *
 		enum fd_step_result r = FD_STEP_OK;
 		struct fd_saga_ctx ctx = {
 			.bus = e->cfg.bus,
-			.gateway = e->cfg.gateway,
+			.services = e->cfg.services,
 			.saga_id = c->st.id,
 			.correlation_key = c->key,
 			.step = c->st.type->steps[c->job.step].name,
@@ -887,13 +885,14 @@ static void *worker_main(void *arg)
  * list (categories or event types); `out` (optional, 129 entries) receives
  * them NULL-terminated.
  */
-static void union_literal(char *buf, size_t len, size_t list_offset, const char **out)
+static void union_literal(const struct fd_saga_set *types, char *buf, size_t len, size_t list_offset,
+			  const char **out)
 {
 	const char *seen[128];
 	size_t ns = 0, o = 0;
 	o += (size_t)snprintf(buf + o, len - o, "{");
-	for (size_t i = 0; i < fd_saga_types_count; i++) {
-		const char *const *list = *(const char *const *const *)(const void *)((const char *)fd_saga_types[i] +
+	for (size_t i = 0; i < types->n; i++) {
+		const char *const *list = *(const char *const *const *)(const void *)((const char *)types->items[i] +
 										       list_offset);
 		for (const char *const *c = list; c && *c; c++) {
 			bool dup = false;
@@ -920,6 +919,8 @@ enum fd_err fd_saga_engine_start(const struct fd_saga_config *cfg, struct fd_sag
 	if (!e)
 		return FD_ERR_NOMEM;
 	e->cfg = *cfg;
+	e->types = *cfg->types; /* the caller's set may move; its items are the app's, static */
+	e->cfg.types = &e->types;
 	if (!e->cfg.poll_ms)
 		e->cfg.poll_ms = 100;
 	if (!e->cfg.lease_ms)
@@ -939,8 +940,8 @@ enum fd_err fd_saga_engine_start(const struct fd_saga_config *cfg, struct fd_sag
 	char host[64] = "";
 	gethostname(host, sizeof host - 1);
 	snprintf(e->owner, sizeof e->owner, "%s:%ld", host, (long)getpid());
-	union_literal(e->categories, sizeof e->categories, offsetof(struct fd_saga_type, categories), e->category_list);
-	union_literal(e->event_types, sizeof e->event_types, offsetof(struct fd_saga_type, event_types), NULL);
+	union_literal(e->cfg.types, e->categories, sizeof e->categories, offsetof(struct fd_saga_type, categories), e->category_list);
+	union_literal(e->cfg.types, e->event_types, sizeof e->event_types, offsetof(struct fd_saga_type, event_types), NULL);
 	atomic_init(&e->stop, false);
 	atomic_init(&e->next_worker, 0);
 	pthread_mutex_init(&e->mu, NULL);

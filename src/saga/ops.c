@@ -22,15 +22,16 @@
 	" 'updated_at', " TS("s.updated_at") ", 'version', s.version)::text"
 
 /* Replace the numeric current_step with the step's name. */
-static void name_step(json_t *o)
+static void name_step(const struct fd_saga_set *types, json_t *o)
 {
-	const struct fd_saga_type *t = fd_saga_type_find(json_string_value(json_object_get(o, "type")));
+	const struct fd_saga_type *t = fd_saga_set_find(types, json_string_value(json_object_get(o, "type")));
 	json_int_t i = json_integer_value(json_object_get(o, "current_step"));
 	if (t && i >= 0 && (size_t)i < t->nsteps)
 		json_object_set_new(o, "current_step", json_string(t->steps[i].name));
 }
 
-enum fd_err fd_saga_list(struct fd_pool *pool, const struct fd_saga_filter *f, json_t **out)
+enum fd_err fd_saga_list(struct fd_pool *pool, const struct fd_saga_set *types, const struct fd_saga_filter *f,
+			 json_t **out)
 {
 	*out = NULL;
 	PGconn *conn;
@@ -82,7 +83,7 @@ enum fd_err fd_saga_list(struct fd_pool *pool, const struct fd_saga_filter *f, j
 		}
 		json_t *o = json_loads(PQgetvalue(res, i, 0), 0, NULL);
 		if (o) {
-			name_step(o);
+			name_step(types, o);
 			json_array_append_new(items, o);
 		}
 	}
@@ -91,7 +92,7 @@ enum fd_err fd_saga_list(struct fd_pool *pool, const struct fd_saga_filter *f, j
 	return *out ? FD_OK : FD_ERR_NOMEM;
 }
 
-enum fd_err fd_saga_get(struct fd_pool *pool, const char *id, json_t **out)
+enum fd_err fd_saga_get(struct fd_pool *pool, const struct fd_saga_set *types, const char *id, json_t **out)
 {
 	*out = NULL;
 	struct fd_uuid u;
@@ -131,9 +132,9 @@ enum fd_err fd_saga_get(struct fd_pool *pool, const char *id, json_t **out)
 		json_decref(history);
 		return FD_ERR_NOMEM;
 	}
-	const struct fd_saga_type *t = fd_saga_type_find(json_string_value(json_object_get(o, "type")));
+	const struct fd_saga_type *t = fd_saga_set_find(types, json_string_value(json_object_get(o, "type")));
 	json_int_t cur = json_integer_value(json_object_get(o, "current_step"));
-	name_step(o);
+	name_step(types, o);
 	json_object_set_new(o, "data", data);
 	/*
 	 * steps: one entry per declared step (and per compensation that ran), in
@@ -213,7 +214,7 @@ enum fd_err fd_saga_find(struct fd_pool *pool, const char *type, const char *key
 }
 
 /* Lock the saga, apply an operator action, save.  FD_ERR_CONFLICT when `act` refused. */
-static enum fd_err operate(struct fd_pool *pool, const char *id, bool (*act)(struct fd_saga_state *, const char *),
+static enum fd_err operate(struct fd_pool *pool, const struct fd_saga_set *types, const char *id, bool (*act)(struct fd_saga_state *, const char *),
 			   const char *reason, char status[16])
 {
 	struct fd_uuid u;
@@ -237,7 +238,7 @@ static enum fd_err operate(struct fd_pool *pool, const char *id, bool (*act)(str
 	} else if (PQntuples(res) == 0) {
 		err = FD_ERR_NOTFOUND;
 	} else {
-		err = fd_saga_row_parse(res, 0, 100, &st, NULL);
+		err = fd_saga_row_parse(types, res, 0, 100, &st, NULL);
 		have = err == FD_OK;
 		if (err == FD_ERR_NOTFOUND || err == FD_ERR_INVAL)
 			err = FD_ERR_IO; /* a type this build does not know, or a row it cannot read: a server fault */
@@ -267,17 +268,18 @@ static bool do_retry(struct fd_saga_state *st, const char *reason)
 	return fd_saga_retry_state(st);
 }
 
-enum fd_err fd_saga_retry(struct fd_pool *pool, const char *id, char status[16])
+enum fd_err fd_saga_retry(struct fd_pool *pool, const struct fd_saga_set *types, const char *id, char status[16])
 {
-	return operate(pool, id, do_retry, NULL, status);
+	return operate(pool, types, id, do_retry, NULL, status);
 }
 
-enum fd_err fd_saga_abort(struct fd_pool *pool, const char *id, const char *reason, char status[16])
+enum fd_err fd_saga_abort(struct fd_pool *pool, const struct fd_saga_set *types, const char *id, const char *reason,
+			  char status[16])
 {
-	return operate(pool, id, fd_saga_abort_state, reason, status);
+	return operate(pool, types, id, fd_saga_abort_state, reason, status);
 }
 
-enum fd_err fd_saga_stats(struct fd_pool *pool, json_t **out)
+enum fd_err fd_saga_stats(struct fd_pool *pool, const struct fd_saga_set *types, json_t **out)
 {
 	*out = NULL;
 	PGconn *conn;
@@ -299,14 +301,14 @@ enum fd_err fd_saga_stats(struct fd_pool *pool, json_t **out)
 	}
 	static const char *const live[] = { "running", "compensating", "failed" };
 	json_t *rows = json_array();
-	for (size_t t = 0; rows && t < fd_saga_types_count; t++)
+	for (size_t t = 0; rows && t < types->n; t++)
 		for (size_t k = 0; k < 3; k++) {
 			long long n = 0;
 			for (int i = 0; i < PQntuples(res); i++)
-				if (strcmp(PQgetvalue(res, i, 0), fd_saga_types[t]->name) == 0 &&
+				if (strcmp(PQgetvalue(res, i, 0), types->items[t]->name) == 0 &&
 				    strcmp(PQgetvalue(res, i, 1), live[k]) == 0)
 					n = strtoll(PQgetvalue(res, i, 2), NULL, 10);
-			json_array_append_new(rows, json_pack("{s:s, s:s, s:I}", "type", fd_saga_types[t]->name, "status",
+			json_array_append_new(rows, json_pack("{s:s, s:s, s:I}", "type", types->items[t]->name, "status",
 							      live[k], "count", (json_int_t)n));
 		}
 	long long overdue = strtoll(PQgetvalue(due, 0, 0), NULL, 10);

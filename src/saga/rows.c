@@ -68,9 +68,10 @@ bool fd_saga_exec(PGconn *conn, const char *sql)
 	return res != NULL;
 }
 
-enum fd_err fd_saga_row_parse(const PGresult *res, int i, unsigned time_pct, struct fd_saga_state *st, char *lease)
+enum fd_err fd_saga_row_parse(const struct fd_saga_set *types, const PGresult *res, int i, unsigned time_pct,
+			      struct fd_saga_state *st, char *lease)
 {
-	const struct fd_saga_type *type = fd_saga_type_find(PQgetvalue(res, i, 1));
+	const struct fd_saga_type *type = fd_saga_set_find(types, PQgetvalue(res, i, 1));
 	if (!type)
 		return FD_ERR_NOTFOUND;
 	enum fd_err err = fd_saga_state_init(st, type, PQgetvalue(res, i, 0), time_pct);

@@ -19,12 +19,12 @@
 
 /*
  * Parse row `i` of a result with FD_SAGA_COLS into st (initialised here;
- * release it).  lease (optional, 37 bytes) receives the lease token or "".
+ * release it); its type is looked up in `types`.  lease (optional, 37 bytes) receives the lease token or "".
  * FD_ERR_NOTFOUND when the row's type is unknown to this build,
  * FD_ERR_INVAL when the row does not parse.
  */
-FD_MUST_USE enum fd_err fd_saga_row_parse(const PGresult *res, int i, unsigned time_pct, struct fd_saga_state *st,
-					  char *lease);
+FD_MUST_USE enum fd_err fd_saga_row_parse(const struct fd_saga_set *types, const PGresult *res, int i, unsigned time_pct,
+					  struct fd_saga_state *st, char *lease);
 /* Write the state back (status, step, phase, stacks, data, error; due and lease as the machine left them). */
 FD_MUST_USE enum fd_err fd_saga_row_save(PGconn *conn, const struct fd_saga_state *st);
 /* Insert a new saga row for st with correlation key `key`. */

@@ -13,7 +13,7 @@
  *
  * Threading: thread-safe; each call borrows one pool connection.
  */
-#include "factd/snapshots.h"
+#include "store/snapshots.h"
 
 #include <inttypes.h>
 #include <stdio.h>

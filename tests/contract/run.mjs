@@ -6,7 +6,7 @@
 // match the response's schema for its media type (JSON Schema 2020-12, with ajv).
 // A request to a path or method openapi.yaml does not document is a failure (unless
 // the step probes exactly that, expecting 404 or 405), and so is a route in factd's
-// route table (src/http/routes.c) that openapi.yaml does not document.
+// route table (src/http/routes.c and the app's, apps/shop/routes.c) that openapi.yaml does not document.
 //
 //   node tests/contract/run.mjs [path/to/factd]
 //
@@ -30,7 +30,8 @@ import YAML from 'yaml';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../..');
 const specFile = process.env.FACTD_OPENAPI || path.join(root, 'openapi.yaml');
-const routesFile = path.join(root, 'src/http/routes.c');
+// The tables a server serves: the framework's routes, then the app's (FACTD_APP_ROUTES for another app).
+const routesFiles = [path.join(root, 'src/http/routes.c'), path.resolve(process.env.FACTD_APP_ROUTES || path.join(root, 'apps/shop/routes.c'))];
 const factdBin = path.resolve(process.argv[2] || process.env.FACTD_BIN || path.join(root, 'build-test/factd'));
 const adminUrl = process.env.FACTD_TEST_ADMIN_URL;
 const METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'];
@@ -937,8 +938,11 @@ async function races(order, sku, busy) {
 /** Every documented path with sample parameters and every method: undocumented ones must be 405. */
 async function routeProbes() {
 	section = 'routes';
-	const real = [...readFileSync(routesFile, 'utf8').matchAll(/\.method\s*=\s*"([A-Z]+)"\s*,\s*\.pattern\s*=\s*"([^"]+)"/g)].map((m) => [m[1], m[2]]);
-	if (!real.length) fail(routesFile, 'no routes found in the route table');
+	const real = routesFiles.flatMap((f) => {
+		const rows = [...readFileSync(f, 'utf8').matchAll(/\.method\s*=\s*"([A-Z]+)"\s*,\s*\.pattern\s*=\s*"([^"]+)"/g)].map((m) => [m[1], m[2]]);
+		if (!rows.length) fail(f, 'no routes found in the route table');
+		return rows;
+	});
 	for (const [m, p] of real)
 		if (!operations.some((o) => o.method === m && o.path === p)) fail('route table', `factd routes ${m} ${p}, which openapi.yaml does not document`);
 	for (const o of operations)

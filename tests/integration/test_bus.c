@@ -13,10 +13,10 @@
 #include <unistd.h>
 
 #include "factd/bus.h"
-#include "factd/domain.h"
+#include "shop.h"
 #include "factd/events.h"
 #include "factd/pool.h"
-#include "factd/snapshots.h"
+#include "store/snapshots.h"
 #include "testdb.h"
 
 struct env {

@@ -24,9 +24,11 @@
 
 #include "factd/events.h"
 #include "factd/jsonspan.h"
-#include "factd/problem.h"
+#include "http/problem.h"
 #include "factd/uuid.h"
 #include "http_client.h"
+#define FD_TEST_APP (&shop_app) /* the shop's routes and types */
+#include "shop.h"
 #include "test_server.h"
 #include "testdb.h"
 
@@ -1671,7 +1673,7 @@ Test(http_shutdown, stop_completes_requests_in_flight, .timeout = 120)
 	for (int i = 0; i < N; i++)
 		pthread_join(th[i], NULL);
 	pthread_join(st, NULL);
-	ts.srv = NULL; /* already stopped */
+	ts.srv = ts.rt.srv = NULL; /* already stopped */
 	cr_assert(s.done);
 	cr_assert_lt(s.seconds, 9.0, "the stop waited for the grace period instead of the requests");
 

@@ -1,6 +1,6 @@
 /*
  * test_http_badinput.c - hostile input over real HTTP, driven by the route
- * table itself (fd_routes), so a route added later is covered or makes this
+ * table the shop serves (the framework's routes, then the shop's), so a route added later is covered or makes this
  * suite fail until it is:
  *
  *   - every body-parsing route gets malformed, truncated, NUL-holding,
@@ -26,10 +26,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "factd/api.h"
-#include "factd/problem.h"
+#include "http/api.h"
+#include "http/problem.h"
 #include "factd/router.h"
 #include "http_client.h"
+#define FD_TEST_APP (&shop_app) /* the shop's routes and types */
+#include "shop.h"
 #include "test_server.h"
 #include "testdb.h"
 
@@ -395,8 +397,8 @@ Test(badinput, malformed_bodies_on_every_route, .timeout = 600)
 	free(nests[2]);
 	nests[2] = fd_buf_detach(&objs);
 	size_t covered = 0;
-	for (size_t i = 0; i < fd_routes_count; i++) {
-		const struct fd_route *route = &fd_routes[i];
+	for (size_t i = 0; i < ts.ctx.nroutes; i++) {
+		const struct fd_route *route = &ts.ctx.routes[i];
 		if (!parses_body(route))
 			continue;
 		covered++;
@@ -453,8 +455,8 @@ Test(badinput, wrong_fields_on_every_route, .timeout = 600)
 	struct rows before;
 	start(&ts, &before);
 	char long_text[700];
-	for (size_t i = 0; i < fd_routes_count; i++) {
-		const struct fd_route *route = &fd_routes[i];
+	for (size_t i = 0; i < ts.ctx.nroutes; i++) {
+		const struct fd_route *route = &ts.ctx.routes[i];
 		if (!parses_body(route))
 			continue;
 		const struct body_template *t = template_for(route);
@@ -538,8 +540,8 @@ Test(badinput, injection_in_every_path_segment, .timeout = 600)
 	struct fd_test_server ts;
 	struct rows before;
 	start(&ts, &before);
-	for (size_t i = 0; i < fd_routes_count; i++) {
-		const struct fd_route *route = &fd_routes[i];
+	for (size_t i = 0; i < ts.ctx.nroutes; i++) {
+		const struct fd_route *route = &ts.ctx.routes[i];
 		if (route->handler == fd_api_event_stream)
 			continue; /* a stream would stay open; its only segment is literal, covered below */
 		size_t np = route_nparams(route);
@@ -595,8 +597,8 @@ Test(badinput, injection_in_every_query_parameter, .timeout = 600)
 	start(&ts, &before);
 	static const char *const bad_numbers[] = { "-1", "0", "1.5", "1e3", "9223372036854775808", "-0", "", "+1",
 						   " 1", "0x10", NULL };
-	for (size_t i = 0; i < fd_routes_count; i++) {
-		const struct fd_route *route = &fd_routes[i];
+	for (size_t i = 0; i < ts.ctx.nroutes; i++) {
+		const struct fd_route *route = &ts.ctx.routes[i];
 		if (strcmp(route->method, "GET") != 0)
 			continue;
 		size_t q = 0;
@@ -661,12 +663,12 @@ Test(badinput, wrong_methods_on_every_route, .timeout = 600)
 	struct rows before;
 	start(&ts, &before);
 	static const char *const methods[] = { "GET", "POST", "PUT", "PATCH", "DELETE" };
-	for (size_t i = 0; i < fd_routes_count; i++) {
-		const struct fd_route *route = &fd_routes[i];
+	for (size_t i = 0; i < ts.ctx.nroutes; i++) {
+		const struct fd_route *route = &ts.ctx.routes[i];
 		char allowed[64] = "";
-		for (size_t j = 0; j < fd_routes_count; j++)
-			if (strcmp(fd_routes[j].pattern, route->pattern) == 0) {
-				strcat(allowed, fd_routes[j].method);
+		for (size_t j = 0; j < ts.ctx.nroutes; j++)
+			if (strcmp(ts.ctx.routes[j].pattern, route->pattern) == 0) {
+				strcat(allowed, ts.ctx.routes[j].method);
 				strcat(allowed, " ");
 			}
 		char *path = route_path(route, true, -1, NULL);

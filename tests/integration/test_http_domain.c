@@ -24,12 +24,14 @@
 #include <time.h>
 
 #include "factd/bus.h"
-#include "factd/domain.h"
+#include "shop.h"
 #include "factd/events.h"
-#include "factd/problem.h"
+#include "http/problem.h"
 #include "factd/timeutil.h"
 #include "factd/uuid.h"
 #include "http_client.h"
+#define FD_TEST_APP (&shop_app) /* the shop's routes and types */
+#include "shop.h"
 #include "test_server.h"
 #include "testdb.h"
 
@@ -307,17 +309,20 @@ static void tweak_snap0(struct fd_config *c)
 
 static void tweak_limit_5000(struct fd_config *c)
 {
-	c->payment_limit_cents = 5000;
+	(void)c; /* the shop's services read their settings from the environment at start */
+	setenv("FACTD_PAYMENT_LIMIT_CENTS", "5000", 1);
 }
 
 static void tweak_fail_first_2(struct fd_config *c)
 {
-	c->payment_fail_first = 2;
+	(void)c;
+	setenv("FACTD_PAYMENT_FAIL_FIRST", "2", 1);
 }
 
 static void tweak_never_answer(struct fd_config *c)
 {
-	c->payment_never_answer = 1;
+	(void)c;
+	setenv("FACTD_PAYMENT_NEVER_ANSWER", "1", 1);
 }
 
 /* ---- orders: commands that succeed -------------------------------------------------- */

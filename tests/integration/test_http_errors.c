@@ -13,8 +13,10 @@
 #include <string.h>
 
 #include "factd/buf.h"
-#include "factd/problem.h"
+#include "http/problem.h"
 #include "http_client.h"
+#define FD_TEST_APP (&shop_app) /* the shop's routes and types */
+#include "shop.h"
 #include "test_server.h"
 #include "testdb.h"
 

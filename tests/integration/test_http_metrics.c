@@ -25,6 +25,8 @@
 #include "factd/router.h"
 #include "factd/uuid.h"
 #include "http_client.h"
+#define FD_TEST_APP (&shop_app) /* the shop's routes and types */
+#include "shop.h"
 #include "test_server.h"
 #include "testdb.h"
 
@@ -123,15 +125,18 @@ static long long conflicts(const char *text, const char *aggregate)
 static void assert_route_labels_are_templates(const char *text)
 {
 	size_t seen = 0;
+	struct fd_ctx served = { 0 }; /* the table the shop's server serves */
+	cr_assert_eq(fd_ctx_init(&served, &shop_app), FD_OK);
 	for (const char *p = strstr(text, "route=\""); p; p = strstr(p, "route=\"")) {
 		p += 7;
 		size_t n = strcspn(p, "\"");
 		int known = n == strlen("unmatched") && strncmp(p, "unmatched", n) == 0;
-		for (size_t i = 0; i < fd_routes_count && !known; i++)
-			known = strlen(fd_routes[i].pattern) == n && strncmp(p, fd_routes[i].pattern, n) == 0;
+		for (size_t i = 0; i < served.nroutes && !known; i++)
+			known = strlen(served.routes[i].pattern) == n && strncmp(p, served.routes[i].pattern, n) == 0;
 		cr_assert(known, "route label \"%.*s\" is not a route template", (int)n, p);
 		seen++;
 	}
+	fd_ctx_release(&served);
 	cr_assert_gt(seen, 0, "no route labels at all");
 }
 
@@ -464,7 +469,8 @@ Test(http_metrics, server_without_registry)
 	cr_assert_eq(fd_pool_new(ts.db_url, 2, 2000, &pool), FD_OK);
 	struct fd_bus_config bus_cfg = { .max_retries = 3, .snapshot_every = 1 };
 	cr_assert_eq(fd_bus_new(pool, &bus_cfg, &bus), FD_OK);
-	struct fd_app app = { .cfg = &ts.cfg, .pool = pool, .bus = bus, .gateway = &ts.gateway.base };
+	struct fd_ctx app = { .cfg = &ts.cfg, .pool = pool, .bus = bus, .services = ts.ctx.services };
+	cr_assert_eq(fd_ctx_init(&app, &shop_app), FD_OK);
 	cr_assert_eq(fd_server_start(&app, &srv), FD_OK);
 	uint16_t p = fd_server_port(srv);
 
@@ -479,6 +485,7 @@ Test(http_metrics, server_without_registry)
 	expect(p, "GET", "/nowhere", NULL, NULL, 404);
 	fd_bus_flush(bus);
 	fd_server_stop(srv, 5000);
+	fd_ctx_release(&app);
 	fd_bus_free(bus);
 	fd_pool_free(pool);
 	cr_assert_eq(fd_test_server_scalar(&ts, "SELECT count(*) FROM events"), 3);

@@ -18,6 +18,8 @@
 
 #include "factd/hash.h"
 #include "http_client.h"
+#define FD_TEST_APP (&shop_app) /* the shop's routes and types */
+#include "shop.h"
 #include "test_server.h"
 
 #define READ_KEY "reader-key-0123456789"

@@ -60,20 +60,20 @@ Test(migrate, applies_everything_once)
 {
 	char *url = fd_test_db_new_empty();
 	PGconn *c = fd_test_connect(url);
-	cr_assert_eq(fd_migrate_check(c), FD_ERR_NOTFOUND, "no schema_migrations table yet");
+	cr_assert_eq(fd_migrate_check(c, NULL), FD_ERR_NOTFOUND, "no schema_migrations table yet");
 	cr_assert_eq(PQtransactionStatus(c), PQTRANS_IDLE);
 
 	int applied = -1;
-	cr_assert_eq(fd_migrate_run(url, &applied), FD_OK);
+	cr_assert_eq(fd_migrate_run(url, NULL, &applied), FD_OK);
 	cr_assert_eq(applied, (int)fd_migrations_count);
 	assert_recorded_once(c);
 	cr_assert_eq(fd_test_scalar(c, "SELECT count(*) FROM pg_proc WHERE proname = 'fd_append'"), 1);
-	cr_assert_eq(fd_migrate_check(c), FD_OK);
+	cr_assert_eq(fd_migrate_check(c, NULL), FD_OK);
 
 	applied = -1;
-	cr_assert_eq(fd_migrate_run(url, &applied), FD_OK);
+	cr_assert_eq(fd_migrate_run(url, NULL, &applied), FD_OK);
 	cr_assert_eq(applied, 0, "a second run has nothing to do");
-	cr_assert_eq(fd_migrate_run(url, NULL), FD_OK, "applied may be NULL");
+	cr_assert_eq(fd_migrate_run(url, NULL, NULL), FD_OK, "applied may be NULL");
 	assert_recorded_once(c);
 	cr_assert_eq(fd_test_scalar(c, "SELECT fd_feed_xid_ok()::int"), 1);
 	PQfinish(c);
@@ -83,13 +83,13 @@ Test(migrate, applies_everything_once)
 Test(migrate, check_reports_a_pending_migration)
 {
 	char *url = fd_test_db_new_empty();
-	cr_assert_eq(fd_migrate_run(url, NULL), FD_OK);
+	cr_assert_eq(fd_migrate_run(url, NULL, NULL), FD_OK);
 	PGconn *c = fd_test_connect(url);
 	char sql[128];
 	snprintf(sql, sizeof sql, "DELETE FROM schema_migrations WHERE version = %d",
 		 fd_migrations[fd_migrations_count - 1].version);
 	exec_ok(c, sql);
-	cr_assert_eq(fd_migrate_check(c), FD_ERR_NOTFOUND);
+	cr_assert_eq(fd_migrate_check(c, NULL), FD_ERR_NOTFOUND);
 	PQfinish(c);
 	free(url);
 }
@@ -98,18 +98,18 @@ Test(migrate, failing_migration_is_rolled_back)
 {
 	/* The schema exists but its record is gone: re-running migration 1 fails (tables exist). */
 	char *url = fd_test_db_new_empty();
-	cr_assert_eq(fd_migrate_run(url, NULL), FD_OK);
+	cr_assert_eq(fd_migrate_run(url, NULL, NULL), FD_OK);
 	PGconn *c = fd_test_connect(url);
 	exec_ok(c, "DELETE FROM schema_migrations WHERE version = 1");
 	exec_ok(c, "INSERT INTO streams (stream_id, category, version) VALUES ('keep-1', 'keep', 1)");
 	int applied = -1;
-	cr_assert_eq(fd_migrate_run(url, &applied), FD_ERR_DB);
+	cr_assert_eq(fd_migrate_run(url, NULL, &applied), FD_ERR_DB);
 	cr_assert_eq(applied, 0);
 	cr_assert_eq(fd_test_scalar(c, "SELECT count(*) FROM schema_migrations WHERE version = 1"), 0,
 		     "a failed migration must not be recorded");
 	cr_assert_eq(fd_test_scalar(c, "SELECT count(*) FROM streams"), 1, "the failed transaction touched nothing");
 	/* the advisory lock was given back: another run gets past it and fails the same way */
-	cr_assert_eq(fd_migrate_run(url, NULL), FD_ERR_DB);
+	cr_assert_eq(fd_migrate_run(url, NULL, NULL), FD_ERR_DB);
 	PQfinish(c);
 	free(url);
 }
@@ -117,13 +117,13 @@ Test(migrate, failing_migration_is_rolled_back)
 Test(migrate, changed_checksum_is_refused)
 {
 	char *url = fd_test_db_new_empty();
-	cr_assert_eq(fd_migrate_run(url, NULL), FD_OK);
+	cr_assert_eq(fd_migrate_run(url, NULL, NULL), FD_OK);
 	PGconn *c = fd_test_connect(url);
 	exec_ok(c, "UPDATE schema_migrations SET sha256 = 'x' WHERE version = 1");
 	int applied = -1;
-	cr_assert_eq(fd_migrate_run(url, &applied), FD_ERR_CONFLICT);
+	cr_assert_eq(fd_migrate_run(url, NULL, &applied), FD_ERR_CONFLICT);
 	cr_assert_eq(applied, 0);
-	cr_assert_eq(fd_migrate_check(c), FD_ERR_CONFLICT);
+	cr_assert_eq(fd_migrate_check(c, NULL), FD_ERR_CONFLICT);
 	cr_assert_eq(fd_test_scalar(c, "SELECT count(*) FROM schema_migrations WHERE sha256 = 'x'"), 1,
 		     "the record is left for an operator to inspect");
 	PQfinish(c);
@@ -133,13 +133,13 @@ Test(migrate, changed_checksum_is_refused)
 Test(migrate, newer_database_version_is_tolerated)
 {
 	char *url = fd_test_db_new_empty();
-	cr_assert_eq(fd_migrate_run(url, NULL), FD_OK);
+	cr_assert_eq(fd_migrate_run(url, NULL, NULL), FD_OK);
 	PGconn *c = fd_test_connect(url);
 	exec_ok(c, "INSERT INTO schema_migrations (version, name, sha256) VALUES (9999, 'from_the_future', 'abc')");
 	int applied = -1;
-	cr_assert_eq(fd_migrate_run(url, &applied), FD_OK);
+	cr_assert_eq(fd_migrate_run(url, NULL, &applied), FD_OK);
 	cr_assert_eq(applied, 0);
-	cr_assert_eq(fd_migrate_check(c), FD_OK);
+	cr_assert_eq(fd_migrate_check(c, NULL), FD_OK);
 	PQfinish(c);
 	free(url);
 }
@@ -148,7 +148,7 @@ Test(migrate, template_clone_is_current)
 {
 	char *url = fd_test_db_new();
 	PGconn *c = fd_test_connect(url);
-	cr_assert_eq(fd_migrate_check(c), FD_OK);
+	cr_assert_eq(fd_migrate_check(c, NULL), FD_OK);
 	PQfinish(c);
 	free(url);
 }
@@ -156,7 +156,7 @@ Test(migrate, template_clone_is_current)
 Test(migrate, unreachable_database_is_unavailable)
 {
 	int applied = -1;
-	cr_assert_eq(fd_migrate_run("postgresql://postgres@127.0.0.1:1/postgres?connect_timeout=5", &applied),
+	cr_assert_eq(fd_migrate_run("postgresql://postgres@127.0.0.1:1/postgres?connect_timeout=5", NULL, &applied),
 		     FD_ERR_UNAVAILABLE);
 	cr_assert_eq(applied, 0);
 }
@@ -197,7 +197,7 @@ struct migrator {
 static void *run_migrator(void *arg)
 {
 	struct migrator *m = arg;
-	m->err = fd_migrate_run(m->url, &m->applied);
+	m->err = fd_migrate_run(m->url, NULL, &m->applied);
 	return NULL;
 }
 
@@ -265,7 +265,67 @@ Test(migrate, concurrent_factd_processes_apply_each_migration_once, .timeout = 1
 	}
 	PGconn *c = fd_test_connect(url);
 	assert_recorded_once(c);
-	cr_assert_eq(fd_migrate_check(c), FD_OK);
+	cr_assert_eq(fd_migrate_check(c, NULL), FD_OK);
+	PQfinish(c);
+	free(url);
+}
+
+/* ---- an app's migrations ------------------------------------------------------ */
+
+static const struct fd_migration app_items[] = {
+	{ .version = 1, .name = "widgets", .sha256 = "1111111111111111111111111111111111111111111111111111111111111111",
+	  .sql = "CREATE TABLE widgets (id int PRIMARY KEY)" },
+	{ .version = 2, .name = "widget_names", .sha256 = "2222222222222222222222222222222222222222222222222222222222222222",
+	  .sql = "ALTER TABLE widgets ADD COLUMN name text" },
+};
+
+Test(migrate, an_apps_migrations_have_their_own_sequence_after_the_frameworks)
+{
+	char *url = fd_test_db_new_empty();
+	struct fd_migration_set first = { .scope = "widgets", .items = app_items, .n = 1 };
+	int applied = -1;
+	cr_assert_eq(fd_migrate_run(url, &first, &applied), FD_OK);
+	cr_assert_eq(applied, (int)fd_migrations_count + 1);
+	PGconn *c = fd_test_connect(url);
+	cr_assert_eq(fd_test_scalar(c, "SELECT count(*) FROM schema_migrations WHERE scope = 'factd'"),
+		     (long long)fd_migrations_count);
+	cr_assert_eq(fd_test_scalar(c, "SELECT count(*) FROM schema_migrations WHERE scope = 'widgets' AND version = 1"), 1);
+	/* a newer build of the app adds its second migration; the framework's are not run again */
+	struct fd_migration_set second = { .scope = "widgets", .items = app_items, .n = 2 };
+	cr_assert_eq(fd_migrate_check(c, &second), FD_ERR_NOTFOUND, "the app's second migration is pending");
+	cr_assert_eq(fd_migrate_check(c, &first), FD_OK);
+	cr_assert_eq(fd_migrate_run(url, &second, &applied), FD_OK);
+	cr_assert_eq(applied, 1);
+	cr_assert_eq(fd_migrate_check(c, &second), FD_OK);
+	cr_assert_eq(fd_test_scalar(c, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'widgets'"), 2);
+	/* an edited app migration is refused like a framework one */
+	exec_ok(c, "UPDATE schema_migrations SET sha256 = 'x' WHERE scope = 'widgets' AND version = 2");
+	cr_assert_eq(fd_migrate_run(url, &second, NULL), FD_ERR_CONFLICT);
+	cr_assert_eq(fd_migrate_check(c, &second), FD_ERR_CONFLICT);
+	PQfinish(c);
+	free(url);
+}
+
+Test(migrate, a_table_from_before_scopes_is_upgraded_in_place)
+{
+	char *url = fd_test_db_new_empty();
+	cr_assert_eq(fd_migrate_run(url, NULL, NULL), FD_OK);
+	PGconn *c = fd_test_connect(url);
+	/* the bookkeeping as factd kept it before apps had migrations of their own */
+	exec_ok(c, "ALTER TABLE schema_migrations DROP CONSTRAINT schema_migrations_pkey;"
+		   "ALTER TABLE schema_migrations DROP COLUMN scope;"
+		   "ALTER TABLE schema_migrations ADD PRIMARY KEY (version)");
+	cr_assert_eq(fd_migrate_check(c, NULL), FD_ERR_NOTFOUND, "a table without scopes reads as pending");
+	struct fd_migration_set app = { .scope = "widgets", .items = app_items, .n = 1 };
+	int applied = -1;
+	cr_assert_eq(fd_migrate_run(url, &app, &applied), FD_OK);
+	cr_assert_eq(applied, 1, "only the app's migration is new");
+	cr_assert_eq(fd_migrate_check(c, &app), FD_OK);
+	cr_assert_eq(fd_test_scalar(c, "SELECT count(*) FROM schema_migrations WHERE scope = 'factd'"),
+		     (long long)fd_migrations_count);
+	cr_assert_eq(fd_test_scalar(c, "SELECT count(*) FROM pg_index WHERE indrelid = 'schema_migrations'::regclass"
+				       " AND indisprimary AND indnatts = 2"),
+		     1);
 	PQfinish(c);
 	free(url);
 }

@@ -17,13 +17,16 @@
 #include <unistd.h>
 
 #include "factd/bus.h"
-#include "factd/domain.h"
+#include "shop.h"
 #include "factd/events.h"
 #include "factd/hash.h"
 #include "factd/notify.h"
 #include "factd/proj.h"
 #include "factd/uuid.h"
 #include "testdb.h"
+
+/* The shop's read models, as the projector takes them. */
+#define SHOP_PROJECTIONS (&(const struct fd_projection_set){ shop_app.projections, shop_app.nprojections })
 
 struct env {
 	char *url;
@@ -87,13 +90,13 @@ static void exec_sql(const char *url, const char *sql)
 static void wait_caught_up(struct env *e, int seconds)
 {
 	time_t end = time(NULL) + seconds;
-	for (size_t i = 0; i < fd_projections_count; i++)
-		cr_assert_eq(fd_projection_wait(e->pool, fd_projections[i].name, last_written, (unsigned)seconds * 1000),
-			     FD_OK, "%s did not reach the last write", fd_projections[i].name);
+	for (size_t i = 0; i < shop_app.nprojections; i++)
+		cr_assert_eq(fd_projection_wait(e->pool, shop_app.projections[i]->name, last_written, (unsigned)seconds * 1000),
+			     FD_OK, "%s did not reach the last write", shop_app.projections[i]->name);
 	for (;;) {
 		json_t *st = NULL;
-		cr_assert_eq(fd_projection_status(e->pool, &st), FD_OK);
-		bool all = json_array_size(st) == fd_projections_count;
+		cr_assert_eq(fd_projection_status(e->pool, SHOP_PROJECTIONS, &st), FD_OK);
+		bool all = json_array_size(st) == shop_app.nprojections;
 		size_t i;
 		json_t *p;
 		json_array_foreach(st, i, p) {
@@ -246,7 +249,7 @@ static void stamp_orders(const char *url, const char *table, unsigned version)
 static struct fd_projector *projector_start(struct env *e)
 {
 	struct fd_projector *p = NULL;
-	struct fd_projector_config cfg = { .conninfo = e->url, .batch = 7, .idle_ms = 20 };
+	struct fd_projector_config cfg = { .projections = SHOP_PROJECTIONS, .conninfo = e->url, .batch = 7, .idle_ms = 20 };
 	cr_assert_eq(fd_projector_start(&cfg, &p), FD_OK);
 	return p;
 }
@@ -304,7 +307,7 @@ Test(projections, a_killed_projector_neither_loses_nor_repeats, .timeout = 180)
 	cr_assert_geq(child, 0);
 	if (child == 0) {
 		struct fd_projector *cp = NULL;
-		struct fd_projector_config cfg = { .conninfo = e.url, .batch = 3, .idle_ms = 10 };
+		struct fd_projector_config cfg = { .projections = SHOP_PROJECTIONS, .conninfo = e.url, .batch = 3, .idle_ms = 10 };
 		if (fd_projector_start(&cfg, &cp) != FD_OK)
 			_exit(2);
 		for (pid_t parent = getppid(); getppid() == parent;)
@@ -342,7 +345,7 @@ Test(projections, one_projection_runs_in_one_place_and_fails_over, .timeout = 12
 	/* Each projection's advisory lock is held by exactly one session. */
 	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
 				   " AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
-		     (long long)fd_projections_count);
+		     (long long)shop_app.nprojections);
 	fd_projector_stop(a); /* the owner goes away: b must take over */
 	workload(&e, 2);
 	wait_caught_up(&e, 60);
@@ -359,8 +362,8 @@ Test(projections, rebuild_swaps_in_a_complete_copy, .timeout = 120)
 	wait_caught_up(&e, 60);
 	/* Damage the live copy; a rebuild must replace it with a correct one. */
 	exec_sql(e.url, "UPDATE order_summaries SET total_cents = -1");
-	cr_assert_eq(fd_projection_request_rebuild(e.pool, "order_summaries"), FD_OK);
-	cr_assert_eq(fd_projection_request_rebuild(e.pool, "nope"), FD_ERR_NOTFOUND);
+	cr_assert_eq(fd_projection_request_rebuild(e.pool, SHOP_PROJECTIONS, "order_summaries"), FD_OK);
+	cr_assert_eq(fd_projection_request_rebuild(e.pool, SHOP_PROJECTIONS, "nope"), FD_ERR_NOTFOUND);
 	time_t end = time(NULL) + 60;
 	while (rebuild_pending(e.url, "order_summaries")) {
 		cr_assert_gt(scalar(e.url, "SELECT count(*) FROM order_summaries"), 0, "readers never see an empty table");
@@ -377,7 +380,7 @@ Test(projections, rebuild_swaps_in_a_complete_copy, .timeout = 120)
 Test(projections, tables_of_an_older_version_are_served_untouched_until_their_rebuild_is_in, .timeout = 120)
 {
 	struct env e = env_open();
-	const struct fd_projection *d = fd_projection_find("order_summaries");
+	const struct fd_projection *d = fd_app_projection(&shop_app, "order_summaries");
 	struct fd_projector *p = projector_start(&e);
 	workload(&e, 1);
 	wait_caught_up(&e, 60);
@@ -426,7 +429,7 @@ Test(projections, tables_of_an_older_version_are_served_untouched_until_their_re
 Test(projections, tables_of_a_newer_version_are_left_to_the_newer_factd, .timeout = 120)
 {
 	struct env e = env_open();
-	const struct fd_projection *d = fd_projection_find("order_summaries");
+	const struct fd_projection *d = fd_app_projection(&shop_app, "order_summaries");
 	struct fd_projector *p = projector_start(&e);
 	workload(&e, 1);
 	wait_caught_up(&e, 60);
@@ -453,7 +456,7 @@ Test(projections, tables_of_a_newer_version_are_left_to_the_newer_factd, .timeou
 Test(projections, a_copy_begun_by_another_version_is_started_over, .timeout = 120)
 {
 	struct env e = env_open();
-	const struct fd_projection *d = fd_projection_find("order_summaries");
+	const struct fd_projection *d = fd_app_projection(&shop_app, "order_summaries");
 	struct fd_projector *p = projector_start(&e);
 	workload(&e, 1);
 	wait_caught_up(&e, 60);
@@ -610,7 +613,7 @@ Test(projections, a_rebuild_from_scratch_equals_incremental_processing, .timeout
 	workload(&e, 2);
 	wait_caught_up(&e, 60);
 	keep_orders(e.url);
-	cr_assert_eq(fd_projection_request_rebuild(e.pool, "order_summaries"), FD_OK);
+	cr_assert_eq(fd_projection_request_rebuild(e.pool, SHOP_PROJECTIONS, "order_summaries"), FD_OK);
 	wait_rebuilt(e.url);
 	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM order_summaries"), 24);
 	cr_assert_gt(scalar(e.url, "SELECT count(*) FROM order_summaries_lines"), 24);
@@ -693,7 +696,7 @@ Test(projections, order_summaries_with_lines_in_a_document_are_rebuilt_with_line
 	workload(&e, 2);
 	struct fd_projector *p = projector_start(&e);
 	time_t end = time(NULL) + 60;
-	while (table_version(e.url, "order_summaries") != fd_projection_find("order_summaries")->version ||
+	while (table_version(e.url, "order_summaries") != fd_app_projection(&shop_app, "order_summaries")->version ||
 	       rebuild_pending(e.url, "order_summaries")) {
 		cr_assert(time(NULL) < end, "order_summaries was not rebuilt");
 		usleep(10000);
@@ -809,7 +812,7 @@ static enum fd_err apply_order_event(PGconn *c, const char *table, const char *i
 		.recorded_at = "2026-01-01T00:00:00.000000Z",
 	};
 	run_on(c, "BEGIN");
-	enum fd_err err = fd_projection_find("order_summaries")->handle(c, table, &ev);
+	enum fd_err err = fd_app_projection(&shop_app, "order_summaries")->handle(c, table, &ev);
 	run_on(c, err ? "ROLLBACK" : "COMMIT");
 	json_decref(data);
 	return err;
@@ -851,7 +854,7 @@ Test(projections, prepared_handler_statements_follow_the_table_names_across_a_sw
 {
 	char *url = fd_test_db_new();
 	PGconn *c = fd_test_connect(url);
-	const struct fd_projection *d = fd_projection_find("order_summaries");
+	const struct fd_projection *d = fd_app_projection(&shop_app, "order_summaries");
 	char id[FD_UUID_STRLEN + 1];
 	create_as(c, d, "order_summaries");
 	create_as(c, d, "order_summaries_next");
@@ -918,7 +921,7 @@ static long long runner_pid(const char *url, const char *name)
 static void rebuild_orders(struct env *e)
 {
 	exec_sql(e->url, "UPDATE order_summaries SET total_cents = -1");
-	cr_assert_eq(fd_projection_request_rebuild(e->pool, "order_summaries"), FD_OK);
+	cr_assert_eq(fd_projection_request_rebuild(e->pool, SHOP_PROJECTIONS, "order_summaries"), FD_OK);
 	wait_rebuilt(e->url);
 }
 
@@ -979,13 +982,13 @@ Test(projections, a_projector_whose_connections_were_cut_prepares_its_statements
 	struct env e = env_open();
 	/* One event a batch, so that a rebuild takes many rounds and can be cut part-way. */
 	struct fd_projector *p = NULL;
-	struct fd_projector_config cfg = { .conninfo = e.url, .batch = 1, .idle_ms = 20 };
+	struct fd_projector_config cfg = { .projections = SHOP_PROJECTIONS, .conninfo = e.url, .batch = 1, .idle_ms = 20 };
 	cr_assert_eq(fd_projector_start(&cfg, &p), FD_OK);
 	workload(&e, 1);
 	wait_caught_up(&e, 60);
 	PGconn *c = fd_test_connect(e.url);
 	long long pid = runner_pid(e.url, "order_summaries");
-	cr_assert_eq(cut_projector_sessions(c, "true"), (long long)fd_projections_count);
+	cr_assert_eq(cut_projector_sessions(c, "true"), (long long)shop_app.nprojections);
 	workload(&e, 2);
 	wait_caught_up(&e, 60);
 	assert_equals_replay(&e);
@@ -993,7 +996,7 @@ Test(projections, a_projector_whose_connections_were_cut_prepares_its_statements
 	cr_assert(again != 0 && again != pid, "the projection runs on a new connection");
 	/* Cut while the copy is being filled: its statements are prepared again too. */
 	exec_sql(e.url, "UPDATE order_summaries SET total_cents = -1");
-	cr_assert_eq(fd_projection_request_rebuild(e.pool, "order_summaries"), FD_OK);
+	cr_assert_eq(fd_projection_request_rebuild(e.pool, SHOP_PROJECTIONS, "order_summaries"), FD_OK);
 	time_t end = time(NULL) + 60;
 	while (cut_projector_sessions(c, "(SELECT rebuilding AND rebuild_tx_id > '0' FROM projections"
 					 " WHERE name = 'order_summaries')") == 0) {
@@ -1022,8 +1025,8 @@ Test(projections, every_handler_statement_has_a_generic_plan_of_index_lookups_ev
 {
 	char *url = fd_test_db_new();
 	PGconn *c = fd_test_connect(url);
-	for (size_t i = 0; i < fd_projections_count; i++)
-		create_as(c, &fd_projections[i], fd_projections[i].table);
+	for (size_t i = 0; i < shop_app.nprojections; i++)
+		create_as(c, shop_app.projections[i], shop_app.projections[i]->table);
 	run_on(c, "INSERT INTO order_summaries (order_id, customer_id, status, created_at, version, updated_at)"
 		  " SELECT gen_random_uuid(), 'c', 'placed', now(), 3, now() FROM generate_series(1, 64);"
 		  " INSERT INTO order_summaries_lines SELECT order_id, 'p' || k, 1, 100"
@@ -1033,8 +1036,8 @@ Test(projections, every_handler_statement_has_a_generic_plan_of_index_lookups_ev
 	run_on(c, "VACUUM ANALYZE");
 	run_on(c, FD_PROJECTION_SESSION_SQL);
 	run_on(c, "SET plan_cache_mode = force_generic_plan");
-	for (size_t k = 0; k < fd_projections_count; k++) {
-		const struct fd_projection *d = &fd_projections[k];
+	for (size_t k = 0; k < shop_app.nprojections; k++) {
+		const struct fd_projection *d = shop_app.projections[k];
 		prepare_as(c, d, d->table);
 		for (unsigned i = 0; d->statements[i]; i++) {
 			char name[FD_PROJECTION_STATEMENT_NAME], sql[512];
@@ -1172,7 +1175,7 @@ Test(projections, only_appends_to_a_projections_categories_wake_it, .timeout = 1
 	cr_assert(fd_notifier_listening(n));
 	/* Timed rounds every 60 s: only a NOTIFY can wake the projector within the test. */
 	struct fd_projector *p = NULL;
-	struct fd_projector_config cfg = { .conninfo = e.url, .batch = 50, .idle_ms = 60000 };
+	struct fd_projector_config cfg = { .projections = SHOP_PROJECTIONS, .conninfo = e.url, .batch = 50, .idle_ms = 60000 };
 	cr_assert_eq(fd_projector_start(&cfg, &p), FD_OK);
 	/* Its LISTEN session is up, and its first rounds (at start) made both rows. */
 	time_t end = time(NULL) + 30;
@@ -1256,8 +1259,8 @@ Test(projections, the_status_reads_the_lag_through_the_index, .timeout = 60)
 	cr_assert_eq(fd_pool_new(url, 1, 10000, &pool), FD_OK);
 	for (int i = 0; i < 5; i++) {
 		json_t *st = NULL;
-		cr_assert_eq(fd_projection_status(pool, &st), FD_OK);
-		cr_assert_eq(json_array_size(st), fd_projections_count);
+		cr_assert_eq(fd_projection_status(pool, SHOP_PROJECTIONS, &st), FD_OK);
+		cr_assert_eq(json_array_size(st), shop_app.nprojections);
 		/* No projector runs: every event is lag. */
 		json_t *first = json_array_get(st, 0);
 		cr_assert_eq(json_integer_value(json_object_get(first, "lag_events")), 6,

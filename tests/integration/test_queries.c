@@ -24,11 +24,13 @@
 #include <time.h>
 
 #include "factd/bus.h"
-#include "factd/domain.h"
+#include "shop.h"
 #include "factd/events.h"
-#include "factd/problem.h"
+#include "http/problem.h"
 #include "factd/uuid.h"
 #include "http_client.h"
+#define FD_TEST_APP (&shop_app) /* the shop's routes and types */
+#include "shop.h"
 #include "test_server.h"
 #include "testdb.h"
 

@@ -19,6 +19,8 @@
 
 #include "factd/uuid.h"
 #include "http_client.h"
+#define FD_TEST_APP (&shop_app) /* the shop's routes and types */
+#include "shop.h"
 #include "test_server.h"
 #include "testdb.h"
 
@@ -248,8 +250,11 @@ static void tweak(struct fd_config *c)
 	c->saga_workers = 2;
 	c->saga_poll_ms = g_poll_ms;
 	c->saga_time_pct = g_time_pct;
-	c->payment_fail_first = g_fail_first;
-	c->payment_never_answer = g_never_answer;
+	char v[16]; /* the shop's gateway reads its settings from the environment at start */
+	snprintf(v, sizeof v, "%u", g_fail_first);
+	setenv("FACTD_PAYMENT_FAIL_FIRST", v, 1);
+	snprintf(v, sizeof v, "%u", g_never_answer);
+	setenv("FACTD_PAYMENT_NEVER_ANSWER", v, 1);
 	c->pool_size = 8;
 }
 

@@ -16,7 +16,7 @@
 
 #include "factd/events.h"
 #include "factd/pool.h"
-#include "factd/snapshots.h"
+#include "store/snapshots.h"
 #include "testdb.h"
 
 struct db {

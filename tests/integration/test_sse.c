@@ -28,8 +28,10 @@
 #include <libpq-fe.h>
 
 #include "factd/jsonspan.h"
-#include "factd/problem.h"
+#include "http/problem.h"
 #include "http_client.h"
+#define FD_TEST_APP (&shop_app) /* the shop's routes and types */
+#include "shop.h"
 #include "test_server.h"
 #include "factd/notify.h"
 #include "testdb.h"
@@ -640,7 +642,7 @@ Test(sse, live_events_arrive_by_polling_without_a_notifier, .timeout = 120)
 {
 	struct fd_test_server ts;
 	fd_test_server_start_with(&ts, NULL, poll_only);
-	cr_assert_null(ts.app.notifier);
+	cr_assert_null(ts.ctx.notifier);
 	live_delivery(&ts, NULL, 2500);
 	fd_test_server_stop(&ts);
 }

@@ -7,12 +7,14 @@
 #include <string.h>
 
 #include "factd/log.h"
+#include "factd/migrate.h"
 #include "factd/metrics.h"
-#include "factd/problem.h"
+#include "http/problem.h"
 #include "http_client.h"
 #include "testdb.h"
 
-void fd_test_server_start_with(struct fd_test_server *ts, const char *db_url, void (*tweak)(struct fd_config *))
+void fd_test_server_start_app(struct fd_test_server *ts, const char *db_url, const struct fd_app *app,
+			      void (*tweak)(struct fd_config *))
 {
 	memset(ts, 0, sizeof *ts);
 	cr_assert_eq(fd_config_defaults(&ts->cfg), FD_OK);
@@ -26,55 +28,27 @@ void fd_test_server_start_with(struct fd_test_server *ts, const char *db_url, vo
 	ts->cfg.sagas = 0; /* sagas would change orders behind a test's back; saga tests switch them on */
 	if (tweak)
 		tweak(&ts->cfg);
-	cr_assert_eq(fd_http_metrics_new(FACTD_VERSION, &ts->metrics), FD_OK);
-	cr_assert_eq(fd_pool_new(ts->cfg.database_url, ts->cfg.pool_size, ts->cfg.pool_timeout_ms, &ts->pool), FD_OK);
-	fd_pool_set_metrics(ts->pool, ts->metrics);
-	struct fd_bus_config bus_cfg = { .max_retries = ts->cfg.command_retries,
-					 .snapshot_every = ts->cfg.snapshot_every, .metrics = ts->metrics,
-					 .cache_entries = ts->cfg.aggregate_cache };
-	cr_assert_eq(fd_bus_new(ts->pool, &bus_cfg, &ts->bus), FD_OK);
-	fd_gateway_sim_init(&ts->gateway, ts->cfg.payment_limit_cents, ts->cfg.payment_fail_first,
-			    ts->cfg.payment_never_answer);
-	ts->app.cfg = &ts->cfg;
-	ts->app.pool = ts->pool;
-	ts->app.bus = ts->bus;
-	ts->app.gateway = &ts->gateway.base;
-	ts->app.metrics = ts->metrics;
-	if (ts->cfg.projections) {
-		struct fd_projector_config pc = { .conninfo = ts->cfg.database_url, .idle_ms = 50 };
-		cr_assert_eq(fd_projector_start(&pc, &ts->projector), FD_OK);
-	}
-	if (ts->cfg.sse_notify) {
-		cr_assert_eq(fd_notifier_start(ts->cfg.database_url, &ts->notifier), FD_OK);
-		ts->app.notifier = ts->notifier;
-		fd_pool_set_notifier(ts->pool, ts->notifier);
-	}
-	if (ts->cfg.sagas) {
-		struct fd_saga_config sc = { .conninfo = ts->cfg.database_url, .bus = ts->bus,
-					     .gateway = &ts->gateway.base, .notifier = ts->notifier,
-					     .workers = ts->cfg.saga_workers, .intake = true, .poll_ms = ts->cfg.saga_poll_ms,
-					     .lease_ms = ts->cfg.saga_lease_ms, .time_pct = ts->cfg.saga_time_pct };
-		cr_assert_eq(fd_saga_engine_start(&sc, &ts->sagas), FD_OK);
-	}
-	cr_assert_eq(fd_server_start(&ts->app, &ts->srv), FD_OK, "server did not start");
-	ts->port = fd_server_port(ts->srv);
+	if (app->migrations)
+		cr_assert_eq(fd_migrate_run(ts->cfg.database_url, app->migrations, NULL), FD_OK, "the app's migrations");
+	char errbuf[512] = "";
+	struct fd_runtime_options opts = { .version = FACTD_VERSION, .projection_idle_ms = 50 };
+	enum fd_err err = fd_runtime_start(&ts->rt, &ts->cfg, app, &opts, errbuf, sizeof errbuf);
+	cr_assert_eq(err, FD_OK, "server did not start: %s", errbuf);
+	ts->pool = ts->rt.ctx.pool;
+	ts->bus = ts->rt.ctx.bus;
+	ts->metrics = ts->rt.ctx.metrics;
+	ts->projector = ts->rt.projector;
+	ts->notifier = ts->rt.notifier;
+	ts->sagas = ts->rt.sagas;
+	ts->srv = ts->rt.srv;
+	ts->ctx = ts->rt.ctx;
+	ts->port = ts->rt.port;
 	cr_assert_neq(ts->port, 0);
-}
-
-void fd_test_server_start(struct fd_test_server *ts, const char *db_url)
-{
-	fd_test_server_start_with(ts, db_url, NULL);
 }
 
 void fd_test_server_stop(struct fd_test_server *ts)
 {
-	fd_server_stop(ts->srv, 5000);
-	fd_saga_engine_stop(ts->sagas);
-	fd_notifier_stop(ts->notifier);
-	fd_projector_stop(ts->projector);
-	fd_bus_free(ts->bus);
-	fd_pool_free(ts->pool);
-	fd_metrics_free(ts->metrics);
+	fd_runtime_stop(&ts->rt, 5000);
 	fd_config_release(&ts->cfg);
 	free(ts->db_url);
 	memset(ts, 0, sizeof *ts);

@@ -8,8 +8,9 @@
 #include <stdint.h>
 #include "factd/bus.h"
 #include "factd/config.h"
-#include "factd/domain.h"
+#include "factd/app.h"
 #include "factd/http.h"
+#include "factd/runtime.h"
 #include "factd/notify.h"
 #include "factd/pool.h"
 #include "factd/proj.h"
@@ -23,17 +24,32 @@ struct fd_test_server {
 	struct fd_notifier *notifier;   /* started when cfg.sse_notify */
 	struct fd_saga_engine *sagas;   /* started only when a tweak sets cfg.sagas (off by default here) */
 	struct fd_metrics *metrics;
-	struct fd_gateway_sim gateway;
-	struct fd_app app;
+	struct fd_runtime rt;
+	struct fd_ctx ctx;              /* a copy of rt.ctx, for tests that start a second server like it */
 	struct fd_server *srv;
 	uint16_t port;
 	char *db_url;   /* owned */
 };
 
-/* Start on a fresh migrated database (db_url NULL) or the given one (copied).  Fails the test on error. */
-void fd_test_server_start(struct fd_test_server *ts, const char *db_url);
-/* Like fd_test_server_start with configuration tweaks applied by `tweak` before start. */
-void fd_test_server_start_with(struct fd_test_server *ts, const char *db_url, void (*tweak)(struct fd_config *));
+/*
+ * Start `app` on a fresh migrated database (db_url NULL) or the given one
+ * (copied), with configuration tweaks applied by `tweak` (may be NULL)
+ * before start.  Fails the test on error.  The app's own migrations are
+ * applied to the database first.
+ */
+void fd_test_server_start_app(struct fd_test_server *ts, const char *db_url, const struct fd_app *app,
+			      void (*tweak)(struct fd_config *));
+/*
+ * The app a suite serves: the framework's test-only app (test_app.h) unless
+ * the suite defines FD_TEST_APP before including this header (an app's
+ * suites: #define FD_TEST_APP (&shop_app)).
+ */
+#ifndef FD_TEST_APP
+#include "test_app.h"
+#define FD_TEST_APP (&fd_test_app)
+#endif
+#define fd_test_server_start(ts, db_url) fd_test_server_start_app((ts), (db_url), FD_TEST_APP, NULL)
+#define fd_test_server_start_with(ts, db_url, tweak) fd_test_server_start_app((ts), (db_url), FD_TEST_APP, (tweak))
 void fd_test_server_stop(struct fd_test_server *ts);
 
 /* Run SQL returning one number on a fresh connection to the server's database (fails the test on error). */

@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "factd/aggcache.h"
+#include "bus/aggcache.h"
 
 /* Values are heap ints; every free is counted, so leaks and double frees show. */
 static atomic_long freed;

@@ -12,7 +12,7 @@
 #include "factd/auth.h"
 #include "factd/config.h"
 #include "factd/hash.h"
-#include "factd/limits.h"
+#include "core/limits.h"
 #include "factd/router.h"
 
 static enum fd_err parse(struct fd_api_keys *set, const char *list, char *err, size_t errlen)

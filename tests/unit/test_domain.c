@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "factd/aggregate.h"
-#include "factd/domain.h"
+#include "shop.h"
 #include "factd/uuid.h"
 
 /* ---- fixtures --------------------------------------------------------------- */

@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "factd/input.h"
+#include "http/input.h"
 
 Test(input, integers)
 {

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "../../src/saga/machine.h"
+#include "shop.h"
 
 #define ORDER_ID "01a21bf6-767c-7a23-a5e9-dcf988685d3f"
 #define SAGA_ID "c4bea602-ab61-8017-b18f-ffddd044873f"

@@ -1,14 +1,16 @@
 /*
- * api.h - HTTP handlers, one per route.  Each parses and validates its input,
- * calls the store, and fills the response; none writes to the database except
- * through the store's functions.
+ * api.h - the framework's own HTTP handlers, one per route (what an app's
+ * route table uses is in factd/handlers.h).  Each parses and validates its
+ * input, calls the store, and fills the response; none writes to the
+ * database except through the store's functions.
  */
 #ifndef FACTD_API_H
 #define FACTD_API_H
 
 #include "factd/events.h"
+#include "factd/handlers.h"
 #include "factd/http.h"
-#include "factd/input.h"
+#include "http/input.h"
 
 void fd_api_healthz(struct fd_req *req, struct fd_resp *resp);
 void fd_api_readyz(struct fd_req *req, struct fd_resp *resp);
@@ -40,36 +42,14 @@ void fd_api_feed_filter_release(struct fd_api_feed_filter *f);
 /* Answer a stream read of `stream` with ?from_version= and ?limit= (shared by aggregate history). */
 void fd_api_stream_page(struct fd_req *req, struct fd_resp *resp, const char *stream);
 
-/* A command route's row data (struct fd_route.arg of fd_api_command). */
-struct fd_aggregate_type;
-struct fd_command_route {
-	const struct fd_aggregate_type *type;
-	const char *command;
-	bool creates;            /* POST to the collection: id from the body or made here; 201 */
-	const char *param_field; /* payload field filled from the second path parameter */
-};
-
-/* Run the route's command on the aggregate named by the first path parameter. */
-void fd_api_command(struct fd_req *req, struct fd_resp *resp);
-/* GET an aggregate's state (route arg: its type), latest or ?version= / ?at=. */
-void fd_api_get_aggregate(struct fd_req *req, struct fd_resp *resp);
-/* GET an aggregate's events (route arg: its type). */
-void fd_api_aggregate_events(struct fd_req *req, struct fd_resp *resp);
-/* POST /payments/{id}/process: ask the gateway once about a pending payment and record the answer. */
-void fd_api_process_payment(struct fd_req *req, struct fd_resp *resp);
-
-/* The read side (api_query.c): GET /orders and GET /products read the projections' tables. */
-void fd_api_list_orders(struct fd_req *req, struct fd_resp *resp);
-void fd_api_list_products(struct fd_req *req, struct fd_resp *resp);
 /* GET /projections: each projection's checkpoint, lag and status. */
 void fd_api_projections(struct fd_req *req, struct fd_resp *resp);
 /* POST /projections/{name}/rebuild: 202 once the rebuild is requested. */
 void fd_api_rebuild_projection(struct fd_req *req, struct fd_resp *resp);
 
-/* Sagas (api_saga.c): list, show, the order's saga, operator retry and abort. */
+/* Sagas (api_saga.c): list, show, operator retry and abort. */
 void fd_api_list_sagas(struct fd_req *req, struct fd_resp *resp);
 void fd_api_get_saga(struct fd_req *req, struct fd_resp *resp);
-void fd_api_order_saga(struct fd_req *req, struct fd_resp *resp);
 void fd_api_retry_saga(struct fd_req *req, struct fd_resp *resp);
 void fd_api_abort_saga(struct fd_req *req, struct fd_resp *resp);
 

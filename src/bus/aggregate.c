@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define ID_MAX 64
+#define ID_MAX FD_AGGREGATE_ID_MAX
 
 const struct fd_command_type *fd_aggregate_command(const struct fd_aggregate_type *t, const char *name)
 {

@@ -1,5 +1,8 @@
 /*
- * domain.h - the reference domain: orders, products (inventory), payments.
+ * shop.h - the shop app: orders, products (inventory), payments, the order
+ * fulfillment and shipping sagas, the order_summaries and product_stock read
+ * models, the payment gateway, and the app definition that binds them
+ * (shop_app, app.c).
  *
  * Pure code over the aggregate framework (aggregate.h).  Amounts are integer
  * minor units (cents).  The states are plain structs so sagas, projections
@@ -21,14 +24,16 @@
  *   describes a reachable state and is FD_ERR_INVAL otherwise.
  * - UUID fields (order_id) are stored and emitted in canonical lower case.
  */
-#ifndef FACTD_DOMAIN_H
-#define FACTD_DOMAIN_H
+#ifndef SHOP_H
+#define SHOP_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "factd/aggregate.h"
+#include "factd/app.h"
+#include "factd/http.h"
 
 #define FD_SKU_MAX 64
 #define FD_CUSTOMER_MAX 128
@@ -201,5 +206,32 @@ struct fd_gateway_sim {
 	bool never_answer;
 };
 void fd_gateway_sim_init(struct fd_gateway_sim *sim, int64_t limit_cents, unsigned fail_first, bool never_answer);
+
+/* ---- the app -------------------------------------------------------------- */
+
+/* The shop's outside systems (app.c): the payment gateway, for now always the simulator. */
+struct shop_services {
+	struct fd_gateway *gateway;
+	struct fd_gateway_sim sim;
+};
+/* The gateway of a services object (req->ctx->services, ctx->services); NULL when there is none. */
+struct fd_gateway *shop_gateway(void *services);
+
+/* Sagas (order_saga.c). */
+extern const struct fd_saga_type fd_order_fulfillment_saga;
+extern const struct fd_saga_type fd_order_shipping_saga;
+/* Read models (projections.c). */
+extern const struct fd_projection shop_order_summaries;
+extern const struct fd_projection shop_product_stock;
+
+/* The shop's own handlers (api.c): GET /orders, GET /products, POST /payments/{id}/process. */
+void shop_api_list_orders(struct fd_req *req, struct fd_resp *resp);
+void shop_api_list_products(struct fd_req *req, struct fd_resp *resp);
+void shop_api_process_payment(struct fd_req *req, struct fd_resp *resp);
+/* The route table (routes.c), ended by a row without a method. */
+extern const struct fd_route shop_routes[];
+
+/* The app definition: everything above in one value (app.c). */
+extern const struct fd_app shop_app;
 
 #endif

@@ -14,7 +14,7 @@
  *
  * Threading: thread-safe; each call borrows one pool connection.
  */
-#include "factd/queries.h"
+#include "queries.h"
 
 #include <jansson.h>
 #include <stdio.h>

@@ -7,7 +7,7 @@
 #define FACTD_PAYMENTS_H
 
 #include "factd/bus.h"
-#include "factd/domain.h"
+#include "shop.h"
 
 /*
  * Load payment `payment_id`; when it is still requested, ask the gateway

@@ -5,7 +5,7 @@
  *
  * Pure; thread-safe (the simulator is read-only after init).
  */
-#include "factd/domain.h"
+#include "shop.h"
 
 #include <stddef.h>
 #include <stdint.h>

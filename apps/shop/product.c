@@ -10,7 +10,7 @@
  * state; anything else with a known type is FD_ERR_INVAL and leaves the
  * state unchanged.  Pure; thread-safe (each state has one owner).
  */
-#include "factd/domain.h"
+#include "shop.h"
 
 #include <inttypes.h>
 #include <stdlib.h>

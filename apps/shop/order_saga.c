@@ -27,7 +27,8 @@
 #include <string.h>
 
 #include "factd/hash.h"
-#include "factd/payments.h"
+#include "payments.h"
+#include "shop.h"
 #include "factd/saga.h"
 #include "factd/uuid.h"
 
@@ -263,7 +264,7 @@ static enum fd_step_result pay(struct fd_saga_ctx *ctx)
 	struct fd_cmd_meta meta;
 	fd_saga_meta(ctx, &meta);
 	enum fd_gateway_result answer = FD_GATEWAY_NO_ANSWER;
-	err = fd_payment_process(ctx->bus, ctx->gateway, pid, &meta, &answer, &r);
+	err = fd_payment_process(ctx->bus, shop_gateway(ctx->services), pid, &meta, &answer, &r);
 	if (err == FD_ERR_REJECTED) {
 		/* not pending any more: an earlier run got an answer; go by the payment's state */
 		fd_cmd_result_release(&r);

@@ -2,7 +2,7 @@
  * payments.c - one round with the payment gateway for a pending payment.
  * Threading: no state of its own; as thread-safe as the gateway.
  */
-#include "factd/payments.h"
+#include "payments.h"
 
 #include <stdio.h>
 #include <stdlib.h>

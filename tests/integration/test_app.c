@@ -1,0 +1,198 @@
+/*
+ * test_app.c - the framework serving an app that is not the shop: the
+ * test-only counter app (tests/support/test_app.c) with its own aggregate,
+ * routes, projection, saga and migration.  Everything generic is derived
+ * from its definition: the route table, the guarded category of
+ * POST /streams, metrics labels, the saga and projection endpoints, /readyz.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "http_client.h"
+#include "test_server.h"
+#include "testdb.h"
+
+static void sagas_on(struct fd_config *c)
+{
+	c->sagas = 1;
+	c->saga_workers = 2;
+	c->saga_poll_ms = 20;
+	c->saga_time_pct = 10;
+}
+
+static struct fd_test_resp send_json(uint16_t port, const char *method, const char *path, const char *body,
+				     int status)
+{
+	struct fd_test_resp r;
+	cr_assert_eq(fd_test_http(port, method, path, body ? "Content-Type: application/json\r\n" : NULL, body,
+				  body ? strlen(body) : 0, &r),
+		     0);
+	cr_assert_eq(r.status, status, "%s %s: %d %s", method, path, r.status, r.body);
+	return r;
+}
+
+static void expect(uint16_t port, const char *method, const char *path, const char *body, int status)
+{
+	struct fd_test_resp r = send_json(port, method, path, body, status);
+	fd_test_resp_free(&r);
+}
+
+Test(app, commands_reads_and_refusals_of_the_apps_own_aggregate)
+{
+	struct fd_test_server ts;
+	fd_test_server_start(&ts, NULL);
+	expect(ts.port, "POST", "/counters", "{\"counter_id\":\"c-1\"}", 201);
+	expect(ts.port, "POST", "/counters/c-1/add", "{\"amount\":7}", 200);
+	expect(ts.port, "POST", "/counters/c-1/add", "{\"amount\":5}", 200);
+	struct fd_test_resp r = send_json(ts.port, "GET", "/counters/c-1", NULL, 200);
+	cr_assert_eq(fd_test_json_int(&r, "total"), 12);
+	cr_assert_str_eq(fd_test_json_str(&r, "counter_id"), "c-1");
+	char etag[32];
+	cr_assert(fd_test_header(&r, "ETag", etag, sizeof etag));
+	cr_assert_str_eq(etag, "\"3\"");
+	fd_test_resp_free(&r);
+	/* the app's refusals and field errors come back as its problems */
+	r = send_json(ts.port, "POST", "/counters/c-1/add", "{\"amount\":0}", 400);
+	fd_test_assert_problem(&r, 400, "invalid-field");
+	fd_test_resp_free(&r);
+	r = send_json(ts.port, "POST", "/counters/nope/add", "{\"amount\":1}", 404);
+	fd_test_assert_problem(&r, 404, "counter-not-found");
+	fd_test_resp_free(&r);
+	expect(ts.port, "POST", "/counters/c-1/close", NULL, 200);
+	r = send_json(ts.port, "POST", "/counters/c-1/add", "{\"amount\":1}", 409);
+	fd_test_assert_problem(&r, 409, "counter-closed");
+	fd_test_resp_free(&r);
+	/* history through the generic handler */
+	r = send_json(ts.port, "GET", "/counters/c-1/events", NULL, 200);
+	cr_assert_eq(json_array_size(json_object_get(r.json, "events")), 4);
+	fd_test_resp_free(&r);
+	/* the shop is not linked into this app: its routes do not exist */
+	r = send_json(ts.port, "GET", "/orders", NULL, 404);
+	fd_test_resp_free(&r);
+	fd_test_server_stop(&ts);
+}
+
+Test(app, appends_to_the_apps_categories_are_checked_by_its_aggregate)
+{
+	struct fd_test_server ts;
+	fd_test_server_start(&ts, NULL);
+	expect(ts.port, "POST", "/counters", "{\"counter_id\":\"c-2\"}", 201);
+	/* an event the counter's apply() refuses never reaches its stream */
+	struct fd_test_resp r = send_json(ts.port, "POST", "/streams/counter-c-2/events",
+					  "{\"expected_version\":\"any\",\"events\":[{\"type\":\"CounterAdded\",\"data\":{\"amount\":-3}}]}", 422);
+	fd_test_assert_problem(&r, 422, "event-rejected");
+	fd_test_resp_free(&r);
+	cr_assert_eq(fd_test_server_scalar(&ts, "SELECT count(*) FROM events WHERE stream_id = 'counter-c-2'"), 1);
+	expect(ts.port, "POST", "/streams/counter-c-2/events",
+	       "{\"expected_version\":1,\"events\":[{\"type\":\"CounterAdded\",\"data\":{\"amount\":3}}]}", 201);
+	/* a category no aggregate owns takes any event */
+	expect(ts.port, "POST", "/streams/notes-1/events", "{\"expected_version\":\"any\",\"events\":[{\"type\":\"Anything\",\"data\":{}}]}", 201);
+	r = send_json(ts.port, "GET", "/counters/c-2", NULL, 200);
+	cr_assert_eq(fd_test_json_int(&r, "total"), 3);
+	fd_test_resp_free(&r);
+	fd_test_server_stop(&ts);
+}
+
+Test(app, metrics_label_the_apps_aggregates_and_routes)
+{
+	struct fd_test_server ts;
+	fd_test_server_start(&ts, NULL);
+	expect(ts.port, "POST", "/counters", "{\"counter_id\":\"c-3\"}", 201);
+	struct fd_test_resp r = send_json(ts.port, "GET", "/metrics", NULL, 200);
+	cr_assert(strstr(r.body, "factd_commands_total{aggregate=\"counter\",result=\"ok\"} 1"), "%s", r.body);
+	cr_assert(strstr(r.body, "route=\"/counters\""), "%s", r.body);
+	cr_assert_null(strstr(r.body, "aggregate=\"order\""));
+	fd_test_resp_free(&r);
+	fd_test_server_stop(&ts);
+}
+
+Test(app, its_projection_runs_and_is_listed, .timeout = 60)
+{
+	struct fd_test_server ts;
+	fd_test_server_start(&ts, NULL);
+	expect(ts.port, "POST", "/counters", "{\"counter_id\":\"c-4\"}", 201);
+	expect(ts.port, "POST", "/counters/c-4/add", "{\"amount\":9}", 200);
+	long long total = -1;
+	for (int i = 0; i < 500 && total != 9; i++) {
+		usleep(20000);
+		PGconn *c = fd_test_connect(ts.db_url);
+		PGresult *res = PQexec(c, "SELECT total FROM counter_totals WHERE counter_id = 'c-4'");
+		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+			total = atoll(PQgetvalue(res, 0, 0));
+		PQclear(res);
+		PQfinish(c);
+	}
+	cr_assert_eq(total, 9, "counter_totals never caught up");
+	struct fd_test_resp r = send_json(ts.port, "GET", "/projections", NULL, 200);
+	json_t *list = json_object_get(r.json, "projections");
+	cr_assert_eq(json_array_size(list), 1);
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(list, 0), "name")), "counter_totals");
+	fd_test_resp_free(&r);
+	expect(ts.port, "POST", "/projections/counter_totals/rebuild", NULL, 202);
+	r = send_json(ts.port, "POST", "/projections/order_summaries/rebuild", NULL, 404);
+	fd_test_resp_free(&r);
+	fd_test_server_stop(&ts);
+}
+
+Test(app, its_saga_runs_and_the_ops_endpoints_serve_it, .timeout = 60)
+{
+	struct fd_test_server ts;
+	fd_test_server_start_with(&ts, NULL, sagas_on);
+	expect(ts.port, "POST", "/counters", "{\"counter_id\":\"c-5\"}", 201);
+	expect(ts.port, "POST", "/counters/c-5/add", "{\"amount\":60}", 200);
+	expect(ts.port, "POST", "/counters/c-5/add", "{\"amount\":60}", 200);
+	const char *status = NULL;
+	struct fd_test_resp r = { 0 };
+	for (int i = 0; i < 500; i++) {
+		r = send_json(ts.port, "GET", "/counters/c-5", NULL, 200);
+		status = fd_test_json_str(&r, "status");
+		if (status && strcmp(status, "closed") == 0)
+			break;
+		fd_test_resp_free(&r);
+		usleep(20000);
+	}
+	cr_assert_str_eq(status, "closed", "the saga never closed the full counter");
+	fd_test_resp_free(&r);
+	r = send_json(ts.port, "GET", "/counters/c-5/saga", NULL, 200);
+	cr_assert_str_eq(fd_test_json_str(&r, "type"), "counter_closer");
+	for (int i = 0; i < 200 && strcmp(fd_test_json_str(&r, "status"), "completed") != 0; i++) {
+		fd_test_resp_free(&r);
+		usleep(20000);
+		r = send_json(ts.port, "GET", "/counters/c-5/saga", NULL, 200);
+	}
+	cr_assert_str_eq(fd_test_json_str(&r, "status"), "completed");
+	fd_test_resp_free(&r);
+	r = send_json(ts.port, "GET", "/sagas?type=counter_closer", NULL, 200);
+	cr_assert_eq(json_array_size(json_object_get(r.json, "items")), 1);
+	fd_test_resp_free(&r);
+	r = send_json(ts.port, "GET", "/sagas?type=order_fulfillment", NULL, 400);
+	cr_assert(strstr(r.body, "counter_closer"), "the error names the app's saga types: %s", r.body);
+	fd_test_resp_free(&r);
+	r = send_json(ts.port, "GET", "/metrics", NULL, 200);
+	cr_assert(strstr(r.body, "type=\"counter_closer\""), "%s", r.body);
+	fd_test_resp_free(&r);
+	fd_test_server_stop(&ts);
+}
+
+Test(app, its_migrations_run_in_their_own_sequence_and_readyz_waits_for_them)
+{
+	struct fd_test_server ts;
+	fd_test_server_start(&ts, NULL);
+	cr_assert_eq(fd_test_server_scalar(&ts, "SELECT count(*) FROM schema_migrations WHERE scope = 'test' AND version = 1"
+					       " AND name = 'counter_audit'"),
+		     1);
+	cr_assert_eq(fd_test_server_scalar(&ts, "SELECT count(*) FROM pg_tables WHERE tablename = 'counter_audit'"), 1);
+	expect(ts.port, "GET", "/readyz", NULL, 200);
+	/* without the app's migration the service is not ready */
+	PGconn *c = fd_test_connect(ts.db_url);
+	PGresult *res = PQexec(c, "DELETE FROM schema_migrations WHERE scope = 'test'");
+	cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK);
+	PQclear(res);
+	PQfinish(c);
+	struct fd_test_resp r = send_json(ts.port, "GET", "/readyz", NULL, 503);
+	fd_test_assert_problem(&r, 503, "not-ready");
+	fd_test_resp_free(&r);
+	fd_test_server_stop(&ts);
+}

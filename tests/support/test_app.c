@@ -1,0 +1,280 @@
+/* test_app.c - the framework's test-only app (see test_app.h). */
+#include "test_app.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "factd/handlers.h"
+#include "factd/router.h"
+
+/* ---- the counter aggregate ---------------------------------------------------- */
+
+static void counter_init(void *s)
+{
+	memset(s, 0, sizeof(struct fd_test_counter));
+}
+
+static void counter_release(void *s)
+{
+	(void)s;
+}
+
+static enum fd_err counter_apply(void *state, const char *type, const json_t *data)
+{
+	struct fd_test_counter *c = state;
+	if (strcmp(type, "CounterCreated") == 0) {
+		if (c->exists)
+			return FD_ERR_INVAL;
+		c->exists = true;
+	} else if (strcmp(type, "CounterAdded") == 0) {
+		json_t *a = json_object_get(data, "amount");
+		if (!c->exists || c->closed || !json_is_integer(a) || json_integer_value(a) < 1)
+			return FD_ERR_INVAL;
+		c->total += json_integer_value(a);
+		c->adds++;
+	} else if (strcmp(type, "CounterClosed") == 0) {
+		if (!c->exists || c->closed)
+			return FD_ERR_INVAL;
+		c->closed = true;
+	}
+	return FD_OK;
+}
+
+static json_t *counter_snapshot(const void *state)
+{
+	const struct fd_test_counter *c = state;
+	return json_pack("{s:b, s:b, s:I, s:I}", "exists", c->exists, "closed", c->closed, "total",
+			 (json_int_t)c->total, "adds", (json_int_t)c->adds);
+}
+
+static enum fd_err counter_restore(void *state, const json_t *snap)
+{
+	struct fd_test_counter *c = state;
+	int exists = 0, closed = 0;
+	json_int_t total = 0, adds = 0;
+	if (json_unpack((json_t *)snap, "{s:b, s:b, s:I, s:I}", "exists", &exists, "closed", &closed, "total", &total,
+			"adds", &adds) != 0 || total < 0 || adds < 0)
+		return FD_ERR_INVAL;
+	*c = (struct fd_test_counter){ .exists = exists, .closed = closed, .total = total, .adds = adds };
+	return FD_OK;
+}
+
+static json_t *counter_view(const void *state)
+{
+	const struct fd_test_counter *c = state;
+	return json_pack("{s:s, s:I, s:I}", "status", c->closed ? "closed" : "open", "total", (json_int_t)c->total,
+			 "adds", (json_int_t)c->adds);
+}
+
+static bool counter_exists(const void *state)
+{
+	return ((const struct fd_test_counter *)state)->exists;
+}
+
+static enum fd_err decide_create(const void *state, bool exists, const json_t *payload, struct fd_decision *out)
+{
+	static const char *const allowed[] = { "counter_id" };
+	if (!fd_payload_only(payload, allowed, 1, out))
+		return FD_OK;
+	if (counter_exists(state)) {
+		fd_decide_refuse(out, "counter-exists", "Counter exists", "this counter exists already");
+		return FD_OK;
+	}
+	return fd_decide_event(out, "CounterCreated", json_object());
+}
+
+static enum fd_err decide_add(const void *state, bool exists, const json_t *payload, struct fd_decision *out)
+{
+	const struct fd_test_counter *c = state;
+	static const char *const allowed[] = { "amount" };
+	int64_t amount = 0;
+	if (!c->exists) {
+		fd_decide_refuse(out, "counter-not-found", "Counter not found", "no counter has this id");
+		return FD_OK;
+	}
+	if (!fd_payload_only(payload, allowed, 1, out) || !fd_payload_int(payload, "amount", 1, 1000, false, &amount, out))
+		return FD_OK;
+	if (c->closed) {
+		fd_decide_refuse(out, "counter-closed", "Counter is closed", "a closed counter takes no more");
+		return FD_OK;
+	}
+	return fd_decide_event(out, "CounterAdded", json_pack("{s:I}", "amount", (json_int_t)amount));
+}
+
+static enum fd_err decide_close(const void *state, bool exists, const json_t *payload, struct fd_decision *out)
+{
+	const struct fd_test_counter *c = state;
+	if (!c->exists) {
+		fd_decide_refuse(out, "counter-not-found", "Counter not found", "no counter has this id");
+		return FD_OK;
+	}
+	if (!fd_payload_only(payload, NULL, 0, out))
+		return FD_OK;
+	if (c->closed) {
+		fd_decide_refuse(out, "counter-closed", "Counter is closed", "the counter is closed already");
+		return FD_OK;
+	}
+	return fd_decide_event(out, "CounterClosed", json_object());
+}
+
+static const struct fd_command_type counter_commands[] = {
+	{ "create", decide_create },
+	{ "add", decide_add },
+	{ "close", decide_close },
+};
+
+const struct fd_aggregate_type fd_test_counter_type = {
+	.name = "counter",
+	.category = "counter",
+	.id_field = "counter_id",
+	.schema_version = 1,
+	.snapshot_every = 5,
+	.state_size = sizeof(struct fd_test_counter),
+	.init = counter_init,
+	.release = counter_release,
+	.apply = counter_apply,
+	.snapshot = counter_snapshot,
+	.restore = counter_restore,
+	.view = counter_view,
+	.exists = counter_exists,
+	.commands = counter_commands,
+	.ncommands = FD_COUNT(counter_commands),
+};
+
+/* ---- the counter_totals projection -------------------------------------------- */
+
+static const char *const counter_categories[] = { "counter", NULL };
+
+static const char *const totals_statements[] = {
+	"INSERT INTO {table} (counter_id, total, adds, version) VALUES ($1, 0, 0, $2::bigint)"
+	" ON CONFLICT (counter_id) DO NOTHING",
+	"UPDATE {table} SET total = total + $2::bigint, adds = adds + 1, version = $3::bigint"
+	" WHERE counter_id = $1 AND version < $3::bigint",
+	NULL,
+};
+
+static enum fd_err totals_handle(PGconn *conn, const char *table, const struct fd_feed_event *ev)
+{
+	const char *id = ev->stream + strlen("counter-");
+	char version[24], amount[24];
+	snprintf(version, sizeof version, "%lld", (long long)ev->version);
+	if (strcmp(ev->type, "CounterCreated") == 0) {
+		const char *p[] = { id, version };
+		return fd_projection_exec(conn, table, 0, 2, p);
+	}
+	if (strcmp(ev->type, "CounterAdded") == 0) {
+		snprintf(amount, sizeof amount, "%lld", (long long)json_integer_value(json_object_get(ev->data, "amount")));
+		const char *p[] = { id, amount, version };
+		return fd_projection_exec(conn, table, 1, 3, p);
+	}
+	return FD_OK;
+}
+
+const struct fd_projection fd_test_counter_totals = {
+	.name = "counter_totals",
+	.table = "counter_totals",
+	.categories = counter_categories,
+	.create_sql = "CREATE TABLE {table} (counter_id text PRIMARY KEY, total bigint NOT NULL,"
+		      " adds bigint NOT NULL, version bigint NOT NULL)",
+	.version = 1,
+	.statements = totals_statements,
+	.handle = totals_handle,
+};
+
+/* ---- the counter_closer saga --------------------------------------------------- */
+
+static const char *const closer_events[] = { "CounterCreated", "CounterAdded", NULL };
+
+static bool closer_correlate(const struct fd_feed_event *ev, char *key, size_t len)
+{
+	if (strncmp(ev->stream, "counter-", 8) != 0)
+		return false;
+	snprintf(key, len, "%s", ev->stream + 8);
+	return true;
+}
+
+static enum fd_err closer_fold(json_t *data, const struct fd_feed_event *ev, struct fd_saga_fold *out)
+{
+	(void)out;
+	if (strcmp(ev->type, "CounterAdded") != 0)
+		return FD_OK;
+	json_int_t total = json_integer_value(json_object_get(data, "total"));
+	total += json_integer_value(json_object_get(ev->data, "amount"));
+	return json_object_set_new(data, "total", json_integer(total)) == 0 ? FD_OK : FD_ERR_NOMEM;
+}
+
+static bool full(const json_t *data)
+{
+	return json_integer_value(json_object_get(data, "total")) >= 100;
+}
+
+static enum fd_step_result close_counter(struct fd_saga_ctx *ctx)
+{
+	struct fd_cmd_result r;
+	json_t *payload = json_object();
+	enum fd_err err = payload ? fd_saga_send(ctx, &fd_test_counter_type, ctx->correlation_key, "close", payload,
+						 "close", &r)
+				  : FD_ERR_NOMEM;
+	json_decref(payload);
+	enum fd_step_result out = FD_STEP_OK;
+	if (err == FD_ERR_REJECTED && strcmp(r.decision.slug, "counter-closed") == 0)
+		out = FD_STEP_OK; /* closed by someone else: the goal holds */
+	else if (err) {
+		snprintf(ctx->error, sizeof ctx->error, "close: %s", fd_err_name(err));
+		out = FD_STEP_RETRY;
+	}
+	fd_cmd_result_release(&r);
+	return out;
+}
+
+static const struct fd_saga_step closer_steps[] = {
+	{ .name = "watch", .on_event = "CounterCreated" },
+	{ .name = "close_when_full", .ready = full, .action = close_counter,
+	  .retry = { .max_attempts = 5, .delay_ms = 100, .backoff_pct = 200 } },
+};
+
+const struct fd_saga_type fd_test_counter_closer = {
+	.name = "counter_closer",
+	.categories = counter_categories,
+	.event_types = closer_events,
+	.correlate = closer_correlate,
+	.fold = closer_fold,
+	.steps = closer_steps,
+	.nsteps = FD_COUNT(closer_steps),
+};
+
+/* ---- the app -------------------------------------------------------------------- */
+
+static const struct fd_route routes[] = {
+	{ .method = "POST", .pattern = "/counters", .handler = fd_api_command, .json_body = true,
+	  .arg = FD_COMMAND(fd_test_counter_type, "create", .creates = true) },
+	{ .method = "GET", .pattern = "/counters/{id}", .handler = fd_api_get_aggregate, .arg = &fd_test_counter_type },
+	{ .method = "GET", .pattern = "/counters/{id}/events", .handler = fd_api_aggregate_events,
+	  .arg = &fd_test_counter_type },
+	{ .method = "GET", .pattern = "/counters/{id}/saga", .handler = fd_api_aggregate_saga,
+	  .arg = &(const struct fd_aggregate_saga_route){ .type = &fd_test_counter_type, .saga = "counter_closer",
+							.missing = "this counter has no saga" } },
+	{ .method = "POST", .pattern = "/counters/{id}/add", .handler = fd_api_command, .json_body = true,
+	  .arg = FD_COMMAND(fd_test_counter_type, "add") },
+	{ .method = "POST", .pattern = "/counters/{id}/close", .handler = fd_api_command,
+	  .arg = FD_COMMAND(fd_test_counter_type, "close") },
+};
+
+static const struct fd_aggregate_type *const aggregates[] = { &fd_test_counter_type };
+static const struct fd_saga_type *const sagas[] = { &fd_test_counter_closer };
+static const struct fd_projection *const projections[] = { &fd_test_counter_totals };
+extern const struct fd_migration_set fd_test_app_migrations;
+
+const struct fd_app fd_test_app = {
+	.name = "test",
+	.aggregates = aggregates,
+	.naggregates = FD_COUNT(aggregates),
+	.routes = routes,
+	.nroutes = FD_COUNT(routes),
+	.sagas = sagas,
+	.nsagas = FD_COUNT(sagas),
+	.projections = projections,
+	.nprojections = FD_COUNT(projections),
+	.migrations = &fd_test_app_migrations,
+};

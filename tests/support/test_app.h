@@ -1,0 +1,28 @@
+/*
+ * test_app.h - a test-only app that proves the framework with types of its
+ * own: a "counter" aggregate (commands create, add {amount}, close), a
+ * "counter_totals" projection, a "counter_closer" saga that closes a counter
+ * once its total reaches 100, and a migration of its own (counter_audit).
+ * Routes: POST /counters, POST /counters/{id}/add, POST /counters/{id}/close,
+ * GET /counters/{id}, GET /counters/{id}/events, GET /counters/{id}/saga.
+ */
+#ifndef FACTD_TEST_APP_H
+#define FACTD_TEST_APP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "factd/app.h"
+
+struct fd_test_counter {
+	bool exists, closed;
+	int64_t total;
+	int64_t adds;
+};
+
+extern const struct fd_aggregate_type fd_test_counter_type;
+extern const struct fd_projection fd_test_counter_totals;
+extern const struct fd_saga_type fd_test_counter_closer;
+extern const struct fd_app fd_test_app;
+
+#endif
