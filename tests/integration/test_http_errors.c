@@ -15,8 +15,6 @@
 #include "factd/buf.h"
 #include "http/problem.h"
 #include "http_client.h"
-#define FD_TEST_APP (&shop_app) /* the shop's routes and types */
-#include "shop.h"
 #include "test_server.h"
 #include "testdb.h"
 

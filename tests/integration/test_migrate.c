@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "factd/migrate.h"
+#include "test_app.h"
 #include "testdb.h"
 
 static void exec_ok(PGconn *c, const char *sql)
@@ -37,7 +38,8 @@ static const char *dbname_of(const char *url)
 /* Every compiled migration is recorded exactly once with its checksum. */
 static void assert_recorded_once(PGconn *c)
 {
-	cr_assert_eq(fd_test_scalar(c, "SELECT count(*) FROM schema_migrations"), (long long)fd_migrations_count);
+	cr_assert_eq(fd_test_scalar(c, "SELECT count(*) FROM schema_migrations WHERE scope = 'factd'"),
+		     (long long)fd_migrations_count);
 	for (size_t i = 0; i < fd_migrations_count; i++) {
 		char sql[256];
 		snprintf(sql, sizeof sql, "SELECT count(*) FROM schema_migrations WHERE version = %d AND sha256 = '%s'",
@@ -242,7 +244,7 @@ Test(migrate, concurrent_factd_processes_apply_each_migration_once, .timeout = 1
 {
 	const char *bin = getenv("FACTD_BIN");
 	if (!bin || !*bin || access(bin, X_OK) != 0)
-		cr_assert_fail("FACTD_BIN (the factd binary) is not set or not executable (\"%s\"): "
+		cr_assert_fail("FACTD_BIN (an app's binary: the test app's) is not set or not executable (\"%s\"): "
 			       "run the tests through scripts/test / meson test",
 			       bin ? bin : "");
 	char *url = fd_test_db_new_empty();
@@ -266,6 +268,10 @@ Test(migrate, concurrent_factd_processes_apply_each_migration_once, .timeout = 1
 	PGconn *c = fd_test_connect(url);
 	assert_recorded_once(c);
 	cr_assert_eq(fd_migrate_check(c, NULL), FD_OK);
+	/* the app's own migration too, once */
+	cr_assert_eq(fd_test_scalar(c, "SELECT count(*) FROM schema_migrations WHERE scope = 'test'"),
+		     (long long)fd_test_app_migrations.n);
+	cr_assert_eq(fd_migrate_check(c, &fd_test_app_migrations), FD_OK);
 	PQfinish(c);
 	free(url);
 }

@@ -264,7 +264,6 @@ static const struct fd_route routes[] = {
 static const struct fd_aggregate_type *const aggregates[] = { &fd_test_counter_type };
 static const struct fd_saga_type *const sagas[] = { &fd_test_counter_closer };
 static const struct fd_projection *const projections[] = { &fd_test_counter_totals };
-extern const struct fd_migration_set fd_test_app_migrations;
 
 const struct fd_app fd_test_app = {
 	.name = "test",

@@ -34,8 +34,8 @@ struct fd_test_server {
 /*
  * Start `app` on a fresh migrated database (db_url NULL) or the given one
  * (copied), with configuration tweaks applied by `tweak` (may be NULL)
- * before start.  Fails the test on error.  The app's own migrations are
- * applied to the database first.
+ * before start.  Fails the test on error.  On a fresh database the app's
+ * own migrations are applied first.
  */
 void fd_test_server_start_app(struct fd_test_server *ts, const char *db_url, const struct fd_app *app,
 			      void (*tweak)(struct fd_config *));

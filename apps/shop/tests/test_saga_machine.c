@@ -8,7 +8,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "../../src/saga/machine.h"
+#include "saga/machine.h"
 #include "shop.h"
 
 #define ORDER_ID "01a21bf6-767c-7a23-a5e9-dcf988685d3f"
