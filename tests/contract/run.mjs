@@ -1167,6 +1167,18 @@ async function connectionLimit(capped) {
 	await call('GET', '/healthz', { status: 200, label: 'GET /healthz once the held connection closed' }, capped);
 }
 
+/** 431 headers-too-large on every operation: request line and headers past 64 KiB. */
+async function headersTooLarge() {
+	section = 'headers too large';
+	const filler = {};
+	for (let i = 0; i < 9; i++) filler[`X-Filler-${i}`] = 'f'.repeat(8000);
+	// No body: the answer comes before it, and the connection closes after it.
+	for (const [m, p] of [['GET', '/healthz'], ['GET', '/readyz'], ['GET', '/metrics'], ...operationSteps()]) {
+		const r = await call(m, p, { headers: filler, status: 431, type: 'headers-too-large' });
+		if (r.status === 431 && r.headers.connection !== 'close') fail(`${m} ${p}`, `Connection is ${r.headers.connection}, not close`);
+	}
+}
+
 function report() {
 	const rows = operations.map((o) => {
 		const documented = Object.keys(o.op.responses || {});
@@ -1252,6 +1264,7 @@ async function main() {
 		await routeProbes();
 		await unavailable(down, unmigrated);
 		await access(keyed);
+		await headersTooLarge();
 		await connectionLimit(capped);
 	} finally {
 		for (const inst of instances) await stopFactd(inst);
