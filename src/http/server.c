@@ -345,6 +345,15 @@ static void preflight(struct fd_req *req, struct fd_resp *resp)
 	fd_resp_header(resp, "Access-Control-Max-Age", CORS_MAX_AGE);
 }
 
+/* Does the path of the raw request target (before any '?') contain %2F? */
+static bool encoded_slash(const char *raw_uri)
+{
+	for (const char *p = raw_uri; p && *p && *p != '?' && *p != '#'; p++)
+		if (p[0] == '%' && p[1] == '2' && (p[2] == 'F' || p[2] == 'f'))
+			return true;
+	return false;
+}
+
 static enum MHD_Result add_header_bytes(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
 	size_t *n = cls;
@@ -371,6 +380,13 @@ static bool early_reject(struct fd_req *req, struct fd_resp *resp)
 	/* Without a valid key, unknown paths are not told apart from known ones. */
 	if (unauthorized(req, resp, m == FD_MATCH_OK ? fd_role_required(route->role, req->method) : FD_ROLE_READ))
 		return true;
+	if (encoded_slash(server_req_of(req)->raw_uri)) {
+		/* The router sees the decoded path, where it would split the segment in two. */
+		fd_problem(resp, req, 400, "encoded-slash", "Encoded slash in the path",
+			   "the path has %2F, an encoded '/': no path segment (a stream name, an id) may contain '/'",
+			   NULL);
+		return true;
+	}
 	if (m == FD_MATCH_NOT_FOUND) {
 		fd_problem(resp, req, 404, "not-found", "Not found", "no such endpoint", NULL);
 		return true;

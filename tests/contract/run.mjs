@@ -1179,6 +1179,19 @@ async function headersTooLarge() {
 	}
 }
 
+/** 400 encoded-slash on every operation with a path parameter: %2F in the segment. */
+async function encodedSlash() {
+	section = 'encoded slash';
+	for (const [m, p, opts] of operationSteps()) {
+		const segments = p.split('/');
+		// the last segment that is a parameter: an id, a name, a stream
+		const k = segments.findLastIndex((x, i) => i > 1 && !['events', 'stream', 'lines', 'place', 'cancel', 'ship', 'restock', 'process', 'refund', 'rebuild', 'saga', 'retry', 'abort'].includes(x));
+		if (k < 0) continue;
+		segments[k] = `a%2F${segments[k]}`;
+		await call(m, segments.join('/'), { ...opts, status: 400, type: 'encoded-slash' });
+	}
+}
+
 function report() {
 	const rows = operations.map((o) => {
 		const documented = Object.keys(o.op.responses || {});
@@ -1265,6 +1278,7 @@ async function main() {
 		await unavailable(down, unmigrated);
 		await access(keyed);
 		await headersTooLarge();
+		await encodedSlash();
 		await connectionLimit(capped);
 	} finally {
 		for (const inst of instances) await stopFactd(inst);

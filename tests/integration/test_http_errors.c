@@ -725,6 +725,27 @@ Test(stream_name, percent_encoded_nul)
 Test(stream_name, encoded_slash)
 {
 	check_bad_stream("a%2Fb");
+	/* Precisely: 400 encoded-slash, not the 404 of the decoded path /streams/a/b/events. */
+	struct fd_test_server ts;
+	struct counts before = start_seeded(&ts, NULL);
+	static const char *const paths[] = { "/streams/a%2Fb/events", "/streams/seed-1%2f/events",
+					     "/streams/%2Fseed-1/events?from_version=1" };
+	for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+		struct fd_test_resp r;
+		cr_assert_eq(fd_test_http(ts.port, "POST", paths[i], NULL, APPEND_EV(EV_OK), strlen(APPEND_EV(EV_OK)), &r),
+			     0);
+		fd_test_assert_problem(&r, 400, "encoded-slash");
+		fd_test_resp_free(&r);
+		cr_assert_eq(fd_test_get(ts.port, paths[i], &r), 0);
+		fd_test_assert_problem(&r, 400, "encoded-slash");
+		fd_test_resp_free(&r);
+	}
+	/* In the query string it is only a character of a value. */
+	struct fd_test_resp r;
+	cr_assert_eq(fd_test_get(ts.port, "/streams/seed-1/events?from_version=%2F", &r), 0);
+	fd_test_assert_problem(&r, 400, "invalid-parameter");
+	fd_test_resp_free(&r);
+	finish(&ts, before);
 }
 
 Test(stream_name, quote_and_backslash)
