@@ -5,7 +5,8 @@
  * Properties: for an accepted object, every member's span holds text that
  * parses to that member's value; for an array, iteration yields exactly its
  * elements, each equal to its span's text; fd_json_skip_value covers the
- * document; fd_utf8_valid agrees with the reference.
+ * document; fd_json_compact keeps the value and is idempotent;
+ * fd_utf8_valid agrees with the reference.
  */
 #include <jansson.h>
 
@@ -90,6 +91,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		FUZZ_CHECK(i == json_array_size(root));
 	}
+	/* compacting keeps the value and leaves no whitespace outside strings */
+	char *c = malloc(size ? size : 1);
+	FUZZ_CHECK(c);
+	size_t clen = fd_json_compact(c, s, size);
+	FUZZ_CHECK(clen <= size);
+	json_t *again = json_loadb(c, clen, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_REJECT_DUPLICATES, NULL);
+	FUZZ_CHECK(again && json_equal(again, root));
+	json_decref(again);
+	FUZZ_CHECK(fd_json_compact(c, c, clen) == clen);
+	free(c);
 	json_decref(root);
 	return 0;
 }

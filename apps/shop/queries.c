@@ -3,7 +3,7 @@
  *
  * Each page is one statement: the rows after the keyset cursor (one more
  * than the limit, to know whether another page follows), numbered, then
- * aggregated into {"<rows>": [...], "next": ...}.  Filters are appended to
+ * aggregated into {"<rows>": [...], "next": ...} and made compact.  Filters are appended to
  * the statement only when given, each as a parameter, so PostgreSQL plans
  * the statement for the filters actually in use (order_summaries has
  * indexes on (status, order_id) and (customer_id, order_id)).
@@ -125,7 +125,10 @@ static enum fd_err run_json(struct fd_pool *pool, const char *table, const char 
 		}
 		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && PQnfields(res) == 1 &&
 		    !PQgetisnull(res, 0, 0)) {
+			/* json_build_object writes " : " and ", ": compact it like every other response */
 			*json = strdup(PQgetvalue(res, 0, 0));
+			if (*json)
+				(*json)[fd_json_compact(*json, *json, strlen(*json))] = '\0';
 			err = *json ? FD_OK : FD_ERR_NOMEM;
 		} else if (PQresultStatus(res) == PGRES_TUPLES_OK) {
 			err = FD_ERR_INTERNAL;

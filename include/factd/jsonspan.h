@@ -34,6 +34,14 @@ bool fd_json_element(const char *s, size_t len, struct fd_span arr, size_t index
  */
 bool fd_json_next_element(const char *s, size_t len, struct fd_span arr, size_t *pos, struct fd_span *out);
 
+/*
+ * Copy the JSON text src[0..len) to dst without the whitespace between its
+ * tokens (the compact form every response uses); strings are copied as they
+ * are.  dst has room for len bytes and may be src itself.  Returns the bytes
+ * written; no NUL is added.
+ */
+size_t fd_json_compact(char *dst, const char *src, size_t len);
+
 /* Is s[0..len) well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF)? */
 bool fd_utf8_valid(const char *s, size_t len);
 

@@ -95,4 +95,13 @@ enum fd_err fd_pg_classify(PGconn *conn, const PGresult *res);
 /* True when err means the connection should be dropped and reopened. */
 bool fd_pg_conn_broken(PGconn *conn, enum fd_err err);
 
+/*
+ * Send the server's notices and warnings on conn to factd's JSON log instead
+ * of libpq's default, which prints them to stderr as plain text.  WARNING is
+ * logged at warn, everything milder (NOTICE, INFO, LOG, DEBUG) at debug; the
+ * line names `source` (a static string: "pool", "projector", ...).  Call on
+ * every connection right after PQconnect*; a NULL conn is a no-op.
+ */
+void fd_pg_log_notices(PGconn *conn, const char *source);
+
 #endif

@@ -50,6 +50,9 @@ struct fd_bus {
 	unsigned queued;
 	bool busy;
 	bool stop;
+	/* the installation's secret, read once (under lock; never changed once set) */
+	bool have_secret;
+	char secret[FD_INSTALLATION_SECRET_MAX + 1];
 };
 
 /* ---- snapshots ---------------------------------------------------------- */
@@ -185,6 +188,31 @@ static void box_free(void *p)
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
+/*
+ * The installation's secret (fd_store_installation_secret) in *out, read
+ * from the database the first time and kept: it never changes.
+ */
+static enum fd_err installation_secret(struct fd_bus *bus, const char **out)
+{
+	pthread_mutex_lock(&bus->lock);
+	bool have = bus->have_secret;
+	pthread_mutex_unlock(&bus->lock);
+	if (!have) {
+		char s[FD_INSTALLATION_SECRET_MAX + 1];
+		enum fd_err err = fd_store_installation_secret(bus->pool, s, sizeof s);
+		if (err)
+			return err;
+		pthread_mutex_lock(&bus->lock);
+		if (!bus->have_secret) {
+			memcpy(bus->secret, s, sizeof s);
+			bus->have_secret = true;
+		}
+		pthread_mutex_unlock(&bus->lock);
+	}
+	*out = bus->secret;
+	return FD_OK;
+}
+
 enum fd_err fd_bus_new(struct fd_pool *pool, const struct fd_bus_config *cfg, struct fd_bus **out)
 {
 	struct fd_bus *bus = calloc(1, sizeof *bus);
@@ -206,6 +234,11 @@ enum fd_err fd_bus_new(struct fd_pool *pool, const struct fd_bus_config *cfg, st
 	pthread_mutex_init(&bus->lock, NULL);
 	pthread_cond_init(&bus->work, NULL);
 	pthread_cond_init(&bus->drained, NULL);
+	/* Read at start when the database is there; else on the first command with a key. */
+	const char *secret;
+	if (installation_secret(bus, &secret) != FD_OK)
+		fd_log(FD_LOG_WARN, "the installation secret is not readable yet; commands with an Idempotency-Key "
+				    "read it when they first need it");
 	if (pthread_create(&bus->writer, NULL, snapshot_writer, bus) != 0) {
 		pthread_cond_destroy(&bus->drained);
 		pthread_cond_destroy(&bus->work);
@@ -392,17 +425,31 @@ void fd_cmd_result_release(struct fd_cmd_result *r)
 	fd_decision_release(&r->decision);
 }
 
-static void event_id_for(const char *key, size_t i, struct fd_uuid *out)
+/*
+ * The id of the i-th event a command with idempotency key `key` records.
+ * The installation's secret is part of the namespace, so no client can
+ * compute the id and take it first with an append of its own.
+ */
+static enum fd_err event_id_for(struct fd_bus *bus, const char *key, size_t i, struct fd_uuid *out)
 {
-	char name[300];
+	const char *secret;
+	enum fd_err err = installation_secret(bus, &secret);
+	if (err)
+		return err;
+	char ns[sizeof IDEMPOTENCY_NS + FD_INSTALLATION_SECRET_MAX + 1], name[300];
+	snprintf(ns, sizeof ns, "%s\n%s", IDEMPOTENCY_NS, secret);
 	int n = snprintf(name, sizeof name, "%s#%zu", key, i);
-	fd_uuid_from_name(IDEMPOTENCY_NS, name, (size_t)n < sizeof name ? (size_t)n : sizeof name - 1, out);
+	fd_uuid_from_name(ns, name, (size_t)n < sizeof name ? (size_t)n : sizeof name - 1, out);
+	return FD_OK;
 }
 
 /*
  * Has this idempotency key recorded events already?  FD_OK with *found set
  * and out filled (replayed) when it has and the request matches;
- * FD_ERR_IDEMPOTENCY when the request differs.
+ * FD_ERR_IDEMPOTENCY when the request differs; FD_ERR_DUPLICATE when an
+ * event with the key's first id is stored but was not recorded by a command
+ * with this key (nothing to replay, and the command cannot record its
+ * events under those ids either).
  */
 static enum fd_err idempotent_replay(struct fd_bus *bus, const struct fd_cmd_meta *meta, bool *found,
 				     struct fd_cmd_result *out)
@@ -410,9 +457,11 @@ static enum fd_err idempotent_replay(struct fd_bus *bus, const struct fd_cmd_met
 	struct fd_uuid first;
 	struct fd_stored_event ev = { 0 }, last = { 0 };
 	json_t *md = NULL;
-	event_id_for(meta->idempotency_key, 0, &first);
 	*found = false;
-	enum fd_err err = fd_store_find_event(bus->pool, &first, &ev);
+	enum fd_err err = event_id_for(bus, meta->idempotency_key, 0, &first);
+	if (err)
+		return err;
+	err = fd_store_find_event(bus->pool, &first, &ev);
 	if (err == FD_ERR_NOTFOUND)
 		return FD_OK;
 	if (err)
@@ -420,9 +469,10 @@ static enum fd_err idempotent_replay(struct fd_bus *bus, const struct fd_cmd_met
 	md = json_loads(ev.metadata_json ? ev.metadata_json : "{}", 0, NULL);
 	json_t *idem = json_object_get(md, "idempotency");
 	const char *hash = json_string_value(json_object_get(idem, "request_hash"));
+	const char *key = json_string_value(json_object_get(idem, "key"));
 	json_int_t n = json_integer_value(json_object_get(idem, "events"));
-	if (!hash || n < 1) {
-		err = FD_ERR_INTERNAL;
+	if (!hash || !key || strcmp(key, meta->idempotency_key) != 0 || n < 1) {
+		err = FD_ERR_DUPLICATE;
 		goto done;
 	}
 	if (!meta->request_hash || strcmp(hash, meta->request_hash) != 0) {
@@ -488,7 +538,8 @@ static enum fd_err record(struct fd_bus *bus, const char *stream, int64_t expect
 			goto done;
 		}
 		if (meta->idempotency_key) {
-			event_id_for(meta->idempotency_key, i, &evs[i].event_id);
+			if ((err = event_id_for(bus, meta->idempotency_key, i, &evs[i].event_id)))
+				goto done;
 			evs[i].id_given = true;
 		} else if ((err = fd_uuid_v7(&evs[i].event_id))) {
 			goto done;
@@ -628,11 +679,12 @@ static enum fd_err send_command(struct fd_bus *bus, const struct fd_aggregate_ty
 			continue;
 		}
 		if (err == FD_ERR_DUPLICATE && meta->idempotency_key) {
-			/* A twin with the same key committed after our first check. */
+			/* A twin with the same key committed after our first check,
+			 * or the key's ids are taken by events no such command recorded. */
 			bool found = false;
 			err = idempotent_replay(bus, meta, &found, out);
 			if (!err && !found)
-				err = FD_ERR_CONFLICT;
+				err = FD_ERR_DUPLICATE;
 			goto done;
 		}
 		if (err)
@@ -700,6 +752,7 @@ static enum fd_metrics_command command_result(enum fd_err err, const struct fd_c
 	case FD_ERR_CONFLICT:
 		return FD_METRICS_COMMAND_CONFLICT;
 	case FD_ERR_IDEMPOTENCY:
+	case FD_ERR_DUPLICATE: /* the key's event ids are taken by other events */
 		return FD_METRICS_COMMAND_IDEMPOTENCY;
 	default:
 		return FD_METRICS_COMMAND_ERROR;

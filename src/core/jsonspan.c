@@ -150,6 +150,26 @@ bool fd_json_element(const char *s, size_t len, struct fd_span arr, size_t index
 	return false;
 }
 
+size_t fd_json_compact(char *dst, const char *src, size_t len)
+{
+	size_t o = 0;
+	bool in_string = false;
+	for (size_t i = 0; i < len; i++) {
+		char c = src[i];
+		if (in_string) {
+			dst[o++] = c;
+			if (c == '\\' && i + 1 < len)
+				dst[o++] = src[++i];
+			else if (c == '"')
+				in_string = false;
+		} else if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+			dst[o++] = c;
+			in_string = c == '"';
+		}
+	}
+	return o;
+}
+
 bool fd_utf8_valid(const char *str, size_t len)
 {
 	const unsigned char *s = (const unsigned char *)str;

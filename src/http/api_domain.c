@@ -80,6 +80,12 @@ void fd_api_command_problem(struct fd_req *req, struct fd_resp *resp, const stru
 	case FD_ERR_IDEMPOTENCY:
 		fd_problem_err(resp, req, err, "this Idempotency-Key was first used with a different request", NULL);
 		return;
+	case FD_ERR_DUPLICATE: /* only commands with an Idempotency-Key choose their event ids */
+		fd_problem(resp, req, 409, "idempotency-key-conflict", "Idempotency key conflicts with stored events",
+			   "events stored under the ids this Idempotency-Key stands for were not recorded by a command "
+			   "with this key; send the command with another key",
+			   NULL);
+		return;
 	default:
 		fd_problem_err(resp, req, err, NULL, NULL);
 	}

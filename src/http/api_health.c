@@ -32,6 +32,7 @@ void fd_api_readyz(struct fd_req *req, struct fd_resp *resp)
 		const char *const keys[] = { "dbname", "connect_timeout", NULL };
 		const char *const vals[] = { req->ctx->cfg->database_url, "3", NULL };
 		conn = PQconnectdbParams(keys, vals, 1);
+		fd_pg_log_notices(conn, "readyz");
 		err = PQstatus(conn) == CONNECTION_OK ? fd_migrate_check(conn, req->ctx->app->migrations) : FD_ERR_UNAVAILABLE;
 		PQfinish(conn);
 	}

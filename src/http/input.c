@@ -1,6 +1,6 @@
 /*
  * input.c - pure parsers for query parameters, request headers and the
- * append body (include/factd/input.h).  They see untrusted bytes, so each
+ * append body (input.h).  They see untrusted bytes, so each
  * has a libFuzzer harness in fuzz/.
  *
  * Threading: no state; safe from any thread.

@@ -17,7 +17,9 @@
  *
  * Access and limits, in the order a request meets them: a connection past
  * cfg->max_connections gets one 503 and is closed (MHD's own limit is set a
- * little higher so that it can be answered rather than refused); a CORS
+ * little higher so that it can be answered rather than refused); a request
+ * line and headers past FD_MAX_HEADER_BYTES get 431 (MHD's own memory for a
+ * connection sits above that, see MHD_POOL_BYTES); a CORS
  * preflight is answered without a key; the API key must carry the route's
  * role (401/403); then media type, body size and, before the handler parses
  * it, the body's JSON nesting depth.  A connection that stays silent for
@@ -37,6 +39,7 @@
 #include <netdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +75,32 @@ _Static_assert(sizeof((struct fd_req *)0)->caller > FD_API_KEY_ID_LEN, "fd_req.c
 
 /* A connection's socket context: whether it was accepted past cfg->max_connections. */
 static char over_limit_mark;
+
+/*
+ * Request line and headers: factd answers 431 headers-too-large past
+ * FD_MAX_HEADER_BYTES.  MHD keeps them in the connection's memory pool and
+ * answers its own plain 431 (414 for the request line alone) when they do
+ * not fit; the pool is twice as large so that factd's own check is what
+ * a client normally meets, and leaves room to send its answer.
+ */
+#define FD_MAX_HEADER_BYTES (64 * 1024)
+#define MHD_POOL_BYTES (2 * FD_MAX_HEADER_BYTES)
+
+/*
+ * A request as the server keeps it: the handlers' fd_req first, then what
+ * only the server needs.  Allocated by on_uri (MHD calls it once per request,
+ * before the headers are parsed), freed in on_completed.
+ */
+struct server_req {
+	struct fd_req req;
+	char *raw_uri;   /* the request target as sent, before percent-decoding; owned */
+	bool started;    /* on_request has seen it (and counted it in srv->inflight) */
+};
+
+static struct server_req *server_req_of(struct fd_req *req)
+{
+	return (struct server_req *)(void *)((char *)req - offsetof(struct server_req, req));
+}
 
 /* The request headers a browser may send cross-origin, and the response headers it may read. */
 #define CORS_ALLOW_HEADERS "Authorization, Content-Type, If-Match, Idempotency-Key, Last-Event-ID, X-Request-Id"
@@ -174,10 +203,12 @@ void fd_resp_release(struct fd_resp *resp)
 
 static void req_free(struct fd_req *req)
 {
+	struct server_req *sr = server_req_of(req);
 	for (size_t i = 0; i < req->nparams; i++)
 		free(req->params[i]);
 	fd_buf_release(&req->body);
-	free(req);
+	free(sr->raw_uri);
+	free(sr);
 }
 
 static void count_request(const struct fd_req *req)
@@ -314,6 +345,31 @@ static void preflight(struct fd_req *req, struct fd_resp *resp)
 	fd_resp_header(resp, "Access-Control-Max-Age", CORS_MAX_AGE);
 }
 
+/* Does the path of the raw request target (before any '?') contain %2F? */
+static bool encoded_slash(const char *raw_uri)
+{
+	for (const char *p = raw_uri; p && *p && *p != '?' && *p != '#'; p++)
+		if (p[0] == '%' && p[1] == '2' && (p[2] == 'F' || p[2] == 'f'))
+			return true;
+	return false;
+}
+
+static enum MHD_Result add_header_bytes(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	size_t *n = cls;
+	*n += strlen(key) + 2 + (value ? strlen(value) : 0) + 2; /* "name: value\r\n" */
+	return MHD_YES;
+}
+
+/* The bytes of the request line and headers, as sent less optional whitespace. */
+static size_t header_bytes(struct fd_req *req, const char *version)
+{
+	const char *target = server_req_of(req)->raw_uri;
+	size_t n = strlen(req->method) + 1 + strlen(target ? target : req->path) + 1 + strlen(version) + 2 + 2;
+	MHD_get_connection_values(req->conn, MHD_HEADER_KIND, add_header_bytes, &n);
+	return n;
+}
+
 /* Decide on the first call whether the request can be answered before its body. */
 static bool early_reject(struct fd_req *req, struct fd_resp *resp)
 {
@@ -324,6 +380,13 @@ static bool early_reject(struct fd_req *req, struct fd_resp *resp)
 	/* Without a valid key, unknown paths are not told apart from known ones. */
 	if (unauthorized(req, resp, m == FD_MATCH_OK ? fd_role_required(route->role, req->method) : FD_ROLE_READ))
 		return true;
+	if (encoded_slash(server_req_of(req)->raw_uri)) {
+		/* The router sees the decoded path, where it would split the segment in two. */
+		fd_problem(resp, req, 400, "encoded-slash", "Encoded slash in the path",
+			   "the path has %2F, an encoded '/': no path segment (a stream name, an id) may contain '/'",
+			   NULL);
+		return true;
+	}
 	if (m == FD_MATCH_NOT_FOUND) {
 		fd_problem(resp, req, 404, "not-found", "Not found", "no such endpoint", NULL);
 		return true;
@@ -374,13 +437,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 				  void **con_cls)
 {
 	struct fd_server *srv = cls;
-	struct fd_req *req = *con_cls;
+	struct server_req *sr = *con_cls;
 	struct fd_resp resp = { 0 };
 
-	if (!req) {
-		req = calloc(1, sizeof *req);
-		if (!req)
-			return MHD_NO;
+	if (!sr) /* on_uri ran out of memory */
+		return MHD_NO;
+	struct fd_req *req = &sr->req;
+	if (!sr->started) {
+		sr->started = true;
 		clock_gettime(CLOCK_MONOTONIC, &req->start);
 		req->ctx = srv->ctx;
 		req->server = srv;
@@ -398,13 +462,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		pthread_mutex_lock(&srv->lock);
 		srv->inflight++;
 		pthread_mutex_unlock(&srv->lock);
-		*con_cls = req;
 		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 		if (ci && ci->socket_context == &over_limit_mark) {
 			char detail[96];
 			snprintf(detail, sizeof detail, "the server is at its limit of %u connections; try again",
 				 req->ctx->cfg->max_connections);
 			fd_problem(&resp, req, 503, "too-many-connections", "Too many connections", detail, NULL);
+			fd_resp_header(&resp, MHD_HTTP_HEADER_CONNECTION, "close");
+			return queue(req, &resp);
+		}
+		if (header_bytes(req, version) > FD_MAX_HEADER_BYTES) {
+			char detail[96];
+			snprintf(detail, sizeof detail, "the request line and headers may be at most %d bytes",
+				 FD_MAX_HEADER_BYTES);
+			fd_problem(&resp, req, 431, "headers-too-large", "Request headers too large", detail, NULL);
 			fd_resp_header(&resp, MHD_HTTP_HEADER_CONNECTION, "close");
 			return queue(req, &resp);
 		}
@@ -463,9 +534,16 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
 	struct fd_server *srv = cls;
-	struct fd_req *req = *con_cls;
-	if (!req)
+	struct server_req *sr = *con_cls;
+	if (!sr)
 		return;
+	struct fd_req *req = &sr->req;
+	if (!sr->started) {
+		/* MHD answered it itself (say, 431 past its memory pool) or the client left before its headers. */
+		req_free(req);
+		*con_cls = NULL;
+		return;
+	}
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	double ms = (double)(now.tv_sec - req->start.tv_sec) * 1e3 + (double)(now.tv_nsec - req->start.tv_nsec) / 1e6;
@@ -488,6 +566,22 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (--srv->inflight == 0)
 		pthread_cond_broadcast(&srv->idle);
 	pthread_mutex_unlock(&srv->lock);
+}
+
+/*
+ * MHD's URI log callback: called once per request with the request target
+ * as sent, before it is split at '?' and percent-decoded.  Allocates the
+ * request (its address becomes the request's context); on_completed frees
+ * it, also when on_request never runs.
+ */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	struct server_req *sr = calloc(1, sizeof *sr);
+	if (sr && uri && !(sr->raw_uri = strdup(uri))) {
+		free(sr);
+		sr = NULL;
+	}
+	return sr;
 }
 
 /* Count connections; mark those past cfg->max_connections for a 503 (see on_request). */
@@ -614,7 +708,8 @@ enum fd_err fd_server_start(struct fd_ctx *ctx, struct fd_server **out)
 		MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024),
 		MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->request_timeout_s,
-		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MHD_POOL_BYTES,
+		MHD_OPTION_URI_LOG_CALLBACK, on_uri, srv,
 		MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
 		MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,

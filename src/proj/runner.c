@@ -696,6 +696,7 @@ static void wait_for_events(struct fd_projector *p)
 	if (!p->listen || PQstatus(p->listen) != CONNECTION_OK) {
 		PQfinish(p->listen);
 		p->listen = PQconnectdb(p->conninfo);
+		fd_pg_log_notices(p->listen, "projector");
 		PGresult *r = PQstatus(p->listen) == CONNECTION_OK ? PQexec(p->listen, "LISTEN factd_events") : NULL;
 		bool ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
 		PQclear(r);
@@ -736,6 +737,7 @@ static void *projector_main(void *arg)
 				if (!due(&w->retry_at))
 					continue;
 				w->conn = PQconnectdb(p->conninfo);
+				fd_pg_log_notices(w->conn, "projector");
 				memset(w->prepared, 0, sizeof w->prepared); /* a new session: nothing prepared on it */
 				if (PQstatus(w->conn) != CONNECTION_OK ||
 				    !run_script(w->conn, FD_PROJECTION_SESSION_SQL) || !prepare_runner(w->conn)) {

@@ -148,6 +148,7 @@ static void nap(struct fd_saga_engine *e, uint64_t *seen, unsigned ms)
 static PGconn *connect_db(struct fd_saga_engine *e)
 {
 	PGconn *c = PQconnectdb(e->conninfo);
+	fd_pg_log_notices(c, "saga engine");
 	if (PQstatus(c) != CONNECTION_OK) {
 		fd_log_fields(FD_LOG_WARN, "saga engine cannot connect",
 			      json_pack("{s:s}", "error", PQerrorMessage(c)));

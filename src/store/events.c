@@ -11,7 +11,7 @@
  * statement, everything else and every conflict through the PL/pgSQL
  * function fd_append (migrations/0001_event_store.sql, 0005_append_speed.sql).
  * Reads fetch the events' plain columns in binary format and render them in
- * render.c, byte for byte as the SQL function fd_event_json would, into the
+ * render.c, as the SQL function fd_event_json would but compact, into the
  * JSON text handed to the caller.
  *
  * Retries: serialization failures and deadlocks are retried up to three
@@ -569,7 +569,7 @@ static enum fd_err render_array(const PGresult *res, int from, int to, int col, 
 	enum fd_err err = fd_buf_append(b, "[", 1);
 	for (int i = from; i < to && !err; i++) {
 		if (i > from)
-			err = fd_buf_append(b, ", ", 2);
+			err = fd_buf_append(b, ",", 1);
 		if (!err)
 			err = fd_render_event(b, res, i, col);
 	}
@@ -716,7 +716,7 @@ enum fd_err fd_store_read_feed(struct fd_pool *pool, struct fd_cursor after, con
 	err = fd_buf_append(&json, "[", 1);
 	for (int i = 0; i < nev && !err; i++) {
 		if (i > 0)
-			err = fd_buf_append(&json, ", ", 2);
+			err = fd_buf_append(&json, ",", 1);
 		if (!err)
 			err = fd_render_event(&json, res, page[i].row, 1);
 	}

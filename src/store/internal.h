@@ -68,7 +68,7 @@ enum { FD_EVENT_NCOLS = 9 };
 
 /*
  * Append the event in columns col..col+8 of row (FD_EVENT_COLS, binary) to b
- * as the JSON object fd_event_json renders, byte for byte.  FD_ERR_INTERNAL
+ * as the JSON object fd_event_json renders, in compact form.  FD_ERR_INTERNAL
  * when a column is NULL or not in the expected binary format.
  */
 FD_MUST_USE enum fd_err fd_render_event(struct fd_buf *b, const PGresult *res, int row, int col);

@@ -58,11 +58,6 @@ static PGresult *select_applied(PGconn *conn, const char *scope)
 }
 
 /* Server notices ("relation already exists, skipping") go to the debug log, not raw stderr. */
-static void log_notice(void *arg, const char *message)
-{
-	fd_log_fields(FD_LOG_DEBUG, "postgresql notice", json_pack("{s:s}", "notice", message ? message : ""));
-}
-
 /* Log a failed statement and classify it; res may be NULL. */
 static enum fd_err report(PGconn *conn, const PGresult *res, const char *what, int version)
 {
@@ -211,7 +206,7 @@ enum fd_err fd_migrate_run(const char *conninfo, const struct fd_migration_set *
 		err = FD_ERR_UNAVAILABLE;
 		goto done;
 	}
-	PQsetNoticeProcessor(conn, log_notice, NULL);
+	fd_pg_log_notices(conn, "migrate");
 
 	/* Everything below, including creating the bookkeeping table, happens under the lock. */
 	if ((err = exec_command(conn, lock_sql, "advisory lock", 0)))

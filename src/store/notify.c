@@ -243,11 +243,6 @@ static enum wait_result wait_socket(struct fd_notifier *n, int sock, short event
 	return WAIT_READY;
 }
 
-static void log_notice(void *arg, const char *message)
-{
-	fd_log_fields(FD_LOG_DEBUG, "postgresql notice", json_pack("{s:s}", "notice", message ? message : ""));
-}
-
 /*
  * Connect without blocking the thread past a stop.  NULL when it failed
  * (logged as a warning when `loud`) or the notifier is stopping.
@@ -261,7 +256,7 @@ static PGconn *connect_db(struct fd_notifier *n, bool loud)
 	PGconn *c = PQconnectStartParams(keys, vals, 1);
 	if (!c)
 		return NULL;
-	PQsetNoticeProcessor(c, log_notice, NULL);
+	fd_pg_log_notices(c, "notifier");
 	int64_t deadline = now_ms() + CONNECT_TIMEOUT_MS;
 	PostgresPollingStatusType st = PQstatus(c) == CONNECTION_BAD ? PGRES_POLLING_FAILED : PGRES_POLLING_WRITING;
 	while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {

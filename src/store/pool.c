@@ -114,12 +114,6 @@ void fd_pool_free(struct fd_pool *pool)
 }
 
 /* Server notices go to the structured log instead of libpq's raw stderr output. */
-static void log_notice(void *arg, const char *message)
-{
-	json_t *fields = json_pack("{s:s}", "notice", message ? message : "");
-	fd_log_fields(FD_LOG_DEBUG, "postgresql notice", fields);
-}
-
 static void log_connect_failure(const struct fd_pool *pool, const char *what, const char *detail)
 {
 	char *url = fd_config_redact_url(pool->conninfo);
@@ -153,7 +147,7 @@ static enum fd_err connect_slot(const struct fd_pool *pool, PGconn **out)
 		err = FD_ERR_UNAVAILABLE;
 		goto done;
 	}
-	PQsetNoticeProcessor(conn, log_notice, NULL);
+	fd_pg_log_notices(conn, "pool");
 	for (unsigned i = 0; i < fd_store_statements_count; i++) {
 		const struct fd_stmt *st = &fd_store_statements[i];
 		res = PQprepare(conn, st->name, st->sql, st->nparams, NULL);
@@ -400,6 +394,28 @@ enum fd_err fd_pg_classify(PGconn *conn, const PGresult *res)
 bool fd_pg_conn_broken(PGconn *conn, enum fd_err err)
 {
 	return !conn || PQstatus(conn) != CONNECTION_OK || err == FD_ERR_UNAVAILABLE;
+}
+
+static void log_notice(void *arg, const PGresult *res)
+{
+	const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	if (!severity)
+		severity = PQresultErrorField(res, PG_DIAG_SEVERITY);
+	bool warning = severity && strcmp(severity, "WARNING") == 0;
+	const char *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	json_t *fields = json_pack("{s:s, s:s?, s:s?, s:s, s:s?, s:s?}", "source", (const char *)arg, "severity",
+				   severity, "sqlstate", PQresultErrorField(res, PG_DIAG_SQLSTATE), "notice",
+				   message ? message : PQresultErrorMessage(res), "detail",
+				   PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL), "hint",
+				   PQresultErrorField(res, PG_DIAG_MESSAGE_HINT));
+	fd_log_fields(warning ? FD_LOG_WARN : FD_LOG_DEBUG, warning ? "postgresql warning" : "postgresql notice",
+		      fields);
+}
+
+void fd_pg_log_notices(PGconn *conn, const char *source)
+{
+	if (conn)
+		PQsetNoticeReceiver(conn, log_notice, (void *)(source ? source : "postgresql"));
 }
 
 void fd_pool_set_append_batches(struct fd_pool *pool, unsigned max_inflight)

@@ -226,3 +226,35 @@ void fd_stored_event_release(struct fd_stored_event *e)
 	free(e->metadata_json);
 	memset(e, 0, sizeof *e);
 }
+
+enum fd_err fd_store_installation_secret(struct fd_pool *pool, char *out, size_t len)
+{
+	PGconn *conn = NULL;
+	if (len)
+		out[0] = '\0';
+	enum fd_err err = fd_pool_acquire(pool, &conn);
+	if (err)
+		return err;
+	/* Not a prepared statement: every pool connection prepares those, and a
+	 * database one migration behind must still serve everything else. */
+	PGresult *res = PQexec(conn, "SELECT secret FROM installation_secret");
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) {
+		size_t n = (size_t)PQgetlength(res, 0, 0);
+		if (n >= 32 && n < len)
+			memcpy(out, PQgetvalue(res, 0, 0), n + 1);
+		else
+			err = FD_ERR_INTERNAL;
+	} else if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+		err = FD_ERR_INTERNAL; /* the migration inserts the one row */
+	} else {
+		err = fd_pg_classify(conn, res);
+		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		if (state && strcmp(state, "42P01") == 0)
+			err = FD_ERR_UNAVAILABLE; /* not migrated yet */
+		fd_log_fields(FD_LOG_WARN, "cannot read the installation secret",
+			      json_pack("{s:s?, s:s}", "sqlstate", state, "error", PQresultErrorMessage(res)));
+	}
+	PQclear(res);
+	fd_pool_release(pool, conn, fd_pg_conn_broken(conn, err));
+	return err;
+}

@@ -1,7 +1,8 @@
 /*
  * snapshots.h - loading aggregates from the store: the newest usable
  * snapshot plus the events after it, snapshot writes, point-in-time version
- * lookup, and event lookup by id (for idempotent commands).
+ * lookup, and event lookup by id and the installation's secret (for
+ * idempotent commands).
  *
  * Thread-safe; each call borrows one pool connection for one round trip.
  */
@@ -62,5 +63,16 @@ FD_MUST_USE enum fd_err fd_store_find_event(struct fd_pool *pool, const struct f
 FD_MUST_USE enum fd_err fd_store_event_at(struct fd_pool *pool, const char *stream, int64_t version,
 					  struct fd_stored_event *out);
 void fd_stored_event_release(struct fd_stored_event *e);
+
+/*
+ * The installation's secret (table installation_secret, made once by a
+ * migration): mixed into the ids of events that commands derive from an
+ * Idempotency-Key, and the same for every process sharing the database.
+ * Copied to out (NUL-terminated; len of FD_INSTALLATION_SECRET_MAX + 1 is
+ * enough).  FD_ERR_UNAVAILABLE when the database cannot be reached or is not
+ * migrated yet.
+ */
+enum { FD_INSTALLATION_SECRET_MAX = 128 };
+FD_MUST_USE enum fd_err fd_store_installation_secret(struct fd_pool *pool, char *out, size_t len);
 
 #endif

@@ -1171,6 +1171,31 @@ async function connectionLimit(capped) {
 	await call('GET', '/healthz', { status: 200, label: 'GET /healthz once the held connection closed' }, capped);
 }
 
+/** 431 headers-too-large on every operation: request line and headers past 64 KiB. */
+async function headersTooLarge() {
+	section = 'headers too large';
+	const filler = {};
+	for (let i = 0; i < 9; i++) filler[`X-Filler-${i}`] = 'f'.repeat(8000);
+	// No body: the answer comes before it, and the connection closes after it.
+	for (const [m, p] of [['GET', '/healthz'], ['GET', '/readyz'], ['GET', '/metrics'], ...operationSteps()]) {
+		const r = await call(m, p, { headers: filler, status: 431, type: 'headers-too-large' });
+		if (r.status === 431 && r.headers.connection !== 'close') fail(`${m} ${p}`, `Connection is ${r.headers.connection}, not close`);
+	}
+}
+
+/** 400 encoded-slash on every operation with a path parameter: %2F in the segment. */
+async function encodedSlash() {
+	section = 'encoded slash';
+	for (const [m, p, opts] of operationSteps()) {
+		const segments = p.split('/');
+		// the last segment that is a parameter: an id, a name, a stream
+		const k = segments.findLastIndex((x, i) => i > 1 && !['events', 'stream', 'lines', 'place', 'cancel', 'ship', 'restock', 'process', 'refund', 'rebuild', 'saga', 'retry', 'abort'].includes(x));
+		if (k < 0) continue;
+		segments[k] = `a%2F${segments[k]}`;
+		await call(m, segments.join('/'), { ...opts, status: 400, type: 'encoded-slash' });
+	}
+}
+
 function report() {
 	const rows = operations.map((o) => {
 		const documented = Object.keys(o.op.responses || {});
@@ -1256,6 +1281,8 @@ async function main() {
 		await routeProbes();
 		await unavailable(down, unmigrated);
 		await access(keyed);
+		await headersTooLarge();
+		await encodedSlash();
 		await connectionLimit(capped);
 	} finally {
 		for (const inst of instances) await stopFactd(inst);

@@ -725,6 +725,27 @@ Test(stream_name, percent_encoded_nul)
 Test(stream_name, encoded_slash)
 {
 	check_bad_stream("a%2Fb");
+	/* Precisely: 400 encoded-slash, not the 404 of the decoded path /streams/a/b/events. */
+	struct fd_test_server ts;
+	struct counts before = start_seeded(&ts, NULL);
+	static const char *const paths[] = { "/streams/a%2Fb/events", "/streams/seed-1%2f/events",
+					     "/streams/%2Fseed-1/events?from_version=1" };
+	for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+		struct fd_test_resp r;
+		cr_assert_eq(fd_test_http(ts.port, "POST", paths[i], NULL, APPEND_EV(EV_OK), strlen(APPEND_EV(EV_OK)), &r),
+			     0);
+		fd_test_assert_problem(&r, 400, "encoded-slash");
+		fd_test_resp_free(&r);
+		cr_assert_eq(fd_test_get(ts.port, paths[i], &r), 0);
+		fd_test_assert_problem(&r, 400, "encoded-slash");
+		fd_test_resp_free(&r);
+	}
+	/* In the query string it is only a character of a value. */
+	struct fd_test_resp r;
+	cr_assert_eq(fd_test_get(ts.port, "/streams/seed-1/events?from_version=%2F", &r), 0);
+	fd_test_assert_problem(&r, 400, "invalid-parameter");
+	fd_test_resp_free(&r);
+	finish(&ts, before);
 }
 
 Test(stream_name, quote_and_backslash)
@@ -964,6 +985,59 @@ Test(protocol, garbage_and_aborted_uploads_keep_the_server_up)
 		fd_test_resp_free(&r);
 		assert_alive(&ts);
 	}
+	finish(&ts, before);
+}
+
+/* "GET /healthz HTTP/1.1" with header lines of filler up to `total` bytes of request line and headers. */
+static char *request_of(size_t total, size_t line_max)
+{
+	static const char head[] = "GET /healthz HTTP/1.1\r\nHost: h\r\n";
+	char *raw = malloc(total + 1);
+	cr_assert_not_null(raw);
+	size_t n = sizeof head - 1, end = total - 2;
+	memcpy(raw, head, n);
+	for (int i = 0; n < end; i++) {
+		size_t len = end - n < line_max ? end - n : line_max; /* the whole line, "X-Fnnnnn: ...\r\n" */
+		if (end - n - len < 16 && end - n > len)
+			len = (end - n) / 2; /* keep the last line long enough for its name */
+		cr_assert_geq(len, 16);
+		int k = snprintf(raw + n, 12, "X-F%05d: ", i);
+		memset(raw + n + k, 'f', len - (size_t)k - 2);
+		memcpy(raw + n + len - 2, "\r\n", 2);
+		n += len;
+	}
+	memcpy(raw + n, "\r\n", 3);
+	cr_assert_eq(strlen(raw), total);
+	return raw;
+}
+
+Test(protocol, request_line_and_headers_over_64_kib_are_431_problems)
+{
+	struct fd_test_server ts;
+	struct counts before = start_seeded(&ts, NULL);
+	struct fd_test_resp r;
+	/* Exactly 64 KiB is served; one byte more is factd's 431, also as many lines or far beyond. */
+	char *raw = request_of(65536, 8000);
+	cr_assert_eq(fd_test_http_raw(ts.port, raw, strlen(raw), &r), 0);
+	cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
+	fd_test_resp_free(&r);
+	free(raw);
+	static const size_t sizes[][2] = { { 65537, 8000 }, { 65537, 100 }, { 100 * 1024, 100 * 1024 }, { 120 * 1024, 4000 } };
+	for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+		raw = request_of(sizes[i][0], sizes[i][1]);
+		cr_assert_eq(fd_test_http_raw(ts.port, raw, strlen(raw), &r), 0);
+		fd_test_assert_problem(&r, 431, "headers-too-large");
+		char h[64];
+		cr_assert_str_eq(fd_test_header(&r, "Connection", h, sizeof h), "close");
+		fd_test_resp_free(&r);
+		free(raw);
+	}
+	/* Past libmicrohttpd's memory for a connection it answers its own 431 (or closes); factd stays up. */
+	raw = request_of(400 * 1024, 8000);
+	cr_assert_eq(fd_test_http_raw(ts.port, raw, strlen(raw), &r), 0);
+	cr_assert(r.status == 431 || r.raw_len == 0, "status %d", r.status);
+	fd_test_resp_free(&r);
+	free(raw);
 	finish(&ts, before);
 }
 

@@ -82,6 +82,32 @@ Test(migrate, applies_everything_once)
 	free(url);
 }
 
+/* The installation secret of a freshly migrated database (caller frees). */
+static char *installation_secret(void)
+{
+	char *url = fd_test_db_new_empty();
+	cr_assert_eq(fd_migrate_run(url, NULL, NULL), FD_OK);
+	PGconn *c = fd_test_connect(url);
+	PGresult *res = PQexec(c, "SELECT secret FROM installation_secret");
+	cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s", PQresultErrorMessage(res));
+	cr_assert_eq(PQntuples(res), 1, "one row");
+	char *secret = strdup(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	PQfinish(c);
+	free(url);
+	return secret;
+}
+
+Test(migrate, each_installation_gets_its_own_random_secret)
+{
+	char *a = installation_secret(), *b = installation_secret();
+	cr_assert_eq(strlen(a), 64, "%s", a);
+	cr_assert_eq(strspn(a, "0123456789abcdef"), 64, "%s", a);
+	cr_assert_str_neq(a, b, "two installations share a secret");
+	free(a);
+	free(b);
+}
+
 Test(migrate, check_reports_a_pending_migration)
 {
 	char *url = fd_test_db_new_empty();

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "factd/events.h"
+#include "factd/jsonspan.h"
 #include "factd/pool.h"
 #include "testdb.h"
 
@@ -193,9 +194,17 @@ static void exec_sql(const char *url, const char *sql)
 	PQfinish(c);
 }
 
+/* PostgreSQL's JSON text (caller frees) without whitespace between tokens, in place. */
+static char *compact(char *json)
+{
+	json[fd_json_compact(json, json, strlen(json))] = '\0';
+	return json;
+}
+
 /*
  * Reads render events in C; the bytes must be those PostgreSQL's
- * fd_event_json and json_agg produce, which clients have been getting.
+ * fd_event_json and json_agg produce, without the whitespace between tokens
+ * (responses are compact JSON).
  */
 Test(store, reads_render_events_as_fd_event_json_does, .timeout = 120)
 {
@@ -231,7 +240,7 @@ Test(store, reads_render_events_as_fd_event_json_does, .timeout = 120)
 			 "SELECT coalesce(json_agg(fd_event_json(e) ORDER BY e.version), '[]')::text"
 			 " FROM events e WHERE e.stream_id = 'render-1' AND e.version >= %lld",
 			 (long long)from);
-		char *want = query_text(d.url, sql);
+		char *want = compact(query_text(d.url, sql));
 		cr_assert_str_eq(page.events_json, want, "stream from version %lld", (long long)from);
 		free(want);
 		free(page.events_json);
@@ -249,8 +258,8 @@ Test(store, reads_render_events_as_fd_event_json_does, .timeout = 120)
 		free(fp.events_json);
 		sleep_ms(20);
 	}
-	char *want = query_text(d.url, "SELECT json_agg(fd_event_json(e) ORDER BY e.tx_id, e.seq)::text"
-				       " FROM events e WHERE e.category = 'render'");
+	char *want = compact(query_text(d.url, "SELECT json_agg(fd_event_json(e) ORDER BY e.tx_id, e.seq)::text"
+					       " FROM events e WHERE e.category = 'render'"));
 	cr_assert_str_eq(fp.events_json, want, "feed");
 	free(want);
 	free(fp.events_json);

@@ -787,6 +787,38 @@ Test(jsonspan, member_whitespace_heavy)
 	cr_assert_not(fd_json_next_element(s, strlen(s), ev, &pos, &e), "only two elements");
 }
 
+Test(jsonspan, compact_drops_whitespace_between_tokens_only)
+{
+	static const struct {
+		const char *in, *want;
+	} cases[] = {
+		{ "{\"orders\" : [{\"a\" : 1, \"b\" : \"x : y, z\"}], \"next\" : null}",
+		  "{\"orders\":[{\"a\":1,\"b\":\"x : y, z\"}],\"next\":null}" },
+		{ " \n\t[ 1 ,\r\n2 , { } , [ ] , true , false , -0.5e3 ]\n", "[1,2,{},[],true,false,-0.5e3]" },
+		{ "{\"q\\\" : \\\\\" : \"\\\\\", \"e\" : \"\\\" , \\\"\"}", "{\"q\\\" : \\\\\":\"\\\\\",\"e\":\"\\\" , \\\"\"}" },
+		{ "\"  \"", "\"  \"" },
+		{ "", "" },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char out[128];
+		size_t n = fd_json_compact(out, cases[i].in, strlen(cases[i].in));
+		out[n] = '\0';
+		cr_assert_str_eq(out, cases[i].want, "case %zu", i);
+		/* in place, and the same as jansson's compact form */
+		char *copy = strdup(cases[i].in);
+		copy[fd_json_compact(copy, copy, strlen(copy))] = '\0';
+		cr_assert_str_eq(copy, cases[i].want);
+		free(copy);
+		json_t *j = json_loads(cases[i].in, JSON_DECODE_ANY, NULL);
+		if (j && !strchr(cases[i].in, '.')) {
+			char *dumped = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+			cr_assert_str_eq(dumped, cases[i].want, "case %zu against jansson", i);
+			free(dumped);
+		}
+		json_decref(j);
+	}
+}
+
 Test(jsonspan, strings_with_brackets_and_escapes)
 {
 	const char *s = "{\"s\":\"[{\\\"}\",\"t\":\"\\\\\",\"data\":{\"q\":\"}]}[{\"},\"u\":\"x\"}";

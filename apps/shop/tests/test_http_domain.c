@@ -26,6 +26,7 @@
 #include "factd/bus.h"
 #include "shop.h"
 #include "factd/events.h"
+#include "factd/hash.h"
 #include "http/problem.h"
 #include "factd/timeutil.h"
 #include "factd/uuid.h"
@@ -2393,6 +2394,91 @@ Test(domain_idempotency, concurrent_same_key_other_body_is_422, .timeout = 60)
 	fd_test_resp_free(&tw[0].r);
 	fd_test_resp_free(&tw[1].r);
 	fd_test_server_stop(&ts);
+}
+
+/*
+ * The ids a command with an Idempotency-Key gives its events are derived
+ * from the key and the installation's secret.  Without the secret a client
+ * could compute them and take them first with an append of its own.
+ */
+static void forge_event(const struct fd_test_server *ts, const char *stream, const char *ns, const char *key)
+{
+	char name[300], id[FD_UUID_STRLEN + 1];
+	struct fd_uuid u;
+	int n = snprintf(name, sizeof name, "%s#0", key);
+	fd_uuid_from_name(ns, name, (size_t)n, &u);
+	fd_uuid_format(&u, id);
+	struct fd_test_resp r;
+	post(ts, P("/streams/%s/events", stream),
+	     P("{\"expected_version\":\"any\",\"events\":[{\"event_id\":\"%s\",\"type\":\"Noted\",\"data\":{}}]}", id), &r);
+	cr_assert_eq(r.status, 201, "%s", r.body);
+	fd_test_resp_free(&r);
+}
+
+Test(domain_idempotency, ids_derived_from_the_key_alone_are_not_the_commands)
+{
+	struct fd_test_server ts;
+	fd_test_server_start(&ts, NULL);
+	/* What the ids were before the secret: the key alone. */
+	forge_event(&ts, "notes-1", "factd.command", "forged-1");
+	struct fd_test_resp first, again;
+	send_req(&ts, "POST", "/orders", "Idempotency-Key: forged-1\r\n", "{\"customer_id\":\"c-f\"}", &first);
+	assert_command_ok(&first, 201, "order_id", NULL, 1);
+	send_req(&ts, "POST", "/orders", "Idempotency-Key: forged-1\r\n", "{\"customer_id\":\"c-f\"}", &again);
+	assert_replay(&first, &again);
+	fd_test_resp_free(&first);
+	fd_test_resp_free(&again);
+	assert_events(&ts, 2);
+	fd_test_server_stop(&ts);
+}
+
+Test(domain_idempotency, ids_taken_by_other_events_are_409_not_500)
+{
+	struct fd_test_server ts;
+	fd_test_server_start(&ts, NULL);
+	/* Someone who has the secret (it sits in the database) can still take the ids. */
+	PGconn *c = fd_test_connect(ts.db_url);
+	PGresult *res = PQexec(c, "SELECT secret FROM installation_secret");
+	cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s", PQresultErrorMessage(res));
+	char ns[256];
+	snprintf(ns, sizeof ns, "factd.command\n%s", PQgetvalue(res, 0, 0));
+	PQclear(res);
+	PQfinish(c);
+	forge_event(&ts, "notes-1", ns, "taken-1");
+	assert_events(&ts, 1);
+
+	struct fd_test_resp r;
+	send_req(&ts, "POST", "/orders", "Idempotency-Key: taken-1\r\n", "{\"customer_id\":\"c-t\"}", &r);
+	fd_test_assert_problem(&r, 409, "idempotency-key-conflict");
+	fd_test_resp_free(&r);
+	send_req(&ts, "POST", "/products", "Idempotency-Key: taken-1\r\n", "{\"product_id\":\"t-1\",\"name\":\"T\",\"stock\":1}",
+		 &r);
+	fd_test_assert_problem(&r, 409, "idempotency-key-conflict");
+	fd_test_resp_free(&r);
+	assert_events(&ts, 1);
+	/* Another key works as ever. */
+	send_req(&ts, "POST", "/products", "Idempotency-Key: taken-2\r\n", "{\"product_id\":\"t-1\",\"name\":\"T\",\"stock\":1}",
+		 &r);
+	assert_command_ok(&r, 201, "product_id", "t-1", 1);
+	fd_test_resp_free(&r);
+	fd_test_server_stop(&ts);
+}
+
+Test(domain_idempotency, processes_sharing_a_database_derive_the_same_ids)
+{
+	struct fd_test_server a, b;
+	fd_test_server_start(&a, NULL);
+	fd_test_server_start(&b, a.db_url);
+	struct fd_test_resp first, again;
+	send_req(&a, "POST", "/orders", "Idempotency-Key: shared-1\r\n", "{\"customer_id\":\"c-s\"}", &first);
+	assert_command_ok(&first, 201, "order_id", NULL, 1);
+	send_req(&b, "POST", "/orders", "Idempotency-Key: shared-1\r\n", "{\"customer_id\":\"c-s\"}", &again);
+	assert_replay(&first, &again);
+	fd_test_resp_free(&first);
+	fd_test_resp_free(&again);
+	assert_events(&a, 1);
+	fd_test_server_stop(&b);
+	fd_test_server_stop(&a);
 }
 
 /* ---- eight writers on one order ------------------------------------------------------- */

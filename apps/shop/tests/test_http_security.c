@@ -334,7 +334,7 @@ Test(cors, responses_expose_headers_to_allowed_origins_only)
 	struct fd_test_server ts;
 	fd_test_server_start_with(&ts, NULL, with_cors);
 	struct fd_test_resp r;
-	char h[256], hdrs[256];
+	char h[256], hdrs[512]; /* an Origin line plus all 256 bytes auth() may return */
 	snprintf(hdrs, sizeof hdrs, "Origin: http://localhost:3000\r\n%s", auth(WRITE_KEY));
 	cr_assert_eq(fd_test_http(ts.port, "POST", "/streams/c-1/events", hdrs, APPEND, strlen(APPEND), &r), 0);
 	cr_assert_eq(r.status, 201, "%s", r.body);
@@ -518,14 +518,14 @@ Test(limits, lengths)
 	fd_test_assert_problem(&r, 400, NULL);
 	fd_test_resp_free(&r);
 
-	/* Headers beyond the connection's memory (64 KiB): refused by libmicrohttpd with a 4xx, server alive. */
+	/* Headers beyond 64 KiB: factd's 431, server alive. */
 	size_t big = 100 * 1024;
 	char *h = malloc(big + 32);
 	strcpy(h, "X-Filler: ");
 	memset(h + 10, 'x', big);
 	strcpy(h + 10 + big, "\r\n");
 	cr_assert_eq(fd_test_http(ts.port, "GET", "/healthz", h, NULL, 0, &r), 0);
-	cr_assert(r.status == 431 || r.status == 413 || r.status == 400 || r.raw_len == 0, "status %d", r.status);
+	fd_test_assert_problem(&r, 431, "headers-too-large");
 	fd_test_resp_free(&r);
 	free(h);
 	cr_assert_eq(call(&ts, "GET", "/healthz", NULL, NULL, &r), 200);

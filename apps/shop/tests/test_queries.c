@@ -528,6 +528,71 @@ Test(queries_orders, answers_come_from_the_read_model)
 
 /* ---- products ------------------------------------------------------------------- */
 
+/*
+ * A body exactly as jansson writes it compactly: no whitespace between
+ * tokens, members in the order given.  The data below has no reals and no
+ * integers past 64 bits, so re-encoding the parsed body changes nothing else.
+ */
+static void assert_compact(const struct fd_test_server *ts, const char *path)
+{
+	struct fd_test_resp r;
+	send_req(ts, "GET", path, NULL, &r);
+	cr_assert_eq(r.status, 200, "GET %s: %d %s", path, r.status, r.body);
+	json_t *doc = json_loadb(r.body, r.body_len, 0, NULL);
+	cr_assert(doc, "GET %s: not JSON: %s", path, r.body);
+	char *want = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	cr_assert_null(strstr(r.body, "\" : "), "GET %s has \" : \": %s", path, r.body);
+	cr_assert_str_eq(r.body, want, "GET %s is not compact", path);
+	free(want);
+	json_decref(doc);
+	fd_test_resp_free(&r);
+}
+
+static void tweak_sagas(struct fd_config *c)
+{
+	c->sagas = 1;
+}
+
+Test(queries_format, list_responses_are_compact_json)
+{
+	struct fd_test_server ts;
+	fd_test_server_start_with(&ts, NULL, tweak_sagas);
+	json_decref(command(&ts, "POST", "/products", "{\"product_id\":\"p-1\",\"name\":\"Mug and jug\",\"stock\":5}", 201));
+	json_decref(command(&ts, "POST", "/products", "{\"product_id\":\"p-2\",\"name\":\"a : b, c\",\"stock\":1}", 201));
+	char o1[ID_LEN], o2[ID_LEN];
+	create_order(&ts, "c : 1", o1);
+	create_order(&ts, "c-2", o2);
+	add_line(&ts, o1, "p-1", 2, 100);
+	json_decref(command(&ts, "POST", P("/orders/%s/place", o1), NULL, 200));
+	struct fd_test_resp r;
+	send_req(&ts, "POST", "/streams/notes-1/events",
+		 "{\"expected_version\":0,\"events\":[{\"type\":\"Noted\",\"data\":{ \"text\" : \"x : y , z\","
+		 " \"list\" : [ 1 , { } , [ ] , null , true ] },\"metadata\":{ \"who\" : \"me\" }}]}",
+		 &r);
+	cr_assert_eq(r.status, 201, "%s", r.body);
+	note_position(fd_test_json_str(&r, "position"));
+	fd_test_resp_free(&r);
+	/* wait for the saga to have started, so its list is not empty */
+	for (long end = now_ms() + 10000;; sleep_ms(20)) {
+		json_t *sagas = get_ok(&ts, "/sagas");
+		size_t n = json_array_size(json_object_get(sagas, "items"));
+		json_decref(sagas);
+		if (n > 0)
+			break;
+		cr_assert_lt(now_ms(), end, "no saga started");
+	}
+
+	const char *paths[] = {
+		P("/orders?min_position=%s", last_pos), P("/orders?limit=1&min_position=%s", last_pos),
+		P("/products?min_position=%s", last_pos), "/products?limit=1", "/sagas", "/sagas?limit=1",
+		"/projections", "/events", "/events?limit=2", "/streams/notes-1/events", P("/orders/%s/events", o1),
+		"/products/p-1/events",
+	};
+	for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
+		assert_compact(&ts, paths[i]);
+	fd_test_server_stop(&ts);
+}
+
 Test(queries_products, stock_after_create_restock_and_reservations)
 {
 	struct fd_test_server ts;
