@@ -14,6 +14,7 @@
 #include <jansson.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,8 @@ static pid_t spawn(const char *url, uint16_t port, const char *err_path)
 	pid_t pid = fork();
 	cr_assert_neq(pid, -1);
 	if (pid == 0) {
+		/* a failed assertion ends the test process: the server must not outlive it */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		char listen[32];
 		snprintf(listen, sizeof listen, "127.0.0.1:%u", port);
 		if (!freopen(err_path, "w", stderr))
@@ -118,7 +121,7 @@ Test(process, stderr_is_json_lines_only, .timeout = 120)
 	cr_assert_eq(fd_test_get(port, "/readyz", &r), 0);
 	cr_assert_eq(r.status, 200, "%s", r.body);
 	fd_test_resp_free(&r);
-	cr_assert_eq(fd_test_post(port, "/products", "{\"product_id\":\"sku-log\",\"name\":\"n\",\"stock\":1}", &r), 0);
+	cr_assert_eq(fd_test_post(port, "/counters", "{\"counter_id\":\"log-1\"}", &r), 0);
 	cr_assert_eq(r.status, 201, "%s", r.body);
 	fd_test_resp_free(&r);
 
