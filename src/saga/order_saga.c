@@ -355,7 +355,9 @@ static enum fd_step_result refund(struct fd_saga_ctx *ctx)
 	err = payload ? fd_saga_send(ctx, &fd_payment_type, pid, "refund", payload, "refund", &r) : FD_ERR_NOMEM;
 	json_decref(payload);
 	enum fd_step_result out = FD_STEP_OK;
-	if (err == FD_ERR_REJECTED || err == FD_ERR_INVAL || err == FD_ERR_IDEMPOTENCY)
+	if (err == FD_ERR_REJECTED)
+		out = transient(ctx, err, "refund"); /* refunded by hand meanwhile: look again */
+	else if (err == FD_ERR_INVAL || err == FD_ERR_IDEMPOTENCY)
 		out = refused(ctx, &r, "refund");
 	else if (err)
 		out = transient(ctx, err, "refund");
