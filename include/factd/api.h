@@ -57,6 +57,12 @@ void fd_api_get_aggregate(struct fd_req *req, struct fd_resp *resp);
 void fd_api_aggregate_events(struct fd_req *req, struct fd_resp *resp);
 /* POST /payments/{id}/process: ask the gateway once about a pending payment and record the answer. */
 void fd_api_process_payment(struct fd_req *req, struct fd_resp *resp);
+/*
+ * POST /payments/{id}/refund (route arg: the refund command): 409
+ * order-not-cancelled while the payment's order exists and is not cancelled
+ * (api_refund.c), else fd_api_command.
+ */
+void fd_api_refund_payment(struct fd_req *req, struct fd_resp *resp);
 
 /* The read side (api_query.c): GET /orders and GET /products read the projections' tables. */
 void fd_api_list_orders(struct fd_req *req, struct fd_resp *resp);

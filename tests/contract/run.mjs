@@ -857,6 +857,15 @@ async function payments() {
 	await commandErrors('POST', refund(large), { amount_cents: 1 }, { jsonBody: false });
 	const refunded = await call('GET', `/payments/${id}`, { status: 200 });
 	if (refunded.body?.status !== 'refunded') fail('GET refunded payment', JSON.stringify(refunded.body));
+	// A payment of an order that exists is given back by cancelling the order, not by hand.
+	const live = (await call('POST', '/orders', { json: { customer_id: 'c-refund' }, status: 201 })).body?.order_id;
+	const owed = (await call('POST', '/payments', { json: { order_id: live, amount_cents: 700 }, status: 201 })).body?.payment_id;
+	await call('POST', proc(owed), { status: 200, label: 'process (transient failure)' });
+	await call('POST', proc(owed), { status: 200, label: 'process (authorised)' });
+	await call('POST', refund(owed), { json: { amount_cents: 100 }, status: 409, type: 'order-not-cancelled' });
+	await call('POST', refund(owed), { json: { amount_cents: 701 }, status: 409, type: 'refund-exceeds-payment', label: 'the payment\'s own rules first' });
+	await call('POST', `/orders/${live}/cancel`, { json: { reason: 'refund test' }, status: 200 });
+	await call('POST', refund(owed), { status: 200, label: 'refund once the order is cancelled' });
 	await aggregateReads('payment', id, uuid(), 'not-a-uuid');
 	return order;
 }
