@@ -1068,8 +1068,9 @@ async function sagas(inst) {
 	}
 
 	// A compensation that cannot complete: the order is confirmed (an event appended
-	// behind the saga's back) and shipped, so cancelling it is refused and the saga
-	// fails; an operator's retry runs the compensation again (and it fails again).
+	// behind the saga's back) and shipped, so cancelling it (the first thing undoing
+	// take_payment does, before any money goes back) is refused and the saga fails;
+	// an operator's retry runs the compensation again (and it fails again).
 	const d = await place(sku, 1);
 	const sd = await waitSaga(d, waiting, 'waiting for the payment');
 	await c('POST', `/streams/order-${d}/events`, { json: { expected_version: 'any', events: [{ type: 'OrderConfirmed', data: {} }] }, status: 201, label: 'confirm the order behind the saga' });
@@ -1080,7 +1081,7 @@ async function sagas(inst) {
 	if (fa.body?.saga_status !== 'failed') fail('abort a failed saga', JSON.stringify(fa.body));
 	const rt = await c('POST', `/sagas/${sd.id}/retry`, { status: 202 });
 	if (!['compensating', 'failed'].includes(rt.body?.status)) fail('retry a failed saga', JSON.stringify(rt.body));
-	const sd2 = await waitSaga(d, (x) => x.status === 'failed' && (x.history || []).filter((h) => h.step === 'accept_order' && h.kind === 'compensation').length >= 2, 'failed again');
+	const sd2 = await waitSaga(d, (x) => x.status === 'failed' && (x.history || []).filter((h) => h.step === 'take_payment' && h.kind === 'compensation').length >= 2, 'failed again');
 	if (!/order-shipped/.test(sd2.error || '')) fail('retry a failed saga', `error ${sd2.error}`);
 	// Shipping started the order's order_shipping saga.
 	const deadline = Date.now() + 60000;
