@@ -604,6 +604,20 @@ async function main() {
 		console.log(`invariants: ${stats.commands} commands in ${((ran - started) / 1000).toFixed(1)} s, settled and checked in ${((Date.now() - ran) / 1000).toFixed(1)} s; ${requests} requests`);
 		console.log(`orders: ${JSON.stringify(byStatus)}`);
 		console.log(`sagas: ${JSON.stringify(sagaStatus)}`);
+		// why the compensated sagas compensated: where the cancels landed, among the rest
+		const why = {};
+		for (const o of result.orders) {
+			const sg = o.saga;
+			if (!sg || (sg.status !== 'compensated' && sg.status !== 'failed')) continue;
+			const e = sg.error || '';
+			const confirmed = (sg.history || []).some((h) => h.step === 'confirm_order' && h.kind === 'action' && h.outcome === 'succeeded');
+			const k = e.startsWith('order cancelled') ? (confirmed ? 'cancel after confirmation' : 'cancel during the saga')
+				: e.startsWith('aborted') ? (confirmed ? 'abort racing confirmation' : 'abort during the saga')
+				: /declined/.test(e) ? 'payment declined' : /insufficient-stock/.test(e) ? 'out of stock' : e.replace(/:.*/, '');
+			const key = `${sg.status}: ${k}`;
+			why[key] = (why[key] || 0) + 1;
+		}
+		console.log(`compensations: ${JSON.stringify(why)}`);
 		for (const x of retried) console.log(`retried a failed saga: ${x}`);
 		console.log(`outcomes: ${Object.entries(stats.outcomes).sort().map(([k, n]) => `${k}: ${n}`).join(', ')}`);
 	} finally {
