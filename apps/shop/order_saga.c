@@ -4,8 +4,9 @@
  * order_fulfillment (correlation key: the order id):
  *   accept_order       on OrderPlaced (starts the saga)     undo: cancel the order with the reason
  *   reserve_inventory  right after                          undo: release every line's reservation
- *   take_payment       when every line is reserved          undo: refund what was taken, or void a
- *                                                           payment still waiting for the gateway
+ *   take_payment       when every line is reserved          undo: cancel the order, then refund what
+ *                                                           was taken, or void a payment still
+ *                                                           waiting for the gateway
  *   confirm_order      when the payment is authorised       (last step: the saga completes)
  * The conditions read the saga's data, which the events fold into (the
  * StockReserved and PaymentAuthorised of the log) and which a step's own
@@ -16,6 +17,16 @@
  * payment that never answers (timeout) or the order being cancelled by
  * someone else all make the saga compensate: refund, release, cancel, in
  * that (reverse) order.
+ *
+ * The order cancelled after the saga completed (the customer changed their
+ * mind about a confirmed order) makes the completed saga compensate too
+ * (compensate_when_completed): the same undo, under the same saga id and
+ * idempotency keys, so the payment is refunded and the stock released
+ * exactly once.  Undoing take_payment cancels the order before it gives the
+ * money back: a confirmed order could otherwise ship between the refund and
+ * the cancel (an operator's abort racing the confirmation); when it has
+ * shipped, the cancel is refused and the saga fails with the payment and the
+ * stock left to the shipped order.
  *
  * order_shipping (key: the order id): commit_reservations on OrderShipped.
  *
@@ -300,11 +311,17 @@ static enum fd_step_result pay(struct fd_saga_ctx *ctx)
 	return FD_STEP_WAIT; /* no answer yet: the step's timeout decides */
 }
 
+static enum fd_step_result cancel(struct fd_saga_ctx *ctx);
+
 static enum fd_step_result refund(struct fd_saga_ctx *ctx)
 {
 	const char *pid = json_string_value(json_object_get(ctx->data, "payment_id"));
 	if (!pid)
 		return FD_STEP_OK;
+	/* no money back while the order may still ship: it is cancelled first (refused once shipped) */
+	enum fd_step_result cancelled = cancel(ctx);
+	if (cancelled != FD_STEP_OK)
+		return cancelled;
 	struct fd_payment p;
 	enum fd_err err = load_payment(ctx, pid, &p);
 	enum fd_payment_status s = p.status;
@@ -339,7 +356,9 @@ static enum fd_step_result refund(struct fd_saga_ctx *ctx)
 	err = payload ? fd_saga_send(ctx, &fd_payment_type, pid, "refund", payload, "refund", &r) : FD_ERR_NOMEM;
 	json_decref(payload);
 	enum fd_step_result out = FD_STEP_OK;
-	if (err == FD_ERR_REJECTED || err == FD_ERR_INVAL || err == FD_ERR_IDEMPOTENCY)
+	if (err == FD_ERR_REJECTED)
+		out = transient(ctx, err, "refund"); /* refunded by hand meanwhile: look again */
+	else if (err == FD_ERR_INVAL || err == FD_ERR_IDEMPOTENCY)
 		out = refused(ctx, &r, "refund");
 	else if (err)
 		out = transient(ctx, err, "refund");
@@ -420,6 +439,7 @@ const struct fd_saga_type fd_order_fulfillment_saga = {
 	.fold = fold_order,
 	.steps = fulfillment_steps,
 	.nsteps = sizeof fulfillment_steps / sizeof fulfillment_steps[0],
+	.compensate_when_completed = true,
 };
 
 /* ---- order_shipping ------------------------------------------------------------- */

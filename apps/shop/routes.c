@@ -46,7 +46,7 @@ const struct fd_route shop_routes[] = {
 	{ .method = "GET", .pattern = "/payments/{id}/events", .handler = fd_api_aggregate_events,
 	  .arg = &fd_payment_type },
 	{ .method = "POST", .pattern = "/payments/{id}/process", .handler = shop_api_process_payment },
-	{ .method = "POST", .pattern = "/payments/{id}/refund", .handler = fd_api_command,
+	{ .method = "POST", .pattern = "/payments/{id}/refund", .handler = shop_api_refund_payment,
 	  .arg = CMD(fd_payment_type, "refund") },
 
 	{ 0 } /* the end */

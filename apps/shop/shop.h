@@ -228,6 +228,12 @@ extern const struct fd_projection shop_product_stock;
 void shop_api_list_orders(struct fd_req *req, struct fd_resp *resp);
 void shop_api_list_products(struct fd_req *req, struct fd_resp *resp);
 void shop_api_process_payment(struct fd_req *req, struct fd_resp *resp);
+/*
+ * POST /payments/{id}/refund (route arg: the refund command): 409
+ * order-not-cancelled while the payment's order exists and is not cancelled
+ * (refund.c), else fd_api_command.
+ */
+void shop_api_refund_payment(struct fd_req *req, struct fd_resp *resp);
 /* The route table (routes.c), ended by a row without a method. */
 extern const struct fd_route shop_routes[];
 

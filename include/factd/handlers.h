@@ -57,6 +57,8 @@ struct fd_cmd_meta;
 struct fd_cmd_result;
 /* The id as factd stores it (UUIDs in lower-case canonical form) into out.  False when invalid for t. */
 bool fd_api_canonical_id(const struct fd_aggregate_type *t, const char *given, char *out, size_t len);
+/* An If-Match header's version ("\"N\"" or N) into *out; false when it is not one. */
+bool fd_api_if_match(const char *header, int64_t *out);
 /* ETag: "<version>". */
 void fd_api_set_etag(struct fd_resp *resp, int64_t version);
 /* The request's metadata for a command: request, correlation and causation ids, caller (borrowed from req). */

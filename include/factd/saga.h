@@ -105,6 +105,12 @@ struct fd_saga_type {
 	enum fd_err (*fold)(json_t *data, const struct fd_feed_event *ev, struct fd_saga_fold *out);
 	const struct fd_saga_step *steps;        /* steps[0] starts the saga */
 	size_t nsteps;
+	/*
+	 * A completed saga goes on reading its events: one that fails it (fold
+	 * sets fail) makes it compensate every step it ran, newest first, like a
+	 * running saga.  false: a completed saga ignores every event.
+	 */
+	bool compensate_when_completed;
 };
 
 /* The saga types of an app (struct fd_app.sagas). */

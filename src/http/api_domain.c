@@ -33,6 +33,11 @@ bool fd_api_canonical_id(const struct fd_aggregate_type *t, const char *given, c
 	return true;
 }
 
+bool fd_api_if_match(const char *header, int64_t *out)
+{
+	return fd_input_if_match(header, out);
+}
+
 void fd_api_set_etag(struct fd_resp *resp, int64_t version)
 {
 	char etag[32];

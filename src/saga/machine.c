@@ -6,7 +6,8 @@
  * timeout fires).  Steps that may have had effects are pushed on the
  * `completed` stack; compensation pops it, so compensations run in reverse
  * order.  A step whose action failed part way is pushed too: compensations
- * must accept "nothing to undo".
+ * must accept "nothing to undo".  A completed saga keeps its stack, so a type
+ * that compensates when completed can still undo every step.
  */
 #include "machine.h"
 
@@ -211,9 +212,38 @@ static void begin_compensation(struct fd_saga_state *st, const char *reason)
 		due_in(st, 0);
 }
 
+/*
+ * A completed saga of a type that compensates when completed: an event that
+ * fails it (the order cancelled after it was confirmed, say) reopens it to
+ * undo everything it did; any other event leaves the row as it is.
+ */
+static enum fd_err on_event_completed(struct fd_saga_state *st, const struct fd_feed_event *ev, bool *changed)
+{
+	struct fd_saga_fold f = { .saga_id = st->id };
+	if (!st->type->fold)
+		return FD_OK;
+	json_t *data = json_deep_copy(st->data);
+	if (!data)
+		return FD_ERR_NOMEM;
+	enum fd_err err = st->type->fold(data, ev, &f);
+	if (err || !f.fail) {
+		json_decref(data);
+		return err;
+	}
+	json_decref(st->data);
+	st->data = data;
+	if (!has_seen(st, ev->type))
+		json_array_append_new(st->seen, json_string(ev->type));
+	*changed = true;
+	begin_compensation(st, f.reason);
+	return FD_OK;
+}
+
 enum fd_err fd_saga_on_event(struct fd_saga_state *st, const struct fd_feed_event *ev, bool created, bool *changed)
 {
 	*changed = false;
+	if (st->status == FD_SAGA_COMPLETED && st->type->compensate_when_completed && !created)
+		return on_event_completed(st, ev, changed);
 	if (st->status != FD_SAGA_RUNNING && st->status != FD_SAGA_COMPENSATING)
 		return FD_OK;
 	struct fd_saga_fold f = { .saga_id = st->id };

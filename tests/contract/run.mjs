@@ -858,6 +858,15 @@ async function payments() {
 	await commandErrors('POST', refund(large), { amount_cents: 1 }, { jsonBody: false });
 	const refunded = await call('GET', `/payments/${id}`, { status: 200 });
 	if (refunded.body?.status !== 'refunded') fail('GET refunded payment', JSON.stringify(refunded.body));
+	// A payment of an order that exists is given back by cancelling the order, not by hand.
+	const live = (await call('POST', '/orders', { json: { customer_id: 'c-refund' }, status: 201 })).body?.order_id;
+	const owed = (await call('POST', '/payments', { json: { order_id: live, amount_cents: 700 }, status: 201 })).body?.payment_id;
+	await call('POST', proc(owed), { status: 200, label: 'process (transient failure)' });
+	await call('POST', proc(owed), { status: 200, label: 'process (authorised)' });
+	await call('POST', refund(owed), { json: { amount_cents: 100 }, status: 409, type: 'order-not-cancelled' });
+	await call('POST', refund(owed), { json: { amount_cents: 701 }, status: 409, type: 'refund-exceeds-payment', label: 'the payment\'s own rules first' });
+	await call('POST', `/orders/${live}/cancel`, { json: { reason: 'refund test' }, status: 200 });
+	await call('POST', refund(owed), { status: 200, label: 'refund once the order is cancelled' });
 	await aggregateReads('payment', id, uuid(), 'not-a-uuid');
 	return order;
 }
@@ -1063,8 +1072,9 @@ async function sagas(inst) {
 	}
 
 	// A compensation that cannot complete: the order is confirmed (an event appended
-	// behind the saga's back) and shipped, so cancelling it is refused and the saga
-	// fails; an operator's retry runs the compensation again (and it fails again).
+	// behind the saga's back) and shipped, so cancelling it (the first thing undoing
+	// take_payment does, before any money goes back) is refused and the saga fails;
+	// an operator's retry runs the compensation again (and it fails again).
 	const d = await place(sku, 1);
 	const sd = await waitSaga(d, waiting, 'waiting for the payment');
 	await c('POST', `/streams/order-${d}/events`, { json: { expected_version: 'any', events: [{ type: 'OrderConfirmed', data: {} }] }, status: 201, label: 'confirm the order behind the saga' });
@@ -1075,7 +1085,7 @@ async function sagas(inst) {
 	if (fa.body?.saga_status !== 'failed') fail('abort a failed saga', JSON.stringify(fa.body));
 	const rt = await c('POST', `/sagas/${sd.id}/retry`, { status: 202 });
 	if (!['compensating', 'failed'].includes(rt.body?.status)) fail('retry a failed saga', JSON.stringify(rt.body));
-	const sd2 = await waitSaga(d, (x) => x.status === 'failed' && (x.history || []).filter((h) => h.step === 'accept_order' && h.kind === 'compensation').length >= 2, 'failed again');
+	const sd2 = await waitSaga(d, (x) => x.status === 'failed' && (x.history || []).filter((h) => h.step === 'take_payment' && h.kind === 'compensation').length >= 2, 'failed again');
 	if (!/order-shipped/.test(sd2.error || '')) fail('retry a failed saga', `error ${sd2.error}`);
 	// Shipping started the order's order_shipping saga.
 	const deadline = Date.now() + 60000;

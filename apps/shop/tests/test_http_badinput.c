@@ -220,7 +220,7 @@ static size_t route_nparams(const struct fd_route *route)
 
 static bool parses_body(const struct fd_route *route)
 {
-	return route->handler == fd_api_command || route->handler == fd_api_append;
+	return route->handler == fd_api_command || route->handler == shop_api_refund_payment || route->handler == fd_api_append;
 }
 
 /* Field kinds of a command body, and values that are wrong for each. */

@@ -2,8 +2,9 @@
  * test_saga_machine.c - the saga state machine without a database: starting
  * on the first event, waiting for the next step's event, retry delays with
  * backoff, retries running out, timeouts, compensation in reverse order, a
- * failing event while a step is in flight, operator abort and retry, and a
- * compensation that cannot complete.
+ * failing event while a step is in flight, operator abort and retry, a
+ * compensation that cannot complete, and a completed saga undoing its steps
+ * when the order is cancelled late.
  */
 #include <criterion/criterion.h>
 #include <string.h>
@@ -273,17 +274,86 @@ Test(saga_machine, a_compensation_that_cannot_complete_fails_the_saga_and_retry_
 	fd_saga_state_release(&st);
 }
 
-Test(saga_machine, finished_sagas_ignore_events)
+/* A saga that ran every step: confirmed. */
+static void completed(struct fd_saga_state *st)
+{
+	started(st);
+	outcome(st, FD_STEP_OK, NULL);
+	reserved_both(st);
+	outcome(st, FD_STEP_OK, NULL);
+	event(st, "payment-x", "payment", "PaymentAuthorised", json_pack("{s:s}", "authorisation", "A"), SAGA_ID);
+	cr_assert_eq(st->current, step_index("confirm_order"));
+	outcome(st, FD_STEP_OK, NULL);
+	cr_assert_eq(st->status, FD_SAGA_COMPLETED);
+	cr_assert_eq(st->due, FD_DUE_NONE);
+}
+
+Test(saga_machine, a_late_cancel_makes_a_completed_saga_undo_every_step)
 {
 	struct fd_saga_state st;
-	started(&st);
-	outcome(&st, FD_STEP_OK, NULL);
-	reserved_both(&st);
-	outcome(&st, FD_STEP_OK, NULL);
-	event(&st, "payment-x", "payment", "PaymentAuthorised", json_pack("{s:s}", "authorisation", "A"), SAGA_ID);
-	cr_assert_eq(st.current, step_index("confirm_order"));
-	outcome(&st, FD_STEP_OK, NULL);
+	completed(&st);
+	event(&st, "order-" ORDER_ID, "order", "OrderCancelled", json_pack("{s:s}", "reason", "changed my mind"), NULL);
+	cr_assert_eq(st.status, FD_SAGA_COMPENSATING);
+	cr_assert_str_eq(st.error, "order cancelled: changed my mind");
+	cr_assert_eq(st.due, FD_DUE_IN);
+	cr_assert_eq(st.due_ms, 0, "due now");
+	cr_assert_str_eq(json_string_value(json_object_get(st.data, "order_status")), "cancelled");
+	const char *order[] = { "take_payment", "reserve_inventory", "accept_order" };
+	for (size_t i = 0; i < 3; i++) {
+		struct fd_saga_job j = fd_saga_next_job(&st);
+		cr_assert_eq(j.kind, FD_JOB_COMPENSATION);
+		cr_assert_str_eq(T->steps[j.step].name, order[i]);
+		cr_assert_eq(j.attempt, 1);
+		outcome(&st, FD_STEP_OK, NULL);
+	}
+	cr_assert_eq(st.status, FD_SAGA_COMPENSATED);
+	cr_assert_eq(st.due, FD_DUE_NONE);
+	/* compensated is final: the saga's own cancel coming back, or anything else, changes nothing */
+	struct ev x;
+	make(&x, "order-" ORDER_ID, "order", "OrderCancelled", json_pack("{s:s}", "reason", "again"), NULL);
+	bool changed = true;
+	cr_assert_eq(fd_saga_on_event(&st, &x.e, false, &changed), FD_OK);
+	cr_assert_not(changed);
+	cr_assert_eq(st.status, FD_SAGA_COMPENSATED);
+	drop(&x);
+	fd_saga_state_release(&st);
+}
+
+Test(saga_machine, a_completed_saga_ignores_events_that_do_not_fail_it)
+{
+	struct fd_saga_state st;
+	completed(&st);
+	json_t *before = json_deep_copy(st.data);
+	const char *types[] = { "OrderConfirmed", "PaymentRefunded", "ReservationReleased" };
+	const char *streams[] = { "order-" ORDER_ID, "payment-x", "product-sku-a" };
+	const char *cats[] = { "order", "payment", "product" };
+	for (size_t i = 0; i < 3; i++) {
+		struct ev x;
+		make(&x, streams[i], cats[i], types[i], json_pack("{s:s, s:i}", "order_id", ORDER_ID, "amount_cents", 1), NULL);
+		bool changed = true;
+		cr_assert_eq(fd_saga_on_event(&st, &x.e, false, &changed), FD_OK);
+		cr_assert_not(changed, "%s", types[i]);
+		drop(&x);
+	}
+	cr_assert(json_equal(before, st.data), "the row is left as it was");
 	cr_assert_eq(st.status, FD_SAGA_COMPLETED);
+	/* nor does the saga's own cancel (correlated to it) */
+	event(&st, "order-" ORDER_ID, "order", "OrderCancelled", json_pack("{s:s}", "reason", "x"), SAGA_ID);
+	cr_assert_eq(st.status, FD_SAGA_COMPLETED);
+	cr_assert_not(fd_saga_abort_state(&st, "x"), "an operator cannot abort a completed saga");
+	cr_assert_eq(st.status, FD_SAGA_COMPLETED);
+	json_decref(before);
+	fd_saga_state_release(&st);
+}
+
+Test(saga_machine, completed_sagas_of_other_types_ignore_events)
+{
+	/* the fulfillment saga's steps and fold, without compensate_when_completed */
+	struct fd_saga_type plain = *T;
+	plain.compensate_when_completed = false;
+	struct fd_saga_state st;
+	completed(&st);
+	st.type = &plain;
 	struct ev x;
 	make(&x, "order-" ORDER_ID, "order", "OrderCancelled", json_pack("{s:s}", "reason", "late"), NULL);
 	bool changed = true;
@@ -291,6 +361,5 @@ Test(saga_machine, finished_sagas_ignore_events)
 	cr_assert_not(changed);
 	cr_assert_eq(st.status, FD_SAGA_COMPLETED);
 	drop(&x);
-	cr_assert_not(fd_saga_abort_state(&st, "x"));
 	fd_saga_state_release(&st);
 }
