@@ -165,8 +165,7 @@ static PGconn *connect_db(struct fd_saga_engine *e)
 		PQfinish(c);
 		return NULL;
 	}
-	fd_saga_sql_own(c); /* this thread's connection: prepare its statements */
-	return c;
+	return c; /* a new session: its statements are prepared as they first run (sql.h) */
 }
 
 static bool in_list(const char *const *list, const char *s)
