@@ -16,6 +16,7 @@
  * harmless.
  */
 #include "factd/proj.h"
+#include "factd/sql.h"
 #include "factd/uuid.h"
 
 #include <stdio.h>
@@ -57,17 +58,8 @@ enum fd_err fd_projection_exec(PGconn *conn, const char *table, unsigned i, int 
 	char name[FD_PROJECTION_STATEMENT_NAME];
 	if (!fd_projection_statement_name(table, i, name))
 		return FD_ERR_INVAL;
-	enum fd_err err = FD_OK;
-	if (PQpipelineStatus(conn) != PQ_PIPELINE_OFF) {
-		if (!PQsendQueryPrepared(conn, name, n, params, NULL, NULL, 0))
-			err = fd_pg_classify(conn, NULL);
-	} else {
-		PGresult *res = PQexecPrepared(conn, name, n, params, NULL, NULL, 0);
-		if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
-			err = fd_pg_classify(conn, res);
-		PQclear(res);
-	}
-	return err;
+	/* Prepared beforehand (the projector prepares a table's statements before its batches): run by name. */
+	return fd_sql_exec(conn, &(struct fd_stmt){ .name = name, .nparams = n }, params, NULL);
 }
 
 static const char *str(json_t *data, const char *key)

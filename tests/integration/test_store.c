@@ -812,6 +812,208 @@ Test(feed, cursor_beyond_the_end_is_kept)
 
 /* ---------------------------------------------------------------- the pool */
 
+/* ---------------------------------------------------------------- the feed follower */
+
+/*
+ * fd_feed_follow is the one reader of batches for the projector and the saga
+ * intake.  Follow the feed with `f` from the beginning on `c` until a
+ * caught-up batch reaches `tip`, checking every batch; the events arrive in
+ * list (room for cap).
+ */
+static size_t follow_all(PGconn *c, const struct fd_follow *f, struct fd_cursor tip, struct feed_event *list,
+			 size_t cap)
+{
+	struct fd_cursor at = { 0, 0 };
+	size_t n = 0;
+	long long deadline = now_ms() + FEED_DEADLINE_MS;
+	for (;;) {
+		struct fd_follow_batch b;
+		cr_assert_eq(fd_feed_follow(c, at, f, &b), FD_OK, "%s", f->name);
+		cr_assert_leq(b.count, f->limit);
+		cr_assert_eq(b.caught_up, b.count < f->limit, "%s", f->name);
+		for (size_t i = 0; i < b.count; i++) {
+			const struct fd_feed_event *e = &b.events[i];
+			cr_assert_gt(fd_cursor_cmp(&e->position, i ? &b.events[i - 1].position : &at), 0,
+				     "%s: an event's position is not past the one before it (is it set?)", f->name);
+			cr_assert(json_is_object(e->data) && json_integer_value(json_object_get(e->data, "k")) == 1,
+				  "%s: data not parsed", f->name);
+			cr_assert(json_is_object(e->metadata), "%s: metadata not parsed", f->name);
+			char cat[32];
+			fd_stream_category(e->stream, cat, sizeof cat);
+			cr_assert_str_eq(e->category, cat);
+			cr_assert_eq(e->version >= 1, true);
+			cr_assert_lt(n, cap, "%s: more events than were appended", f->name);
+			struct feed_event *fe = &list[n++];
+			snprintf(fe->id, sizeof fe->id, "%s", e->event_id);
+			snprintf(fe->stream, sizeof fe->stream, "%s", e->stream);
+			snprintf(fe->type, sizeof fe->type, "%s", e->type);
+			fe->pos = e->position;
+		}
+		if (b.count == f->limit)
+			cr_assert_eq(fd_cursor_cmp(&b.next, &b.events[b.count - 1].position), 0,
+				     "%s: a full batch resumes after its last event", f->name);
+		else if (b.count)
+			cr_assert_geq(fd_cursor_cmp(&b.next, &b.events[b.count - 1].position), 0);
+		cr_assert_geq(fd_cursor_cmp(&b.next, &at), 0, "%s: next moved backwards", f->name);
+		at = b.next;
+		bool caught_up = b.caught_up;
+		fd_follow_batch_release(&b);
+		if (caught_up && fd_cursor_cmp(&at, &tip) == 0)
+			return n;
+		cr_assert_lt(now_ms(), deadline, "%s: the follower did not reach the newest event", f->name);
+		if (caught_up)
+			sleep_ms(20);
+	}
+}
+
+static bool in_list(const char *const *list, const char *s)
+{
+	for (size_t i = 0; list && list[i]; i++)
+		if (strcmp(list[i], s) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Every shape a follower reads with: one category (the projector's prepared
+ * fast path), several, and several with event types (the saga intake).  Each
+ * gets exactly the feed's events that match, in feed order, each with its
+ * position in the feed; caught up, the cursor moves to the newest event of
+ * any category.
+ */
+Test(follower, batches_carry_the_feed_positions_for_every_filter, .timeout = 300)
+{
+	struct db d = db_open(2);
+	struct feed_event *all = calloc(FEED_EVENTS, sizeof *all);
+	struct feed_event *got = calloc(FEED_EVENTS, sizeof *got);
+	cr_assert(all && got);
+	fill_feed(d.pool, all);
+	struct fd_cursor tip;
+	cr_assert_eq(follow_feed(d.pool, (struct fd_cursor){ 0, 0 }, NULL, 100, all, FEED_EVENTS, &tip), FEED_EVENTS);
+
+	static const char *const beta[] = { "beta", NULL };
+	static const char *const alpha_gamma[] = { "alpha", "gamma", NULL };
+	static const char *const every[] = { "alpha", "beta", "gamma", NULL };
+	static const char *const closed_noted[] = { "Closed", "Noted", NULL };
+	const struct fd_follow follows[] = {
+		{ .name = "one category", .categories = beta, .limit = 7 },
+		{ .name = "two categories", .categories = alpha_gamma, .limit = 500 },
+		{ .name = "categories and types", .categories = every, .types = closed_noted, .limit = 7 },
+	};
+	PGconn *c = fd_test_connect(d.url);
+	for (size_t f = 0; f < sizeof follows / sizeof follows[0]; f++) {
+		const struct fd_follow *fw = &follows[f];
+		size_t n = follow_all(c, fw, tip, got, FEED_EVENTS), j = 0;
+		for (size_t i = 0; i < FEED_EVENTS; i++) {
+			char cat[32];
+			fd_stream_category(all[i].stream, cat, sizeof cat);
+			if (!in_list(fw->categories, cat) || (fw->types && !in_list(fw->types, all[i].type)))
+				continue;
+			cr_assert_lt(j, n, "%s: event %zu is missing", fw->name, j);
+			cr_assert_str_eq(got[j].id, all[i].id, "%s: event %zu", fw->name, j);
+			cr_assert_eq(fd_cursor_cmp(&got[j].pos, &all[i].pos), 0, "%s: event %zu has another position",
+				     fw->name, j);
+			j++;
+		}
+		cr_assert_eq(j, n, "%s: %zu events, %zu expected", fw->name, n, j);
+	}
+	PQfinish(c);
+	free(all);
+	free(got);
+	db_close(&d);
+}
+
+/* Follow `f` from `at` until the batch fails (returned) or the deadline passes; *at moves with the batches. */
+static enum fd_err follow_until_error(PGconn *c, const struct fd_follow *f, struct fd_cursor *at, size_t *read)
+{
+	long long deadline = now_ms() + FEED_DEADLINE_MS;
+	*read = 0;
+	while (now_ms() < deadline) {
+		struct fd_follow_batch b;
+		enum fd_err err = fd_feed_follow(c, *at, f, &b);
+		if (err) {
+			cr_assert_eq(b.count, 0, "a failed batch hands over nothing");
+			cr_assert_eq(fd_cursor_cmp(&b.next, at), 0, "a failed batch does not move the cursor");
+			fd_follow_batch_release(&b);
+			return err;
+		}
+		*read += b.count;
+		*at = b.next;
+		bool idle = b.count == 0;
+		fd_follow_batch_release(&b);
+		if (idle)
+			sleep_ms(20);
+	}
+	return FD_OK;
+}
+
+/*
+ * An event whose data or metadata jansson cannot read (nested deeper than
+ * it parses; the HTTP layer would refuse such a body, a direct append does
+ * not) stops a follower before it, with an error: no batch with it or past
+ * it, however the batch is cut, until the event is repaired.
+ */
+Test(follower, an_unreadable_event_stops_the_follower_before_it, .timeout = 120)
+{
+	struct db d = db_open(1);
+	char *deep = malloc(10000);
+	cr_assert_not_null(deep);
+	int o = sprintf(deep, "{\"a\": ");
+	for (int i = 0; i < 3000; i++)
+		deep[o++] = '[';
+	for (int i = 0; i < 3000; i++)
+		deep[o++] = ']';
+	strcpy(deep + o, "}");
+	struct fd_event_in good1 = ev("Good", "{\"k\": 1}"), bad_data = ev("Deep", deep),
+			   bad_meta = ev("DeepMeta", "{\"k\": 1}"), good2 = ev("Good", "{\"k\": 1}");
+	bad_meta.metadata_json = deep;
+	struct fd_append_result r;
+	cr_assert_eq(fd_store_append(d.pool, "unread-1", any, &good1, 1, &r), FD_OK);
+	struct fd_cursor first = r.position;
+	cr_assert_eq(fd_store_append(d.pool, "unread-1", any, &bad_data, 1, &r), FD_OK);
+	cr_assert_eq(fd_store_append(d.pool, "unread-1", any, &bad_meta, 1, &r), FD_OK);
+	cr_assert_eq(fd_store_append(d.pool, "unread-1", any, &good2, 1, &r), FD_OK);
+	free(deep);
+
+	static const char *const unread[] = { "unread", NULL };
+	static const char *const typed[] = { "Good", "Deep", "DeepMeta", NULL };
+	PGconn *c = fd_test_connect(d.url);
+	for (unsigned limit = 1; limit <= 10; limit += 9) {
+		const struct fd_follow plain = { .name = "plain", .categories = unread, .limit = limit };
+		const struct fd_follow with_types = { .name = "typed", .categories = unread, .types = typed, .limit = limit };
+		const struct fd_follow *fs[] = { &plain, &with_types };
+		for (size_t f = 0; f < 2; f++) {
+			struct fd_cursor at = { 0, 0 };
+			size_t read;
+			cr_assert_eq(follow_until_error(c, fs[f], &at, &read), FD_ERR_INVAL, "%s, limit %u", fs[f]->name,
+				     limit);
+			cr_assert_eq(read, limit == 1 ? 1 : 0, "%s, limit %u: only the event before it", fs[f]->name, limit);
+			if (limit == 1)
+				cr_assert_eq(fd_cursor_cmp(&at, &first), 0);
+		}
+	}
+	/* Repair the data: the follower stops at the unreadable metadata next. */
+	PGresult *res = PQexec(c, "UPDATE events SET data = '{\"k\": 1}' WHERE type = 'Deep'");
+	cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s", PQresultErrorMessage(res));
+	PQclear(res);
+	const struct fd_follow plain = { .name = "plain", .categories = unread, .limit = 10 };
+	struct fd_cursor at = first;
+	size_t read;
+	cr_assert_eq(follow_until_error(c, &plain, &at, &read), FD_ERR_INVAL);
+	cr_assert_eq(read, 0);
+	cr_assert_eq(fd_cursor_cmp(&at, &first), 0);
+	res = PQexec(c, "UPDATE events SET metadata = '{}' WHERE type = 'DeepMeta'");
+	cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s", PQresultErrorMessage(res));
+	PQclear(res);
+	struct fd_follow_batch b;
+	cr_assert_eq(fd_feed_follow(c, first, &plain, &b), FD_OK);
+	cr_assert_eq(b.count, 3, "every event reads once repaired");
+	cr_assert_eq(fd_cursor_cmp(&b.next, &r.position), 0);
+	fd_follow_batch_release(&b);
+	PQfinish(c);
+	db_close(&d);
+}
+
 Test(pool, unreachable_database_is_unavailable_promptly)
 {
 	struct fd_pool *pool = NULL;
