@@ -20,6 +20,7 @@
 #include "factd/events.h"
 #include "factd/pool.h"
 #include "testdb.h"
+#include "testutil.h"
 
 #define FEED_DEADLINE_MS 20000
 
@@ -67,14 +68,6 @@ static struct fd_expected exact(int64_t v)
 	return (struct fd_expected){ FD_EXPECT_EXACT, v };
 }
 
-static long long count_rows(const char *url, const char *sql)
-{
-	PGconn *c = fd_test_connect(url);
-	long long n = fd_test_scalar(c, sql);
-	PQfinish(c);
-	return n;
-}
-
 static json_t *parse_json(const char *text)
 {
 	json_error_t jerr;
@@ -89,19 +82,6 @@ static const char *jstr(json_t *obj, const char *key)
 	const char *s = json_string_value(json_object_get(obj, key));
 	cr_assert(s, "member %s missing or not a string", key);
 	return s;
-}
-
-static long long now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
 }
 
 static void uuid_str(const struct fd_uuid *u, char out[FD_UUID_STRLEN + 1])
@@ -166,8 +146,8 @@ Test(store, append_and_read_round_trip)
 		     FD_OK);
 	cr_assert_eq(r.first_version, 4);
 	cr_assert_eq(r.last_version, 4);
-	cr_assert_eq(count_rows(d.url, "SELECT count(*) FROM events WHERE stream_id = 'order-1'"), 4);
-	cr_assert_eq(count_rows(d.url, "SELECT count(*) FROM streams WHERE category = 'order'"), 1);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events WHERE stream_id = 'order-1'"), 4);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM streams WHERE category = 'order'"), 1);
 	db_close(&d);
 }
 
@@ -182,15 +162,6 @@ static char *query_text(const char *url, const char *sql)
 	PQclear(res);
 	PQfinish(c);
 	return text;
-}
-
-static void exec_sql(const char *url, const char *sql)
-{
-	PGconn *c = fd_test_connect(url);
-	PGresult *res = PQexec(c, sql);
-	cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s: %s", sql, PQresultErrorMessage(res));
-	PQclear(res);
-	PQfinish(c);
 }
 
 /*
@@ -215,7 +186,7 @@ Test(store, reads_render_events_as_fd_event_json_does, .timeout = 120)
 	cr_assert_eq(fd_store_append(d.pool, "render-2", any, (struct fd_event_in[]){ ev("Other", "{\"k\": 1}") }, 1, &r),
 		     FD_OK);
 	/* Moments around the epochs, the start of a day and the ends of the supported years. */
-	exec_sql(d.url, "UPDATE events SET recorded_at = CASE version"
+	fd_test_exec_at(d.url, "UPDATE events SET recorded_at = CASE version"
 			" WHEN 1 THEN timestamptz '2000-01-01 00:00:00+00'"
 			" WHEN 2 THEN timestamptz '1999-12-31 23:59:59.999999+00'"
 			" WHEN 3 THEN timestamptz '1970-01-01 00:00:00.000001+00'"
@@ -240,14 +211,14 @@ Test(store, reads_render_events_as_fd_event_json_does, .timeout = 120)
 	/* The feed, filtered to these streams' category: poll until the horizon passes them. */
 	struct fd_feed_filter filter = { .category = "render" };
 	struct fd_feed_page fp = { 0 };
-	long long deadline = now_ms() + FEED_DEADLINE_MS;
+	long long deadline = fd_test_now_ms() + FEED_DEADLINE_MS;
 	for (;;) {
 		cr_assert_eq(fd_store_read_feed(d.pool, (struct fd_cursor){ 0, 0 }, &filter, 100, &fp), FD_OK);
 		if (fp.count == n + 1)
 			break;
-		cr_assert_lt(now_ms(), deadline, "the feed did not show the events in time");
+		cr_assert_lt(fd_test_now_ms(), deadline, "the feed did not show the events in time");
 		free(fp.events_json);
-		sleep_ms(20);
+		fd_test_sleep_ms(20);
 	}
 	char *want = query_text(d.url, "SELECT json_agg(fd_event_json(e) ORDER BY e.tx_id, e.seq)::text"
 				       " FROM events e WHERE e.category = 'render'");
@@ -307,8 +278,8 @@ Test(store, expected_version_forms)
 	cr_assert_eq(fd_store_append(d.pool, "exp-5", any, &e, 1, &r), FD_OK);
 	cr_assert_eq(r.first_version, 2);
 
-	cr_assert_eq(count_rows(d.url, "SELECT count(*) FROM events"), 6);
-	cr_assert_eq(count_rows(d.url, "SELECT count(*) FROM streams WHERE stream_id IN ('exp-2', 'exp-4')"), 0,
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events"), 6);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM streams WHERE stream_id IN ('exp-2', 'exp-4')"), 0,
 		     "a conflict must not create the stream");
 	db_close(&d);
 }
@@ -322,9 +293,9 @@ Test(store, nothing_written_on_conflict)
 	struct fd_event_in batch[5] = { ev("X", "{}"), ev("X", "{}"), ev("X", "{}"), ev("X", "{}"), ev("X", "{}") };
 	cr_assert_eq(fd_store_append(d.pool, "c-1", exact(1), batch, 5, &r), FD_ERR_CONFLICT);
 	cr_assert_eq(r.current_version, 2);
-	cr_assert_eq(count_rows(d.url, "SELECT count(*) FROM events"), 2);
-	cr_assert_eq(count_rows(d.url, "SELECT version FROM streams WHERE stream_id = 'c-1'"), 2);
-	cr_assert_eq(count_rows(d.url, "SELECT count(*) FROM events WHERE type = 'X'"), 0);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events"), 2);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT version FROM streams WHERE stream_id = 'c-1'"), 2);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events WHERE type = 'X'"), 0);
 	db_close(&d);
 }
 
@@ -349,8 +320,8 @@ Test(store, idempotent_repeat_with_client_ids)
 	cr_assert_eq(fd_store_append(d.pool, "idem-1", any, in, 2, &r2), FD_OK);
 	cr_assert(r2.duplicate);
 	cr_assert_eq(r2.last_version, 3);
-	cr_assert_eq(count_rows(d.url, "SELECT count(*) FROM events"), 3, "a repeat writes nothing");
-	cr_assert_eq(count_rows(d.url, "SELECT version FROM streams"), 3);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events"), 3, "a repeat writes nothing");
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT version FROM streams"), 3);
 	db_close(&d);
 }
 
@@ -386,8 +357,8 @@ Test(store, reused_ids_elsewhere_are_duplicates)
 	twice[1].event_id = twice[0].event_id;
 	cr_assert_eq(fd_store_append(d.pool, "dup-4", any, twice, 2, &r), FD_ERR_DUPLICATE);
 
-	cr_assert_eq(count_rows(d.url, "SELECT count(*) FROM events"), 2);
-	cr_assert_eq(count_rows(d.url, "SELECT count(*) FROM streams"), 1);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events"), 2);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM streams"), 1);
 	db_close(&d);
 }
 
@@ -421,7 +392,7 @@ Test(store, invalid_input)
 	cr_assert_eq(fd_store_read_feed(d.pool, (struct fd_cursor){ 0, 0 }, NULL, 0, &feed), FD_ERR_INVAL);
 	struct fd_feed_filter bad_cat = { .category = "a b" };
 	cr_assert_eq(fd_store_read_feed(d.pool, (struct fd_cursor){ 0, 0 }, &bad_cat, 10, &feed), FD_ERR_INVAL);
-	cr_assert_eq(count_rows(d.url, "SELECT count(*) FROM events"), 1);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events"), 1);
 	db_close(&d);
 }
 
@@ -574,8 +545,8 @@ static void run_race(bool use_exact)
 		cr_assert_eq(json_integer_value(json_object_get(json_array_get(arr, i), "version")), (json_int_t)i + 1);
 	json_decref(arr);
 	free(page.events_json);
-	cr_assert_eq(count_rows(d.url, "SELECT count(*) FROM events"), THREADS * PER_THREAD);
-	cr_assert_eq(count_rows(d.url, "SELECT count(DISTINCT version) FROM events"), THREADS * PER_THREAD);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events"), THREADS * PER_THREAD);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(DISTINCT version) FROM events"), THREADS * PER_THREAD);
 	if (use_exact)
 		cr_log_info("exact-version race: %ld conflicts retried", rc->conflicts);
 	pthread_mutex_destroy(&rc->mu);
@@ -628,8 +599,8 @@ static size_t follow_feed(struct fd_pool *pool, struct fd_cursor after, const st
 			  unsigned limit, struct feed_event *list, size_t want, struct fd_cursor *next_out)
 {
 	size_t n = 0;
-	long long deadline = now_ms() + FEED_DEADLINE_MS;
-	while (n < want && now_ms() < deadline) {
+	long long deadline = fd_test_now_ms() + FEED_DEADLINE_MS;
+	while (n < want && fd_test_now_ms() < deadline) {
 		struct fd_feed_page page;
 		cr_assert_eq(fd_store_read_feed(pool, after, filter, limit, &page), FD_OK);
 		cr_assert_leq(page.count, limit);
@@ -647,7 +618,7 @@ static size_t follow_feed(struct fd_pool *pool, struct fd_cursor after, const st
 		if (page.count == limit)
 			cr_assert_eq(fd_cursor_cmp(&page.next, &list[n - 1].pos), 0, "a full page resumes after its last event");
 		if (page.count == 0)
-			sleep_ms(20);
+			fd_test_sleep_ms(20);
 		after = page.next;
 	}
 	*next_out = after;
@@ -680,7 +651,7 @@ Test(feed, gap_safe_while_an_older_transaction_is_open, .timeout = 120)
 			     page.events_json);
 		cr_assert_lt(fd_cursor_cmp(&page.next, &rb.position), 0, "next must not pass B");
 		free(page.events_json);
-		sleep_ms(10);
+		fd_test_sleep_ms(10);
 	}
 	struct fd_cursor resume = page.next;
 
@@ -778,14 +749,14 @@ Test(feed, paging_never_skips_or_repeats, .timeout = 300)
 			tip = got[FEED_EVENTS - 1].pos;
 		/* Once everything is visible, a short page moves `next` to the newest event overall,
 		 * even past events the filter skipped, and the feed stays empty from there. */
-		long long deadline = now_ms() + FEED_DEADLINE_MS;
+		long long deadline = fd_test_now_ms() + FEED_DEADLINE_MS;
 		struct fd_feed_page page = { 0 };
 		do {
 			free(page.events_json);
 			cr_assert_eq(fd_store_read_feed(d.pool, next, &filters[f], 7, &page), FD_OK);
 			cr_assert_eq(page.count, 0, "filter %zu: an event was repeated: %s", f, page.events_json);
 			next = page.next;
-		} while (fd_cursor_cmp(&next, &tip) != 0 && now_ms() < deadline && (sleep_ms(20), true));
+		} while (fd_cursor_cmp(&next, &tip) != 0 && fd_test_now_ms() < deadline && (fd_test_sleep_ms(20), true));
 		free(page.events_json);
 		cr_assert_eq(fd_cursor_cmp(&next, &tip), 0, "filter %zu: next should reach the newest event", f);
 	}
@@ -825,7 +796,7 @@ static size_t follow_all(PGconn *c, const struct fd_follow *f, struct fd_cursor 
 {
 	struct fd_cursor at = { 0, 0 };
 	size_t n = 0;
-	long long deadline = now_ms() + FEED_DEADLINE_MS;
+	long long deadline = fd_test_now_ms() + FEED_DEADLINE_MS;
 	for (;;) {
 		struct fd_follow_batch b;
 		cr_assert_eq(fd_feed_follow(c, at, f, &b), FD_OK, "%s", f->name);
@@ -860,9 +831,9 @@ static size_t follow_all(PGconn *c, const struct fd_follow *f, struct fd_cursor 
 		fd_follow_batch_release(&b);
 		if (caught_up && fd_cursor_cmp(&at, &tip) == 0)
 			return n;
-		cr_assert_lt(now_ms(), deadline, "%s: the follower did not reach the newest event", f->name);
+		cr_assert_lt(fd_test_now_ms(), deadline, "%s: the follower did not reach the newest event", f->name);
 		if (caught_up)
-			sleep_ms(20);
+			fd_test_sleep_ms(20);
 	}
 }
 
@@ -926,9 +897,9 @@ Test(follower, batches_carry_the_feed_positions_for_every_filter, .timeout = 300
 /* Follow `f` from `at` until the batch fails (returned) or the deadline passes; *at moves with the batches. */
 static enum fd_err follow_until_error(PGconn *c, const struct fd_follow *f, struct fd_cursor *at, size_t *read)
 {
-	long long deadline = now_ms() + FEED_DEADLINE_MS;
+	long long deadline = fd_test_now_ms() + FEED_DEADLINE_MS;
 	*read = 0;
-	while (now_ms() < deadline) {
+	while (fd_test_now_ms() < deadline) {
 		struct fd_follow_batch b;
 		enum fd_err err = fd_feed_follow(c, *at, f, &b);
 		if (err) {
@@ -942,7 +913,7 @@ static enum fd_err follow_until_error(PGconn *c, const struct fd_follow *f, stru
 		bool idle = b.count == 0;
 		fd_follow_batch_release(&b);
 		if (idle)
-			sleep_ms(20);
+			fd_test_sleep_ms(20);
 	}
 	return FD_OK;
 }
@@ -1019,7 +990,7 @@ Test(pool, unreachable_database_is_unavailable_promptly)
 	struct fd_pool *pool = NULL;
 	/* Port 1 on loopback: nothing listens, the connect is refused at once. */
 	cr_assert_eq(fd_pool_new("postgresql://postgres:secret@127.0.0.1:1/postgres", 2, 1000, &pool), FD_OK);
-	long long t0 = now_ms();
+	long long t0 = fd_test_now_ms();
 	PGconn *conn = NULL;
 	cr_assert_eq(fd_pool_acquire(pool, &conn), FD_ERR_UNAVAILABLE);
 	cr_assert_null(conn);
@@ -1028,7 +999,7 @@ Test(pool, unreachable_database_is_unavailable_promptly)
 	cr_assert_eq(fd_store_append(pool, "x-1", any, &e, 1, &r), FD_ERR_UNAVAILABLE);
 	struct fd_stream_page page;
 	cr_assert_eq(fd_store_read_stream(pool, "x-1", 0, 1, &page), FD_ERR_UNAVAILABLE);
-	cr_assert_lt(now_ms() - t0, 3000, "failing must not wait");
+	cr_assert_lt(fd_test_now_ms() - t0, 3000, "failing must not wait");
 	struct fd_pool_stats st;
 	fd_pool_stats(pool, &st);
 	cr_assert_eq(st.size, 2);
@@ -1049,9 +1020,9 @@ Test(pool, acquire_times_out_when_exhausted)
 	fd_pool_stats(d.pool, &st);
 	cr_assert_eq(st.open, 1);
 	cr_assert_eq(st.in_use, 1);
-	long long t0 = now_ms();
+	long long t0 = fd_test_now_ms();
 	cr_assert_eq(fd_pool_acquire(d.pool, &c2), FD_ERR_UNAVAILABLE);
-	long long waited = now_ms() - t0;
+	long long waited = fd_test_now_ms() - t0;
 	cr_assert_geq(waited, 150, "waited only %lld ms", waited);
 	cr_assert_lt(waited, 3000);
 	fd_pool_release(d.pool, c1, false);
@@ -1088,11 +1059,11 @@ Test(pool, waiter_gets_a_released_connection)
 	pthread_t th;
 	cr_assert_eq(pthread_create(&th, NULL, wait_for_conn, &w), 0);
 	struct fd_pool_stats st = { 0 };
-	long long deadline = now_ms() + 5000;
+	long long deadline = fd_test_now_ms() + 5000;
 	do {
-		sleep_ms(5);
+		fd_test_sleep_ms(5);
 		fd_pool_stats(d.pool, &st);
-	} while (st.waiting == 0 && now_ms() < deadline);
+	} while (st.waiting == 0 && fd_test_now_ms() < deadline);
 	cr_assert_eq(st.waiting, 1, "the second acquire should be waiting");
 	fd_pool_release(d.pool, c1, false);
 	pthread_join(th, NULL);
@@ -1143,12 +1114,12 @@ Test(pool, more_threads_than_connections, .timeout = 120)
 	cr_assert_geq(st.open, 1);
 	cr_assert_eq(st.in_use, 0);
 	cr_assert_eq(st.waiting, 0);
-	cr_assert_eq(count_rows(d.url, "SELECT count(*) FROM events"), NTHREADS * 20);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events"), NTHREADS * 20);
 	char sql[256];
 	snprintf(sql, sizeof sql,
 		 "SELECT count(*) FROM pg_stat_activity WHERE datname = '%s' AND application_name = 'factd'",
 		 dbname_of(d.url));
-	cr_assert_leq(count_rows(d.url, sql), NCONN, "the pool never opens more than its size");
+	cr_assert_leq(fd_test_scalar_at(d.url, sql), NCONN, "the pool never opens more than its size");
 	db_close(&d);
 }
 
@@ -1193,9 +1164,9 @@ Test(pool, reconnects_after_backends_are_killed, .timeout = 120)
 	snprintf(sql, sizeof sql,
 		 "SELECT count(*) FROM pg_stat_activity WHERE datname = '%s' AND application_name = 'factd'",
 		 dbname_of(d.url));
-	long long deadline = now_ms() + 10000;
-	while (fd_test_scalar(admin, sql) > 0 && now_ms() < deadline)
-		sleep_ms(10);
+	long long deadline = fd_test_now_ms() + 10000;
+	while (fd_test_scalar(admin, sql) > 0 && fd_test_now_ms() < deadline)
+		fd_test_sleep_ms(10);
 	cr_assert_eq(fd_test_scalar(admin, sql), 0, "backends did not exit");
 
 	struct fd_append_result r;
