@@ -19,6 +19,7 @@
 
 #include "factd/events.h"
 #include "factd/pool.h"
+#include "factd/sql.h"
 #include "testdb.h"
 #include "testutil.h"
 
@@ -983,6 +984,66 @@ Test(follower, an_unreadable_event_stops_the_follower_before_it, .timeout = 120)
 	fd_follow_batch_release(&b);
 	PQfinish(c);
 	db_close(&d);
+}
+
+/* ---------------------------------------------------------------- sql.h */
+
+/*
+ * What a connection has prepared goes with the connection: a statement is
+ * prepared the first time it runs, a reset or a new connection starts with
+ * nothing prepared, and a statement that is not prepared cannot be queued in
+ * a pipeline.
+ */
+Test(sql, prepared_statements_are_kept_per_connection)
+{
+	char *url = fd_test_db_new();
+	static const struct fd_stmt st = { "test_sql_two", "SELECT $1::int * 2", 1, false };
+	const char *p[] = { "21" };
+	PGconn *c = fd_test_connect(url);
+	cr_assert_not(fd_sql_is_prepared(c, st.name));
+	PGresult *res = NULL;
+	cr_assert_eq(fd_sql_exec(c, &st, p, &res), FD_OK);
+	cr_assert_str_eq(PQgetvalue(res, 0, 0), "42");
+	PQclear(res);
+	cr_assert(fd_sql_is_prepared(c, st.name));
+	cr_assert_eq(fd_test_scalar(c, "SELECT count(*) FROM pg_prepared_statements WHERE name = 'test_sql_two'"), 1);
+	cr_assert_eq(fd_sql_exec(c, &st, p, NULL), FD_OK, "runs again without preparing again");
+
+	PQreset(c);
+	cr_assert_eq(PQstatus(c), CONNECTION_OK);
+	cr_assert_not(fd_sql_is_prepared(c, st.name), "a reset session has nothing prepared");
+	cr_assert_eq(fd_sql_exec(c, &st, p, NULL), FD_OK, "prepared again on the new session");
+	cr_assert(fd_sql_is_prepared(c, st.name));
+
+	cr_assert_eq(PQenterPipelineMode(c), 1);
+	static const struct fd_stmt other = { "test_sql_three", "SELECT $1::int * 3", 1, false };
+	cr_assert_eq(fd_sql_exec(c, &other, p, NULL), FD_ERR_INTERNAL, "nothing is prepared inside a pipeline");
+	cr_assert_eq(fd_sql_exec(c, &st, p, NULL), FD_OK, "a prepared statement is queued");
+	cr_assert_eq(PQpipelineSync(c), 1);
+	res = PQgetResult(c);
+	cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s", PQresultErrorMessage(res));
+	cr_assert_str_eq(PQgetvalue(res, 0, 0), "42");
+	PQclear(res);
+	cr_assert_null(PQgetResult(c)); /* the end of that statement's results */
+	res = PQgetResult(c);
+	cr_assert_eq(PQresultStatus(res), PGRES_PIPELINE_SYNC);
+	PQclear(res);
+	cr_assert_eq(PQexitPipelineMode(c), 1);
+	PQfinish(c);
+
+	c = fd_test_connect(url);
+	cr_assert_not(fd_sql_is_prepared(c, st.name), "a new connection has nothing prepared");
+	cr_assert_eq(fd_sql_once(c, "SELECT 1/0", 0, NULL, &res), FD_ERR_DB);
+	cr_assert_str_eq(PQresultErrorField(res, PG_DIAG_SQLSTATE), "22012", "the failed result is handed over");
+	PQclear(res);
+	char a[FD_SQL_NAME_MAX], b[FD_SQL_NAME_MAX];
+	fd_sql_text_name("SELECT 1", a);
+	fd_sql_text_name("SELECT 1", b);
+	cr_assert_str_eq(a, b);
+	fd_sql_text_name("SELECT 2", b);
+	cr_assert_str_neq(a, b);
+	PQfinish(c);
+	free(url);
 }
 
 Test(pool, unreachable_database_is_unavailable_promptly)
