@@ -5,7 +5,10 @@
  * All functions borrow a pool connection for the duration of the call and are
  * thread-safe.  Reads hand over events as JSON text rendered straight from
  * their columns (data and metadata spliced as stored), so the hot read path
- * never parses and re-serialises events.
+ * never parses and re-serialises events.  Except the feed follower at the
+ * end (src/store/follower.c): the one reader of batches past a cursor for
+ * the projector and the saga intake, which runs on a connection its caller
+ * holds and hands over parsed events.
  * See docs/design.md for why the feed cursor is (transaction id, sequence).
  */
 #ifndef FACTD_EVENTS_H
@@ -14,6 +17,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <jansson.h>
+#include <libpq-fe.h>
 #include "factd/error.h"
 #include "factd/pool.h"
 #include "factd/uuid.h"
@@ -130,20 +135,73 @@ FD_MUST_USE enum fd_err fd_store_read_feed(struct fd_pool *pool, struct fd_curso
  */
 FD_MUST_USE enum fd_err fd_store_check_feed_horizon(struct fd_pool *pool);
 
+/* ---- feed followers -------------------------------------------------------- */
+
 /*
- * For feed followers that keep their own cursor (projections, the saga
- * intake), at the end of a round: one row of the newest visible event past
- * the cursor (tx_id and seq as text; NULL when there is none) and whether
- * committed events lie beyond the visible end, held back by an older
- * transaction still running.  $1 the visible end (pg_snapshot_xmin as
- * text), $2 and $3 the cursor.  Both are reads of events_feed_idx from one
- * end.
+ * One event as a follower of the feed (a projection, the saga intake) sees
+ * it.  Everything is borrowed for the call.  data and metadata are never
+ * NULL when a follower reads the event.
  */
-#define FD_FEED_FOLLOWER_HEAD_SQL                                                                             \
-	"SELECT h.tx_id::text, h.seq::text,"                                                                  \
-	" coalesce((SELECT tx_id FROM events ORDER BY tx_id DESC LIMIT 1) >= $1::xid8, false)"               \
-	" FROM (SELECT) one LEFT JOIN LATERAL (SELECT tx_id, seq FROM events WHERE tx_id < $1::xid8"          \
-	" AND (tx_id, seq) > ($2::xid8, $3::bigint) ORDER BY events.tx_id DESC, events.seq DESC LIMIT 1) h"    \
-	" ON true"
+struct fd_feed_event {
+	const char *event_id;
+	const char *stream;
+	const char *category;
+	int64_t version;
+	const char *type;
+	json_t *data;
+	json_t *metadata;
+	const char *recorded_at;     /* RFC 3339 UTC */
+	struct fd_cursor position;   /* where the event is in the feed */
+};
+
+/* What a follower reads: its name for the log, its filter and batch size. */
+struct fd_follow {
+	const char *name;                /* "order_summaries", "saga intake" */
+	const char *const *categories;   /* stream categories; NULL-terminated, at least one */
+	const char *const *types;        /* event types; NULL-terminated, or NULL: every type */
+	unsigned limit;                  /* events per batch, at least 1 */
+};
+
+/* One batch; release with fd_follow_batch_release. */
+struct fd_follow_batch {
+	struct fd_feed_event *events;    /* count events in feed order, owned by the batch */
+	size_t count;
+	/*
+	 * The cursor after this batch: its last event, or, when caught up, the
+	 * newest visible event of any category (so a follower of few categories
+	 * does not read past the same other events every round).  Equal to the
+	 * cursor read from when nothing moved.
+	 */
+	struct fd_cursor next;
+	bool caught_up;                  /* fewer than limit events: the batch reached the visible end */
+	bool held_back;                  /* caught up, and committed events lie beyond the visible end */
+	PGresult *res;                   /* the rows the events borrow from */
+};
+
+/*
+ * Read the next batch of events past `after` for a follower that keeps its
+ * own cursor, on a connection it holds (normally inside the transaction that
+ * also writes its checkpoint): the same gap-safe rule as fd_store_read_feed,
+ * in three statements (the visible end, the batch, and when caught up the
+ * head).  Every event comes with its position and with data and metadata
+ * parsed (integers beyond 64 bits as reals).
+ *
+ * An event whose data or metadata does not parse is an error, logged with
+ * the event: FD_ERR_INVAL (FD_ERR_NOMEM when memory ran out), and nothing is
+ * returned, so the round fails and the cursor stays before that event.  A
+ * follower never moves past an event it could not read, and never acts on
+ * a stand-in for it (docs/design.md, "Feed followers").
+ *
+ * The statements run by sql.h's policy: the visible end, the head and the
+ * read of one category without a type filter (every projection's so far)
+ * are prepared on the connection; a read of several categories or with a
+ * type filter is not, as a generic plan of "= ANY (array)" cannot read the
+ * category index in order.  Database errors are logged and returned as
+ * fd_pg_classify classifies them.  *out is set either way (empty on error);
+ * release it.
+ */
+FD_MUST_USE enum fd_err fd_feed_follow(PGconn *conn, struct fd_cursor after, const struct fd_follow *f,
+				       struct fd_follow_batch *out);
+void fd_follow_batch_release(struct fd_follow_batch *b);
 
 #endif

@@ -4,8 +4,10 @@
  * Connections are opened lazily and re-opened after the server restarts or a
  * connection breaks.  Every statement in the store's statement table
  * (fd_store_statements) is prepared once per connection, right after it
- * connects.  Thread-safe: acquire/release may be called from any thread; a
- * PGconn handed out is used by one thread until it is released.
+ * connects (with sql.h, which keeps the bookkeeping), so that a schema not
+ * migrated yet is found before any request uses the connection.
+ * Thread-safe: acquire/release may be called from any thread; a PGconn
+ * handed out is used by one thread until it is released.
  */
 #ifndef FACTD_POOL_H
 #define FACTD_POOL_H
@@ -13,6 +15,7 @@
 #include <stdbool.h>
 #include <libpq-fe.h>
 #include "factd/error.h"
+#include "factd/sql.h"
 
 struct fd_pool;
 struct fd_metrics;
@@ -76,13 +79,7 @@ struct fd_notifier *fd_pool_notifier(const struct fd_pool *pool);
 enum { FD_POOL_APPEND_BATCHES = 1 };
 void fd_pool_set_append_batches(struct fd_pool *pool, unsigned max_inflight);
 
-/* One prepared statement: the pool prepares all of them on each new connection. */
-struct fd_stmt {
-	const char *name;
-	const char *sql;
-	int nparams;
-	bool binary; /* results in binary format (parameters are always text) */
-};
+/* The store's statements (struct fd_stmt, sql.h): the pool prepares all of them on each new connection. */
 extern const struct fd_stmt fd_store_statements[];
 extern const unsigned fd_store_statements_count;
 

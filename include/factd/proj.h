@@ -30,19 +30,6 @@
 #include "factd/events.h"
 #include "factd/pool.h"
 
-/* One event as a subscriber sees it.  Everything is borrowed for the call. */
-struct fd_feed_event {
-	const char *event_id;
-	const char *stream;
-	const char *category;
-	int64_t version;
-	const char *type;
-	json_t *data;
-	json_t *metadata;
-	const char *recorded_at;     /* RFC 3339 UTC */
-	struct fd_cursor position;
-};
-
 struct fd_projection {
 	const char *name;                   /* "order_summaries": also the checkpoint's name */
 	const char *table;                  /* live table */

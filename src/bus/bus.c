@@ -564,180 +564,259 @@ done:
 	return err;
 }
 
+/* ---- one command: check, load, decide, record ------------------------------- */
+
+/* What one command works with, from its first attempt to its last. */
+struct command_run {
+	struct fd_bus *bus;
+	const struct fd_aggregate_type *t;
+	const struct fd_command_type *cmd;
+	const char *command;
+	const json_t *payload;
+	const struct fd_cmd_meta *meta;
+	const char *stream;
+	struct state_box *box;   /* the state decided on; NULL once the cache took it */
+	struct fd_cmd_result *out;
+};
+
+/* How an attempt ended. */
+enum attempt_end {
+	ATTEMPT_DONE,     /* answered (success or error in *err) */
+	ATTEMPT_STALE,    /* decided on the cached state, which may be stale: try the stored one */
+	ATTEMPT_CONFLICT, /* the stored state changed under the decision: try again if attempts are left */
+};
+
+/* The command of type t by name, for a valid id and an object payload; NULL (out says why) otherwise. */
+static const struct fd_command_type *check_command(const struct fd_aggregate_type *t, const char *id,
+						   const char *command, const json_t *payload, struct fd_cmd_result *out)
+{
+	const struct fd_command_type *cmd = fd_aggregate_command(t, command);
+	if (cmd && fd_aggregate_id_valid(t, id) && json_is_object(payload))
+		return cmd;
+	snprintf(out->decision.detail, sizeof out->decision.detail, "%s",
+		 !cmd ? "unknown command" : !json_is_object(payload) ? "the payload must be an object" : "invalid id");
+	out->decision.outcome = FD_INVALID;
+	return NULL;
+}
+
+/*
+ * Take the stream's state from the aggregate cache into r->box when it is
+ * there, of this type, and at the version an If-Match asks for; *version
+ * gets its version.  A cached state that does not fit goes back.
+ */
+static bool take_cached(struct command_run *r, int64_t *version)
+{
+	struct state_box *hit = fd_aggcache_take(r->bus->cache, r->stream, version);
+	if (hit && hit->t == r->t && hit->live && (!r->meta->has_if_match || *version == r->meta->if_match)) {
+		box_free(r->box);
+		r->box = hit;
+		return true;
+	}
+	if (hit)
+		fd_aggcache_put(r->bus->cache, r->stream, *version, hit); /* not for this command: leave it */
+	return false;
+}
+
+/*
+ * A twin request with the same idempotency key committed first: answer with
+ * its replay when it was the same request.  When nothing with the key can
+ * be replayed, `none` (FD_ERR_DUPLICATE when the key's ids are taken by
+ * events no such command recorded, FD_ERR_CONFLICT when our ids were
+ * stored under us).
+ */
+static enum fd_err replay_twin(struct command_run *r, enum fd_err none)
+{
+	bool found = false;
+	enum fd_err err = idempotent_replay(r->bus, r->meta, &found, r->out);
+	return !err && !found ? none : err;
+}
+
+/*
+ * The domain refused the command.  With an idempotency key, a twin may have
+ * committed since the first check, and this refusal be the state it left
+ * ("order exists"): then the answer is its replay, else the refusal.
+ */
+static enum fd_err answer_refusal(struct command_run *r)
+{
+	if (!r->meta->idempotency_key)
+		return FD_ERR_REJECTED;
+	struct fd_decision refusal = r->out->decision;
+	r->out->decision = (struct fd_decision){ 0 };
+	bool found = false;
+	enum fd_err err = idempotent_replay(r->bus, r->meta, &found, r->out);
+	if (err || found) {
+		fd_decision_release(&refusal);
+		return err;
+	}
+	r->out->decision = refusal;
+	return FD_ERR_REJECTED;
+}
+
+/*
+ * After a write: fold what was recorded into the state with the same apply
+ * used for replay, snapshot when the version crossed a multiple of N (or
+ * the load replayed too much), and hand the state to the cache for the
+ * stream's next command.  The cache forgets a state it cannot trust.
+ */
+static void keep_state(struct command_run *r, json_t *events, int64_t version, size_t replayed,
+		       const struct fd_append_result *res)
+{
+	struct fd_bus *bus = r->bus;
+	if (res->duplicate) {
+		fd_aggcache_drop(bus->cache, r->stream);
+		return;
+	}
+	size_t i;
+	json_t *e;
+	bool folded = true;
+	json_array_foreach(events, i, e) {
+		if (r->t->apply(r->box->state, json_string_value(json_object_get(e, "type")), json_object_get(e, "data")) !=
+		    FD_OK)
+			folded = false;
+	}
+	if (!folded) {
+		fd_aggcache_drop(bus->cache, r->stream);
+		return;
+	}
+	unsigned every = snapshot_every(bus, r->t);
+	if (every && ((uint64_t)res->last_version / every > (uint64_t)version / every || replayed >= 2 * (size_t)every))
+		snapshot_enqueue(bus, r->t, r->stream, r->box->state, res->last_version);
+	/* The state moves into the cache as it is: the next command takes it over. */
+	fd_aggcache_put(bus->cache, r->stream, res->last_version, r->box);
+	r->box = NULL;
+}
+
+/* Record the decided events at `version` and answer; a version conflict is left to the caller. */
+static enum attempt_end record_decision(struct command_run *r, bool cached, int64_t version, size_t replayed,
+					enum fd_err *err)
+{
+	struct fd_cmd_result *out = r->out;
+	json_t *events = out->decision.events;
+	if (!json_is_array(events) || json_array_size(events) == 0) {
+		*err = FD_ERR_INTERNAL;
+		return ATTEMPT_DONE;
+	}
+	struct fd_append_result res;
+	*err = record(r->bus, r->stream, version, r->command, events, r->meta, &res);
+	if (*err == FD_ERR_CONFLICT) {
+		fd_aggcache_drop(r->bus->cache, r->stream);
+		fd_metrics_command_conflict(r->bus->cfg.metrics, r->t->name);
+		if (r->meta->has_if_match) {
+			*err = FD_ERR_PRECONDITION;
+			return ATTEMPT_DONE;
+		}
+		return cached ? ATTEMPT_STALE : ATTEMPT_CONFLICT;
+	}
+	if (*err == FD_ERR_DUPLICATE && r->meta->idempotency_key) {
+		/* the twin committed after our first check, or the key's ids are taken by other events */
+		*err = replay_twin(r, FD_ERR_DUPLICATE);
+		return ATTEMPT_DONE;
+	}
+	if (*err)
+		return ATTEMPT_DONE;
+	if (res.duplicate && r->meta->idempotency_key) {
+		/* Our event ids were already stored: a twin with this key won the race. */
+		fd_aggcache_drop(r->bus->cache, r->stream);
+		*err = replay_twin(r, FD_ERR_CONFLICT);
+		return ATTEMPT_DONE;
+	}
+	out->replayed = res.duplicate;
+	out->first_version = res.first_version;
+	out->version = res.last_version;
+	out->position = res.position;
+	keep_state(r, events, version, replayed, &res);
+	return ATTEMPT_DONE;
+}
+
+/* One attempt: the state (cached, or loaded), If-Match, decide, record. */
+static enum attempt_end attempt_command(struct command_run *r, bool try_cache, enum fd_err *err)
+{
+	int64_t version = 0;
+	size_t replayed = 0;
+	box_clear(r->box);
+	bool cached = try_cache && take_cached(r, &version);
+	if (!cached) {
+		r->box->live = true; /* load() initialises the state first */
+		if ((*err = load(r->bus, r->t, r->stream, NULL, r->box->state, &version, &replayed)))
+			return ATTEMPT_DONE;
+	}
+	if (r->meta->has_if_match && version != r->meta->if_match) {
+		*err = FD_ERR_PRECONDITION;
+		return ATTEMPT_DONE;
+	}
+	fd_decision_release(&r->out->decision);
+	if ((*err = r->cmd->decide(r->box->state, version > 0, r->payload, &r->out->decision)))
+		return ATTEMPT_DONE;
+	switch (r->out->decision.outcome) {
+	case FD_DECIDED:
+		return record_decision(r, cached, version, replayed, err);
+	case FD_INVALID:
+		if (cached)
+			return ATTEMPT_STALE;
+		*err = FD_ERR_INVAL;
+		return ATTEMPT_DONE;
+	case FD_REFUSED:
+		if (cached)
+			return ATTEMPT_STALE;
+		*err = answer_refusal(r);
+		return ATTEMPT_DONE;
+	}
+	*err = FD_ERR_INTERNAL;
+	return ATTEMPT_DONE;
+}
+
+/*
+ * The command with its retries.  The first attempt may decide on the cached
+ * state; when that leads nowhere (no decision, or a version conflict) the
+ * stored state gets an attempt of its own, not counted.  Version conflicts
+ * on the stored state are retried up to max_retries times.
+ */
 static enum fd_err send_command(struct fd_bus *bus, const struct fd_aggregate_type *t, const char *id,
 				const char *command, const json_t *payload, const struct fd_cmd_meta *meta,
 				struct fd_cmd_result *out)
 {
 	static const struct fd_cmd_meta no_meta = { 0 };
 	char stream[FD_STREAM_MAX + 1];
-	struct state_box *box = NULL;
-	struct fd_gate *gate = NULL;
 	enum fd_err err = FD_OK;
 
 	memset(out, 0, sizeof *out);
 	if (!meta)
 		meta = &no_meta;
-	const struct fd_command_type *cmd = fd_aggregate_command(t, command);
-	if (!cmd || !fd_aggregate_id_valid(t, id) || !json_is_object(payload)) {
-		snprintf(out->decision.detail, sizeof out->decision.detail, "%s",
-			 !cmd ? "unknown command" : !json_is_object(payload) ? "the payload must be an object"
-									       : "invalid id");
-		out->decision.outcome = FD_INVALID;
+	const struct fd_command_type *cmd = check_command(t, id, command, payload, out);
+	if (!cmd)
 		return FD_ERR_INVAL;
-	}
 	fd_bus_stream_name(t, id, stream, sizeof stream);
 	if (meta->idempotency_key) {
 		bool found = false;
 		if ((err = idempotent_replay(bus, meta, &found, out)) || found)
 			return err;
 	}
-	if (!(box = box_new(t)))
+	struct command_run r = { .bus = bus, .t = t, .cmd = cmd, .command = command, .payload = payload,
+				 .meta = meta, .stream = stream, .box = box_new(t), .out = out };
+	if (!r.box)
 		return FD_ERR_NOMEM;
-	gate = fd_gate_enter(bus->gates, stream);
-
+	struct fd_gate *gate = fd_gate_enter(bus->gates, stream);
 	unsigned max_attempts = bus->cfg.max_retries + 1;
 	bool try_cache = true;
-	for (unsigned attempt = 1; attempt <= max_attempts; attempt++) {
-		int64_t version = 0;
-		size_t replayed = 0;
-		bool cached = false;
+	err = FD_ERR_CONFLICT; /* when every attempt conflicts */
+	for (unsigned attempt = 1; attempt <= max_attempts;) {
 		out->attempts = attempt;
-		box_clear(box);
-		if (try_cache) {
-			try_cache = false;
-			struct state_box *hit = fd_aggcache_take(bus->cache, stream, &version);
-			if (hit && hit->t == t && hit->live && (!meta->has_if_match || version == meta->if_match)) {
-				box_free(box);
-				box = hit;
-				cached = true;
-			} else if (hit) {
-				fd_aggcache_put(bus->cache, stream, version, hit); /* not for this command: leave it */
-			}
-		}
-		void *state = box->state;
-		if (!cached) {
-			box->live = true; /* load() initialises the state first */
-			if ((err = load(bus, t, stream, NULL, state, &version, &replayed)))
-				goto done;
-		}
-		if (meta->has_if_match && version != meta->if_match) {
-			err = FD_ERR_PRECONDITION;
-			goto done;
-		}
-		fd_decision_release(&out->decision);
-		if ((err = cmd->decide(state, version > 0, payload, &out->decision)))
-			goto done;
-		if (cached && out->decision.outcome != FD_DECIDED) {
-			attempt--; /* the cached state may be stale: decide again on the stored one */
-			continue;
-		}
-		if (out->decision.outcome == FD_INVALID) {
-			err = FD_ERR_INVAL;
-			goto done;
-		}
-		if (out->decision.outcome == FD_REFUSED) {
-			err = FD_ERR_REJECTED;
-			if (meta->idempotency_key) {
-				/*
-				 * A twin with this key may have committed since the first
-				 * check, and this refusal be the state it left ("order
-				 * exists"): then the answer is its replay.
-				 */
-				struct fd_decision refusal = out->decision;
-				out->decision = (struct fd_decision){ 0 };
-				bool found = false;
-				enum fd_err rerr = idempotent_replay(bus, meta, &found, out);
-				if (rerr || found) {
-					fd_decision_release(&refusal);
-					err = rerr;
-				} else {
-					out->decision = refusal;
-				}
-			}
-			goto done;
-		}
-		json_t *events = out->decision.events;
-		if (!json_is_array(events) || json_array_size(events) == 0) {
-			err = FD_ERR_INTERNAL;
-			goto done;
-		}
-		struct fd_append_result res;
-		err = record(bus, stream, version, command, events, meta, &res);
-		if (err == FD_ERR_CONFLICT) {
-			fd_aggcache_drop(bus->cache, stream);
-			fd_metrics_command_conflict(bus->cfg.metrics, t->name);
-			if (meta->has_if_match) {
-				err = FD_ERR_PRECONDITION;
-				goto done;
-			}
-			if (cached) {
-				attempt--; /* decided on the cache: the stored state gets its own round */
-				continue;
-			}
+		enum attempt_end end = attempt_command(&r, try_cache, &err);
+		try_cache = false;
+		if (end == ATTEMPT_DONE)
+			break;
+		if (end == ATTEMPT_CONFLICT) {
 			fd_log_fields(FD_LOG_DEBUG, "version conflict, retrying",
 				      json_pack("{s:s, s:i}", "stream", stream, "attempt", (int)attempt));
-			continue;
+			attempt++;
+			err = FD_ERR_CONFLICT;
 		}
-		if (err == FD_ERR_DUPLICATE && meta->idempotency_key) {
-			/* A twin with the same key committed after our first check,
-			 * or the key's ids are taken by events no such command recorded. */
-			bool found = false;
-			err = idempotent_replay(bus, meta, &found, out);
-			if (!err && !found)
-				err = FD_ERR_DUPLICATE;
-			goto done;
-		}
-		if (err)
-			goto done;
-		if (res.duplicate && meta->idempotency_key) {
-			/* Our event ids were already stored: a twin with this key won the race.
-			 * Answer as a replay only if it was the same request. */
-			fd_aggcache_drop(bus->cache, stream);
-			bool found = false;
-			err = idempotent_replay(bus, meta, &found, out);
-			if (!err && !found)
-				err = FD_ERR_CONFLICT;
-			goto done;
-		}
-		out->replayed = res.duplicate;
-		out->first_version = res.first_version;
-		out->version = res.last_version;
-		out->position = res.position;
-		if (!res.duplicate) {
-			/* Fold what we recorded with the same apply used for replay, then snapshot on crossing N. */
-			size_t i;
-			json_t *e;
-			bool folded = true;
-			json_array_foreach(events, i, e) {
-				if (t->apply(state, json_string_value(json_object_get(e, "type")),
-					     json_object_get(e, "data")) != FD_OK)
-					folded = false;
-			}
-			unsigned every = snapshot_every(bus, t);
-			if (folded && every &&
-			    ((uint64_t)res.last_version / every > (uint64_t)version / every ||
-			     replayed >= 2 * (size_t)every))
-				snapshot_enqueue(bus, t, stream, state, res.last_version);
-			if (folded) {
-				/* The state moves into the cache as it is: the next command takes it over. */
-				fd_aggcache_put(bus->cache, stream, res.last_version, box);
-				box = NULL;
-			} else {
-				fd_aggcache_drop(bus->cache, stream);
-			}
-		} else {
-			fd_aggcache_drop(bus->cache, stream);
-		}
-		goto done;
 	}
-	err = FD_ERR_CONFLICT;
-done:
 	fd_gate_leave(bus->gates, gate);
-	box_free(box);
+	box_free(r.box);
 	return err;
 }
 
-/* How a command ended, as factd_commands_total counts it. */
 static enum fd_metrics_command command_result(enum fd_err err, const struct fd_cmd_result *r)
 {
 	switch (err) {

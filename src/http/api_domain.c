@@ -138,22 +138,20 @@ static json_t *body_object(struct fd_req *req, struct fd_resp *resp, bool requir
 	return root;
 }
 
-void fd_api_command(struct fd_req *req, struct fd_resp *resp)
-{
-	const struct fd_command_route *cr = req->route->arg;
-	const struct fd_aggregate_type *t = cr->type;
-	struct fd_cmd_result res = { 0 };
-	struct fd_cmd_meta meta = { .request_id = req->request_id, .caller = caller_of(req) };
-	char id[FD_AGGREGATE_ID_MAX + 1];
-	char hash[65];
-	json_t *payload = body_object(req, resp, req->route->json_body);
-	if (!payload)
-		return;
+/* ---- POST/DELETE commands: parse, run, answer ---------------------------------- */
 
+/*
+ * The command's metadata from the request's headers: correlation and
+ * causation ids, Idempotency-Key (with the request's fingerprint in hash)
+ * and If-Match.  False when a header is malformed: the problem is answered.
+ */
+static bool parse_command_meta(struct fd_req *req, struct fd_resp *resp, struct fd_cmd_meta *meta, char hash[65])
+{
+	*meta = (struct fd_cmd_meta){ .request_id = req->request_id, .caller = caller_of(req) };
 	const char *corr = fd_req_header(req, "X-Correlation-Id");
 	const char *cause = fd_req_header(req, "X-Causation-Id");
-	meta.correlation_id = fd_request_id_valid(corr) ? corr : req->request_id;
-	meta.causation_id = fd_request_id_valid(cause) ? cause : NULL;
+	meta->correlation_id = fd_request_id_valid(corr) ? corr : req->request_id;
+	meta->causation_id = fd_request_id_valid(cause) ? cause : NULL;
 
 	const char *key = fd_req_header(req, "Idempotency-Key");
 	if (key) {
@@ -161,7 +159,7 @@ void fd_api_command(struct fd_req *req, struct fd_resp *resp)
 			fd_problem(resp, req, 400, "invalid-header", "Invalid header",
 				   "Idempotency-Key must be 1-255 visible ASCII characters",
 				   json_pack("{s:s}", "header", "Idempotency-Key"));
-			goto done;
+			return false;
 		}
 		struct fd_sha256 c;
 		unsigned char digest[32];
@@ -175,77 +173,109 @@ void fd_api_command(struct fd_req *req, struct fd_resp *resp)
 		fd_sha256_final(&c, digest);
 		for (int i = 0; i < 32; i++)
 			snprintf(hash + 2 * i, 3, "%02x", digest[i]);
-		meta.idempotency_key = key;
-		meta.request_hash = hash;
+		meta->idempotency_key = key;
+		meta->request_hash = hash;
 	}
 	const char *im = fd_req_header(req, "If-Match");
 	if (im) {
-		if (!fd_input_if_match(im, &meta.if_match)) {
+		if (!fd_input_if_match(im, &meta->if_match)) {
 			fd_problem(resp, req, 400, "invalid-header", "Invalid header",
 				   "If-Match must be an ETag from a previous response, e.g. \"3\"",
 				   json_pack("{s:s}", "header", "If-Match"));
-			goto done;
+			return false;
 		}
-		meta.has_if_match = true;
+		meta->has_if_match = true;
 	}
+	return true;
+}
 
-	if (cr->creates) {
-		json_t *given = json_object_get(payload, t->id_field);
-		if (given) {
-			if (!json_is_string(given) || !fd_api_canonical_id(t, json_string_value(given), id, sizeof id)) {
-				char ptr[64], detail[128];
-				snprintf(ptr, sizeof ptr, "/%s", t->id_field);
-				snprintf(detail, sizeof detail, "%s must be %s", t->id_field,
-					 t->id_is_uuid ? "a UUID" : "1-64 characters of A-Z a-z 0-9 _ . : -");
-				fd_problem(resp, req, 400, "invalid-field", "Invalid field", detail,
-					   json_pack("{s:s}", "field", ptr));
-				goto done;
-			}
-			json_object_del(payload, t->id_field);
-		} else {
-			struct fd_uuid u;
-			if (key)
-				fd_uuid_from_name("factd.aggregate-id", key, strlen(key), &u);
-			else if (fd_uuid_v7(&u) != FD_OK) {
-				fd_problem_err(resp, req, FD_ERR_IO, NULL, NULL);
-				goto done;
-			}
-			fd_uuid_format(&u, id);
-		}
-	} else {
-		if (!fd_api_canonical_id(t, req->params[0], id, sizeof id)) {
+/*
+ * The aggregate the command is for, into id: the path's id, or for a
+ * creating command the payload's id field (taken out of the payload), else
+ * one derived from the Idempotency-Key, else a new one.  A path parameter
+ * the route names goes into the payload.  False when the id is malformed
+ * or unknown: the problem is answered.
+ */
+static bool parse_command_target(struct fd_req *req, struct fd_resp *resp, const struct fd_command_route *cr,
+				 const struct fd_cmd_meta *meta, json_t *payload, char *id, size_t len)
+{
+	const struct fd_aggregate_type *t = cr->type;
+	if (!cr->creates) {
+		if (!fd_api_canonical_id(t, req->params[0], id, len)) {
 			char detail[96];
 			snprintf(detail, sizeof detail, "no %s has this id", t->name);
 			fd_problem(resp, req, 404, "not-found", "Not found", detail, NULL);
-			goto done;
+			return false;
 		}
+	} else if (json_object_get(payload, t->id_field)) {
+		json_t *given = json_object_get(payload, t->id_field);
+		if (!json_is_string(given) || !fd_api_canonical_id(t, json_string_value(given), id, len)) {
+			char ptr[64], detail[128];
+			snprintf(ptr, sizeof ptr, "/%s", t->id_field);
+			snprintf(detail, sizeof detail, "%s must be %s", t->id_field,
+				 t->id_is_uuid ? "a UUID" : "1-64 characters of A-Z a-z 0-9 _ . : -");
+			fd_problem(resp, req, 400, "invalid-field", "Invalid field", detail, json_pack("{s:s}", "field", ptr));
+			return false;
+		}
+		json_object_del(payload, t->id_field);
+	} else {
+		struct fd_uuid u;
+		const char *key = meta->idempotency_key;
+		if (key)
+			fd_uuid_from_name("factd.aggregate-id", key, strlen(key), &u);
+		else if (fd_uuid_v7(&u) != FD_OK) {
+			fd_problem_err(resp, req, FD_ERR_IO, NULL, NULL);
+			return false;
+		}
+		fd_uuid_format(&u, id);
 	}
 	if (cr->param_field && req->nparams > 1)
 		json_object_set_new(payload, cr->param_field, json_string(req->params[1]));
+	return true;
+}
 
-	enum fd_err err = fd_bus_send(req->ctx->bus, t, id, cr->command, payload, &meta, &res);
-	if (err) {
-		fd_api_command_problem(req, resp, t, err, &res);
-		goto done;
-	}
+/* The answer to a command the bus recorded (or replayed): 201 or 200, ETag, Location, the replay header. */
+static void answer_command(struct fd_req *req, struct fd_resp *resp, const struct fd_command_route *cr,
+			   const char *id, const struct fd_cmd_result *res)
+{
+	const struct fd_aggregate_type *t = cr->type;
 	char cursor[FD_CURSOR_STRLEN];
-	fd_cursor_format(&res.position, cursor, sizeof cursor);
+	fd_cursor_format(&res->position, cursor, sizeof cursor);
 	json_t *out = json_object();
 	if (out) {
 		json_object_set_new(out, t->id_field, json_string(id));
-		json_object_set_new(out, "version", json_integer(res.version));
+		json_object_set_new(out, "version", json_integer(res->version));
 		json_object_set_new(out, "position", json_string(cursor));
 	}
 	fd_resp_json_doc(resp, cr->creates ? 201 : 200, out);
-	fd_api_set_etag(resp, res.version);
+	fd_api_set_etag(resp, res->version);
 	if (cr->creates) {
 		char loc[128];
 		snprintf(loc, sizeof loc, "/%ss/%s", t->name, id);
 		fd_resp_header(resp, "Location", loc);
 	}
-	if (res.replayed)
+	if (res->replayed)
 		fd_resp_header(resp, "Idempotent-Replayed", "true");
-done:
+}
+
+void fd_api_command(struct fd_req *req, struct fd_resp *resp)
+{
+	const struct fd_command_route *cr = req->route->arg;
+	struct fd_cmd_result res = { 0 };
+	struct fd_cmd_meta meta;
+	char id[FD_AGGREGATE_ID_MAX + 1];
+	char hash[65];
+	json_t *payload = body_object(req, resp, req->route->json_body);
+	if (!payload)
+		return;
+	if (parse_command_meta(req, resp, &meta, hash) &&
+	    parse_command_target(req, resp, cr, &meta, payload, id, sizeof id)) {
+		enum fd_err err = fd_bus_send(req->ctx->bus, cr->type, id, cr->command, payload, &meta, &res);
+		if (err)
+			fd_api_command_problem(req, resp, cr->type, err, &res);
+		else
+			answer_command(req, resp, cr, id, &res);
+	}
 	fd_cmd_result_release(&res);
 	json_decref(payload);
 }

@@ -5,6 +5,7 @@
  * to the apps (apps/shop/projections.c).  Pure or on the caller's connection.
  */
 #include "factd/proj.h"
+#include "factd/sql.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,17 +46,8 @@ enum fd_err fd_projection_exec(PGconn *conn, const char *table, unsigned i, int 
 	char name[FD_PROJECTION_STATEMENT_NAME];
 	if (!fd_projection_statement_name(table, i, name))
 		return FD_ERR_INVAL;
-	enum fd_err err = FD_OK;
-	if (PQpipelineStatus(conn) != PQ_PIPELINE_OFF) {
-		if (!PQsendQueryPrepared(conn, name, n, params, NULL, NULL, 0))
-			err = fd_pg_classify(conn, NULL);
-	} else {
-		PGresult *res = PQexecPrepared(conn, name, n, params, NULL, NULL, 0);
-		if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
-			err = fd_pg_classify(conn, res);
-		PQclear(res);
-	}
-	return err;
+	/* Prepared beforehand (the projector prepares a table's statements before its batches): run by name. */
+	return fd_sql_exec(conn, &(struct fd_stmt){ .name = name, .nparams = n }, params, NULL);
 }
 
 const struct fd_projection *fd_projection_set_find(const struct fd_projection_set *set, const char *name)

@@ -24,6 +24,7 @@
 #include "factd/hash.h"
 #include "factd/log.h"
 #include "factd/notify.h"
+#include "factd/sql.h"
 
 #define SHADOW_SUFFIX "_next"
 #define MAX_TABLE 64
@@ -46,11 +47,6 @@ struct worker {
 	bool owned;            /* this session holds the projection's advisory lock */
 	bool stale;            /* the live tables are of an older version: served as they are, rebuilt */
 	bool aside;            /* left to a newer factd (said once) */
-	/*
-	 * The handler's statements prepared on conn: a bit per statement, for
-	 * the live table [0] and the shadow one [1].  A new connection has none.
-	 */
-	uint64_t prepared[2];
 	struct timespec retry_at;
 	/*
 	 * Rounds: one runs when a NOTIFY names one of the projection's
@@ -94,63 +90,33 @@ static void log_pg(const char *what, const char *projection, PGconn *conn, const
 	fd_log_fields(FD_LOG_WARN, what, json_pack("{s:s, s:s}", "projection", projection, "error", msg ? msg : ""));
 }
 
-/* Run SQL with params; true on success.  *out (optional) receives a TUPLES_OK result to PQclear. */
+/* Run SQL once, unprepared (sql.h); true on success.  *out (optional) receives the result to PQclear. */
 static bool run(PGconn *conn, const char *sql, int n, const char *const *params, PGresult **out)
 {
-	PGresult *res = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
-	ExecStatusType st = PQresultStatus(res);
-	bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
-	if (ok && out) {
-		*out = res;
-		return true;
-	}
-	if (!ok && out)
-		*out = res; /* caller logs and clears */
-	else
-		PQclear(res);
-	return ok;
+	return fd_sql_once(conn, sql, n, params, out) == FD_OK;
 }
 
 /* Run parameterless SQL that may hold several statements. */
 static bool run_script(PGconn *conn, const char *sql)
 {
-	PGresult *res = PQexec(conn, sql);
-	bool ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
-	PQclear(res);
-	return ok;
+	return fd_sql_once(conn, sql, 0, NULL, NULL) == FD_OK;
 }
 
 /*
- * The statements every round runs, prepared once per connection (names do
- * not collide with the handlers', which are "<table>/<n>").  Generic plans
- * are safe here: each is a lookup of one row by key or a range of
- * events_feed_idx in index order, and the session has no sequential scans
- * to choose from.  The feed read is among them for a projection of one
- * category (every one so far), as a range of events_category_feed_idx in
- * index order.  With several it is not: a generic plan of "category =
- * ANY(array)" cannot read that index in order, and could sort every event
- * of the categories past the checkpoint for each batch.
+ * The statements every round runs, prepared on a connection the first time
+ * they run there (sql.h; names do not collide with the handlers', which
+ * are "<table>/<n>").  Generic plans are safe here: each is a lookup of one
+ * row by key or a range of events_feed_idx in index order, and the session
+ * has no sequential scans to choose from.  The feed itself is read by the
+ * store's follower (fd_feed_follow), by the same policy.
  */
-enum runner_stmt { R_LOCK, R_XMIN, R_EVENTS1, R_HEAD, R_SAVE, R_SAVE_SHADOW, R_WAITING, R_COUNT };
+enum runner_stmt { R_LOCK, R_SAVE, R_SAVE_SHADOW, R_WAITING, R_COUNT };
 
-/* A batch of feed events past a cursor; $4 is a category, or an array of them. */
-#define FEED_BATCH_SQL(category_match)                                                                        \
-	"SELECT event_id::text, stream_id, category, version, type, data::text, metadata::text,"              \
-	" to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), tx_id::text, seq"      \
-	" FROM events WHERE (tx_id, seq) > ($1::xid8, $2::bigint) AND tx_id < $3::xid8"                       \
-	" AND " category_match " ORDER BY events.tx_id, events.seq LIMIT $5::bigint"
-static const struct {
-	const char *name;
-	const char *sql;
-	int nparams;
-} runner_stmts[R_COUNT] = {
+static const struct fd_stmt runner_stmts[R_COUNT] = {
 	[R_LOCK] = { "fd_proj_lock",
 		     "SELECT tx_id::text, seq, rebuild_requested, rebuilding, rebuild_tx_id::text, rebuild_seq"
 		     " FROM projections WHERE name = $1 FOR UPDATE",
 		     1 },
-	[R_XMIN] = { "fd_proj_xmin", "SELECT pg_snapshot_xmin(pg_current_snapshot())::text", 0 },
-	[R_EVENTS1] = { "fd_proj_events1", FEED_BATCH_SQL("category = $4::text"), 5 },
-	[R_HEAD] = { "fd_proj_head", FD_FEED_FOLLOWER_HEAD_SQL, 3 },
 	[R_SAVE] = { "fd_proj_save",
 		     "UPDATE projections SET tx_id = $2::xid8, seq = $3, last_event_at = coalesce($4::timestamptz,"
 		     " last_event_at), updated_at = now() WHERE name = $1",
@@ -173,30 +139,10 @@ static const struct {
 			1 },
 };
 
-/* Prepare the runner's statements on a new connection. */
-static bool prepare_runner(PGconn *conn)
-{
-	for (int i = 0; i < R_COUNT; i++) {
-		PGresult *res = PQprepare(conn, runner_stmts[i].name, runner_stmts[i].sql, runner_stmts[i].nparams, NULL);
-		bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-		PQclear(res);
-		if (!ok)
-			return false;
-	}
-	return true;
-}
-
-/* run() for one of the runner's prepared statements. */
+/* run() for one of the runner's statements, prepared on first use. */
 static bool run_stmt(PGconn *conn, enum runner_stmt id, const char *const *params, PGresult **out)
 {
-	PGresult *res = PQexecPrepared(conn, runner_stmts[id].name, runner_stmts[id].nparams, params, NULL, NULL, 0);
-	ExecStatusType st = PQresultStatus(res);
-	bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
-	if (out)
-		*out = res;
-	else
-		PQclear(res);
-	return ok;
+	return fd_sql_exec(conn, &runner_stmts[id], params, out) == FD_OK;
 }
 
 static void drop_conn(struct worker *w)
@@ -335,12 +281,12 @@ static bool try_own(struct fd_projector *p, struct worker *w)
 
 /*
  * Prepare on the worker's connection those of the handler's statements for
- * `table` (the live one, or the shadow when `shadow`) that are not prepared
- * there yet.  Runs in the open transaction, before the batch's pipeline; a
- * statement that fails to prepare fails the batch, and the next one tries
- * it again.  A prepared statement outlives the transaction it was made in,
- * rolled back or not, so the bits hold until the connection goes: the worker
- * clears them whenever it opens a new one.
+ * `table` (the live one or the shadow) that are not prepared there yet.
+ * Runs in the open transaction, before the batch's pipeline, inside which
+ * nothing can be prepared; a statement that fails to prepare fails the
+ * batch, and the next one tries it again.  A prepared statement outlives
+ * the transaction it was made in, rolled back or not; sql.h remembers it
+ * for as long as the connection lives.
  *
  * A statement is prepared for a table name, not a table: PostgreSQL parses
  * and plans it again, looking the names up afresh, whenever a table it uses
@@ -350,54 +296,30 @@ static bool try_own(struct fd_projector *p, struct worker *w)
  * the next rebuild creates, never the table that was swapped in (the tests
  * hold PostgreSQL to this).
  */
-static bool prepare_statements(struct worker *w, const char *table, bool shadow)
+static bool prepare_statements(struct worker *w, const char *table)
 {
 	const struct fd_projection *d = w->def;
-	uint64_t *done = &w->prepared[shadow];
 	for (unsigned i = 0; d->statements && d->statements[i]; i++) {
-		if (i < FD_PROJECTION_STATEMENTS_MAX && (*done & (UINT64_C(1) << i)))
-			continue;
 		char name[FD_PROJECTION_STATEMENT_NAME];
-		char *sql = NULL;
-		if (i >= FD_PROJECTION_STATEMENTS_MAX || !fd_projection_statement_name(table, i, name) ||
-		    !(sql = fd_projection_sql(d->statements[i], table))) {
+		bool named = i < FD_PROJECTION_STATEMENTS_MAX && fd_projection_statement_name(table, i, name);
+		if (named && fd_sql_is_prepared(w->conn, name))
+			continue;
+		char *sql = named ? fd_projection_sql(d->statements[i], table) : NULL;
+		if (!sql) {
 			fd_log_fields(FD_LOG_ERROR, "projection statement not prepared",
 				      json_pack("{s:s, s:s, s:i}", "projection", d->name, "table", table, "statement", (int)i));
 			return false;
 		}
-		PGresult *res = PQprepare(w->conn, name, sql, 0, NULL);
+		PGresult *res = NULL;
+		bool ok = fd_sql_prepare(w->conn, &(struct fd_stmt){ .name = name, .sql = sql }, &res) == FD_OK;
 		free(sql);
-		bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
 		if (!ok)
 			log_pg("projection statement not prepared", d->name, w->conn, res);
 		PQclear(res);
 		if (!ok)
 			return false;
-		*done |= UINT64_C(1) << i;
 	}
 	return true;
-}
-
-/* The categories as a PostgreSQL array literal. */
-static void categories_literal(const struct fd_projection *d, char *buf, size_t len)
-{
-	size_t o = (size_t)snprintf(buf, len, "{");
-	for (size_t i = 0; d->categories && d->categories[i] && o < len; i++)
-		o += (size_t)snprintf(buf + o, len - o, "%s\"%s\"", i ? "," : "", d->categories[i]);
-	if (o < len)
-		snprintf(buf + o, len - o, "}");
-}
-
-/*
- * An event's data or metadata.  jsonb keeps integers of any size, jansson
- * only 64-bit ones, and the stream API stores a client's numbers as
- * written: such a document is read with its integers as reals rather than
- * not at all, which would stop the projection at that event for good.
- */
-static json_t *load_json(const char *text)
-{
-	json_t *j = json_loads(text, 0, NULL);
-	return j ? j : json_loads(text, JSON_DECODE_INT_AS_REAL, NULL);
 }
 
 /*
@@ -444,84 +366,45 @@ static bool apply_batch(struct fd_projector *p, struct worker *w, const char *ta
 			bool shadow, size_t *count, bool *caught_up)
 {
 	const struct fd_projection *d = w->def;
-	char cats[256], limit[16];
-	categories_literal(d, cats, sizeof cats);
-	snprintf(limit, sizeof limit, "%u", p->cfg.batch);
-	PGresult *x = NULL, *res = NULL, *head = NULL;
+	struct fd_cursor after = { strtoull(tx, NULL, 10), strtoll(seq, NULL, 10) };
+	const struct fd_follow follow = { .name = d->name, .categories = d->categories, .limit = p->cfg.batch };
+	struct fd_follow_batch b;
 	bool ok = false;
 	*count = 0;
 	*caught_up = false;
-	if (!run_stmt(w->conn, R_XMIN, NULL, &x))
+	if (fd_feed_follow(w->conn, after, &follow, &b))
 		goto done;
-	const char *xmin = PQgetvalue(x, 0, 0);
-	bool one = d->categories && d->categories[0] && !d->categories[1];
-	const char *ep[] = { tx, seq, xmin, one ? d->categories[0] : cats, limit };
-	if (one ? !run_stmt(w->conn, R_EVENTS1, ep, &res)
-		: !run(w->conn, FEED_BATCH_SQL("category = ANY ($4::text[])"), 5, ep, &res))
-		goto done;
-	int n = PQntuples(res);
-	char last_tx[24], last_seq[24], last_at[40] = "";
 	/* The handlers' statements go out as one pipeline; results are read after the loop. */
-	if (n > 0 && (!prepare_statements(w, table, shadow) || !PQenterPipelineMode(w->conn)))
+	if (b.count > 0 && (!prepare_statements(w, table) || !PQenterPipelineMode(w->conn)))
 		goto done;
-	snprintf(last_tx, sizeof last_tx, "%s", tx);
-	snprintf(last_seq, sizeof last_seq, "%s", seq);
-	for (int i = 0; i < n; i++) {
-		json_t *data = load_json(PQgetvalue(res, i, 5));
-		json_t *meta = load_json(PQgetvalue(res, i, 6));
-		struct fd_feed_event ev = {
-			.event_id = PQgetvalue(res, i, 0),
-			.stream = PQgetvalue(res, i, 1),
-			.category = PQgetvalue(res, i, 2),
-			.version = strtoll(PQgetvalue(res, i, 3), NULL, 10),
-			.type = PQgetvalue(res, i, 4),
-			.data = data,
-			.metadata = meta,
-			.recorded_at = PQgetvalue(res, i, 7),
-			.position = { strtoull(PQgetvalue(res, i, 8), NULL, 10), strtoll(PQgetvalue(res, i, 9), NULL, 10) },
-		};
-		enum fd_err err = data ? d->handle(w->conn, table, &ev) : FD_ERR_INVAL;
-		json_decref(data);
-		json_decref(meta);
+	for (size_t i = 0; i < b.count; i++) {
+		const struct fd_feed_event *ev = &b.events[i];
+		enum fd_err err = d->handle(w->conn, table, ev);
 		if (err) {
 			end_pipeline(w->conn, d->name);
 			fd_log_fields(FD_LOG_ERROR, "projection handler failed",
-				      json_pack("{s:s, s:s, s:I, s:s}", "projection", d->name, "stream", ev.stream,
-						"version", (json_int_t)ev.version, "error", fd_err_name(err)));
+				      json_pack("{s:s, s:s, s:I, s:s}", "projection", d->name, "stream", ev->stream,
+						"version", (json_int_t)ev->version, "error", fd_err_name(err)));
 			goto done;
 		}
-		snprintf(last_tx, sizeof last_tx, "%s", PQgetvalue(res, i, 8));
-		snprintf(last_seq, sizeof last_seq, "%s", PQgetvalue(res, i, 9));
-		snprintf(last_at, sizeof last_at, "%s", PQgetvalue(res, i, 7));
 	}
-	if (n > 0 && !end_pipeline(w->conn, d->name))
+	if (b.count > 0 && !end_pipeline(w->conn, d->name))
 		goto done;
-	*count = (size_t)n;
-	if ((unsigned)n < p->cfg.batch) {
-		/* Caught up: move past events of other categories up to the visible end. */
-		*caught_up = true;
-		const char *hp[] = { xmin, last_tx, last_seq };
-		if (!run_stmt(w->conn, R_HEAD, hp, &head) || PQntuples(head) != 1)
-			goto done;
-		/* Committed events past the visible end: an older transaction still runs. */
-		w->held_back = w->held_back || strcmp(PQgetvalue(head, 0, 2), "t") == 0;
-		if (!PQgetisnull(head, 0, 0)) {
-			snprintf(last_tx, sizeof last_tx, "%s", PQgetvalue(head, 0, 0));
-			snprintf(last_seq, sizeof last_seq, "%s", PQgetvalue(head, 0, 1));
-		}
-	}
-	if (n == 0 && strcmp(last_tx, tx) == 0 && strcmp(last_seq, seq) == 0) {
+	*count = b.count;
+	*caught_up = b.caught_up;
+	/* Committed events past the visible end: an older transaction still runs. */
+	w->held_back = w->held_back || b.held_back;
+	if (fd_cursor_cmp(&b.next, &after) == 0) {
 		ok = true; /* nothing moved: no checkpoint write */
 		goto done;
 	}
-	const char *cp[] = { d->name, last_tx, last_seq, last_at[0] ? last_at : NULL };
+	char next_tx[24], next_seq[24];
+	snprintf(next_tx, sizeof next_tx, "%llu", (unsigned long long)b.next.tx);
+	snprintf(next_seq, sizeof next_seq, "%lld", (long long)b.next.seq);
+	const char *cp[] = { d->name, next_tx, next_seq, b.count ? b.events[b.count - 1].recorded_at : NULL };
 	ok = run_stmt(w->conn, shadow ? R_SAVE_SHADOW : R_SAVE, cp, NULL);
 done:
-	if (!ok && res && PQresultStatus(res) != PGRES_TUPLES_OK)
-		log_pg("projection batch failed", d->name, w->conn, res);
-	PQclear(x);
-	PQclear(res);
-	PQclear(head);
+	fd_follow_batch_release(&b);
 	return ok;
 }
 
@@ -736,11 +619,9 @@ static void *projector_main(void *arg)
 			if (!w->conn) {
 				if (!due(&w->retry_at))
 					continue;
-				w->conn = PQconnectdb(p->conninfo);
+				w->conn = PQconnectdb(p->conninfo); /* a new session: nothing prepared on it */
 				fd_pg_log_notices(w->conn, "projector");
-				memset(w->prepared, 0, sizeof w->prepared); /* a new session: nothing prepared on it */
-				if (PQstatus(w->conn) != CONNECTION_OK ||
-				    !run_script(w->conn, FD_PROJECTION_SESSION_SQL) || !prepare_runner(w->conn)) {
+				if (PQstatus(w->conn) != CONNECTION_OK || !run_script(w->conn, FD_PROJECTION_SESSION_SQL)) {
 					drop_conn(w);
 					continue;
 				}

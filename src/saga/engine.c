@@ -44,9 +44,9 @@ struct fd_saga_engine {
 	pthread_t *workers;
 	unsigned nworkers;
 	char owner[96];
-	char categories[512];    /* PostgreSQL array literal of every saga type's categories */
-	const char *category_list[129]; /* the same, NULL-terminated: what the intake wakes for */
-	char event_types[2048];  /* ... and of the event types they fold */
+	/* What the intake reads and wakes for: every saga type's categories and the event types they fold. */
+	const char *category_list[129];
+	const char *type_list[129];
 };
 
 /* ---- saga types -------------------------------------------------------- */
@@ -164,8 +164,7 @@ static PGconn *connect_db(struct fd_saga_engine *e)
 		PQfinish(c);
 		return NULL;
 	}
-	fd_saga_sql_own(c); /* this thread's connection: prepare its statements */
-	return c;
+	return c; /* a new session: its statements are prepared as they first run (sql.h) */
 }
 
 static bool in_list(const char *const *list, const char *s)
@@ -355,27 +354,6 @@ static bool route_event(struct fd_saga_engine *e, struct batch_sagas *b, const s
 	return true;
 }
 
-static void feed_event_from(PGresult *res, int i, struct fd_feed_event *ev)
-{
-	*ev = (struct fd_feed_event){
-		.event_id = PQgetvalue(res, i, 0),
-		.stream = PQgetvalue(res, i, 1),
-		.category = PQgetvalue(res, i, 2),
-		.version = strtoll(PQgetvalue(res, i, 3), NULL, 10),
-		.type = PQgetvalue(res, i, 4),
-		.data = json_loads(PQgetvalue(res, i, 5), 0, NULL),
-		.metadata = json_loads(PQgetvalue(res, i, 6), 0, NULL),
-		.recorded_at = PQgetvalue(res, i, 7),
-	};
-	/* integers past 64 bits come as reals rather than not at all */
-	if (!ev->data)
-		ev->data = json_loads(PQgetvalue(res, i, 5), JSON_DECODE_INT_AS_REAL, NULL);
-	if (!ev->data)
-		ev->data = json_object();
-	if (!ev->metadata)
-		ev->metadata = json_object();
-}
-
 /*
  * Are there events past the intake's checkpoint, of any category?  One
  * read-only statement, so a timed round on a quiet feed neither locks nor
@@ -409,40 +387,26 @@ static int intake_batch(struct fd_saga_engine *e, PGconn *conn, bool timed, bool
 	*held_back = false;
 	if (timed && !intake_waiting(conn, held_back))
 		return 0;
-	char limit[16];
-	snprintf(limit, sizeof limit, "%u", e->cfg.batch);
-	PGresult *cp = NULL, *x = NULL, *rows = NULL;
-	struct fd_feed_event *evs = NULL;
+	PGresult *cp = NULL;
+	struct fd_follow_batch fb = { 0 };
 	struct batch_sagas b = { 0 };
-	int n = -1, nevs = 0;
+	int n = -1;
 	bool due_now = false;
 	if (!fd_saga_exec(conn, "BEGIN"))
 		return -1;
 	const char *np[] = { SUBSCRIPTION };
 	cp = fd_saga_sql(conn, "SELECT tx_id::text, seq::text FROM subscriptions WHERE name = $1 FOR UPDATE", 1, np);
-	x = cp ? fd_saga_sql(conn, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text", 0, NULL) : NULL;
-	if (!cp || !x || PQntuples(cp) != 1)
+	if (!cp || PQntuples(cp) != 1)
 		goto done;
-	const char *ep[] = { PQgetvalue(cp, 0, 0), PQgetvalue(cp, 0, 1), PQgetvalue(x, 0, 0), e->categories, limit,
-			     e->event_types };
-	rows = fd_saga_sql(conn,
-			   "SELECT event_id::text, stream_id, category, version, type, data::text, metadata::text,"
-			   " to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-			   " events.tx_id::text, events.seq"
-			   " FROM events WHERE (events.tx_id, events.seq) > ($1::xid8, $2::bigint) AND events.tx_id < $3::xid8"
-			   " AND category = ANY ($4::text[]) AND type = ANY ($6::text[])"
-			   " ORDER BY events.tx_id, events.seq LIMIT $5::bigint",
-			   6, ep);
-	if (!rows)
+	const struct fd_cursor after = { strtoull(PQgetvalue(cp, 0, 0), NULL, 10), strtoll(PQgetvalue(cp, 0, 1), NULL, 10) };
+	const struct fd_follow follow = { .name = "saga intake", .categories = e->category_list, .types = e->type_list,
+					  .limit = e->cfg.batch };
+	if (fd_feed_follow(conn, after, &follow, &fb))
 		goto done;
-	nevs = PQntuples(rows);
-	if (nevs > 0 && !(evs = calloc((size_t)nevs, sizeof *evs)))
+	const struct fd_feed_event *evs = fb.events;
+	if (fb.count > 0 && !load_batch_sagas(e, conn, evs, fb.count, &b))
 		goto done;
-	for (int i = 0; i < nevs; i++)
-		feed_event_from(rows, i, &evs[i]);
-	if (nevs > 0 && !load_batch_sagas(e, conn, evs, (size_t)nevs, &b))
-		goto done;
-	for (int i = 0; i < nevs; i++)
+	for (size_t i = 0; i < fb.count; i++)
 		if (!route_event(e, &b, &evs[i])) {
 			fd_log_fields(FD_LOG_WARN, "saga intake failed on an event",
 				      json_pack("{s:s, s:s}", "event_id", evs[i].event_id, "type", evs[i].type));
@@ -460,55 +424,36 @@ static int intake_batch(struct fd_saga_engine *e, PGconn *conn, bool timed, bool
 		due_now = due_now || (h->st.due == FD_DUE_IN && h->st.due_ms == 0);
 	}
 	/*
-	 * Caught up: move the checkpoint to the newest visible event even when it
-	 * is of no interest to sagas, or every later round would scan the same
-	 * run of other events again (an append-heavy load of other categories
-	 * would make each round slower than the last).
+	 * Caught up, the follower's next cursor is the newest visible event even
+	 * when it is of no interest to sagas, or every later round would scan the
+	 * same run of other events again (an append-heavy load of other
+	 * categories would make each round slower than the last).
 	 */
-	PGresult *head = NULL;
-	const char *to_tx = nevs > 0 ? PQgetvalue(rows, nevs - 1, 8) : NULL;
-	const char *to_seq = nevs > 0 ? PQgetvalue(rows, nevs - 1, 9) : NULL;
-	if ((unsigned)nevs < e->cfg.batch) {
-		const char *hp[] = { PQgetvalue(x, 0, 0), PQgetvalue(cp, 0, 0), PQgetvalue(cp, 0, 1) };
-		head = fd_saga_sql(conn, FD_FEED_FOLLOWER_HEAD_SQL, 3, hp);
-		if (!head || PQntuples(head) != 1)
-			goto done;
-		*held_back = strcmp(PQgetvalue(head, 0, 2), "t") == 0;
-		if (!PQgetisnull(head, 0, 0)) {
-			to_tx = PQgetvalue(head, 0, 0);
-			to_seq = PQgetvalue(head, 0, 1);
-		}
-	}
-	if (to_tx) {
+	*held_back = fb.held_back;
+	if (fd_cursor_cmp(&fb.next, &after) != 0) {
+		char to_tx[24], to_seq[24];
+		snprintf(to_tx, sizeof to_tx, "%llu", (unsigned long long)fb.next.tx);
+		snprintf(to_seq, sizeof to_seq, "%lld", (long long)fb.next.seq);
 		const char *up[] = { SUBSCRIPTION, to_tx, to_seq, e->owner };
 		PGresult *u = fd_saga_sql(conn,
 					  "UPDATE subscriptions SET tx_id = $2::xid8, seq = $3::bigint, owner = $4,"
 					  " updated_at = now() WHERE name = $1",
 					  4, up);
-		if (!u) {
-			PQclear(head);
+		if (!u)
 			goto done;
-		}
 		PQclear(u);
 	}
-	PQclear(head);
 	if (!fd_saga_exec(conn, "COMMIT"))
 		goto done;
-	n = nevs;
+	n = (int)fb.count;
 	if (due_now)
 		kick(e);
 done:
 	if (n < 0)
 		fd_saga_exec(conn, "ROLLBACK");
-	for (int i = 0; evs && i < nevs; i++) {
-		json_decref(evs[i].data);
-		json_decref(evs[i].metadata);
-	}
-	free(evs);
+	fd_follow_batch_release(&fb);
 	batch_release(&b);
 	PQclear(cp);
-	PQclear(x);
-	PQclear(rows);
 	return n;
 }
 
@@ -882,35 +827,25 @@ static void *worker_main(void *arg)
 /* ---- start / stop ---------------------------------------------------------- */
 
 /*
- * A PostgreSQL array literal of the distinct strings in every saga type's
- * list (categories or event types); `out` (optional, 129 entries) receives
- * them NULL-terminated.
+ * The distinct strings in every saga type's list (categories or event
+ * types), NULL-terminated, into out (129 entries).
  */
-static void union_literal(const struct fd_saga_set *types, char *buf, size_t len, size_t list_offset,
-			  const char **out)
+static void union_list(const struct fd_saga_set *types, size_t list_offset, const char **out)
 {
-	const char *seen[128];
-	size_t ns = 0, o = 0;
-	o += (size_t)snprintf(buf + o, len - o, "{");
+	size_t ns = 0;
 	for (size_t i = 0; i < types->n; i++) {
 		const char *const *list = *(const char *const *const *)(const void *)((const char *)types->items[i] +
 										       list_offset);
 		for (const char *const *c = list; c && *c; c++) {
 			bool dup = false;
 			for (size_t k = 0; k < ns; k++)
-				dup = dup || strcmp(seen[k], *c) == 0;
-			if (dup || ns >= 128 || o >= len)
+				dup = dup || strcmp(out[k], *c) == 0;
+			if (dup || ns >= 128)
 				continue;
-			o += (size_t)snprintf(buf + o, len - o, "%s\"%s\"", ns ? "," : "", *c);
-			seen[ns++] = *c;
+			out[ns++] = *c;
 		}
 	}
-	if (o < len)
-		snprintf(buf + o, len - o, "}");
-	if (out) {
-		memcpy(out, seen, ns * sizeof *seen);
-		out[ns] = NULL;
-	}
+	out[ns] = NULL;
 }
 
 enum fd_err fd_saga_engine_start(const struct fd_saga_config *cfg, struct fd_saga_engine **out)
@@ -941,8 +876,8 @@ enum fd_err fd_saga_engine_start(const struct fd_saga_config *cfg, struct fd_sag
 	char host[64] = "";
 	gethostname(host, sizeof host - 1);
 	snprintf(e->owner, sizeof e->owner, "%s:%ld", host, (long)getpid());
-	union_literal(e->cfg.types, e->categories, sizeof e->categories, offsetof(struct fd_saga_type, categories), e->category_list);
-	union_literal(e->cfg.types, e->event_types, sizeof e->event_types, offsetof(struct fd_saga_type, event_types), NULL);
+	union_list(e->cfg.types, offsetof(struct fd_saga_type, categories), e->category_list);
+	union_list(e->cfg.types, offsetof(struct fd_saga_type, event_types), e->type_list);
 	atomic_init(&e->stop, false);
 	atomic_init(&e->next_worker, 0);
 	pthread_mutex_init(&e->mu, NULL);

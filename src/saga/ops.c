@@ -47,7 +47,7 @@ enum fd_err fd_saga_list(struct fd_pool *pool, const struct fd_saga_set *types, 
 			fd_pool_release(pool, conn, false);
 			return FD_ERR_NOTFOUND;
 		}
-		PGresult *chk = fd_saga_sql(conn, "SELECT 1 FROM sagas WHERE id = $1::uuid", 1, ap);
+		PGresult *chk = fd_saga_sql_once(conn, "SELECT 1 FROM sagas WHERE id = $1::uuid", 1, ap);
 		if (!chk) { /* a database error is not an unknown saga */
 			fd_pool_release(pool, conn, PQstatus(conn) != CONNECTION_OK);
 			return FD_ERR_IO;
@@ -60,7 +60,7 @@ enum fd_err fd_saga_list(struct fd_pool *pool, const struct fd_saga_set *types, 
 		}
 	}
 	const char *p[] = { f->type, f->status, f->after, limit };
-	PGresult *res = fd_saga_sql(
+	PGresult *res = fd_saga_sql_once(
 		conn,
 		"SELECT " SUMMARY ", s.id::text FROM sagas s"
 		" WHERE ($1::text IS NULL OR s.type = $1) AND ($2::text IS NULL OR s.status = $2)"
@@ -103,7 +103,7 @@ enum fd_err fd_saga_get(struct fd_pool *pool, const struct fd_saga_set *types, c
 	if (err)
 		return err;
 	const char *p[] = { id };
-	PGresult *res = fd_saga_sql(
+	PGresult *res = fd_saga_sql_once(
 		conn,
 		"SELECT " SUMMARY ", s.data::text, s.completed_steps::text,"
 		" (SELECT coalesce(json_agg(json_build_object('seq', h.seq, 'step', h.step, 'kind', h.kind,"
@@ -200,7 +200,7 @@ enum fd_err fd_saga_find(struct fd_pool *pool, const char *type, const char *key
 	if (err)
 		return err;
 	const char *p[] = { type, key };
-	PGresult *res = fd_saga_sql(conn, "SELECT id::text FROM sagas WHERE type = $1 AND correlation_key = $2", 2, p);
+	PGresult *res = fd_saga_sql_once(conn, "SELECT id::text FROM sagas WHERE type = $1 AND correlation_key = $2", 2, p);
 	if (!res) {
 		fd_pool_release(pool, conn, PQstatus(conn) != CONNECTION_OK);
 		return FD_ERR_IO;
@@ -230,7 +230,7 @@ static enum fd_err operate(struct fd_pool *pool, const struct fd_saga_set *types
 		return FD_ERR_IO;
 	}
 	const char *p[] = { id };
-	PGresult *res = fd_saga_sql(conn, "SELECT " FD_SAGA_COLS("") " FROM sagas WHERE id = $1::uuid FOR UPDATE", 1, p);
+	PGresult *res = fd_saga_sql_once(conn, "SELECT " FD_SAGA_COLS("") " FROM sagas WHERE id = $1::uuid FOR UPDATE", 1, p);
 	struct fd_saga_state st;
 	bool have = false;
 	if (!res) {
@@ -286,11 +286,11 @@ enum fd_err fd_saga_stats(struct fd_pool *pool, const struct fd_saga_set *types,
 	enum fd_err err = fd_pool_acquire(pool, &conn);
 	if (err)
 		return err;
-	PGresult *res = fd_saga_sql(conn,
+	PGresult *res = fd_saga_sql_once(conn,
 				    "SELECT type, status, count(*)::text FROM sagas"
 				    " WHERE status IN ('running', 'compensating', 'failed') GROUP BY 1, 2",
 				    0, NULL);
-	PGresult *due = res ? fd_saga_sql(conn,
+	PGresult *due = res ? fd_saga_sql_once(conn,
 					  "SELECT count(*)::text FROM sagas WHERE due_at < now() - interval '1 second'",
 					  0, NULL)
 			    : NULL;

@@ -8,62 +8,37 @@
 #include <string.h>
 
 #include "factd/log.h"
+#include "factd/sql.h"
 
-/*
- * Statements prepared on the calling thread's own connection (the engine's
- * threads each own one; see fd_saga_sql_own).  The SQL texts are string
- * literals, so a statement is known by its address.
- */
-#define PREPARED_MAX 48
-static __thread struct {
-	PGconn *conn;
-	const char *sql[PREPARED_MAX];
-	int n;
-} prepared;
-
-void fd_saga_sql_own(PGconn *conn)
+static PGresult *checked(enum fd_err err, PGresult *res)
 {
-	memset(&prepared, 0, sizeof prepared);
-	prepared.conn = conn;
-}
-
-static PGresult *exec(PGconn *conn, const char *sql, int n, const char *const *params)
-{
-	if (conn != prepared.conn || n == 0)
-		return PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
-	char name[32];
-	int slot = 0;
-	while (slot < prepared.n && prepared.sql[slot] != sql)
-		slot++;
-	snprintf(name, sizeof name, "fd_saga_%d", slot);
-	if (slot == prepared.n) {
-		if (slot == PREPARED_MAX)
-			return PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
-		PGresult *p = PQprepare(conn, name, sql, n, NULL);
-		bool ok = PQresultStatus(p) == PGRES_COMMAND_OK;
-		PQclear(p);
-		if (!ok) /* say, inside a failed transaction: run it unprepared and let it report */
-			return PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
-		prepared.sql[prepared.n++] = sql;
-	}
-	return PQexecPrepared(conn, name, n, params, NULL, NULL, 0);
-}
-
-PGresult *fd_saga_sql(PGconn *conn, const char *sql, int n, const char *const *params)
-{
-	PGresult *res = exec(conn, sql, n, params);
-	ExecStatusType st = PQresultStatus(res);
-	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+	if (!err)
 		return res;
-	const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
+	const char *msg = res ? PQresultErrorMessage(res) : NULL;
 	fd_log_fields(FD_LOG_WARN, "saga query failed", json_pack("{s:s}", "error", msg ? msg : ""));
 	PQclear(res);
 	return NULL;
 }
 
+PGresult *fd_saga_sql(PGconn *conn, const char *sql, int n, const char *const *params)
+{
+	char name[FD_SQL_NAME_MAX];
+	fd_sql_text_name(sql, name);
+	PGresult *res = NULL;
+	enum fd_err err = fd_sql_exec(conn, &(struct fd_stmt){ .name = name, .sql = sql, .nparams = n }, params, &res);
+	return checked(err, res);
+}
+
+PGresult *fd_saga_sql_once(PGconn *conn, const char *sql, int n, const char *const *params)
+{
+	PGresult *res = NULL;
+	enum fd_err err = fd_sql_once(conn, sql, n, params, &res);
+	return checked(err, res);
+}
+
 bool fd_saga_exec(PGconn *conn, const char *sql)
 {
-	PGresult *res = fd_saga_sql(conn, sql, 0, NULL);
+	PGresult *res = fd_saga_sql_once(conn, sql, 0, NULL);
 	PQclear(res);
 	return res != NULL;
 }

@@ -31,14 +31,16 @@ FD_MUST_USE enum fd_err fd_saga_row_save(PGconn *conn, const struct fd_saga_stat
 FD_MUST_USE enum fd_err fd_saga_row_insert(PGconn *conn, const struct fd_saga_state *st, const char *key);
 /* Add the machine's history notes as finished saga_steps rows. */
 FD_MUST_USE enum fd_err fd_saga_notes_write(PGconn *conn, const struct fd_saga_state *st);
-/* Run SQL with text params; NULL (logged) on failure, else a result to PQclear. */
-PGresult *fd_saga_sql(PGconn *conn, const char *sql, int n, const char *const *params);
 /*
- * From now on this thread's statements on `conn` (a connection the thread
- * owns alone) are prepared once and reused.  Call again after reconnecting.
+ * Run SQL with text params, prepared on the connection the first time under
+ * a name derived from its text (sql.h); NULL (logged) on failure, else a
+ * result to PQclear.  For the statements the engine runs again and again,
+ * and the row writes above, which find their rows by key.
  */
-void fd_saga_sql_own(PGconn *conn);
-/* BEGIN / COMMIT / ROLLBACK; false on failure. */
+PGresult *fd_saga_sql(PGconn *conn, const char *sql, int n, const char *const *params);
+/* The same, unprepared: for operator queries (optional filters want a plan made for their values). */
+PGresult *fd_saga_sql_once(PGconn *conn, const char *sql, int n, const char *const *params);
+/* BEGIN / COMMIT / ROLLBACK, unprepared; false on failure. */
 bool fd_saga_exec(PGconn *conn, const char *sql);
 
 #endif

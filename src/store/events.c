@@ -294,13 +294,15 @@ enum fd_err fd_store_run_ex(struct fd_pool *pool, enum fd_stmt_id id, const char
 		enum fd_err err = fd_pool_acquire(pool, &conn);
 		if (err)
 			return err;
-		PGresult *res = PQexecPrepared(conn, st->name, st->nparams, params, NULL, NULL, st->binary);
-		if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+		PGresult *res = NULL;
+		err = fd_sql_exec(conn, st, params, &res);
+		if (!err && PQresultStatus(res) == PGRES_TUPLES_OK) {
 			fd_pool_release(pool, conn, false);
 			*out = res;
 			return FD_OK;
 		}
-		err = fd_pg_classify(conn, res);
+		if (!err)
+			err = FD_ERR_INTERNAL; /* every store statement returns rows */
 		bool broken = fd_pg_conn_broken(conn, err);
 		const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 		if (err == FD_ERR_DB && invalid_input_state(state))

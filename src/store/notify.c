@@ -42,6 +42,7 @@
 #include "factd/events.h"
 #include "factd/hash.h"
 #include "factd/log.h"
+#include "factd/sql.h"
 
 /*
  * The notifier's own NOTIFY transactions need no durability: a lost one
@@ -311,10 +312,8 @@ static void listen_loop(struct fd_notifier *n, PGconn *c)
 			char payload[PAYLOAD_MAX];
 			take_payload(n, payload, sizeof payload);
 			const char *params[] = { payload };
-			PGresult *res = PQexecParams(c, "SELECT pg_notify('factd_events', $1)", 1, NULL, params, NULL, NULL, 0);
-			bool sent = PQresultStatus(res) == PGRES_TUPLES_OK;
-			PQclear(res);
-			if (!sent) {
+			static const struct fd_stmt notify = { "fd_notify", "SELECT pg_notify('factd_events', $1)", 1, false };
+			if (fd_sql_exec(c, &notify, params, NULL)) {
 				fd_log(FD_LOG_WARN, "notifier: NOTIFY failed: %s", PQerrorMessage(c));
 				return;
 			}

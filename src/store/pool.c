@@ -150,9 +150,7 @@ static enum fd_err connect_slot(const struct fd_pool *pool, PGconn **out)
 	fd_pg_log_notices(conn, "pool");
 	for (unsigned i = 0; i < fd_store_statements_count; i++) {
 		const struct fd_stmt *st = &fd_store_statements[i];
-		res = PQprepare(conn, st->name, st->sql, st->nparams, NULL);
-		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-			err = fd_pg_classify(conn, res);
+		if ((err = fd_sql_prepare(conn, st, &res))) {
 			const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 			/* A schema that is not migrated yet (undefined table, function,
 			 * column) is a database not ready to serve, not a server fault. */

@@ -21,6 +21,7 @@
 #include "factd/events.h"
 #include "factd/pool.h"
 #include "testdb.h"
+#include "testutil.h"
 
 struct db {
 	char *url;
@@ -39,20 +40,6 @@ static void db_close(struct db *d)
 {
 	fd_pool_free(d->pool);
 	free(d->url);
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
-}
-
-static long long scalar(const char *url, const char *sql)
-{
-	PGconn *c = fd_test_connect(url);
-	long long n = fd_test_scalar(c, sql);
-	PQfinish(c);
-	return n;
 }
 
 static void exec_ok(PGconn *c, const char *sql)
@@ -115,7 +102,7 @@ static void wait_queue(struct fd_pool *pool, unsigned want)
 		fd_pool_stats(pool, &s);
 		if (s.append_queue >= want)
 			return;
-		sleep_ms(5);
+		fd_test_sleep_ms(5);
 	}
 	cr_assert_fail("the append queue never held %u requests (holds %u)", want, s.append_queue);
 }
@@ -123,7 +110,7 @@ static void wait_queue(struct fd_pool *pool, unsigned want)
 /* Backends of url's database blocked on a lock while running the batch statement. */
 static long long stalled_batches(const char *url)
 {
-	return scalar(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+	return fd_test_scalar_at(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
 			   " AND wait_event_type = 'Lock' AND query LIKE 'WITH r AS (SELECT * FROM unnest%'");
 }
 
@@ -138,7 +125,7 @@ static PGconn *stall_first_batch(const struct db *d, struct call *first)
 	exec_ok(holder, "LOCK TABLE events IN SHARE MODE");
 	call_start(first);
 	for (int i = 0; i < 2000 && stalled_batches(d->url) < 1; i++)
-		sleep_ms(5);
+		fd_test_sleep_ms(5);
 	cr_assert_eq(stalled_batches(d->url), 1, "the first batch never stalled on the lock");
 	return holder;
 }
@@ -190,7 +177,7 @@ Test(append_batch, queued_requests_share_one_transaction_and_keep_their_own_answ
 			 " AND tx_id = '%llu'::xid8 AND seq = %lld",
 			 c->stream, (long long)c->res.last_version, (unsigned long long)c->res.position.tx,
 			 (long long)c->res.position.seq);
-		cr_assert_eq(scalar(d.url, sql), 1, "position of %s", c->stream);
+		cr_assert_eq(fd_test_scalar_at(d.url, sql), 1, "position of %s", c->stream);
 	}
 	cr_assert_neq(calls[0].res.position.tx, first.res.position.tx);
 
@@ -199,11 +186,11 @@ Test(append_batch, queued_requests_share_one_transaction_and_keep_their_own_answ
 	cr_assert_eq(calls[4].err, FD_ERR_CONFLICT, "exists on a missing stream: %s", fd_err_name(calls[4].err));
 	cr_assert_eq(calls[4].res.current_version, 0);
 
-	cr_assert_eq(scalar(d.url, "SELECT count(*) FROM events WHERE stream_id = 'bat-2'"), 1);
-	cr_assert_eq(scalar(d.url, "SELECT count(*) FROM streams WHERE stream_id = 'bat-none'"), 0);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events WHERE stream_id = 'bat-2'"), 1);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM streams WHERE stream_id = 'bat-none'"), 0);
 	/* 6 creations + first + 1 + 3 + 1 + 2 */
-	cr_assert_eq(scalar(d.url, "SELECT count(*) FROM events"), 14);
-	cr_assert_eq(scalar(d.url, "SELECT count(*) FROM streams s WHERE s.version <>"
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events"), 14);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM streams s WHERE s.version <>"
 				   " (SELECT max(version) FROM events e WHERE e.stream_id = s.stream_id)"),
 		     0);
 	db_close(&d);
@@ -238,9 +225,9 @@ Test(append_batch, a_request_the_database_refuses_fails_alone, .timeout = 120)
 	cr_assert_eq(calls[1].err, FD_ERR_INVAL, "%s", fd_err_name(calls[1].err));
 	cr_assert_eq(calls[2].err, FD_OK, "%s", fd_err_name(calls[2].err));
 	cr_assert_eq(calls[2].res.first_version, 2);
-	cr_assert_eq(scalar(d.url, "SELECT count(*) FROM events WHERE stream_id = 'bad-2'"), 1);
-	cr_assert_eq(scalar(d.url, "SELECT version FROM streams WHERE stream_id = 'bad-2'"), 1);
-	cr_assert_eq(scalar(d.url, "SELECT count(*) FROM events"), 4 + 3);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events WHERE stream_id = 'bad-2'"), 1);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT version FROM streams WHERE stream_id = 'bad-2'"), 1);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events"), 4 + 3);
 	db_close(&d);
 }
 
@@ -256,11 +243,11 @@ Test(append_batch, a_batch_whose_connection_dies_is_written_once, .timeout = 120
 	call_start(&second);
 	wait_queue(d.pool, 1);
 	/* Kill the stalled batch's backend: its requests go alone and check their ids. */
-	cr_assert_eq(scalar(d.url, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
 				   " WHERE datname = current_database() AND wait_event_type = 'Lock'"
 				   " AND query LIKE 'WITH r AS (SELECT * FROM unnest%'"),
 		     1);
-	sleep_ms(100);
+	fd_test_sleep_ms(100);
 	exec_ok(holder, "COMMIT");
 	PQfinish(holder);
 	pthread_join(first.th, NULL);
@@ -271,8 +258,8 @@ Test(append_batch, a_batch_whose_connection_dies_is_written_once, .timeout = 120
 	cr_assert_eq(first.res.last_version, 3);
 	cr_assert_eq(second.err, FD_OK, "%s", fd_err_name(second.err));
 	cr_assert_eq(second.res.first_version, 2);
-	cr_assert_eq(scalar(d.url, "SELECT count(*) FROM events WHERE stream_id = 'lost-0'"), 3);
-	cr_assert_eq(scalar(d.url, "SELECT count(*) FROM events WHERE stream_id = 'lost-1'"), 2);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events WHERE stream_id = 'lost-0'"), 3);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events WHERE stream_id = 'lost-1'"), 2);
 	db_close(&d);
 }
 
@@ -304,7 +291,7 @@ Test(append_batch, a_batch_never_waits_for_a_stream_row, .timeout = 120)
 	exec_ok(holder, "COMMIT"); /* the batch of inv-x and inv-s runs */
 	PQfinish(holder);
 	pthread_join(first.th, NULL);
-	sleep_ms(300);
+	fd_test_sleep_ms(300);
 
 	/* Another transaction appends to inv-s now, alone (a client id). */
 	struct fd_event_in e = { .type = "Later", .data_json = "{}", .metadata_json = "{}", .id_given = true };
@@ -320,7 +307,7 @@ Test(append_batch, a_batch_never_waits_for_a_stream_row, .timeout = 120)
 	cr_assert_eq(s.err, FD_OK, "%s", fd_err_name(s.err));
 	cr_assert_eq(r.first_version, 3, "the later append came first");
 	cr_assert_eq(s.res.first_version, 2);
-	cr_assert_eq(scalar(d.url, "SELECT count(*) FROM (SELECT version, lag(version) OVER"
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM (SELECT version, lag(version) OVER"
 				   " (PARTITION BY stream_id ORDER BY tx_id, seq) AS prev FROM events) o"
 				   " WHERE prev IS NOT NULL AND version <> prev + 1"),
 		     0, "a stream's events are out of version order in the feed");
@@ -439,16 +426,16 @@ Test(append_batch, under_load_versions_stay_exact_and_the_feed_in_version_order,
 	cr_log_info("%zu appends in %zu transactions, %zu conflicts", written, distinct, conflicts);
 	cr_assert_lt(distinct, written, "no two appends shared a transaction");
 
-	cr_assert_eq(scalar(d.url, "SELECT count(*) FROM events"), (long long)(written + SHARED_STREAMS + LOAD_THREADS));
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events"), (long long)(written + SHARED_STREAMS + LOAD_THREADS));
 	/* Every stream: versions 1..N, and its row agrees. */
-	cr_assert_eq(scalar(d.url, "SELECT count(*) FROM (SELECT stream_id FROM events GROUP BY stream_id"
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM (SELECT stream_id FROM events GROUP BY stream_id"
 				   " HAVING count(*) <> max(version) OR min(version) <> 1) x"),
 		     0);
-	cr_assert_eq(scalar(d.url, "SELECT count(*) FROM streams s WHERE s.version <>"
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM streams s WHERE s.version <>"
 				   " (SELECT max(version) FROM events e WHERE e.stream_id = s.stream_id)"),
 		     0);
 	/* In feed order, each stream's events come in version order. */
-	cr_assert_eq(scalar(d.url, "SELECT count(*) FROM (SELECT version, lag(version) OVER"
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM (SELECT version, lag(version) OVER"
 				   " (PARTITION BY stream_id ORDER BY tx_id, seq) AS prev FROM events) x"
 				   " WHERE prev IS NOT NULL AND version <> prev + 1"),
 		     0);
@@ -473,6 +460,6 @@ Test(append_batch, batching_off_writes_every_append_alone, .timeout = 120)
 		cr_assert_eq(calls[i].err, FD_OK);
 	}
 	/* Each append had a transaction of its own. */
-	cr_assert_eq(scalar(d.url, "SELECT count(DISTINCT tx_id) FROM events"), 2 + 8);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(DISTINCT tx_id) FROM events"), 2 + 8);
 	db_close(&d);
 }

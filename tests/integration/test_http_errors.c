@@ -17,20 +17,9 @@
 #include "http_client.h"
 #include "test_server.h"
 #include "testdb.h"
+#include "testutil.h"
 
 /* ---- helpers ------------------------------------------------------------------ */
-
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...)
-{
-	va_list ap;
-	va_start(ap, f);
-	char *s = NULL;
-	int n = vasprintf(&s, f, ap);
-	va_end(ap);
-	cr_assert_geq(n, 0);
-	return s;
-}
 
 /* Row counts that a refused request must leave alone. */
 struct counts {
@@ -564,7 +553,7 @@ Test(media_type, missing_content_type)
 	struct fd_test_server ts;
 	struct counts before = start_seeded(&ts, NULL);
 	const char *body = APPEND_EV(EV_OK);
-	char *raw = fmt("POST /streams/ct-1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+	char *raw = fd_test_fmt("POST /streams/ct-1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
 			"Content-Length: %zu\r\n\r\n%s",
 			strlen(body), body);
 	struct fd_test_resp r;
@@ -654,7 +643,7 @@ static void check_bad_stream(const char *encoded)
 {
 	struct fd_test_server ts;
 	struct counts before = start_seeded(&ts, NULL);
-	char *path = fmt("/streams/%s/events", encoded);
+	char *path = fd_test_fmt("/streams/%s/events", encoded);
 	struct fd_test_resp r;
 	cr_assert_eq(fd_test_http(ts.port, "POST", path, NULL, APPEND_EV(EV_OK), strlen(APPEND_EV(EV_OK)), &r), 0);
 	cr_assert(r.status == 400 || r.status == 404, "POST %s: %d %s", path, r.status, r.body);
@@ -679,7 +668,7 @@ Test(stream_name, too_long)
 	/* And precisely: the parameter is named. */
 	struct fd_test_server ts;
 	struct counts before = start_seeded(&ts, NULL);
-	char *path = fmt("/streams/%s/events", name);
+	char *path = fd_test_fmt("/streams/%s/events", name);
 	struct fd_test_resp r;
 	cr_assert_eq(fd_test_http(ts.port, "POST", path, NULL, APPEND_EV(EV_OK), strlen(APPEND_EV(EV_OK)), &r), 0);
 	fd_test_assert_problem(&r, 400, "invalid-parameter");
@@ -772,14 +761,14 @@ Test(query, stream_read_parameters)
 	static const char *const limits[] = { "0", "1001", "abc", "-1", "", "1.5", "10abc", "%205", "99999999999999999999",
 					      "0x10", "1e2" };
 	for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
-		char *path = fmt("/streams/seed-1/events?limit=%s", limits[i]);
+		char *path = fd_test_fmt("/streams/seed-1/events?limit=%s", limits[i]);
 		expect_bad_param(&ts, path, "limit");
 		free(path);
 	}
 	static const char *const froms[] = { "0", "-1", "abc", "", "1.0", "99999999999999999999", "9223372036854775808",
 					     "+1" };
 	for (size_t i = 0; i < sizeof froms / sizeof froms[0]; i++) {
-		char *path = fmt("/streams/seed-1/events?from_version=%s", froms[i]);
+		char *path = fd_test_fmt("/streams/seed-1/events?from_version=%s", froms[i]);
 		expect_bad_param(&ts, path, "from_version");
 		free(path);
 	}
@@ -802,19 +791,19 @@ Test(query, feed_parameters)
 					      "18446744073709551616-1", "1-9223372036854775808", "%201-1", "1-1%20",
 					      "0x1-1" };
 	for (size_t i = 0; i < sizeof afters / sizeof afters[0]; i++) {
-		char *path = fmt("/events?after=%s", afters[i]);
+		char *path = fd_test_fmt("/events?after=%s", afters[i]);
 		expect_bad_param(&ts, path, "after");
 		free(path);
 	}
 	static const char *const limits[] = { "0", "1001", "abc", "-5", "" };
 	for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
-		char *path = fmt("/events?limit=%s", limits[i]);
+		char *path = fd_test_fmt("/events?limit=%s", limits[i]);
 		expect_bad_param(&ts, path, "limit");
 		free(path);
 	}
 	static const char *const types[] = { "%2C", "%2CA", "A%2C", "A%2C%2CB", "" };
 	for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
-		char *path = fmt("/events?types=%s", types[i]);
+		char *path = fd_test_fmt("/events?types=%s", types[i]);
 		expect_bad_param(&ts, path, "types");
 		free(path);
 	}
@@ -823,7 +812,7 @@ Test(query, feed_parameters)
 					    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
 					    "xxxxxxxxxxxxxxxxxxxxxxx" };
 	for (size_t i = 0; i < sizeof cats / sizeof cats[0]; i++) {
-		char *path = fmt("/events?category=%s", cats[i]);
+		char *path = fd_test_fmt("/events?category=%s", cats[i]);
 		expect_bad_param(&ts, path, "category");
 		free(path);
 	}
@@ -913,7 +902,7 @@ Test(injection, every_query_parameter)
 	};
 	for (size_t f = 0; f < sizeof forms / sizeof forms[0]; f++)
 		for (size_t i = 0; i < sizeof injections / sizeof injections[0]; i++) {
-			char *path = fmt("%s%s%s", forms[f].before, injections[i], forms[f].after);
+			char *path = fd_test_fmt("%s%s%s", forms[f].before, injections[i], forms[f].after);
 			check_injection(&ts, path);
 			free(path);
 		}

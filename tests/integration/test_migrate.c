@@ -15,6 +15,7 @@
 #include "factd/migrate.h"
 #include "test_app.h"
 #include "testdb.h"
+#include "testutil.h"
 
 static void exec_ok(PGconn *c, const char *sql)
 {
@@ -22,12 +23,6 @@ static void exec_ok(PGconn *c, const char *sql)
 	ExecStatusType st = PQresultStatus(res);
 	cr_assert(st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK, "%s: %s", sql, PQresultErrorMessage(res));
 	PQclear(res);
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
 }
 
 static const char *dbname_of(const char *url)
@@ -211,7 +206,7 @@ static void release_when_waiting(PGconn *holder, const char *url, int waiters)
 		 dbname_of(url));
 	long long n = 0;
 	for (int i = 0; i < 3000 && (n = fd_test_scalar(holder, sql)) < waiters; i++)
-		sleep_ms(10);
+		fd_test_sleep_ms(10);
 	cr_assert_eq(n, waiters, "the migrators should all be waiting on the advisory lock");
 	PQfinish(holder); /* ends the session: the lock is released */
 }

@@ -18,6 +18,7 @@
 #include "factd/pool.h"
 #include "store/snapshots.h"
 #include "testdb.h"
+#include "testutil.h"
 
 struct db {
 	char *url;
@@ -130,12 +131,6 @@ static int64_t now_us(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
 }
 
 /* ---------------------------------------------------------------- loading */
@@ -364,13 +359,13 @@ Test(version_at, before_between_and_after)
 {
 	struct db d = db_open(1);
 	int64_t before = now_us();
-	sleep_ms(20);
+	fd_test_sleep_ms(20);
 	append_n(&d, "order-t", 1);
 	append_n(&d, "order-t", 1);
 	append_n(&d, "order-t", 1);
-	sleep_ms(20);
+	fd_test_sleep_ms(20);
 	int64_t middle = now_us();
-	sleep_ms(20);
+	fd_test_sleep_ms(20);
 	append_n(&d, "order-t", 2);
 
 	cr_assert_eq(version_at(&d, "order-t", before), 0, "before the first event");

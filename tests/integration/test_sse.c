@@ -33,21 +33,9 @@
 #include "test_server.h"
 #include "factd/notify.h"
 #include "testdb.h"
+#include "testutil.h"
 
 /* ---- time ------------------------------------------------------------------- */
-
-static long long now_ms(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec t = { ms / 1000, (ms % 1000) * 1000000L };
-	nanosleep(&t, NULL);
-}
 
 /* ---- a growable byte string --------------------------------------------------- */
 
@@ -128,7 +116,7 @@ static int recv_some(struct sse_conn *c, long long deadline)
 {
 	if (c->closed)
 		return -1;
-	long long left = deadline - now_ms();
+	long long left = deadline - fd_test_now_ms();
 	struct pollfd p = { .fd = c->fd, .events = POLLIN };
 	if (left <= 0 || poll(&p, 1, (int)left) <= 0)
 		return 0;
@@ -193,7 +181,7 @@ static int sse_open(struct sse_conn *c, uint16_t port, const char *path, const c
 	memset(c, 0, sizeof *c);
 	c->fd = connect_port(port);
 	send_stream_request(c->fd, path, headers);
-	long long deadline = now_ms() + 10000;
+	long long deadline = fd_test_now_ms() + 10000;
 	while (!c->raw.p || !strstr(c->raw.p, "\r\n\r\n"))
 		if (recv_some(c, deadline) <= 0)
 			return 0;
@@ -386,13 +374,13 @@ static void feed_free(struct feed *f)
  */
 static void feed_wait(const struct fd_test_server *ts, const char *filters, size_t want, struct feed *out)
 {
-	long long deadline = now_ms() + 20000;
+	long long deadline = fd_test_now_ms() + 20000;
 	for (;;) {
 		feed_read(ts, filters, out);
-		if (out->n >= want || now_ms() > deadline)
+		if (out->n >= want || fd_test_now_ms() > deadline)
 			break;
 		feed_free(out);
-		sleep_ms(50);
+		fd_test_sleep_ms(50);
 	}
 	cr_assert_eq(out->n, want, "%s: the feed has %zu events, not %zu", filters ? filters : "all", out->n, want);
 }
@@ -401,7 +389,7 @@ static void feed_wait(const struct fd_test_server *ts, const char *filters, size
 static void expect_events(struct sse_conn *c, const struct feed *feed, size_t from, size_t n, long long timeout_ms)
 {
 	struct sse_frame f = { 0 };
-	long long deadline = now_ms() + timeout_ms;
+	long long deadline = fd_test_now_ms() + timeout_ms;
 	for (size_t i = from; i < from + n; i++) {
 		int r = sse_next_event(c, &f, deadline);
 		cr_assert_eq(r, 1, "event %zu of %zu did not arrive (%s)", i, from + n, r ? "stream ended" : "timeout");
@@ -416,7 +404,7 @@ static void expect_events(struct sse_conn *c, const struct feed *feed, size_t fr
 static void expect_no_event(struct sse_conn *c, long ms)
 {
 	struct sse_frame f = { 0 };
-	int r = sse_next_event(c, &f, now_ms() + ms);
+	int r = sse_next_event(c, &f, fd_test_now_ms() + ms);
 	cr_assert_eq(r, 0, "unexpected %s: id %s", r > 0 ? "event" : "end of stream", f.id);
 	frame_clear(&f);
 }
@@ -452,9 +440,9 @@ static void five_streams(struct fd_config *cfg)
 
 static void wait_listening(const struct fd_test_server *ts)
 {
-	long long deadline = now_ms() + 10000;
-	while (!fd_notifier_listening(ts->notifier) && now_ms() < deadline)
-		sleep_ms(20);
+	long long deadline = fd_test_now_ms() + 10000;
+	while (!fd_notifier_listening(ts->notifier) && fd_test_now_ms() < deadline)
+		fd_test_sleep_ms(20);
 	cr_assert(fd_notifier_listening(ts->notifier), "the notifier did not connect");
 }
 
@@ -489,7 +477,7 @@ Test(sse, catch_up_from_the_beginning_in_feed_order, .timeout = 120)
 	cr_assert(c.chunked, "an HTTP/1.1 stream is chunked: %s", c.head);
 
 	struct sse_frame f = { 0 };
-	cr_assert_eq(sse_next(&c, &f, now_ms() + 5000), 1);
+	cr_assert_eq(sse_next(&c, &f, fd_test_now_ms() + 5000), 1);
 	cr_assert_eq(f.retry, 2000, "the first frame is the retry hint");
 	cr_assert(!f.has_id && !f.data);
 	frame_clear(&f);
@@ -519,7 +507,7 @@ Test(sse, empty_log_sends_only_the_retry_hint, .timeout = 60)
 	struct sse_conn c;
 	cr_assert_eq(sse_open(&c, ts.port, "/events/stream?after=0", NULL), 200);
 	struct sse_frame f = { 0 };
-	cr_assert_eq(sse_next(&c, &f, now_ms() + 5000), 1);
+	cr_assert_eq(sse_next(&c, &f, fd_test_now_ms() + 5000), 1);
 	cr_assert_eq(f.retry, 2000);
 	expect_no_event(&c, 1500);
 	frame_clear(&f);
@@ -538,7 +526,7 @@ Test(sse, head_answers_the_head_without_a_body, .timeout = 60)
 				  "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
 	cr_assert_eq(send(fd, two, sizeof two - 1, MSG_NOSIGNAL), (ssize_t)(sizeof two - 1));
 	struct sse_conn c = { .fd = fd };
-	long long deadline = now_ms() + 10000;
+	long long deadline = fd_test_now_ms() + 10000;
 	while (recv_some(&c, deadline) > 0)
 		;
 	cr_assert(c.closed, "no end of the responses");
@@ -565,15 +553,15 @@ static void live_delivery(struct fd_test_server *ts, PGconn *announce, long long
 	struct sse_conn c;
 	cr_assert_eq(sse_open(&c, ts->port, "/events/stream", NULL), 200);
 	struct sse_frame f = { 0 };
-	cr_assert_eq(sse_next_event(&c, &f, now_ms() + 5000), 1);
+	cr_assert_eq(sse_next_event(&c, &f, fd_test_now_ms() + 5000), 1);
 	cr_assert_str_eq(f.event, "Before");
 	for (int i = 1; i <= 5; i++) {
-		long long t0 = now_ms();
+		long long t0 = fd_test_now_ms();
 		char *pos = append(ts, "order-1", "Live", i);
 		if (announce)
 			PQclear(PQexec(announce, "NOTIFY factd_events"));
 		cr_assert_eq(sse_next_event(&c, &f, t0 + 10000), 1, "live event %d did not arrive", i);
-		long long latency = now_ms() - t0;
+		long long latency = fd_test_now_ms() - t0;
 		cr_assert_str_eq(f.id, pos);
 		cr_assert_str_eq(f.event, "Live");
 		json_t *ev = json_loads(f.data, 0, NULL);
@@ -624,10 +612,10 @@ Test(sse, the_notifier_reconnects_after_losing_its_connection, .timeout = 120)
 						" WHERE application_name = 'factd-notify' AND datname = current_database()"),
 		     1);
 	/* Reconnecting advances the generation: what committed meanwhile was not announced. */
-	long long deadline = now_ms() + 10000;
+	long long deadline = fd_test_now_ms() + 10000;
 	while ((fd_notifier_generation(ts.notifier) == before || !fd_notifier_listening(ts.notifier)) &&
-	       now_ms() < deadline)
-		sleep_ms(20);
+	       fd_test_now_ms() < deadline)
+		fd_test_sleep_ms(20);
 	cr_assert_gt(fd_notifier_generation(ts.notifier), before, "no reconnect");
 	cr_assert(fd_notifier_listening(ts.notifier));
 	PGconn *announce = fd_test_connect(ts.db_url);
@@ -666,7 +654,7 @@ static void *append_thread(void *arg)
 		if (fd_test_http(a->ts->port, "POST", path, NULL, body, strlen(body), &r) != 0 || r.status != 201)
 			a->failures++;
 		fd_test_resp_free(&r);
-		sleep_ms(15);
+		fd_test_sleep_ms(15);
 	}
 	__atomic_store_n(&a->done, 1, __ATOMIC_SEQ_CST);
 	return NULL;
@@ -690,8 +678,8 @@ static void resume_while_appending(void (*tweak)(struct fd_config *))
 	char (*ids)[64] = calloc(cap, sizeof *ids);
 	char last[64] = "";
 	int connections = 0;
-	long long deadline = now_ms() + 60000;
-	while (got < 170 && now_ms() < deadline) {
+	long long deadline = fd_test_now_ms() + 60000;
+	while (got < 170 && fd_test_now_ms() < deadline) {
 		struct sse_conn c;
 		char hdr[128] = "";
 		if (*last)
@@ -702,7 +690,7 @@ static void resume_while_appending(void (*tweak)(struct fd_config *))
 		size_t k = 7 + (size_t)(connections % 5) * 3;
 		struct sse_frame f = { 0 };
 		for (size_t i = 0; i < k && got < 170; i++) {
-			if (sse_next_event(&c, &f, now_ms() + 10000) != 1)
+			if (sse_next_event(&c, &f, fd_test_now_ms() + 10000) != 1)
 				break;
 			cr_assert_lt(got, cap);
 			snprintf(ids[got++], sizeof ids[0], "%s", f.id);
@@ -771,11 +759,11 @@ Test(sse, category_and_types_filters, .timeout = 120)
 	cr_assert_eq(sse_open(&c, ts.port, "/events/stream?category=customer&types=C&after=0", NULL), 200);
 	struct sse_frame f = { 0 };
 	for (int i = 0; i < 2; i++)
-		cr_assert_eq(sse_next_event(&c, &f, now_ms() + 5000), 1);
+		cr_assert_eq(sse_next_event(&c, &f, fd_test_now_ms() + 5000), 1);
 	free(append(&ts, "order-1", "C", 100));
 	free(append(&ts, "customer-1", "B", 101));
 	char *pos = append(&ts, "customer-2", "C", 102);
-	cr_assert_eq(sse_next_event(&c, &f, now_ms() + 10000), 1);
+	cr_assert_eq(sse_next_event(&c, &f, fd_test_now_ms() + 10000), 1);
 	cr_assert_str_eq(f.id, pos);
 	cr_assert_str_eq(f.event, "C");
 	free(pos);
@@ -849,9 +837,9 @@ Test(sse, heartbeats_while_idle, .timeout = 60)
 	struct sse_conn c;
 	cr_assert_eq(sse_open(&c, ts.port, "/events/stream", NULL), 200);
 	struct sse_frame f = { 0 };
-	cr_assert_eq(sse_next(&c, &f, now_ms() + 5000), 1);
+	cr_assert_eq(sse_next(&c, &f, fd_test_now_ms() + 5000), 1);
 	cr_assert_eq(f.retry, 2000);
-	long long t0 = now_ms();
+	long long t0 = fd_test_now_ms();
 	int beats = 0;
 	while (beats < 3) {
 		cr_assert_eq(sse_next(&c, &f, t0 + 6000), 1, "only %d heartbeats in 6 s", beats);
@@ -859,11 +847,11 @@ Test(sse, heartbeats_while_idle, .timeout = 60)
 		cr_assert_str_eq(f.comment, " heartbeat");
 		beats++;
 	}
-	long long took = now_ms() - t0;
+	long long took = fd_test_now_ms() - t0;
 	cr_assert_geq(took, 2000, "3 heartbeats in %lld ms: not one per second", took);
 	/* An event resets the idle timer; the stream still works. */
 	char *pos = append(&ts, "hb-1", "Beat", 1);
-	cr_assert_eq(sse_next_event(&c, &f, now_ms() + 5000), 1);
+	cr_assert_eq(sse_next_event(&c, &f, fd_test_now_ms() + 5000), 1);
 	cr_assert_str_eq(f.id, pos);
 	free(pos);
 	frame_clear(&f);
@@ -885,10 +873,10 @@ Test(sse, idle_timeout_shorter_than_the_heartbeat_does_not_cut_streams, .timeout
 	struct sse_conn c;
 	cr_assert_eq(sse_open(&c, ts.port, "/events/stream", NULL), 200);
 	struct sse_frame f = { 0 };
-	cr_assert_eq(sse_next(&c, &f, now_ms() + 5000), 1);
+	cr_assert_eq(sse_next(&c, &f, fd_test_now_ms() + 5000), 1);
 	cr_assert_eq(f.retry, 2000);
 	for (int i = 0; i < 2; i++) {
-		cr_assert_eq(sse_next(&c, &f, now_ms() + 5000), 1, "heartbeat %d: the stream %s", i,
+		cr_assert_eq(sse_next(&c, &f, fd_test_now_ms() + 5000), 1, "heartbeat %d: the stream %s", i,
 			     c.closed || c.ended ? "was closed" : "stayed silent");
 		cr_assert(f.is_comment);
 	}
@@ -919,9 +907,9 @@ Test(sse, vanished_clients_do_not_block_writers, .timeout = 120)
 		vanish(ts.port);
 	/* Writers neither wait for the streams nor for pool connections (pool_size is 4). */
 	for (int i = 0; i < 20; i++) {
-		long long t0 = now_ms();
+		long long t0 = fd_test_now_ms();
 		free(append(&ts, "after-1", "After", i));
-		long long took = now_ms() - t0;
+		long long took = fd_test_now_ms() - t0;
 		cr_assert_lt(took, 1000, "append %d took %lld ms with 30 vanished stream clients", i, took);
 	}
 	struct fd_test_resp r;
@@ -935,9 +923,9 @@ Test(sse, vanished_clients_do_not_block_writers, .timeout = 120)
 	expect_events(&c, &feed, 0, feed.n, 10000);
 	sse_close(&c);
 	feed_free(&feed);
-	long long t0 = now_ms();
+	long long t0 = fd_test_now_ms();
 	fd_test_server_stop(&ts);
-	cr_assert_lt(now_ms() - t0, 3000, "stopping took %lld ms", now_ms() - t0);
+	cr_assert_lt(fd_test_now_ms() - t0, 3000, "stopping took %lld ms", fd_test_now_ms() - t0);
 }
 
 Test(sse, slots_of_vanished_clients_come_back, .timeout = 60)
@@ -947,16 +935,16 @@ Test(sse, slots_of_vanished_clients_come_back, .timeout = 60)
 	for (int i = 0; i < 5; i++)
 		vanish(ts.port);
 	/* The default heartbeat is 15 s; the slots must free up long before a write would fail. */
-	long long t0 = now_ms();
+	long long t0 = fd_test_now_ms();
 	int status = 0;
-	while (now_ms() - t0 < 5000) {
+	while (fd_test_now_ms() - t0 < 5000) {
 		struct sse_conn c;
 		status = sse_open(&c, ts.port, "/events/stream", NULL);
 		sse_close(&c);
 		if (status == 200)
 			break;
 		cr_assert_eq(status, 503);
-		sleep_ms(100);
+		fd_test_sleep_ms(100);
 	}
 	cr_assert_eq(status, 200, "no stream slot came back within 5 s of 5 clients vanishing");
 	fd_test_server_stop(&ts);
@@ -980,15 +968,15 @@ Test(sse, stream_cap_answers_503, .timeout = 60)
 	cr_assert_eq(r.status, 200);
 	fd_test_resp_free(&r);
 	sse_close(&a);
-	long long t0 = now_ms();
+	long long t0 = fd_test_now_ms();
 	int status = 0;
-	while (now_ms() - t0 < 5000) {
+	while (fd_test_now_ms() - t0 < 5000) {
 		struct sse_conn c;
 		status = sse_open(&c, ts.port, "/events/stream", NULL);
 		sse_close(&c);
 		if (status == 200)
 			break;
-		sleep_ms(100);
+		fd_test_sleep_ms(100);
 	}
 	cr_assert_eq(status, 200, "the closed stream's slot did not come back");
 	sse_close(&b);
@@ -1004,16 +992,16 @@ static void stop_with_open_streams(void (*tweak)(struct fd_config *))
 	struct sse_frame f = { 0 };
 	for (int i = 0; i < 10; i++) {
 		cr_assert_eq(sse_open(&c[i], ts.port, "/events/stream", NULL), 200);
-		cr_assert_eq(sse_next_event(&c[i], &f, now_ms() + 5000), 1);
+		cr_assert_eq(sse_next_event(&c[i], &f, fd_test_now_ms() + 5000), 1);
 	}
 	for (int i = 0; i < 10; i++)
 		vanish(ts.port);
-	long long t0 = now_ms();
+	long long t0 = fd_test_now_ms();
 	fd_test_server_stop(&ts);
-	long long took = now_ms() - t0;
+	long long took = fd_test_now_ms() - t0;
 	cr_assert_lt(took, 3000, "stopping with 20 streams open took %lld ms", took);
 	for (int i = 0; i < 10; i++) {
-		cr_assert_eq(sse_next(&c[i], &f, now_ms() + 2000), -1, "stream %d did not end", i);
+		cr_assert_eq(sse_next(&c[i], &f, fd_test_now_ms() + 2000), -1, "stream %d did not end", i);
 		sse_close(&c[i]);
 	}
 	frame_clear(&f);

@@ -20,7 +20,9 @@
 #include "factd/events.h"
 #include "factd/jsonspan.h"
 #include "factd/pool.h"
+#include "factd/sql.h"
 #include "testdb.h"
+#include "testutil.h"
 
 #define FEED_DEADLINE_MS 20000
 
@@ -68,14 +70,6 @@ static struct fd_expected exact(int64_t v)
 	return (struct fd_expected){ FD_EXPECT_EXACT, v };
 }
 
-static long long count_rows(const char *url, const char *sql)
-{
-	PGconn *c = fd_test_connect(url);
-	long long n = fd_test_scalar(c, sql);
-	PQfinish(c);
-	return n;
-}
-
 static json_t *parse_json(const char *text)
 {
 	json_error_t jerr;
@@ -90,19 +84,6 @@ static const char *jstr(json_t *obj, const char *key)
 	const char *s = json_string_value(json_object_get(obj, key));
 	cr_assert(s, "member %s missing or not a string", key);
 	return s;
-}
-
-static long long now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
 }
 
 static void uuid_str(const struct fd_uuid *u, char out[FD_UUID_STRLEN + 1])
@@ -167,8 +148,8 @@ Test(store, append_and_read_round_trip)
 		     FD_OK);
 	cr_assert_eq(r.first_version, 4);
 	cr_assert_eq(r.last_version, 4);
-	cr_assert_eq(count_rows(d.url, "SELECT count(*) FROM events WHERE stream_id = 'order-1'"), 4);
-	cr_assert_eq(count_rows(d.url, "SELECT count(*) FROM streams WHERE category = 'order'"), 1);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events WHERE stream_id = 'order-1'"), 4);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM streams WHERE category = 'order'"), 1);
 	db_close(&d);
 }
 
@@ -183,15 +164,6 @@ static char *query_text(const char *url, const char *sql)
 	PQclear(res);
 	PQfinish(c);
 	return text;
-}
-
-static void exec_sql(const char *url, const char *sql)
-{
-	PGconn *c = fd_test_connect(url);
-	PGresult *res = PQexec(c, sql);
-	cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s: %s", sql, PQresultErrorMessage(res));
-	PQclear(res);
-	PQfinish(c);
 }
 
 /* PostgreSQL's JSON text (caller frees) without whitespace between tokens, in place. */
@@ -224,7 +196,7 @@ Test(store, reads_render_events_as_fd_event_json_does, .timeout = 120)
 	cr_assert_eq(fd_store_append(d.pool, "render-2", any, (struct fd_event_in[]){ ev("Other", "{\"k\": 1}") }, 1, &r),
 		     FD_OK);
 	/* Moments around the epochs, the start of a day and the ends of the supported years. */
-	exec_sql(d.url, "UPDATE events SET recorded_at = CASE version"
+	fd_test_exec_at(d.url, "UPDATE events SET recorded_at = CASE version"
 			" WHEN 1 THEN timestamptz '2000-01-01 00:00:00+00'"
 			" WHEN 2 THEN timestamptz '1999-12-31 23:59:59.999999+00'"
 			" WHEN 3 THEN timestamptz '1970-01-01 00:00:00.000001+00'"
@@ -249,14 +221,14 @@ Test(store, reads_render_events_as_fd_event_json_does, .timeout = 120)
 	/* The feed, filtered to these streams' category: poll until the horizon passes them. */
 	struct fd_feed_filter filter = { .category = "render" };
 	struct fd_feed_page fp = { 0 };
-	long long deadline = now_ms() + FEED_DEADLINE_MS;
+	long long deadline = fd_test_now_ms() + FEED_DEADLINE_MS;
 	for (;;) {
 		cr_assert_eq(fd_store_read_feed(d.pool, (struct fd_cursor){ 0, 0 }, &filter, 100, &fp), FD_OK);
 		if (fp.count == n + 1)
 			break;
-		cr_assert_lt(now_ms(), deadline, "the feed did not show the events in time");
+		cr_assert_lt(fd_test_now_ms(), deadline, "the feed did not show the events in time");
 		free(fp.events_json);
-		sleep_ms(20);
+		fd_test_sleep_ms(20);
 	}
 	char *want = compact(query_text(d.url, "SELECT json_agg(fd_event_json(e) ORDER BY e.tx_id, e.seq)::text"
 					       " FROM events e WHERE e.category = 'render'"));
@@ -316,8 +288,8 @@ Test(store, expected_version_forms)
 	cr_assert_eq(fd_store_append(d.pool, "exp-5", any, &e, 1, &r), FD_OK);
 	cr_assert_eq(r.first_version, 2);
 
-	cr_assert_eq(count_rows(d.url, "SELECT count(*) FROM events"), 6);
-	cr_assert_eq(count_rows(d.url, "SELECT count(*) FROM streams WHERE stream_id IN ('exp-2', 'exp-4')"), 0,
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events"), 6);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM streams WHERE stream_id IN ('exp-2', 'exp-4')"), 0,
 		     "a conflict must not create the stream");
 	db_close(&d);
 }
@@ -331,9 +303,9 @@ Test(store, nothing_written_on_conflict)
 	struct fd_event_in batch[5] = { ev("X", "{}"), ev("X", "{}"), ev("X", "{}"), ev("X", "{}"), ev("X", "{}") };
 	cr_assert_eq(fd_store_append(d.pool, "c-1", exact(1), batch, 5, &r), FD_ERR_CONFLICT);
 	cr_assert_eq(r.current_version, 2);
-	cr_assert_eq(count_rows(d.url, "SELECT count(*) FROM events"), 2);
-	cr_assert_eq(count_rows(d.url, "SELECT version FROM streams WHERE stream_id = 'c-1'"), 2);
-	cr_assert_eq(count_rows(d.url, "SELECT count(*) FROM events WHERE type = 'X'"), 0);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events"), 2);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT version FROM streams WHERE stream_id = 'c-1'"), 2);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events WHERE type = 'X'"), 0);
 	db_close(&d);
 }
 
@@ -358,8 +330,8 @@ Test(store, idempotent_repeat_with_client_ids)
 	cr_assert_eq(fd_store_append(d.pool, "idem-1", any, in, 2, &r2), FD_OK);
 	cr_assert(r2.duplicate);
 	cr_assert_eq(r2.last_version, 3);
-	cr_assert_eq(count_rows(d.url, "SELECT count(*) FROM events"), 3, "a repeat writes nothing");
-	cr_assert_eq(count_rows(d.url, "SELECT version FROM streams"), 3);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events"), 3, "a repeat writes nothing");
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT version FROM streams"), 3);
 	db_close(&d);
 }
 
@@ -395,8 +367,8 @@ Test(store, reused_ids_elsewhere_are_duplicates)
 	twice[1].event_id = twice[0].event_id;
 	cr_assert_eq(fd_store_append(d.pool, "dup-4", any, twice, 2, &r), FD_ERR_DUPLICATE);
 
-	cr_assert_eq(count_rows(d.url, "SELECT count(*) FROM events"), 2);
-	cr_assert_eq(count_rows(d.url, "SELECT count(*) FROM streams"), 1);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events"), 2);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM streams"), 1);
 	db_close(&d);
 }
 
@@ -430,7 +402,7 @@ Test(store, invalid_input)
 	cr_assert_eq(fd_store_read_feed(d.pool, (struct fd_cursor){ 0, 0 }, NULL, 0, &feed), FD_ERR_INVAL);
 	struct fd_feed_filter bad_cat = { .category = "a b" };
 	cr_assert_eq(fd_store_read_feed(d.pool, (struct fd_cursor){ 0, 0 }, &bad_cat, 10, &feed), FD_ERR_INVAL);
-	cr_assert_eq(count_rows(d.url, "SELECT count(*) FROM events"), 1);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events"), 1);
 	db_close(&d);
 }
 
@@ -583,8 +555,8 @@ static void run_race(bool use_exact)
 		cr_assert_eq(json_integer_value(json_object_get(json_array_get(arr, i), "version")), (json_int_t)i + 1);
 	json_decref(arr);
 	free(page.events_json);
-	cr_assert_eq(count_rows(d.url, "SELECT count(*) FROM events"), THREADS * PER_THREAD);
-	cr_assert_eq(count_rows(d.url, "SELECT count(DISTINCT version) FROM events"), THREADS * PER_THREAD);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events"), THREADS * PER_THREAD);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(DISTINCT version) FROM events"), THREADS * PER_THREAD);
 	if (use_exact)
 		cr_log_info("exact-version race: %ld conflicts retried", rc->conflicts);
 	pthread_mutex_destroy(&rc->mu);
@@ -637,8 +609,8 @@ static size_t follow_feed(struct fd_pool *pool, struct fd_cursor after, const st
 			  unsigned limit, struct feed_event *list, size_t want, struct fd_cursor *next_out)
 {
 	size_t n = 0;
-	long long deadline = now_ms() + FEED_DEADLINE_MS;
-	while (n < want && now_ms() < deadline) {
+	long long deadline = fd_test_now_ms() + FEED_DEADLINE_MS;
+	while (n < want && fd_test_now_ms() < deadline) {
 		struct fd_feed_page page;
 		cr_assert_eq(fd_store_read_feed(pool, after, filter, limit, &page), FD_OK);
 		cr_assert_leq(page.count, limit);
@@ -656,7 +628,7 @@ static size_t follow_feed(struct fd_pool *pool, struct fd_cursor after, const st
 		if (page.count == limit)
 			cr_assert_eq(fd_cursor_cmp(&page.next, &list[n - 1].pos), 0, "a full page resumes after its last event");
 		if (page.count == 0)
-			sleep_ms(20);
+			fd_test_sleep_ms(20);
 		after = page.next;
 	}
 	*next_out = after;
@@ -689,7 +661,7 @@ Test(feed, gap_safe_while_an_older_transaction_is_open, .timeout = 120)
 			     page.events_json);
 		cr_assert_lt(fd_cursor_cmp(&page.next, &rb.position), 0, "next must not pass B");
 		free(page.events_json);
-		sleep_ms(10);
+		fd_test_sleep_ms(10);
 	}
 	struct fd_cursor resume = page.next;
 
@@ -787,14 +759,14 @@ Test(feed, paging_never_skips_or_repeats, .timeout = 300)
 			tip = got[FEED_EVENTS - 1].pos;
 		/* Once everything is visible, a short page moves `next` to the newest event overall,
 		 * even past events the filter skipped, and the feed stays empty from there. */
-		long long deadline = now_ms() + FEED_DEADLINE_MS;
+		long long deadline = fd_test_now_ms() + FEED_DEADLINE_MS;
 		struct fd_feed_page page = { 0 };
 		do {
 			free(page.events_json);
 			cr_assert_eq(fd_store_read_feed(d.pool, next, &filters[f], 7, &page), FD_OK);
 			cr_assert_eq(page.count, 0, "filter %zu: an event was repeated: %s", f, page.events_json);
 			next = page.next;
-		} while (fd_cursor_cmp(&next, &tip) != 0 && now_ms() < deadline && (sleep_ms(20), true));
+		} while (fd_cursor_cmp(&next, &tip) != 0 && fd_test_now_ms() < deadline && (fd_test_sleep_ms(20), true));
 		free(page.events_json);
 		cr_assert_eq(fd_cursor_cmp(&next, &tip), 0, "filter %zu: next should reach the newest event", f);
 	}
@@ -821,12 +793,274 @@ Test(feed, cursor_beyond_the_end_is_kept)
 
 /* ---------------------------------------------------------------- the pool */
 
+/* ---------------------------------------------------------------- the feed follower */
+
+/*
+ * fd_feed_follow is the one reader of batches for the projector and the saga
+ * intake.  Follow the feed with `f` from the beginning on `c` until a
+ * caught-up batch reaches `tip`, checking every batch; the events arrive in
+ * list (room for cap).
+ */
+static size_t follow_all(PGconn *c, const struct fd_follow *f, struct fd_cursor tip, struct feed_event *list,
+			 size_t cap)
+{
+	struct fd_cursor at = { 0, 0 };
+	size_t n = 0;
+	long long deadline = fd_test_now_ms() + FEED_DEADLINE_MS;
+	for (;;) {
+		struct fd_follow_batch b;
+		cr_assert_eq(fd_feed_follow(c, at, f, &b), FD_OK, "%s", f->name);
+		cr_assert_leq(b.count, f->limit);
+		cr_assert_eq(b.caught_up, b.count < f->limit, "%s", f->name);
+		for (size_t i = 0; i < b.count; i++) {
+			const struct fd_feed_event *e = &b.events[i];
+			cr_assert_gt(fd_cursor_cmp(&e->position, i ? &b.events[i - 1].position : &at), 0,
+				     "%s: an event's position is not past the one before it (is it set?)", f->name);
+			cr_assert(json_is_object(e->data) && json_integer_value(json_object_get(e->data, "k")) == 1,
+				  "%s: data not parsed", f->name);
+			cr_assert(json_is_object(e->metadata), "%s: metadata not parsed", f->name);
+			char cat[32];
+			fd_stream_category(e->stream, cat, sizeof cat);
+			cr_assert_str_eq(e->category, cat);
+			cr_assert_eq(e->version >= 1, true);
+			cr_assert_lt(n, cap, "%s: more events than were appended", f->name);
+			struct feed_event *fe = &list[n++];
+			snprintf(fe->id, sizeof fe->id, "%s", e->event_id);
+			snprintf(fe->stream, sizeof fe->stream, "%s", e->stream);
+			snprintf(fe->type, sizeof fe->type, "%s", e->type);
+			fe->pos = e->position;
+		}
+		if (b.count == f->limit)
+			cr_assert_eq(fd_cursor_cmp(&b.next, &b.events[b.count - 1].position), 0,
+				     "%s: a full batch resumes after its last event", f->name);
+		else if (b.count)
+			cr_assert_geq(fd_cursor_cmp(&b.next, &b.events[b.count - 1].position), 0);
+		cr_assert_geq(fd_cursor_cmp(&b.next, &at), 0, "%s: next moved backwards", f->name);
+		at = b.next;
+		bool caught_up = b.caught_up;
+		fd_follow_batch_release(&b);
+		if (caught_up && fd_cursor_cmp(&at, &tip) == 0)
+			return n;
+		cr_assert_lt(fd_test_now_ms(), deadline, "%s: the follower did not reach the newest event", f->name);
+		if (caught_up)
+			fd_test_sleep_ms(20);
+	}
+}
+
+static bool in_list(const char *const *list, const char *s)
+{
+	for (size_t i = 0; list && list[i]; i++)
+		if (strcmp(list[i], s) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Every shape a follower reads with: one category (the projector's prepared
+ * fast path), several, and several with event types (the saga intake).  Each
+ * gets exactly the feed's events that match, in feed order, each with its
+ * position in the feed; caught up, the cursor moves to the newest event of
+ * any category.
+ */
+Test(follower, batches_carry_the_feed_positions_for_every_filter, .timeout = 300)
+{
+	struct db d = db_open(2);
+	struct feed_event *all = calloc(FEED_EVENTS, sizeof *all);
+	struct feed_event *got = calloc(FEED_EVENTS, sizeof *got);
+	cr_assert(all && got);
+	fill_feed(d.pool, all);
+	struct fd_cursor tip;
+	cr_assert_eq(follow_feed(d.pool, (struct fd_cursor){ 0, 0 }, NULL, 100, all, FEED_EVENTS, &tip), FEED_EVENTS);
+
+	static const char *const beta[] = { "beta", NULL };
+	static const char *const alpha_gamma[] = { "alpha", "gamma", NULL };
+	static const char *const every[] = { "alpha", "beta", "gamma", NULL };
+	static const char *const closed_noted[] = { "Closed", "Noted", NULL };
+	const struct fd_follow follows[] = {
+		{ .name = "one category", .categories = beta, .limit = 7 },
+		{ .name = "two categories", .categories = alpha_gamma, .limit = 500 },
+		{ .name = "categories and types", .categories = every, .types = closed_noted, .limit = 7 },
+	};
+	PGconn *c = fd_test_connect(d.url);
+	for (size_t f = 0; f < sizeof follows / sizeof follows[0]; f++) {
+		const struct fd_follow *fw = &follows[f];
+		size_t n = follow_all(c, fw, tip, got, FEED_EVENTS), j = 0;
+		for (size_t i = 0; i < FEED_EVENTS; i++) {
+			char cat[32];
+			fd_stream_category(all[i].stream, cat, sizeof cat);
+			if (!in_list(fw->categories, cat) || (fw->types && !in_list(fw->types, all[i].type)))
+				continue;
+			cr_assert_lt(j, n, "%s: event %zu is missing", fw->name, j);
+			cr_assert_str_eq(got[j].id, all[i].id, "%s: event %zu", fw->name, j);
+			cr_assert_eq(fd_cursor_cmp(&got[j].pos, &all[i].pos), 0, "%s: event %zu has another position",
+				     fw->name, j);
+			j++;
+		}
+		cr_assert_eq(j, n, "%s: %zu events, %zu expected", fw->name, n, j);
+	}
+	PQfinish(c);
+	free(all);
+	free(got);
+	db_close(&d);
+}
+
+/* Follow `f` from `at` until the batch fails (returned) or the deadline passes; *at moves with the batches. */
+static enum fd_err follow_until_error(PGconn *c, const struct fd_follow *f, struct fd_cursor *at, size_t *read)
+{
+	long long deadline = fd_test_now_ms() + FEED_DEADLINE_MS;
+	*read = 0;
+	while (fd_test_now_ms() < deadline) {
+		struct fd_follow_batch b;
+		enum fd_err err = fd_feed_follow(c, *at, f, &b);
+		if (err) {
+			cr_assert_eq(b.count, 0, "a failed batch hands over nothing");
+			cr_assert_eq(fd_cursor_cmp(&b.next, at), 0, "a failed batch does not move the cursor");
+			fd_follow_batch_release(&b);
+			return err;
+		}
+		*read += b.count;
+		*at = b.next;
+		bool idle = b.count == 0;
+		fd_follow_batch_release(&b);
+		if (idle)
+			fd_test_sleep_ms(20);
+	}
+	return FD_OK;
+}
+
+/*
+ * An event whose data or metadata jansson cannot read (nested deeper than
+ * it parses; the HTTP layer would refuse such a body, a direct append does
+ * not) stops a follower before it, with an error: no batch with it or past
+ * it, however the batch is cut, until the event is repaired.
+ */
+Test(follower, an_unreadable_event_stops_the_follower_before_it, .timeout = 120)
+{
+	struct db d = db_open(1);
+	char *deep = malloc(10000);
+	cr_assert_not_null(deep);
+	int o = sprintf(deep, "{\"a\": ");
+	for (int i = 0; i < 3000; i++)
+		deep[o++] = '[';
+	for (int i = 0; i < 3000; i++)
+		deep[o++] = ']';
+	strcpy(deep + o, "}");
+	struct fd_event_in good1 = ev("Good", "{\"k\": 1}"), bad_data = ev("Deep", deep),
+			   bad_meta = ev("DeepMeta", "{\"k\": 1}"), good2 = ev("Good", "{\"k\": 1}");
+	bad_meta.metadata_json = deep;
+	struct fd_append_result r;
+	cr_assert_eq(fd_store_append(d.pool, "unread-1", any, &good1, 1, &r), FD_OK);
+	struct fd_cursor first = r.position;
+	cr_assert_eq(fd_store_append(d.pool, "unread-1", any, &bad_data, 1, &r), FD_OK);
+	cr_assert_eq(fd_store_append(d.pool, "unread-1", any, &bad_meta, 1, &r), FD_OK);
+	cr_assert_eq(fd_store_append(d.pool, "unread-1", any, &good2, 1, &r), FD_OK);
+	free(deep);
+
+	static const char *const unread[] = { "unread", NULL };
+	static const char *const typed[] = { "Good", "Deep", "DeepMeta", NULL };
+	PGconn *c = fd_test_connect(d.url);
+	for (unsigned limit = 1; limit <= 10; limit += 9) {
+		const struct fd_follow plain = { .name = "plain", .categories = unread, .limit = limit };
+		const struct fd_follow with_types = { .name = "typed", .categories = unread, .types = typed, .limit = limit };
+		const struct fd_follow *fs[] = { &plain, &with_types };
+		for (size_t f = 0; f < 2; f++) {
+			struct fd_cursor at = { 0, 0 };
+			size_t read;
+			cr_assert_eq(follow_until_error(c, fs[f], &at, &read), FD_ERR_INVAL, "%s, limit %u", fs[f]->name,
+				     limit);
+			cr_assert_eq(read, limit == 1 ? 1 : 0, "%s, limit %u: only the event before it", fs[f]->name, limit);
+			if (limit == 1)
+				cr_assert_eq(fd_cursor_cmp(&at, &first), 0);
+		}
+	}
+	/* Repair the data: the follower stops at the unreadable metadata next. */
+	PGresult *res = PQexec(c, "UPDATE events SET data = '{\"k\": 1}' WHERE type = 'Deep'");
+	cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s", PQresultErrorMessage(res));
+	PQclear(res);
+	const struct fd_follow plain = { .name = "plain", .categories = unread, .limit = 10 };
+	struct fd_cursor at = first;
+	size_t read;
+	cr_assert_eq(follow_until_error(c, &plain, &at, &read), FD_ERR_INVAL);
+	cr_assert_eq(read, 0);
+	cr_assert_eq(fd_cursor_cmp(&at, &first), 0);
+	res = PQexec(c, "UPDATE events SET metadata = '{}' WHERE type = 'DeepMeta'");
+	cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s", PQresultErrorMessage(res));
+	PQclear(res);
+	struct fd_follow_batch b;
+	cr_assert_eq(fd_feed_follow(c, first, &plain, &b), FD_OK);
+	cr_assert_eq(b.count, 3, "every event reads once repaired");
+	cr_assert_eq(fd_cursor_cmp(&b.next, &r.position), 0);
+	fd_follow_batch_release(&b);
+	PQfinish(c);
+	db_close(&d);
+}
+
+/* ---------------------------------------------------------------- sql.h */
+
+/*
+ * What a connection has prepared goes with the connection: a statement is
+ * prepared the first time it runs, a reset or a new connection starts with
+ * nothing prepared, and a statement that is not prepared cannot be queued in
+ * a pipeline.
+ */
+Test(sql, prepared_statements_are_kept_per_connection)
+{
+	char *url = fd_test_db_new();
+	static const struct fd_stmt st = { "test_sql_two", "SELECT $1::int * 2", 1, false };
+	const char *p[] = { "21" };
+	PGconn *c = fd_test_connect(url);
+	cr_assert_not(fd_sql_is_prepared(c, st.name));
+	PGresult *res = NULL;
+	cr_assert_eq(fd_sql_exec(c, &st, p, &res), FD_OK);
+	cr_assert_str_eq(PQgetvalue(res, 0, 0), "42");
+	PQclear(res);
+	cr_assert(fd_sql_is_prepared(c, st.name));
+	cr_assert_eq(fd_test_scalar(c, "SELECT count(*) FROM pg_prepared_statements WHERE name = 'test_sql_two'"), 1);
+	cr_assert_eq(fd_sql_exec(c, &st, p, NULL), FD_OK, "runs again without preparing again");
+
+	PQreset(c);
+	cr_assert_eq(PQstatus(c), CONNECTION_OK);
+	cr_assert_not(fd_sql_is_prepared(c, st.name), "a reset session has nothing prepared");
+	cr_assert_eq(fd_sql_exec(c, &st, p, NULL), FD_OK, "prepared again on the new session");
+	cr_assert(fd_sql_is_prepared(c, st.name));
+
+	cr_assert_eq(PQenterPipelineMode(c), 1);
+	static const struct fd_stmt other = { "test_sql_three", "SELECT $1::int * 3", 1, false };
+	cr_assert_eq(fd_sql_exec(c, &other, p, NULL), FD_ERR_INTERNAL, "nothing is prepared inside a pipeline");
+	cr_assert_eq(fd_sql_exec(c, &st, p, NULL), FD_OK, "a prepared statement is queued");
+	cr_assert_eq(PQpipelineSync(c), 1);
+	res = PQgetResult(c);
+	cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s", PQresultErrorMessage(res));
+	cr_assert_str_eq(PQgetvalue(res, 0, 0), "42");
+	PQclear(res);
+	cr_assert_null(PQgetResult(c)); /* the end of that statement's results */
+	res = PQgetResult(c);
+	cr_assert_eq(PQresultStatus(res), PGRES_PIPELINE_SYNC);
+	PQclear(res);
+	cr_assert_eq(PQexitPipelineMode(c), 1);
+	PQfinish(c);
+
+	c = fd_test_connect(url);
+	cr_assert_not(fd_sql_is_prepared(c, st.name), "a new connection has nothing prepared");
+	cr_assert_eq(fd_sql_once(c, "SELECT 1/0", 0, NULL, &res), FD_ERR_DB);
+	cr_assert_str_eq(PQresultErrorField(res, PG_DIAG_SQLSTATE), "22012", "the failed result is handed over");
+	PQclear(res);
+	char a[FD_SQL_NAME_MAX], b[FD_SQL_NAME_MAX];
+	fd_sql_text_name("SELECT 1", a);
+	fd_sql_text_name("SELECT 1", b);
+	cr_assert_str_eq(a, b);
+	fd_sql_text_name("SELECT 2", b);
+	cr_assert_str_neq(a, b);
+	PQfinish(c);
+	free(url);
+}
+
 Test(pool, unreachable_database_is_unavailable_promptly)
 {
 	struct fd_pool *pool = NULL;
 	/* Port 1 on loopback: nothing listens, the connect is refused at once. */
 	cr_assert_eq(fd_pool_new("postgresql://postgres:secret@127.0.0.1:1/postgres", 2, 1000, &pool), FD_OK);
-	long long t0 = now_ms();
+	long long t0 = fd_test_now_ms();
 	PGconn *conn = NULL;
 	cr_assert_eq(fd_pool_acquire(pool, &conn), FD_ERR_UNAVAILABLE);
 	cr_assert_null(conn);
@@ -835,7 +1069,7 @@ Test(pool, unreachable_database_is_unavailable_promptly)
 	cr_assert_eq(fd_store_append(pool, "x-1", any, &e, 1, &r), FD_ERR_UNAVAILABLE);
 	struct fd_stream_page page;
 	cr_assert_eq(fd_store_read_stream(pool, "x-1", 0, 1, &page), FD_ERR_UNAVAILABLE);
-	cr_assert_lt(now_ms() - t0, 3000, "failing must not wait");
+	cr_assert_lt(fd_test_now_ms() - t0, 3000, "failing must not wait");
 	struct fd_pool_stats st;
 	fd_pool_stats(pool, &st);
 	cr_assert_eq(st.size, 2);
@@ -856,9 +1090,9 @@ Test(pool, acquire_times_out_when_exhausted)
 	fd_pool_stats(d.pool, &st);
 	cr_assert_eq(st.open, 1);
 	cr_assert_eq(st.in_use, 1);
-	long long t0 = now_ms();
+	long long t0 = fd_test_now_ms();
 	cr_assert_eq(fd_pool_acquire(d.pool, &c2), FD_ERR_UNAVAILABLE);
-	long long waited = now_ms() - t0;
+	long long waited = fd_test_now_ms() - t0;
 	cr_assert_geq(waited, 150, "waited only %lld ms", waited);
 	cr_assert_lt(waited, 3000);
 	fd_pool_release(d.pool, c1, false);
@@ -895,11 +1129,11 @@ Test(pool, waiter_gets_a_released_connection)
 	pthread_t th;
 	cr_assert_eq(pthread_create(&th, NULL, wait_for_conn, &w), 0);
 	struct fd_pool_stats st = { 0 };
-	long long deadline = now_ms() + 5000;
+	long long deadline = fd_test_now_ms() + 5000;
 	do {
-		sleep_ms(5);
+		fd_test_sleep_ms(5);
 		fd_pool_stats(d.pool, &st);
-	} while (st.waiting == 0 && now_ms() < deadline);
+	} while (st.waiting == 0 && fd_test_now_ms() < deadline);
 	cr_assert_eq(st.waiting, 1, "the second acquire should be waiting");
 	fd_pool_release(d.pool, c1, false);
 	pthread_join(th, NULL);
@@ -950,12 +1184,12 @@ Test(pool, more_threads_than_connections, .timeout = 120)
 	cr_assert_geq(st.open, 1);
 	cr_assert_eq(st.in_use, 0);
 	cr_assert_eq(st.waiting, 0);
-	cr_assert_eq(count_rows(d.url, "SELECT count(*) FROM events"), NTHREADS * 20);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events"), NTHREADS * 20);
 	char sql[256];
 	snprintf(sql, sizeof sql,
 		 "SELECT count(*) FROM pg_stat_activity WHERE datname = '%s' AND application_name = 'factd'",
 		 dbname_of(d.url));
-	cr_assert_leq(count_rows(d.url, sql), NCONN, "the pool never opens more than its size");
+	cr_assert_leq(fd_test_scalar_at(d.url, sql), NCONN, "the pool never opens more than its size");
 	db_close(&d);
 }
 
@@ -1000,9 +1234,9 @@ Test(pool, reconnects_after_backends_are_killed, .timeout = 120)
 	snprintf(sql, sizeof sql,
 		 "SELECT count(*) FROM pg_stat_activity WHERE datname = '%s' AND application_name = 'factd'",
 		 dbname_of(d.url));
-	long long deadline = now_ms() + 10000;
-	while (fd_test_scalar(admin, sql) > 0 && now_ms() < deadline)
-		sleep_ms(10);
+	long long deadline = fd_test_now_ms() + 10000;
+	while (fd_test_scalar(admin, sql) > 0 && fd_test_now_ms() < deadline)
+		fd_test_sleep_ms(10);
 	cr_assert_eq(fd_test_scalar(admin, sql), 0, "backends did not exit");
 
 	struct fd_append_result r;

@@ -92,3 +92,21 @@ char *fd_test_db_new_empty(void)
 {
 	return create_db(NULL);
 }
+
+long long fd_test_scalar_at(const char *url, const char *sql)
+{
+	PGconn *c = fd_test_connect(url);
+	long long v = fd_test_scalar(c, sql);
+	PQfinish(c);
+	return v;
+}
+
+void fd_test_exec_at(const char *url, const char *sql)
+{
+	PGconn *c = fd_test_connect(url);
+	PGresult *r = PQexec(c, sql);
+	cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql,
+		  PQresultErrorMessage(r));
+	PQclear(r);
+	PQfinish(c);
+}

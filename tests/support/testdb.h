@@ -23,5 +23,9 @@ char *fd_test_db_new_empty(void);
 PGconn *fd_test_connect(const char *url);
 /* Run SQL that returns one value; returns it as a long long (fails the test on error). */
 long long fd_test_scalar(PGconn *conn, const char *sql);
+/* The same on a connection of its own to the database at url. */
+long long fd_test_scalar_at(const char *url, const char *sql);
+/* Run SQL (several statements allowed) on a connection of its own to url; fails the test on error. */
+void fd_test_exec_at(const char *url, const char *sql);
 
 #endif

@@ -80,24 +80,6 @@ static json_t *state_json(struct env *e, const struct fd_aggregate_type *t, cons
 	return j;
 }
 
-static long long scalar(const char *url, const char *sql)
-{
-	PGconn *c = fd_test_connect(url);
-	long long v = fd_test_scalar(c, sql);
-	PQfinish(c);
-	return v;
-}
-
-static void exec_sql(const char *url, const char *sql)
-{
-	PGconn *c = fd_test_connect(url);
-	PGresult *r = PQexec(c, sql);
-	cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql,
-		  PQresultErrorMessage(r));
-	PQclear(r);
-	PQfinish(c);
-}
-
 /* Append `n` order events straight to the store in batches: created, then lines added and removed. */
 static void build_long_order(struct env *e, const char *id, int n)
 {
@@ -149,26 +131,26 @@ Test(bus_snapshots, ten_thousand_events_load_equal_with_and_without_snapshots, .
 	int64_t v_replay, v_snap, v_stale;
 	json_t *replayed = state_json(&e, &fd_order_type, id, &replay_all, &v_replay);
 	cr_assert_eq(v_replay, 10000);
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM snapshots"), 0, "a full replay writes no snapshot");
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM snapshots"), 0, "a full replay writes no snapshot");
 
 	/* A latest load replays everything once and queues a snapshot of what it built. */
 	json_t *first = state_json(&e, &fd_order_type, id, NULL, &v_snap);
 	fd_bus_flush(e.bus);
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM snapshots WHERE version = 10000 AND schema_version = 1"), 1);
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM snapshots WHERE version = 10000 AND schema_version = 1"), 1);
 	json_t *from_snapshot = state_json(&e, &fd_order_type, id, NULL, &v_snap);
 	cr_assert_eq(v_snap, 10000);
 	cr_assert(json_equal(replayed, first));
 	cr_assert(json_equal(replayed, from_snapshot), "snapshot load differs from a full replay");
 
 	/* A newer snapshot of another schema, with state this code cannot read, is ignored. */
-	exec_sql(e.url, "INSERT INTO snapshots (stream_id, version, schema_version, state) "
+	fd_test_exec_at(e.url, "INSERT INTO snapshots (stream_id, version, schema_version, state) "
 			"SELECT stream_id, 10000, 0, '{\"garbage\": true}' FROM streams");
-	exec_sql(e.url, "DELETE FROM snapshots WHERE schema_version = 1");
+	fd_test_exec_at(e.url, "DELETE FROM snapshots WHERE schema_version = 1");
 	json_t *stale = state_json(&e, &fd_order_type, id, NULL, &v_stale);
 	cr_assert_eq(v_stale, 10000);
 	cr_assert(json_equal(replayed, stale), "a stale-schema snapshot was misread");
 	fd_bus_flush(e.bus);
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM snapshots WHERE schema_version = 1"), 1,
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM snapshots WHERE schema_version = 1"), 1,
 		     "the stale snapshot is replaced by one of the current schema");
 
 	json_decref(replayed);
@@ -188,9 +170,9 @@ Test(bus_snapshots, snapshot_written_every_n_events_after_commit)
 		must_send(&e, &fd_order_type, id, "add_line",
 			  json_pack("{s:s, s:i, s:i}", "product_id", "sku-a", "quantity", 1, "unit_price_cents", 5));
 	fd_bus_flush(e.bus);
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM snapshots WHERE version IN (10, 20)"), 2,
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM snapshots WHERE version IN (10, 20)"), 2,
 		     "a snapshot each time the version crosses a multiple of 10");
-	cr_assert_eq(scalar(e.url, "SELECT min(version) FROM snapshots"), 10, "none before 10 events");
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT min(version) FROM snapshots"), 10, "none before 10 events");
 	int64_t v;
 	json_t *s = state_json(&e, &fd_order_type, id, NULL, &v);
 	cr_assert_eq(v, 25);
@@ -205,7 +187,7 @@ Test(bus_snapshots, snapshot_written_every_n_events_after_commit)
 Test(bus_snapshots, failed_snapshot_write_loses_nothing)
 {
 	struct env e = env_open(5, 3);
-	exec_sql(e.url, "ALTER TABLE snapshots ADD CONSTRAINT refuse_all CHECK (false) NOT VALID");
+	fd_test_exec_at(e.url, "ALTER TABLE snapshots ADD CONSTRAINT refuse_all CHECK (false) NOT VALID");
 	char id[FD_UUID_STRLEN + 1];
 	new_id(id);
 	must_send(&e, &fd_order_type, id, "create", json_pack("{s:s}", "customer_id", "c-1"));
@@ -213,8 +195,8 @@ Test(bus_snapshots, failed_snapshot_write_loses_nothing)
 		must_send(&e, &fd_order_type, id, "add_line",
 			  json_pack("{s:s, s:i, s:i}", "product_id", "sku-b", "quantity", 2, "unit_price_cents", 7));
 	fd_bus_flush(e.bus);
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM snapshots"), 0);
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM events"), 13);
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM snapshots"), 0);
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM events"), 13);
 	struct fd_order o;
 	int64_t v;
 	cr_assert_eq(fd_bus_load(e.bus, &fd_order_type, id, NULL, &o, &v), FD_OK);
@@ -243,7 +225,7 @@ Test(bus_temporal, version_and_time_targets_ignore_newer_snapshots, .timeout = 1
 		must_send(&e, &fd_order_type, id, "add_line",
 			  json_pack("{s:s, s:i, s:i}", "product_id", "sku-t", "quantity", 1, "unit_price_cents", 3));
 	fd_bus_flush(e.bus);
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM snapshots WHERE version IN (10, 20)"), 2,
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM snapshots WHERE version IN (10, 20)"), 2,
 		     "snapshots at 10 and 20 exist");
 
 	struct fd_order o;
@@ -305,7 +287,7 @@ Test(bus_commands, refusals_invalid_payloads_and_unknown_commands_write_nothing)
 			      NULL, &r),
 		     FD_ERR_INVAL);
 	fd_cmd_result_release(&r);
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM events"), 1);
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM events"), 1);
 	env_close(&e);
 }
 
@@ -321,7 +303,7 @@ Test(bus_commands, metadata_is_stamped_on_every_event)
 		     FD_OK);
 	cr_assert_eq(r.version, 1);
 	fd_cmd_result_release(&r);
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM events WHERE metadata->>'correlation_id' = 'corr-1'"
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM events WHERE metadata->>'correlation_id' = 'corr-1'"
 				   " AND metadata->>'causation_id' = 'cause-1' AND metadata->>'request_id' = 'req-1'"
 				   " AND metadata->>'caller' = 'tester' AND metadata->>'command' = 'create'"),
 		     1);
@@ -348,7 +330,7 @@ Test(bus_commands, if_match_mismatch_is_a_precondition_failure)
 		     FD_OK);
 	cr_assert_eq(r.version, 2);
 	fd_cmd_result_release(&r);
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM events"), 2);
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM events"), 2);
 	env_close(&e);
 }
 
@@ -372,7 +354,7 @@ Test(bus_commands, idempotency_key_replays_and_detects_reuse)
 	cr_assert_eq(fd_cursor_cmp(&r2.position, &r1.position), 0);
 	struct fd_cmd_meta other = { .idempotency_key = "key-1", .request_hash = "hash-b" };
 	cr_assert_eq(fd_bus_send(e.bus, &fd_order_type, id, "add_line", line, &other, &r3), FD_ERR_IDEMPOTENCY);
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM events"), 3);
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM events"), 3);
 	fd_cmd_result_release(&r1);
 	fd_cmd_result_release(&r2);
 	fd_cmd_result_release(&r3);
@@ -439,7 +421,7 @@ static void race_on_one_order(struct env *e, int n, struct race *r, char id[FD_U
 		cr_assert_eq(r[i].conflicts, 0, "thread %d met %d conflicts", i, r[i].conflicts);
 	}
 	cr_assert_eq(ok, RACERS * n);
-	cr_assert_eq(scalar(e->url, "SELECT count(*) FROM events"), 1 + RACERS * n);
+	cr_assert_eq(fd_test_scalar_at(e->url, "SELECT count(*) FROM events"), 1 + RACERS * n);
 }
 
 /*
@@ -472,7 +454,7 @@ Test(bus_concurrency, eight_threads_on_one_order_lose_no_update, .timeout = 300)
 	struct race r[T];
 	char id[FD_UUID_STRLEN + 1];
 	race_on_one_order(&e, N, r, id);
-	cr_assert_eq(scalar(e.url, "SELECT count(DISTINCT data->>'product_id') FROM events WHERE type = 'OrderLineAdded'"),
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(DISTINCT data->>'product_id') FROM events WHERE type = 'OrderLineAdded'"),
 		     T * N, "every accepted command's event is in the stream exactly once");
 	struct fd_order o;
 	int64_t v;
@@ -503,7 +485,7 @@ Test(bus_concurrency, exhausted_retries_report_conflict_and_write_nothing_extra,
 		conflicts += r[i].conflicts;
 	}
 	cr_assert_eq(ok + conflicts, T * N, "every command either succeeded or reported a conflict");
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM events"), 1 + ok, "a conflict wrote nothing");
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM events"), 1 + ok, "a conflict wrote nothing");
 	env_close(&e);
 }
 
@@ -528,7 +510,7 @@ Test(bus_concurrency, one_idempotency_key_from_many_threads_records_once, .timeo
 	}
 	cr_assert_eq(ok, 1, "exactly one command recorded events");
 	cr_assert_eq(ok + replays, T * 3);
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM events"), 2);
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM events"), 2);
 	env_close(&e);
 }
 

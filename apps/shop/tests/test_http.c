@@ -31,41 +31,9 @@
 #include "shop.h"
 #include "test_server.h"
 #include "testdb.h"
+#include "testutil.h"
 
 /* ---- helpers ------------------------------------------------------------------ */
-
-/* printf into a new string (caller frees). */
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...)
-{
-	va_list ap;
-	va_start(ap, f);
-	char *s = NULL;
-	int n = vasprintf(&s, f, ap);
-	va_end(ap);
-	cr_assert_geq(n, 0);
-	return s;
-}
-
-static void new_uuid(char out[FD_UUID_STRLEN + 1])
-{
-	struct fd_uuid u;
-	cr_assert_eq(fd_uuid_v7(&u), FD_OK);
-	fd_uuid_format(&u, out);
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec t = { ms / 1000, (ms % 1000) * 1000000L };
-	nanosleep(&t, NULL);
-}
-
-static double now_s(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
 
 static void post_h(const struct fd_test_server *ts, const char *stream, const char *headers, const char *body,
 		   struct fd_test_resp *r)
@@ -188,8 +156,8 @@ Test(http_append, created_with_location_and_position)
 	struct fd_test_server ts;
 	fd_test_server_start(&ts, NULL);
 	char id[FD_UUID_STRLEN + 1];
-	new_uuid(id);
-	char *body = fmt("{\"expected_version\":0,\"events\":["
+	fd_test_new_uuid(id);
+	char *body = fd_test_fmt("{\"expected_version\":0,\"events\":["
 			 "{\"event_id\":\"%s\",\"type\":\"OrderPlaced\",\"data\":{\"sku\":\"BK-1\",\"qty\":2},"
 			 "\"metadata\":{\"user_agent\":\"t/1\"}},"
 			 "{\"type\":\"OrderConfirmed\",\"data\":{}}]}",
@@ -207,13 +175,13 @@ Test(http_append, created_with_location_and_position)
 	cr_assert_eq(db_count(&ts, "SELECT count(*) FROM events"), 2);
 	cr_assert_eq(db_count(&ts, "SELECT version FROM streams WHERE stream_id = 'order-1'"), 2);
 	cr_assert_eq(db_count(&ts, "SELECT count(*) FROM streams WHERE stream_id = 'order-1' AND category = 'order'"), 1);
-	char *sql = fmt("SELECT version FROM events WHERE event_id = '%s'", id);
+	char *sql = fd_test_fmt("SELECT version FROM events WHERE event_id = '%s'", id);
 	cr_assert_eq(db_count(&ts, sql), 1, "the client's event_id is stored on the first event");
 	free(sql);
 	/* The position is the cursor of the last event written. */
 	cr_assert_eq(db_count(&ts, "SELECT count(*) FROM events WHERE version = 2 AND"
 				   " tx_id::text || '-' || seq::text = (SELECT max(tx_id::text || '-' || seq::text) FROM events)"), 1);
-	sql = fmt("SELECT count(*) FROM events WHERE stream_id = 'order-1' AND version = 2 AND tx_id::text || '-' || seq::text = '%s'",
+	sql = fd_test_fmt("SELECT count(*) FROM events WHERE stream_id = 'order-1' AND version = 2 AND tx_id::text || '-' || seq::text = '%s'",
 		  pos1);
 	cr_assert_eq(db_count(&ts, sql), 1, "position %s is not the last event's", pos1);
 	free(sql);
@@ -253,13 +221,13 @@ Test(http_append, type_of_200_characters_and_stream_of_200_accepted)
 		strcat(type, "\xc3\xa9"); /* 200 characters, 400 bytes */
 	memset(stream, 'S', 200);
 	stream[200] = '\0';
-	char *body = fmt("{\"expected_version\":\"no_stream\",\"events\":[{\"type\":\"%s\",\"data\":{}}]}", type);
+	char *body = fd_test_fmt("{\"expected_version\":\"no_stream\",\"events\":[{\"type\":\"%s\",\"data\":{}}]}", type);
 	struct fd_test_resp r;
 	post(&ts, stream, body, &r);
 	assert_append_result(&r, 201, stream, 1, 1);
 	fd_test_resp_free(&r);
 	free(body);
-	char *path = fmt("/streams/%s/events", stream);
+	char *path = fd_test_fmt("/streams/%s/events", stream);
 	get(&ts, path, &r);
 	cr_assert_eq(r.status, 200, "%s", r.body);
 	json_t *e = json_array_get(json_object_get(r.json, "events"), 0);
@@ -324,7 +292,7 @@ Test(http_read, configured_read_limit)
 	fd_test_assert_problem(&r, 400, "invalid-parameter");
 	cr_assert(strstr(fd_test_json_str(&r, "detail"), "1..2"), "%s", r.body);
 	fd_test_resp_free(&r);
-	double deadline = now_s() + 30;
+	double deadline = fd_test_now_s() + 30;
 	for (;;) {
 		get(&ts, "/events", &r);
 		cr_assert_eq(r.status, 200);
@@ -333,8 +301,8 @@ Test(http_read, configured_read_limit)
 		cr_assert_leq(n, 2, "the feed's default limit is capped by FACTD_MAX_READ_LIMIT");
 		if (n == 2)
 			break;
-		cr_assert_lt(now_s(), deadline, "the events never became visible");
-		sleep_ms(50);
+		cr_assert_lt(fd_test_now_s(), deadline, "the events never became visible");
+		fd_test_sleep_ms(50);
 	}
 	get(&ts, "/events?limit=3", &r);
 	fd_test_assert_problem(&r, 400, "invalid-parameter");
@@ -348,8 +316,8 @@ Test(http_read, stream_read_back_exact_fields)
 	fd_test_server_start(&ts, NULL);
 	char id[3][FD_UUID_STRLEN + 1];
 	for (int i = 0; i < 3; i++)
-		new_uuid(id[i]);
-	char *body = fmt("{\"expected_version\":\"no_stream\",\"events\":["
+		fd_test_new_uuid(id[i]);
+	char *body = fd_test_fmt("{\"expected_version\":\"no_stream\",\"events\":["
 			 "{\"event_id\":\"%s\",\"type\":\"OrderPlaced\",\"data\":{\"customer\":\"c-1\",\"lines\":[{\"sku\":\"a\",\"q\":1}],"
 			 "\"note\":\"caf\\u00e9 \\\"quoted\\\" \\\\ \\n\",\"ok\":true,\"none\":null}},"
 			 "{\"event_id\":\"%s\",\"type\":\"PaymentReceived\",\"data\":{\"cents\":2500},\"metadata\":{\"src\":\"web\"}},"
@@ -473,7 +441,7 @@ Test(http_read, etag_follows_version)
 	fd_test_server_start(&ts, NULL);
 	struct fd_test_resp r;
 	for (int v = 1; v <= 4; v++) {
-		char *body = fmt("{\"expected_version\":%d,\"events\":[{\"type\":\"Tick\",\"data\":{\"v\":%d}}]}", v - 1, v);
+		char *body = fd_test_fmt("{\"expected_version\":%d,\"events\":[{\"type\":\"Tick\",\"data\":{\"v\":%d}}]}", v - 1, v);
 		post(&ts, "etag-1", body, &r);
 		assert_append_result(&r, 201, "etag-1", v, v);
 		fd_test_resp_free(&r);
@@ -521,7 +489,7 @@ Test(http_read, missing_stream_404)
 
 static void append_one(const struct fd_test_server *ts, const char *stream, const char *expected, struct fd_test_resp *r)
 {
-	char *body = fmt("{\"expected_version\":%s,\"events\":[{\"type\":\"E\",\"data\":{}}]}", expected);
+	char *body = fd_test_fmt("{\"expected_version\":%s,\"events\":[{\"type\":\"E\",\"data\":{}}]}", expected);
 	post(ts, stream, body, r);
 	free(body);
 }
@@ -625,9 +593,9 @@ Test(http_idempotency, repeat_returns_original_and_writes_nothing)
 	struct fd_test_server ts;
 	fd_test_server_start(&ts, NULL);
 	char a[FD_UUID_STRLEN + 1], b[FD_UUID_STRLEN + 1];
-	new_uuid(a);
-	new_uuid(b);
-	char *body = fmt("{\"expected_version\":0,\"events\":[{\"event_id\":\"%s\",\"type\":\"A\",\"data\":{\"x\":1}},"
+	fd_test_new_uuid(a);
+	fd_test_new_uuid(b);
+	char *body = fd_test_fmt("{\"expected_version\":0,\"events\":[{\"event_id\":\"%s\",\"type\":\"A\",\"data\":{\"x\":1}},"
 			 "{\"event_id\":\"%s\",\"type\":\"B\",\"data\":{\"x\":2}}]}",
 			 a, b);
 	struct fd_test_resp first, again;
@@ -651,7 +619,7 @@ Test(http_idempotency, repeat_returns_original_and_writes_nothing)
 	fd_test_resp_free(&again);
 
 	/* The idempotency check comes before the version check, whatever the repeat expects. */
-	char *body_any = fmt("{\"expected_version\":\"no_stream\",\"events\":[{\"event_id\":\"%s\",\"type\":\"A\",\"data\":{\"x\":1}},"
+	char *body_any = fd_test_fmt("{\"expected_version\":\"no_stream\",\"events\":[{\"event_id\":\"%s\",\"type\":\"A\",\"data\":{\"x\":1}},"
 			     "{\"event_id\":\"%s\",\"type\":\"B\",\"data\":{\"x\":2}}]}",
 			     a, b);
 	post(&ts, "idem-1", body_any, &again);
@@ -671,8 +639,8 @@ Test(http_idempotency, same_id_in_another_stream_is_409)
 	struct fd_test_server ts;
 	fd_test_server_start(&ts, NULL);
 	char a[FD_UUID_STRLEN + 1];
-	new_uuid(a);
-	char *body = fmt("{\"expected_version\":\"any\",\"events\":[{\"event_id\":\"%s\",\"type\":\"A\",\"data\":{}}]}", a);
+	fd_test_new_uuid(a);
+	char *body = fd_test_fmt("{\"expected_version\":\"any\",\"events\":[{\"event_id\":\"%s\",\"type\":\"A\",\"data\":{}}]}", a);
 	struct fd_test_resp r;
 	post(&ts, "dup-1", body, &r);
 	assert_append_result(&r, 201, "dup-1", 1, 1);
@@ -695,22 +663,22 @@ Test(http_idempotency, same_id_at_other_position_is_409)
 	struct fd_test_server ts;
 	fd_test_server_start(&ts, NULL);
 	char a[FD_UUID_STRLEN + 1], b[FD_UUID_STRLEN + 1];
-	new_uuid(a);
-	new_uuid(b);
-	char *one = fmt("{\"expected_version\":0,\"events\":[{\"event_id\":\"%s\",\"type\":\"A\",\"data\":{}}]}", a);
+	fd_test_new_uuid(a);
+	fd_test_new_uuid(b);
+	char *one = fd_test_fmt("{\"expected_version\":0,\"events\":[{\"event_id\":\"%s\",\"type\":\"A\",\"data\":{}}]}", a);
 	struct fd_test_resp r;
 	post(&ts, "dup-3", one, &r);
 	assert_append_result(&r, 201, "dup-3", 1, 1);
 	fd_test_resp_free(&r);
 	/* a is stored at version 1; here it would be version 2. */
-	char *two = fmt("{\"expected_version\":\"any\",\"events\":[{\"event_id\":\"%s\",\"type\":\"B\",\"data\":{}},"
+	char *two = fd_test_fmt("{\"expected_version\":\"any\",\"events\":[{\"event_id\":\"%s\",\"type\":\"B\",\"data\":{}},"
 			"{\"event_id\":\"%s\",\"type\":\"A\",\"data\":{}}]}",
 			b, a);
 	post(&ts, "dup-3", two, &r);
 	fd_test_assert_problem(&r, 409, "duplicate-event-id");
 	fd_test_resp_free(&r);
 	/* Partly repeated: a at the same place plus a new id. */
-	char *partial = fmt("{\"expected_version\":\"any\",\"events\":[{\"event_id\":\"%s\",\"type\":\"A\",\"data\":{}},"
+	char *partial = fd_test_fmt("{\"expected_version\":\"any\",\"events\":[{\"event_id\":\"%s\",\"type\":\"A\",\"data\":{}},"
 			    "{\"event_id\":\"%s\",\"type\":\"B\",\"data\":{}}]}",
 			    a, b);
 	post(&ts, "dup-3", partial, &r);
@@ -734,7 +702,7 @@ struct feed_page {
 
 static void feed_get(const struct fd_test_server *ts, const char *query, struct feed_page *p)
 {
-	char *path = fmt("/events%s", query);
+	char *path = fd_test_fmt("/events%s", query);
 	struct fd_test_resp r;
 	get(ts, path, &r);
 	p->status = r.status;
@@ -757,7 +725,7 @@ static void feed_get(const struct fd_test_server *ts, const char *query, struct 
  */
 static void feed_wait_visible(const struct fd_test_server *ts, size_t want)
 {
-	double deadline = now_s() + 30;
+	double deadline = fd_test_now_s() + 30;
 	for (;;) {
 		struct feed_page p;
 		feed_get(ts, "?limit=1000", &p);
@@ -766,8 +734,8 @@ static void feed_wait_visible(const struct fd_test_server *ts, size_t want)
 		cr_assert_leq(n, want, "more events than appended");
 		if (n == want)
 			return;
-		cr_assert_lt(now_s(), deadline, "only %zu of %zu events became visible in the feed", n, want);
-		sleep_ms(50);
+		cr_assert_lt(fd_test_now_s(), deadline, "only %zu of %zu events became visible in the feed", n, want);
+		fd_test_sleep_ms(50);
 	}
 }
 
@@ -837,7 +805,7 @@ static json_t *feed_read_all(const struct fd_test_server *ts, const char *filter
 	char after[FD_CURSOR_STRLEN] = "0";
 	*pages = 0;
 	for (int guard = 0; guard < 100; guard++) {
-		char *q = fmt("?after=%s&limit=%d%s", after, limit, filters);
+		char *q = fd_test_fmt("?after=%s&limit=%d%s", after, limit, filters);
 		struct feed_page p;
 		feed_get(ts, q, &p);
 		free(q);
@@ -859,7 +827,7 @@ static json_t *feed_read_all(const struct fd_test_server *ts, const char *filter
 				cr_assert_str_eq(p.next, after, "an empty page keeps the cursor");
 			snprintf(final_next, FD_CURSOR_STRLEN, "%s", p.next);
 			if (strcmp(p.next, after) != 0) {
-				char *q2 = fmt("?after=%s&limit=%d%s", p.next, limit, filters);
+				char *q2 = fd_test_fmt("?after=%s&limit=%d%s", p.next, limit, filters);
 				struct feed_page p2;
 				feed_get(ts, q2, &p2);
 				free(q2);
@@ -939,7 +907,7 @@ Test(http_feed, new_events_after_cursor)
 	fd_test_resp_free(&r);
 	feed_wait_visible(&ts, NFIXTURE + 1);
 
-	char *q = fmt("?after=%s", next);
+	char *q = fd_test_fmt("?after=%s", next);
 	feed_get(&ts, q, &p);
 	free(q);
 	cr_assert_eq(json_array_size(p.events), 1, "only the new event follows the old cursor");
@@ -1053,14 +1021,14 @@ Test(http_feed, empty_database)
 static json_t *append_and_metadata(const struct fd_test_server *ts, const char *stream, const char *headers,
 				   const char *events_json, char rid[160])
 {
-	char *body = fmt("{\"expected_version\":\"any\",\"events\":%s}", events_json);
+	char *body = fd_test_fmt("{\"expected_version\":\"any\",\"events\":%s}", events_json);
 	struct fd_test_resp r;
 	post_h(ts, stream, headers, body, &r);
 	cr_assert_eq(r.status, 201, "%s", r.body);
 	cr_assert(fd_test_header(&r, "X-Request-Id", rid, 160));
 	fd_test_resp_free(&r);
 	free(body);
-	char *path = fmt("/streams/%s/events", stream);
+	char *path = fd_test_fmt("/streams/%s/events", stream);
 	get(ts, path, &r);
 	cr_assert_eq(r.status, 200);
 	json_t *metas = json_array();
@@ -1258,7 +1226,7 @@ Test(http_numbers, decimals_round_trip_exactly)
 	for (size_t i = 0; i < sizeof exact_numbers / sizeof exact_numbers[0]; i++)
 		cr_assert_eq(fd_buf_appendf(&data, "%s\"%s\":%s", i ? "," : "", exact_numbers[i].key, exact_numbers[i].text), FD_OK);
 	cr_assert_eq(fd_buf_append(&data, "}", 1), FD_OK);
-	char *body = fmt("{\"expected_version\":0,\"events\":[{\"type\":\"Money\",\"data\":%s}]}", data.data);
+	char *body = fd_test_fmt("{\"expected_version\":0,\"events\":[{\"type\":\"Money\",\"data\":%s}]}", data.data);
 	struct fd_test_resp r;
 	post(&ts, "num-1", body, &r);
 	assert_append_result(&r, 201, "num-1", 1, 1);
@@ -1604,9 +1572,9 @@ struct stopper {
 static void *stopper_main(void *arg)
 {
 	struct stopper *s = arg;
-	double t0 = now_s();
+	double t0 = fd_test_now_s();
 	fd_server_stop(s->srv, 10000);
-	s->seconds = now_s() - t0;
+	s->seconds = fd_test_now_s() - t0;
 	s->done = 1;
 	return NULL;
 }
@@ -1639,7 +1607,7 @@ Test(http_shutdown, stop_completes_requests_in_flight, .timeout = 120)
 	memset(f, 0, sizeof f);
 	for (int i = 0; i < N; i++) {
 		f[i].port = ts.port;
-		new_uuid(f[i].id);
+		fd_test_new_uuid(f[i].id);
 	}
 	/*
 	 * One at a time: libmicrohttpd may accept a burst of connections on one
@@ -1649,18 +1617,18 @@ Test(http_shutdown, stop_completes_requests_in_flight, .timeout = 120)
 	 */
 	for (int i = 0; i < N; i++) {
 		cr_assert_eq(pthread_create(&th[i], NULL, inflight_main, &f[i]), 0);
-		double deadline = now_s() + 20;
+		double deadline = fd_test_now_s() + 20;
 		while (fd_test_scalar(observer, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
 						" AND wait_event_type = 'Lock'") < i + 1) {
-			cr_assert_lt(now_s(), deadline, "append %d never reached the database", i);
-			sleep_ms(20);
+			cr_assert_lt(fd_test_now_s(), deadline, "append %d never reached the database", i);
+			fd_test_sleep_ms(20);
 		}
 	}
 
 	struct stopper s = { .srv = ts.srv };
 	pthread_t st;
 	cr_assert_eq(pthread_create(&st, NULL, stopper_main, &s), 0);
-	sleep_ms(300);
+	fd_test_sleep_ms(300);
 	cr_assert_not(s.done, "the stop must wait for requests in flight");
 	/* Draining: new connections are refused. */
 	struct fd_test_resp late;
@@ -1751,13 +1719,13 @@ Test(http_shutdown, stop_during_append_loops_truncates_nothing, .timeout = 120)
 		l[k].port = ts.port;
 		cr_assert_eq(pthread_create(&th[k], NULL, looper_main, &l[k]), 0);
 	}
-	double deadline = now_s() + 20;
+	double deadline = fd_test_now_s() + 20;
 	for (int k = 0; k < LOOPERS; k++)
 		while (!l[k].started) {
-			cr_assert_lt(now_s(), deadline, "append loop %d never got a response", k);
-			sleep_ms(5);
+			cr_assert_lt(fd_test_now_s(), deadline, "append loop %d never got a response", k);
+			fd_test_sleep_ms(5);
 		}
-	sleep_ms(200);
+	fd_test_sleep_ms(200);
 	fd_test_server_stop(&ts);
 	for (int k = 0; k < LOOPERS; k++)
 		pthread_join(th[k], NULL);
@@ -1767,7 +1735,7 @@ Test(http_shutdown, stop_during_append_loops_truncates_nothing, .timeout = 120)
 	for (int k = 0; k < LOOPERS; k++) {
 		cr_assert_lt(l[k].n, LOOP_MAX, "loop %d never saw the server stop", k);
 		for (int i = 0; i < l[k].n; i++) {
-			char *sql = fmt("SELECT count(*) FROM events WHERE event_id = '%s'", l[k].ids[i]);
+			char *sql = fd_test_fmt("SELECT count(*) FROM events WHERE event_id = '%s'", l[k].ids[i]);
 			long long stored = fd_test_scalar(c, sql);
 			free(sql);
 			cr_assert_neq(l[k].out[i], OUT_TRUNCATED, "loop %d request %d: truncated response (status %d)", k, i,
@@ -1823,19 +1791,19 @@ Test(http_pool, exhausted_pool_is_503_with_retry_after, .timeout = 60)
 	exec_ok(locker, "BEGIN");
 	exec_ok(locker, "LOCK TABLE streams IN EXCLUSIVE MODE");
 	struct inflight f = { .port = ts.port };
-	new_uuid(f.id);
+	fd_test_new_uuid(f.id);
 	pthread_t th;
 	cr_assert_eq(pthread_create(&th, NULL, inflight_main, &f), 0);
-	double deadline = now_s() + 20;
+	double deadline = fd_test_now_s() + 20;
 	while (fd_test_scalar(observer, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
 					" AND wait_event_type = 'Lock'") < 1) {
-		cr_assert_lt(now_s(), deadline, "the append never reached the database");
-		sleep_ms(20);
+		cr_assert_lt(fd_test_now_s(), deadline, "the append never reached the database");
+		fd_test_sleep_ms(20);
 	}
 
-	double t0 = now_s();
+	double t0 = fd_test_now_s();
 	get(&ts, "/streams/gs-1/events", &r);
-	double waited = now_s() - t0;
+	double waited = fd_test_now_s() - t0;
 	expect_503(&r);
 	cr_assert_str_eq(fd_test_json_str(&r, "type"), FD_PROBLEM_BASE "database-unavailable");
 	cr_assert_geq(waited, 0.25, "the request should wait FACTD_POOL_TIMEOUT_MS for a connection (%.3fs)", waited);

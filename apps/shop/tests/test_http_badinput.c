@@ -34,6 +34,7 @@
 #include "shop.h"
 #include "test_server.h"
 #include "testdb.h"
+#include "testutil.h"
 
 #define ORDER "0190f0a4-1b2c-7d3e-8f40-000000000001"
 #define PAYMENT "0190f0a4-1b2c-7d3e-8f40-000000000002"
@@ -50,18 +51,6 @@ static const char *const injections[] = {
 #define NINJ (sizeof injections / sizeof injections[0])
 
 /* ---- helpers ------------------------------------------------------------------ */
-
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...)
-{
-	va_list ap;
-	va_start(ap, f);
-	char *s = NULL;
-	int n = vasprintf(&s, f, ap);
-	va_end(ap);
-	cr_assert_geq(n, 0);
-	return s;
-}
 
 /* Percent-encode everything but unreserved characters (caller frees). */
 static char *urlenc(const char *s)
@@ -99,7 +88,7 @@ static void rows_now(const struct fd_test_server *ts, struct rows *out)
 	cr_assert(out->n > 0 && out->n <= MAX_TABLES, "%zu tables", out->n);
 	for (size_t i = 0; i < out->n; i++) {
 		snprintf(out->name[i], sizeof out->name[i], "%s", PQgetvalue(r, (int)i, 0));
-		char *sql = fmt("SELECT count(*) FROM %s", out->name[i]);
+		char *sql = fd_test_fmt("SELECT count(*) FROM %s", out->name[i]);
 		out->count[i] = fd_test_scalar(c, sql);
 		free(sql);
 	}
@@ -155,7 +144,7 @@ static void start(struct fd_test_server *ts, struct rows *before)
 	     201, NULL, 0);
 	must(ts, "POST", "/streams/seed-1/events", "{\"expected_version\":0,\"events\":[{\"type\":\"Seeded\",\"data\":{}}]}",
 	     201, pos, sizeof pos);
-	char *orders = fmt("/orders?min_position=%s", pos), *products = fmt("/products?min_position=%s", pos);
+	char *orders = fd_test_fmt("/orders?min_position=%s", pos), *products = fd_test_fmt("/products?min_position=%s", pos);
 	must(ts, "GET", orders, NULL, 200, NULL, 0);
 	must(ts, "GET", products, NULL, 200, NULL, 0);
 	free(orders);
@@ -293,7 +282,7 @@ static char *with_field(const struct body_template *t, const struct field *f, co
 	char *at = strstr(text, "\"@@VALUE@@\"");
 	cr_assert(at);
 	*at = '\0';
-	char *out = fmt("%s%s%s", text, value, at + strlen("\"@@VALUE@@\""));
+	char *out = fd_test_fmt("%s%s%s", text, value, at + strlen("\"@@VALUE@@\""));
 	free(text);
 	return out;
 }
@@ -555,7 +544,7 @@ Test(badinput, injection_in_every_path_segment, .timeout = 600)
 				free(path);
 			}
 			char *enc = urlenc(injections[k]);
-			char *path = fmt("%s/%s", route->pattern, enc);
+			char *path = fd_test_fmt("%s/%s", route->pattern, enc);
 			char *filled = strchr(path, '{') ? NULL : path;
 			if (filled) /* 404, or 405 where the longer path is another route's */
 				expect_problem(&ts, route->method, filled, NULL, body, body ? strlen(body) : 0, 0, NULL);
@@ -611,7 +600,7 @@ Test(badinput, injection_in_every_query_parameter, .timeout = 600)
 			const char *name = queries[q].params[p];
 			for (size_t k = 0; k < NINJ; k++) {
 				char *enc = urlenc(injections[k]);
-				char *path = fmt("%s?%s=%s", base, name, enc);
+				char *path = fd_test_fmt("%s?%s=%s", base, name, enc);
 				expect_problem(&ts, "GET", path, NULL, NULL, 0, 400, "invalid-parameter");
 				free(path);
 				free(enc);
@@ -620,7 +609,7 @@ Test(badinput, injection_in_every_query_parameter, .timeout = 600)
 				       strcmp(name, "version") == 0;
 			for (size_t k = 0; numeric && bad_numbers[k]; k++) {
 				char *enc = urlenc(bad_numbers[k]);
-				char *path = fmt("%s?%s=%s", base, name, enc);
+				char *path = fd_test_fmt("%s?%s=%s", base, name, enc);
 				expect_problem(&ts, "GET", path, NULL, NULL, 0, 400, "invalid-parameter");
 				free(path);
 				free(enc);
@@ -640,14 +629,14 @@ Test(badinput, injection_in_every_query_parameter, .timeout = 600)
 		expect_problem(&ts, "GET", odd[k], NULL, NULL, 0, 400, "invalid-parameter");
 	/* headers of the live feed and the commands */
 	for (size_t k = 0; k < NINJ; k++) {
-		char *h = fmt("Last-Event-ID: %s\r\n", injections[k]);
+		char *h = fd_test_fmt("Last-Event-ID: %s\r\n", injections[k]);
 		expect_problem(&ts, "GET", "/events/stream", h, NULL, 0, 400, NULL);
 		free(h);
 		const char *body = "{\"quantity\":1}";
-		h = fmt("If-Match: %s\r\n", injections[k]);
+		h = fd_test_fmt("If-Match: %s\r\n", injections[k]);
 		expect_problem(&ts, "POST", "/products/sku-1/restock", h, body, strlen(body), 400, "invalid-header");
 		free(h);
-		h = fmt("Idempotency-Key: %s\r\n", injections[k]);
+		h = fd_test_fmt("Idempotency-Key: %s\r\n", injections[k]);
 		expect_problem(&ts, "POST", "/products/sku-1/restock", h, body, strlen(body), 400, "invalid-header");
 		free(h);
 	}
@@ -794,13 +783,13 @@ Test(badinput, injection_strings_are_data, .timeout = 600)
 
 		body = json_pack("{s:s}", "reason", inj);
 		text = json_dumps(body, JSON_COMPACT);
-		char *path = fmt("/orders/%s/cancel", order);
+		char *path = fd_test_fmt("/orders/%s/cancel", order);
 		must(&ts, "POST", path, text, 200, NULL, 0);
 		free(path);
 		free(text);
 		json_decref(body);
 
-		path = fmt("/orders/%s", order);
+		path = fd_test_fmt("/orders/%s", order);
 		json_t *got = get_json(&ts, path);
 		cr_assert_str_eq(json_string_value(json_object_get(got, "customer_id")), inj);
 		cr_assert_str_eq(json_string_value(json_object_get(got, "cancel_reason")), inj);
@@ -809,7 +798,7 @@ Test(badinput, injection_strings_are_data, .timeout = 600)
 
 		/* the read model filters on it as a value */
 		char *enc = urlenc(inj);
-		path = fmt("/orders?customer_id=%s&min_position=%s", enc, pos);
+		path = fd_test_fmt("/orders?customer_id=%s&min_position=%s", enc, pos);
 		got = get_json(&ts, path);
 		json_t *list = json_object_get(got, "orders");
 		cr_assert_eq(json_array_size(list), 0 + 1, "%s: %zu orders", path, json_array_size(list));
@@ -817,10 +806,10 @@ Test(badinput, injection_strings_are_data, .timeout = 600)
 		free(path);
 
 		/* an event type and data */
-		char *stream = fmt("inj-%zu", k);
+		char *stream = fd_test_fmt("inj-%zu", k);
 		body = json_pack("{s:i, s:[{s:s, s:{s:s}}]}", "expected_version", 0, "events", "type", inj, "data", "q", inj);
 		text = json_dumps(body, JSON_COMPACT);
-		path = fmt("/streams/%s/events", stream);
+		path = fd_test_fmt("/streams/%s/events", stream);
 		must(&ts, "POST", path, text, 201, NULL, 0);
 		got = get_json(&ts, path);
 		json_t *ev = json_array_get(json_object_get(got, "events"), 0);
@@ -829,7 +818,7 @@ Test(badinput, injection_strings_are_data, .timeout = 600)
 		json_decref(got);
 		free(path);
 		/* the feed holds an event back while an older transaction is open (a projection's): poll */
-		path = fmt("/events?types=%s", enc);
+		path = fd_test_fmt("/events?types=%s", enc);
 		size_t seen = 0;
 		for (int tries = 0; tries < 100 && seen == 0; tries++) {
 			if (tries)
@@ -873,7 +862,7 @@ Test(badinput, huge_numbers_in_aggregate_streams, .timeout = 600)
 	start(&ts, &before);
 	static const char *const streams[] = { "order-" ORDER, "product-sku-1", "payment-" PAYMENT };
 	for (size_t i = 0; i < sizeof streams / sizeof streams[0]; i++) {
-		char *path = fmt("/streams/%s/events", streams[i]);
+		char *path = fd_test_fmt("/streams/%s/events", streams[i]);
 		must(&ts, "POST", path,
 		     "{\"expected_version\":\"exists\",\"events\":[{\"type\":\"Note\",\"data\":"
 		     "{\"n\":123456789012345678901234567890,\"m\":-99999999999999999999.5}}]}",
@@ -893,7 +882,7 @@ Test(badinput, huge_numbers_in_aggregate_streams, .timeout = 600)
 	char pos[64] = "";
 	must(&ts, "POST", "/products/sku-1/restock", "{\"quantity\":1}", 200, NULL, 0);
 	must(&ts, "POST", "/orders/" ORDER "/place", NULL, 200, pos, sizeof pos);
-	char *orders = fmt("/orders?min_position=%s", pos), *products = fmt("/products?min_position=%s", pos);
+	char *orders = fd_test_fmt("/orders?min_position=%s", pos), *products = fd_test_fmt("/products?min_position=%s", pos);
 	got = get_json(&ts, orders);
 	cr_assert_eq(json_array_size(json_object_get(got, "orders")), 1);
 	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(got, "orders"), 0), "status")),

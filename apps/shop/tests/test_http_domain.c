@@ -35,42 +35,9 @@
 #include "shop.h"
 #include "test_server.h"
 #include "testdb.h"
+#include "testutil.h"
 
 /* ---- helpers ------------------------------------------------------------------ */
-
-/* printf into a new string (caller frees). */
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...)
-{
-	va_list ap;
-	va_start(ap, f);
-	char *s = NULL;
-	int n = vasprintf(&s, f, ap);
-	va_end(ap);
-	cr_assert_geq(n, 0);
-	return s;
-}
-
-/* printf into one of a ring of static buffers: for short-lived paths and headers (main thread only). */
-static const char *P(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static const char *P(const char *f, ...)
-{
-	static char ring[64][1024];
-	static unsigned next;
-	char *b = ring[next++ % 64];
-	va_list ap;
-	va_start(ap, f);
-	int n = vsnprintf(b, sizeof ring[0], f, ap);
-	va_end(ap);
-	cr_assert(n >= 0 && (size_t)n < sizeof ring[0], "P(): string too long");
-	return b;
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec t = { ms / 1000, (ms % 1000) * 1000000L };
-	nanosleep(&t, NULL);
-}
 
 /* The wall clock as RFC 3339 with microseconds, into buf (>= 32 bytes). */
 static void now_rfc3339(char *buf, size_t len)
@@ -126,13 +93,6 @@ static int is_canonical_uuid(const char *s)
 		return 0;
 	fd_uuid_format(&u, again);
 	return strcmp(again, s) == 0;
-}
-
-static void new_uuid(char out[FD_UUID_STRLEN + 1])
-{
-	struct fd_uuid u;
-	cr_assert_eq(fd_uuid_v7(&u), FD_OK);
-	fd_uuid_format(&u, out);
 }
 
 static int is_cursor(const char *s)
@@ -204,7 +164,7 @@ static void assert_process_refusal(const struct fd_test_resp *r, int status, con
 static void create_order(const struct fd_test_server *ts, const char *customer, char out[FD_UUID_STRLEN + 1])
 {
 	struct fd_test_resp r;
-	char *body = fmt("{\"customer_id\":\"%s\"}", customer);
+	char *body = fd_test_fmt("{\"customer_id\":\"%s\"}", customer);
 	post(ts, "/orders", body, &r);
 	assert_command_ok(&r, 201, "order_id", NULL, 1);
 	const char *id = fd_test_json_str(&r, "order_id");
@@ -218,8 +178,8 @@ static long long add_line(const struct fd_test_server *ts, const char *order, co
 			  long long price)
 {
 	struct fd_test_resp r;
-	char *path = fmt("/orders/%s/lines", order);
-	char *body = fmt("{\"product_id\":\"%s\",\"quantity\":%lld,\"unit_price_cents\":%lld}", sku, quantity, price);
+	char *path = fd_test_fmt("/orders/%s/lines", order);
+	char *body = fd_test_fmt("{\"product_id\":\"%s\",\"quantity\":%lld,\"unit_price_cents\":%lld}", sku, quantity, price);
 	post(ts, path, body, &r);
 	cr_assert_eq(r.status, 200, "add_line %s: %d %s", sku, r.status, r.body);
 	long long v = fd_test_json_int(&r, "version");
@@ -233,7 +193,7 @@ static long long add_line(const struct fd_test_server *ts, const char *order, co
 static void order_cmd(const struct fd_test_server *ts, const char *order, const char *what, const char *body,
 		      struct fd_test_resp *r)
 {
-	char *path = fmt("/orders/%s/%s", order, what);
+	char *path = fd_test_fmt("/orders/%s/%s", order, what);
 	send_req(ts, "POST", path, NULL, body, r);
 	free(path);
 }
@@ -252,7 +212,7 @@ static json_t *get_ok(const struct fd_test_server *ts, const char *path)
 
 static json_t *get_order(const struct fd_test_server *ts, const char *id)
 {
-	char *path = fmt("/orders/%s", id);
+	char *path = fd_test_fmt("/orders/%s", id);
 	json_t *j = get_ok(ts, path);
 	free(path);
 	return j;
@@ -273,7 +233,7 @@ static long long jint(const json_t *o, const char *k)
 /* The events array of /orders/{id}/events (a new reference). */
 static json_t *order_events(const struct fd_test_server *ts, const char *id)
 {
-	char *path = fmt("/orders/%s/events?limit=1000", id);
+	char *path = fd_test_fmt("/orders/%s/events?limit=1000", id);
 	json_t *page = get_ok(ts, path);
 	json_t *events = json_incref(json_object_get(page, "events"));
 	cr_assert(json_is_array(events), "no events array");
@@ -337,7 +297,7 @@ Test(domain_orders, create_answers_201_with_id_location_and_etag)
 	assert_command_ok(&r, 201, "order_id", NULL, 1);
 	const char *id = fd_test_json_str(&r, "order_id");
 	cr_assert(is_canonical_uuid(id), "server-made order_id %s is not a canonical UUID", id);
-	char *loc = fmt("/orders/%s", id);
+	char *loc = fd_test_fmt("/orders/%s", id);
 	cr_assert_str_eq(header(&r, "Location"), loc);
 	cr_assert_null(header(&r, "Idempotent-Replayed"), "a first request is not a replay");
 	char first[FD_UUID_STRLEN + 1];
@@ -370,12 +330,12 @@ Test(domain_orders, create_with_client_id_then_order_exists)
 	struct fd_test_server ts;
 	fd_test_server_start(&ts, NULL);
 	char id[FD_UUID_STRLEN + 1];
-	new_uuid(id);
-	char *body = fmt("{\"order_id\":\"%s\",\"customer_id\":\"c-9\"}", id);
+	fd_test_new_uuid(id);
+	char *body = fd_test_fmt("{\"order_id\":\"%s\",\"customer_id\":\"c-9\"}", id);
 	struct fd_test_resp r;
 	post(&ts, "/orders", body, &r);
 	assert_command_ok(&r, 201, "order_id", id, 1);
-	char *loc = fmt("/orders/%s", id);
+	char *loc = fd_test_fmt("/orders/%s", id);
 	cr_assert_str_eq(header(&r, "Location"), loc);
 	fd_test_resp_free(&r);
 	json_t *o = get_order(&ts, id);
@@ -403,24 +363,24 @@ Test(domain_orders, client_id_in_upper_case_is_canonicalised)
 	struct fd_test_server ts;
 	fd_test_server_start(&ts, NULL);
 	char lower[FD_UUID_STRLEN + 1], upper[FD_UUID_STRLEN + 1];
-	new_uuid(lower);
+	fd_test_new_uuid(lower);
 	for (size_t i = 0; i <= FD_UUID_STRLEN; i++)
 		upper[i] = (char)(lower[i] >= 'a' && lower[i] <= 'f' ? lower[i] - 'a' + 'A' : lower[i]);
 	cr_assert_str_neq(lower, upper, "the UUID has letters to upper-case");
-	char *body = fmt("{\"order_id\":\"%s\",\"customer_id\":\"c-up\"}", upper);
+	char *body = fd_test_fmt("{\"order_id\":\"%s\",\"customer_id\":\"c-up\"}", upper);
 	struct fd_test_resp r;
 	post(&ts, "/orders", body, &r);
 	cr_assert_eq(r.status, 201, "%s", r.body);
 	cr_assert_str_eq(fd_test_json_str(&r, "order_id"), lower, "the answer should carry the canonical id: %s", r.body);
 	fd_test_resp_free(&r);
 
-	char *path = fmt("/orders/%s", lower);
+	char *path = fd_test_fmt("/orders/%s", lower);
 	get(&ts, path, &r);
 	cr_assert_eq(r.status, 200, "the order is not found under its canonical id: %d %s", r.status, r.body);
 	cr_assert_str_eq(fd_test_json_str(&r, "customer_id"), "c-up");
 	fd_test_resp_free(&r);
 
-	char *again = fmt("{\"order_id\":\"%s\",\"customer_id\":\"c-other\"}", lower);
+	char *again = fd_test_fmt("{\"order_id\":\"%s\",\"customer_id\":\"c-other\"}", lower);
 	post(&ts, "/orders", again, &r);
 	fd_test_assert_problem(&r, 409, "order-exists");
 	fd_test_resp_free(&r);
@@ -438,7 +398,7 @@ Test(domain_orders, lines_merge_remove_place_and_cancel)
 	char id[FD_UUID_STRLEN + 1];
 	create_order(&ts, "c-2", id);
 	struct fd_test_resp r;
-	char *lines = fmt("/orders/%s/lines", id);
+	char *lines = fd_test_fmt("/orders/%s/lines", id);
 
 	post(&ts, lines, "{\"product_id\":\"BK-0042\",\"quantity\":2,\"unit_price_cents\":1250}", &r);
 	assert_command_ok(&r, 200, "order_id", id, 2);
@@ -462,7 +422,7 @@ Test(domain_orders, lines_merge_remove_place_and_cancel)
 	json_decref(o);
 
 	/* Remove a line. */
-	char *del = fmt("/orders/%s/lines/MG.7:x_y-z", id);
+	char *del = fd_test_fmt("/orders/%s/lines/MG.7:x_y-z", id);
 	send_req(&ts, "DELETE", del, NULL, NULL, &r);
 	assert_command_ok(&r, 200, "order_id", id, 6);
 	fd_test_resp_free(&r);
@@ -501,7 +461,7 @@ Test(domain_orders, lines_merge_remove_place_and_cancel)
 		json_t *e = json_array_get(events, i);
 		cr_assert_str_eq(jstr(e, "type"), types[i]);
 		cr_assert_eq(jint(e, "version"), (long long)i + 1);
-		cr_assert_str_eq(jstr(e, "stream"), P("order-%s", id));
+		cr_assert_str_eq(jstr(e, "stream"), fd_test_P("order-%s", id));
 	}
 	json_t *placed = json_object_get(json_array_get(events, 6), "data");
 	cr_assert_eq(jint(placed, "total_cents"), 6250);
@@ -576,7 +536,7 @@ Test(domain_orders, illegal_transitions_are_409_with_the_rule_as_type)
 	assert_refusal(&r, 409, "price-mismatch", "Price differs from the order's line");
 	fd_test_resp_free(&r);
 
-	char *del = fmt("/orders/%s/lines/sku-9", id);
+	char *del = fd_test_fmt("/orders/%s/lines/sku-9", id);
 	send_req(&ts, "DELETE", del, NULL, NULL, &r);
 	assert_refusal(&r, 409, "line-not-found", "Line not found");
 	fd_test_resp_free(&r);
@@ -591,7 +551,7 @@ Test(domain_orders, illegal_transitions_are_409_with_the_rule_as_type)
 	assert_refusal(&r, 409, "order-not-draft", "Order is not a draft");
 	cr_assert(strstr(fd_test_json_str(&r, "detail"), "placed"), "detail: %s", r.body);
 	fd_test_resp_free(&r);
-	char *del1 = fmt("/orders/%s/lines/sku-1", id);
+	char *del1 = fd_test_fmt("/orders/%s/lines/sku-1", id);
 	send_req(&ts, "DELETE", del1, NULL, NULL, &r);
 	assert_refusal(&r, 409, "order-not-draft", NULL);
 	fd_test_resp_free(&r);
@@ -633,20 +593,20 @@ Test(domain_orders, total_beyond_64_bits_is_amount_too_large, .timeout = 120)
 	for (int i = 0; i < 92; i++)
 		add_line(&ts, id, "gold", FD_QUANTITY_MAX, FD_PRICE_MAX);
 	struct fd_test_resp r;
-	char *body = fmt("{\"product_id\":\"gold\",\"quantity\":%d,\"unit_price_cents\":%lld}", FD_QUANTITY_MAX,
+	char *body = fd_test_fmt("{\"product_id\":\"gold\",\"quantity\":%d,\"unit_price_cents\":%lld}", FD_QUANTITY_MAX,
 			 (long long)FD_PRICE_MAX);
 	order_cmd(&ts, id, "lines", body, &r);
 	assert_refusal(&r, 409, "amount-too-large", "Amount too large");
 	fd_test_resp_free(&r);
 	/* A new line that would overflow the total is refused as well. */
-	char *silver = fmt("{\"product_id\":\"silver\",\"quantity\":%d,\"unit_price_cents\":%lld}", FD_QUANTITY_MAX,
+	char *silver = fd_test_fmt("{\"product_id\":\"silver\",\"quantity\":%d,\"unit_price_cents\":%lld}", FD_QUANTITY_MAX,
 			   (long long)FD_PRICE_MAX);
 	order_cmd(&ts, id, "lines", silver, &r);
 	assert_refusal(&r, 409, "amount-too-large", NULL);
 	fd_test_resp_free(&r);
 	assert_events(&ts, 93);
 	/* The exact total comes back, past 2^53. */
-	get(&ts, P("/orders/%s", id), &r);
+	get(&ts, fd_test_P("/orders/%s", id), &r);
 	cr_assert_eq(r.status, 200);
 	cr_assert(strstr(r.body, "\"total_cents\":9200000000000000000"), "%s", r.body);
 	cr_assert(strstr(r.body, "\"quantity\":92000000,"), "%s", r.body);
@@ -663,7 +623,7 @@ Test(domain_orders, commands_on_a_missing_order_are_404)
 	struct fd_test_server ts;
 	fd_test_server_start(&ts, NULL);
 	char id[FD_UUID_STRLEN + 1];
-	new_uuid(id);
+	fd_test_new_uuid(id);
 	struct {
 		const char *method, *suffix, *body;
 	} cmds[] = {
@@ -678,33 +638,33 @@ Test(domain_orders, commands_on_a_missing_order_are_404)
 	};
 	struct fd_test_resp r;
 	for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
-		char *path = fmt("/orders/%s/%s", id, cmds[i].suffix);
+		char *path = fd_test_fmt("/orders/%s/%s", id, cmds[i].suffix);
 		send_req(&ts, cmds[i].method, path, NULL, cmds[i].body, &r);
 		assert_refusal(&r, 404, "order-not-found", "Order not found");
 		fd_test_resp_free(&r);
 		/* An id that is not a UUID cannot name an order at all. */
-		char *bad = fmt("/orders/not-a-uuid/%s", cmds[i].suffix);
+		char *bad = fd_test_fmt("/orders/not-a-uuid/%s", cmds[i].suffix);
 		send_req(&ts, cmds[i].method, bad, NULL, cmds[i].body, &r);
 		fd_test_assert_problem(&r, 404, "not-found");
 		fd_test_resp_free(&r);
 		free(path);
 		free(bad);
 	}
-	char *path = fmt("/orders/%s", id);
+	char *path = fd_test_fmt("/orders/%s", id);
 	get(&ts, path, &r);
 	fd_test_assert_problem(&r, 404, "not-found");
 	fd_test_resp_free(&r);
 	get(&ts, "/orders/12345", &r);
 	fd_test_assert_problem(&r, 404, "not-found");
 	fd_test_resp_free(&r);
-	char *ev = fmt("/orders/%s/events", id);
+	char *ev = fd_test_fmt("/orders/%s/events", id);
 	get(&ts, ev, &r);
 	fd_test_assert_problem(&r, 404, "not-found");
 	fd_test_resp_free(&r);
 	get(&ts, "/orders/nope/events", &r);
 	fd_test_assert_problem(&r, 404, "not-found");
 	fd_test_resp_free(&r);
-	get(&ts, P("/orders/%s/unknown", id), &r);
+	get(&ts, fd_test_P("/orders/%s/unknown", id), &r);
 	fd_test_assert_problem(&r, 404, "not-found");
 	fd_test_resp_free(&r);
 	assert_events(&ts, 0);
@@ -723,8 +683,8 @@ Test(domain_orders, stream_without_order_events_is_not_an_order)
 	struct fd_test_server ts;
 	fd_test_server_start(&ts, NULL);
 	char id[FD_UUID_STRLEN + 1];
-	new_uuid(id);
-	char *stream = fmt("/streams/order-%s/events", id);
+	fd_test_new_uuid(id);
+	char *stream = fd_test_fmt("/streams/order-%s/events", id);
 	struct fd_test_resp r;
 	post(&ts, stream, "{\"expected_version\":0,\"events\":[{\"type\":\"NoteAdded\",\"data\":{\"text\":\"hi\"}}]}", &r);
 	cr_assert_eq(r.status, 201, "%s", r.body);
@@ -734,7 +694,7 @@ Test(domain_orders, stream_without_order_events_is_not_an_order)
 	fd_test_assert_problem(&r, 404, "order-not-found");
 	fd_test_resp_free(&r);
 
-	char *path = fmt("/orders/%s", id);
+	char *path = fd_test_fmt("/orders/%s", id);
 	get(&ts, path, &r);
 	cr_assert_eq(r.status, 404, "GET of an order that was never created answered %d: %s", r.status, r.body);
 	fd_test_assert_problem(&r, 404, "not-found");
@@ -765,9 +725,9 @@ Test(domain_orders, invalid_payloads_are_400_naming_the_field)
 	long_sku[65] = '\0';
 	memset(long_reason, 'r', 501);
 	long_reason[501] = '\0';
-	char *b_customer = fmt("{\"customer_id\":\"%s\"}", long_customer);
-	char *b_sku = fmt("{\"product_id\":\"%s\",\"quantity\":1,\"unit_price_cents\":1}", long_sku);
-	char *b_reason = fmt("{\"reason\":\"%s\"}", long_reason);
+	char *b_customer = fd_test_fmt("{\"customer_id\":\"%s\"}", long_customer);
+	char *b_sku = fd_test_fmt("{\"product_id\":\"%s\",\"quantity\":1,\"unit_price_cents\":1}", long_sku);
+	char *b_reason = fd_test_fmt("{\"reason\":\"%s\"}", long_reason);
 	const struct bad_payload cases[] = {
 		{ NULL, "{}", "/customer_id" },
 		{ NULL, "{\"customer_id\":\"\"}", "/customer_id" },
@@ -818,7 +778,7 @@ Test(domain_orders, invalid_payloads_are_400_naming_the_field)
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		struct fd_test_resp r;
-		const char *path = cases[i].suffix ? P("/orders/%s/%s", id, cases[i].suffix) : "/orders";
+		const char *path = cases[i].suffix ? fd_test_P("/orders/%s/%s", id, cases[i].suffix) : "/orders";
 		const char *method = cases[i].suffix && strncmp(cases[i].suffix, "lines/", 6) == 0 ? "DELETE" : "POST";
 		send_req(&ts, method, path, NULL, cases[i].body, &r);
 		cr_log_info("case %zu: %s %s %s", i, method, path, cases[i].body ? cases[i].body : "(none)");
@@ -850,9 +810,9 @@ Test(domain_http, bodies_that_are_not_json_are_415)
 	fd_test_server_start(&ts, NULL);
 	char id[FD_UUID_STRLEN + 1], pay[FD_UUID_STRLEN + 1];
 	create_order(&ts, "c-6", id);
-	new_uuid(pay);
+	fd_test_new_uuid(pay);
 	struct fd_test_resp r;
-	char *body = fmt("{\"order_id\":\"%s\",\"amount_cents\":100,\"payment_id\":\"%s\"}", id, pay);
+	char *body = fd_test_fmt("{\"order_id\":\"%s\",\"amount_cents\":100,\"payment_id\":\"%s\"}", id, pay);
 	post(&ts, "/payments", body, &r);
 	cr_assert_eq(r.status, 201, "%s", r.body);
 	fd_test_resp_free(&r);
@@ -866,15 +826,15 @@ Test(domain_http, bodies_that_are_not_json_are_415)
 		int accept_post; /* routes whose body is required say what they accept */
 	} cases[] = {
 		{ "POST", "/orders", 1 },
-		{ "POST", P("/orders/%s/lines", id), 1 },
-		{ "POST", P("/orders/%s/cancel", id), 1 },
+		{ "POST", fd_test_P("/orders/%s/lines", id), 1 },
+		{ "POST", fd_test_P("/orders/%s/cancel", id), 1 },
 		{ "POST", "/products", 1 },
 		{ "POST", "/products/p-1/restock", 1 },
 		{ "POST", "/payments", 1 },
-		{ "POST", P("/orders/%s/place", id), 0 },
-		{ "POST", P("/orders/%s/ship", id), 0 },
-		{ "DELETE", P("/orders/%s/lines/sku-1", id), 0 },
-		{ "POST", P("/payments/%s/refund", pay), 0 },
+		{ "POST", fd_test_P("/orders/%s/place", id), 0 },
+		{ "POST", fd_test_P("/orders/%s/ship", id), 0 },
+		{ "DELETE", fd_test_P("/orders/%s/lines/sku-1", id), 0 },
+		{ "POST", fd_test_P("/payments/%s/refund", pay), 0 },
 	};
 	static const char *const types[] = { "Content-Type: text/plain\r\n",
 					     "Content-Type: application/x-www-form-urlencoded\r\n" };
@@ -888,7 +848,7 @@ Test(domain_http, bodies_that_are_not_json_are_415)
 		}
 	}
 	/* A parameter on the media type is fine. */
-	send_req(&ts, "POST", P("/orders/%s/lines", id), "Content-Type: application/json; charset=utf-8\r\n",
+	send_req(&ts, "POST", fd_test_P("/orders/%s/lines", id), "Content-Type: application/json; charset=utf-8\r\n",
 		 "{\"product_id\":\"sku-1\",\"quantity\":1,\"unit_price_cents\":1}", &r);
 	cr_assert_eq(r.status, 200, "%s", r.body);
 	fd_test_resp_free(&r);
@@ -908,24 +868,24 @@ Test(domain_http, wrong_methods_are_405_with_allow)
 	} cases[] = {
 		{ "PUT", "/orders", "POST, GET, HEAD" },
 		{ "DELETE", "/orders", "POST, GET, HEAD" },
-		{ "DELETE", P("/orders/%s", id), "GET, HEAD" },
-		{ "POST", P("/orders/%s", id), "GET, HEAD" },
-		{ "GET", P("/orders/%s/lines", id), "POST" },
-		{ "GET", P("/orders/%s/lines/sku-1", id), "DELETE" },
-		{ "POST", P("/orders/%s/lines/sku-1", id), "DELETE" },
-		{ "GET", P("/orders/%s/place", id), "POST" },
-		{ "HEAD", P("/orders/%s/place", id), "POST" },
-		{ "GET", P("/orders/%s/cancel", id), "POST" },
-		{ "PUT", P("/orders/%s/ship", id), "POST" },
-		{ "POST", P("/orders/%s/events", id), "GET, HEAD" },
+		{ "DELETE", fd_test_P("/orders/%s", id), "GET, HEAD" },
+		{ "POST", fd_test_P("/orders/%s", id), "GET, HEAD" },
+		{ "GET", fd_test_P("/orders/%s/lines", id), "POST" },
+		{ "GET", fd_test_P("/orders/%s/lines/sku-1", id), "DELETE" },
+		{ "POST", fd_test_P("/orders/%s/lines/sku-1", id), "DELETE" },
+		{ "GET", fd_test_P("/orders/%s/place", id), "POST" },
+		{ "HEAD", fd_test_P("/orders/%s/place", id), "POST" },
+		{ "GET", fd_test_P("/orders/%s/cancel", id), "POST" },
+		{ "PUT", fd_test_P("/orders/%s/ship", id), "POST" },
+		{ "POST", fd_test_P("/orders/%s/events", id), "GET, HEAD" },
 		{ "PUT", "/products", "POST, GET, HEAD" },
 		{ "DELETE", "/products/p-1", "GET, HEAD" },
 		{ "GET", "/products/p-1/restock", "POST" },
 		{ "PUT", "/products/p-1/events", "GET, HEAD" },
 		{ "GET", "/payments", "POST" },
-		{ "PATCH", P("/payments/%s", id), "GET, HEAD" },
-		{ "GET", P("/payments/%s/process", id), "POST" },
-		{ "GET", P("/payments/%s/refund", id), "POST" },
+		{ "PATCH", fd_test_P("/payments/%s", id), "GET, HEAD" },
+		{ "GET", fd_test_P("/payments/%s/process", id), "POST" },
+		{ "GET", fd_test_P("/payments/%s/refund", id), "POST" },
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		struct fd_test_resp r;
@@ -950,7 +910,7 @@ Test(domain_read, head_and_etag_of_an_order)
 	create_order(&ts, "c-8", id);
 	add_line(&ts, id, "sku-1", 1, 10);
 	struct fd_test_resp r;
-	char *path = fmt("/orders/%s", id);
+	char *path = fd_test_fmt("/orders/%s", id);
 	send_req(&ts, "HEAD", path, NULL, NULL, &r);
 	cr_assert_eq(r.status, 200);
 	cr_assert_str_eq(header(&r, "ETag"), "\"2\"");
@@ -974,7 +934,7 @@ Test(domain_read, events_endpoint_is_the_stream_read)
 	add_line(&ts, id, "sku-1", 1, 10);
 	add_line(&ts, id, "sku-2", 2, 20);
 	struct fd_test_resp a, b;
-	char *p1 = fmt("/orders/%s/events", id), *p2 = fmt("/streams/order-%s/events", id);
+	char *p1 = fd_test_fmt("/orders/%s/events", id), *p2 = fd_test_fmt("/streams/order-%s/events", id);
 	get(&ts, p1, &a);
 	get(&ts, p2, &b);
 	cr_assert_eq(a.status, 200, "%s", a.body);
@@ -982,7 +942,7 @@ Test(domain_read, events_endpoint_is_the_stream_read)
 	cr_assert_str_eq(a.body, b.body, "the order's history differs from its stream");
 	cr_assert_str_eq(header(&a, "ETag"), "\"3\"");
 	cr_assert_eq(json_object_size(a.json), 3, "%s", a.body);
-	char *stream = fmt("order-%s", id);
+	char *stream = fd_test_fmt("order-%s", id);
 	cr_assert_str_eq(fd_test_json_str(&a, "stream"), stream);
 	cr_assert_eq(fd_test_json_int(&a, "version"), 3);
 	json_t *events = json_object_get(a.json, "events");
@@ -1000,14 +960,14 @@ Test(domain_read, events_endpoint_is_the_stream_read)
 	fd_test_resp_free(&b);
 
 	/* Paged like a stream. */
-	char *paged = fmt("/orders/%s/events?from_version=2&limit=1", id);
+	char *paged = fd_test_fmt("/orders/%s/events?from_version=2&limit=1", id);
 	get(&ts, paged, &a);
 	cr_assert_eq(a.status, 200);
 	events = json_object_get(a.json, "events");
 	cr_assert_eq(json_array_size(events), 1);
 	cr_assert_eq(jint(json_array_get(events, 0), "version"), 2);
 	fd_test_resp_free(&a);
-	char *bad = fmt("/orders/%s/events?limit=0", id);
+	char *bad = fd_test_fmt("/orders/%s/events?limit=0", id);
 	get(&ts, bad, &a);
 	fd_test_assert_problem(&a, 400, "invalid-parameter");
 	fd_test_resp_free(&a);
@@ -1036,18 +996,18 @@ Test(domain_read, version_and_at_parameters)
 	fd_test_server_start(&ts, NULL);
 	char before[40], mid[40];
 	now_rfc3339(before, sizeof before);
-	sleep_ms(30);
+	fd_test_sleep_ms(30);
 	char id[FD_UUID_STRLEN + 1];
 	create_order(&ts, "c-10", id);
 	add_line(&ts, id, "sku-1", 1, 100);
-	sleep_ms(30);
+	fd_test_sleep_ms(30);
 	now_rfc3339(mid, sizeof mid);
-	sleep_ms(30);
+	fd_test_sleep_ms(30);
 	add_line(&ts, id, "sku-2", 1, 200);
 
 	for (int v = 1; v <= 3; v++) {
 		struct fd_test_resp r;
-		char *path = fmt("/orders/%s?version=%d", id, v);
+		char *path = fd_test_fmt("/orders/%s?version=%d", id, v);
 		get(&ts, path, &r);
 		cr_assert_eq(r.status, 200, "%s: %s", path, r.body);
 		cr_assert_eq(fd_test_json_int(&r, "version"), v);
@@ -1059,39 +1019,39 @@ Test(domain_read, version_and_at_parameters)
 		free(path);
 	}
 	/* Leading zeros are still a number. */
-	json_t *o = get_ok(&ts, P("/orders/%s?version=02", id));
+	json_t *o = get_ok(&ts, fd_test_P("/orders/%s?version=02", id));
 	cr_assert_eq(jint(o, "version"), 2);
 	json_decref(o);
 
 	static const char *const bad_versions[] = { "0", "-1", "abc", "", "1.5", "+1", "1x", " 1", "99999999999999999999" };
 	for (size_t i = 0; i < sizeof bad_versions / sizeof bad_versions[0]; i++) {
 		struct fd_test_resp r;
-		char *path = fmt("/orders/%s?version=%s", id, bad_versions[i][0] == ' ' ? "%201" : bad_versions[i]);
+		char *path = fd_test_fmt("/orders/%s?version=%s", id, bad_versions[i][0] == ' ' ? "%201" : bad_versions[i]);
 		get(&ts, path, &r);
 		fd_test_assert_problem(&r, 400, "invalid-parameter");
 		cr_assert_str_eq(fd_test_json_str(&r, "parameter"), "version", "%s", path);
 		fd_test_resp_free(&r);
 		free(path);
 	}
-	get_status(&ts, P("/orders/%s?version=4", id), 404, "not-found");
-	get_status(&ts, P("/orders/%s?version=9223372036854775807", id), 404, "not-found");
+	get_status(&ts, fd_test_P("/orders/%s?version=4", id), 404, "not-found");
+	get_status(&ts, fd_test_P("/orders/%s?version=9223372036854775807", id), 404, "not-found");
 
 	/* ?at */
-	o = get_ok(&ts, P("/orders/%s?at=%s", id, mid));
+	o = get_ok(&ts, fd_test_P("/orders/%s?at=%s", id, mid));
 	cr_assert_eq(jint(o, "version"), 2, "at the moment between the second and third command");
 	cr_assert_eq(json_array_size(json_object_get(o, "lines")), 1);
 	json_decref(o);
-	o = get_ok(&ts, P("/orders/%s?at=9999-12-31T23:59:59Z", id));
+	o = get_ok(&ts, fd_test_P("/orders/%s?at=9999-12-31T23:59:59Z", id));
 	cr_assert_eq(jint(o, "version"), 3);
 	json_decref(o);
-	get_status(&ts, P("/orders/%s?at=%s", id, before), 404, "not-found");
-	get_status(&ts, P("/orders/%s?at=2000-01-01T00:00:00Z", id), 404, "not-found");
+	get_status(&ts, fd_test_P("/orders/%s?at=%s", id, before), 404, "not-found");
+	get_status(&ts, fd_test_P("/orders/%s?at=2000-01-01T00:00:00Z", id), 404, "not-found");
 
 	static const char *const bad_at[] = { "garbage", "", "2026-13-01T00:00:00Z", "2026-01-01", "2026-01-01T00:00:00",
 					      "1700000000", "2026-02-30T00:00:00Z" };
 	for (size_t i = 0; i < sizeof bad_at / sizeof bad_at[0]; i++) {
 		struct fd_test_resp r;
-		char *path = fmt("/orders/%s?at=%s", id, bad_at[i]);
+		char *path = fd_test_fmt("/orders/%s?at=%s", id, bad_at[i]);
 		get(&ts, path, &r);
 		fd_test_assert_problem(&r, 400, "invalid-parameter");
 		cr_assert_str_eq(fd_test_json_str(&r, "parameter"), "at", "%s", path);
@@ -1100,14 +1060,14 @@ Test(domain_read, version_and_at_parameters)
 	}
 	/* Both at once. */
 	struct fd_test_resp r;
-	get(&ts, P("/orders/%s?version=1&at=%s", id, mid), &r);
+	get(&ts, fd_test_P("/orders/%s?version=1&at=%s", id, mid), &r);
 	fd_test_assert_problem(&r, 400, "invalid-parameter");
 	fd_test_resp_free(&r);
 	/* A missing order at a version or a moment is 404 too. */
 	char other[FD_UUID_STRLEN + 1];
-	new_uuid(other);
-	get_status(&ts, P("/orders/%s?version=1", other), 404, "not-found");
-	get_status(&ts, P("/orders/%s?at=%s", other, mid), 404, "not-found");
+	fd_test_new_uuid(other);
+	get_status(&ts, fd_test_P("/orders/%s?version=1", other), 404, "not-found");
+	get_status(&ts, fd_test_P("/orders/%s?at=%s", other, mid), 404, "not-found");
 	fd_test_server_stop(&ts);
 }
 
@@ -1118,21 +1078,21 @@ Test(domain_read, at_boundaries_and_offsets)
 	fd_test_server_start(&ts, NULL);
 	char id[FD_UUID_STRLEN + 1];
 	create_order(&ts, "c-11", id);
-	sleep_ms(20);
+	fd_test_sleep_ms(20);
 	add_line(&ts, id, "sku-1", 1, 100);
-	sleep_ms(20);
+	fd_test_sleep_ms(20);
 	add_line(&ts, id, "sku-2", 1, 100);
 	json_t *events = order_events(&ts, id);
 	const char *rec2 = jstr(json_array_get(events, 1), "recorded_at");
 	int64_t us;
 	cr_assert(fd_time_parse_rfc3339(rec2, &us), "recorded_at %s", rec2);
 
-	json_t *o = get_ok(&ts, P("/orders/%s?at=%s", id, rec2));
+	json_t *o = get_ok(&ts, fd_test_P("/orders/%s?at=%s", id, rec2));
 	cr_assert_eq(jint(o, "version"), 2, "at exactly the second event's recorded_at");
 	json_decref(o);
 	char just_before[40];
 	fd_time_format_rfc3339(us - 1, just_before, sizeof just_before);
-	o = get_ok(&ts, P("/orders/%s?at=%s", id, just_before));
+	o = get_ok(&ts, fd_test_P("/orders/%s?at=%s", id, just_before));
 	cr_assert_eq(jint(o, "version"), 1, "one microsecond earlier");
 	json_decref(o);
 
@@ -1148,10 +1108,10 @@ Test(domain_read, at_boundaries_and_offsets)
 		base[26] = '\0';
 		snprintf(minus, sizeof minus, "%s-05:30", base);
 	}
-	o = get_ok(&ts, P("/orders/%s?at=%s", id, plus));
+	o = get_ok(&ts, fd_test_P("/orders/%s?at=%s", id, plus));
 	cr_assert_eq(jint(o, "version"), 2, "at=%s", plus);
 	json_decref(o);
-	o = get_ok(&ts, P("/orders/%s?at=%s", id, minus));
+	o = get_ok(&ts, fd_test_P("/orders/%s?at=%s", id, minus));
 	cr_assert_eq(jint(o, "version"), 2, "at=%s", minus);
 	json_decref(o);
 	json_decref(events);
@@ -1172,22 +1132,22 @@ Test(domain_readme, curl_scenario)
 
 	char id[FD_UUID_STRLEN + 1];
 	create_order(&ts, "c-1", id);
-	sleep_ms(30);
+	fd_test_sleep_ms(30);
 	char t_created[40];
 	now_rfc3339(t_created, sizeof t_created);
-	sleep_ms(30);
+	fd_test_sleep_ms(30);
 	order_cmd(&ts, id, "lines", "{\"product_id\": \"sku-1\", \"quantity\": 2, \"unit_price_cents\": 1250}", &r);
 	assert_command_ok(&r, 200, "order_id", id, 2);
 	fd_test_resp_free(&r);
-	sleep_ms(30);
+	fd_test_sleep_ms(30);
 	char t_line[40];
 	now_rfc3339(t_line, sizeof t_line);
-	sleep_ms(30);
+	fd_test_sleep_ms(30);
 	order_cmd(&ts, id, "place", NULL, &r);
 	assert_command_ok(&r, 200, "order_id", id, 3);
 	fd_test_resp_free(&r);
 
-	char *path = fmt("/orders/%s", id);
+	char *path = fd_test_fmt("/orders/%s", id);
 	get(&ts, path, &r);
 	cr_assert_eq(r.status, 200);
 	cr_assert_str_eq(header(&r, "ETag"), "\"3\"");
@@ -1200,12 +1160,12 @@ Test(domain_readme, curl_scenario)
 	/* As it was before it was placed. */
 	json_object_set_new(want, "status", json_string("draft"));
 	json_object_set_new(want, "version", json_integer(2));
-	get(&ts, P("%s?version=2", path), &r);
+	get(&ts, fd_test_P("%s?version=2", path), &r);
 	cr_assert_eq(r.status, 200, "%s", r.body);
 	cr_assert_str_eq(header(&r, "ETag"), "\"2\"");
 	cr_assert(json_equal(r.json, want), "?version=2: %s", r.body);
 	fd_test_resp_free(&r);
-	get(&ts, P("%s?at=%s", path, t_line), &r);
+	get(&ts, fd_test_P("%s?at=%s", path, t_line), &r);
 	cr_assert_eq(r.status, 200, "%s", r.body);
 	cr_assert(json_equal(r.json, want), "?at=%s: %s", t_line, r.body);
 	fd_test_resp_free(&r);
@@ -1214,7 +1174,7 @@ Test(domain_readme, curl_scenario)
 	/* As it was right after it was created. */
 	want = json_pack("{s:s, s:s, s:s, s:[], s:i, s:i}", "order_id", id, "customer_id", "c-1", "status", "draft",
 			 "lines", "total_cents", 0, "version", 1);
-	get(&ts, P("%s?at=%s", path, t_created), &r);
+	get(&ts, fd_test_P("%s?at=%s", path, t_created), &r);
 	cr_assert_eq(r.status, 200, "%s", r.body);
 	cr_assert(json_equal(r.json, want), "?at=%s: %s", t_created, r.body);
 	fd_test_resp_free(&r);
@@ -1260,38 +1220,38 @@ Test(domain_snapshots, temporal_reads_equal_a_server_without_snapshots, .timeout
 	char at[EVENTS + 1][40];
 	char id[FD_UUID_STRLEN + 1];
 	create_order(&a, "c-snap", id);
-	sleep_ms(20);
+	fd_test_sleep_ms(20);
 	now_rfc3339(at[1], sizeof at[1]);
 	for (int i = 1; i <= LINES; i++) {
-		sleep_ms(20);
+		fd_test_sleep_ms(20);
 		char sku[16];
 		snprintf(sku, sizeof sku, "p%d", i);
 		cr_assert_eq(add_line(&a, id, sku, i, 100 * i), i + 1);
-		sleep_ms(20);
+		fd_test_sleep_ms(20);
 		now_rfc3339(at[i + 1], sizeof at[i + 1]);
 	}
 	struct fd_test_resp r;
-	char *del = fmt("/orders/%s/lines/p5", id);
+	char *del = fd_test_fmt("/orders/%s/lines/p5", id);
 	send_req(&a, "DELETE", del, NULL, NULL, &r);
 	assert_command_ok(&r, 200, "order_id", id, LINES + 2);
 	fd_test_resp_free(&r);
-	sleep_ms(20);
+	fd_test_sleep_ms(20);
 	now_rfc3339(at[LINES + 2], sizeof at[LINES + 2]);
-	sleep_ms(20);
+	fd_test_sleep_ms(20);
 	order_cmd(&a, id, "place", NULL, &r);
 	assert_command_ok(&r, 200, "order_id", id, EVENTS);
 	fd_test_resp_free(&r);
-	sleep_ms(20);
+	fd_test_sleep_ms(20);
 	now_rfc3339(at[EVENTS], sizeof at[EVENTS]);
 
 	fd_bus_flush(a.bus);
-	char *snaps = fmt("SELECT count(*) FROM snapshots WHERE stream_id = 'order-%s' AND version IN (3, 6, 9, 12)", id);
+	char *snaps = fd_test_fmt("SELECT count(*) FROM snapshots WHERE stream_id = 'order-%s' AND version IN (3, 6, 9, 12)", id);
 	cr_assert_eq(fd_test_server_scalar(&a, snaps), 4, "snapshots at every third version");
 
 	fd_test_server_start_with(&b, a.db_url, tweak_snap0);
 	for (int v = 1; v <= EVENTS; v++) {
 		struct fd_test_resp ra, rb;
-		char *path = fmt("/orders/%s?version=%d", id, v);
+		char *path = fd_test_fmt("/orders/%s?version=%d", id, v);
 		get(&a, path, &ra);
 		get(&b, path, &rb);
 		cr_assert_eq(ra.status, 200, "%s: %d %s", path, ra.status, ra.body);
@@ -1303,7 +1263,7 @@ Test(domain_snapshots, temporal_reads_equal_a_server_without_snapshots, .timeout
 		fd_test_resp_free(&rb);
 		free(path);
 
-		path = fmt("/orders/%s?at=%s", id, at[v]);
+		path = fd_test_fmt("/orders/%s?at=%s", id, at[v]);
 		get(&a, path, &ra);
 		get(&b, path, &rb);
 		cr_assert_eq(ra.status, 200, "%s: %d %s", path, ra.status, ra.body);
@@ -1322,7 +1282,7 @@ Test(domain_snapshots, temporal_reads_equal_a_server_without_snapshots, .timeout
 	json_decref(lb);
 
 	/* Version 4 is the state after three lines. */
-	json_t *v4 = get_order(&a, P("%s?version=4", id));
+	json_t *v4 = get_order(&a, fd_test_P("%s?version=4", id));
 	json_t *want = json_pack("{s:s, s:s, s:s, s:[{s:s, s:i, s:i}, {s:s, s:i, s:i}, {s:s, s:i, s:i}], s:i, s:i}",
 				 "order_id", id, "customer_id", "c-snap", "status", "draft", "lines", "product_id", "p1",
 				 "quantity", 1, "unit_price_cents", 100, "product_id", "p2", "quantity", 2,
@@ -1336,10 +1296,10 @@ Test(domain_snapshots, temporal_reads_equal_a_server_without_snapshots, .timeout
 	 * The comparison above is only worth something if the first server did read
 	 * the snapshots: mark the one at version 9 and see it come through there only.
 	 */
-	char *mark = fmt("WITH u AS (UPDATE snapshots SET state = jsonb_set(state, '{customer_id}', '\"from-snapshot\"')"
+	char *mark = fd_test_fmt("WITH u AS (UPDATE snapshots SET state = jsonb_set(state, '{customer_id}', '\"from-snapshot\"')"
 			 " WHERE stream_id = 'order-%s' AND version = 9 RETURNING 1) SELECT count(*) FROM u", id);
 	cr_assert_eq(fd_test_server_scalar(&a, mark), 1);
-	json_t *ma = get_order(&a, P("%s?version=10", id)), *mb = get_order(&b, P("%s?version=10", id));
+	json_t *ma = get_order(&a, fd_test_P("%s?version=10", id)), *mb = get_order(&b, fd_test_P("%s?version=10", id));
 	cr_assert_str_eq(jstr(ma, "customer_id"), "from-snapshot", "the snapshot server did not read the snapshot");
 	cr_assert_str_eq(jstr(mb, "customer_id"), "c-snap");
 	json_decref(ma);
@@ -1391,7 +1351,7 @@ Test(domain_products, create_restock_and_read)
 	char made[80];
 	snprintf(made, sizeof made, "%s", fd_test_json_str(&r, "product_id"));
 	cr_assert(is_canonical_uuid(made), "server-made product id %s", made);
-	char *loc = fmt("/products/%s", made);
+	char *loc = fd_test_fmt("/products/%s", made);
 	cr_assert_str_eq(header(&r, "Location"), loc);
 	fd_test_resp_free(&r);
 	p = get_ok(&ts, loc);
@@ -1429,7 +1389,7 @@ Test(domain_products, errors)
 	char long_sku[66];
 	memset(long_sku, 'x', 65);
 	long_sku[65] = '\0';
-	char *b_long = fmt("{\"product_id\":\"%s\",\"name\":\"P\",\"stock\":1}", long_sku);
+	char *b_long = fd_test_fmt("{\"product_id\":\"%s\",\"name\":\"P\",\"stock\":1}", long_sku);
 	const struct {
 		const char *path, *body, *field;
 	} cases[] = {
@@ -1469,8 +1429,8 @@ Test(domain_products, errors)
 	fd_test_resp_free(&r);
 	get_status(&ts, "/products/p-404", 404, "not-found");
 	get_status(&ts, "/products/p-404/events", 404, "not-found");
-	get_status(&ts, P("/products/%s", long_sku), 404, "not-found");
-	post(&ts, P("/products/%s/restock", long_sku), "{\"quantity\":1}", &r);
+	get_status(&ts, fd_test_P("/products/%s", long_sku), 404, "not-found");
+	post(&ts, fd_test_P("/products/%s/restock", long_sku), "{\"quantity\":1}", &r);
 	fd_test_assert_problem(&r, 404, "not-found");
 	fd_test_resp_free(&r);
 	get_status(&ts, "/products/p-1?version=2", 404, "not-found");
@@ -1486,8 +1446,8 @@ Test(domain_products, errors)
 static void request_payment(const struct fd_test_server *ts, long long amount, char out[FD_UUID_STRLEN + 1])
 {
 	char order[FD_UUID_STRLEN + 1];
-	new_uuid(order);
-	char *body = fmt("{\"order_id\":\"%s\",\"amount_cents\":%lld}", order, amount);
+	fd_test_new_uuid(order);
+	char *body = fd_test_fmt("{\"order_id\":\"%s\",\"amount_cents\":%lld}", order, amount);
 	struct fd_test_resp r;
 	post(ts, "/payments", body, &r);
 	assert_command_ok(&r, 201, "payment_id", NULL, 1);
@@ -1501,14 +1461,14 @@ static void request_payment(const struct fd_test_server *ts, long long amount, c
 static void payment_cmd(const struct fd_test_server *ts, const char *id, const char *what, const char *headers,
 			const char *body, struct fd_test_resp *r)
 {
-	char *path = fmt("/payments/%s/%s", id, what);
+	char *path = fd_test_fmt("/payments/%s/%s", id, what);
 	send_req(ts, "POST", path, headers, body, r);
 	free(path);
 }
 
 static json_t *get_payment(const struct fd_test_server *ts, const char *id)
 {
-	char *path = fmt("/payments/%s", id);
+	char *path = fd_test_fmt("/payments/%s", id);
 	json_t *j = get_ok(ts, path);
 	free(path);
 	return j;
@@ -1534,16 +1494,16 @@ Test(domain_payments, request_authorise_and_refund)
 	struct fd_test_server ts;
 	fd_test_server_start(&ts, NULL);
 	char order[FD_UUID_STRLEN + 1], pay[FD_UUID_STRLEN + 1], upper[FD_UUID_STRLEN + 1];
-	new_uuid(order);
-	new_uuid(pay);
+	fd_test_new_uuid(order);
+	fd_test_new_uuid(pay);
 	for (size_t i = 0; i <= FD_UUID_STRLEN; i++)
 		upper[i] = (char)(order[i] >= 'a' && order[i] <= 'f' ? order[i] - 'a' + 'A' : order[i]);
 	/* A client-chosen payment id; the order id in either case is recorded canonical. */
-	char *body = fmt("{\"payment_id\":\"%s\",\"order_id\":\"%s\",\"amount_cents\":2500}", pay, upper);
+	char *body = fd_test_fmt("{\"payment_id\":\"%s\",\"order_id\":\"%s\",\"amount_cents\":2500}", pay, upper);
 	struct fd_test_resp r;
 	post(&ts, "/payments", body, &r);
 	assert_command_ok(&r, 201, "payment_id", pay, 1);
-	char *loc = fmt("/payments/%s", pay);
+	char *loc = fd_test_fmt("/payments/%s", pay);
 	cr_assert_str_eq(header(&r, "Location"), loc);
 	fd_test_resp_free(&r);
 	json_t *p = get_payment(&ts, pay);
@@ -1567,7 +1527,7 @@ Test(domain_payments, request_authorise_and_refund)
 	cr_assert_eq(jint(p, "version"), 2);
 	json_decref(p);
 	/* The authorisation code is recorded. */
-	get(&ts, P("/payments/%s/events", pay), &r);
+	get(&ts, fd_test_P("/payments/%s/events", pay), &r);
 	cr_assert_eq(r.status, 200, "%s", r.body);
 	json_t *e = json_array_get(json_object_get(r.json, "events"), 1);
 	cr_assert_str_eq(jstr(e, "type"), "PaymentAuthorised");
@@ -1616,7 +1576,7 @@ Test(domain_payments, request_authorise_and_refund)
 	fd_test_resp_free(&r);
 	assert_events(&ts, 4);
 	/* The earlier state is still there. */
-	p = get_ok(&ts, P("/payments/%s?version=3", pay));
+	p = get_ok(&ts, fd_test_P("/payments/%s?version=3", pay));
 	cr_assert_eq(jint(p, "refunded_cents"), 1000);
 	json_decref(p);
 	free(body);
@@ -1675,7 +1635,7 @@ Test(domain_payments, transient_failures_are_counted)
 	cr_assert_str_eq(jstr(p, "status"), "authorised");
 	cr_assert_eq(jint(p, "attempts"), 2);
 	json_decref(p);
-	get(&ts, P("/payments/%s/events", pay), &r);
+	get(&ts, fd_test_P("/payments/%s/events", pay), &r);
 	json_t *events = json_object_get(r.json, "events");
 	cr_assert_eq(json_array_size(events), 4);
 	static const char *const types[] = { "PaymentRequested", "PaymentAttemptFailed", "PaymentAttemptFailed",
@@ -1721,22 +1681,22 @@ Test(domain_payments, errors)
 	struct fd_test_server ts;
 	fd_test_server_start(&ts, NULL);
 	char order[FD_UUID_STRLEN + 1], pay[FD_UUID_STRLEN + 1], missing[FD_UUID_STRLEN + 1];
-	new_uuid(order);
-	new_uuid(missing);
+	fd_test_new_uuid(order);
+	fd_test_new_uuid(missing);
 	request_payment(&ts, 1000, pay);
 	char *c[12];
-	c[0] = fmt("{\"amount_cents\":1}");
-	c[1] = fmt("{\"order_id\":\"nope\",\"amount_cents\":1}");
-	c[2] = fmt("{\"order_id\":\"%s\",\"amount_cents\":0}", order);
-	c[3] = fmt("{\"order_id\":\"%s\",\"amount_cents\":12.5}", order);
-	c[4] = fmt("{\"order_id\":\"%s\",\"amount_cents\":\"12\"}", order);
-	c[5] = fmt("{\"order_id\":\"%s\",\"amount_cents\":1e3}", order);
-	c[6] = fmt("{\"order_id\":\"%s\",\"amount_cents\":-5}", order);
-	c[7] = fmt("{\"order_id\":\"%s\"}", order);
-	c[8] = fmt("{\"order_id\":\"%s\",\"amount_cents\":100000000001}", order);
-	c[9] = fmt("{\"order_id\":\"%s\",\"amount_cents\":1,\"currency\":\"EUR\"}", order);
-	c[10] = fmt("{\"payment_id\":\"nope\",\"order_id\":\"%s\",\"amount_cents\":1}", order);
-	c[11] = fmt("{\"payment_id\":42,\"order_id\":\"%s\",\"amount_cents\":1}", order);
+	c[0] = fd_test_fmt("{\"amount_cents\":1}");
+	c[1] = fd_test_fmt("{\"order_id\":\"nope\",\"amount_cents\":1}");
+	c[2] = fd_test_fmt("{\"order_id\":\"%s\",\"amount_cents\":0}", order);
+	c[3] = fd_test_fmt("{\"order_id\":\"%s\",\"amount_cents\":12.5}", order);
+	c[4] = fd_test_fmt("{\"order_id\":\"%s\",\"amount_cents\":\"12\"}", order);
+	c[5] = fd_test_fmt("{\"order_id\":\"%s\",\"amount_cents\":1e3}", order);
+	c[6] = fd_test_fmt("{\"order_id\":\"%s\",\"amount_cents\":-5}", order);
+	c[7] = fd_test_fmt("{\"order_id\":\"%s\"}", order);
+	c[8] = fd_test_fmt("{\"order_id\":\"%s\",\"amount_cents\":100000000001}", order);
+	c[9] = fd_test_fmt("{\"order_id\":\"%s\",\"amount_cents\":1,\"currency\":\"EUR\"}", order);
+	c[10] = fd_test_fmt("{\"payment_id\":\"nope\",\"order_id\":\"%s\",\"amount_cents\":1}", order);
+	c[11] = fd_test_fmt("{\"payment_id\":42,\"order_id\":\"%s\",\"amount_cents\":1}", order);
 	static const char *const fields[] = { "/order_id", "/order_id", "/amount_cents", "/amount_cents",
 					      "/amount_cents", "/amount_cents", "/amount_cents", "/amount_cents",
 					      "/amount_cents", "/currency", "/payment_id", "/payment_id" };
@@ -1775,11 +1735,11 @@ Test(domain_payments, errors)
 	payment_cmd(&ts, "not-a-uuid", "refund", NULL, NULL, &r);
 	fd_test_assert_problem(&r, 404, "not-found");
 	fd_test_resp_free(&r);
-	get_status(&ts, P("/payments/%s", missing), 404, "not-found");
+	get_status(&ts, fd_test_P("/payments/%s", missing), 404, "not-found");
 	get_status(&ts, "/payments/not-a-uuid", 404, "not-found");
-	get_status(&ts, P("/payments/%s/events", missing), 404, "not-found");
-	get_status(&ts, P("/payments/%s?version=2", pay), 404, "not-found");
-	get_status(&ts, P("/payments/%s?at=yesterday", pay), 400, "invalid-parameter");
+	get_status(&ts, fd_test_P("/payments/%s/events", missing), 404, "not-found");
+	get_status(&ts, fd_test_P("/payments/%s?version=2", pay), 404, "not-found");
+	get_status(&ts, fd_test_P("/payments/%s?at=yesterday", pay), 400, "invalid-parameter");
 	assert_events(&ts, 1);
 	fd_test_server_stop(&ts);
 }
@@ -1795,7 +1755,7 @@ Test(domain_payments, process_records_request_metadata)
 	payment_cmd(&ts, pay, "process", "X-Request-Id: proc-1\r\nX-Correlation-Id: checkout-77\r\n", NULL, &r);
 	assert_processed(&r, pay, "authorised", 2);
 	fd_test_resp_free(&r);
-	get(&ts, P("/payments/%s/events", pay), &r);
+	get(&ts, fd_test_P("/payments/%s/events", pay), &r);
 	json_t *m = event_meta(json_object_get(r.json, "events"), 1);
 	cr_assert_str_eq(jstr(m, "request_id"), "proc-1");
 	cr_assert_str_eq(jstr(m, "correlation_id"), "checkout-77");
@@ -1816,7 +1776,7 @@ Test(domain_payments, process_refusals_have_detail)
 	fd_test_server_start(&ts, NULL);
 	char pay[FD_UUID_STRLEN + 1], missing[FD_UUID_STRLEN + 1];
 	request_payment(&ts, 100, pay);
-	new_uuid(missing);
+	fd_test_new_uuid(missing);
 	struct fd_test_resp r;
 	payment_cmd(&ts, pay, "process", NULL, NULL, &r);
 	cr_assert_eq(r.status, 200, "%s", r.body);
@@ -1836,9 +1796,9 @@ Test(domain_payments, stream_without_payment_events_is_not_a_payment)
 	struct fd_test_server ts;
 	fd_test_server_start(&ts, NULL);
 	char id[FD_UUID_STRLEN + 1];
-	new_uuid(id);
+	fd_test_new_uuid(id);
 	struct fd_test_resp r;
-	post(&ts, P("/streams/payment-%s/events", id),
+	post(&ts, fd_test_P("/streams/payment-%s/events", id),
 	     "{\"expected_version\":0,\"events\":[{\"type\":\"NoteAdded\",\"data\":{}}]}", &r);
 	cr_assert_eq(r.status, 201, "%s", r.body);
 	fd_test_resp_free(&r);
@@ -1849,7 +1809,7 @@ Test(domain_payments, stream_without_payment_events_is_not_a_payment)
 	cr_assert_eq(r.status, 404, "process on a payment that was never requested answered %d: %s", r.status, r.body);
 	fd_test_assert_problem_no_detail(&r, 404, "payment-not-found");
 	fd_test_resp_free(&r);
-	get(&ts, P("/payments/%s", id), &r);
+	get(&ts, fd_test_P("/payments/%s", id), &r);
 	cr_assert_eq(r.status, 404, "GET of a payment that was never requested answered %d: %s", r.status, r.body);
 	fd_test_resp_free(&r);
 	assert_events(&ts, 1);
@@ -1879,12 +1839,12 @@ Test(domain_metadata, request_headers_on_every_recorded_event)
 		{ "POST", "cancel", "{\"reason\":\"r\"}", "cancel" },
 	};
 	for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
-		char *path = fmt("/orders/%s/%s", id, cmds[i].suffix);
-		char *h = fmt("X-Request-Id: rq-%zu\r\nX-Correlation-Id: corr-1\r\nX-Causation-Id: cause-%zu\r\n", i + 1,
+		char *path = fd_test_fmt("/orders/%s/%s", id, cmds[i].suffix);
+		char *h = fd_test_fmt("X-Request-Id: rq-%zu\r\nX-Correlation-Id: corr-1\r\nX-Causation-Id: cause-%zu\r\n", i + 1,
 			      i + 1);
 		send_req(&ts, cmds[i].method, path, h, cmds[i].body, &r);
 		cr_assert_eq(r.status, 200, "%s: %s", path, r.body);
-		cr_assert_str_eq(header(&r, "X-Request-Id"), P("rq-%zu", i + 1));
+		cr_assert_str_eq(header(&r, "X-Request-Id"), fd_test_P("rq-%zu", i + 1));
 		fd_test_resp_free(&r);
 		free(path);
 		free(h);
@@ -1918,7 +1878,7 @@ Test(domain_metadata, defaults_and_invalid_headers)
 	snprintf(rid, sizeof rid, "%s", header(&r, "X-Request-Id"));
 	fd_test_resp_free(&r);
 	/* Headers that break the id rules are ignored. */
-	send_req(&ts, "POST", P("/orders/%s/lines", id),
+	send_req(&ts, "POST", fd_test_P("/orders/%s/lines", id),
 		 "X-Request-Id: has space\r\nX-Correlation-Id: bad/corr\r\nX-Causation-Id: bad cause\r\n",
 		 "{\"product_id\":\"a\",\"quantity\":1,\"unit_price_cents\":5}", &r);
 	cr_assert_eq(r.status, 200, "%s", r.body);
@@ -1950,62 +1910,62 @@ Test(domain_if_match, stale_version_is_412_and_records_nothing)
 	char id[FD_UUID_STRLEN + 1];
 	create_order(&ts, "c-im", id);
 	struct fd_test_resp r;
-	char *path = fmt("/orders/%s", id);
+	char *path = fd_test_fmt("/orders/%s", id);
 	get(&ts, path, &r);
 	char etag[32];
 	snprintf(etag, sizeof etag, "%s", header(&r, "ETag"));
 	cr_assert_str_eq(etag, "\"1\"");
 	fd_test_resp_free(&r);
-	char *im = fmt("If-Match: %s\r\n", etag);
+	char *im = fd_test_fmt("If-Match: %s\r\n", etag);
 	const char *line1 = "{\"product_id\":\"a\",\"quantity\":1,\"unit_price_cents\":5}";
 	const char *line2 = "{\"product_id\":\"b\",\"quantity\":1,\"unit_price_cents\":5}";
 
 	/* The version still holds: recorded. */
-	send_req(&ts, "POST", P("/orders/%s/lines", id), im, line1, &r);
+	send_req(&ts, "POST", fd_test_P("/orders/%s/lines", id), im, line1, &r);
 	assert_command_ok(&r, 200, "order_id", id, 2);
 	fd_test_resp_free(&r);
 	/* Now it does not. */
-	send_req(&ts, "POST", P("/orders/%s/lines", id), im, line2, &r);
+	send_req(&ts, "POST", fd_test_P("/orders/%s/lines", id), im, line2, &r);
 	fd_test_assert_problem(&r, 412, "precondition-failed");
 	fd_test_resp_free(&r);
 	assert_events(&ts, 2);
 	/* Checked before the payload and the rules. */
-	send_req(&ts, "POST", P("/orders/%s/lines", id), im, "{\"quantity\":\"x\"}", &r);
+	send_req(&ts, "POST", fd_test_P("/orders/%s/lines", id), im, "{\"quantity\":\"x\"}", &r);
 	fd_test_assert_problem(&r, 412, "precondition-failed");
 	fd_test_resp_free(&r);
-	send_req(&ts, "POST", P("/orders/%s/ship", id), im, NULL, &r);
+	send_req(&ts, "POST", fd_test_P("/orders/%s/ship", id), im, NULL, &r);
 	fd_test_assert_problem(&r, 412, "precondition-failed");
 	fd_test_resp_free(&r);
 	/* Every command route honours it. */
-	send_req(&ts, "DELETE", P("/orders/%s/lines/a", id), im, NULL, &r);
+	send_req(&ts, "DELETE", fd_test_P("/orders/%s/lines/a", id), im, NULL, &r);
 	fd_test_assert_problem(&r, 412, "precondition-failed");
 	fd_test_resp_free(&r);
-	send_req(&ts, "POST", P("/orders/%s/cancel", id), im, "{\"reason\":\"r\"}", &r);
+	send_req(&ts, "POST", fd_test_P("/orders/%s/cancel", id), im, "{\"reason\":\"r\"}", &r);
 	fd_test_assert_problem(&r, 412, "precondition-failed");
 	fd_test_resp_free(&r);
-	send_req(&ts, "POST", P("/orders/%s/place", id), im, NULL, &r);
+	send_req(&ts, "POST", fd_test_P("/orders/%s/place", id), im, NULL, &r);
 	fd_test_assert_problem(&r, 412, "precondition-failed");
 	fd_test_resp_free(&r);
 	assert_events(&ts, 2);
 
 	/* A weak ETag of the current version works. */
-	send_req(&ts, "POST", P("/orders/%s/lines", id), "If-Match: W/\"2\"\r\n", line2, &r);
+	send_req(&ts, "POST", fd_test_P("/orders/%s/lines", id), "If-Match: W/\"2\"\r\n", line2, &r);
 	assert_command_ok(&r, 200, "order_id", id, 3);
 	fd_test_resp_free(&r);
 	/* "0": the aggregate must not exist. */
 	char fresh[FD_UUID_STRLEN + 1];
-	new_uuid(fresh);
-	char *create = fmt("{\"order_id\":\"%s\",\"customer_id\":\"c\"}", fresh);
+	fd_test_new_uuid(fresh);
+	char *create = fd_test_fmt("{\"order_id\":\"%s\",\"customer_id\":\"c\"}", fresh);
 	send_req(&ts, "POST", "/orders", "If-Match: \"0\"\r\n", create, &r);
 	assert_command_ok(&r, 201, "order_id", fresh, 1);
 	fd_test_resp_free(&r);
-	send_req(&ts, "POST", P("/orders/%s/place", fresh), "If-Match: \"0\"\r\n", NULL, &r);
+	send_req(&ts, "POST", fd_test_P("/orders/%s/place", fresh), "If-Match: \"0\"\r\n", NULL, &r);
 	fd_test_assert_problem(&r, 412, "precondition-failed");
 	fd_test_resp_free(&r);
 	/* On a missing order a non-zero version cannot hold. */
 	char missing[FD_UUID_STRLEN + 1];
-	new_uuid(missing);
-	send_req(&ts, "POST", P("/orders/%s/place", missing), "If-Match: \"1\"\r\n", NULL, &r);
+	fd_test_new_uuid(missing);
+	send_req(&ts, "POST", fd_test_P("/orders/%s/place", missing), "If-Match: \"1\"\r\n", NULL, &r);
 	fd_test_assert_problem(&r, 412, "precondition-failed");
 	fd_test_resp_free(&r);
 	/* Products and payments too. */
@@ -2034,8 +1994,8 @@ Test(domain_if_match, malformed_if_match_is_400)
 					   "\"99999999999999999999\"" };
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		struct fd_test_resp r;
-		char *h = fmt("If-Match: %s\r\n", bad[i]);
-		send_req(&ts, "POST", P("/orders/%s/place", id), h, NULL, &r);
+		char *h = fd_test_fmt("If-Match: %s\r\n", bad[i]);
+		send_req(&ts, "POST", fd_test_P("/orders/%s/place", id), h, NULL, &r);
 		cr_log_info("If-Match: %s -> %d", bad[i], r.status);
 		fd_test_assert_problem(&r, 400, "invalid-header");
 		cr_assert_str_eq(fd_test_json_str(&r, "header"), "If-Match");
@@ -2058,7 +2018,7 @@ Test(domain_if_match, nineteen_digit_version_does_not_overflow)
 	char id[FD_UUID_STRLEN + 1];
 	create_order(&ts, "c-im3", id);
 	struct fd_test_resp r;
-	send_req(&ts, "POST", P("/orders/%s/lines", id), "If-Match: \"9999999999999999999\"\r\n",
+	send_req(&ts, "POST", fd_test_P("/orders/%s/lines", id), "If-Match: \"9999999999999999999\"\r\n",
 		 "{\"product_id\":\"a\",\"quantity\":1,\"unit_price_cents\":5}", &r);
 	cr_assert(r.status == 400 || r.status == 412, "status %d: %s", r.status, r.body);
 	fd_test_assert_problem(&r, r.status, r.status == 400 ? "invalid-header" : "precondition-failed");
@@ -2108,7 +2068,7 @@ Test(domain_idempotency, same_key_same_request_replays_the_first_answer)
 	assert_events(&ts, 2);
 
 	/* A line, repeated three times. */
-	char *lines = fmt("/orders/%s/lines", id);
+	char *lines = fd_test_fmt("/orders/%s/lines", id);
 	const char *line = "{\"product_id\":\"a\",\"quantity\":2,\"unit_price_cents\":5}";
 	send_req(&ts, "POST", lines, "Idempotency-Key: line-a\r\n", line, &first);
 	assert_command_ok(&first, 200, "order_id", id, 2);
@@ -2124,17 +2084,17 @@ Test(domain_idempotency, same_key_same_request_replays_the_first_answer)
 	json_decref(o);
 
 	/* Even after the order moved on, the repeat answers the first result. */
-	send_req(&ts, "POST", P("/orders/%s/place", id), "Idempotency-Key: place-1\r\n", NULL, &first);
+	send_req(&ts, "POST", fd_test_P("/orders/%s/place", id), "Idempotency-Key: place-1\r\n", NULL, &first);
 	assert_command_ok(&first, 200, "order_id", id, 3);
-	send_req(&ts, "POST", P("/orders/%s/place", id), "Idempotency-Key: place-1\r\n", NULL, &again);
+	send_req(&ts, "POST", fd_test_P("/orders/%s/place", id), "Idempotency-Key: place-1\r\n", NULL, &again);
 	assert_replay(&first, &again);
 	fd_test_resp_free(&again);
 	/* Without the key, the same command is decided afresh and refused. */
-	send_req(&ts, "POST", P("/orders/%s/place", id), NULL, NULL, &again);
+	send_req(&ts, "POST", fd_test_P("/orders/%s/place", id), NULL, NULL, &again);
 	fd_test_assert_problem(&again, 409, "order-not-draft");
 	fd_test_resp_free(&again);
 	/* A replay comes before If-Match: the stale version is not looked at. */
-	send_req(&ts, "POST", P("/orders/%s/place", id), "Idempotency-Key: place-1\r\nIf-Match: \"1\"\r\n", NULL,
+	send_req(&ts, "POST", fd_test_P("/orders/%s/place", id), "Idempotency-Key: place-1\r\nIf-Match: \"1\"\r\n", NULL,
 		 &again);
 	assert_replay(&first, &again);
 	fd_test_resp_free(&again);
@@ -2172,7 +2132,7 @@ Test(domain_idempotency, same_key_other_request_is_422)
 	char id[FD_UUID_STRLEN + 1];
 	create_order(&ts, "c-422", id);
 	struct fd_test_resp r;
-	char *lines = fmt("/orders/%s/lines", id);
+	char *lines = fd_test_fmt("/orders/%s/lines", id);
 	send_req(&ts, "POST", lines, "Idempotency-Key: k-1\r\n", "{\"product_id\":\"a\",\"quantity\":1,\"unit_price_cents\":5}",
 		 &r);
 	cr_assert_eq(r.status, 200, "%s", r.body);
@@ -2187,10 +2147,10 @@ Test(domain_idempotency, same_key_other_request_is_422)
 	fd_test_assert_problem(&r, 422, "idempotency-key-reused");
 	fd_test_resp_free(&r);
 	/* Another path or method. */
-	send_req(&ts, "POST", P("/orders/%s/place", id), "Idempotency-Key: k-1\r\n", NULL, &r);
+	send_req(&ts, "POST", fd_test_P("/orders/%s/place", id), "Idempotency-Key: k-1\r\n", NULL, &r);
 	fd_test_assert_problem(&r, 422, "idempotency-key-reused");
 	fd_test_resp_free(&r);
-	send_req(&ts, "DELETE", P("/orders/%s/lines/a", id), "Idempotency-Key: k-1\r\n", NULL, &r);
+	send_req(&ts, "DELETE", fd_test_P("/orders/%s/lines/a", id), "Idempotency-Key: k-1\r\n", NULL, &r);
 	fd_test_assert_problem(&r, 422, "idempotency-key-reused");
 	fd_test_resp_free(&r);
 	/* A create without id, with the same key. */
@@ -2217,11 +2177,11 @@ Test(domain_idempotency, refused_requests_are_decided_again_and_keys_are_checked
 	create_order(&ts, "c-k", id);
 	struct fd_test_resp r;
 	/* Refused: nothing recorded, so the repeat is decided afresh. */
-	send_req(&ts, "POST", P("/orders/%s/place", id), "Idempotency-Key: pl\r\n", NULL, &r);
+	send_req(&ts, "POST", fd_test_P("/orders/%s/place", id), "Idempotency-Key: pl\r\n", NULL, &r);
 	fd_test_assert_problem(&r, 409, "order-empty");
 	fd_test_resp_free(&r);
 	add_line(&ts, id, "a", 1, 1);
-	send_req(&ts, "POST", P("/orders/%s/place", id), "Idempotency-Key: pl\r\n", NULL, &r);
+	send_req(&ts, "POST", fd_test_P("/orders/%s/place", id), "Idempotency-Key: pl\r\n", NULL, &r);
 	assert_command_ok(&r, 200, "order_id", id, 3);
 	cr_assert_null(header(&r, "Idempotent-Replayed"));
 	fd_test_resp_free(&r);
@@ -2232,14 +2192,14 @@ Test(domain_idempotency, refused_requests_are_decided_again_and_keys_are_checked
 	k255[255] = '\0';
 	memset(k256, 'k', 256);
 	k256[256] = '\0';
-	char *h = fmt("Idempotency-Key: %s\r\n", k255);
+	char *h = fd_test_fmt("Idempotency-Key: %s\r\n", k255);
 	send_req(&ts, "POST", "/orders", h, "{\"customer_id\":\"c\"}", &r);
 	cr_assert_eq(r.status, 201, "a 255-character key: %d %s", r.status, r.body);
 	fd_test_resp_free(&r);
 	free(h);
 	static const char *const bad[] = { NULL, "a b", "caf\xc3\xa9" };
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-		h = fmt("Idempotency-Key: %s\r\n", bad[i] ? bad[i] : k256);
+		h = fd_test_fmt("Idempotency-Key: %s\r\n", bad[i] ? bad[i] : k256);
 		send_req(&ts, "POST", "/orders", h, "{\"customer_id\":\"c\"}", &r);
 		fd_test_assert_problem(&r, 400, "invalid-header");
 		cr_assert_str_eq(fd_test_json_str(&r, "header"), "Idempotency-Key");
@@ -2298,7 +2258,7 @@ static void run_twins(struct fd_test_server *ts, struct twin *tw, size_t n)
 	}
 	long long waiting = 0;
 	for (int i = 0; i < 1000 && waiting < (long long)n; i++) {
-		sleep_ms(10);
+		fd_test_sleep_ms(10);
 		waiting = fd_test_server_scalar(ts, "SELECT count(*) FROM pg_stat_activity"
 						    " WHERE datname = current_database() AND wait_event_type = 'Lock'");
 	}
@@ -2337,7 +2297,7 @@ Test(domain_idempotency, concurrent_twins_record_once, .timeout = 60)
 	assert_events(&ts, 1);
 
 	/* Lines on an existing order. */
-	char *lines = fmt("/orders/%s/lines", id);
+	char *lines = fd_test_fmt("/orders/%s/lines", id);
 	for (size_t i = 0; i < 3; i++)
 		tw[i] = (struct twin){ .method = "POST", .path = lines, .headers = "Idempotency-Key: twin-line\r\n",
 				       .body = "{\"product_id\":\"a\",\"quantity\":1,\"unit_price_cents\":5}" };
@@ -2409,8 +2369,8 @@ static void forge_event(const struct fd_test_server *ts, const char *stream, con
 	fd_uuid_from_name(ns, name, (size_t)n, &u);
 	fd_uuid_format(&u, id);
 	struct fd_test_resp r;
-	post(ts, P("/streams/%s/events", stream),
-	     P("{\"expected_version\":\"any\",\"events\":[{\"event_id\":\"%s\",\"type\":\"Noted\",\"data\":{}}]}", id), &r);
+	post(ts, fd_test_P("/streams/%s/events", stream),
+	     fd_test_P("{\"expected_version\":\"any\",\"events\":[{\"event_id\":\"%s\",\"type\":\"Noted\",\"data\":{}}]}", id), &r);
 	cr_assert_eq(r.status, 201, "%s", r.body);
 	fd_test_resp_free(&r);
 }
@@ -2642,7 +2602,7 @@ Test(http_domain, appends_that_would_break_an_aggregate_are_refused)
 	struct fd_test_resp r;
 
 	/* out of order for a draft: confirmed before placed */
-	char *path = fmt("/streams/order-%s/events", order);
+	char *path = fd_test_fmt("/streams/order-%s/events", order);
 	post(&ts, path, "{\"expected_version\":\"any\",\"events\":[{\"type\":\"OrderConfirmed\",\"data\":{}}]}", &r);
 	fd_test_assert_problem(&r, 422, "event-rejected");
 	cr_assert_str_eq(fd_test_json_str(&r, "field"), "/events/0");
@@ -2670,16 +2630,16 @@ Test(http_domain, appends_that_would_break_an_aggregate_are_refused)
 
 	/* events the aggregate accepts (or does not know) go in, and it reads them */
 	char id[FD_UUID_STRLEN + 1], note[FD_UUID_STRLEN + 1];
-	new_uuid(id);
-	new_uuid(note);
-	char *placed = fmt("{\"expected_version\":2,\"events\":[{\"event_id\":\"%s\",\"type\":\"Note\",\"data\":{\"x\":1}},"
+	fd_test_new_uuid(id);
+	fd_test_new_uuid(note);
+	char *placed = fd_test_fmt("{\"expected_version\":2,\"events\":[{\"event_id\":\"%s\",\"type\":\"Note\",\"data\":{\"x\":1}},"
 			   "{\"event_id\":\"%s\",\"type\":\"OrderPlaced\",\"data\":{\"lines\":[{\"product_id\":\"sku-1\","
 			   "\"quantity\":2,\"unit_price_cents\":150}],\"total_cents\":300}}]}",
 			   note, id);
 	post(&ts, path, placed, &r);
 	cr_assert_eq(r.status, 201, "%d %s", r.status, r.body);
 	fd_test_resp_free(&r);
-	char *view = fmt("/orders/%s", order);
+	char *view = fd_test_fmt("/orders/%s", order);
 	json_t *o = get_ok(&ts, view);
 	free(view);
 	cr_assert_str_eq(json_string_value(json_object_get(o, "status")), "placed");

@@ -29,26 +29,9 @@
 #include "shop.h"
 #include "test_server.h"
 #include "testdb.h"
+#include "testutil.h"
 
 /* ---- helpers ------------------------------------------------------------------ */
-
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...)
-{
-	va_list ap;
-	va_start(ap, f);
-	char *s = NULL;
-	int n = vasprintf(&s, f, ap);
-	va_end(ap);
-	cr_assert_geq(n, 0);
-	return s;
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec t = { ms / 1000, (ms % 1000) * 1000000L };
-	nanosleep(&t, NULL);
-}
 
 /* GET /metrics: 200 with the exposition content type; returns the body (caller frees). */
 static char *scrape(uint16_t port)
@@ -77,7 +60,7 @@ static long long value_of(const char *text, const char *series)
 
 static long long requests(const char *text, const char *route, const char *method, int status)
 {
-	char *series = fmt("factd_http_requests_total{route=\"%s\",method=\"%s\",status=\"%d\"}", route, method, status);
+	char *series = fd_test_fmt("factd_http_requests_total{route=\"%s\",method=\"%s\",status=\"%d\"}", route, method, status);
 	long long v = value_of(text, series);
 	free(series);
 	return v;
@@ -85,8 +68,8 @@ static long long requests(const char *text, const char *route, const char *metho
 
 static long long hist_count(const char *text, const char *route)
 {
-	char *series = fmt("factd_http_request_duration_seconds_count{route=\"%s\"}", route);
-	char *inf = fmt("factd_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"}", route);
+	char *series = fd_test_fmt("factd_http_request_duration_seconds_count{route=\"%s\"}", route);
+	char *inf = fd_test_fmt("factd_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"}", route);
 	long long v = value_of(text, series);
 	cr_assert_eq(value_of(text, inf), v, "%s: +Inf bucket differs from _count", route);
 	free(series);
@@ -96,7 +79,7 @@ static long long hist_count(const char *text, const char *route)
 
 static long long appends(const char *text, const char *result)
 {
-	char *series = fmt("factd_appends_total{result=\"%s\"}", result);
+	char *series = fd_test_fmt("factd_appends_total{result=\"%s\"}", result);
 	long long v = value_of(text, series);
 	cr_assert_geq(v, 0, "%s missing", series);
 	free(series);
@@ -105,7 +88,7 @@ static long long appends(const char *text, const char *result)
 
 static long long commands(const char *text, const char *aggregate, const char *result)
 {
-	char *series = fmt("factd_commands_total{aggregate=\"%s\",result=\"%s\"}", aggregate, result);
+	char *series = fd_test_fmt("factd_commands_total{aggregate=\"%s\",result=\"%s\"}", aggregate, result);
 	long long v = value_of(text, series);
 	cr_assert_geq(v, 0, "%s missing", series);
 	free(series);
@@ -114,7 +97,7 @@ static long long commands(const char *text, const char *aggregate, const char *r
 
 static long long conflicts(const char *text, const char *aggregate)
 {
-	char *series = fmt("factd_command_conflicts_total{aggregate=\"%s\"}", aggregate);
+	char *series = fd_test_fmt("factd_command_conflicts_total{aggregate=\"%s\"}", aggregate);
 	long long v = value_of(text, series);
 	cr_assert_geq(v, 0, "%s missing", series);
 	free(series);
@@ -172,7 +155,7 @@ static void wait_for(PGconn *c, const char *sql, long long want)
 	for (int i = 0; i < 1000; i++) {
 		if ((got = fd_test_scalar(c, sql)) == want)
 			return;
-		sleep_ms(10);
+		fd_test_sleep_ms(10);
 	}
 	cr_assert_fail("%s: %lld, waited for %lld", sql, got, want);
 }
@@ -198,8 +181,8 @@ Test(http_metrics, families_content_type_and_pool_gauges)
 		{ "factd_build_info", "gauge" },
 	};
 	for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {
-		char *help = fmt("\n# HELP %s ", families[i][0]);
-		char *type = fmt("\n# TYPE %s %s\n", families[i][0], families[i][1]);
+		char *help = fd_test_fmt("\n# HELP %s ", families[i][0]);
+		char *type = fd_test_fmt("\n# TYPE %s %s\n", families[i][0], families[i][1]);
 		cr_assert(strstr(text, help) || strncmp(text, help + 1, strlen(help + 1)) == 0, "no HELP for %s",
 			  families[i][0]);
 		cr_assert(strstr(text, type) || strncmp(text, type + 1, strlen(type + 1)) == 0, "no TYPE for %s",
@@ -213,7 +196,7 @@ Test(http_metrics, families_content_type_and_pool_gauges)
 	cr_assert(open >= 0 && open <= 4, "open %lld", open);
 	cr_assert_eq(in_use, 0, "the scrape itself holds no connection");
 	cr_assert_eq(value_of(text, "factd_db_pool_waiting"), 0);
-	char *build = fmt("factd_build_info{version=\"%s\"}", FACTD_VERSION);
+	char *build = fd_test_fmt("factd_build_info{version=\"%s\"}", FACTD_VERSION);
 	cr_assert_eq(value_of(text, build), 1);
 	free(build);
 	cr_assert(strstr(text, "\nfactd_process_start_time_seconds "));
@@ -249,7 +232,7 @@ Test(http_metrics, requests_by_route_template_never_raw_paths)
 	struct fd_uuid u;
 	cr_assert_eq(fd_uuid_v7(&u), FD_OK);
 	fd_uuid_format(&u, order);
-	char *order_path = fmt("/orders/%s", order);
+	char *order_path = fd_test_fmt("/orders/%s", order);
 
 	expect(p, "GET", "/healthz", NULL, NULL, 200);
 	expect(p, "GET", "/healthz", NULL, NULL, 200);
@@ -314,10 +297,10 @@ Test(http_metrics, appends_events_and_commands_counted)
 	fd_uuid_format(&u, id2);
 	cr_assert_eq(fd_uuid_v7(&u), FD_OK);
 	fd_uuid_format(&u, id3);
-	char *three = fmt("{\"expected_version\":0,\"events\":[{\"event_id\":\"%s\",\"type\":\"A\",\"data\":{}},"
+	char *three = fd_test_fmt("{\"expected_version\":0,\"events\":[{\"event_id\":\"%s\",\"type\":\"A\",\"data\":{}},"
 			  "{\"event_id\":\"%s\",\"type\":\"B\",\"data\":{}},{\"event_id\":\"%s\",\"type\":\"C\",\"data\":{}}]}",
 			  id1, id2, id3);
-	char *reused = fmt("{\"expected_version\":\"any\",\"events\":[{\"event_id\":\"%s\",\"type\":\"A\",\"data\":{}}]}",
+	char *reused = fd_test_fmt("{\"expected_version\":\"any\",\"events\":[{\"event_id\":\"%s\",\"type\":\"A\",\"data\":{}}]}",
 			   id1);
 	expect(p, "POST", "/streams/ae-1/events", NULL, three, 201);      /* ok, 3 events */
 	expect(p, "POST", "/streams/ae-1/events", NULL, three, 200);      /* an idempotent repeat */
@@ -332,7 +315,7 @@ Test(http_metrics, appends_events_and_commands_counted)
 	expect(p, "POST", "/products", key, "{\"product_id\":\"sku-m2\",\"name\":\"Gadget\",\"stock\":1}", 201);
 	expect(p, "POST", "/products", key, "{\"product_id\":\"sku-m2\",\"name\":\"Gadget\",\"stock\":1}", 201);
 	expect(p, "POST", "/products", key, "{\"product_id\":\"sku-m2\",\"name\":\"Other\",\"stock\":1}", 422);
-	char *place = fmt("/orders/%s/place", id1);
+	char *place = fd_test_fmt("/orders/%s/place", id1);
 	expect(p, "POST", place, NULL, NULL, 404);                         /* refused: no such order */
 	expect(p, "POST", "/orders", NULL, "{\"customer_id\":\"\"}", 400);  /* invalid payload */
 

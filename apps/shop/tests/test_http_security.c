@@ -21,6 +21,7 @@
 #define FD_TEST_APP (&shop_app) /* the shop's routes and types */
 #include "shop.h"
 #include "test_server.h"
+#include "testutil.h"
 
 #define READ_KEY "reader-key-0123456789"
 #define WRITE_KEY "writer-key-0123456789"
@@ -543,24 +544,17 @@ static int connect_raw(uint16_t port)
 	return fd;
 }
 
-static double now_s(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
 /* Seconds until the server closes fd (reading and discarding), at most `limit`. */
 static double seconds_until_closed(int fd, double limit)
 {
-	double t0 = now_s();
+	double t0 = fd_test_now_s();
 	char buf[4096];
-	while (now_s() - t0 < limit) {
+	while (fd_test_now_s() - t0 < limit) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
 		if (poll(&p, 1, 200) > 0) {
 			ssize_t n = recv(fd, buf, sizeof buf, 0);
 			if (n <= 0)
-				return now_s() - t0;
+				return fd_test_now_s() - t0;
 		}
 	}
 	return limit;
@@ -597,9 +591,9 @@ Test(limits, slow_clients_are_dropped, .timeout = 120)
 	cr_assert_eq(call(&ts, "GET", "/healthz", NULL, NULL, &r), 200);
 	fd_test_resp_free(&r);
 	cr_assert_eq(fd_test_server_scalar(&ts, "SELECT count(*) FROM events"), 0);
-	double t0 = now_s();
+	double t0 = fd_test_now_s();
 	fd_test_server_stop(&ts);
-	cr_assert_lt(now_s() - t0, 3, "stop waited on a dropped request");
+	cr_assert_lt(fd_test_now_s() - t0, 3, "stop waited on a dropped request");
 }
 
 Test(limits, trickled_body_is_cut_off, .timeout = 120)
@@ -611,14 +605,14 @@ Test(limits, trickled_body_is_cut_off, .timeout = 120)
 			   "Content-Length: 200\r\n\r\n";
 	cr_assert_eq(send(fd, head, strlen(head), 0), (ssize_t)strlen(head));
 	/* A byte every 300 ms: never silent for the 1 s timeout, but the body is overdue after it. */
-	double t0 = now_s(), closed = 0;
+	double t0 = fd_test_now_s(), closed = 0;
 	for (int i = 0; i < 40 && !closed; i++) {
 		struct timespec pause = { .tv_nsec = 300 * 1000000L };
 		nanosleep(&pause, NULL);
 		char buf[256];
 		struct pollfd p = { .fd = fd, .events = POLLIN };
 		if (send(fd, " ", 1, MSG_NOSIGNAL) != 1 || (poll(&p, 1, 0) > 0 && recv(fd, buf, sizeof buf, 0) <= 0))
-			closed = now_s() - t0;
+			closed = fd_test_now_s() - t0;
 	}
 	close(fd);
 	cr_assert_gt(closed, 0, "a trickling client held its request for 12 s");

@@ -64,24 +64,6 @@ static void send_ok(struct env *e, const struct fd_aggregate_type *t, const char
 	json_decref(payload);
 }
 
-static long long scalar(const char *url, const char *sql)
-{
-	PGconn *c = fd_test_connect(url);
-	long long v = fd_test_scalar(c, sql);
-	PQfinish(c);
-	return v;
-}
-
-static void exec_sql(const char *url, const char *sql)
-{
-	PGconn *c = fd_test_connect(url);
-	PGresult *r = PQexec(c, sql);
-	cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql,
-		  PQresultErrorMessage(r));
-	PQclear(r);
-	PQfinish(c);
-}
-
 /*
  * Wait until every projection has applied everything this test wrote and is
  * live at the feed head.  (The head alone is not enough: transactions of
@@ -171,7 +153,7 @@ static void assert_equals_replay(struct env *e)
 	PGconn *c = fd_test_connect(e->url);
 	PGresult *r = PQexec(c, "SELECT order_id, status, line_count, total_cents, version FROM order_summaries");
 	cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK);
-	cr_assert_eq(PQntuples(r), scalar(e->url, "SELECT count(*) FROM streams WHERE category = 'order'"));
+	cr_assert_eq(PQntuples(r), fd_test_scalar_at(e->url, "SELECT count(*) FROM streams WHERE category = 'order'"));
 	for (int i = 0; i < PQntuples(r); i++) {
 		struct fd_order o;
 		int64_t v;
@@ -194,7 +176,7 @@ static void assert_equals_replay(struct env *e)
 		     0, "no line rows without a summary");
 	r = PQexec(c, "SELECT product_id, available, reserved, committed, version FROM product_stock");
 	cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK);
-	cr_assert_eq(PQntuples(r), scalar(e->url, "SELECT count(*) FROM streams WHERE category = 'product'"));
+	cr_assert_eq(PQntuples(r), fd_test_scalar_at(e->url, "SELECT count(*) FROM streams WHERE category = 'product'"));
 	for (int i = 0; i < PQntuples(r); i++) {
 		struct fd_product p;
 		int64_t v;
@@ -215,7 +197,7 @@ static bool rebuild_pending(const char *url, const char *name)
 	char sql[256];
 	snprintf(sql, sizeof sql,
 		 "SELECT count(*) FROM projections WHERE name = '%s' AND (rebuilding OR rebuild_requested)", name);
-	return scalar(url, sql) > 0;
+	return fd_test_scalar_at(url, sql) > 0;
 }
 
 /* Wait (a minute at most) until no rebuild of order_summaries is asked for or running. */
@@ -235,7 +217,7 @@ static long long table_version(const char *url, const char *table)
 	snprintf(sql, sizeof sql,
 		 "SELECT coalesce(substring(obj_description('%s'::regclass, 'pg_class') FROM ' version ([0-9]+)$')::int, 0)",
 		 table);
-	return scalar(url, sql);
+	return fd_test_scalar_at(url, sql);
 }
 
 /* Stamp an order_summaries table as if the definition of `version` had made it. */
@@ -243,7 +225,7 @@ static void stamp_orders(const char *url, const char *table, unsigned version)
 {
 	char sql[256];
 	snprintf(sql, sizeof sql, "COMMENT ON TABLE %s IS 'factd projection order_summaries version %u'", table, version);
-	exec_sql(url, sql);
+	fd_test_exec_at(url, sql);
 }
 
 static struct fd_projector *projector_start(struct env *e)
@@ -262,7 +244,7 @@ Test(projections, read_models_equal_a_replay_after_a_mixed_workload, .timeout = 
 	workload(&e, 2); /* and while it runs */
 	wait_caught_up(&e, 60);
 	assert_equals_replay(&e);
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM order_summaries WHERE status = 'cancelled'"
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM order_summaries WHERE status = 'cancelled'"
 				   " AND cancel_reason = 'changed mind' AND cancelled_at IS NOT NULL"),
 		     6);
 	fd_projector_stop(p);
@@ -275,9 +257,9 @@ Test(projections, a_failed_batch_is_rolled_back_with_its_checkpoint_and_applied_
 	struct fd_projector *p = projector_start(&e);
 	wait_caught_up(&e, 30); /* tables exist */
 	/* Make the projection fail mid-batch: a row for customer "boom" cannot be written. */
-	exec_sql(e.url, "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+	fd_test_exec_at(e.url, "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
 			" IF NEW.customer_id = 'boom' THEN RAISE EXCEPTION 'boom'; END IF; RETURN NEW; END $$");
-	exec_sql(e.url, "CREATE TRIGGER boom BEFORE INSERT ON order_summaries FOR EACH ROW EXECUTE FUNCTION boom()");
+	fd_test_exec_at(e.url, "CREATE TRIGGER boom BEFORE INSERT ON order_summaries FOR EACH ROW EXECUTE FUNCTION boom()");
 	workload(&e, 1);
 	char id[FD_UUID_STRLEN + 1];
 	struct fd_uuid u;
@@ -287,13 +269,13 @@ Test(projections, a_failed_batch_is_rolled_back_with_its_checkpoint_and_applied_
 	send_ok(&e, &fd_order_type, id, "add_line",
 		json_pack("{s:s, s:i, s:i}", "product_id", "p9", "quantity", 4, "unit_price_cents", 10));
 	usleep(500000);
-	long long stuck = scalar(e.url, "SELECT count(*) FROM order_summaries");
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM order_summaries WHERE customer_id = 'boom'"), 0);
+	long long stuck = fd_test_scalar_at(e.url, "SELECT count(*) FROM order_summaries");
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM order_summaries WHERE customer_id = 'boom'"), 0);
 	cr_assert_lt(stuck, 13, "the batch holding the failing event was not applied");
-	exec_sql(e.url, "DROP TRIGGER boom ON order_summaries");
+	fd_test_exec_at(e.url, "DROP TRIGGER boom ON order_summaries");
 	wait_caught_up(&e, 60);
 	assert_equals_replay(&e); /* quantities prove nothing was applied twice */
-	cr_assert_eq(scalar(e.url, "SELECT total_cents FROM order_summaries WHERE customer_id = 'boom'"), 40);
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT total_cents FROM order_summaries WHERE customer_id = 'boom'"), 40);
 	fd_projector_stop(p);
 	env_close(&e);
 }
@@ -318,14 +300,14 @@ Test(projections, a_killed_projector_neither_loses_nor_repeats, .timeout = 180)
 	 * (If the parent fails first, the orphan notices and exits.) */
 	time_t end = time(NULL) + 30;
 	const char *progress = "SELECT coalesce(max(seq), 0) FROM projections WHERE name = 'order_summaries'";
-	while (scalar(e.url, progress) < 3 && time(NULL) < end)
+	while (fd_test_scalar_at(e.url, progress) < 3 && time(NULL) < end)
 		usleep(5000);
 	workload(&e, 2);
 	kill(child, SIGKILL);
 	int status;
 	waitpid(child, &status, 0);
 	cr_assert(WIFSIGNALED(status));
-	cr_assert_gt(scalar(e.url, progress), 0, "the killed projector had started");
+	cr_assert_gt(fd_test_scalar_at(e.url, progress), 0, "the killed projector had started");
 	struct fd_projector *p = projector_start(&e);
 	wait_caught_up(&e, 60);
 	assert_equals_replay(&e);
@@ -343,7 +325,7 @@ Test(projections, one_projection_runs_in_one_place_and_fails_over, .timeout = 12
 	wait_caught_up(&e, 60);
 	usleep(200000);
 	/* Each projection's advisory lock is held by exactly one session. */
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
 				   " AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
 		     (long long)shop_app.nprojections);
 	fd_projector_stop(a); /* the owner goes away: b must take over */
@@ -361,18 +343,18 @@ Test(projections, rebuild_swaps_in_a_complete_copy, .timeout = 120)
 	workload(&e, 1);
 	wait_caught_up(&e, 60);
 	/* Damage the live copy; a rebuild must replace it with a correct one. */
-	exec_sql(e.url, "UPDATE order_summaries SET total_cents = -1");
+	fd_test_exec_at(e.url, "UPDATE order_summaries SET total_cents = -1");
 	cr_assert_eq(fd_projection_request_rebuild(e.pool, SHOP_PROJECTIONS, "order_summaries"), FD_OK);
 	cr_assert_eq(fd_projection_request_rebuild(e.pool, SHOP_PROJECTIONS, "nope"), FD_ERR_NOTFOUND);
 	time_t end = time(NULL) + 60;
 	while (rebuild_pending(e.url, "order_summaries")) {
-		cr_assert_gt(scalar(e.url, "SELECT count(*) FROM order_summaries"), 0, "readers never see an empty table");
+		cr_assert_gt(fd_test_scalar_at(e.url, "SELECT count(*) FROM order_summaries"), 0, "readers never see an empty table");
 		cr_assert(time(NULL) < end, "rebuild did not finish");
 		usleep(10000);
 	}
 	wait_caught_up(&e, 60);
 	assert_equals_replay(&e);
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM order_summaries WHERE total_cents < 0"), 0);
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM order_summaries WHERE total_cents < 0"), 0);
 	fd_projector_stop(p);
 	env_close(&e);
 }
@@ -392,10 +374,10 @@ Test(projections, tables_of_an_older_version_are_served_untouched_until_their_re
 	 * product_stock from before the stamps, which counts as version 1.
 	 */
 	stamp_orders(e.url, "order_summaries", d->version - 1);
-	exec_sql(e.url, "UPDATE order_summaries SET total_cents = -1");
-	exec_sql(e.url, "COMMENT ON TABLE product_stock IS NULL");
-	long long stock_oid = scalar(e.url, "SELECT 'product_stock'::regclass::oid::bigint");
-	long long rows = scalar(e.url, "SELECT count(*) FROM order_summaries");
+	fd_test_exec_at(e.url, "UPDATE order_summaries SET total_cents = -1");
+	fd_test_exec_at(e.url, "COMMENT ON TABLE product_stock IS NULL");
+	long long stock_oid = fd_test_scalar_at(e.url, "SELECT 'product_stock'::regclass::oid::bigint");
+	long long rows = fd_test_scalar_at(e.url, "SELECT count(*) FROM order_summaries");
 	workload(&e, 2);
 	p = projector_start(&e);
 	/*
@@ -413,14 +395,14 @@ Test(projections, tables_of_an_older_version_are_served_untouched_until_their_re
 		 d->version, d->version - 1, rows);
 	time_t end = time(NULL) + 60;
 	long long seen;
-	while ((seen = scalar(e.url, sql)) == 1) {
+	while ((seen = fd_test_scalar_at(e.url, sql)) == 1) {
 		cr_assert(time(NULL) < end, "the old tables were not replaced");
 		usleep(5000);
 	}
 	cr_assert_eq(seen, 2, "the old table was written to before it was replaced");
 	wait_caught_up(&e, 60);
 	assert_equals_replay(&e);
-	cr_assert_eq(scalar(e.url, "SELECT 'product_stock'::regclass::oid::bigint"), stock_oid,
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT 'product_stock'::regclass::oid::bigint"), stock_oid,
 		     "a table from before the stamps is of version 1 and kept");
 	fd_projector_stop(p);
 	env_close(&e);
@@ -436,13 +418,13 @@ Test(projections, tables_of_a_newer_version_are_left_to_the_newer_factd, .timeou
 	fd_projector_stop(p);
 	stamp_orders(e.url, "order_summaries", d->version + 1);
 	const char *checkpoint = "SELECT seq FROM projections WHERE name = 'order_summaries'";
-	long long at = scalar(e.url, checkpoint), rows = scalar(e.url, "SELECT count(*) FROM order_summaries");
+	long long at = fd_test_scalar_at(e.url, checkpoint), rows = fd_test_scalar_at(e.url, "SELECT count(*) FROM order_summaries");
 	workload(&e, 2);
 	p = projector_start(&e);
 	cr_assert_eq(fd_projection_wait(e.pool, "product_stock", last_written, 30000), FD_OK, "the others run");
 	usleep(500000);
-	cr_assert_eq(scalar(e.url, checkpoint), at, "order_summaries was run by an older definition");
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM order_summaries"), rows);
+	cr_assert_eq(fd_test_scalar_at(e.url, checkpoint), at, "order_summaries was run by an older definition");
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM order_summaries"), rows);
 	cr_assert_eq(table_version(e.url, "order_summaries"), d->version + 1, "it was rebuilt to an older version");
 	cr_assert(!rebuild_pending(e.url, "order_summaries"));
 	/* Tables of this version again (the newer factd rolled back, say): it is taken and resumes. */
@@ -465,9 +447,9 @@ Test(projections, a_copy_begun_by_another_version_is_started_over, .timeout = 12
 	 * An older factd was rebuilding: its copy (empty, and so wrong) is at
 	 * the end of the feed, so it would be swapped in as it is.
 	 */
-	exec_sql(e.url, "CREATE TABLE order_summaries_next (LIKE order_summaries INCLUDING ALL)");
+	fd_test_exec_at(e.url, "CREATE TABLE order_summaries_next (LIKE order_summaries INCLUDING ALL)");
 	stamp_orders(e.url, "order_summaries_next", d->version - 1);
-	exec_sql(e.url, "UPDATE projections SET rebuilding = true, rebuild_tx_id = tx_id, rebuild_seq = seq"
+	fd_test_exec_at(e.url, "UPDATE projections SET rebuilding = true, rebuild_tx_id = tx_id, rebuild_seq = seq"
 			" WHERE name = 'order_summaries'");
 	p = projector_start(&e);
 	wait_rebuilt(e.url);
@@ -580,9 +562,9 @@ Test(projections, line_count_and_total_after_many_line_events, .timeout = 120)
 	wait_orders(&e);
 	char sql[256];
 	snprintf(sql, sizeof sql, "SELECT line_count FROM order_summaries WHERE order_id = '%s'", id);
-	cr_assert_eq(scalar(e.url, sql), lines);
+	cr_assert_eq(fd_test_scalar_at(e.url, sql), lines);
 	snprintf(sql, sizeof sql, "SELECT total_cents FROM order_summaries WHERE order_id = '%s'", id);
-	cr_assert_eq(scalar(e.url, sql), total);
+	cr_assert_eq(fd_test_scalar_at(e.url, sql), total);
 	fd_projector_stop(p);
 	assert_equals_replay(&e);
 	env_close(&e);
@@ -591,16 +573,16 @@ Test(projections, line_count_and_total_after_many_line_events, .timeout = 120)
 /* Keep a copy of order_summaries and its lines as they are now. */
 static void keep_orders(const char *url)
 {
-	exec_sql(url, "CREATE TABLE kept_s AS TABLE order_summaries; CREATE TABLE kept_l AS TABLE order_summaries_lines");
+	fd_test_exec_at(url, "CREATE TABLE kept_s AS TABLE order_summaries; CREATE TABLE kept_l AS TABLE order_summaries_lines");
 }
 
 /* order_summaries and its lines hold exactly the rows kept by keep_orders. */
 static void assert_orders_as_kept(const char *url)
 {
-	cr_assert_eq(scalar(url, "SELECT count(*) FROM ((TABLE kept_s EXCEPT TABLE order_summaries)"
+	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM ((TABLE kept_s EXCEPT TABLE order_summaries)"
 				 " UNION ALL (TABLE order_summaries EXCEPT TABLE kept_s)) d"),
 		     0, "the summaries differ");
-	cr_assert_eq(scalar(url, "SELECT count(*) FROM ((TABLE kept_l EXCEPT TABLE order_summaries_lines)"
+	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM ((TABLE kept_l EXCEPT TABLE order_summaries_lines)"
 				 " UNION ALL (TABLE order_summaries_lines EXCEPT TABLE kept_l)) d"),
 		     0, "the lines differ");
 }
@@ -615,8 +597,8 @@ Test(projections, a_rebuild_from_scratch_equals_incremental_processing, .timeout
 	keep_orders(e.url);
 	cr_assert_eq(fd_projection_request_rebuild(e.pool, SHOP_PROJECTIONS, "order_summaries"), FD_OK);
 	wait_rebuilt(e.url);
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM order_summaries"), 24);
-	cr_assert_gt(scalar(e.url, "SELECT count(*) FROM order_summaries_lines"), 24);
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM order_summaries"), 24);
+	cr_assert_gt(fd_test_scalar_at(e.url, "SELECT count(*) FROM order_summaries_lines"), 24);
 	assert_orders_as_kept(e.url);
 	fd_projector_stop(p);
 	env_close(&e);
@@ -637,7 +619,7 @@ Test(projections, replaying_the_feed_over_current_rows_changes_nothing, .timeout
 	wait_caught_up(&e, 60);
 	fd_projector_stop(p);
 	keep_orders(e.url);
-	exec_sql(e.url, "UPDATE projections SET tx_id = '0', seq = 0 WHERE name = 'order_summaries'");
+	fd_test_exec_at(e.url, "UPDATE projections SET tx_id = '0', seq = 0 WHERE name = 'order_summaries'");
 	p = projector_start(&e);
 	wait_caught_up(&e, 60);
 	assert_orders_as_kept(e.url);
@@ -656,7 +638,7 @@ Test(projections, order_summaries_with_lines_in_a_document_are_rebuilt_with_line
 {
 	struct env e = env_open();
 	workload(&e, 1);
-	exec_sql(e.url, "CREATE TABLE order_summaries ("
+	fd_test_exec_at(e.url, "CREATE TABLE order_summaries ("
 			" order_id uuid PRIMARY KEY, customer_id text NOT NULL, status text NOT NULL,"
 			" lines jsonb NOT NULL DEFAULT '{}', line_count int NOT NULL DEFAULT 0,"
 			" total_cents bigint NOT NULL DEFAULT 0, created_at timestamptz NOT NULL,"
@@ -691,7 +673,7 @@ Test(projections, order_summaries_with_lines_in_a_document_are_rebuilt_with_line
 		fd_order_type.release(&o);
 	}
 	PQfinish(c);
-	exec_sql(e.url, "INSERT INTO projections (name, tx_id, seq) SELECT 'order_summaries', tx_id, seq FROM events"
+	fd_test_exec_at(e.url, "INSERT INTO projections (name, tx_id, seq) SELECT 'order_summaries', tx_id, seq FROM events"
 			" ORDER BY tx_id DESC, seq DESC LIMIT 1");
 	workload(&e, 2);
 	struct fd_projector *p = projector_start(&e);
@@ -701,7 +683,7 @@ Test(projections, order_summaries_with_lines_in_a_document_are_rebuilt_with_line
 		cr_assert(time(NULL) < end, "order_summaries was not rebuilt");
 		usleep(10000);
 	}
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM information_schema.columns"
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM information_schema.columns"
 				   " WHERE table_name = 'order_summaries' AND column_name = 'lines'"),
 		     0, "the lines document is gone");
 	wait_caught_up(&e, 60);
@@ -723,7 +705,7 @@ Test(projections, wait_reaches_a_position_or_times_out)
 	cr_assert_eq(fd_bus_send(e.bus, &fd_order_type, id, "create", pl, NULL, &r), FD_OK);
 	json_decref(pl);
 	cr_assert_eq(fd_projection_wait(e.pool, "order_summaries", r.position, 10000), FD_OK);
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM order_summaries"), 1, "visible once the wait returns");
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM order_summaries"), 1, "visible once the wait returns");
 	struct fd_cursor future = { r.position.tx + 1000000, 1 };
 	cr_assert_eq(fd_projection_wait(e.pool, "order_summaries", future, 200), FD_ERR_RETRY);
 	fd_cmd_result_release(&r);
@@ -750,15 +732,15 @@ Test(projections, batches_follow_numeric_transaction_order_across_a_digit_bounda
 			 " VALUES ('%d'::xid8, gen_random_uuid(), 'order-%s', 'order', 1, 'OrderCreated',"
 			 " '{\"customer_id\": \"c\"}')",
 			 id, 88 + i, id);
-		exec_sql(e.url, sql);
+		fd_test_exec_at(e.url, sql);
 	}
 	struct fd_projector *p = projector_start(&e); /* batches of 7 straddle tx 99 -> 100 */
 	time_t end = time(NULL) + 30;
-	while (scalar(e.url, "SELECT count(*) FROM projections WHERE name = 'order_summaries' AND tx_id >= '111'::xid8") == 0) {
+	while (fd_test_scalar_at(e.url, "SELECT count(*) FROM projections WHERE name = 'order_summaries' AND tx_id >= '111'::xid8") == 0) {
 		cr_assert(time(NULL) < end, "the projector did not get past the inserted events");
 		usleep(20000);
 	}
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM order_summaries"), 24, "every event was applied");
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM order_summaries"), 24, "every event was applied");
 	fd_projector_stop(p);
 	env_close(&e);
 }
@@ -914,13 +896,13 @@ static long long runner_pid(const char *url, const char *name)
 		 " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 		 " AND classid::bigint = %lld AND objid::bigint = %lld",
 		 key >> 32, key & 4294967295LL);
-	return scalar(url, sql);
+	return fd_test_scalar_at(url, sql);
 }
 
 /* Ask for a rebuild of order_summaries over a damaged live table and wait until it is swapped in. */
 static void rebuild_orders(struct env *e)
 {
-	exec_sql(e->url, "UPDATE order_summaries SET total_cents = -1");
+	fd_test_exec_at(e->url, "UPDATE order_summaries SET total_cents = -1");
 	cr_assert_eq(fd_projection_request_rebuild(e->pool, SHOP_PROJECTIONS, "order_summaries"), FD_OK);
 	wait_rebuilt(e->url);
 }
@@ -995,7 +977,7 @@ Test(projections, a_projector_whose_connections_were_cut_prepares_its_statements
 	long long again = runner_pid(e.url, "order_summaries");
 	cr_assert(again != 0 && again != pid, "the projection runs on a new connection");
 	/* Cut while the copy is being filled: its statements are prepared again too. */
-	exec_sql(e.url, "UPDATE order_summaries SET total_cents = -1");
+	fd_test_exec_at(e.url, "UPDATE order_summaries SET total_cents = -1");
 	cr_assert_eq(fd_projection_request_rebuild(e.pool, SHOP_PROJECTIONS, "order_summaries"), FD_OK);
 	time_t end = time(NULL) + 60;
 	while (cut_projector_sessions(c, "(SELECT rebuilding AND rebuild_tx_id > '0' FROM projections"
@@ -1009,7 +991,7 @@ Test(projections, a_projector_whose_connections_were_cut_prepares_its_statements
 	workload(&e, 3);
 	wait_caught_up(&e, 60);
 	assert_equals_replay(&e);
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM order_summaries WHERE total_cents < 0"), 0);
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM order_summaries WHERE total_cents < 0"), 0);
 	fd_projector_stop(p);
 	env_close(&e);
 }
@@ -1072,9 +1054,9 @@ static void table_scans(const char *url, long long *seq, long long *idx)
 					 " WHERE relname IN ('order_summaries', 'order_summaries_lines', 'product_stock')";
 	char sql[256];
 	snprintf(sql, sizeof sql, "SELECT coalesce(sum(seq_scan), 0)%s", where);
-	*seq = scalar(url, sql);
+	*seq = fd_test_scalar_at(url, sql);
 	snprintf(sql, sizeof sql, "SELECT coalesce(sum(idx_scan), 0)%s", where);
-	*idx = scalar(url, sql);
+	*idx = fd_test_scalar_at(url, sql);
 }
 
 /* Stop a projector and wait until its sessions are gone (their table statistics are written as they end). */
@@ -1085,7 +1067,7 @@ static void projector_stop_and_wait(struct env *e, struct fd_projector *p)
 	char sql[256];
 	snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE pid IN (%lld, %lld)", pids[0], pids[1]);
 	time_t end = time(NULL) + 30;
-	while (scalar(e->url, sql) > 0) {
+	while (fd_test_scalar_at(e->url, sql) > 0) {
 		cr_assert(time(NULL) < end, "the projector's sessions did not end");
 		usleep(10000);
 	}
@@ -1103,13 +1085,13 @@ Test(projections, the_projector_never_scans_its_tables_even_when_vacuumed_while_
 	}
 	wait_caught_up(&e, 60);
 	projector_stop_and_wait(&e, p);
-	exec_sql(e.url, "VACUUM ANALYZE order_summaries, order_summaries_lines, product_stock");
+	fd_test_exec_at(e.url, "VACUUM ANALYZE order_summaries, order_summaries_lines, product_stock");
 	/*
 	 * Building a table's indexes counts as scanning it: wait for those of
 	 * the first session, which made the tables, to be in the statistics.
 	 */
 	time_t end = time(NULL) + 30;
-	while (scalar(e.url, "SELECT count(*) FROM pg_stat_user_tables WHERE seq_scan > 0"
+	while (fd_test_scalar_at(e.url, "SELECT count(*) FROM pg_stat_user_tables WHERE seq_scan > 0"
 			     " AND relname IN ('order_summaries', 'order_summaries_lines', 'product_stock')") < 3) {
 		cr_assert(time(NULL) < end, "the statistics of the tables' creation did not show");
 		usleep(50000);
@@ -1179,9 +1161,9 @@ Test(projections, only_appends_to_a_projections_categories_wake_it, .timeout = 1
 	cr_assert_eq(fd_projector_start(&cfg, &p), FD_OK);
 	/* Its LISTEN session is up, and its first rounds (at start) made both rows. */
 	time_t end = time(NULL) + 30;
-	while (scalar(e.url, "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN factd_events'"
+	while (fd_test_scalar_at(e.url, "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN factd_events'"
 			     " AND application_name <> 'factd-notify' AND state = 'idle'") < 1 ||
-	       scalar(e.url, "SELECT count(*) FROM projections WHERE owner IS NOT NULL") < 2) {
+	       fd_test_scalar_at(e.url, "SELECT count(*) FROM projections WHERE owner IS NOT NULL") < 2) {
 		cr_assert(time(NULL) < end, "the projector did not start");
 		usleep(20000);
 	}
@@ -1206,7 +1188,7 @@ Test(projections, only_appends_to_a_projections_categories_wake_it, .timeout = 1
 	cr_assert_eq(fd_projection_wait(e.pool, "order_summaries", last_written, 10000), FD_OK,
 		     "an order event did not wake order_summaries");
 	expect_order(e.url, id, "1 600 [p1:2x300]");
-	cr_assert_eq(scalar(e.url, "SELECT count(*) FROM events e, projections p WHERE p.name = 'order_summaries'"
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM events e, projections p WHERE p.name = 'order_summaries'"
 				   " AND (e.tx_id, e.seq) > (p.tx_id, p.seq)"),
 		     0, "order_summaries stopped short of the other events");
 	/* product_stock's row is still as it was: no product event came. */
@@ -1250,11 +1232,11 @@ Test(projections, the_status_reads_the_lag_through_the_index, .timeout = 60)
 	}
 	char *url = strdup(e.url);
 	env_close(&e); /* its sessions end and write their table statistics */
-	exec_sql(url, "ANALYZE events");
+	fd_test_exec_at(url, "ANALYZE events");
 	const char *scans = "SELECT coalesce(sum(seq_scan), 0) FROM pg_stat_user_tables WHERE relname = 'events'";
 	const char *lookups = "SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_tables WHERE relname = 'events'";
 	usleep(1500000);
-	long long seq0 = scalar(url, scans), idx0 = scalar(url, lookups);
+	long long seq0 = fd_test_scalar_at(url, scans), idx0 = fd_test_scalar_at(url, lookups);
 	struct fd_pool *pool = NULL;
 	cr_assert_eq(fd_pool_new(url, 1, 10000, &pool), FD_OK);
 	for (int i = 0; i < 5; i++) {
@@ -1270,10 +1252,10 @@ Test(projections, the_status_reads_the_lag_through_the_index, .timeout = 60)
 	}
 	fd_pool_free(pool); /* the session ends and writes its statistics */
 	time_t end = time(NULL) + 30;
-	while (scalar(url, lookups) < idx0 + 5) {
+	while (fd_test_scalar_at(url, lookups) < idx0 + 5) {
 		cr_assert(time(NULL) < end, "the status's index lookups did not show in the statistics");
 		usleep(50000);
 	}
-	cr_assert_eq(scalar(url, scans), seq0, "the status read the events table from end to end");
+	cr_assert_eq(fd_test_scalar_at(url, scans), seq0, "the status read the events table from end to end");
 	free(url);
 }

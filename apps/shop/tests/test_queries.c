@@ -33,38 +33,11 @@
 #include "shop.h"
 #include "test_server.h"
 #include "testdb.h"
+#include "testutil.h"
 
 #define ID_LEN (FD_UUID_STRLEN + 1)
 
 /* ---- helpers ------------------------------------------------------------------ */
-
-/* printf into one of a ring of static buffers: for short-lived paths and bodies (main thread only). */
-static const char *P(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static const char *P(const char *f, ...)
-{
-	static char ring[64][1024];
-	static unsigned next;
-	char *b = ring[next++ % 64];
-	va_list ap;
-	va_start(ap, f);
-	int n = vsnprintf(b, sizeof ring[0], f, ap);
-	va_end(ap);
-	cr_assert(n >= 0 && (size_t)n < sizeof ring[0], "P(): string too long");
-	return b;
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec t = { ms / 1000, (ms % 1000) * 1000000L };
-	nanosleep(&t, NULL);
-}
-
-static long now_ms(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
 
 static void send_req(const struct fd_test_server *ts, const char *method, const char *path, const char *body,
 		     struct fd_test_resp *r)
@@ -122,15 +95,15 @@ static json_t *command(const struct fd_test_server *ts, const char *method, cons
 
 static void create_order(const struct fd_test_server *ts, const char *customer, char out[ID_LEN])
 {
-	json_t *j = command(ts, "POST", "/orders", P("{\"customer_id\":\"%s\"}", customer), 201);
+	json_t *j = command(ts, "POST", "/orders", fd_test_P("{\"customer_id\":\"%s\"}", customer), 201);
 	snprintf(out, ID_LEN, "%s", jstr(j, "order_id"));
 	json_decref(j);
 }
 
 static void add_line(const struct fd_test_server *ts, const char *order, const char *sku, long long q, long long p)
 {
-	json_decref(command(ts, "POST", P("/orders/%s/lines", order),
-			    P("{\"product_id\":\"%s\",\"quantity\":%lld,\"unit_price_cents\":%lld}", sku, q, p), 200));
+	json_decref(command(ts, "POST", fd_test_P("/orders/%s/lines", order),
+			    fd_test_P("{\"product_id\":\"%s\",\"quantity\":%lld,\"unit_price_cents\":%lld}", sku, q, p), 200));
 }
 
 /* A command sent through the bus (for those without an HTTP route); its position is noted. */
@@ -163,7 +136,7 @@ static json_t *get_ok(const struct fd_test_server *ts, const char *path)
 /* GET a list (path has a query string or not) consistent with the test's writes. */
 static json_t *list_ok(const struct fd_test_server *ts, const char *path)
 {
-	return get_ok(ts, P("%s%cmin_position=%s", path, strchr(path, '?') ? '&' : '?', last_pos));
+	return get_ok(ts, fd_test_P("%s%cmin_position=%s", path, strchr(path, '?') ? '&' : '?', last_pos));
 }
 
 /* The array `key` of a page, checking the page has exactly {key, next}. */
@@ -197,7 +170,7 @@ static void assert_rfc3339_us(const char *s, const char *what)
 /* The recorded_at of the order's event of `type` (the first one). */
 static char *event_time(const struct fd_test_server *ts, const char *order, const char *type)
 {
-	json_t *page = get_ok(ts, P("/orders/%s/events", order));
+	json_t *page = get_ok(ts, fd_test_P("/orders/%s/events", order));
 	size_t i;
 	json_t *e;
 	char *at = NULL;
@@ -248,8 +221,8 @@ static size_t all_order_ids(const struct fd_test_server *ts, const char *q, unsi
 	char after[ID_LEN] = "";
 	*npages = 0;
 	for (;;) {
-		json_t *page = list_ok(ts, after[0] ? P("/orders?limit=%u&after=%s%s", per_page, after, q)
-						    : P("/orders?limit=%u%s", per_page, q));
+		json_t *page = list_ok(ts, after[0] ? fd_test_P("/orders?limit=%u&after=%s%s", per_page, after, q)
+						    : fd_test_P("/orders?limit=%u%s", per_page, q));
 		json_t *a = rows(page, "orders");
 		(*npages)++;
 		size_t i;
@@ -291,7 +264,7 @@ Test(queries_orders, fields_follow_lines_place_confirm_ship_and_cancel)
 	add_line(&ts, a, "sku-2", 1, 1000);
 	add_line(&ts, a, "sku-1", 1, 150);
 	add_line(&ts, a, "sku-3", 5, 7);
-	json_decref(command(&ts, "DELETE", P("/orders/%s/lines/sku-2", a), NULL, 200));
+	json_decref(command(&ts, "DELETE", fd_test_P("/orders/%s/lines/sku-2", a), NULL, 200));
 	json_t *list = list_ok(&ts, "/orders");
 	json_t *ra = find_row(rows(list, "orders"), "order_id", a);
 	cr_assert(ra, "order a missing");
@@ -301,13 +274,13 @@ Test(queries_orders, fields_follow_lines_place_confirm_ship_and_cancel)
 	cr_assert_eq(jint(ra, "version"), 6);
 	json_decref(list);
 
-	json_decref(command(&ts, "POST", P("/orders/%s/place", a), NULL, 200));
+	json_decref(command(&ts, "POST", fd_test_P("/orders/%s/place", a), NULL, 200));
 	bus_cmd(&ts, &fd_order_type, a, "confirm", json_object());
-	json_decref(command(&ts, "POST", P("/orders/%s/ship", a), NULL, 200));
+	json_decref(command(&ts, "POST", fd_test_P("/orders/%s/ship", a), NULL, 200));
 	/* b: one line, placed, cancelled */
 	add_line(&ts, b, "sku-9", 3, 333);
-	json_decref(command(&ts, "POST", P("/orders/%s/place", b), NULL, 200));
-	json_decref(command(&ts, "POST", P("/orders/%s/cancel", b), "{\"reason\":\"changed my mind\"}", 200));
+	json_decref(command(&ts, "POST", fd_test_P("/orders/%s/place", b), NULL, 200));
+	json_decref(command(&ts, "POST", fd_test_P("/orders/%s/cancel", b), "{\"reason\":\"changed my mind\"}", 200));
 
 	list = list_ok(&ts, "/orders");
 	json_t *arr = rows(list, "orders");
@@ -376,10 +349,10 @@ Test(queries_orders, filters_are_optional_and_combine)
 	create_order(&ts, "alice", a3);
 	create_order(&ts, "bob", b1);
 	add_line(&ts, a2, "sku-1", 1, 100);
-	json_decref(command(&ts, "POST", P("/orders/%s/place", a2), NULL, 200));
+	json_decref(command(&ts, "POST", fd_test_P("/orders/%s/place", a2), NULL, 200));
 	add_line(&ts, b1, "sku-1", 1, 100);
-	json_decref(command(&ts, "POST", P("/orders/%s/place", b1), NULL, 200));
-	json_decref(command(&ts, "POST", P("/orders/%s/cancel", a3), "{\"reason\":\"x\"}", 200));
+	json_decref(command(&ts, "POST", fd_test_P("/orders/%s/place", b1), NULL, 200));
+	json_decref(command(&ts, "POST", fd_test_P("/orders/%s/cancel", a3), "{\"reason\":\"x\"}", 200));
 
 	static const struct {
 		const char *query;
@@ -398,7 +371,7 @@ Test(queries_orders, filters_are_optional_and_combine)
 		{ "?status=draft&customer_id=bob", 0 },
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		json_t *page = list_ok(&ts, P("/orders%s", cases[i].query));
+		json_t *page = list_ok(&ts, fd_test_P("/orders%s", cases[i].query));
 		json_t *arr = rows(page, "orders");
 		cr_assert_eq((int)json_array_size(arr), cases[i].n, "%s: %s", cases[i].query, json_dumps(page, JSON_COMPACT));
 		cr_assert(json_is_null(json_object_get(page, "next")), "%s", cases[i].query);
@@ -456,12 +429,12 @@ Test(queries_orders, keyset_pages_over_25_orders, .timeout = 120)
 	cr_assert_eq(n, 30);
 	cr_assert_eq(pages, 5);
 	/* a page that ends exactly at the last row says there is no next */
-	json_t *page = list_ok(&ts, P("/orders?customer_id=pager&after=%s&limit=5", made[19]));
+	json_t *page = list_ok(&ts, fd_test_P("/orders?customer_id=pager&after=%s&limit=5", made[19]));
 	cr_assert_eq(json_array_size(rows(page, "orders")), 5);
 	cr_assert(json_is_null(json_object_get(page, "next")));
 	json_decref(page);
 	/* after the last id: empty */
-	page = list_ok(&ts, P("/orders?customer_id=pager&after=%s", made[24]));
+	page = list_ok(&ts, fd_test_P("/orders?customer_id=pager&after=%s", made[24]));
 	cr_assert_eq(json_array_size(rows(page, "orders")), 0);
 	cr_assert(json_is_null(json_object_get(page, "next")));
 	json_decref(page);
@@ -469,7 +442,7 @@ Test(queries_orders, keyset_pages_over_25_orders, .timeout = 120)
 	char upper[ID_LEN];
 	for (int i = 0; i < ID_LEN; i++)
 		upper[i] = (char)(made[9][i] >= 'a' && made[9][i] <= 'f' ? made[9][i] - 32 : made[9][i]);
-	page = list_ok(&ts, P("/orders?customer_id=pager&limit=1&after=%s", upper));
+	page = list_ok(&ts, fd_test_P("/orders?customer_id=pager&limit=1&after=%s", upper));
 	cr_assert_str_eq(jstr(json_array_get(rows(page, "orders"), 0), "order_id"), made[10]);
 	cr_assert_str_eq(json_string_value(json_object_get(page, "next")), made[10]);
 	json_decref(page);
@@ -477,7 +450,7 @@ Test(queries_orders, keyset_pages_over_25_orders, .timeout = 120)
 	cr_assert_str_eq(jstr(json_array_get(rows(page, "orders"), 0), "order_id"), made[0]);
 	json_decref(page);
 	/* the default page is 100 rows, the limit can reach FACTD_MAX_READ_LIMIT */
-	page = list_ok(&ts, P("/orders?limit=%u", ts.cfg.max_read_limit));
+	page = list_ok(&ts, fd_test_P("/orders?limit=%u", ts.cfg.max_read_limit));
 	cr_assert_eq(json_array_size(rows(page, "orders")), 30);
 	json_decref(page);
 	fd_test_server_stop(&ts);
@@ -520,7 +493,7 @@ Test(queries_orders, answers_come_from_the_read_model)
 	json_t *page = list_ok(&ts, "/orders");
 	cr_assert_eq(jint(json_array_get(rows(page, "orders"), 0), "total_cents"), 424242);
 	json_decref(page);
-	json_t *agg = get_ok(&ts, P("/orders/%s", id));
+	json_t *agg = get_ok(&ts, fd_test_P("/orders/%s", id));
 	cr_assert_eq(jint(agg, "total_cents"), 100);
 	json_decref(agg);
 	fd_test_server_stop(&ts);
@@ -563,7 +536,7 @@ Test(queries_format, list_responses_are_compact_json)
 	create_order(&ts, "c : 1", o1);
 	create_order(&ts, "c-2", o2);
 	add_line(&ts, o1, "p-1", 2, 100);
-	json_decref(command(&ts, "POST", P("/orders/%s/place", o1), NULL, 200));
+	json_decref(command(&ts, "POST", fd_test_P("/orders/%s/place", o1), NULL, 200));
 	struct fd_test_resp r;
 	send_req(&ts, "POST", "/streams/notes-1/events",
 		 "{\"expected_version\":0,\"events\":[{\"type\":\"Noted\",\"data\":{ \"text\" : \"x : y , z\","
@@ -573,19 +546,19 @@ Test(queries_format, list_responses_are_compact_json)
 	note_position(fd_test_json_str(&r, "position"));
 	fd_test_resp_free(&r);
 	/* wait for the saga to have started, so its list is not empty */
-	for (long end = now_ms() + 10000;; sleep_ms(20)) {
+	for (long end = fd_test_now_ms() + 10000;; fd_test_sleep_ms(20)) {
 		json_t *sagas = get_ok(&ts, "/sagas");
 		size_t n = json_array_size(json_object_get(sagas, "items"));
 		json_decref(sagas);
 		if (n > 0)
 			break;
-		cr_assert_lt(now_ms(), end, "no saga started");
+		cr_assert_lt(fd_test_now_ms(), end, "no saga started");
 	}
 
 	const char *paths[] = {
-		P("/orders?min_position=%s", last_pos), P("/orders?limit=1&min_position=%s", last_pos),
-		P("/products?min_position=%s", last_pos), "/products?limit=1", "/sagas", "/sagas?limit=1",
-		"/projections", "/events", "/events?limit=2", "/streams/notes-1/events", P("/orders/%s/events", o1),
+		fd_test_P("/orders?min_position=%s", last_pos), fd_test_P("/orders?limit=1&min_position=%s", last_pos),
+		fd_test_P("/products?min_position=%s", last_pos), "/products?limit=1", "/sagas", "/sagas?limit=1",
+		"/projections", "/events", "/events?limit=2", "/streams/notes-1/events", fd_test_P("/orders/%s/events", o1),
 		"/products/p-1/events",
 	};
 	for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
@@ -650,11 +623,11 @@ Test(queries_products, keyset_pages)
 	struct fd_test_server ts;
 	fd_test_server_start(&ts, NULL);
 	for (int i = 0; i < 7; i++)
-		json_decref(command(&ts, "POST", "/products", P("{\"product_id\":\"sku-%02d\",\"name\":\"P%d\",\"stock\":%d}", i, i, i), 201));
+		json_decref(command(&ts, "POST", "/products", fd_test_P("{\"product_id\":\"sku-%02d\",\"name\":\"P%d\",\"stock\":%d}", i, i, i), 201));
 	char after[80] = "";
 	int seen = 0, pages = 0;
 	for (;;) {
-		json_t *page = list_ok(&ts, after[0] ? P("/products?limit=3&after=%s", after) : "/products?limit=3");
+		json_t *page = list_ok(&ts, after[0] ? fd_test_P("/products?limit=3&after=%s", after) : "/products?limit=3");
 		json_t *arr = rows(page, "products");
 		pages++;
 		size_t i;
@@ -693,35 +666,35 @@ Test(queries_params, invalid_parameters_are_400_naming_them)
 	long_sku[65] = '\0';
 	static const char *const statuses[] = { "bogus", "", "Placed", "placed%20", "draft,placed" };
 	for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++)
-		assert_bad_param(&ts, P("/orders?status=%s", statuses[i]), "status");
+		assert_bad_param(&ts, fd_test_P("/orders?status=%s", statuses[i]), "status");
 	assert_bad_param(&ts, "/orders?customer_id=", "customer_id");
-	assert_bad_param(&ts, P("/orders?customer_id=%s", long_customer), "customer_id");
+	assert_bad_param(&ts, fd_test_P("/orders?customer_id=%s", long_customer), "customer_id");
 	assert_bad_param(&ts, "/orders?customer_id=%FF%FE", "customer_id");
 	static const char *const afters[] = { "", "not-a-uuid", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5", "0" };
 	for (size_t i = 0; i < sizeof afters / sizeof afters[0]; i++)
-		assert_bad_param(&ts, P("/orders?after=%s", afters[i]), "after");
+		assert_bad_param(&ts, fd_test_P("/orders?after=%s", afters[i]), "after");
 	static const char *const limits[] = { "0", "-1", "abc", "", "1001", "10x", "+5", "99999999999999999999" };
 	for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
-		assert_bad_param(&ts, P("/orders?limit=%s", limits[i]), "limit");
-		assert_bad_param(&ts, P("/products?limit=%s", limits[i]), "limit");
+		assert_bad_param(&ts, fd_test_P("/orders?limit=%s", limits[i]), "limit");
+		assert_bad_param(&ts, fd_test_P("/products?limit=%s", limits[i]), "limit");
 	}
 	static const char *const positions[] = { "", "x", "1-", "-1", "1-2-3", "abc-1" };
 	for (size_t i = 0; i < sizeof positions / sizeof positions[0]; i++) {
-		assert_bad_param(&ts, P("/orders?min_position=%s", positions[i]), "min_position");
-		assert_bad_param(&ts, P("/products?min_position=%s", positions[i]), "min_position");
+		assert_bad_param(&ts, fd_test_P("/orders?min_position=%s", positions[i]), "min_position");
+		assert_bad_param(&ts, fd_test_P("/products?min_position=%s", positions[i]), "min_position");
 	}
 	assert_bad_param(&ts, "/products?after=", "after");
 	assert_bad_param(&ts, "/products?after=bad%20sku", "after");
-	assert_bad_param(&ts, P("/products?after=%s", long_sku), "after");
+	assert_bad_param(&ts, fd_test_P("/products?after=%s", long_sku), "after");
 	/* parameters are checked before any wait: a bad limit with an unreachable position is 400 at once */
-	long t0 = now_ms();
+	long t0 = fd_test_now_ms();
 	assert_bad_param(&ts, "/orders?min_position=999999999-1&limit=0", "limit");
-	cr_assert_lt(now_ms() - t0, 2000);
+	cr_assert_lt(fd_test_now_ms() - t0, 2000);
 	/* the edges that are valid (min_position=0 waits until the projector has set its tables up) */
 	json_decref(list_ok(&ts, "/orders?limit=1000"));
 	json_decref(list_ok(&ts, "/orders?limit=1"));
-	json_decref(list_ok(&ts, P("/orders?customer_id=%.128s", long_customer)));
-	json_decref(list_ok(&ts, P("/products?after=%.64s", long_sku)));
+	json_decref(list_ok(&ts, fd_test_P("/orders?customer_id=%.128s", long_customer)));
+	json_decref(list_ok(&ts, fd_test_P("/products?after=%.64s", long_sku)));
 	fd_test_server_stop(&ts);
 }
 
@@ -736,9 +709,9 @@ Test(queries_min_position, an_unreached_position_is_503_with_retry_after_in_boun
 	static const char *const paths[] = { "/orders?min_position=999999999-1", "/products?min_position=999999999-1" };
 	for (size_t i = 0; i < 2; i++) {
 		struct fd_test_resp r;
-		long t0 = now_ms();
+		long t0 = fd_test_now_ms();
 		send_req(&ts, "GET", paths[i], NULL, &r);
-		long took = now_ms() - t0;
+		long took = fd_test_now_ms() - t0;
 		fd_test_assert_problem(&r, 503, "projection-behind");
 		cr_assert_str_eq(header(&r, "Retry-After"), "1");
 		cr_assert_str_eq(fd_test_json_str(&r, "min_position"), "999999999-1");
@@ -761,7 +734,7 @@ Test(queries_min_position, every_write_is_visible_right_after_it, .timeout = 120
 	char id[ID_LEN];
 	create_order(&ts, "c", id);
 	for (int i = 1; i <= 15; i++) {
-		add_line(&ts, id, P("sku-%d", i), i, 10);
+		add_line(&ts, id, fd_test_P("sku-%d", i), i, 10);
 		json_t *page = list_ok(&ts, "/orders");
 		json_t *o = json_array_get(rows(page, "orders"), 0);
 		cr_assert_eq(jint(o, "line_count"), i, "after line %d", i);
@@ -782,13 +755,13 @@ Test(queries_min_position, a_position_of_another_category_is_reached)
 	snprintf(product_pos, sizeof product_pos, "%s", jstr(r, "position"));
 	json_decref(r);
 	/* order_summaries reads no product events, yet it has passed that position */
-	json_t *page = get_ok(&ts, P("/orders?min_position=%s", product_pos));
+	json_t *page = get_ok(&ts, fd_test_P("/orders?min_position=%s", product_pos));
 	cr_assert_eq(json_array_size(rows(page, "orders")), 1);
 	json_decref(page);
 	/* and the event store's own appends are positions too */
 	r = command(&ts, "POST", "/streams/misc-1/events",
 		    "{\"expected_version\":\"any\",\"events\":[{\"type\":\"Noted\",\"data\":{}}]}", 201);
-	page = get_ok(&ts, P("/products?min_position=%s", jstr(r, "position")));
+	page = get_ok(&ts, fd_test_P("/products?min_position=%s", jstr(r, "position")));
 	cr_assert_eq(json_array_size(rows(page, "products")), 1);
 	json_decref(page);
 	json_decref(r);
@@ -876,7 +849,7 @@ Test(queries_projections, without_a_projector_reads_are_503_and_status_is_stoppe
 	send_req(&ts, "GET", "/products", NULL, &r);
 	fd_test_assert_problem(&r, 503, "database-unavailable");
 	fd_test_resp_free(&r);
-	send_req(&ts, "GET", P("/orders?min_position=%s", last_pos), NULL, &r);
+	send_req(&ts, "GET", fd_test_P("/orders?min_position=%s", last_pos), NULL, &r);
 	fd_test_assert_problem(&r, 503, "projection-behind");
 	fd_test_resp_free(&r);
 	json_t *p = projection(&ts, "order_summaries");
@@ -995,7 +968,7 @@ static void *reader_main(void *arg)
 /* Poll GET /projections until `name` has finished rebuilding; returns the statuses seen on the way. */
 static void wait_rebuilt(const struct fd_test_server *ts, const char *name, bool *saw_rebuilding)
 {
-	long deadline = now_ms() + 90000;
+	long deadline = fd_test_now_ms() + 90000;
 	*saw_rebuilding = false;
 	for (;;) {
 		json_t *p = projection(ts, name);
@@ -1006,8 +979,8 @@ static void wait_rebuilt(const struct fd_test_server *ts, const char *name, bool
 		json_decref(p);
 		if (!busy)
 			return;
-		cr_assert_lt(now_ms(), deadline, "%s still rebuilding", name);
-		sleep_ms(20);
+		cr_assert_lt(fd_test_now_ms(), deadline, "%s still rebuilding", name);
+		fd_test_sleep_ms(20);
 	}
 }
 
@@ -1027,13 +1000,13 @@ Test(queries_rebuild, readers_never_miss_a_row_and_the_copy_equals_the_aggregate
 	for (int i = 0; i < N; i++) {
 		create_order(&ts, i % 2 ? "odd" : "even", ids[i]);
 		for (int k = 0; k < 1 + i % 4; k++)
-			add_line(&ts, ids[i], P("sku-%d", k), 1 + k, 100 * (k + 1));
+			add_line(&ts, ids[i], fd_test_P("sku-%d", k), 1 + k, 100 * (k + 1));
 		if (i % 7 == 1 && i % 4 != 0)
-			json_decref(command(&ts, "DELETE", P("/orders/%s/lines/sku-0", ids[i]), NULL, 200));
+			json_decref(command(&ts, "DELETE", fd_test_P("/orders/%s/lines/sku-0", ids[i]), NULL, 200));
 		if (i % 3 == 0)
-			json_decref(command(&ts, "POST", P("/orders/%s/place", ids[i]), NULL, 200));
+			json_decref(command(&ts, "POST", fd_test_P("/orders/%s/place", ids[i]), NULL, 200));
 		if (i % 6 == 0)
-			json_decref(command(&ts, "POST", P("/orders/%s/cancel", ids[i]), "{\"reason\":\"r\"}", 200));
+			json_decref(command(&ts, "POST", fd_test_P("/orders/%s/cancel", ids[i]), "{\"reason\":\"r\"}", 200));
 	}
 	json_decref(list_ok(&ts, "/orders"));
 	qsort(ids, N, ID_LEN, cmp_id);
@@ -1045,7 +1018,7 @@ Test(queries_rebuild, readers_never_miss_a_row_and_the_copy_equals_the_aggregate
 	pthread_t writer, reader;
 	cr_assert_eq(pthread_create(&writer, NULL, writer_main, &l), 0);
 	cr_assert_eq(pthread_create(&reader, NULL, reader_main, &l), 0);
-	sleep_ms(200);
+	fd_test_sleep_ms(200);
 
 	struct fd_test_resp r;
 	send_req(&ts, "POST", "/projections/order_summaries/rebuild", NULL, &r);
@@ -1057,7 +1030,7 @@ Test(queries_rebuild, readers_never_miss_a_row_and_the_copy_equals_the_aggregate
 	bool saw_rebuilding;
 	wait_rebuilt(&ts, "order_summaries", &saw_rebuilding);
 	long reads_during = atomic_load(&l.reads) - reads_at_request;
-	sleep_ms(200);
+	fd_test_sleep_ms(200);
 	atomic_store(&l.stop, true);
 	pthread_join(writer, NULL);
 	pthread_join(reader, NULL);
@@ -1084,11 +1057,11 @@ Test(queries_rebuild, readers_never_miss_a_row_and_the_copy_equals_the_aggregate
 	char after[ID_LEN] = "";
 	size_t checked = 0;
 	for (;;) {
-		page = list_ok(&ts, after[0] ? P("/orders?limit=100&after=%s", after) : "/orders?limit=100");
+		page = list_ok(&ts, after[0] ? fd_test_P("/orders?limit=100&after=%s", after) : "/orders?limit=100");
 		size_t i;
 		json_t *o;
 		json_array_foreach(rows(page, "orders"), i, o) {
-			json_t *agg = get_ok(&ts, P("/orders/%s", jstr(o, "order_id")));
+			json_t *agg = get_ok(&ts, fd_test_P("/orders/%s", jstr(o, "order_id")));
 			cr_assert_str_eq(jstr(o, "status"), jstr(agg, "status"), "order %s", jstr(o, "order_id"));
 			cr_assert_str_eq(jstr(o, "customer_id"), jstr(agg, "customer_id"));
 			cr_assert_eq((size_t)jint(o, "line_count"), json_array_size(json_object_get(agg, "lines")),
@@ -1129,11 +1102,11 @@ Test(queries_rebuild, product_stock_is_rebuilt_equal_to_the_aggregates, .timeout
 	char order[ID_LEN];
 	create_order(&ts, "c", order);
 	for (int i = 0; i < 12; i++) {
-		json_decref(command(&ts, "POST", "/products", P("{\"product_id\":\"p-%02d\",\"name\":\"N%d\",\"stock\":%d}", i, i, 10 + i), 201));
+		json_decref(command(&ts, "POST", "/products", fd_test_P("{\"product_id\":\"p-%02d\",\"name\":\"N%d\",\"stock\":%d}", i, i, 10 + i), 201));
 		if (i % 2)
-			json_decref(command(&ts, "POST", P("/products/p-%02d/restock", i), "{\"quantity\":5}", 200));
+			json_decref(command(&ts, "POST", fd_test_P("/products/p-%02d/restock", i), "{\"quantity\":5}", 200));
 		if (i % 3 == 0)
-			bus_cmd(&ts, &fd_product_type, P("p-%02d", i), "reserve",
+			bus_cmd(&ts, &fd_product_type, fd_test_P("p-%02d", i), "reserve",
 				json_pack("{s:s, s:i}", "order_id", order, "quantity", 4));
 	}
 	json_t *before = list_ok(&ts, "/products");
@@ -1154,7 +1127,7 @@ Test(queries_rebuild, product_stock_is_rebuilt_equal_to_the_aggregates, .timeout
 	size_t i;
 	json_t *o;
 	json_array_foreach(arr, i, o) {
-		json_t *view = get_ok(&ts, P("/products/%s", jstr(o, "product_id")));
+		json_t *view = get_ok(&ts, fd_test_P("/products/%s", jstr(o, "product_id")));
 		cr_assert_str_eq(jstr(o, "name"), jstr(view, "name"));
 		cr_assert_eq(jint(o, "available"), jint(view, "available"), "%s", jstr(o, "product_id"));
 		cr_assert_eq(jint(o, "reserved"), jint(view, "reserved"), "%s", jstr(o, "product_id"));

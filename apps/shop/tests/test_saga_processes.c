@@ -25,32 +25,7 @@
 
 #include "http_client.h"
 #include "testdb.h"
-
-static const char *P(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static const char *P(const char *f, ...)
-{
-	static __thread char ring[16][1024];
-	static __thread unsigned next;
-	char *b = ring[next++ % 16];
-	va_list ap;
-	va_start(ap, f);
-	vsnprintf(b, sizeof ring[0], f, ap);
-	va_end(ap);
-	return b;
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
-}
-
-static long long now_ms(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
+#include "testutil.h"
 
 static uint16_t free_port(void)
 {
@@ -92,7 +67,7 @@ static void spawn(struct proc *p, const char *url, unsigned fail_first)
 		execl(bin, bin, "serve", (char *)NULL);
 		_exit(127);
 	}
-	for (long long end = now_ms() + 20000;;) {
+	for (long long end = fd_test_now_ms() + 20000;;) {
 		struct fd_test_resp r;
 		int rc = fd_test_get(p->port, "/healthz", &r);
 		int status = r.status;
@@ -101,8 +76,8 @@ static void spawn(struct proc *p, const char *url, unsigned fail_first)
 			return;
 		int st;
 		cr_assert_eq(waitpid(p->pid, &st, WNOHANG), 0, "factd exited during start");
-		cr_assert_lt(now_ms(), end, "factd did not answer /healthz");
-		sleep_ms(50);
+		cr_assert_lt(fd_test_now_ms(), end, "factd did not answer /healthz");
+		fd_test_sleep_ms(50);
 	}
 }
 
@@ -125,7 +100,7 @@ static void post_ok(uint16_t port, const char *path, const char *body, int want,
 		if (r.status != 503 || tries > 20)
 			break;
 		fd_test_resp_free(&r); /* the pool was busy: ask again */
-		sleep_ms(50);
+		fd_test_sleep_ms(50);
 	}
 	cr_assert_eq(r.status, want, "POST %s: %d %s", path, r.status, r.body);
 	if (id_out)
@@ -139,7 +114,7 @@ static void post_ok(uint16_t port, const char *path, const char *body, int want,
 static void create_products(uint16_t port)
 {
 	for (int i = 0; i < PRODUCTS; i++)
-		post_ok(port, "/products", P("{\"product_id\": \"p-%d\", \"name\": \"P%d\", \"stock\": %d}", i, i, STOCK),
+		post_ok(port, "/products", fd_test_P("{\"product_id\": \"p-%d\", \"name\": \"P%d\", \"stock\": %d}", i, i, STOCK),
 			201, NULL);
 }
 
@@ -150,31 +125,23 @@ static void place(uint16_t port, int n, char id[37])
 	int lines = 1 + n % 2;
 	for (int l = 0; l < lines; l++) {
 		long long price = n % 10 == 9 && l == 0 ? 200000 : 100 + n;
-		post_ok(port, P("/orders/%s/lines", id),
-			P("{\"product_id\": \"p-%d\", \"quantity\": %d, \"unit_price_cents\": %lld}", (n + l) % PRODUCTS,
+		post_ok(port, fd_test_P("/orders/%s/lines", id),
+			fd_test_P("{\"product_id\": \"p-%d\", \"quantity\": %d, \"unit_price_cents\": %lld}", (n + l) % PRODUCTS,
 			  1 + (n + l) % 3, price),
 			200, NULL);
 	}
-	post_ok(port, P("/orders/%s/place", id), NULL, 200, NULL);
-}
-
-static long long scalar(const char *url, const char *sql)
-{
-	PGconn *c = fd_test_connect(url);
-	long long v = fd_test_scalar(c, sql);
-	PQfinish(c);
-	return v;
+	post_ok(port, fd_test_P("/orders/%s/place", id), NULL, 200, NULL);
 }
 
 static void wait_all_ended(const char *url, long long n, long timeout_ms)
 {
-	for (long long end = now_ms() + timeout_ms;;) {
-		long long ended = scalar(url, "SELECT count(*) FROM sagas WHERE type = 'order_fulfillment'"
+	for (long long end = fd_test_now_ms() + timeout_ms;;) {
+		long long ended = fd_test_scalar_at(url, "SELECT count(*) FROM sagas WHERE type = 'order_fulfillment'"
 					      " AND status IN ('completed', 'compensated', 'failed')");
 		if (ended == n)
 			return;
-		cr_assert_lt(now_ms(), end, "%lld of %lld sagas ended", ended, n);
-		sleep_ms(100);
+		cr_assert_lt(fd_test_now_ms(), end, "%lld of %lld sagas ended", ended, n);
+		fd_test_sleep_ms(100);
 	}
 }
 
@@ -185,40 +152,40 @@ static void wait_all_ended(const char *url, long long n, long timeout_ms)
  */
 static void assert_exactly_once(const char *url, long long orders, long long declined, unsigned fail_first)
 {
-	cr_assert_eq(scalar(url, "SELECT count(*) FROM sagas WHERE type = 'order_fulfillment'"), orders);
-	cr_assert_eq(scalar(url, "SELECT count(*) FROM sagas WHERE status = 'completed' AND type = 'order_fulfillment'"),
+	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM sagas WHERE type = 'order_fulfillment'"), orders);
+	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM sagas WHERE status = 'completed' AND type = 'order_fulfillment'"),
 		     orders - declined);
-	cr_assert_eq(scalar(url, "SELECT count(*) FROM sagas WHERE status = 'compensated'"), declined);
-	cr_assert_eq(scalar(url, "SELECT count(*) FROM events WHERE type = 'OrderConfirmed'"), orders - declined);
-	cr_assert_eq(scalar(url, "SELECT count(*) FROM events WHERE type = 'OrderCancelled'"), declined);
-	cr_assert_eq(scalar(url, "SELECT count(*) FROM (SELECT stream_id FROM events WHERE type IN"
+	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM sagas WHERE status = 'compensated'"), declined);
+	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM events WHERE type = 'OrderConfirmed'"), orders - declined);
+	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM events WHERE type = 'OrderCancelled'"), declined);
+	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM (SELECT stream_id FROM events WHERE type IN"
 				 " ('OrderConfirmed', 'OrderCancelled') GROUP BY stream_id HAVING count(*) > 1) d"),
 		     0, "an order ended twice");
-	cr_assert_eq(scalar(url, "SELECT count(*) FROM events WHERE type = 'PaymentRequested'"), orders);
-	cr_assert_eq(scalar(url, "SELECT count(*) FROM events WHERE type = 'PaymentAuthorised'"), orders - declined);
-	cr_assert_eq(scalar(url, "SELECT count(*) FROM events WHERE type = 'PaymentDeclined'"), declined);
-	cr_assert_eq(scalar(url, P("SELECT count(*) FROM (SELECT (SELECT count(*) FROM events f WHERE f.stream_id ="
+	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM events WHERE type = 'PaymentRequested'"), orders);
+	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM events WHERE type = 'PaymentAuthorised'"), orders - declined);
+	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM events WHERE type = 'PaymentDeclined'"), declined);
+	cr_assert_eq(fd_test_scalar_at(url, fd_test_P("SELECT count(*) FROM (SELECT (SELECT count(*) FROM events f WHERE f.stream_id ="
 				   " r.stream_id AND f.type = 'PaymentAttemptFailed') AS n FROM events r"
 				   " WHERE r.type = 'PaymentRequested') d WHERE n <> %u",
 				   fail_first)),
 		     0, "each payment must have failed exactly %u times before its answer", fail_first);
-	cr_assert_eq(scalar(url, "SELECT count(*) FROM (SELECT metadata->'idempotency'->>'key' FROM events"
+	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM (SELECT metadata->'idempotency'->>'key' FROM events"
 				 " WHERE metadata ? 'idempotency' AND metadata->>'caller' = 'saga'"
 				 " GROUP BY 1 HAVING count(*) > 1) d"),
 		     0, "a saga command recorded its events twice");
-	cr_assert_eq(scalar(url, "SELECT count(*) FROM (SELECT stream_id, data->>'order_id', type FROM events"
+	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM (SELECT stream_id, data->>'order_id', type FROM events"
 				 " WHERE type IN ('StockReserved', 'ReservationReleased')"
 				 " GROUP BY 1, 2, 3 HAVING count(*) > 1) d"),
 		     0, "a reservation was made or released twice");
 	/* stock: what is still reserved is exactly the confirmed orders' lines */
 	for (int i = 0; i < PRODUCTS; i++) {
-		long long reserved = scalar(
-			url, P("SELECT coalesce(sum(CASE type WHEN 'StockReserved' THEN (data->>'quantity')::bigint"
+		long long reserved = fd_test_scalar_at(
+			url, fd_test_P("SELECT coalesce(sum(CASE type WHEN 'StockReserved' THEN (data->>'quantity')::bigint"
 			       " WHEN 'ReservationReleased' THEN -(data->>'quantity')::bigint ELSE 0 END), 0)"
 			       " FROM events WHERE stream_id = 'product-p-%d'",
 			       i));
-		long long confirmed = scalar(
-			url, P("SELECT coalesce(sum((l->>'quantity')::bigint), 0) FROM events e,"
+		long long confirmed = fd_test_scalar_at(
+			url, fd_test_P("SELECT coalesce(sum((l->>'quantity')::bigint), 0) FROM events e,"
 			       " jsonb_array_elements(e.data->'lines') l WHERE e.type = 'OrderPlaced'"
 			       " AND l->>'product_id' = 'p-%d' AND e.stream_id IN"
 			       " (SELECT stream_id FROM events WHERE type = 'OrderConfirmed')",
@@ -231,7 +198,7 @@ static void check_stock_views(uint16_t port)
 {
 	for (int i = 0; i < PRODUCTS; i++) {
 		struct fd_test_resp r;
-		cr_assert_eq(fd_test_get(port, P("/products/p-%d", i), &r), 0);
+		cr_assert_eq(fd_test_get(port, fd_test_P("/products/p-%d", i), &r), 0);
 		cr_assert_eq(r.status, 200);
 		long long a = json_integer_value(json_object_get(r.json, "available"));
 		long long res = json_integer_value(json_object_get(r.json, "reserved"));
@@ -252,14 +219,14 @@ Test(saga_processes, kill_9_mid_saga_and_restart_finishes_each_once, .timeout = 
 	for (int n = 0; n < ORDERS; n++)
 		place(a.port, n, ids[n]);
 	/* kill it while sagas are between steps */
-	for (long long end = now_ms() + 10000;
-	     scalar(url, "SELECT count(*) FROM saga_steps WHERE step = 'take_payment'") == 0;) {
-		cr_assert_lt(now_ms(), end, "no saga reached the payment");
-		sleep_ms(20);
+	for (long long end = fd_test_now_ms() + 10000;
+	     fd_test_scalar_at(url, "SELECT count(*) FROM saga_steps WHERE step = 'take_payment'") == 0;) {
+		cr_assert_lt(fd_test_now_ms(), end, "no saga reached the payment");
+		fd_test_sleep_ms(20);
 	}
 	stop(&a, SIGKILL);
-	long long unfinished = scalar(url, "SELECT count(*) FROM sagas WHERE status IN ('running', 'compensating')");
-	long long started = scalar(url, "SELECT count(*) FROM sagas");
+	long long unfinished = fd_test_scalar_at(url, "SELECT count(*) FROM sagas WHERE status IN ('running', 'compensating')");
+	long long started = fd_test_scalar_at(url, "SELECT count(*) FROM sagas");
 	cr_assert_gt(unfinished, 0, "every saga had ended before the kill: the test proved nothing");
 
 	struct proc b;
@@ -310,14 +277,14 @@ Test(saga_processes, two_processes_run_200_sagas_each_exactly_once, .timeout = 6
 		pthread_join(t[i], NULL);
 	wait_all_ended(url, ORDERS, 300000);
 	assert_exactly_once(url, ORDERS, ORDERS / 10, 1);
-	cr_assert_eq(scalar(url, "SELECT count(DISTINCT worker) FROM saga_steps WHERE worker IS NOT NULL"), 2,
+	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(DISTINCT worker) FROM saga_steps WHERE worker IS NOT NULL"), 2,
 		     "both processes should have run saga steps");
 	/* every run of a step, retries and timers included, happened once in all processes */
-	cr_assert_eq(scalar(url, "SELECT count(*) FROM (SELECT saga_id, step, kind, attempt FROM saga_steps"
+	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM (SELECT saga_id, step, kind, attempt FROM saga_steps"
 				 " GROUP BY 1, 2, 3, 4 HAVING count(*) > 1) d"),
 		     0, "a step attempt ran twice");
-	cr_assert_eq(scalar(url, "SELECT count(*) FROM saga_steps WHERE outcome IN ('running', 'interrupted')"), 0);
-	cr_assert_eq(scalar(url, "SELECT count(*) FROM saga_steps WHERE step = 'take_payment' AND kind = 'action'"
+	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM saga_steps WHERE outcome IN ('running', 'interrupted')"), 0);
+	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM saga_steps WHERE step = 'take_payment' AND kind = 'action'"
 				 " AND outcome = 'retry'"),
 		     ORDERS, "each saga retried its payment once, after its timer");
 	check_stock_views(a.port);

@@ -17,40 +17,16 @@
 #include <string.h>
 #include <time.h>
 
+#include "factd/events.h"
 #include "factd/uuid.h"
 #include "http_client.h"
 #define FD_TEST_APP (&shop_app) /* the shop's routes and types */
 #include "shop.h"
 #include "test_server.h"
 #include "testdb.h"
+#include "testutil.h"
 
 /* ---- helpers ---------------------------------------------------------------------- */
-
-static const char *P(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static const char *P(const char *f, ...)
-{
-	static char ring[32][1024];
-	static unsigned next;
-	char *b = ring[next++ % 32];
-	va_list ap;
-	va_start(ap, f);
-	vsnprintf(b, sizeof ring[0], f, ap);
-	va_end(ap);
-	return b;
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
-}
-
-static long long now_ms(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
 
 static void post_ok(const struct fd_test_server *ts, const char *path, const char *body, int want,
 		    struct fd_test_resp *r)
@@ -64,7 +40,7 @@ static void post_ok(const struct fd_test_server *ts, const char *path, const cha
 static void create_product(const struct fd_test_server *ts, const char *id, long long stock)
 {
 	struct fd_test_resp r;
-	post_ok(ts, "/products", P("{\"product_id\": \"%s\", \"name\": \"%s\", \"stock\": %lld}", id, id, stock), 201, &r);
+	post_ok(ts, "/products", fd_test_P("{\"product_id\": \"%s\", \"name\": \"%s\", \"stock\": %lld}", id, id, stock), 201, &r);
 	fd_test_resp_free(&r);
 }
 
@@ -82,13 +58,13 @@ static void place_order(const struct fd_test_server *ts, const struct line *line
 	snprintf(out, 37, "%s", fd_test_json_str(&r, "order_id"));
 	fd_test_resp_free(&r);
 	for (size_t i = 0; i < n; i++) {
-		post_ok(ts, P("/orders/%s/lines", out),
-			P("{\"product_id\": \"%s\", \"quantity\": %lld, \"unit_price_cents\": %lld}", lines[i].product,
+		post_ok(ts, fd_test_P("/orders/%s/lines", out),
+			fd_test_P("{\"product_id\": \"%s\", \"quantity\": %lld, \"unit_price_cents\": %lld}", lines[i].product,
 			  lines[i].quantity, lines[i].price),
 			200, &r);
 		fd_test_resp_free(&r);
 	}
-	post_ok(ts, P("/orders/%s/place", out), NULL, 200, &r);
+	post_ok(ts, fd_test_P("/orders/%s/place", out), NULL, 200, &r);
 	fd_test_resp_free(&r);
 }
 
@@ -111,20 +87,20 @@ static const char *str(const json_t *o, const char *key)
 /* Poll the order's saga until its status is `want` (or the wait runs out: fail). */
 static json_t *wait_saga(const struct fd_test_server *ts, const char *order_id, const char *want, long timeout_ms)
 {
-	long long end = now_ms() + timeout_ms;
+	long long end = fd_test_now_ms() + timeout_ms;
 	json_t *s = NULL;
 	for (;;) {
 		struct fd_test_resp r;
-		cr_assert_eq(fd_test_get(ts->port, P("/orders/%s/saga", order_id), &r), 0);
+		cr_assert_eq(fd_test_get(ts->port, fd_test_P("/orders/%s/saga", order_id), &r), 0);
 		json_decref(s);
 		s = r.status == 200 ? json_incref(r.json) : NULL;
 		fd_test_resp_free(&r);
 		if (s && strcmp(str(s, "status"), want) == 0)
 			return s;
-		if (now_ms() > end)
+		if (fd_test_now_ms() > end)
 			cr_assert_fail("saga of order %s is not %s after %ld ms: %s", order_id, want, timeout_ms,
 				       s ? json_dumps(s, JSON_INDENT(1)) : "(no saga)");
-		sleep_ms(50);
+		fd_test_sleep_ms(50);
 	}
 }
 
@@ -137,11 +113,11 @@ static json_t *wait_saga(const struct fd_test_server *ts, const char *order_id, 
 static json_t *wait_phase(const struct fd_test_server *ts, const char *order_id, const char *step, const char *phase)
 {
 	json_t *s = wait_saga(ts, order_id, "running", 5000);
-	for (long long end = now_ms() + 10000;
+	for (long long end = fd_test_now_ms() + 10000;
 	     strcmp(str(s, "current_step"), step) != 0 || strcmp(str(s, "phase"), phase) != 0;) {
-		cr_assert_lt(now_ms(), end, "the saga never reached %s in phase %s: %s", step, phase, json_dumps(s, 0));
+		cr_assert_lt(fd_test_now_ms(), end, "the saga never reached %s in phase %s: %s", step, phase, json_dumps(s, 0));
 		json_decref(s);
-		sleep_ms(50);
+		fd_test_sleep_ms(50);
 		s = wait_saga(ts, order_id, "running", 5000);
 	}
 	return s;
@@ -167,7 +143,7 @@ static long long count(const struct fd_test_server *ts, const char *sql)
 /* The product's view member (available, reserved, committed, stocked). */
 static long long product_field(const struct fd_test_server *ts, const char *id, const char *field)
 {
-	json_t *p = get_json(ts, P("/products/%s", id), 200);
+	json_t *p = get_json(ts, fd_test_P("/products/%s", id), 200);
 	long long v = json_integer_value(json_object_get(p, field));
 	json_decref(p);
 	return v;
@@ -176,7 +152,7 @@ static long long product_field(const struct fd_test_server *ts, const char *id, 
 static void assert_stock(const struct fd_test_server *ts, const char *id, long long available, long long reserved,
 			 long long committed)
 {
-	json_t *p = get_json(ts, P("/products/%s", id), 200);
+	json_t *p = get_json(ts, fd_test_P("/products/%s", id), 200);
 	long long a = json_integer_value(json_object_get(p, "available"));
 	long long r = json_integer_value(json_object_get(p, "reserved"));
 	long long c = json_integer_value(json_object_get(p, "committed"));
@@ -191,7 +167,7 @@ static void assert_stock(const struct fd_test_server *ts, const char *id, long l
 static const char *order_status(const struct fd_test_server *ts, const char *id, char *reason, size_t len)
 {
 	static char status[32];
-	json_t *o = get_json(ts, P("/orders/%s", id), 200);
+	json_t *o = get_json(ts, fd_test_P("/orders/%s", id), 200);
 	snprintf(status, sizeof status, "%s", str(o, "status"));
 	if (reason)
 		snprintf(reason, len, "%s", str(o, "cancel_reason"));
@@ -300,18 +276,18 @@ Test(sagas, happy_path_confirms_the_order)
 		cr_assert(json_is_string(json_object_get(e, "finished_at")));
 	}
 	/* the payment was authorised for the order's total */
-	json_t *pay = get_json(&ts, P("/payments/%s", str(json_object_get(s, "data"), "payment_id")), 200);
+	json_t *pay = get_json(&ts, fd_test_P("/payments/%s", str(json_object_get(s, "data"), "payment_id")), 200);
 	cr_assert_str_eq(str(pay, "status"), "authorised");
 	cr_assert_eq(json_integer_value(json_object_get(pay, "amount_cents")), 2 * 1250 + 400);
 	json_decref(pay);
 	/* every command it sent carries the saga id */
 	const char *sid = str(s, "id");
-	cr_assert_eq(count(&ts, P("SELECT count(*) FROM events WHERE type IN ('StockReserved', 'PaymentRequested',"
+	cr_assert_eq(count(&ts, fd_test_P("SELECT count(*) FROM events WHERE type IN ('StockReserved', 'PaymentRequested',"
 				  " 'PaymentAuthorised', 'OrderConfirmed') AND metadata->>'correlation_id' = '%s'",
 				  sid)),
 		     5);
 	/* the same saga by id and in the list */
-	json_t *byid = get_json(&ts, P("/sagas/%s", sid), 200);
+	json_t *byid = get_json(&ts, fd_test_P("/sagas/%s", sid), 200);
 	cr_assert_str_eq(str(byid, "status"), "completed");
 	json_decref(byid);
 	json_t *list = get_json(&ts, "/sagas?type=order_fulfillment&status=completed", 200);
@@ -340,10 +316,10 @@ Test(sagas, out_of_stock_releases_what_was_reserved_and_cancels)
 	cr_assert(strstr(str(s, "error"), "insufficient-stock"), "error: %s", str(s, "error"));
 	assert_stock(&ts, "sku-a", 10, 0, 0);
 	assert_stock(&ts, "sku-b", 1, 0, 0);
-	cr_assert_eq(count(&ts, P("SELECT count(*) FROM events WHERE type = 'StockReserved'"
+	cr_assert_eq(count(&ts, fd_test_P("SELECT count(*) FROM events WHERE type = 'StockReserved'"
 				  " AND data->>'order_id' = '%s'", id)),
 		     1, "sku-a was reserved before sku-b was refused");
-	cr_assert_eq(count(&ts, P("SELECT count(*) FROM events WHERE type = 'ReservationReleased'"
+	cr_assert_eq(count(&ts, fd_test_P("SELECT count(*) FROM events WHERE type = 'ReservationReleased'"
 				  " AND data->>'order_id' = '%s'", id)),
 		     1);
 	cr_assert_eq(count(&ts, "SELECT count(*) FROM events WHERE type = 'PaymentRequested'"), 0, "no payment asked");
@@ -378,7 +354,7 @@ Test(sagas, declined_payment_compensates_in_reverse_order)
 	cr_assert(strstr(reason, "declined"), "cancel reason: %s", reason);
 	assert_stock(&ts, "sku-a", 10, 0, 0);
 	assert_stock(&ts, "sku-b", 10, 0, 0);
-	json_t *pay = get_json(&ts, P("/payments/%s", str(json_object_get(s, "data"), "payment_id")), 200);
+	json_t *pay = get_json(&ts, fd_test_P("/payments/%s", str(json_object_get(s, "data"), "payment_id")), 200);
 	cr_assert_str_eq(str(pay, "status"), "declined");
 	json_decref(pay);
 	cr_assert_eq(count(&ts, "SELECT count(*) FROM events WHERE type = 'PaymentRefunded'"), 0, "nothing was taken");
@@ -407,7 +383,7 @@ Test(sagas, transient_payment_failure_is_retried)
 	cr_assert_str_eq(h, "accept_order:succeeded,reserve_inventory:succeeded,take_payment:retry,"
 			    "take_payment:retry,take_payment:succeeded,confirm_order:succeeded");
 	cr_assert_eq(count(&ts, "SELECT count(*) FROM events WHERE type = 'PaymentAttemptFailed'"), 2);
-	json_t *pay = get_json(&ts, P("/payments/%s", str(json_object_get(s, "data"), "payment_id")), 200);
+	json_t *pay = get_json(&ts, fd_test_P("/payments/%s", str(json_object_get(s, "data"), "payment_id")), 200);
 	cr_assert_str_eq(str(pay, "status"), "authorised");
 	cr_assert_eq(json_integer_value(json_object_get(pay, "attempts")), 2);
 	json_decref(pay);
@@ -447,11 +423,11 @@ Test(sagas, payment_that_never_answers_times_out_and_compensates)
 	const struct line lines[] = { { "sku-a", 2, 10 } };
 	place_order(&ts, lines, 1, id);
 	/* first it waits for the gateway: still running, stock held */
-	long long t0 = now_ms();
+	long long t0 = fd_test_now_ms();
 	json_t *s = wait_saga(&ts, id, "running", 5000);
 	json_decref(s);
 	s = wait_saga(&ts, id, "compensated", 20000);
-	cr_assert_geq(now_ms() - t0, 1000, "the timeout fired too early");
+	cr_assert_geq(fd_test_now_ms() - t0, 1000, "the timeout fired too early");
 
 	cr_assert(strstr(str(s, "error"), "take_payment timed out"), "error: %s", str(s, "error"));
 	const json_t *e = step_entry(s, "take_payment", false);
@@ -465,13 +441,13 @@ Test(sagas, payment_that_never_answers_times_out_and_compensates)
 	assert_stock(&ts, "sku-a", 10, 0, 0);
 	/* the payment still waiting for the gateway is closed, so a late answer cannot charge */
 	const char *pid = str(json_object_get(s, "data"), "payment_id");
-	json_t *pay = get_json(&ts, P("/payments/%s", pid), 200);
+	json_t *pay = get_json(&ts, fd_test_P("/payments/%s", pid), 200);
 	cr_assert_str_eq(str(pay, "status"), "declined");
 	cr_assert(strstr(str(pay, "decline_reason"), "voided by the order saga: take_payment timed out"), "%s",
 		  str(pay, "decline_reason"));
 	json_decref(pay);
 	struct fd_test_resp r;
-	post_ok(&ts, P("/payments/%s/process", pid), NULL, 409, &r);
+	post_ok(&ts, fd_test_P("/payments/%s/process", pid), NULL, 409, &r);
 	fd_test_assert_problem(&r, 409, "payment-not-pending");
 	fd_test_resp_free(&r);
 	assert_no_duplicates(&ts);
@@ -509,12 +485,12 @@ Test(sagas, customer_cancelling_mid_saga_compensates)
 	char id[37];
 	const struct line lines[] = { { "sku-a", 3, 10 } };
 	place_order(&ts, lines, 1, id);
-	for (long long end = now_ms() + 10000; product_field(&ts, "sku-a", "reserved") != 3;) {
-		cr_assert_lt(now_ms(), end, "the stock was never reserved");
-		sleep_ms(50);
+	for (long long end = fd_test_now_ms() + 10000; product_field(&ts, "sku-a", "reserved") != 3;) {
+		cr_assert_lt(fd_test_now_ms(), end, "the stock was never reserved");
+		fd_test_sleep_ms(50);
 	}
 	struct fd_test_resp r;
-	post_ok(&ts, P("/orders/%s/cancel", id), "{\"reason\": \"changed my mind\"}", 200, &r);
+	post_ok(&ts, fd_test_P("/orders/%s/cancel", id), "{\"reason\": \"changed my mind\"}", 200, &r);
 	fd_test_resp_free(&r);
 	json_t *s = wait_saga(&ts, id, "compensated", 20000);
 	cr_assert(strstr(str(s, "error"), "order cancelled: changed my mind"), "error: %s", str(s, "error"));
@@ -538,9 +514,9 @@ Test(sagas, shipping_commits_the_reservations)
 	place_order(&ts, lines, 2, id);
 	json_decref(wait_saga(&ts, id, "completed", 20000));
 	struct fd_test_resp r;
-	post_ok(&ts, P("/orders/%s/ship", id), NULL, 200, &r);
+	post_ok(&ts, fd_test_P("/orders/%s/ship", id), NULL, 200, &r);
 	fd_test_resp_free(&r);
-	for (long long end = now_ms() + 20000;;) {
+	for (long long end = fd_test_now_ms() + 20000;;) {
 		json_t *l = get_json(&ts, "/sagas?type=order_shipping&status=completed", 200);
 		size_t n = json_array_size(json_object_get(l, "items"));
 		if (n == 1)
@@ -548,8 +524,8 @@ Test(sagas, shipping_commits_the_reservations)
 		json_decref(l);
 		if (n == 1)
 			break;
-		cr_assert_lt(now_ms(), end, "the shipping saga did not complete");
-		sleep_ms(50);
+		cr_assert_lt(fd_test_now_ms(), end, "the shipping saga did not complete");
+		fd_test_sleep_ms(50);
 	}
 	assert_stock(&ts, "sku-a", 8, 0, 2);
 	assert_stock(&ts, "sku-b", 7, 0, 3);
@@ -577,12 +553,12 @@ Test(sagas, abort_and_retry_follow_the_rules)
 	assert_metric(&ts, "factd_saga_overdue 0");
 
 	/* retry is only for failed sagas */
-	post_ok(&ts, P("/sagas/%s/retry", sid), NULL, 409, &r);
+	post_ok(&ts, fd_test_P("/sagas/%s/retry", sid), NULL, 409, &r);
 	fd_test_assert_problem(&r, 409, "saga-state");
 	cr_assert_str_eq(fd_test_json_str(&r, "saga_status"), "running");
 	fd_test_resp_free(&r);
 
-	post_ok(&ts, P("/sagas/%s/abort", sid), NULL, 202, &r);
+	post_ok(&ts, fd_test_P("/sagas/%s/abort", sid), NULL, 202, &r);
 	cr_assert_str_eq(fd_test_json_str(&r, "id"), sid);
 	fd_test_resp_free(&r);
 	s = wait_saga(&ts, id, "compensated", 20000);
@@ -595,11 +571,11 @@ Test(sagas, abort_and_retry_follow_the_rules)
 	assert_metric(&ts, "factd_sagas{type=\"order_fulfillment\",status=\"running\"} 0");
 
 	/* a finished saga can be neither aborted nor retried */
-	post_ok(&ts, P("/sagas/%s/abort", sid), NULL, 409, &r);
+	post_ok(&ts, fd_test_P("/sagas/%s/abort", sid), NULL, 409, &r);
 	fd_test_assert_problem(&r, 409, "saga-state");
 	cr_assert_str_eq(fd_test_json_str(&r, "saga_status"), "compensated");
 	fd_test_resp_free(&r);
-	post_ok(&ts, P("/sagas/%s/retry", sid), NULL, 409, &r);
+	post_ok(&ts, fd_test_P("/sagas/%s/retry", sid), NULL, 409, &r);
 	fd_test_assert_problem(&r, 409, "saga-state");
 	fd_test_resp_free(&r);
 
@@ -608,16 +584,16 @@ Test(sagas, abort_and_retry_follow_the_rules)
 	struct fd_uuid u;
 	cr_assert_eq(fd_uuid_v7(&u), FD_OK);
 	fd_uuid_format(&u, other);
-	post_ok(&ts, P("/sagas/%s/abort", other), NULL, 404, &r);
+	post_ok(&ts, fd_test_P("/sagas/%s/abort", other), NULL, 404, &r);
 	fd_test_assert_problem(&r, 404, "not-found");
 	fd_test_resp_free(&r);
 	post_ok(&ts, "/sagas/not-a-uuid/retry", NULL, 404, &r);
 	fd_test_assert_problem(&r, 404, "not-found");
 	fd_test_resp_free(&r);
-	cr_assert_eq(fd_test_get(ts.port, P("/sagas/%s", other), &r), 0);
+	cr_assert_eq(fd_test_get(ts.port, fd_test_P("/sagas/%s", other), &r), 0);
 	fd_test_assert_problem(&r, 404, "not-found");
 	fd_test_resp_free(&r);
-	cr_assert_eq(fd_test_get(ts.port, P("/orders/%s/saga", other), &r), 0);
+	cr_assert_eq(fd_test_get(ts.port, fd_test_P("/orders/%s/saga", other), &r), 0);
 	fd_test_assert_problem(&r, 404, "not-found");
 	fd_test_resp_free(&r);
 	fd_test_server_stop(&ts);
@@ -650,15 +626,15 @@ Test(sagas, retry_resumes_a_failed_compensation)
 		 sid);
 	cr_assert_eq(fd_test_scalar(c, sql), 1);
 	PQfinish(c);
-	json_t *f = get_json(&ts, P("/sagas/%s", sid), 200);
+	json_t *f = get_json(&ts, fd_test_P("/sagas/%s", sid), 200);
 	cr_assert_str_eq(str(f, "status"), "failed");
 	json_decref(f);
 	assert_metric(&ts, "factd_sagas{type=\"order_fulfillment\",status=\"failed\"} 1");
 	struct fd_test_resp r;
-	post_ok(&ts, P("/sagas/%s/abort", sid), NULL, 409, &r);
+	post_ok(&ts, fd_test_P("/sagas/%s/abort", sid), NULL, 409, &r);
 	fd_test_assert_problem(&r, 409, "saga-state");
 	fd_test_resp_free(&r);
-	post_ok(&ts, P("/sagas/%s/retry", sid), NULL, 202, &r);
+	post_ok(&ts, fd_test_P("/sagas/%s/retry", sid), NULL, 202, &r);
 	cr_assert_str_eq(fd_test_json_str(&r, "status"), "compensating");
 	fd_test_resp_free(&r);
 	s = wait_saga(&ts, id, "compensated", 20000);
@@ -688,7 +664,7 @@ Test(sagas, list_pages_and_rejects_bad_parameters)
 	cr_assert_str_eq(str(json_array_get(items, 1), "correlation_key"), ids[1]);
 	const char *next = str(p1, "next");
 	cr_assert_str_eq(next, str(json_array_get(items, 1), "id"));
-	json_t *p2 = get_json(&ts, P("/sagas?limit=2&after=%s", next), 200);
+	json_t *p2 = get_json(&ts, fd_test_P("/sagas?limit=2&after=%s", next), 200);
 	cr_assert_eq(json_array_size(json_object_get(p2, "items")), 1);
 	cr_assert_str_eq(str(json_array_get(json_object_get(p2, "items"), 0), "correlation_key"), ids[0]);
 	cr_assert(json_is_null(json_object_get(p2, "next")));
@@ -726,12 +702,12 @@ Test(sagas, intake_checkpoint_moves_past_events_no_saga_reads)
 	char *dash = strchr(pos, '-');
 	cr_assert(dash, "position %s", pos);
 	*dash = '\0';
-	for (long long end = now_ms() + 10000;;) {
-		if (count(&ts, P("SELECT count(*) FROM subscriptions WHERE name = 'sagas'"
+	for (long long end = fd_test_now_ms() + 10000;;) {
+		if (count(&ts, fd_test_P("SELECT count(*) FROM subscriptions WHERE name = 'sagas'"
 				 " AND (tx_id, seq) >= ('%s'::xid8, %s)", pos, dash + 1)) == 1)
 			break;
-		cr_assert_lt(now_ms(), end, "the intake checkpoint never passed %s-%s", pos, dash + 1);
-		sleep_ms(50);
+		cr_assert_lt(fd_test_now_ms(), end, "the intake checkpoint never passed %s-%s", pos, dash + 1);
+		fd_test_sleep_ms(50);
 	}
 	fd_test_server_stop(&ts);
 }
@@ -754,13 +730,13 @@ static char *intake_row(const struct fd_test_server *ts)
 /* Wait until the intake runs and its checkpoint is at the end of the feed, and its round is over. */
 static void intake_caught_up(const struct fd_test_server *ts)
 {
-	long long until = now_ms() + 20000;
+	long long until = fd_test_now_ms() + 20000;
 	while (count(ts, "SELECT count(*) FROM subscriptions s WHERE name = 'sagas' AND owner IS NOT NULL AND NOT"
 			 " EXISTS (SELECT 1 FROM events e WHERE (e.tx_id, e.seq) > (s.tx_id, s.seq))") != 1) {
-		cr_assert_lt(now_ms(), until, "the intake did not read the product's events");
-		sleep_ms(20);
+		cr_assert_lt(fd_test_now_ms(), until, "the intake did not read the product's events");
+		fd_test_sleep_ms(20);
 	}
-	sleep_ms(200);
+	fd_test_sleep_ms(200);
 }
 
 /*
@@ -777,12 +753,12 @@ Test(sagas, the_intake_sleeps_through_appends_to_other_categories, .timeout = 12
 	char *before = intake_row(&ts);
 	for (int i = 0; i < 40; i++) {
 		struct fd_test_resp r;
-		post_ok(&ts, P("/streams/bench-%d/events", i % 4),
+		post_ok(&ts, fd_test_P("/streams/bench-%d/events", i % 4),
 			"{\"expected_version\": \"any\", \"events\": [{\"type\": \"Happened\", \"data\": {}}]}", 201, &r);
 		fd_test_resp_free(&r);
-		sleep_ms(10);
+		fd_test_sleep_ms(10);
 	}
-	sleep_ms(500);
+	fd_test_sleep_ms(500);
 	char *after = intake_row(&ts);
 	cr_assert_str_eq(after, before, "appends to another category touched the intake's checkpoint");
 	free(after);
@@ -790,10 +766,104 @@ Test(sagas, the_intake_sleeps_through_appends_to_other_categories, .timeout = 12
 	char id[37];
 	const struct line lines[] = { { "sku-a", 1, 100 } };
 	place_order(&ts, lines, 1, id);
-	long long until = now_ms() + 20000;
+	long long until = fd_test_now_ms() + 20000;
 	while (count(&ts, "SELECT count(*) FROM sagas") != 1) {
-		cr_assert_lt(now_ms(), until, "the order placed did not wake the intake");
-		sleep_ms(20);
+		cr_assert_lt(fd_test_now_ms(), until, "the order placed did not wake the intake");
+		fd_test_sleep_ms(20);
+	}
+	fd_test_server_stop(&ts);
+}
+
+/* Sagas on, but the test starts the engine itself (with settings fd_config does not have). */
+static void tweak_no_engine(struct fd_config *c)
+{
+	tweak(c);
+	c->sagas = 0;
+}
+
+/*
+ * With one event per intake batch, the intake's checkpoint after each batch
+ * is the position of the event it folded: the events the follower hands the
+ * intake must carry their positions, or it would never get past the first.
+ */
+Test(sagas, an_intake_of_one_event_per_batch_resumes_at_each_folded_event, .timeout = 120)
+{
+	struct fd_test_server ts;
+	g_fail_first = g_never_answer = 0;
+	g_time_pct = 10;
+	fd_test_server_start_with(&ts, NULL, tweak_no_engine);
+	struct fd_saga_config sc = { .types = &ts.ctx.sagas, .conninfo = ts.cfg.database_url, .bus = ts.bus,
+				     .services = ts.ctx.services, .workers = 2, .intake = true, .poll_ms = 20, .lease_ms = ts.cfg.saga_lease_ms,
+				     .time_pct = 10, .batch = 1 };
+	struct fd_saga_engine *engine = NULL;
+	cr_assert_eq(fd_saga_engine_start(&sc, &engine), FD_OK);
+	create_product(&ts, "sku-a", 10);
+	create_product(&ts, "sku-b", 10);
+	char id[37];
+	const struct line lines[] = { { "sku-a", 2, 100 }, { "sku-b", 1, 300 } };
+	place_order(&ts, lines, 2, id);
+	json_decref(wait_saga(&ts, id, "completed", 30000));
+	intake_caught_up(&ts);
+	fd_saga_engine_stop(engine);
+	fd_test_server_stop(&ts);
+}
+
+/*
+ * An event the followers cannot read (its data nested deeper than jansson
+ * parses; only a direct append gets it past the HTTP layer's limit) holds
+ * back the saga intake and the projections that read it alike: neither
+ * moves past it nor folds anything after it, until it is dealt with.
+ */
+Test(sagas, an_unreadable_event_holds_back_the_intake_and_the_projections_alike, .timeout = 120)
+{
+	struct fd_test_server ts;
+	start(&ts, 0, 0, 10);
+	create_product(&ts, "sku-a", 10);
+	intake_caught_up(&ts);
+
+	char *deep = malloc(8000), stream[64], bad_id[FD_UUID_STRLEN + 1];
+	cr_assert_not_null(deep);
+	int o = sprintf(deep, "{\"lines\": ");
+	for (int i = 0; i < 3000; i++)
+		deep[o++] = '[';
+	for (int i = 0; i < 3000; i++)
+		deep[o++] = ']';
+	strcpy(deep + o, "}");
+	struct fd_uuid u;
+	cr_assert_eq(fd_uuid_v7(&u), FD_OK);
+	char order[FD_UUID_STRLEN + 1];
+	fd_uuid_format(&u, order);
+	snprintf(stream, sizeof stream, "order-%s", order);
+	struct fd_event_in bad = { .type = "OrderPlaced", .data_json = deep, .metadata_json = "{}" };
+	cr_assert_eq(fd_uuid_v7(&bad.event_id), FD_OK);
+	fd_uuid_format(&bad.event_id, bad_id);
+	struct fd_append_result r;
+	cr_assert_eq(fd_store_append(ts.pool, stream, (struct fd_expected){ FD_EXPECT_ANY, 0 }, &bad, 1, &r), FD_OK);
+	free(deep);
+	char before[160];
+	snprintf(before, sizeof before, "(tx_id, seq) < ('%llu'::xid8, %lld)", (unsigned long long)r.position.tx,
+		 (long long)r.position.seq);
+
+	/* A real order after it: nothing of it is folded or projected while the unreadable event waits. */
+	char id[37];
+	const struct line lines[] = { { "sku-a", 1, 100 } };
+	place_order(&ts, lines, 1, id);
+	fd_test_sleep_ms(1500);
+	cr_assert_eq(count(&ts, fd_test_P("SELECT count(*) FROM subscriptions WHERE name = 'sagas' AND %s", before)), 1,
+		     "the intake moved past an event it could not read");
+	cr_assert_eq(count(&ts, fd_test_P("SELECT count(*) FROM projections WHERE name = 'order_summaries' AND %s", before)), 1,
+		     "the projection moved past an event it could not read");
+	cr_assert_eq(count(&ts, "SELECT count(*) FROM sagas"), 0, "a saga was started past the unreadable event");
+
+	/* Once it is gone, both go on. */
+	cr_assert_eq(count(&ts, fd_test_P("WITH d AS (DELETE FROM events WHERE event_id = '%s' RETURNING 1) SELECT count(*) FROM d",
+				  bad_id)),
+		     1);
+	json_decref(wait_saga(&ts, id, "completed", 20000));
+	long long until = fd_test_now_ms() + 20000;
+	while (count(&ts, fd_test_P("SELECT count(*) FROM projections WHERE name = 'order_summaries' AND NOT %s", before)) != 1) {
+		cr_assert_lt(fd_test_now_ms(), until, "the projection did not go on");
+		fd_test_sleep_ms(20);
 	}
 	fd_test_server_stop(&ts);
 }
@@ -806,7 +876,7 @@ Test(sagas, a_quiet_intake_does_not_write, .timeout = 60)
 	create_product(&ts, "sku-a", 10);
 	intake_caught_up(&ts);
 	char *before = intake_row(&ts);
-	sleep_ms(600); /* about ten polls of 20 ms (plus rests) */
+	fd_test_sleep_ms(600); /* about ten polls of 20 ms (plus rests) */
 	char *after = intake_row(&ts);
 	cr_assert_str_eq(after, before, "a quiet intake's rounds wrote or locked its checkpoint");
 	free(after);
