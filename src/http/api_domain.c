@@ -225,7 +225,7 @@ void fd_api_command(struct fd_req *req, struct fd_resp *resp)
 		json_object_set_new(out, "version", json_integer(res.version));
 		json_object_set_new(out, "position", json_string(cursor));
 	}
-	fd_resp_json_doc(resp, cr->creates ? 201 : 200, out);
+	fd_resp_json_doc(resp, cr->status ? cr->status : cr->creates ? 201 : 200, out);
 	fd_api_set_etag(resp, res.version);
 	if (cr->creates) {
 		char loc[128];
