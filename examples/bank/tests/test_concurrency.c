@@ -104,6 +104,6 @@ Test(concurrency, two_hundred_transfers_among_ten_accounts_conserve_money, .time
 	cr_assert_eq(completed + failed, TRANSFERS);
 	cr_assert_gt(completed, 0);
 	bt_check_invariant(s.port, s.db_url);
-	cr_log_info("%d transfers completed, %d failed for insufficient funds", completed, failed);
+	fprintf(stderr, "%d transfers completed, %d failed for insufficient funds\n", completed, failed);
 	bt_server_stop(&s);
 }

@@ -73,7 +73,7 @@ Test(crash, kill9_mid_transfers_then_another_process_settles_them, .timeout = 60
 	long long unfinished = bt_scalar(db, "SELECT count(*) FROM streams s WHERE s.category = 'transfer' AND NOT EXISTS"
 					     " (SELECT 1 FROM events e WHERE e.stream_id = s.stream_id"
 					     " AND e.type IN ('TransferCompleted', 'TransferFailed'))");
-	cr_log_info("killed with %d transfers accepted, %lld sagas (%lld running), %lld transfers unfinished", before,
+	fprintf(stderr, "killed with %d transfers accepted, %lld sagas (%lld running), %lld transfers unfinished\n", before,
 		    started, running, unfinished);
 	cr_assert_gt(unfinished, 0, "the kill left no transfer in flight; the test proves nothing");
 

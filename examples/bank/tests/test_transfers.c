@@ -5,6 +5,7 @@
  * /transfers/{id}, and a transfer recorded while no process runs sagas.
  */
 #include <criterion/criterion.h>
+#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -245,6 +246,58 @@ Test(transfers, a_recorded_transfer_survives_until_a_process_runs_its_saga)
 	cr_assert_str_eq(bt_wait_transfer(s.port, t, reason), "completed");
 	expect_account(s.port, a, 30, 0);
 	expect_account(s.port, b, 20, 0);
+	bt_check_invariant(s.port, s.db_url);
+	bt_server_stop(&s);
+}
+
+static long long count_events(const char *db, const char *where)
+{
+	char sql[512];
+	snprintf(sql, sizeof sql, "SELECT count(*) FROM events WHERE %s", where);
+	return bt_scalar(db, sql);
+}
+
+/*
+ * A completed transfer's saga made to run its steps again (as after a crash
+ * that lost their outcomes): every command is an idempotent repeat of its
+ * first run, so nothing new is recorded and the money stays where it is.
+ */
+Test(transfers, running_the_steps_again_records_nothing_twice)
+{
+	struct bt_server s;
+	bt_server_start(&s, NULL, true);
+	char a[37], b[37], t[37], reason[128], sql[1024];
+	bt_open_account(s.port, "ann", 900, a);
+	bt_open_account(s.port, "bob", 0, b);
+	bt_transfer(s.port, a, b, 400, t);
+	cr_assert_str_eq(bt_wait_transfer(s.port, t, reason), "completed");
+	bt_wait_settled(s.db_url, 60);
+	long long events = count_events(s.db_url, "true");
+	snprintf(sql, sizeof sql,
+		 "SELECT count(*) FROM saga_steps st JOIN sagas sg ON sg.id = st.saga_id"
+		 " WHERE sg.correlation_key = '%s' AND st.kind = 'action' AND st.step = 'hold_funds'",
+		 t);
+	cr_assert_eq(bt_scalar(s.db_url, sql), 1);
+
+	PGconn *c = PQconnectdb(s.db_url);
+	char update[512];
+	snprintf(update, sizeof update,
+		 "UPDATE sagas SET status = 'running', phase = 'pending', current_step = 1, completed_steps = '[0]',"
+		 " attempts = 0, due_at = now(), lease_token = NULL, data = data - 'credited', version = version + 1"
+		 " WHERE type = 'transfer' AND correlation_key = '%s'",
+		 t);
+	PGresult *res = PQexec(c, update);
+	cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s", PQresultErrorMessage(res));
+	cr_assert_str_eq(PQcmdTuples(res), "1");
+	PQclear(res);
+	PQfinish(c);
+	for (int i = 0; i < 500 && bt_scalar(s.db_url, sql) < 2; i++)
+		usleep(20000);
+	bt_wait_settled(s.db_url, 60);
+	cr_assert_eq(bt_scalar(s.db_url, sql), 2, "the steps did not run again");
+	cr_assert_eq(count_events(s.db_url, "true"), events, "a step run again recorded something");
+	expect_account(s.port, a, 500, 0);
+	expect_account(s.port, b, 400, 0);
 	bt_check_invariant(s.port, s.db_url);
 	bt_server_stop(&s);
 }
