@@ -31,6 +31,11 @@ struct fd_command_route {
 	const char *command;
 	bool creates;            /* POST to the collection: id from the body or made here; 201 */
 	const char *param_field; /* payload field filled from the second path parameter */
+	/*
+	 * The success status; 0: 201 when creates, else 200.  202 for a command
+	 * that starts work finishing later (a saga), whose outcome is read elsewhere.
+	 */
+	unsigned status;
 };
 
 /* A command route's row data, in an app's route table: FD_COMMAND(fd_order_type, "add_line"). */

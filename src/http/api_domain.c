@@ -234,7 +234,7 @@ static bool parse_command_target(struct fd_req *req, struct fd_resp *resp, const
 	return true;
 }
 
-/* The answer to a command the bus recorded (or replayed): 201 or 200, ETag, Location, the replay header. */
+/* The answer to a command the bus recorded (or replayed): the route's status (else 201 or 200), ETag, Location, the replay header. */
 static void answer_command(struct fd_req *req, struct fd_resp *resp, const struct fd_command_route *cr,
 			   const char *id, const struct fd_cmd_result *res)
 {
@@ -247,7 +247,7 @@ static void answer_command(struct fd_req *req, struct fd_resp *resp, const struc
 		json_object_set_new(out, "version", json_integer(res->version));
 		json_object_set_new(out, "position", json_string(cursor));
 	}
-	fd_resp_json_doc(resp, cr->creates ? 201 : 200, out);
+	fd_resp_json_doc(resp, cr->status ? cr->status : cr->creates ? 201 : 200, out);
 	fd_api_set_etag(resp, res->version);
 	if (cr->creates) {
 		char loc[128];

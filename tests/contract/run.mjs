@@ -9,8 +9,13 @@
 // route table (src/http/routes.c and the app's, apps/shop/routes.c) that openapi.yaml does not document.
 //
 //   node tests/contract/run.mjs [path/to/factd]
+//   node tests/contract/run.mjs --app bank [path/to/factd-bank]
 //
-// factd comes from the argument, else FACTD_BIN, else build-test/factd.
+// factd comes from the argument, else FACTD_BIN, else build-test/factd.  With
+// --app bank it is the bank app of examples/bank instead (factd-bank, default
+// build-test/examples/bank/factd-bank), checked against examples/bank/openapi.yaml
+// and examples/bank/routes.c; that document describes the bank's operations only,
+// so of factd's own routes only the bank's must be documented there.
 // FACTD_TEST_ADMIN_URL (set by scripts/test) is a superuser URL of a PostgreSQL
 // cluster holding the migrated template database factd_template; the test creates
 // its databases there and drops them afterwards.  Exits non-zero on any failure.
@@ -29,10 +34,20 @@ import YAML from 'yaml';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../..');
-const specFile = process.env.FACTD_OPENAPI || path.join(root, 'openapi.yaml');
+const APPS = {
+	shop: { spec: 'openapi.yaml', routes: 'apps/shop/routes.c', bin: 'build-test/factd', documentsFramework: true },
+	bank: { spec: 'examples/bank/openapi.yaml', routes: 'examples/bank/routes.c', bin: 'build-test/examples/bank/factd-bank', documentsFramework: false },
+};
+const args = process.argv.slice(2);
+const appName = args[0] === '--app' ? args.splice(0, 2)[1] : 'shop';
+const APP = APPS[appName];
+if (!APP) throw new Error(`unknown app ${appName}; one of ${Object.keys(APPS).join(', ')}`);
+const specFile = process.env.FACTD_OPENAPI || path.join(root, APP.spec);
 // The tables a server serves: the framework's routes, then the app's (FACTD_APP_ROUTES for another app).
-const routesFiles = [path.join(root, 'src/http/routes.c'), path.resolve(process.env.FACTD_APP_ROUTES || path.join(root, 'apps/shop/routes.c'))];
-const factdBin = path.resolve(process.argv[2] || process.env.FACTD_BIN || path.join(root, 'build-test/factd'));
+const frameworkRoutes = path.join(root, 'src/http/routes.c');
+const appRoutes = path.resolve(process.env.FACTD_APP_ROUTES || path.join(root, APP.routes));
+const routesFiles = [frameworkRoutes, appRoutes];
+const factdBin = path.resolve(args[0] || (appName === 'shop' && process.env.FACTD_BIN) || path.join(root, APP.bin));
 const adminUrl = process.env.FACTD_TEST_ADMIN_URL;
 const METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'];
 const PROBE_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
@@ -641,7 +656,7 @@ async function liveFeed(category) {
 }
 
 /** The errors every command shares: body, headers, size and idempotency. */
-async function commandErrors(method, p, goodBody, { jsonBody = true } = {}) {
+async function commandErrors(method, p, goodBody, { jsonBody = true, keyFirstUse = shopKeyFirstUse } = {}) {
 	const label = (what) => `${method} ${p.replace(/[0-9a-f-]{36}/, '{id}')} ${what}`;
 	if (jsonBody) {
 		await call(method, p, { json: '{"a": ', status: 400, type: 'invalid-json', label: label('malformed JSON') });
@@ -659,8 +674,12 @@ async function commandErrors(method, p, goodBody, { jsonBody = true } = {}) {
 	await call(method, p, { json: goodBody, headers: { 'If-Match': '"999"' }, status: 412, type: 'precondition-failed', label: label('stale If-Match') });
 	// The same key with a different request (here: another body) is 422.
 	const key = `contract-key-${uuid()}`;
-	await call('POST', '/orders', { json: { customer_id: 'key-owner' }, headers: { 'Idempotency-Key': key }, status: 201, label: label('key first use') });
+	await keyFirstUse(key, label('key first use'));
 	await call(method, p, { json: goodBody, headers: { 'Idempotency-Key': key }, status: 422, type: 'idempotency-key-reused', label: label('key reused') });
+}
+
+function shopKeyFirstUse(key, label) {
+	return call('POST', '/orders', { json: { customer_id: 'key-owner' }, headers: { 'Idempotency-Key': key }, status: 201, label });
 }
 
 /** GET /{type}s/{id}, its past states and its events. */
@@ -945,15 +964,18 @@ async function races(order, sku, busy) {
 }
 
 /** Every documented path with sample parameters and every method: undocumented ones must be 405. */
-async function routeProbes() {
+async function routeProbes(moreUnknown = []) {
 	section = 'routes';
-	const real = routesFiles.flatMap((f) => {
+	const table = (f) => {
 		const rows = [...readFileSync(f, 'utf8').matchAll(/\.method\s*=\s*"([A-Z]+)"\s*,\s*\.pattern\s*=\s*"([^"]+)"/g)].map((m) => [m[1], m[2]]);
 		if (!rows.length) fail(f, 'no routes found in the route table');
 		return rows;
-	});
-	for (const [m, p] of real)
-		if (!operations.some((o) => o.method === m && o.path === p)) fail('route table', `factd routes ${m} ${p}, which openapi.yaml does not document`);
+	};
+	const real = routesFiles.flatMap(table);
+	// Every route must be documented; a document of one app's operations (documentsFramework false) only the app's.
+	const mustDocument = APP.documentsFramework ? real : table(appRoutes);
+	for (const [m, p] of mustDocument)
+		if (!operations.some((o) => o.method === m && o.path === p)) fail('route table', `factd routes ${m} ${p}, which ${path.relative(root, specFile)} does not document`);
 	for (const o of operations)
 		if (!real.some(([m, p]) => m === o.method && p === o.path)) fail('route table', `openapi.yaml documents ${o.method} ${o.path}, which factd does not route`);
 	const paths = [...new Set(operations.map((o) => o.path))];
@@ -964,7 +986,7 @@ async function routeProbes() {
 	}
 	const unknown = ['/', '/nope', '/streams', '/streams/x', '/streams/x/events/1', '/events/1', '/orders/00000000-0000-4000-8000-000000000000/confirm',
 		'/orders/00000000-0000-4000-8000-000000000000/lines', '/products/x/reserve', '/payments/00000000-0000-4000-8000-000000000000/authorise',
-		'/healthz/', '/HEALTHZ'];
+		'/healthz/', '/HEALTHZ', ...moreUnknown];
 	for (const p of unknown) {
 		if (findPath(p)) continue;
 		for (const m of ['GET', 'POST']) await call(m, p, { status: 404, type: 'not-found', unknownPath: true, label: `probe ${m} ${p}` });
@@ -1223,7 +1245,7 @@ function report() {
 	const head = ['operation', 'route', 'statuses exercised', 'documented, not exercised'];
 	const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
 	const line = (r) => r.slice(0, 4).map((c, i) => c.padEnd(w[i])).join('  ');
-	console.log('\ncontract coverage (openapi.yaml operations):');
+	console.log(`\ncontract coverage (${path.relative(root, specFile)} operations):`);
 	console.log(line(head));
 	console.log(line(w.map((n) => '-'.repeat(n))));
 	for (const r of rows) console.log(line(r) + (r[4] ? `  (${r[4]})` : ''));
@@ -1302,8 +1324,214 @@ async function main() {
 	console.log(`contract: ${requestSeq} requests in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 }
 
+// ---- the bank (--app bank): examples/bank/openapi.yaml against factd-bank ----------------
+
+function bankKeyFirstUse(key, label) {
+	return call('POST', '/accounts', { json: { owner: 'key-owner' }, headers: { 'Idempotency-Key': key }, status: 201, label });
+}
+
+const bankCommandErrors = (method, p, goodBody, opts = {}) => commandErrors(method, p, goodBody, { keyFirstUse: bankKeyFirstUse, ...opts });
+
+/** Opens an account with `cents` in it; its id. */
+async function bankAccount(owner, cents) {
+	const id = (await call('POST', '/accounts', { json: { owner }, status: 201 })).body?.account_id;
+	if (cents) await call('POST', `/accounts/${id}/deposit`, { json: { amount_cents: cents }, status: 200 });
+	return id;
+}
+
+async function bankAccounts() {
+	section = 'accounts';
+	const created = await call('POST', '/accounts', { json: { owner: 'Ada Lovelace' }, status: 201 });
+	checkCommandResult(created, 'account_id', 'open account');
+	const id = created.body?.account_id;
+	if (created.headers.location !== `/accounts/${id}`) fail('open account', `Location ${created.headers.location}`);
+	const own = uuid();
+	await call('POST', '/accounts', { json: { owner: 'Ada', account_id: own.toUpperCase() }, status: 201, label: 'open account with an id of its own' });
+	await call('POST', '/accounts', { json: { owner: 'Ada', account_id: own }, status: 409, type: 'account-exists' });
+	await call('POST', '/accounts', { json: { owner: 'Ada', account_id: uuid() }, headers: { 'If-Match': '"0"' }, status: 201, label: 'open with If-Match "0"' });
+	const key = `contract-account-${uuid()}`;
+	const first = await call('POST', '/accounts', { json: { owner: 'Keyed' }, headers: { 'Idempotency-Key': key }, status: 201 });
+	const again = await call('POST', '/accounts', { json: { owner: 'Keyed' }, headers: { 'Idempotency-Key': key }, status: 201, label: 'open account replay' });
+	if (again.headers['idempotent-replayed'] !== 'true' || again.body?.account_id !== first.body?.account_id) fail('open account replay', `not replayed: ${JSON.stringify(again.body)}`);
+	await call('POST', '/accounts', { json: { owner: '' }, status: 400, type: 'invalid-field' });
+	await call('POST', '/accounts', { json: { owner: 'x', account_id: 'nope' }, status: 400, type: 'invalid-field' });
+	await call('POST', '/accounts', { json: {}, status: 400, type: 'invalid-field' });
+	await bankCommandErrors('POST', '/accounts', { owner: 'x' });
+
+	const dep = `/accounts/${id}/deposit`, wd = `/accounts/${id}/withdraw`, close = `/accounts/${id}/close`;
+	checkCommandResult(await call('POST', dep, { json: { amount_cents: 5000 }, status: 200 }), 'account_id', 'deposit');
+	await call('POST', dep, { json: { amount_cents: 0 }, status: 400, type: 'invalid-field' });
+	await call('POST', dep, { json: { amount_cents: 100000000001 }, status: 400, type: 'invalid-field' });
+	await call('POST', `/accounts/${uuid()}/deposit`, { json: { amount_cents: 1 }, status: 404, type: 'account-not-found' });
+	await call('POST', '/accounts/not-a-uuid/deposit', { json: { amount_cents: 1 }, status: 404, type: 'not-found' });
+	await bankCommandErrors('POST', dep, { amount_cents: 1 });
+	checkCommandResult(await call('POST', wd, { json: { amount_cents: 1200 }, status: 200 }), 'account_id', 'withdraw');
+	await call('POST', wd, { json: { amount_cents: 999999 }, status: 409, type: 'insufficient-funds' });
+	await call('POST', wd, { json: { amount_cents: -1 }, status: 400, type: 'invalid-field' });
+	await call('POST', `/accounts/${uuid()}/withdraw`, { json: { amount_cents: 1 }, status: 404, type: 'account-not-found' });
+	await call('POST', '/accounts/not-a-uuid/withdraw', { json: { amount_cents: 1 }, status: 404, type: 'not-found' });
+	await bankCommandErrors('POST', wd, { amount_cents: 1 });
+
+	const got = await call('GET', `/accounts/${id}`, { status: 200 });
+	if (got.body && (got.body.balance_cents !== 3800 || got.body.held_cents !== 0 || got.body.available_cents !== 3800 || got.body.status !== 'open'))
+		fail('GET account', JSON.stringify(got.body));
+	await call('POST', close, { status: 409, type: 'account-not-empty' });
+	await call('POST', `/accounts/${uuid()}/close`, { status: 404, type: 'account-not-found' });
+	await call('POST', '/accounts/not-a-uuid/close', { status: 404, type: 'not-found' });
+	const empty = await bankAccount('Empty', 0);
+	await bankCommandErrors('POST', `/accounts/${empty}/close`, {}, { jsonBody: false });
+	checkCommandResult(await call('POST', `/accounts/${empty}/close`, { json: {}, status: 200 }), 'account_id', 'close');
+	await call('POST', `/accounts/${empty}/close`, { status: 409, type: 'account-closed' });
+	await call('POST', `/accounts/${empty}/deposit`, { json: { amount_cents: 1 }, status: 409, type: 'account-closed' });
+	await call('POST', `/accounts/${empty}/withdraw`, { json: { amount_cents: 1 }, status: 409, type: 'account-closed' });
+	const closed = await call('GET', `/accounts/${empty}`, { status: 200 });
+	if (closed.body?.status !== 'closed') fail('GET closed account', JSON.stringify(closed.body));
+	await aggregateReads('account', id, uuid(), 'not-a-uuid');
+	return { id, closed: empty };
+}
+
+async function bankList(owner, position) {
+	section = 'account list';
+	const page = await call('GET', '/accounts', { query: { owner, limit: '2', min_position: position }, status: 200 });
+	const ids = (page.body?.accounts || []).map((a) => a.account_id);
+	if (ids.length !== 2 || page.body?.next !== ids[1]) fail('GET /accounts?limit=2', JSON.stringify(page.body));
+	const rest = await call('GET', '/accounts', { query: { owner, limit: '2', after: page.body?.next || uuid() }, status: 200 });
+	if ((rest.body?.accounts || []).length !== 1 || rest.body?.next !== null) fail('GET /accounts, second page', JSON.stringify(rest.body));
+	await call('GET', '/accounts', { status: 200 });
+	await call('HEAD', '/accounts', { status: 200 });
+	for (const query of [{ limit: '0' }, { limit: 'x' }, { after: 'nope' }, { owner: '' }, { min_position: 'zz' }])
+		await call('GET', '/accounts', { query, status: 400, type: 'invalid-parameter', label: `GET /accounts?${new URLSearchParams(query)}` });
+}
+
+/** Polls GET /transfers/{id} until the transfer is no longer pending. */
+async function transferOutcome(id) {
+	const deadline = Date.now() + 60000;
+	for (;;) {
+		const r = await call('GET', `/transfers/${id}`, { status: 200, label: 'poll a transfer' });
+		if (r.body?.status !== 'pending' || Date.now() > deadline) return r.body || {};
+		await sleep(100);
+	}
+}
+
+async function bankTransfers(closedAccount) {
+	section = 'transfers';
+	const a = await bankAccount('Alice', 10000), b = await bankAccount('Bob', 0);
+	const t = await call('POST', '/transfers', { json: { from_account: a, to_account: b, amount_cents: 2500 }, status: 202 });
+	checkCommandResult(t, 'transfer_id', 'request transfer');
+	const id = t.body?.transfer_id;
+	if (t.headers.location !== `/transfers/${id}`) fail('request transfer', `Location ${t.headers.location}`);
+	const done = await transferOutcome(id);
+	if (done.status !== 'completed' || done.reason !== null || done.amount_cents !== 2500) fail('transfer', `not completed: ${JSON.stringify(done)}`);
+	const poor = (await call('POST', '/transfers', { json: { from_account: b, to_account: a, amount_cents: 999999 }, status: 202 })).body?.transfer_id;
+	const p = await transferOutcome(poor);
+	if (p.status !== 'failed' || p.reason !== 'insufficient-funds') fail('transfer without the money', JSON.stringify(p));
+	const lost = (await call('POST', '/transfers', { json: { from_account: a, to_account: closedAccount, amount_cents: 100 }, status: 202 })).body?.transfer_id;
+	const l = await transferOutcome(lost);
+	if (l.status !== 'failed' || l.reason !== 'target-unavailable') fail('transfer to a closed account', JSON.stringify(l));
+	const acc = await call('GET', `/accounts/${a}`, { status: 200 });
+	if (acc.body?.balance_cents !== 7500 || acc.body?.held_cents !== 0) fail('source after the transfers', JSON.stringify(acc.body));
+
+	const own = uuid();
+	await call('POST', '/transfers', { json: { from_account: a, to_account: b, amount_cents: 1, transfer_id: own }, status: 202, label: 'transfer with an id of its own' });
+	await call('POST', '/transfers', { json: { from_account: a, to_account: b, amount_cents: 1, transfer_id: own }, status: 409, type: 'transfer-exists' });
+	const key = `contract-transfer-${uuid()}`;
+	const first = await call('POST', '/transfers', { json: { from_account: a, to_account: b, amount_cents: 1 }, headers: { 'Idempotency-Key': key }, status: 202 });
+	const again = await call('POST', '/transfers', { json: { from_account: a, to_account: b, amount_cents: 1 }, headers: { 'Idempotency-Key': key }, status: 202, label: 'transfer replay' });
+	if (again.headers['idempotent-replayed'] !== 'true' || again.body?.transfer_id !== first.body?.transfer_id) fail('transfer replay', JSON.stringify(again.body));
+	await call('POST', '/transfers', { json: { from_account: a, to_account: a, amount_cents: 1 }, status: 400, type: 'invalid-field', label: 'transfer to the same account' });
+	await call('POST', '/transfers', { json: { from_account: a, to_account: b, amount_cents: 0 }, status: 400, type: 'invalid-field' });
+	await call('POST', '/transfers', { json: { from_account: a, to_account: b, amount_cents: -5 }, status: 400, type: 'invalid-field' });
+	await call('POST', '/transfers', { json: { from_account: 'x', to_account: b, amount_cents: 5 }, status: 400, type: 'invalid-field' });
+	await bankCommandErrors('POST', '/transfers', { from_account: a, to_account: b, amount_cents: 1 });
+	await aggregateReads('transfer', id, uuid(), 'not-a-uuid');
+
+	const deadline = Date.now() + 60000;
+	for (;;) {
+		const s = await call('GET', `/transfers/${id}/saga`, { status: [200, 404], label: 'poll a transfer saga' });
+		if (s.status === 200 && s.body?.status === 'completed') {
+			if (s.body.type !== 'transfer' || s.body.correlation_key !== id) fail('transfer saga', JSON.stringify(s.body));
+			break;
+		}
+		if (Date.now() > deadline) {
+			fail('transfer saga', `not completed: ${JSON.stringify(s.body)}`);
+			break;
+		}
+		await sleep(100);
+	}
+	await call('GET', `/transfers/${uuid()}/saga`, { status: 404, type: 'not-found' });
+	await call('GET', '/transfers/not-a-uuid/saga', { status: 404, type: 'not-found' });
+	// a write to read back through the list's min_position
+	return (await call('POST', `/accounts/${a}/deposit`, { json: { amount_cents: 1 }, status: 200 })).body?.position;
+}
+
+/** A request to every bank operation (ids need not exist). */
+function bankOperationSteps() {
+	const a = '00000000-0000-4000-8000-000000000001', b = '00000000-0000-4000-8000-000000000002';
+	return [
+		['POST', '/accounts', { json: { owner: 'o' } }], ['GET', '/accounts', {}], ['GET', `/accounts/${a}`, {}], ['GET', `/accounts/${a}/events`, {}],
+		['POST', `/accounts/${a}/deposit`, { json: { amount_cents: 1 } }], ['POST', `/accounts/${a}/withdraw`, { json: { amount_cents: 1 } }],
+		['POST', `/accounts/${a}/close`, {}], ['POST', '/transfers', { json: { from_account: a, to_account: b, amount_cents: 1 } }],
+		['GET', `/transfers/${a}`, {}], ['GET', `/transfers/${a}/events`, {}], ['GET', `/transfers/${a}/saga`, {}],
+	];
+}
+
+async function bankUnavailable(down) {
+	section = 'database unavailable';
+	for (const [m, p, opts] of bankOperationSteps()) {
+		const r = await call(m, p, { ...opts, status: 503, type: 'database-unavailable' }, down);
+		if (r.status === 503 && r.headers['retry-after'] === undefined) fail(`${m} ${p}`, 'no Retry-After');
+	}
+}
+
+async function bankAccess(keyed) {
+	section = 'API keys';
+	for (const [m, p, opts] of bankOperationSteps()) {
+		await call(m, p, { ...opts, status: 401, type: 'unauthorized', label: `${m} ${p} without a key` }, keyed);
+		await call(m, p, { ...opts, headers: bearer('not-a-key-of-this-factd'), status: 401, type: 'unauthorized', label: `${m} ${p} with an unknown key` }, keyed);
+		if (m === 'GET') continue;
+		const small = await call(m, p, { ...opts, headers: bearer(KEYS.read), status: 403, type: 'forbidden', label: `${m} ${p} with a read key` }, keyed);
+		if (small.status === 403 && small.body?.required_role !== 'write') fail(`${m} ${p} with a read key`, `required_role is ${small.body?.required_role}`);
+	}
+	await call('POST', '/accounts', { headers: bearer(KEYS.write), json: { owner: 'keyed' }, status: 201 }, keyed);
+	await call('GET', '/accounts', { headers: bearer(KEYS.read), status: 200 }, keyed);
+}
+
+async function bankMain() {
+	if (!adminUrl) throw new Error('FACTD_TEST_ADMIN_URL is not set (scripts/test sets it)');
+	const started = Date.now();
+	const tag = `contract_bank_${process.pid}_${Date.now().toString(36)}`;
+	const databases = [tag];
+	try {
+		// factd's schema from the template; factd-bank adds its own migrations when it starts.
+		const url = await createDatabase(databases[0], 'factd_template');
+		api = await startFactd('main', { FACTD_DATABASE_URL: url, FACTD_SAGA_POLL_MS: '20' });
+		const nowhere = `postgresql://postgres@127.0.0.1:${await freePort()}/factd?connect_timeout=2`;
+		const down = await startFactd('database unreachable', { FACTD_DATABASE_URL: nowhere, FACTD_MIGRATE: '0', FACTD_POOL_TIMEOUT_MS: '500' });
+		await waitReady(api);
+		const keyed = await startFactd('with API keys', {
+			FACTD_DATABASE_URL: url, FACTD_PROJECTIONS: '0', FACTD_SAGAS: '0', FACTD_API_KEYS: `read:${KEYS.read},write:${KEYS.write}`,
+		});
+		await waitReady(keyed);
+
+		const { closed } = await bankAccounts();
+		section = 'account list';
+		const owner = `Lister ${process.pid}`;
+		for (let i = 0; i < 3; i++) await bankAccount(owner, 100 * (i + 1));
+		const position = await bankTransfers(closed);
+		await bankList(owner, position);
+		await routeProbes(['/accounts/00000000-0000-4000-8000-000000000000/hold', '/transfers/00000000-0000-4000-8000-000000000000/complete', '/orders', '/transfers/x/y/z']);
+		await bankUnavailable(down);
+		await bankAccess(keyed);
+	} finally {
+		for (const inst of instances) await stopFactd(inst);
+		for (const db of databases) dropDatabase(db);
+	}
+	report();
+	console.log(`contract: ${requestSeq} requests in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+}
+
 try {
-	await main();
+	await (appName === 'bank' ? bankMain() : main());
 } catch (e) {
 	fail('contract', e.stack || String(e));
 }
@@ -1315,4 +1543,4 @@ if (failures.length) {
 	console.error(`\ncontract: ${failures.length} failure(s)`);
 	process.exit(1);
 }
-console.log('contract: openapi.yaml and factd agree');
+console.log(`contract: ${path.relative(root, specFile)} and ${path.basename(factdBin)} agree`);
