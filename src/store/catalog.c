@@ -107,9 +107,10 @@ enum fd_err fd_catalog_streams(struct fd_pool *pool, const struct fd_stream_quer
 }
 
 /*
- * A skip scan: each category's first stream is the first name at or after
- * the previous category || '.', one index probe each; then each category's
- * counts from its own index range.
+ * A skip scan finds the page's categories: each category's first stream is
+ * the first name at or after the previous category || '.', one index probe
+ * each.  Their streams are then one range of the index, [first category,
+ * last category || '.'), counted in one pass.
  */
 static const char categories_sql[] =
 	"WITH RECURSIVE c(cat) AS ("
@@ -117,11 +118,12 @@ static const char categories_sql[] =
 	"  UNION ALL"
 	"  SELECT (SELECT s.category FROM streams s WHERE s." NAME " >= (c.cat || '.') COLLATE \"C\""
 	"          ORDER BY s." NAME " LIMIT 1)"
-	"  FROM c WHERE c.cat IS NOT NULL)"
-	" SELECT p.cat, n.streams::text, n.events::text"
-	" FROM (SELECT cat FROM c WHERE cat IS NOT NULL LIMIT $2::int) p"
-	" CROSS JOIN LATERAL (SELECT count(*) AS streams, coalesce(sum(s.version), 0) AS events FROM streams s"
-	"   WHERE s." NAME " >= p.cat COLLATE \"C\" AND s." NAME " < (p.cat || '.') COLLATE \"C\") n";
+	"  FROM c WHERE c.cat IS NOT NULL),"
+	" page AS MATERIALIZED (SELECT cat FROM c WHERE cat IS NOT NULL LIMIT $2::int)"
+	" SELECT s.category, count(*)::text, sum(s.version)::text FROM streams s"
+	" WHERE s." NAME " >= (SELECT min(cat COLLATE \"C\") FROM page)"
+	"   AND s." NAME " < (SELECT max(cat COLLATE \"C\") || '.' FROM page) COLLATE \"C\""
+	" GROUP BY s.category ORDER BY s.category COLLATE \"C\"";
 
 enum fd_err fd_catalog_categories(struct fd_pool *pool, const char *after, unsigned limit, json_t **out)
 {
