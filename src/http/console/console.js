@@ -459,7 +459,7 @@ async function streamView(r, stream, v) {
 
 	const head = h('div', {},
 		h('h1', {}, stream),
-		h('p', { class: 'note' }, `Version ${version}. `, agg ? `A ${agg.type.name} aggregate (${agg.type.id_field} ${agg.id}). ` : 'Not the stream of an aggregate type of this app. ',
+		h('p', { class: 'note' }, `Version ${version}. `, agg ? `The stream of an aggregate of type ${agg.type.name} (${agg.type.id_field} ${agg.id}). ` : 'Not the stream of an aggregate type of this app. ',
 			link(hashFor('/streams', { category: stream.split('-')[0] }), 'Other streams of this category')));
 	const events = h('section', { 'aria-labelledby': 'h-events' }, h('h2', { id: 'h-events' }, 'Events'), pager,
 		page.events.length ? page.events.map((e) => eventCard(e)) : empty('No events on this page.'), pager.cloneNode(true));
