@@ -53,4 +53,14 @@ void fd_api_get_saga(struct fd_req *req, struct fd_resp *resp);
 void fd_api_retry_saga(struct fd_req *req, struct fd_resp *resp);
 void fd_api_abort_saga(struct fd_req *req, struct fd_resp *resp);
 
+/* What the store holds (api_catalog.c): GET /streams, GET /categories, GET /events/head. */
+void fd_api_list_streams(struct fd_req *req, struct fd_resp *resp);
+void fd_api_categories(struct fd_req *req, struct fd_resp *resp);
+void fd_api_feed_head(struct fd_req *req, struct fd_resp *resp);
+
+/* The operator console (api_console.c): its files, GET /whoami, GET /app. */
+void fd_api_console_asset(struct fd_req *req, struct fd_resp *resp);
+void fd_api_whoami(struct fd_req *req, struct fd_resp *resp);
+void fd_api_app(struct fd_req *req, struct fd_resp *resp);
+
 #endif

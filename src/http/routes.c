@@ -36,6 +36,16 @@ const struct fd_route fd_routes[] = {
 	  .role = FD_ROLE_ADMIN },
 	{ .method = "POST", .pattern = "/sagas/{id}/abort", .handler = fd_api_abort_saga,
 	  .role = FD_ROLE_ADMIN },
+
+	/* what the store holds, who is asking, what the app is; the operator console */
+	{ .method = "GET", .pattern = "/streams", .handler = fd_api_list_streams },
+	{ .method = "GET", .pattern = "/categories", .handler = fd_api_categories },
+	{ .method = "GET", .pattern = "/events/head", .handler = fd_api_feed_head },
+	{ .method = "GET", .pattern = "/whoami", .handler = fd_api_whoami, .role = FD_ROLE_OPEN },
+	{ .method = "GET", .pattern = "/app", .handler = fd_api_app },
+	{ .method = "GET", .pattern = "/console", .handler = fd_api_console_asset, .arg = "index.html",
+	  .role = FD_ROLE_OPEN },
+	{ .method = "GET", .pattern = "/console/{asset}", .handler = fd_api_console_asset, .role = FD_ROLE_OPEN },
 };
 
 const size_t fd_routes_count = sizeof fd_routes / sizeof fd_routes[0];

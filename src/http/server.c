@@ -245,7 +245,11 @@ static enum MHD_Result queue(struct fd_req *req, struct fd_resp *resp)
 	if (resp->content_type && (resp->body_len || streamed))
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type);
 	MHD_add_response_header(r, "X-Request-Id", req->request_id);
-	MHD_add_response_header(r, "Cache-Control", "no-store");
+	bool own_cache_control = false; /* the console's files are revalidated by their ETag instead */
+	for (size_t i = 0; i < resp->nheaders; i++)
+		own_cache_control = own_cache_control || strcasecmp(resp->headers[i].name, "Cache-Control") == 0;
+	if (!own_cache_control)
+		MHD_add_response_header(r, "Cache-Control", "no-store");
 	if (req->ctx->cfg->cors_origins) {
 		const char *origin = fd_req_header(req, "Origin");
 		MHD_add_response_header(r, "Vary", "Origin");
@@ -450,7 +454,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		req->server = srv;
 		req->conn = conn;
 		req->method = method;
-		req->path = url;
+		/* the console's start page is its index.html (a route segment is never empty) */
+		req->path = strcmp(url, "/console/") == 0 ? "/console/index.html" : url;
 		const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
 		if (fd_request_id_valid(rid)) {
 			snprintf(req->request_id, sizeof req->request_id, "%s", rid);

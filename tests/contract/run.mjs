@@ -259,7 +259,9 @@ function mediaType(ct) {
 function checkResponse(res, expect, label) {
 	const where = `${label} (${res.method} ${res.path} -> ${res.status})`;
 	const rid = res.headers['x-request-id'];
-	if (res.headers['cache-control'] !== 'no-store') fail(where, `Cache-Control is ${JSON.stringify(res.headers['cache-control'])}, not no-store`);
+	// The console's files are revalidated by their ETags (Cache-Control: no-cache, documented on them).
+	const consoleFile = /^\/console(\/|$)/.test(res.path) && [200, 304].includes(res.status);
+	if (!consoleFile && res.headers['cache-control'] !== 'no-store') fail(where, `Cache-Control is ${JSON.stringify(res.headers['cache-control'])}, not no-store`);
 	if (expect.requestId && rid !== expect.requestId) fail(where, `X-Request-Id ${JSON.stringify(rid)} does not echo ${expect.requestId}`);
 
 	let body;
@@ -1126,6 +1128,61 @@ async function sagas(inst) {
 	}
 }
 
+/** Streams and categories (keyset pages and filters), the feed head, the caller's role, the app, the console's files. */
+async function catalog(stream) {
+	section = 'catalog';
+	const category = stream.split('-')[0];
+	for (let i = 0; i < 3; i++)
+		await call('POST', `/streams/${category}-page-${i}/events`, { json: { expected_version: 0, events: [{ type: 'Paged', data: { i } }] }, status: 201, label: 'a stream to page over' });
+	const all = await call('GET', '/streams', { query: { category }, status: 200 });
+	const names = (all.body?.streams || []).map((x) => x.stream);
+	if (names.length < 4 || names.some((n) => n !== category && !n.startsWith(`${category}-`))) fail('GET /streams?category', JSON.stringify(names));
+	if ([...names].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)).join() !== names.join()) fail('GET /streams?category', `not in byte order: ${names}`);
+	const first = await call('GET', '/streams', { query: { category, limit: '2' }, status: 200 });
+	if (first.body?.next !== names[1]) fail('GET /streams?limit=2', `next ${first.body?.next}, expected ${names[1]}`);
+	const second = await call('GET', '/streams', { query: { category, limit: '2', after: first.body?.next || names[1] }, status: 200 });
+	if (second.body?.streams?.[0]?.stream !== names[2]) fail('GET /streams, second page', JSON.stringify(second.body));
+	const pre = await call('GET', '/streams', { query: { prefix: `${category}-page-` }, status: 200 });
+	if ((pre.body?.streams || []).length !== 3 || pre.body?.next !== null) fail('GET /streams?prefix', JSON.stringify(pre.body));
+	const mine = (all.body?.streams || []).find((x) => x.stream === stream);
+	if (!mine || mine.category !== category || mine.version < 1) fail('GET /streams', `${stream}: ${JSON.stringify(mine)}`);
+	await call('GET', '/streams', { query: { prefix: 'no-such-prefix-' }, status: 200, label: 'GET /streams, nothing matches' });
+	await call('HEAD', '/streams', { status: 200 });
+	for (const query of [{ category: 'a-b' }, { category: '' }, { prefix: '' }, { prefix: 'a b' }, { after: 'a/b' }, { limit: '0' }, { limit: '1001' }])
+		await call('GET', '/streams', { query, status: 400, type: 'invalid-parameter', label: `GET /streams?${new URLSearchParams(query)}` });
+
+	await call('POST', `/streams/catalog-${process.pid}/events`, { json: { expected_version: 0, events: [{ type: 'Paged', data: {} }] }, status: 201, label: 'a stream of another category' });
+	const cats = await call('GET', '/categories', { status: 200 });
+	const c = (cats.body?.categories || []).find((x) => x.category === category);
+	if (!c || c.streams !== names.length) fail('GET /categories', `${category}: ${JSON.stringify(c)}, ${names.length} streams listed`);
+	const c1 = await call('GET', '/categories', { query: { limit: '1' }, status: 200 });
+	if (c1.body?.next) {
+		const c2 = await call('GET', '/categories', { query: { limit: '1', after: c1.body.next }, status: 200 });
+		if (c2.body?.categories?.[0]?.category === c1.body.next) fail('GET /categories, second page', JSON.stringify(c2.body));
+	} else fail('GET /categories?limit=1', `no next: ${JSON.stringify(c1.body)}`);
+	for (const query of [{ after: 'a-b' }, { limit: 'x' }])
+		await call('GET', '/categories', { query, status: 400, type: 'invalid-parameter', label: `GET /categories?${new URLSearchParams(query)}` });
+
+	const head = await call('GET', '/events/head', { status: 200 });
+	const tail = await call('GET', '/events', { query: { after: head.body?.head || '0' }, status: 200, label: 'the feed after its head' });
+	if ((tail.body?.events || []).length) fail('GET /events/head', `events after the head: ${tail.text?.slice?.(0, 200)}`);
+	const who = await call('GET', '/whoami', { status: 200 });
+	if (who.body?.role !== 'admin' || who.body?.keys_required !== false) fail('GET /whoami without keys', JSON.stringify(who.body));
+	const described = await call('GET', '/app', { status: 200 });
+	const order = (described.body?.aggregates || []).find((a) => a.name === 'order');
+	if (order?.state_path !== '/orders/{id}' || order?.saga_type !== 'order_fulfillment') fail('GET /app', JSON.stringify(order));
+
+	const page = await call('GET', '/console', { status: 200 });
+	const csp = page.headers['content-security-policy'] || '';
+	if (!/script-src 'self'/.test(csp)) fail('GET /console', `Content-Security-Policy ${csp}`);
+	const js = await call('GET', '/console/console.js', { status: 200 });
+	await call('GET', '/console/console.js', { headers: { 'If-None-Match': js.headers.etag }, status: 304, label: 'GET /console/console.js, current copy' });
+	await call('GET', '/console', { headers: { 'If-None-Match': page.headers.etag }, status: 304, label: 'GET /console, current copy' });
+	await call('GET', '/console/console.css', { headers: { 'If-None-Match': '"stale"' }, status: 200, label: 'GET /console/console.css, stale copy' });
+	await call('GET', '/console/nope.js', { status: 404, type: 'not-found' });
+	await call('HEAD', '/console/index.html', { status: 200 });
+}
+
 /** A request to every operation except the probes and /metrics (ids need not exist). */
 function operationSteps() {
 	const o = '00000000-0000-4000-8000-000000000001';
@@ -1139,6 +1196,7 @@ function operationSteps() {
 		['GET', `/payments/${o}`, {}], ['GET', `/payments/${o}/events`, {}], ['POST', `/payments/${o}/process`, {}], ['POST', `/payments/${o}/refund`, {}],
 		['GET', '/orders', {}], ['GET', '/products', {}], ['GET', '/projections', {}], ['POST', '/projections/order_summaries/rebuild', {}],
 		['GET', '/sagas', {}], ['GET', `/sagas/${o}`, {}], ['GET', `/orders/${o}/saga`, {}], ['POST', `/sagas/${o}/retry`, {}], ['POST', `/sagas/${o}/abort`, {}],
+		['GET', '/streams', {}], ['GET', '/categories', {}], ['GET', '/events/head', {}],
 	];
 }
 
@@ -1163,7 +1221,7 @@ async function access(keyed) {
 	section = 'API keys';
 	await call('GET', '/healthz', { status: 200 }, keyed);
 	await call('GET', '/readyz', { status: 200 }, keyed);
-	for (const [m, p, opts] of [...operationSteps(), ['GET', '/metrics', {}]]) {
+	for (const [m, p, opts] of [...operationSteps(), ['GET', '/metrics', {}], ['GET', '/app', {}]]) {
 		const none = await call(m, p, { ...opts, status: 401, type: 'unauthorized', label: `${m} ${p} without a key` }, keyed);
 		if (none.status === 401 && none.headers['www-authenticate'] !== 'Bearer realm="factd"')
 			fail(`${m} ${p} without a key`, `WWW-Authenticate is ${JSON.stringify(none.headers['www-authenticate'])}`);
@@ -1177,6 +1235,13 @@ async function access(keyed) {
 			fail(`${m} ${p} with too small a role`, `required_role is ${small.body?.required_role}`);
 	}
 	await call('GET', '/events', { headers: bearer(KEYS.read), status: 200 }, keyed);
+	// The caller's role, and the console's files, need no key.
+	for (const [headers, role] of [[{}, 'none'], [bearer('not-a-key-of-this-factd'), 'none'], [bearer(KEYS.read), 'read'], [bearer(KEYS.admin), 'admin']]) {
+		const w = await call('GET', '/whoami', { headers, status: 200, label: `GET /whoami as ${role}` }, keyed);
+		if (w.body?.role !== role || w.body?.keys_required !== true) fail(`GET /whoami as ${role}`, JSON.stringify(w.body));
+	}
+	await call('GET', '/console', { status: 200, label: 'GET /console without a key' }, keyed);
+	await call('GET', '/console/console.js', { status: 200, label: 'GET /console/console.js without a key' }, keyed);
 	await call('GET', '/metrics', { headers: bearer(KEYS.read), status: 200 }, keyed);
 	await call('POST', '/streams/keyed-1/events', { headers: bearer(KEYS.write), json: { expected_version: 'any', events: [{ type: 'Keyed', data: {} }] }, status: 201 }, keyed);
 	await call('POST', '/projections/order_summaries/rebuild', { headers: bearer(KEYS.admin), status: 202 }, keyed);
@@ -1192,7 +1257,8 @@ async function connectionLimit(capped) {
 	});
 	await sleep(200);
 	try {
-		for (const [m, p, opts] of [['GET', '/healthz', {}], ['GET', '/readyz', {}], ['GET', '/metrics', {}], ...operationSteps()]) {
+		const open = [['GET', '/whoami', {}], ['GET', '/app', {}], ['GET', '/console', {}], ['GET', '/console/console.js', {}]];
+		for (const [m, p, opts] of [['GET', '/healthz', {}], ['GET', '/readyz', {}], ['GET', '/metrics', {}], ...open, ...operationSteps()]) {
 			const r = await call(m, p, { ...opts, status: 503, type: 'too-many-connections' }, capped);
 			if (r.status === 503 && r.headers['retry-after'] === undefined) fail(`${m} ${p}`, 'no Retry-After');
 		}
@@ -1297,6 +1363,7 @@ async function main() {
 		const s = await streams();
 		await feed(s.split('-')[0]);
 		await liveFeed(s.split('-')[0]);
+		await catalog(s);
 		await orders();
 		const sku = await products();
 		const order = await payments();

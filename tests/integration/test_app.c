@@ -3,7 +3,8 @@
  * test-only counter app (tests/support/test_app.c) with its own aggregate,
  * routes, projection, saga and migration.  Everything generic is derived
  * from its definition: the route table, the guarded category of
- * POST /streams, metrics labels, the saga and projection endpoints, /readyz.
+ * POST /streams, metrics labels, the saga and projection endpoints, /readyz,
+ * and what GET /app tells the operator console.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -70,6 +71,44 @@ Test(app, commands_reads_and_refusals_of_the_apps_own_aggregate)
 	fd_test_resp_free(&r);
 	/* the shop is not linked into this app: its routes do not exist */
 	r = send_json(ts.port, "GET", "/orders", NULL, 404);
+	fd_test_resp_free(&r);
+	fd_test_server_stop(&ts);
+}
+
+/* The console learns the app from GET /app and lists its streams without knowing it. */
+Test(app, the_console_learns_the_app_from_its_definition)
+{
+	struct fd_test_server ts;
+	fd_test_server_start(&ts, NULL);
+	struct fd_test_resp r = send_json(ts.port, "GET", "/app", NULL, 200);
+	cr_assert_str_eq(fd_test_json_str(&r, "name"), "test");
+	json_t *aggs = json_object_get(r.json, "aggregates");
+	cr_assert_eq(json_array_size(aggs), 1);
+	json_t *a = json_array_get(aggs, 0);
+	cr_assert_str_eq(json_string_value(json_object_get(a, "category")), "counter");
+	cr_assert_str_eq(json_string_value(json_object_get(a, "state_path")), "/counters/{id}");
+	cr_assert_str_eq(json_string_value(json_object_get(a, "events_path")), "/counters/{id}/events");
+	cr_assert_str_eq(json_string_value(json_object_get(a, "saga_path")), "/counters/{id}/saga");
+	cr_assert_str_eq(json_string_value(json_object_get(a, "saga_type")), "counter_closer");
+	json_t *saga = json_array_get(json_object_get(r.json, "sagas"), 0);
+	cr_assert_str_eq(json_string_value(json_object_get(saga, "name")), "counter_closer");
+	cr_assert_eq(json_array_size(json_object_get(saga, "steps")), 2);
+	json_t *proj = json_array_get(json_object_get(r.json, "projections"), 0);
+	cr_assert_str_eq(json_string_value(json_object_get(proj, "name")), "counter_totals");
+	fd_test_resp_free(&r);
+	expect(ts.port, "POST", "/counters", "{\"counter_id\":\"c-1\"}", 201);
+	expect(ts.port, "POST", "/counters", "{\"counter_id\":\"c-2\"}", 201);
+	expect(ts.port, "POST", "/counters/c-2/add", "{\"amount\":1}", 200);
+	r = send_json(ts.port, "GET", "/categories", NULL, 200);
+	json_t *c = json_array_get(json_object_get(r.json, "categories"), 0);
+	cr_assert_str_eq(json_string_value(json_object_get(c, "category")), "counter");
+	cr_assert_eq(json_integer_value(json_object_get(c, "streams")), 2);
+	cr_assert_eq(json_integer_value(json_object_get(c, "events")), 3);
+	fd_test_resp_free(&r);
+	r = send_json(ts.port, "GET", "/streams?category=counter&limit=1", NULL, 200);
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(r.json, "streams"), 0), "stream")),
+			 "counter-c-1");
+	cr_assert_str_eq(fd_test_json_str(&r, "next"), "counter-c-1");
 	fd_test_resp_free(&r);
 	fd_test_server_stop(&ts);
 }

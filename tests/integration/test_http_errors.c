@@ -570,7 +570,7 @@ Test(routing, unknown_paths_404)
 {
 	struct fd_test_server ts;
 	struct counts before = start_seeded(&ts, NULL);
-	static const char *const paths[] = { "/nope", "/streams", "/streams/x", "/streams/x/events/1",
+	static const char *const paths[] = { "/nope", "/stream", "/streams/x", "/streams/x/events/1",
 					     "/streams/x/events/", "/streams//events", "//events", "/events/", "/Events",
 					     "/streams/a%2Fb/events" };
 	for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {

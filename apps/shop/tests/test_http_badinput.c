@@ -185,6 +185,8 @@ static char *route_path(const struct fd_route *route, bool existing, int at, con
 			v = existing ? "sku-1" : "no-such-sku";
 		} else if (strcmp(name, "id") == 0 && strncmp(route->pattern, "/payments/", 10) == 0) {
 			v = existing ? PAYMENT : MISSING_UUID;
+		} else if (strcmp(name, "asset") == 0) {
+			v = existing ? "index.html" : "no-such-file.js";
 		} else if (strcmp(name, "id") == 0 && strncmp(route->pattern, "/sagas/", 7) == 0) {
 			v = MISSING_UUID; /* this server runs no sagas: none exists */
 		} else {
@@ -575,8 +577,12 @@ static const struct {
 	{ .pattern = "/payments/{id}/events", .params = { "from_version", "limit" } },
 	{ .pattern = "/sagas", .params = { "type", "status", "after", "limit" } },
 	{ .pattern = "/sagas/{id}" }, { .pattern = "/orders/{id}/saga" },
+	{ .pattern = "/streams", .params = { "category", "prefix", "after", "limit" } },
+	{ .pattern = "/categories", .params = { "after", "limit" } },
 	/* no query parameters */
 	{ .pattern = "/healthz" }, { .pattern = "/readyz" }, { .pattern = "/metrics" }, { .pattern = "/projections" },
+	{ .pattern = "/events/head" }, { .pattern = "/whoami" }, { .pattern = "/app" }, { .pattern = "/console" },
+	{ .pattern = "/console/{asset}" },
 };
 
 Test(badinput, injection_in_every_query_parameter, .timeout = 600)
