@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include <factd/pool.h>
+#include <factd/sql.h>
 
 struct mailroom {
 	struct fd_pool *pool;
@@ -46,6 +47,14 @@ const struct fd_app_services mailroom_services = {
 	.usage = "  FACTD_MAILROOM_CONNECTIONS database connections of the mailroom (default 2)\n",
 };
 
+/* It runs again and again on the mailroom's connections: prepared once on each (sql.h). */
+static const struct fd_stmt post_letter = {
+	.name = "library_post_letter",
+	.sql = "INSERT INTO library_mail (mail_key, recipient, body) VALUES ($1, $2, $3)"
+	       " ON CONFLICT (mail_key) DO NOTHING",
+	.nparams = 3,
+};
+
 enum fd_err mailroom_post(void *services, const char *key, const char *to, const char *text)
 {
 	struct mailroom *m = services;
@@ -54,11 +63,8 @@ enum fd_err mailroom_post(void *services, const char *key, const char *to, const
 	if (err)
 		return err;
 	const char *params[] = { key, to, text };
-	PGresult *res = PQexecParams(conn,
-				     "INSERT INTO library_mail (mail_key, recipient, body) VALUES ($1, $2, $3)"
-				     " ON CONFLICT (mail_key) DO NOTHING",
-				     3, NULL, params, NULL, NULL, 0);
-	err = PQresultStatus(res) == PGRES_COMMAND_OK ? FD_OK : fd_pg_classify(conn, res);
+	PGresult *res = NULL;
+	err = fd_sql_exec(conn, &post_letter, params, &res);
 	PQclear(res);
 	fd_pool_release(m->pool, conn, fd_pg_conn_broken(conn, err));
 	return err;

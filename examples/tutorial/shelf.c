@@ -9,8 +9,10 @@
 #include <string.h>
 
 #include <factd/handlers.h>
+#include <factd/jsonspan.h>
 #include <factd/pool.h>
 #include <factd/proj.h>
+#include <factd/sql.h>
 
 /* ---- the projection ---------------------------------------------------------- */
 
@@ -95,20 +97,26 @@ void library_list_books(struct fd_req *req, struct fd_resp *resp)
 		/*
 		 * A rebuild swaps the table in (DROP and RENAME): lock it first, in a
 		 * statement of its own, so the page is read with a snapshot taken
-		 * after any swap it waited for.
+		 * after any swap it waited for.  The page's filters are optional, so
+		 * it runs unprepared (sql.h): each is planned for the filters given.
 		 */
-		PGresult *res = PQexec(conn, "BEGIN; LOCK TABLE shelf IN ACCESS SHARE MODE");
-		if (PQresultStatus(res) == PGRES_COMMAND_OK) {
+		PGresult *res = NULL;
+		err = fd_sql_once(conn, "BEGIN; LOCK TABLE shelf IN ACCESS SHARE MODE", 0, NULL, &res);
+		if (!err) {
 			PQclear(res);
-			res = PQexecParams(conn, page_sql, 3, NULL, params, NULL, NULL, 0);
+			err = fd_sql_once(conn, page_sql, 3, params, &res);
 		}
-		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
-			err = (json = strdup(PQgetvalue(res, 0, 0))) ? FD_OK : FD_ERR_NOMEM;
-		else if (state && strcmp(state, "42P01") == 0)
-			err = FD_ERR_UNAVAILABLE; /* the projector has not made the table yet: 503 */
-		else
-			err = fd_pg_classify(conn, res);
+		if (err) {
+			const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+			if (state && strcmp(state, "42P01") == 0)
+				err = FD_ERR_UNAVAILABLE; /* the projector has not made the table yet: 503 */
+		} else if (PQntuples(res) != 1) {
+			err = FD_ERR_INTERNAL;
+		} else if ((json = strdup(PQgetvalue(res, 0, 0)))) {
+			json[fd_json_compact(json, json, strlen(json))] = '\0'; /* compact, like every response */
+		} else {
+			err = FD_ERR_NOMEM;
+		}
 		PQclear(res);
 		PQclear(PQexec(conn, "ROLLBACK"));
 		fd_pool_release(req->ctx->pool, conn, fd_pg_conn_broken(conn, err));
