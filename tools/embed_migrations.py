@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Compile NNNN_name.sql migrations into a C table so the binary carries its own schema.
 
-    embed_migrations.py OUT.c SCRIPT [--app SYMBOL SCOPE] FILES...
+    embed_migrations.py OUT.c [SCRIPT] [--app SYMBOL SCOPE] FILES...
+    factd-embed-migrations OUT.c --app SYMBOL SCOPE FILES...      (installed, for an app)
 
 Without --app it writes the framework's fd_migrations[] and fd_migrations_count;
 with it, an app's `const struct fd_migration_set SYMBOL` recorded under SCOPE.
+SCRIPT is ignored: the framework's build passes the script itself there.
 """
 import hashlib, os, re, sys
 
-out, inputs = sys.argv[1], sys.argv[3:]
+out, inputs = sys.argv[1], sys.argv[2:]
+if inputs[:1] != ["--app"]:
+    inputs = inputs[1:]  # the SCRIPT slot
 app = None
 if inputs[:1] == ["--app"]:
     app, inputs = (inputs[1], inputs[2]), inputs[3:]
