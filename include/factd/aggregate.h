@@ -69,6 +69,11 @@ struct fd_aggregate_type {
 	 * FD_ERR_INVAL.
 	 */
 	enum fd_err (*apply)(void *state, const char *type, const json_t *data);
+	/*
+	 * Snapshots: both or neither.  A type without them is never
+	 * snapshotted, whatever FACTD_SNAPSHOT_EVERY says, and always loads by
+	 * replaying its events.
+	 */
 	json_t *(*snapshot)(const void *state);                 /* new reference, NULL on NOMEM */
 	enum fd_err (*restore)(void *state, const json_t *snap); /* into an init'ed state */
 	json_t *(*view)(const void *state);                     /* public JSON, new reference */

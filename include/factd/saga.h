@@ -99,7 +99,13 @@ struct fd_saga_type {
 	const char *name;                        /* "order_fulfillment" */
 	const char *const *categories;           /* stream categories it reads; NULL-terminated */
 	const char *const *event_types;          /* event types it folds (the intake reads no others); NULL-terminated */
-	/* The correlation key of an event, or false when the event is not for this type. */
+	/*
+	 * The correlation key of an event, or false when the event is not for
+	 * this type.  A key names one saga for good (its id is derived from type
+	 * and key): a key that has had a saga never starts another, so a
+	 * workflow that can happen twice for one thing (a second loan of a
+	 * book) needs a key of its own each time (the loan's id, not the book's).
+	 */
 	bool (*correlate)(const struct fd_feed_event *ev, char *key, size_t len);
 	/* Fold an event into the saga's data (object, owned by the caller); NULL: keep nothing. */
 	enum fd_err (*fold)(json_t *data, const struct fd_feed_event *ev, struct fd_saga_fold *out);
@@ -127,7 +133,7 @@ void fd_saga_id_for(const char *type, const char *key, char out[37]);
 /*
  * Send a command on behalf of a saga: correlation id = saga id, causation id
  * = saga id, idempotency key "saga:<id>:<step>[:c]:<sub>".  Same contract as
- * fd_bus_send.
+ * fd_bus_send.  `payload` stays the caller's (borrowed; release it after).
  */
 FD_MUST_USE enum fd_err fd_saga_send(struct fd_saga_ctx *ctx, const struct fd_aggregate_type *t, const char *id,
 				     const char *command, json_t *payload, const char *sub, struct fd_cmd_result *out);

@@ -99,8 +99,11 @@ static void *snapshot_writer(void *arg)
 	return NULL;
 }
 
+/* Every how many events to snapshot t; 0 for a type that cannot be snapshotted (no snapshot or restore). */
 static unsigned snapshot_every(const struct fd_bus *bus, const struct fd_aggregate_type *t)
 {
+	if (!t->snapshot || !t->restore)
+		return 0;
 	return bus->cfg.snapshot_every < 0 ? t->snapshot_every : (unsigned)bus->cfg.snapshot_every;
 }
 

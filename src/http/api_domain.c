@@ -250,8 +250,9 @@ static void answer_command(struct fd_req *req, struct fd_resp *resp, const struc
 	fd_resp_json_doc(resp, cr->status ? cr->status : cr->creates ? 201 : 200, out);
 	fd_api_set_etag(resp, res->version);
 	if (cr->creates) {
-		char loc[128];
-		snprintf(loc, sizeof loc, "/%ss/%s", t->name, id);
+		char loc[FD_AGGREGATE_ID_MAX + 256];
+		/* the collection the command was posted to, then the new id */
+		snprintf(loc, sizeof loc, "%s/%s", req->route->pattern, id);
 		fd_resp_header(resp, "Location", loc);
 	}
 	if (res->replayed)

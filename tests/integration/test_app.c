@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "factd/handlers.h"
 #include "http_client.h"
 #include "test_server.h"
 #include "testdb.h"
@@ -232,6 +233,122 @@ Test(app, its_migrations_run_in_their_own_sequence_and_readyz_waits_for_them)
 	PQfinish(c);
 	struct fd_test_resp r = send_json(ts.port, "GET", "/readyz", NULL, 503);
 	fd_test_assert_problem(&r, 503, "not-ready");
+	fd_test_resp_free(&r);
+	fd_test_server_stop(&ts);
+}
+
+/* ---- an aggregate type without snapshots --------------------------------------- */
+
+static void tally_init(void *s)
+{
+	*(long long *)s = 0;
+}
+
+static void tally_release(void *s)
+{
+	(void)s;
+}
+
+static enum fd_err tally_apply(void *s, const char *type, const json_t *data)
+{
+	(void)data;
+	if (strcmp(type, "Bumped") == 0)
+		(*(long long *)s)++;
+	return FD_OK;
+}
+
+static json_t *tally_view(const void *s)
+{
+	return json_pack("{s:I}", "bumps", (json_int_t) * (const long long *)s);
+}
+
+static bool tally_exists(const void *s)
+{
+	return *(const long long *)s > 0;
+}
+
+static enum fd_err tally_bump(const void *state, bool exists, const json_t *payload, struct fd_decision *out)
+{
+	return fd_decide_event(out, "Bumped", json_object());
+}
+
+static const struct fd_command_type tally_commands[] = { { "bump", tally_bump } };
+
+/* No snapshot or restore: such a type always loads by replay, whatever FACTD_SNAPSHOT_EVERY says. */
+static const struct fd_aggregate_type tally_type = {
+	.name = "tally",
+	.category = "tally",
+	.id_field = "tally_id",
+	.schema_version = 1,
+	.snapshot_every = 2,
+	.state_size = sizeof(long long),
+	.init = tally_init,
+	.release = tally_release,
+	.apply = tally_apply,
+	.view = tally_view,
+	.exists = tally_exists,
+	.commands = tally_commands,
+	.ncommands = 1,
+};
+
+static void snapshot_every_event(struct fd_config *c)
+{
+	c->snapshot_every = 1;
+}
+
+Test(app, a_type_without_snapshot_functions_is_never_snapshotted)
+{
+	struct fd_test_server ts;
+	fd_test_server_start_with(&ts, NULL, snapshot_every_event);
+	json_t *payload = json_object();
+	for (int i = 0; i < 5; i++) {
+		struct fd_cmd_result r = { 0 };
+		struct fd_cmd_meta meta = { .request_id = "tally" };
+		cr_assert_eq(fd_bus_send(ts.bus, &tally_type, "t-1", "bump", payload, &meta, &r), FD_OK);
+		cr_assert_eq(r.version, i + 1);
+		fd_cmd_result_release(&r);
+	}
+	json_decref(payload);
+	fd_bus_flush(ts.bus);
+	cr_assert_eq(fd_test_server_scalar(&ts, "SELECT count(*) FROM snapshots WHERE stream_id = 'tally-t-1'"), 0);
+	long long bumps = 0;
+	int64_t version = 0;
+	cr_assert_eq(fd_bus_load(ts.bus, &tally_type, "t-1", NULL, &bumps, &version), FD_OK);
+	cr_assert_eq(bumps, 5);
+	cr_assert_eq(version, 5);
+	/* the counter, which has them, is snapshotted at every event under the same setting */
+	expect(ts.port, "POST", "/counters", "{\"counter_id\":\"c-6\"}", 201);
+	fd_bus_flush(ts.bus);
+	cr_assert_geq(fd_test_server_scalar(&ts, "SELECT count(*) FROM snapshots WHERE stream_id = 'counter-c-6'"), 1);
+	fd_test_server_stop(&ts);
+}
+
+/* An app of one route whose collection is not the type's name plus "s". */
+static const struct fd_route tally_routes[] = {
+	{ .method = "POST", .pattern = "/tallies", .handler = fd_api_command, .json_body = true,
+	  .arg = FD_COMMAND(tally_type, "bump", .creates = true) },
+	{ .method = "GET", .pattern = "/tallies/{id}", .handler = fd_api_get_aggregate, .arg = &tally_type },
+};
+static const struct fd_aggregate_type *const tally_types[] = { &tally_type };
+static const struct fd_app tally_app = {
+	.name = "tallies",
+	.aggregates = tally_types,
+	.naggregates = 1,
+	.routes = tally_routes,
+	.nroutes = FD_COUNT(tally_routes),
+};
+
+Test(app, a_created_aggregates_location_is_under_the_collection_it_was_posted_to)
+{
+	struct fd_test_server ts;
+	fd_test_server_start_app(&ts, NULL, &tally_app, NULL);
+	struct fd_test_resp r = send_json(ts.port, "POST", "/tallies", "{\"tally_id\":\"t-9\"}", 201);
+	char loc[128];
+	cr_assert(fd_test_header(&r, "Location", loc, sizeof loc));
+	cr_assert_str_eq(loc, "/tallies/t-9");
+	fd_test_resp_free(&r);
+	r = send_json(ts.port, "GET", loc, NULL, 200);
+	cr_assert_eq(fd_test_json_int(&r, "bumps"), 1);
 	fd_test_resp_free(&r);
 	fd_test_server_stop(&ts);
 }
