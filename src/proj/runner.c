@@ -116,15 +116,15 @@ static const struct fd_stmt runner_stmts[R_COUNT] = {
 	[R_LOCK] = { "fd_proj_lock",
 		     "SELECT tx_id::text, seq, rebuild_requested, rebuilding, rebuild_tx_id::text, rebuild_seq"
 		     " FROM projections WHERE name = $1 FOR UPDATE",
-		     1 },
+		     1, false },
 	[R_SAVE] = { "fd_proj_save",
 		     "UPDATE projections SET tx_id = $2::xid8, seq = $3, last_event_at = coalesce($4::timestamptz,"
 		     " last_event_at), updated_at = now() WHERE name = $1",
-		     4 },
+		     4, false },
 	[R_SAVE_SHADOW] = { "fd_proj_save_shadow",
 			    "UPDATE projections SET rebuild_tx_id = $2::xid8, rebuild_seq = $3, updated_at = now()"
 			    " WHERE name = $1",
-			    3 },
+			    3, false },
 	/*
 	 * Is there anything for a round to do (a rebuild to start or run, or
 	 * visible events past the checkpoint, of any category), and are
@@ -136,7 +136,7 @@ static const struct fd_stmt runner_stmts[R_COUNT] = {
 			" IS NOT NULL,"
 			" coalesce((SELECT e.tx_id FROM events e ORDER BY e.tx_id DESC LIMIT 1) >= x.xmin, false)"
 			" FROM projections p, (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) x WHERE p.name = $1",
-			1 },
+			1, false },
 };
 
 /* run() for one of the runner's statements, prepared on first use. */
