@@ -20,6 +20,10 @@
 #include "factd/error.h"
 #include "factd/uuid.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* How a decision turned out. */
 enum fd_outcome {
 	FD_DECIDED,   /* events to record (at least one) */
@@ -137,5 +141,9 @@ bool fd_payload_uuid(const json_t *payload, const char *key, char out[FD_UUID_ST
  * or is not an object (the field is then "", the whole payload).
  */
 bool fd_payload_only(const json_t *payload, const char *const *allowed, size_t n, struct fd_decision *d);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -30,6 +30,10 @@
 #include "factd/router.h"
 #include "factd/saga.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /*
  * The outside systems of an app (a payment gateway, a mail service, ...) with
  * their configuration.  start() runs once per process before anything is
@@ -93,5 +97,9 @@ const struct fd_projection *fd_app_projection(const struct fd_app *app, const ch
  */
 const struct fd_aggregate_type *fd_app_aggregate_of_stream(const struct fd_app *app, const char *stream,
 							   const char **id);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -20,6 +20,10 @@
 
 #include "factd/error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /*
  * What a route requires, and what a key grants.  Ordered: a larger role
  * implies every smaller one (admin > write > read).  FD_ROLE_DEFAULT on a
@@ -87,5 +91,9 @@ void fd_api_key_id(const char *secret, size_t len, char out[FD_API_KEY_ID_LEN + 
 
 /* The role a route needs: `declared` unless FD_ROLE_DEFAULT, else read for GET/HEAD, write otherwise. */
 enum fd_role fd_role_required(enum fd_role declared, const char *method);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -11,6 +11,10 @@
 #include <stddef.h>
 #include "factd/error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct fd_buf {
 	char *data;   /* NULL until the first append */
 	size_t len;
@@ -30,5 +34,9 @@ void fd_buf_reset(struct fd_buf *b);
 void fd_buf_release(struct fd_buf *b);
 /* Returns the bytes (caller owns; "" when empty, never NULL unless NOMEM) and empties b. */
 char *fd_buf_detach(struct fd_buf *b);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -36,6 +36,10 @@
 #include "factd/events.h"
 #include "factd/pool.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct fd_bus;
 struct fd_metrics;
 
@@ -109,5 +113,9 @@ FD_MUST_USE enum fd_err fd_bus_load(struct fd_bus *bus, const struct fd_aggregat
 
 /* The stream name of an aggregate: "<category>-<id>" into buf. */
 void fd_bus_stream_name(const struct fd_aggregate_type *t, const char *id, char *buf, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -13,6 +13,10 @@
 #include "factd/auth.h"
 #include "factd/error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 enum fd_command { FD_CMD_SERVE, FD_CMD_MIGRATE, FD_CMD_HELP, FD_CMD_VERSION };
 
 struct fd_config {
@@ -85,5 +89,9 @@ FD_MUST_USE enum fd_err fd_env_int(const char *name, long long min, long long ma
 				   size_t errlen);
 /* database_url with any password replaced by "***" (caller owns, free()). */
 char *fd_config_redact_url(const char *url);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -8,6 +8,10 @@
 #ifndef FACTD_ERROR_H
 #define FACTD_ERROR_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define FD_MUST_USE __attribute__((warn_unused_result))
 
 enum fd_err {
@@ -30,5 +34,9 @@ enum fd_err {
 
 /* Stable lower-case name of an error ("conflict"), never NULL. */
 const char *fd_err_name(enum fd_err err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

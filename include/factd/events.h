@@ -23,6 +23,10 @@
 #include "factd/pool.h"
 #include "factd/uuid.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define FD_STREAM_MAX 200
 #define FD_CURSOR_STRLEN 48
 
@@ -203,5 +207,9 @@ struct fd_follow_batch {
 FD_MUST_USE enum fd_err fd_feed_follow(PGconn *conn, struct fd_cursor after, const struct fd_follow *f,
 				       struct fd_follow_batch *out);
 void fd_follow_batch_release(struct fd_follow_batch *b);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -24,6 +24,10 @@
 #include "factd/error.h"
 #include "factd/http.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* A command route's row data (struct fd_route.arg of fd_api_command). */
 struct fd_aggregate_type;
 struct fd_command_route {
@@ -103,5 +107,9 @@ void fd_problem(struct fd_resp *resp, const struct fd_req *req, unsigned status,
 /* A problem for an error enum, using the table: status, slug and title. */
 void fd_problem_err(struct fd_resp *resp, const struct fd_req *req, enum fd_err err, const char *detail,
 		    json_t *extra);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -10,6 +10,10 @@
 
 #include "factd/uuid.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct fd_sha256 {
 	uint32_t h[8];
 	uint64_t len;
@@ -43,5 +47,9 @@ uint64_t fd_fnv1a(uint64_t h, const char *s);
  * builds must agree on it).
  */
 long long fd_lock_key(const char *namespace_, const char *name);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -23,6 +23,10 @@
 #include "factd/saga.h"
 #include <jansson.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define FD_ROUTE_MAX_PARAMS 4
 #define FD_REQUEST_ID_MAX 128
 #define FD_RESP_MAX_HEADERS 8
@@ -169,5 +173,9 @@ bool fd_request_id_valid(const char *s);
  * literal).  Caller owns *out; free with fd_metrics_free.
  */
 FD_MUST_USE enum fd_err fd_http_metrics_new(const struct fd_ctx *ctx, const char *version, struct fd_metrics **out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -14,6 +14,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct fd_span {
 	size_t start; /* offset of the value's first byte */
 	size_t end;   /* offset one past its last byte */
@@ -44,5 +48,9 @@ size_t fd_json_compact(char *dst, const char *src, size_t len);
 
 /* Is s[0..len) well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF)? */
 bool fd_utf8_valid(const char *s, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -9,6 +9,10 @@
 
 #include <jansson.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 enum fd_log_level { FD_LOG_DEBUG = 0, FD_LOG_INFO, FD_LOG_WARN, FD_LOG_ERROR };
 
 /* Parse "debug", "info", "warn", "error"; returns -1 for anything else. */
@@ -24,5 +28,9 @@ void fd_log_fields(enum fd_log_level level, const char *msg, json_t *fields);
 
 /* printf-style convenience wrapper without extra fields. */
 void fd_log(enum fd_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

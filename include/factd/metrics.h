@@ -29,6 +29,10 @@
 #include "factd/buf.h"
 #include "factd/error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define FD_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
 /* The route index of a request that matched no route (404 or 405 before routing). */
@@ -118,5 +122,9 @@ struct fd_metrics_pool {
  */
 FD_MUST_USE enum fd_err fd_metrics_render(const struct fd_metrics *m, const struct fd_metrics_pool *pool,
 					  struct fd_buf *out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -13,6 +13,10 @@
 #include <libpq-fe.h>
 #include "factd/error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct fd_migration {
 	int version;         /* 1..n, contiguous */
 	const char *name;
@@ -56,5 +60,9 @@ FD_MUST_USE enum fd_err fd_migrate_run(const char *conninfo, const struct fd_mig
  * FD_ERR_DB on failure.
  */
 FD_MUST_USE enum fd_err fd_migrate_check(PGconn *conn, const struct fd_migration_set *app);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -27,6 +27,10 @@
 #include <stdint.h>
 #include "factd/error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct fd_notifier;
 
 /*
@@ -86,5 +90,9 @@ void fd_notifier_announce(struct fd_notifier *n, const char *category);
 
 /* True while the LISTEN connection is up; false before it first connects and while it reconnects. */
 bool fd_notifier_listening(struct fd_notifier *n);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -17,6 +17,10 @@
 #include "factd/error.h"
 #include "factd/sql.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct fd_pool;
 struct fd_metrics;
 
@@ -100,5 +104,9 @@ bool fd_pg_conn_broken(PGconn *conn, enum fd_err err);
  * every connection right after PQconnect*; a NULL conn is a no-op.
  */
 void fd_pg_log_notices(PGconn *conn, const char *source);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

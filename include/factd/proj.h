@@ -30,6 +30,10 @@
 #include "factd/events.h"
 #include "factd/pool.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct fd_projection {
 	const char *name;                   /* "order_summaries": also the checkpoint's name */
 	const char *table;                  /* live table */
@@ -150,5 +154,9 @@ FD_MUST_USE enum fd_err fd_projection_request_rebuild(struct fd_pool *pool, cons
  */
 FD_MUST_USE enum fd_err fd_projection_wait(struct fd_pool *pool, const char *name, struct fd_cursor pos,
 					   unsigned timeout_ms);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

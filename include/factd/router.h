@@ -11,6 +11,10 @@
 #include "factd/auth.h"
 #include "factd/http.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct fd_route {
 	const char *method;      /* "GET", "POST", ... */
 	const char *pattern;     /* also the route label in logs and metrics */
@@ -54,5 +58,9 @@ bool fd_router_methods(const struct fd_route *routes, size_t nroutes, const char
 /* The framework's own routes (src/http/routes.c); a server serves ctx->routes (these, then the app's). */
 extern const struct fd_route fd_routes[];
 extern const size_t fd_routes_count;
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -21,6 +21,10 @@
 #include "factd/proj.h"
 #include "factd/saga.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct fd_runtime_options {
 	const char *version;          /* factd_build_info{version}; a literal */
 	unsigned projection_idle_ms;  /* the projector's quiet-feed poll (0: its default) */
@@ -45,5 +49,9 @@ FD_MUST_USE enum fd_err fd_runtime_start(struct fd_runtime *rt, const struct fd_
 					 const struct fd_runtime_options *opts, char *errbuf, size_t errlen);
 /* Stop the server (letting requests in flight finish for up to grace_ms), then the rest, newest first. */
 void fd_runtime_stop(struct fd_runtime *rt, unsigned grace_ms);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -47,6 +47,10 @@
 #include "factd/pool.h"
 #include "factd/proj.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* How one run of an action or compensation turned out. */
 enum fd_step_result {
 	FD_STEP_OK,     /* done; the saga moves on */
@@ -199,5 +203,9 @@ FD_MUST_USE enum fd_err fd_saga_retry(struct fd_pool *pool, const struct fd_saga
 				       char status[16]);
 FD_MUST_USE enum fd_err fd_saga_abort(struct fd_pool *pool, const struct fd_saga_set *types, const char *id,
 				       const char *reason, char status[16]);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -42,6 +42,10 @@
 
 #include "factd/error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /*
  * One statement run by name.  sql NULL: the statement was prepared on the
  * connection beforehand (fd_sql_prepare, or plain PQprepare) and is only
@@ -89,5 +93,9 @@ FD_MUST_USE enum fd_err fd_sql_once(PGconn *conn, const char *sql, int n, const 
  * 64-bit hash), for statements written out where they run.
  */
 void fd_sql_text_name(const char *sql, char name[FD_SQL_NAME_MAX]);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

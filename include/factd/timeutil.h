@@ -8,6 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /*
  * Parse an RFC 3339 date-time ("2026-01-02T03:04:05Z", optional fraction of
  * up to 9 digits, "Z" or "+hh:mm"/"-hh:mm", 'T' or 't' or ' ' between date
@@ -19,5 +23,9 @@
 bool fd_time_parse_rfc3339(const char *s, int64_t *unix_us);
 /* Format microseconds since the epoch as "YYYY-MM-DDThh:mm:ss.uuuuuuZ" into buf (>= 28 bytes). */
 void fd_time_format_rfc3339(int64_t unix_us, char *buf, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

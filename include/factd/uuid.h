@@ -9,6 +9,10 @@
 #include <stdbool.h>
 #include "factd/error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define FD_UUID_STRLEN 36
 
 struct fd_uuid {
@@ -21,5 +25,9 @@ FD_MUST_USE enum fd_err fd_uuid_v7(struct fd_uuid *out);
 bool fd_uuid_parse(const char *s, struct fd_uuid *out);
 /* Writes the lower-case canonical form and a NUL into out. */
 void fd_uuid_format(const struct fd_uuid *u, char out[FD_UUID_STRLEN + 1]);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
