@@ -254,7 +254,7 @@ const struct fd_projection fd_test_counter_totals = {
 
 /* ---- the counter_closer saga --------------------------------------------------- */
 
-static const char *const closer_events[] = { "CounterCreated", "CounterAdded", NULL };
+static const char *const closer_events[] = { "CounterCreated", "CounterAdded", "CounterAdjusted", NULL };
 
 static bool closer_correlate(const struct fd_feed_event *ev, char *key, size_t len)
 {
@@ -267,10 +267,14 @@ static bool closer_correlate(const struct fd_feed_event *ev, char *key, size_t l
 static enum fd_err closer_fold(json_t *data, const struct fd_feed_event *ev, struct fd_saga_fold *out)
 {
 	(void)out;
-	if (strcmp(ev->type, "CounterAdded") != 0)
+	/* CounterAdjusted arrives at version 3 ({delta}), also when it was stored as a CounterCorrected */
+	const char *key = strcmp(ev->type, "CounterAdded") == 0 ? "amount"
+			  : strcmp(ev->type, "CounterAdjusted") == 0 ? "delta"
+								     : NULL;
+	if (!key)
 		return FD_OK;
 	json_int_t total = json_integer_value(json_object_get(data, "total"));
-	total += json_integer_value(json_object_get(ev->data, "amount"));
+	total += json_integer_value(json_object_get(ev->data, key));
 	return json_object_set_new(data, "total", json_integer(total)) == 0 ? FD_OK : FD_ERR_NOMEM;
 }
 
