@@ -450,7 +450,7 @@ Test(domain_orders, lines_merge_remove_place_and_cancel)
 	o = get_order(&ts, id);
 	cr_assert_str_eq(jstr(o, "status"), "cancelled");
 	cr_assert_str_eq(jstr(o, "cancel_reason"), "Customer changed their mind.");
-	cr_assert_eq(json_object_size(o), 7, "view members: %s", json_dumps(o, 0));
+	cr_assert_eq(json_object_size(o), 8, "view members (currency among them): %s", json_dumps(o, 0));
 	json_decref(o);
 
 	/* The history, one event per command, in order. */
