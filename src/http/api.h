@@ -57,6 +57,12 @@ bool fd_api_upcast_param(struct fd_req *req, struct fd_resp *resp, bool *out);
  * FD_ERR_INTERNAL (logged) for one that does not upcast.
  */
 FD_MUST_USE enum fd_err fd_api_upcast_events(const struct fd_ctx *ctx, const char *events_json, char **out);
+/*
+ * f's types and the names their events were stored under before renames,
+ * in every schema (or the filter's category's), into *out (caller frees;
+ * f->types then points into it).  False when out of memory.
+ */
+bool fd_api_widen_types(const struct fd_schemas *set, struct fd_feed_filter *f, const char ***out);
 
 /* GET /projections: each projection's checkpoint, lag and status. */
 void fd_api_projections(struct fd_req *req, struct fd_resp *resp);

@@ -480,12 +480,7 @@ void fd_api_feed_filter_release(struct fd_api_feed_filter *f)
 	memset(f, 0, sizeof *f);
 }
 
-/*
- * f's types and the names their events were stored under before renames,
- * in every schema (or the filter's category's), into *out (caller frees,
- * f->types then points into it).  False when out of memory.
- */
-static bool widen_types(const struct fd_schemas *set, struct fd_feed_filter *f, const char ***out)
+bool fd_api_widen_types(const struct fd_schemas *set, struct fd_feed_filter *f, const char ***out)
 {
 	size_t cap = f->ntypes, n = 0;
 	for (size_t i = 0; i < f->ntypes; i++)
@@ -540,7 +535,7 @@ void fd_api_read_feed(struct fd_req *req, struct fd_resp *resp)
 	/* Upcast, ?types= names current types: it also reads the names their events were stored under. */
 	const char **wide = NULL;
 	struct fd_feed_filter filter = f.filter;
-	if (upcast && filter.ntypes && !widen_types(&req->ctx->schemas, &filter, &wide)) {
+	if (upcast && filter.ntypes && !fd_api_widen_types(&req->ctx->schemas, &filter, &wide)) {
 		fd_api_feed_filter_release(&f);
 		fd_problem_err(resp, req, FD_ERR_NOMEM, NULL, NULL);
 		return;

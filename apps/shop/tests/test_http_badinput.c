@@ -564,7 +564,7 @@ static const struct {
 } queries[] = {
 	{ .pattern = "/streams/{stream}/events", .params = { "from_version", "limit", "upcast" } },
 	{ .pattern = "/events", .params = { "after", "limit", "category", "upcast" }, .legal = { "types" } },
-	{ .pattern = "/events/stream", .params = { "after", "category" }, .legal = { "types" } },
+	{ .pattern = "/events/stream", .params = { "after", "category", "upcast" }, .legal = { "types" } },
 	{ .pattern = "/orders", .params = { "status", "after", "limit", "min_position" }, .legal = { "customer_id" } },
 	{ .pattern = "/orders/{id}", .params = { "version", "at" } },
 	{ .pattern = "/orders/{id}/events", .params = { "from_version", "limit", "upcast" } },
