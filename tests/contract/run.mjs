@@ -1199,7 +1199,6 @@ function operationSteps() {
 		['GET', `/payments/${o}`, {}], ['GET', `/payments/${o}/events`, {}], ['POST', `/payments/${o}/process`, {}], ['POST', `/payments/${o}/refund`, {}],
 		['GET', '/orders', {}], ['GET', '/products', {}], ['GET', '/projections', {}], ['POST', '/projections/order_summaries/rebuild', {}],
 		['GET', '/sagas', {}], ['GET', `/sagas/${o}`, {}], ['GET', `/orders/${o}/saga`, {}], ['POST', `/sagas/${o}/retry`, {}], ['POST', `/sagas/${o}/abort`, {}],
-		['GET', '/schema/events', {}],
 	];
 }
 
@@ -1208,6 +1207,7 @@ async function unavailable(down, unmigrated) {
 	section = 'database unavailable';
 	await call('GET', '/healthz', { status: 200 }, down);
 	await call('GET', '/readyz', { status: 503, type: 'database-unavailable' }, down);
+	await call('GET', '/schema/events', { status: 200, label: 'the catalogue, which needs no database' }, down);
 	for (const [m, p, opts] of operationSteps()) {
 		const r = await call(m, p, { ...opts, status: 503, type: 'database-unavailable' }, down);
 		if (r.status === 503 && r.headers['retry-after'] === undefined) fail(`${m} ${p}`, 'no Retry-After');
@@ -1224,7 +1224,7 @@ async function access(keyed) {
 	section = 'API keys';
 	await call('GET', '/healthz', { status: 200 }, keyed);
 	await call('GET', '/readyz', { status: 200 }, keyed);
-	for (const [m, p, opts] of [...operationSteps(), ['GET', '/metrics', {}]]) {
+	for (const [m, p, opts] of [...operationSteps(), ['GET', '/metrics', {}], ['GET', '/schema/events', {}]]) {
 		const none = await call(m, p, { ...opts, status: 401, type: 'unauthorized', label: `${m} ${p} without a key` }, keyed);
 		if (none.status === 401 && none.headers['www-authenticate'] !== 'Bearer realm="factd"')
 			fail(`${m} ${p} without a key`, `WWW-Authenticate is ${JSON.stringify(none.headers['www-authenticate'])}`);
@@ -1253,7 +1253,7 @@ async function connectionLimit(capped) {
 	});
 	await sleep(200);
 	try {
-		for (const [m, p, opts] of [['GET', '/healthz', {}], ['GET', '/readyz', {}], ['GET', '/metrics', {}], ...operationSteps()]) {
+		for (const [m, p, opts] of [['GET', '/healthz', {}], ['GET', '/readyz', {}], ['GET', '/metrics', {}], ['GET', '/schema/events', {}], ...operationSteps()]) {
 			const r = await call(m, p, { ...opts, status: 503, type: 'too-many-connections' }, capped);
 			if (r.status === 503 && r.headers['retry-after'] === undefined) fail(`${m} ${p}`, 'no Retry-After');
 		}
@@ -1270,7 +1270,7 @@ async function headersTooLarge() {
 	const filler = {};
 	for (let i = 0; i < 9; i++) filler[`X-Filler-${i}`] = 'f'.repeat(8000);
 	// No body: the answer comes before it, and the connection closes after it.
-	for (const [m, p] of [['GET', '/healthz'], ['GET', '/readyz'], ['GET', '/metrics'], ...operationSteps()]) {
+	for (const [m, p] of [['GET', '/healthz'], ['GET', '/readyz'], ['GET', '/metrics'], ['GET', '/schema/events'], ...operationSteps()]) {
 		const r = await call(m, p, { headers: filler, status: 431, type: 'headers-too-large' });
 		if (r.status === 431 && r.headers.connection !== 'close') fail(`${m} ${p}`, `Connection is ${r.headers.connection}, not close`);
 	}
