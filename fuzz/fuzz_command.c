@@ -15,6 +15,13 @@
  * too.  It must accept the event or refuse it (FD_ERR_INVAL) leaving the
  * state as it was (domain.h).
  *
+ * A line "~<digit><Type> <JSON object>" folds an event as stored by code of
+ * schema version <digit> of its type: it goes through the type's upcasters
+ * first (schema.h), as every reader takes it, then apply().  Upcasting must
+ * succeed, refuse (FD_ERR_INVAL), or find the version newer than the code
+ * (FD_ERR_SCHEMA, only past the type's current version); what it makes is
+ * an object, and the current version of the type it names.
+ *
  * Properties checked besides the sanitizers': decide never fails but for
  * memory; a decision is well formed; every event decide produces is accepted
  * by apply (domain.h: "apply() accepts exactly the events decide() could
@@ -108,6 +115,46 @@ static void apply_line(const struct fd_aggregate_type *t, void *state, const cha
 	free(type);
 }
 
+/* "<digit><Type> <JSON object>": upcast from that version, then fold as apply_line does. */
+static void upcast_line(const struct fd_aggregate_type *t, void *state, const char *text, size_t len, size_t *events)
+{
+	if (len < 2 || text[0] < '0' || text[0] > '9')
+		return;
+	int version = text[0] - '0';
+	const char *sp = memchr(text + 1, ' ', len - 1);
+	if (!sp)
+		return;
+	char *type = strndup(text + 1, (size_t)(sp - text - 1));
+	json_t *data = json_loadb(sp + 1, len - (size_t)(sp - text) - 1, 0, NULL);
+	if (type && json_is_object(data) && version >= 1) {
+		const char *name = type;
+		int v = version;
+		int known = fd_event_schema_version(&t->events, type);
+		enum fd_err err = fd_event_schema_upcast(&t->events, NULL, &name, &v, data);
+		FUZZ_CHECK(err == FD_OK || err == FD_ERR_INVAL || err == FD_ERR_NOMEM || err == FD_ERR_SCHEMA);
+		FUZZ_CHECK(err != FD_ERR_SCHEMA || (known > 0 && version > known));
+		if (err == FD_OK) {
+			FUZZ_CHECK(json_is_object(data));
+			int now = fd_event_schema_version(&t->events, name);
+			FUZZ_CHECK(now == 0 || v == now);
+			json_t *before = t->snapshot(state);
+			enum fd_err aerr = t->apply(state, name, data);
+			FUZZ_CHECK(aerr == FD_OK || aerr == FD_ERR_INVAL || aerr == FD_ERR_NOMEM);
+			if (aerr == FD_OK) {
+				(*events)++;
+				check_snapshot(t, state);
+			} else if (aerr == FD_ERR_INVAL && before) {
+				json_t *after = t->snapshot(state);
+				FUZZ_CHECK(!after || json_equal(before, after));
+				json_decref(after);
+			}
+			json_decref(before);
+		}
+	}
+	json_decref(data);
+	free(type);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
@@ -128,6 +175,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		if (p[0] == '!') {
 			apply_line(t, state, p + 1, (size_t)(line_end - p - 1), &events);
+			p = nl ? nl + 1 : end;
+			continue;
+		}
+		if (p[0] == '~') {
+			upcast_line(t, state, p + 1, (size_t)(line_end - p - 1), &events);
 			p = nl ? nl + 1 : end;
 			continue;
 		}

@@ -103,24 +103,97 @@ static bool read_sku(const json_t *obj, const char **out, struct fd_decision *d)
 	return true;
 }
 
-/* One line object {product_id, quantity (1..qmax), unit_price_cents}. */
-static bool read_line(const json_t *obj, int64_t qmax, struct fd_order_line *out, struct fd_decision *d)
+bool shop_currency_valid(const char *s)
 {
-	static const char *const keys[] = {"product_id", "quantity", "unit_price_cents"};
+	return s && strlen(s) == FD_CURRENCY_LEN && s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z' &&
+	       s[2] >= 'A' && s[2] <= 'Z';
+}
+
+/* The currency member `key` of obj (three upper-case letters) into out; absent and optional: out untouched. */
+static bool read_currency(const json_t *obj, const char *key, bool optional, char out[FD_CURRENCY_LEN + 1],
+			  struct fd_decision *d)
+{
+	const char *c = NULL;
+	if (!fd_payload_string(obj, key, FD_CURRENCY_LEN, FD_CURRENCY_LEN, optional, &c, d))
+		return false;
+	if (!c)
+		return true;
+	if (!shop_currency_valid(c)) {
+		fd_decide_invalid(d, "/currency", "currency must be an ISO 4217 code: three upper-case letters");
+		return false;
+	}
+	memcpy(out, c, FD_CURRENCY_LEN + 1);
+	return true;
+}
+
+/* Whether a line object carries its currency. */
+enum line_currency {
+	LINE_NO_CURRENCY,       /* OrderPlaced's lines: cents only */
+	LINE_OPTIONAL_CURRENCY, /* add_line's payload: SHOP_DEFAULT_CURRENCY when absent */
+	LINE_CURRENCY,          /* a snapshot's lines */
+};
+
+/* One line object {product_id, quantity (1..qmax), unit_price_cents, currency per rule}. */
+static bool read_line(const json_t *obj, int64_t qmax, enum line_currency rule, struct fd_order_line *out,
+		      struct fd_decision *d)
+{
+	static const char *const keys[] = {"product_id", "quantity", "unit_price_cents", "currency"};
 	const char *sku;
 	int64_t quantity, price;
-	if (!fd_payload_only(obj, keys, 3, d) || !read_sku(obj, &sku, d) ||
-	    !fd_payload_int(obj, "quantity", 1, qmax, false, &quantity, d) ||
-	    !fd_payload_int(obj, "unit_price_cents", 0, FD_PRICE_MAX, false, &price, d))
-		return false;
 	memset(out, 0, sizeof *out);
+	memcpy(out->currency, SHOP_DEFAULT_CURRENCY, FD_CURRENCY_LEN + 1);
+	if (!fd_payload_only(obj, keys, rule == LINE_NO_CURRENCY ? 3 : 4, d) || !read_sku(obj, &sku, d) ||
+	    !fd_payload_int(obj, "quantity", 1, qmax, false, &quantity, d) ||
+	    !fd_payload_int(obj, "unit_price_cents", 0, FD_PRICE_MAX, false, &price, d) ||
+	    (rule != LINE_NO_CURRENCY && !read_currency(obj, "currency", rule == LINE_OPTIONAL_CURRENCY, out->currency, d)))
+		return false;
 	memcpy(out->product_id, sku, strlen(sku));
 	out->quantity = quantity;
 	out->unit_price_cents = price;
 	return true;
 }
 
-static json_t *lines_json(const struct fd_order_line *lines, size_t n)
+/* OrderLineAdded's data (version 2): {product_id, quantity, unit_price: {amount_cents, currency}}. */
+static bool read_added_line(const json_t *data, struct fd_order_line *out, struct fd_decision *d)
+{
+	static const char *const keys[] = {"product_id", "quantity", "unit_price"};
+	static const char *const price_keys[] = {"amount_cents", "currency"};
+	const json_t *price = json_object_get(data, "unit_price");
+	const char *sku;
+	int64_t quantity, cents;
+	memset(out, 0, sizeof *out);
+	if (!fd_payload_only(data, keys, 3, d) || !read_sku(data, &sku, d) ||
+	    !fd_payload_int(data, "quantity", 1, FD_QUANTITY_MAX, false, &quantity, d) || !json_is_object(price) ||
+	    !fd_payload_only(price, price_keys, 2, d) ||
+	    !fd_payload_int(price, "amount_cents", 0, FD_PRICE_MAX, false, &cents, d) ||
+	    !read_currency(price, "currency", false, out->currency, d))
+		return false;
+	memcpy(out->product_id, sku, strlen(sku));
+	out->quantity = quantity;
+	out->unit_price_cents = cents;
+	return true;
+}
+
+/*
+ * OrderLineAdded version 1 -> 2: unit_price_cents becomes unit_price
+ * {amount_cents, currency}, in the default currency: every line recorded
+ * before currencies was in it.  Data without unit_price_cents is no
+ * version-1 line.
+ */
+static enum fd_err line_added_v2(json_t *data, const void *services)
+{
+	json_t *cents = json_object_get(data, "unit_price_cents");
+	if (!cents)
+		return FD_ERR_INVAL;
+	json_t *price = json_pack("{s:O, s:s}", "amount_cents", cents, "currency", shop_default_currency(services));
+	if (!price || json_object_set_new(data, "unit_price", price) != 0)
+		return FD_ERR_NOMEM;
+	json_object_del(data, "unit_price_cents");
+	return FD_OK;
+}
+
+/* The lines as JSON; with_currency adds each line's currency (OrderPlaced's lines have none). */
+static json_t *lines_json(const struct fd_order_line *lines, size_t n, bool with_currency)
 {
 	json_t *arr = json_array();
 	if (!arr)
@@ -129,12 +202,25 @@ static json_t *lines_json(const struct fd_order_line *lines, size_t n)
 		json_t *line = json_pack("{s:s, s:I, s:I}", "product_id", lines[i].product_id, "quantity",
 					 (json_int_t)lines[i].quantity, "unit_price_cents",
 					 (json_int_t)lines[i].unit_price_cents);
+		if (line && with_currency && json_object_set_new(line, "currency", json_string(lines[i].currency)) != 0) {
+			json_decref(line);
+			line = NULL;
+		}
 		if (json_array_append_new(arr, line) != 0) {
 			json_decref(arr);
 			return NULL;
 		}
 	}
 	return arr;
+}
+
+/* The currency every line has, or NULL when there are none or they differ. */
+static const char *order_currency(const struct fd_order *o)
+{
+	for (size_t i = 1; i < o->nlines; i++)
+		if (strcmp(o->lines[i].currency, o->lines[0].currency) != 0)
+			return NULL;
+	return o->nlines ? o->lines[0].currency : NULL;
 }
 
 static enum fd_err reserve_lines(struct fd_order *o, size_t need)
@@ -191,10 +277,10 @@ static enum fd_err on_line_added(struct fd_order *o, const json_t *data)
 	struct fd_decision d;
 	struct fd_order_line line;
 	int64_t total;
-	if (o->status != FD_ORDER_DRAFT || !read_line(data, FD_QUANTITY_MAX, &line, &d))
+	if (o->status != FD_ORDER_DRAFT || !read_added_line(data, &line, &d))
 		return FD_ERR_INVAL;
 	struct fd_order_line *have = find_line(o, line.product_id);
-	if (have && have->unit_price_cents != line.unit_price_cents)
+	if (have && (have->unit_price_cents != line.unit_price_cents || strcmp(have->currency, line.currency) != 0))
 		return FD_ERR_INVAL;
 	if (!have && o->nlines >= FD_ORDER_MAX_LINES)
 		return FD_ERR_INVAL;
@@ -241,13 +327,13 @@ static enum fd_err on_placed(struct fd_order *o, const json_t *data)
 		return FD_ERR_INVAL;
 	for (size_t i = 0; i < o->nlines; i++) {
 		struct fd_order_line line;
-		if (!read_line(json_array_get(lines, i), INT64_MAX, &line, &d))
+		if (!read_line(json_array_get(lines, i), INT64_MAX, LINE_NO_CURRENCY, &line, &d))
 			return FD_ERR_INVAL;
 		if (strcmp(line.product_id, o->lines[i].product_id) != 0 || line.quantity != o->lines[i].quantity ||
 		    line.unit_price_cents != o->lines[i].unit_price_cents)
 			return FD_ERR_INVAL;
 	}
-	if (!lines_total(o->lines, o->nlines, &expected) || total != expected)
+	if (!lines_total(o->lines, o->nlines, &expected) || total != expected || !order_currency(o))
 		return FD_ERR_INVAL;
 	o->status = FD_ORDER_PLACED;
 	return FD_OK;
@@ -323,7 +409,7 @@ static json_t *order_snapshot(const void *state)
 	if (o->status == FD_ORDER_NONE)
 		return json_pack("{s:s}", "status", fd_order_status_name(o->status));
 	json_t *snap = json_pack("{s:s, s:s, s:o}", "status", fd_order_status_name(o->status), "customer_id",
-				 o->customer_id, "lines", lines_json(o->lines, o->nlines));
+				 o->customer_id, "lines", lines_json(o->lines, o->nlines, true));
 	if (snap && o->cancel_reason && json_object_set_new(snap, "cancel_reason", json_string(o->cancel_reason)) != 0) {
 		json_decref(snap);
 		return NULL;
@@ -370,11 +456,12 @@ static enum fd_err order_restore(void *state, const json_t *snap)
 	}
 	for (size_t i = 0; i < n; i++) {
 		struct fd_order_line line;
-		if (!read_line(json_array_get(lines, i), INT64_MAX, &line, &d) || find_line(&t, line.product_id))
+		if (!read_line(json_array_get(lines, i), INT64_MAX, LINE_CURRENCY, &line, &d) ||
+		    find_line(&t, line.product_id))
 			goto done;
 		t.lines[t.nlines++] = line;
 	}
-	if (!lines_total(t.lines, t.nlines, &total))
+	if (!lines_total(t.lines, t.nlines, &total) || (placed_or_later(t.status) && !order_currency(&t)))
 		goto done;
 	t.customer_id = strdup(customer);
 	t.cancel_reason = reason ? strdup(reason) : NULL;
@@ -393,8 +480,13 @@ static json_t *order_view(const void *state)
 {
 	const struct fd_order *o = state;
 	json_t *view = json_pack("{s:s?, s:s, s:o, s:I}", "customer_id", o->customer_id, "status",
-				 fd_order_status_name(o->status), "lines", lines_json(o->lines, o->nlines),
+				 fd_order_status_name(o->status), "lines", lines_json(o->lines, o->nlines, true),
 				 "total_cents", (json_int_t)fd_order_total_cents(o));
+	const char *currency = order_currency(o);
+	if (view && currency && json_object_set_new(view, "currency", json_string(currency)) != 0) {
+		json_decref(view);
+		return NULL;
+	}
 	if (view && o->cancel_reason && json_object_set_new(view, "cancel_reason", json_string(o->cancel_reason)) != 0) {
 		json_decref(view);
 		return NULL;
@@ -442,13 +534,14 @@ static enum fd_err decide_add_line(const void *state, bool exists, const json_t 
 	const struct fd_order *o = state;
 	struct fd_order_line line;
 	int64_t total;
-	if (!found(o, out) || !read_line(payload, FD_QUANTITY_MAX, &line, out) || !draft(o, out))
+	if (!found(o, out) || !read_line(payload, FD_QUANTITY_MAX, LINE_OPTIONAL_CURRENCY, &line, out) ||
+	    !draft(o, out))
 		return FD_OK;
 	const struct fd_order_line *have = find_line(o, line.product_id);
-	if (have && have->unit_price_cents != line.unit_price_cents) {
+	if (have && (have->unit_price_cents != line.unit_price_cents || strcmp(have->currency, line.currency) != 0)) {
 		fd_decide_refuse(out, "price-mismatch", "Price differs from the order's line",
-				 "%s is on the order at %" PRId64 " cents, not %" PRId64, line.product_id,
-				 have->unit_price_cents, line.unit_price_cents);
+				 "%s is on the order at %" PRId64 " cents %s, not %" PRId64 " %s", line.product_id,
+				 have->unit_price_cents, have->currency, line.unit_price_cents, line.currency);
 		return FD_OK;
 	}
 	if (!have && o->nlines >= FD_ORDER_MAX_LINES) {
@@ -462,8 +555,9 @@ static enum fd_err decide_add_line(const void *state, bool exists, const json_t 
 		return FD_OK;
 	}
 	return fd_decide_event(out, "OrderLineAdded",
-			       json_pack("{s:s, s:I, s:I}", "product_id", line.product_id, "quantity",
-					 (json_int_t)line.quantity, "unit_price_cents", (json_int_t)line.unit_price_cents));
+			       json_pack("{s:s, s:I, s:{s:I, s:s}}", "product_id", line.product_id, "quantity",
+					 (json_int_t)line.quantity, "unit_price", "amount_cents",
+					 (json_int_t)line.unit_price_cents, "currency", line.currency));
 }
 
 static enum fd_err decide_remove_line(const void *state, bool exists, const json_t *payload, struct fd_decision *out)
@@ -491,12 +585,17 @@ static enum fd_err decide_place(const void *state, bool exists, const json_t *pa
 		fd_decide_refuse(out, "order-empty", "Order has no lines", "add a line before placing the order");
 		return FD_OK;
 	}
+	if (!order_currency(o)) {
+		fd_decide_refuse(out, "mixed-currency", "Order lines have different currencies",
+				 "every line of an order must be in one currency; remove the lines in the others");
+		return FD_OK;
+	}
 	if (!lines_total(o->lines, o->nlines, &total)) {
 		fd_decide_refuse(out, "amount-too-large", "Amount too large", "the order's total does not fit in 64 bits");
 		return FD_OK;
 	}
 	return fd_decide_event(out, "OrderPlaced",
-			       json_pack("{s:o, s:I}", "lines", lines_json(o->lines, o->nlines), "total_cents",
+			       json_pack("{s:o, s:I}", "lines", lines_json(o->lines, o->nlines, false), "total_cents",
 					 (json_int_t)total));
 }
 
@@ -555,6 +654,25 @@ static const struct fd_command_type commands[] = {
 	{.name = "cancel", .decide = decide_cancel},
 };
 
+/*
+ * The order's events with their schema versions, and the upcasters from
+ * older versions: changing an event's shape is one more upcaster row and
+ * its function, and the type's version raised.
+ */
+static const struct fd_event_type order_event_types[] = {
+	{ .type = "OrderCreated" },
+	{ .type = "OrderLineAdded", .version = 2 },
+	{ .type = "OrderLineRemoved" },
+	{ .type = "OrderPlaced" },
+	{ .type = "OrderConfirmed" },
+	{ .type = "OrderShipped" },
+	{ .type = "OrderCancelled" },
+};
+
+static const struct fd_upcaster order_upcasters[] = {
+	{ .type = "OrderLineAdded", .from = 1, .up = line_added_v2 },
+};
+
 static bool order_exists(const void *state)
 {
 	return ((const struct fd_order *)state)->status != FD_ORDER_NONE;
@@ -577,4 +695,6 @@ const struct fd_aggregate_type fd_order_type = {
 	.exists = order_exists,
 	.commands = commands,
 	.ncommands = sizeof commands / sizeof commands[0],
+	.events = { .types = order_event_types, .ntypes = FD_COUNT(order_event_types),
+		    .upcasters = order_upcasters, .nupcasters = FD_COUNT(order_upcasters) },
 };

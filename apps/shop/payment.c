@@ -334,6 +334,15 @@ static bool payment_exists(const void *state)
 	return ((const struct fd_payment *)state)->status != FD_PAYMENT_NONE;
 }
 
+/* The payment's events, each at schema version 1 so far (schema.h). */
+static const struct fd_event_type payment_event_types[] = {
+	{ .type = "PaymentRequested" },
+	{ .type = "PaymentAttemptFailed" },
+	{ .type = "PaymentAuthorised" },
+	{ .type = "PaymentDeclined" },
+	{ .type = "PaymentRefunded" },
+};
+
 const struct fd_aggregate_type fd_payment_type = {
 	.name = "payment",
 	.category = "payment",
@@ -351,4 +360,5 @@ const struct fd_aggregate_type fd_payment_type = {
 	.exists = payment_exists,
 	.commands = commands,
 	.ncommands = sizeof commands / sizeof commands[0],
+	.events = { .types = payment_event_types, .ntypes = FD_COUNT(payment_event_types) },
 };

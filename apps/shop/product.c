@@ -385,6 +385,15 @@ static bool product_exists(const void *state)
 	return ((const struct fd_product *)state)->exists;
 }
 
+/* The product's events, each at schema version 1 so far (schema.h). */
+static const struct fd_event_type product_event_types[] = {
+	{ .type = "ProductCreated" },
+	{ .type = "ProductRestocked" },
+	{ .type = "StockReserved" },
+	{ .type = "ReservationReleased" },
+	{ .type = "ReservationCommitted" },
+};
+
 const struct fd_aggregate_type fd_product_type = {
 	.name = "product",
 	.category = "product",
@@ -402,4 +411,5 @@ const struct fd_aggregate_type fd_product_type = {
 	.exists = product_exists,
 	.commands = commands,
 	.ncommands = sizeof commands / sizeof commands[0],
+	.events = { .types = product_event_types, .ntypes = FD_COUNT(product_event_types) },
 };

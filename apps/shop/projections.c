@@ -132,7 +132,7 @@ static enum fd_err order_handle(PGconn *conn, const char *table, const struct fd
 	}
 	if (strcmp(t, "OrderLineAdded") == 0) {
 		int_text(ev->data, "quantity", q);
-		int_text(ev->data, "unit_price_cents", p);
+		int_text(json_object_get(ev->data, "unit_price"), "amount_cents", p); /* version 2 (order.c) */
 		const char *params[] = { id, str(ev->data, "product_id"), q, p, version, ev->recorded_at };
 		return fd_projection_exec(conn, table, ORDER_LINE_ADDED, 6, params);
 	}

@@ -21,7 +21,7 @@ const struct fd_route shop_routes[] = {
 	  .arg = &(const struct fd_aggregate_saga_route){ .type = &fd_order_type, .saga = "order_fulfillment",
 						     .missing = "this order has no fulfillment saga (it has not been placed)" } },
 	{ .method = "POST", .pattern = "/orders/{id}/lines", .handler = fd_api_command, .json_body = true,
-	  .arg = CMD(fd_order_type, "add_line") },
+	  .arg = CMD(fd_order_type, "add_line", .complete = shop_line_defaults) },
 	{ .method = "DELETE", .pattern = "/orders/{id}/lines/{product_id}", .handler = fd_api_command,
 	  .arg = CMD(fd_order_type, "remove_line", .param_field = "product_id") },
 	{ .method = "POST", .pattern = "/orders/{id}/place", .handler = fd_api_command, .arg = CMD(fd_order_type, "place") },

@@ -51,10 +51,16 @@ enum fd_order_status {
 	FD_ORDER_NONE = 0, FD_ORDER_DRAFT, FD_ORDER_PLACED, FD_ORDER_CONFIRMED, FD_ORDER_SHIPPED, FD_ORDER_CANCELLED,
 };
 
+/* An ISO 4217 currency code: three upper-case letters ("EUR"). */
+#define FD_CURRENCY_LEN 3
+/* The currency of lines added without one, and of lines recorded before currencies (FACTD_DEFAULT_CURRENCY). */
+#define SHOP_DEFAULT_CURRENCY "EUR"
+
 struct fd_order_line {
 	char product_id[FD_SKU_MAX + 1];
 	int64_t quantity;
 	int64_t unit_price_cents;
+	char currency[FD_CURRENCY_LEN + 1];
 };
 
 struct fd_order {
@@ -68,24 +74,29 @@ struct fd_order {
 /*
  * Events (type: data):
  *   OrderCreated      {customer_id}
- *   OrderLineAdded    {product_id, quantity, unit_price_cents}   (same product again adds quantity; price must match)
+ *   OrderLineAdded    {product_id, quantity, unit_price: {amount_cents, currency}}   (schema version 2;
+ *                     same product again adds quantity; price and currency must match.  Version 1 had
+ *                     unit_price_cents and no currency: it is upcast with the default currency)
  *   OrderLineRemoved  {product_id}
  *   OrderPlaced       {lines: [...], total_cents}
  *   OrderConfirmed    {}
  *   OrderShipped      {}
  *   OrderCancelled    {reason}
- * Commands: create {customer_id}, add_line {product_id, quantity, unit_price_cents},
- *   remove_line {product_id}, place {}, confirm {}, ship {}, cancel {reason}.
+ * Commands: create {customer_id}, add_line {product_id, quantity, unit_price_cents, currency?}
+ *   (currency: an ISO 4217 code, three upper-case letters; without one the
+ *   route fills in the default currency, code that sends the command gets
+ *   SHOP_DEFAULT_CURRENCY), remove_line {product_id}, place {}, confirm {},
+ *   ship {}, cancel {reason}.
  * Limits: customer_id 1-FD_CUSTOMER_MAX characters; product_id a product id
  *   (fd_aggregate_id_valid for fd_product_type); quantity 1-FD_QUANTITY_MAX
  *   per add (a merged line may grow past it); unit_price_cents 0-FD_PRICE_MAX;
  *   at most FD_ORDER_MAX_LINES lines; the total fits in int64; reason
  *   1-FD_REASON_MAX characters.
  * Refusals: order-exists, order-not-found, order-not-draft, price-mismatch,
- *   too-many-lines, amount-too-large, line-not-found, order-empty,
+ *   too-many-lines, amount-too-large, line-not-found, order-empty, mixed-currency (place),
  *   order-not-placed, order-not-confirmed, order-shipped, order-cancelled.
- * View: {customer_id, status, lines: [{product_id, quantity, unit_price_cents}],
- *   total_cents, cancel_reason (only when cancelled)}.
+ * View: {customer_id, status, lines: [{product_id, quantity, unit_price_cents, currency}],
+ *   total_cents, currency (when every line has the same one), cancel_reason (only when cancelled)}.
  */
 extern const struct fd_aggregate_type fd_order_type;
 /* "none", "draft", "placed", "confirmed", "shipped", "cancelled"; "unknown" otherwise. */
@@ -209,11 +220,21 @@ void fd_gateway_sim_init(struct fd_gateway_sim *sim, int64_t limit_cents, unsign
 
 /* ---- the app -------------------------------------------------------------- */
 
-/* The shop's outside systems (app.c): the payment gateway, for now always the simulator. */
+/*
+ * The shop's outside systems and settings (app.c): the payment gateway, for
+ * now always the simulator, and the default currency (FACTD_DEFAULT_CURRENCY).
+ */
 struct shop_services {
 	struct fd_gateway *gateway;
 	struct fd_gateway_sim sim;
+	char currency[FD_CURRENCY_LEN + 1];
 };
+/* The default currency of a services object; SHOP_DEFAULT_CURRENCY without one. */
+const char *shop_default_currency(const void *services);
+/* Is s an ISO 4217 code in form (three upper-case ASCII letters)? */
+bool shop_currency_valid(const char *s);
+/* POST /orders/{id}/lines' payload: the default currency when it names none (struct fd_command_route.complete). */
+enum fd_err shop_line_defaults(json_t *payload, const void *services);
 /* The gateway of a services object (req->ctx->services, ctx->services); NULL when there is none. */
 struct fd_gateway *shop_gateway(void *services);
 

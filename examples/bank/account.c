@@ -468,6 +468,18 @@ static bool account_exists(const void *state)
 	return ((const struct bank_account *)state)->exists;
 }
 
+/* The account's events, each at schema version 1 so far (factd/schema.h). */
+static const struct fd_event_type account_event_types[] = {
+	{ .type = "AccountOpened" },
+	{ .type = "MoneyDeposited" },
+	{ .type = "MoneyWithdrawn" },
+	{ .type = "FundsHeld" },
+	{ .type = "HoldReleased" },
+	{ .type = "HoldSettled" },
+	{ .type = "TransferCredited" },
+	{ .type = "AccountClosed" },
+};
+
 const struct fd_aggregate_type bank_account_type = {
 	.name = "account",
 	.category = "account",
@@ -485,4 +497,5 @@ const struct fd_aggregate_type bank_account_type = {
 	.exists = account_exists,
 	.commands = commands,
 	.ncommands = FD_COUNT(commands),
+	.events = { .types = account_event_types, .ntypes = FD_COUNT(account_event_types) },
 };

@@ -248,6 +248,13 @@ static bool transfer_exists(const void *state)
 	return ((const struct bank_transfer *)state)->status != BANK_TRANSFER_NONE;
 }
 
+/* The transfer's events, each at schema version 1 so far (factd/schema.h). */
+static const struct fd_event_type transfer_event_types[] = {
+	{ .type = "TransferRequested" },
+	{ .type = "TransferCompleted" },
+	{ .type = "TransferFailed" },
+};
+
 const struct fd_aggregate_type bank_transfer_type = {
 	.name = "transfer",
 	.category = "transfer",
@@ -265,4 +272,5 @@ const struct fd_aggregate_type bank_transfer_type = {
 	.exists = transfer_exists,
 	.commands = commands,
 	.ncommands = FD_COUNT(commands),
+	.events = { .types = transfer_event_types, .ntypes = FD_COUNT(transfer_event_types) },
 };

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "factd/error.h"
+#include "factd/schema.h"
 #include "factd/uuid.h"
 
 #ifdef __cplusplus
@@ -62,7 +63,12 @@ struct fd_aggregate_type {
 	const char *category;        /* stream name = category "-" id */
 	const char *id_field;        /* name of the id in views and responses: "order_id" */
 	bool id_is_uuid;             /* ids are UUIDs (server-made when absent) vs client SKUs */
-	int schema_version;          /* of snapshot(); a snapshot with another version is ignored */
+	/*
+	 * Of snapshot()'s format.  Snapshots are stored under
+	 * fd_aggregate_snapshot_schema(), which adds the event types' versions,
+	 * and one stored under another number is ignored.
+	 */
+	int schema_version;
 	unsigned snapshot_every;     /* default snapshot interval in events; 0 = never */
 	size_t state_size;
 	void (*init)(void *state);
@@ -70,7 +76,8 @@ struct fd_aggregate_type {
 	/*
 	 * Fold one event into the state.  Unknown event types are ignored (the
 	 * generic stream API can add them); a known type with malformed data is
-	 * FD_ERR_INVAL.
+	 * FD_ERR_INVAL.  Events arrive upcast to the current version of their
+	 * type (events below), so apply only knows the current shapes.
 	 */
 	enum fd_err (*apply)(void *state, const char *type, const json_t *data);
 	/*
@@ -85,10 +92,26 @@ struct fd_aggregate_type {
 	bool (*exists)(const void *state);
 	const struct fd_command_type *commands;
 	size_t ncommands;
+	/*
+	 * The event types decide() records, one row each with its current
+	 * schema version, and the upcasters from their older versions (one row
+	 * each; schema.h).  The command bus writes each event with its type's
+	 * version and every reader upcasts stored events to it.  Types not
+	 * declared are written and read as version 1.
+	 */
+	struct fd_event_schema events;
 };
 
 /* The longest aggregate id (fd_aggregate_id_valid), in bytes. */
 #define FD_AGGREGATE_ID_MAX 64
+
+/*
+ * The schema number snapshots of t are stored and looked up under:
+ * t->schema_version plus the weight of its event types
+ * (fd_event_schema_weight).  Raising an event type's version raises it, so
+ * every snapshot folded from the older shapes is ignored and rebuilt.
+ */
+int fd_aggregate_snapshot_schema(const struct fd_aggregate_type *t);
 
 /* The command named `name`, or NULL. */
 const struct fd_command_type *fd_aggregate_command(const struct fd_aggregate_type *t, const char *name);

@@ -12,6 +12,11 @@
  * the store reports as an idempotent repeat.  The same key with another
  * request is FD_ERR_IDEMPOTENCY.
  *
+ * Events are recorded with their type's schema version in their metadata
+ * (when above 1) and loaded upcast to the current version of their type
+ * (schema.h); a stored event newer than the code is FD_ERR_SCHEMA, for
+ * loads and commands alike.
+ *
  * Snapshots are written by a background thread after the append commits,
  * never inside it; a failed snapshot write is logged and loses nothing.
  *
@@ -49,6 +54,7 @@ struct fd_bus_config {
 	unsigned snapshot_queue;   /* pending snapshot writes kept before dropping (bounded memory) */
 	struct fd_metrics *metrics; /* commands and version conflicts are counted here; borrowed, may be NULL */
 	size_t cache_entries;      /* aggregate states kept in memory (FACTD_AGGREGATE_CACHE); 0 = none */
+	const void *services;      /* the app's services, handed to upcasters (schema.h); borrowed, may be NULL */
 };
 
 /* Create a bus over `pool` (borrowed).  Starts the snapshot writer.  Caller owns *out. */
@@ -106,7 +112,9 @@ struct fd_load_target {
  * Load aggregate `id` of type `t` into `state` (caller-allocated,
  * t->state_size bytes, NOT yet initialised: load initialises it; release with
  * t->release even on error).  target NULL = latest.  *version receives the
- * version loaded (0 = does not exist / did not exist then).
+ * version loaded (0 = does not exist / did not exist then).  FD_ERR_SCHEMA
+ * when an event was written with a newer schema version of its type than
+ * t declares; FD_ERR_INTERNAL when a stored event does not upcast or apply.
  */
 FD_MUST_USE enum fd_err fd_bus_load(struct fd_bus *bus, const struct fd_aggregate_type *t, const char *id,
 				    const struct fd_load_target *target, void *state, int64_t *version);

@@ -87,6 +87,14 @@ const char *fd_config_usage(void);
  */
 FD_MUST_USE enum fd_err fd_env_int(const char *name, long long min, long long max, long long *out, char *errbuf,
 				   size_t errlen);
+/*
+ * A string setting from the environment (for an app's own settings): `name`
+ * unset or empty leaves *out at its preset default; a value that `valid`
+ * (may be NULL) refuses, or longer than max bytes, is FD_ERR_INVAL with a
+ * message naming `what` it must be in errbuf.  *out borrows the environment.
+ */
+FD_MUST_USE enum fd_err fd_env_string(const char *name, size_t max, bool (*valid)(const char *), const char *what,
+				      const char **out, char *errbuf, size_t errlen);
 /* database_url with any password replaced by "***" (caller owns, free()). */
 char *fd_config_redact_url(const char *url);
 

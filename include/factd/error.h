@@ -30,6 +30,7 @@ enum fd_err {
 	FD_ERR_REJECTED,    /* the domain refused a command (illegal transition, rule broken) */
 	FD_ERR_PRECONDITION, /* the caller's If-Match version no longer holds */
 	FD_ERR_IDEMPOTENCY, /* an idempotency key was reused with a different request */
+	FD_ERR_SCHEMA,      /* a stored event's schema version is newer than this code knows (schema.h) */
 };
 
 /* Stable lower-case name of an error ("conflict"), never NULL. */

@@ -21,6 +21,7 @@
 #include <libpq-fe.h>
 #include "factd/error.h"
 #include "factd/pool.h"
+#include "factd/schema.h"
 #include "factd/uuid.h"
 
 #ifdef __cplusplus
@@ -151,11 +152,12 @@ struct fd_feed_event {
 	const char *stream;
 	const char *category;
 	int64_t version;
-	const char *type;
-	json_t *data;
-	json_t *metadata;
+	const char *type;            /* with the follower's schemas: the current name of the type */
+	json_t *data;                /* with the follower's schemas: upcast to the type's current version */
+	json_t *metadata;            /* as stored */
 	const char *recorded_at;     /* RFC 3339 UTC */
 	struct fd_cursor position;   /* where the event is in the feed */
+	int schema_version;          /* of data as handed over (upcast or stored; 1 when the metadata has none) */
 };
 
 /* What a follower reads: its name for the log, its filter and batch size. */
@@ -164,6 +166,13 @@ struct fd_follow {
 	const char *const *categories;   /* stream categories; NULL-terminated, at least one */
 	const char *const *types;        /* event types; NULL-terminated, or NULL: every type */
 	unsigned limit;                  /* events per batch, at least 1 */
+	/*
+	 * The event schemas to upcast with (schema.h): every event of a
+	 * category they know is handed over at the current version of its
+	 * type, and a type filter also reads the earlier names of its types.
+	 * NULL: events as stored.
+	 */
+	const struct fd_schemas *schemas;
 };
 
 /* One batch; release with fd_follow_batch_release. */
@@ -190,9 +199,11 @@ struct fd_follow_batch {
  * head).  Every event comes with its position and with data and metadata
  * parsed (integers beyond 64 bits as reals).
  *
- * An event whose data or metadata does not parse is an error, logged with
- * the event: FD_ERR_INVAL (FD_ERR_NOMEM when memory ran out), and nothing is
- * returned, so the round fails and the cursor stays before that event.  A
+ * An event whose data or metadata does not parse, or that does not upcast,
+ * is an error, logged with the event: FD_ERR_INVAL (FD_ERR_SCHEMA for one
+ * newer than the schemas know, FD_ERR_NOMEM when memory ran out), and
+ * nothing is returned, so the round fails and the cursor stays before that
+ * event.  A
  * follower never moves past an event it could not read, and never acts on
  * a stand-in for it (docs/design.md, "Feed followers").
  *

@@ -40,6 +40,13 @@ struct fd_command_route {
 	 * that starts work finishing later (a saga), whose outcome is read elsewhere.
 	 */
 	unsigned status;
+	/*
+	 * Complete the payload (an object) from the app's settings before the
+	 * command is decided, e.g. a default the request left out; services is
+	 * the app's services object (may be NULL).  NULL: the payload as sent.
+	 * FD_ERR_NOMEM is answered 500; nothing else should be returned.
+	 */
+	enum fd_err (*complete)(json_t *payload, const void *services);
 };
 
 /* A command route's row data, in an app's route table: FD_COMMAND(fd_order_type, "add_line"). */

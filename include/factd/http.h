@@ -21,6 +21,7 @@
 #include "factd/pool.h"
 #include "factd/proj.h"
 #include "factd/saga.h"
+#include "factd/schema.h"
 #include <jansson.h>
 
 #ifdef __cplusplus
@@ -54,10 +55,12 @@ struct fd_ctx {
 	size_t nroutes;
 	struct fd_saga_set sagas;
 	struct fd_projection_set projections;
+	/* the event schemas of the app's aggregate categories (items owned); services: the caller's to set */
+	struct fd_schemas schemas;
 };
 /*
  * Fill ctx's derived members from app (borrowed; must outlive ctx): the
- * route table and the saga and projection sets.  The other members are the
+ * route table, the saga and projection sets and the event schemas.  The other members are the
  * caller's to set.  FD_ERR_NOMEM; release with fd_ctx_release.
  */
 FD_MUST_USE enum fd_err fd_ctx_init(struct fd_ctx *ctx, const struct fd_app *app);

@@ -133,6 +133,7 @@ struct fd_projector_config {
 	unsigned batch;         /* events per transaction (default 500) */
 	unsigned idle_ms;       /* poll interval when the feed is quiet (default 200); NOTIFY wakes it sooner */
 	struct fd_metrics *metrics; /* may be NULL */
+	const struct fd_schemas *schemas; /* handlers see events upcast with these (schema.h); NULL: as stored */
 };
 
 /* Start the background projector.  Caller owns *out. */

@@ -157,6 +157,7 @@ struct fd_saga_config {
 	void *services;              /* the app's outside systems, handed to steps; borrowed */
 	struct fd_notifier *notifier; /* borrowed, may be NULL (then the intake polls) */
 	struct fd_metrics *metrics;  /* may be NULL */
+	const struct fd_schemas *schemas; /* the intake folds events upcast with these (schema.h); NULL: as stored */
 	unsigned workers;            /* worker threads (FACTD_SAGA_WORKERS, default 8); 0 = run no steps */
 	bool intake;                 /* take part in running the intake (default true) */
 	unsigned poll_ms;            /* how often idle workers look for due work (default 100) */

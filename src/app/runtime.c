@@ -31,6 +31,10 @@ enum fd_err fd_runtime_start(struct fd_runtime *rt, const struct fd_config *cfg,
 			snprintf(errbuf, errlen, "cannot start the %s app's services: %s", app->name, fd_err_name(err));
 		goto fail;
 	}
+	ctx->schemas.services = ctx->services;
+	for (size_t i = 0; i < app->naggregates; i++)
+		if ((err = fd_event_schema_check(&app->aggregates[i]->events, app->aggregates[i]->name, errbuf, errlen)))
+			goto fail;
 	if ((err = fd_http_metrics_new(ctx, opts && opts->version ? opts->version : "unknown", &ctx->metrics))) {
 		snprintf(errbuf, errlen, "cannot create the metrics registry");
 		goto fail;
@@ -51,14 +55,15 @@ enum fd_err fd_runtime_start(struct fd_runtime *rt, const struct fd_config *cfg,
 	if (err) /* the database may come up later; /readyz tells */
 		fd_log(FD_LOG_WARN, "cannot check the event feed's horizon: %s", fd_err_name(err));
 	struct fd_bus_config bus_cfg = { .max_retries = cfg->command_retries, .snapshot_every = cfg->snapshot_every,
-					 .metrics = ctx->metrics, .cache_entries = cfg->aggregate_cache };
+					 .metrics = ctx->metrics, .cache_entries = cfg->aggregate_cache,
+					 .services = ctx->services };
 	if ((err = fd_bus_new(ctx->pool, &bus_cfg, &ctx->bus))) {
 		snprintf(errbuf, errlen, "cannot start the command bus");
 		goto fail;
 	}
 	if (cfg->projections && app->nprojections) {
 		struct fd_projector_config pc = { .projections = &ctx->projections, .conninfo = cfg->database_url,
-						  .metrics = ctx->metrics,
+						  .metrics = ctx->metrics, .schemas = &ctx->schemas,
 						  .idle_ms = opts ? opts->projection_idle_ms : 0 };
 		if ((err = fd_projector_start(&pc, &rt->projector))) {
 			snprintf(errbuf, errlen, "cannot start the projector");
@@ -76,7 +81,7 @@ enum fd_err fd_runtime_start(struct fd_runtime *rt, const struct fd_config *cfg,
 	if (cfg->sagas && app->nsagas) {
 		struct fd_saga_config sc = { .types = &ctx->sagas, .conninfo = cfg->database_url, .bus = ctx->bus,
 					     .services = ctx->services, .notifier = rt->notifier, .metrics = ctx->metrics,
-					     .workers = cfg->saga_workers, .intake = true, .poll_ms = cfg->saga_poll_ms,
+					     .schemas = &ctx->schemas, .workers = cfg->saga_workers, .intake = true, .poll_ms = cfg->saga_poll_ms,
 					     .lease_ms = cfg->saga_lease_ms, .time_pct = cfg->saga_time_pct };
 		if ((err = fd_saga_engine_start(&sc, &rt->sagas))) {
 			snprintf(errbuf, errlen, "cannot start the saga engine");

@@ -13,6 +13,11 @@
 
 #define ID_MAX FD_AGGREGATE_ID_MAX
 
+int fd_aggregate_snapshot_schema(const struct fd_aggregate_type *t)
+{
+	return t->schema_version + fd_event_schema_weight(&t->events);
+}
+
 const struct fd_command_type *fd_aggregate_command(const struct fd_aggregate_type *t, const char *name)
 {
 	if (!t || !name)

@@ -124,7 +124,7 @@ static void snapshot_enqueue(struct fd_bus *bus, const struct fd_aggregate_type 
 	}
 	j->state_json = text;
 	j->version = version;
-	j->schema = t->schema_version;
+	j->schema = fd_aggregate_snapshot_schema(t);
 	pthread_mutex_lock(&bus->lock);
 	if (bus->queued >= bus->cfg.snapshot_queue || bus->stop) {
 		pthread_mutex_unlock(&bus->lock);
@@ -312,9 +312,32 @@ static json_t *load_rows(const char *text)
 	return arr;
 }
 
-/* Fold a JSON array of [version, type, data] into state, checking versions run on from `from`. */
-static enum fd_err fold_events(const struct fd_aggregate_type *t, void *state, const char *events_json,
-			       int64_t from, int64_t *last)
+/*
+ * An event's stored schema version: the load's fourth column, the
+ * metadata's schema_version (null when absent: version 1).  False for
+ * anything else, which no writer that checks it stores.
+ */
+static bool row_schema_version(const json_t *jsv, int *out)
+{
+	*out = 1;
+	if (!jsv || json_is_null(jsv))
+		return true;
+	if (!json_is_integer(jsv) || json_integer_value(jsv) < 1 || json_integer_value(jsv) > FD_SCHEMA_VERSION_MAX)
+		return false;
+	*out = (int)json_integer_value(jsv);
+	return true;
+}
+
+/*
+ * Fold a JSON array of [version, type, data, schema_version] into state,
+ * each event upcast to the current version of its type first, checking
+ * versions run on from `from`.  An event newer than t knows is
+ * FD_ERR_SCHEMA; one that does not upcast or apply FD_ERR_INTERNAL (a
+ * stored event this code cannot fold is not the caller's fault); both are
+ * logged with the event.
+ */
+static enum fd_err fold_events(const struct fd_bus *bus, const struct fd_aggregate_type *t, void *state,
+			       const char *stream, const char *events_json, int64_t from, int64_t *last)
 {
 	json_t *arr = load_rows(events_json);
 	enum fd_err err = FD_OK;
@@ -327,16 +350,39 @@ static enum fd_err fold_events(const struct fd_aggregate_type *t, void *state, c
 	int64_t v = from;
 	json_array_foreach(arr, i, row) {
 		json_t *jv = json_array_get(row, 0), *jt = json_array_get(row, 1), *jd = json_array_get(row, 2);
+		int schema = 1;
 		if (!json_is_integer(jv) || !json_is_string(jt) || !jd || json_integer_value(jv) != v + 1) {
 			err = FD_ERR_INTERNAL;
 			goto done;
 		}
 		v++;
-		if (t->apply(state, json_string_value(jt), jd) != FD_OK) {
-			err = FD_ERR_INTERNAL; /* a stored event this code cannot fold: not the caller's fault */
-			fd_log_fields(FD_LOG_ERROR, "event does not apply",
-				      json_pack("{s:s, s:s, s:I}", "aggregate", t->name, "type", json_string_value(jt),
-						"version", (json_int_t)v));
+		const char *type = json_string_value(jt), *stored_type = type;
+		const char *failed = "event does not apply";
+		int stored = 1;
+		if (!row_schema_version(json_array_get(row, 3), &schema)) {
+			err = FD_ERR_INTERNAL;
+			failed = "event has a malformed schema_version";
+		} else {
+			stored = schema;
+			err = fd_event_schema_upcast(&t->events, bus->cfg.services, &type, &schema, jd);
+			if (err == FD_ERR_SCHEMA)
+				failed = "event is of a newer schema version than this code knows";
+			else if (err == FD_ERR_NOMEM)
+				failed = NULL;
+			else if (err) {
+				err = FD_ERR_INTERNAL;
+				failed = "event does not upcast";
+			} else if ((err = t->apply(state, type, jd)) != FD_OK) {
+				err = FD_ERR_INTERNAL;
+			}
+		}
+		if (err) {
+			if (failed)
+				fd_log_fields(FD_LOG_ERROR, failed,
+					      json_pack("{s:s, s:s, s:s, s:I, s:i, s:i}", "aggregate", t->name, "stream",
+							stream, "type", stored_type, "version", (json_int_t)v,
+							"schema_version", stored, "known_version",
+							fd_event_schema_version(&t->events, stored_type)));
 			goto done;
 		}
 	}
@@ -371,7 +417,7 @@ static enum fd_err load(struct fd_bus *bus, const struct fd_aggregate_type *t, c
 		max_version = target->version;
 	}
 	bool use_snapshot = !(target && target->no_snapshot) && snapshot_every(bus, t) > 0;
-	if ((err = fd_store_load_stream(bus->pool, stream, use_snapshot ? t->schema_version : -1, max_version, &l)))
+	if ((err = fd_store_load_stream(bus->pool, stream, use_snapshot ? fd_aggregate_snapshot_schema(t) : -1, max_version, &l)))
 		goto done;
 	if (target && target->version > 0 && target->version > l.stream_version) {
 		err = FD_ERR_NOTFOUND;
@@ -393,7 +439,7 @@ static enum fd_err load(struct fd_bus *bus, const struct fd_aggregate_type *t, c
 		}
 	}
 	int64_t last = l.snapshot_version;
-	if ((err = fold_events(t, state, l.events_json, l.snapshot_version, &last)))
+	if ((err = fold_events(bus, t, state, stream, l.events_json, l.snapshot_version, &last)))
 		goto done;
 	*version = last;
 	*replayed = l.count;
@@ -518,9 +564,14 @@ static json_t *event_metadata(const struct fd_cmd_meta *meta, const char *comman
 	return m;
 }
 
-/* Append the decided events; on FD_OK the result fields are set. */
-static enum fd_err record(struct fd_bus *bus, const char *stream, int64_t expected, const char *command,
-			  json_t *events, const struct fd_cmd_meta *meta, struct fd_append_result *res)
+/*
+ * Append the decided events; on FD_OK the result fields are set.  An event
+ * of a type whose schema version is above 1 carries it in its metadata
+ * (schema.h); the others' metadata is the same text for all.
+ */
+static enum fd_err record(struct fd_bus *bus, const struct fd_aggregate_type *t, const char *stream,
+			  int64_t expected, const char *command, json_t *events, const struct fd_cmd_meta *meta,
+			  struct fd_append_result *res)
 {
 	size_t n = json_array_size(events);
 	struct fd_event_in *evs = calloc(n, sizeof *evs);
@@ -554,6 +605,18 @@ static enum fd_err record(struct fd_bus *bus, const char *stream, int64_t expect
 		evs[i].type = type;
 		evs[i].data_json = texts[i];
 		evs[i].metadata_json = md_text;
+		int version = fd_event_schema_version(&t->events, type);
+		if (version > 1) {
+			json_t *vmd = json_copy(md);
+			if (!vmd || json_object_set_new(vmd, FD_SCHEMA_VERSION_KEY, json_integer(version)) != 0 ||
+			    !(texts[n + i] = json_dumps(vmd, JSON_COMPACT))) {
+				json_decref(vmd);
+				err = FD_ERR_NOMEM;
+				goto done;
+			}
+			json_decref(vmd);
+			evs[i].metadata_json = texts[n + i];
+		}
 	}
 	err = fd_store_append(bus->pool, stream, (struct fd_expected){ FD_EXPECT_EXACT, expected }, evs, n, res);
 done:
@@ -700,7 +763,7 @@ static enum attempt_end record_decision(struct command_run *r, bool cached, int6
 		return ATTEMPT_DONE;
 	}
 	struct fd_append_result res;
-	*err = record(r->bus, r->stream, version, r->command, events, r->meta, &res);
+	*err = record(r->bus, r->t, r->stream, version, r->command, events, r->meta, &res);
 	if (*err == FD_ERR_CONFLICT) {
 		fd_aggcache_drop(r->bus->cache, r->stream);
 		fd_metrics_command_conflict(r->bus->cfg.metrics, r->t->name);

@@ -469,3 +469,17 @@ enum fd_err fd_env_int(const char *name, long long min, long long max, long long
 	*out = n;
 	return FD_OK;
 }
+
+enum fd_err fd_env_string(const char *name, size_t max, bool (*valid)(const char *), const char *what,
+			  const char **out, char *errbuf, size_t errlen)
+{
+	const char *v = getenv(name);
+	if (!v || !*v)
+		return FD_OK;
+	if (strlen(v) > max || (valid && !valid(v))) {
+		snprintf(errbuf, errlen, "%s must be %s, got \"%.64s\"", name, what, v);
+		return FD_ERR_INVAL;
+	}
+	*out = v;
+	return FD_OK;
+}

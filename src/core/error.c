@@ -17,6 +17,7 @@ static const char *const names[] = {
 	[FD_ERR_REJECTED] = "rejected",
 	[FD_ERR_PRECONDITION] = "precondition",
 	[FD_ERR_IDEMPOTENCY] = "idempotency",
+	[FD_ERR_SCHEMA] = "schema",
 };
 
 const char *fd_err_name(enum fd_err err)

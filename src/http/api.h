@@ -42,6 +42,28 @@ void fd_api_feed_filter_release(struct fd_api_feed_filter *f);
 /* Answer a stream read of `stream` with ?from_version= and ?limit= (shared by aggregate history). */
 void fd_api_stream_page(struct fd_req *req, struct fd_resp *resp, const char *stream);
 
+/* GET /schema/events: the app's event types, their versions and upcasters (api_schema.c). */
+void fd_api_schema_events(struct fd_req *req, struct fd_resp *resp);
+/*
+ * ?upcast=true: true in *out; absent or false: false.  False (a 400 problem
+ * answered) for any other value.
+ */
+bool fd_api_upcast_param(struct fd_req *req, struct fd_resp *resp, bool *out);
+/*
+ * A JSON array of events as the store renders them, with every event of an
+ * app's category upcast to the current version of its type (type, data
+ * and metadata's schema_version); others keep their bytes.  *out: the new
+ * text (caller frees).  FD_ERR_SCHEMA for an event newer than the code,
+ * FD_ERR_INTERNAL (logged) for one that does not upcast.
+ */
+FD_MUST_USE enum fd_err fd_api_upcast_events(const struct fd_ctx *ctx, const char *events_json, char **out);
+/*
+ * f's types and the names their events were stored under before renames,
+ * in every schema (or the filter's category's), into *out (caller frees;
+ * f->types then points into it).  False when out of memory.
+ */
+bool fd_api_widen_types(const struct fd_schemas *set, struct fd_feed_filter *f, const char ***out);
+
 /* GET /projections: each projection's checkpoint, lag and status. */
 void fd_api_projections(struct fd_req *req, struct fd_resp *resp);
 /* POST /projections/{name}/rebuild: 202 once the rebuild is requested. */

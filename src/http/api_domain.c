@@ -271,7 +271,9 @@ void fd_api_command(struct fd_req *req, struct fd_resp *resp)
 		return;
 	if (parse_command_meta(req, resp, &meta, hash) &&
 	    parse_command_target(req, resp, cr, &meta, payload, id, sizeof id)) {
-		enum fd_err err = fd_bus_send(req->ctx->bus, cr->type, id, cr->command, payload, &meta, &res);
+		enum fd_err err = cr->complete ? cr->complete(payload, req->ctx->services) : FD_OK;
+		if (!err)
+			err = fd_bus_send(req->ctx->bus, cr->type, id, cr->command, payload, &meta, &res);
 		if (err)
 			fd_api_command_problem(req, resp, cr->type, err, &res);
 		else

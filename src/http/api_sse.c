@@ -61,6 +61,8 @@ struct sse {
 	struct fd_server *server;       /* borrowed; outlives every stream */
 	int sock;                       /* the client's socket, -1 when unknown */
 	struct fd_api_feed_filter filter;
+	bool upcast;                    /* ?upcast=true: events at the current version of their type */
+	const char **wide_types;        /* with upcast, ?types= and the names they had before renames (owned) */
 	struct fd_cursor cursor;        /* the next read starts after this */
 	struct fd_buf out;              /* frames not yet handed to libmicrohttpd */
 	size_t out_pos;
@@ -86,6 +88,7 @@ static void sse_free(void *cls)
 {
 	struct sse *s = cls;
 	fd_api_feed_filter_release(&s->filter);
+	free(s->wide_types);
 	fd_buf_release(&s->out);
 	free(s);
 }
@@ -158,6 +161,15 @@ static enum fd_err read_page(struct sse *s)
 	enum fd_err err = fd_store_read_feed(s->ctx->pool, s->cursor, &s->filter.filter, PAGE_LIMIT, &page);
 	if (err)
 		return err;
+	if (s->upcast) {
+		char *up = NULL;
+		if ((err = fd_api_upcast_events(s->ctx, page.events_json, &up))) {
+			free(page.events_json);
+			return err; /* an event newer than the code: the stream stops before it, as a follower does */
+		}
+		free(page.events_json);
+		page.events_json = up;
+	}
 	err = append_frames(s, page.events_json);
 	free(page.events_json);
 	if (err)
@@ -298,8 +310,12 @@ void fd_api_event_stream(struct fd_req *req, struct fd_resp *resp)
 		bad_cursor(resp, req, true);
 		goto done;
 	}
-	if (!fd_api_feed_filter_parse(req, resp, &s->filter))
+	if (!fd_api_feed_filter_parse(req, resp, &s->filter) || !fd_api_upcast_param(req, resp, &s->upcast))
 		goto done;
+	if (s->upcast && s->filter.filter.ntypes && !fd_api_widen_types(&req->ctx->schemas, &s->filter.filter, &s->wide_types)) {
+		fd_problem_err(resp, req, FD_ERR_NOMEM, NULL, NULL);
+		goto done;
+	}
 	s->cursor = l ? last : after;
 
 	if (!fd_req_stream_slot(req)) {

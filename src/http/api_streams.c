@@ -19,6 +19,8 @@
 #include "factd/bus.h"
 #include "factd/app.h"
 #include "factd/events.h"
+#include "factd/jsonspan.h"
+#include "factd/log.h"
 #include "http/input.h"
 #include "http/problem.h"
 #include "factd/uuid.h"
@@ -92,23 +94,37 @@ static bool expectation_holds(const struct fd_expected *e, int64_t version)
 }
 
 /*
- * Fold the new events onto the aggregate's current state.  FD_OK with
- * *version the state's version and *bad = n when all are accepted;
- * otherwise *bad is the first refused event.  FD_ERR_* when it cannot load.
+ * Fold the new events onto the aggregate's current state, each upcast from
+ * the schema version its metadata gives (1 without one) to the current
+ * version of its type first.  FD_OK with *version the state's version and
+ * *bad = n when all are accepted; otherwise *bad is the first refused event
+ * and *too_new says whether its schema version is newer than the aggregate
+ * knows.  FD_ERR_* when it cannot load (FD_ERR_SCHEMA: a stored event is
+ * newer than the code).
  */
 static enum fd_err check_on_aggregate(struct fd_req *req, const struct fd_aggregate_type *t, const char *id,
-				      const struct fd_event_in *evs, size_t n, int64_t *version, size_t *bad)
+				      const struct fd_event_in *evs, json_t *const *metadata, size_t n,
+				      int64_t *version, size_t *bad, bool *too_new)
 {
 	void *state = malloc(t->state_size);
 	if (!state)
 		return FD_ERR_NOMEM;
 	enum fd_err err = fd_bus_load(req->ctx->bus, t, id, NULL, state, version);
 	*bad = n;
+	*too_new = false;
 	for (size_t i = 0; !err && i < n; i++) {
 		json_t *data = json_loads(evs[i].data_json, 0, NULL);
 		if (!data) /* integers past 64 bits: the aggregate gets them as reals (and refuses them where it counts) */
 			data = json_loads(evs[i].data_json, JSON_DECODE_INT_AS_REAL, NULL);
-		enum fd_err aerr = data ? t->apply(state, evs[i].type, data) : FD_ERR_INVAL;
+		const char *type = evs[i].type;
+		int schema = 1;
+		enum fd_err aerr = data ? fd_event_schema_version_of(metadata[i], &schema) : FD_ERR_INVAL;
+		if (!aerr)
+			aerr = fd_event_schema_upcast(&t->events, req->ctx->services, &type, &schema, data);
+		if (aerr == FD_ERR_SCHEMA)
+			*too_new = true;
+		else if (!aerr)
+			aerr = t->apply(state, type, data);
 		json_decref(data);
 		if (aerr == FD_ERR_NOMEM)
 			err = aerr;
@@ -170,7 +186,8 @@ void fd_api_append(struct fd_req *req, struct fd_resp *resp)
 		for (unsigned round = 0;; round++) {
 			int64_t version = 0;
 			size_t bad = n;
-			err = check_on_aggregate(req, agg, agg_id, evs, n, &version, &bad);
+			bool too_new = false;
+			err = check_on_aggregate(req, agg, agg_id, evs, body.metadata, n, &version, &bad, &too_new);
 			if (err)
 				break;
 			bool mismatch = !expectation_holds(&expected, version);
@@ -190,7 +207,16 @@ void fd_api_append(struct fd_req *req, struct fd_resp *resp)
 					res.current_version = version;
 					break;
 				}
-				char pointer[48];
+				char pointer[64];
+				if (too_new) {
+					snprintf(pointer, sizeof pointer, "/events/%zu/metadata/" FD_SCHEMA_VERSION_KEY, bad);
+					snprintf(detail, sizeof detail,
+						 "the %s aggregate knows %s events up to schema version %d; this server "
+						 "cannot check newer ones",
+						 agg->name, evs[bad].type, fd_event_schema_version(&agg->events, evs[bad].type));
+					fd_problem_err(resp, req, FD_ERR_SCHEMA, detail, json_pack("{s:s}", "field", pointer));
+					goto done;
+				}
 				snprintf(pointer, sizeof pointer, "/events/%zu", bad);
 				snprintf(detail, sizeof detail,
 					 "the %s aggregate of this stream does not accept a %s event with this data at version %"
@@ -257,6 +283,106 @@ done:
 	fd_append_body_release(&body);
 }
 
+/* ---- ?upcast=true --------------------------------------------------------- */
+
+bool fd_api_upcast_param(struct fd_req *req, struct fd_resp *resp, bool *out)
+{
+	const char *v = fd_req_query(req, "upcast");
+	*out = v && strcmp(v, "true") == 0;
+	if (!v || *out || strcmp(v, "false") == 0)
+		return true;
+	bad_param(resp, req, "upcast", "upcast must be true or false");
+	return false;
+}
+
+/*
+ * One rendered event, upcast into b when its type has moved on since it was
+ * written, else copied as it is.  Its integers beyond 64 bits are read as
+ * reals, but only an event that changes is printed again.
+ */
+static enum fd_err upcast_one(const struct fd_ctx *ctx, const char *text, size_t len, struct fd_buf *b)
+{
+	json_t *ev = json_loadb(text, len, 0, NULL);
+	if (!ev)
+		ev = json_loadb(text, len, JSON_DECODE_INT_AS_REAL, NULL);
+	const char *stream = json_string_value(json_object_get(ev, "stream"));
+	const char *stored_type = json_string_value(json_object_get(ev, "type"));
+	json_t *data = json_object_get(ev, "data"), *md = json_object_get(ev, "metadata");
+	enum fd_err err = FD_OK;
+	if (!ev || !stream || !stored_type || !json_is_object(data)) {
+		err = ev ? FD_ERR_INTERNAL : FD_ERR_NOMEM;
+		goto done;
+	}
+	char category[FD_STREAM_MAX + 1];
+	fd_stream_category(stream, category, sizeof category);
+	const char *type = stored_type;
+	int stored = 1, version = 1;
+	if ((err = fd_event_schema_version_of(md, &stored)) ||
+	    (err = fd_schemas_upcast(&ctx->schemas, category, md, &type, &version, data))) {
+		if (err != FD_ERR_NOMEM && err != FD_ERR_SCHEMA) {
+			fd_log_fields(FD_LOG_ERROR, "event does not upcast",
+				      json_pack("{s:s, s:O?, s:s}", "stream", stream, "version", json_object_get(ev, "version"),
+						"type", stored_type));
+			err = FD_ERR_INTERNAL;
+		}
+		goto done;
+	}
+	if (version == stored && strcmp(type, stored_type) == 0) {
+		err = fd_buf_append(b, text, len);
+		goto done;
+	}
+	char *out = NULL;
+	if (json_object_set_new(ev, "type", json_string(type)) != 0 || !json_is_object(md) ||
+	    json_object_set_new(md, FD_SCHEMA_VERSION_KEY, json_integer(version)) != 0 ||
+	    !(out = json_dumps(ev, JSON_COMPACT))) {
+		err = FD_ERR_NOMEM;
+		goto done;
+	}
+	err = fd_buf_append(b, out, strlen(out));
+	free(out);
+done:
+	json_decref(ev);
+	return err;
+}
+
+enum fd_err fd_api_upcast_events(const struct fd_ctx *ctx, const char *events_json, char **out)
+{
+	struct fd_buf b = FD_BUF_INIT;
+	size_t len = strlen(events_json), pos = 0, i = 0;
+	struct fd_span whole = { 0, len }, sp;
+	enum fd_err err = fd_buf_append(&b, "[", 1);
+	while (!err && fd_json_next_element(events_json, len, whole, &pos, &sp)) {
+		if (i++ > 0)
+			err = fd_buf_append(&b, ",", 1);
+		if (!err)
+			err = upcast_one(ctx, events_json + sp.start, sp.end - sp.start, &b);
+	}
+	if (!err)
+		err = fd_buf_append(&b, "]", 1);
+	if (!err && !(*out = fd_buf_detach(&b)))
+		err = FD_ERR_NOMEM;
+	fd_buf_release(&b);
+	return err;
+}
+
+/* Replace *events_json by its upcast form; false after answering the problem. */
+static bool upcast_page(struct fd_req *req, struct fd_resp *resp, char **events_json)
+{
+	char *up = NULL;
+	enum fd_err err = fd_api_upcast_events(req->ctx, *events_json, &up);
+	if (err) {
+		fd_problem_err(resp, req, err,
+			       err == FD_ERR_SCHEMA ? "an event of this page was written with a newer schema version of "
+						      "its type than this server knows; read it without upcast=true"
+						    : NULL,
+			       NULL);
+		return false;
+	}
+	free(*events_json);
+	*events_json = up;
+	return true;
+}
+
 void fd_api_read_stream(struct fd_req *req, struct fd_resp *resp)
 {
 	const char *stream = req->params[0];
@@ -281,6 +407,9 @@ void fd_api_stream_page(struct fd_req *req, struct fd_resp *resp, const char *st
 		bad_param(resp, req, "limit", detail);
 		return;
 	}
+	bool upcast;
+	if (!fd_api_upcast_param(req, resp, &upcast))
+		return;
 	struct fd_stream_page page = { 0 };
 	enum fd_err err = fd_store_read_stream(req->ctx->pool, stream, from, (unsigned)limit, &page);
 	if (err == FD_ERR_NOTFOUND) {
@@ -290,6 +419,10 @@ void fd_api_stream_page(struct fd_req *req, struct fd_resp *resp, const char *st
 	}
 	if (err) {
 		fd_problem_err(resp, req, err, NULL, NULL);
+		return;
+	}
+	if (upcast && !upcast_page(req, resp, &page.events_json)) {
+		free(page.events_json);
 		return;
 	}
 	struct fd_buf out = FD_BUF_INIT;
@@ -347,6 +480,32 @@ void fd_api_feed_filter_release(struct fd_api_feed_filter *f)
 	memset(f, 0, sizeof *f);
 }
 
+bool fd_api_widen_types(const struct fd_schemas *set, struct fd_feed_filter *f, const char ***out)
+{
+	size_t cap = f->ntypes, n = 0;
+	for (size_t i = 0; i < f->ntypes; i++)
+		for (size_t c = 0; c < set->n; c++)
+			cap += fd_event_schema_names(set->items[c].schema, f->types[i], NULL, 0);
+	const char **t = calloc(cap ? cap : 1, sizeof *t);
+	if (!t)
+		return false;
+	for (size_t i = 0; i < f->ntypes; i++) {
+		t[n++] = f->types[i];
+		for (size_t c = 0; c < set->n; c++) {
+			if (f->category && strcmp(f->category, set->items[c].category) != 0)
+				continue;
+			const char *names[16];
+			size_t k = fd_event_schema_names(set->items[c].schema, f->types[i], names, 16);
+			for (size_t j = 1; j < k && j < 16 && n < cap; j++)
+				t[n++] = names[j];
+		}
+	}
+	f->types = t;
+	f->ntypes = n;
+	*out = t;
+	return true;
+}
+
 void fd_api_read_feed(struct fd_req *req, struct fd_resp *resp)
 {
 	struct fd_cursor after = { 0, 0 };
@@ -368,11 +527,29 @@ void fd_api_read_feed(struct fd_req *req, struct fd_resp *resp)
 		fd_api_feed_filter_release(&f);
 		return;
 	}
+	bool upcast;
+	if (!fd_api_upcast_param(req, resp, &upcast)) {
+		fd_api_feed_filter_release(&f);
+		return;
+	}
+	/* Upcast, ?types= names current types: it also reads the names their events were stored under. */
+	const char **wide = NULL;
+	struct fd_feed_filter filter = f.filter;
+	if (upcast && filter.ntypes && !fd_api_widen_types(&req->ctx->schemas, &filter, &wide)) {
+		fd_api_feed_filter_release(&f);
+		fd_problem_err(resp, req, FD_ERR_NOMEM, NULL, NULL);
+		return;
+	}
 	struct fd_feed_page page = { 0 };
-	enum fd_err err = fd_store_read_feed(req->ctx->pool, after, &f.filter, (unsigned)limit, &page);
+	enum fd_err err = fd_store_read_feed(req->ctx->pool, after, &filter, (unsigned)limit, &page);
 	fd_api_feed_filter_release(&f);
+	free(wide);
 	if (err) {
 		fd_problem_err(resp, req, err, NULL, NULL);
+		return;
+	}
+	if (upcast && !upcast_page(req, resp, &page.events_json)) {
+		free(page.events_json);
 		return;
 	}
 	char next[FD_CURSOR_STRLEN];

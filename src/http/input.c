@@ -7,6 +7,8 @@
  */
 #include "http/input.h"
 
+#include "factd/schema.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -285,6 +287,20 @@ enum fd_err fd_append_parse(const char *body, size_t len, unsigned max_events, s
 		if (meta && !json_is_object(meta)) {
 			snprintf(ptr, sizeof ptr, "/events/%zu/metadata", i);
 			bad_field(e, ptr, "metadata must be a JSON object");
+			goto done;
+		}
+		/* the body is read with integers as reals: the version goes on as the integer it is */
+		json_t *sv = meta ? json_object_get(meta, FD_SCHEMA_VERSION_KEY) : NULL;
+		if (json_is_real(sv) && json_real_value(sv) >= 1 && json_real_value(sv) <= FD_SCHEMA_VERSION_MAX &&
+		    json_real_value(sv) == (double)(int)json_real_value(sv) &&
+		    json_object_set_new(meta, FD_SCHEMA_VERSION_KEY, json_integer((json_int_t)json_real_value(sv))) != 0) {
+			rc = FD_ERR_NOMEM;
+			goto done;
+		}
+		int schema_version;
+		if (fd_event_schema_version_of(meta, &schema_version) != FD_OK) {
+			snprintf(ptr, sizeof ptr, "/events/%zu/metadata/" FD_SCHEMA_VERSION_KEY, i);
+			bad_field(e, ptr, "metadata.schema_version is the version of the event's data: an integer in 1..32767");
 			goto done;
 		}
 		json_t *id = json_object_get(ej, "event_id");

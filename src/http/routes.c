@@ -23,6 +23,7 @@ const struct fd_route fd_routes[] = {
 	{ .method = "GET", .pattern = "/streams/{stream}/events", .handler = fd_api_read_stream },
 	{ .method = "GET", .pattern = "/events", .handler = fd_api_read_feed },
 	{ .method = "GET", .pattern = "/events/stream", .handler = fd_api_event_stream },
+	{ .method = "GET", .pattern = "/schema/events", .handler = fd_api_schema_events },
 
 	/* read models */
 	{ .method = "GET", .pattern = "/projections", .handler = fd_api_projections },
@@ -67,6 +68,14 @@ enum fd_err fd_ctx_init(struct fd_ctx *ctx, const struct fd_app *app)
 	ctx->nroutes = n;
 	ctx->sagas = (struct fd_saga_set){ app->sagas, app->nsagas };
 	ctx->projections = (struct fd_projection_set){ app->projections, app->nprojections };
+	struct fd_schema_category *cats = app->naggregates ? calloc(app->naggregates, sizeof *cats) : NULL;
+	if (app->naggregates && !cats) {
+		fd_ctx_release(ctx);
+		return FD_ERR_NOMEM;
+	}
+	for (size_t i = 0; i < app->naggregates; i++)
+		cats[i] = (struct fd_schema_category){ app->aggregates[i]->category, &app->aggregates[i]->events };
+	ctx->schemas = (struct fd_schemas){ .items = cats, .n = app->naggregates };
 	return FD_OK;
 }
 
@@ -75,4 +84,6 @@ void fd_ctx_release(struct fd_ctx *ctx)
 	free(ctx->routes);
 	ctx->routes = NULL;
 	ctx->nroutes = 0;
+	free((void *)ctx->schemas.items);
+	ctx->schemas = (struct fd_schemas){ 0 };
 }

@@ -367,7 +367,8 @@ static bool apply_batch(struct fd_projector *p, struct worker *w, const char *ta
 {
 	const struct fd_projection *d = w->def;
 	struct fd_cursor after = { strtoull(tx, NULL, 10), strtoll(seq, NULL, 10) };
-	const struct fd_follow follow = { .name = d->name, .categories = d->categories, .limit = p->cfg.batch };
+	const struct fd_follow follow = { .name = d->name, .categories = d->categories, .limit = p->cfg.batch,
+					  .schemas = p->cfg.schemas };
 	struct fd_follow_batch b;
 	bool ok = false;
 	*count = 0;

@@ -400,7 +400,7 @@ static int intake_batch(struct fd_saga_engine *e, PGconn *conn, bool timed, bool
 		goto done;
 	const struct fd_cursor after = { strtoull(PQgetvalue(cp, 0, 0), NULL, 10), strtoll(PQgetvalue(cp, 0, 1), NULL, 10) };
 	const struct fd_follow follow = { .name = "saga intake", .categories = e->category_list, .types = e->type_list,
-					  .limit = e->cfg.batch };
+					  .limit = e->cfg.batch, .schemas = e->cfg.schemas };
 	if (fd_feed_follow(conn, after, &follow, &fb))
 		goto done;
 	const struct fd_feed_event *evs = fb.events;

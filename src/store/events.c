@@ -111,7 +111,7 @@
  * (< 0: use none), $3 max version (0: latest).  One row when the stream
  * exists: its version, the chosen snapshot's version and state (NULL when
  * none), then the count and the events after the snapshot up to the limit as
- * [version, type, data] arrays.  Both index scans are ranges of a primary or
+ * [version, type, data, schema version (null: 1)] arrays.  Both index scans are ranges of a primary or
  * unique key: snapshots_pkey backwards for one row, events_stream_version_key
  * forwards from the snapshot.
  */
@@ -124,7 +124,8 @@
 	"  WHERE $2::int >= 0 AND s.stream_id = st.stream_id AND s.schema_version = $2::int"         \
 	"  AND s.version <= u.upto ORDER BY s.version DESC LIMIT 1) sn ON true"                      \
 	" CROSS JOIN LATERAL ("                                                                       \
-	"  SELECT count(*) AS n, coalesce(json_agg(json_build_array(e.version, e.type, e.data)"      \
+	"  SELECT count(*) AS n, coalesce(json_agg(json_build_array(e.version, e.type, e.data,"      \
+	"   e.metadata -> 'schema_version')"                                                           \
 	"   ORDER BY e.version), '[]'::json) AS j FROM events e"                                       \
 	"  WHERE e.stream_id = st.stream_id AND e.version > coalesce(sn.version, 0)"                 \
 	"  AND e.version <= u.upto) ev"                                                               \

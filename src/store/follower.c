@@ -97,6 +97,54 @@ static enum fd_err parse_json(const struct fd_follow *f, const PGresult *res, in
 	return err;
 }
 
+/*
+ * The type filter as an array literal: f->types, and with schemas every
+ * earlier name that upcasters rename into one of them in the follower's
+ * categories (a stored ProductStocked is read as the StockReceived asked for).
+ */
+static enum fd_err types_literal(struct fd_buf *b, const struct fd_follow *f)
+{
+	enum fd_err err = fd_buf_append(b, "{", 1);
+	size_t k = 0;
+	for (size_t i = 0; !err && f->types[i]; i++) {
+		err = fd_store_array_elem(b, f->types[i], k++ == 0);
+		for (size_t c = 0; !err && f->schemas && f->categories[c]; c++) {
+			const char *names[16];
+			size_t n = fd_event_schema_names(fd_schemas_find(f->schemas, f->categories[c]), f->types[i], names,
+							 16);
+			for (size_t j = 1; !err && j < n && j < 16; j++)
+				err = fd_store_array_elem(b, names[j], k++ == 0);
+		}
+	}
+	return err ? err : fd_buf_append(b, "}", 1);
+}
+
+/* Bring a parsed event to the current version of its type; logged (with the event) when it cannot be. */
+static enum fd_err upcast(const struct fd_follow *f, const PGresult *res, int row, struct fd_feed_event *ev)
+{
+	const char *stored_type = ev->type;
+	int stored = 1;
+	enum fd_err err = fd_event_schema_version_of(ev->metadata, &stored);
+	ev->schema_version = stored;
+	if (!err && f->schemas)
+		err = fd_schemas_upcast(f->schemas, ev->category, ev->metadata, &ev->type, &ev->schema_version, ev->data);
+	if (!err || err == FD_ERR_NOMEM)
+		return err;
+	if (err != FD_ERR_SCHEMA)
+		err = FD_ERR_INVAL;
+	char position[FD_CURSOR_STRLEN];
+	snprintf(position, sizeof position, "%s-%s", PQgetvalue(res, row, C_TX), PQgetvalue(res, row, C_SEQ));
+	fd_log_fields(FD_LOG_ERROR,
+		      err == FD_ERR_SCHEMA ? "feed follower met an event of a newer schema version; it stops before it"
+					   : "feed follower cannot upcast an event; it stops before it",
+		      json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:O?, s:i}", "follower", f->name, "event_id",
+				PQgetvalue(res, row, C_ID), "stream", PQgetvalue(res, row, C_STREAM), "version",
+				PQgetvalue(res, row, C_VERSION), "type", stored_type, "position", position,
+				"schema_version", json_object_get(ev->metadata, FD_SCHEMA_VERSION_KEY), "known_version",
+				fd_event_schema_version(fd_schemas_find(f->schemas, ev->category), stored_type)));
+	return err;
+}
+
 static enum fd_err read_events(const struct fd_follow *f, struct fd_follow_batch *b)
 {
 	int n = PQntuples(b->res);
@@ -120,6 +168,8 @@ static enum fd_err read_events(const struct fd_follow *f, struct fd_follow_batch
 		enum fd_err err = parse_json(f, b->res, i, C_DATA, &ev->data);
 		if (!err)
 			err = parse_json(f, b->res, i, C_METADATA, &ev->metadata);
+		if (!err)
+			err = upcast(f, b->res, i, ev);
 		if (err)
 			return err;
 	}
@@ -147,7 +197,7 @@ enum fd_err fd_feed_follow(PGconn *conn, struct fd_cursor after, const struct fd
 	if (!f->categories[1] && !f->types) {
 		const char *p[] = { tx, seq, xmin, f->categories[0], limit };
 		err = fd_sql_exec(conn, &one_category_stmt, p, &out->res);
-	} else if ((err = array_literal(&cats, f->categories)) || (f->types && (err = array_literal(&types, f->types)))) {
+	} else if ((err = array_literal(&cats, f->categories)) || (f->types && (err = types_literal(&types, f)))) {
 		what = "filter";
 	} else {
 		const char *p[] = { tx, seq, xmin, cats.data, limit, types.data };

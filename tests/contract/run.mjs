@@ -934,6 +934,66 @@ async function brokenAggregates(dbUrl) {
 	await call('POST', `/streams/order-${o}/events`, { json: { expected_version: 'any', events: [{ type: 'Note', data: {} }] }, status: 500, type: 'internal', label: 'append to a broken aggregate' });
 }
 
+/**
+ * Event schemas, on an instance and database of their own without projections
+ * or sagas (an event newer than the code stops every follower that reads it):
+ * the catalogue, an order line of schema version 1 read as stored and upcast,
+ * currencies and mixed-currency, and 409 schema-too-new wherever an event
+ * newer than the code is read.
+ */
+async function eventSchemas(dbUrl, inst) {
+	section = 'event schemas';
+	const cat = await call('GET', '/schema/events', { status: 200 }, inst);
+	const lineType = cat.body?.types?.find((t) => t.type === 'OrderLineAdded');
+	if (lineType?.version !== 2 || lineType?.upcasts?.[0]?.from !== 1 || lineType?.upcasts?.[0]?.to !== 2) fail('catalogue', JSON.stringify(lineType));
+	const o = (await call('POST', '/orders', { json: { customer_id: 'c-schema' }, status: 201 }, inst)).body?.order_id;
+	await call('POST', `/streams/order-${o}/events`, { json: { expected_version: 1, events: [{ type: 'OrderLineAdded', data: { product_id: 'S', quantity: 2, unit_price_cents: 100 } }] }, status: 201, label: 'an order line of schema version 1' }, inst);
+	await call('POST', `/orders/${o}/lines`, { json: { product_id: 'T', quantity: 1, unit_price_cents: 100, currency: 'USD' }, status: 200 }, inst);
+	await call('POST', `/orders/${o}/lines`, { json: { product_id: 'U', quantity: 1, unit_price_cents: 1, currency: 'usd' }, status: 400, type: 'invalid-field' }, inst);
+	const order = await call('GET', `/orders/${o}`, { status: 200 }, inst);
+	if (order.body?.lines?.[0]?.currency !== 'EUR' || order.body?.lines?.[1]?.currency !== 'USD' || order.body?.currency !== undefined) fail('order with currencies', JSON.stringify(order.body));
+	await call('POST', `/orders/${o}/place`, { status: 409, type: 'mixed-currency' }, inst);
+	const raw = await call('GET', `/streams/order-${o}/events`, { status: 200 }, inst);
+	if (raw.body?.events?.[1]?.data?.unit_price_cents !== 100) fail('read as stored', JSON.stringify(raw.body?.events?.[1]));
+	const up = await call('GET', `/streams/order-${o}/events`, { query: { upcast: 'true' }, status: 200 }, inst);
+	const e = up.body?.events?.[1];
+	if (e?.data?.unit_price?.currency !== 'EUR' || e?.metadata?.schema_version !== 2) fail('read upcast', JSON.stringify(e));
+	await call('GET', `/orders/${o}/events`, { query: { upcast: 'true' }, status: 200 }, inst);
+	await call('GET', '/events', { query: { category: 'order', types: 'OrderLineAdded', upcast: 'true' }, status: 200 }, inst);
+	for (const p of [`/streams/order-${o}/events`, `/orders/${o}/events`, '/events'])
+		await call('GET', p, { query: { upcast: 'yes' }, status: 400, type: 'invalid-parameter', label: `GET ${p}?upcast=yes` }, inst);
+	await call('POST', `/streams/order-${o}/events`, { json: { expected_version: 'any', events: [{ type: 'OrderLineAdded', data: {}, metadata: { schema_version: 9 } }] }, status: 409, type: 'schema-too-new' }, inst);
+	await call('POST', `/streams/order-${o}/events`, { json: { expected_version: 'any', events: [{ type: 'X', data: {}, metadata: { schema_version: 0 } }] }, status: 400, type: 'invalid-field' }, inst);
+
+	// Events written by newer code sharing the database.
+	const sku = `SKU-NEWER-${process.pid}`;
+	await call('POST', '/products', { json: { product_id: sku, name: 'n', stock: 1 }, status: 201 }, inst);
+	const pay = (await call('POST', '/payments', { json: { order_id: o, amount_cents: 5 }, status: 201 }, inst)).body?.payment_id;
+	for (const [stream, category, type] of [[`order-${o}`, 'order', 'OrderLineAdded'], [`product-${sku}`, 'product', 'ProductRestocked'], [`payment-${pay}`, 'payment', 'PaymentRefunded']])
+		execFileSync('psql', [dbUrl, '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-c',
+			`UPDATE streams SET version = version + 1 WHERE stream_id = '${stream}';
+			 INSERT INTO events (event_id, stream_id, category, version, type, data, metadata)
+			 SELECT gen_random_uuid(), '${stream}', '${category}', version, '${type}', '{"future": true}', '{"schema_version": 9}' FROM streams WHERE stream_id = '${stream}'`],
+			{ stdio: ['ignore', 'pipe', 'pipe'] });
+	const tooNew = { status: 409, type: 'schema-too-new' };
+	for (const [kind, id] of [['order', o], ['product', sku], ['payment', pay]]) {
+		await call('GET', `/${kind}s/${id}`, tooNew, inst);
+		await call('GET', `/${kind}s/${id}/events`, { query: { upcast: 'true' }, ...tooNew }, inst);
+		await call('GET', `/${kind}s/${id}/events`, { status: 200, label: `GET ${kind} events as stored, one newer than the code` }, inst);
+	}
+	await call('GET', `/streams/order-${o}/events`, { query: { upcast: 'true' }, ...tooNew }, inst);
+	await call('POST', `/orders/${o}/lines`, { json: { product_id: 'V', quantity: 1, unit_price_cents: 1 }, ...tooNew }, inst);
+	await call('POST', `/products/${sku}/restock`, { json: { quantity: 1 }, ...tooNew }, inst);
+	// the feed shows the events once every older transaction has ended
+	for (let i = 0; i < 100; i++) {
+		const r = await call('GET', '/events', { query: { category: 'payment', upcast: 'true' }, status: [200, 409], label: 'the feed upcast, an event newer than the code' }, inst);
+		if (r.status === 409) break;
+		await sleep(100);
+	}
+	// now visible: a live stream that would start with it is refused before it starts
+	await call('GET', '/events/stream', { query: { category: 'payment', upcast: 'true' }, ...tooNew }, inst);
+}
+
 /** The read models: lists with their parameter errors, projection status and rebuild. */
 async function readModels() {
 	section = 'read models';
@@ -1205,6 +1265,7 @@ async function unavailable(down, unmigrated) {
 	section = 'database unavailable';
 	await call('GET', '/healthz', { status: 200 }, down);
 	await call('GET', '/readyz', { status: 503, type: 'database-unavailable' }, down);
+	await call('GET', '/schema/events', { status: 200, label: 'the catalogue, which needs no database' }, down);
 	for (const [m, p, opts] of operationSteps()) {
 		const r = await call(m, p, { ...opts, status: 503, type: 'database-unavailable' }, down);
 		if (r.status === 503 && r.headers['retry-after'] === undefined) fail(`${m} ${p}`, 'no Retry-After');
@@ -1221,7 +1282,7 @@ async function access(keyed) {
 	section = 'API keys';
 	await call('GET', '/healthz', { status: 200 }, keyed);
 	await call('GET', '/readyz', { status: 200 }, keyed);
-	for (const [m, p, opts] of [...operationSteps(), ['GET', '/metrics', {}], ['GET', '/app', {}]]) {
+	for (const [m, p, opts] of [...operationSteps(), ['GET', '/metrics', {}], ['GET', '/app', {}], ['GET', '/schema/events', {}]]) {
 		const none = await call(m, p, { ...opts, status: 401, type: 'unauthorized', label: `${m} ${p} without a key` }, keyed);
 		if (none.status === 401 && none.headers['www-authenticate'] !== 'Bearer realm="factd"')
 			fail(`${m} ${p} without a key`, `WWW-Authenticate is ${JSON.stringify(none.headers['www-authenticate'])}`);
@@ -1258,7 +1319,7 @@ async function connectionLimit(capped) {
 	await sleep(200);
 	try {
 		const open = [['GET', '/whoami', {}], ['GET', '/app', {}], ['GET', '/console', {}], ['GET', '/console/console.js', {}]];
-		for (const [m, p, opts] of [['GET', '/healthz', {}], ['GET', '/readyz', {}], ['GET', '/metrics', {}], ...open, ...operationSteps()]) {
+		for (const [m, p, opts] of [['GET', '/healthz', {}], ['GET', '/readyz', {}], ['GET', '/metrics', {}], ['GET', '/schema/events', {}], ...open, ...operationSteps()]) {
 			const r = await call(m, p, { ...opts, status: 503, type: 'too-many-connections' }, capped);
 			if (r.status === 503 && r.headers['retry-after'] === undefined) fail(`${m} ${p}`, 'no Retry-After');
 		}
@@ -1276,7 +1337,7 @@ async function headersTooLarge() {
 	for (let i = 0; i < 9; i++) filler[`X-Filler-${i}`] = 'f'.repeat(8000);
 	// No body: the answer comes before it, and the connection closes after it.
 	const open = [['GET', '/whoami'], ['GET', '/app'], ['GET', '/console'], ['GET', '/console/console.js']];
-	for (const [m, p] of [['GET', '/healthz'], ['GET', '/readyz'], ['GET', '/metrics'], ...open, ...operationSteps()]) {
+	for (const [m, p] of [['GET', '/healthz'], ['GET', '/readyz'], ['GET', '/metrics'], ['GET', '/schema/events'], ...open, ...operationSteps()]) {
 		const r = await call(m, p, { headers: filler, status: 431, type: 'headers-too-large' });
 		if (r.status === 431 && r.headers.connection !== 'close') fail(`${m} ${p}`, `Connection is ${r.headers.connection}, not close`);
 	}
@@ -1326,11 +1387,12 @@ async function main() {
 	if (!adminUrl) throw new Error('FACTD_TEST_ADMIN_URL is not set (scripts/test sets it)');
 	const started = Date.now();
 	const tag = `contract_${process.pid}_${Date.now().toString(36)}`;
-	const databases = [`${tag}`, `${tag}_unmigrated`, `${tag}_sagas`];
+	const databases = [`${tag}`, `${tag}_unmigrated`, `${tag}_sagas`, `${tag}_schemas`];
 	try {
 		const url = await createDatabase(databases[0], 'factd_template');
 		const bare = await createDatabase(databases[1], 'template0');
 		const sagaUrl = await createDatabase(databases[2], 'factd_template');
+		const schemaUrl = await createDatabase(databases[3], 'factd_template');
 		// The main instance: the documented default limits; the simulated gateway fails
 		// each payment's first attempt and declines amounts over 100000 cents.  Neither
 		// it nor the next one runs sagas, which would change placed orders behind the
@@ -1343,6 +1405,8 @@ async function main() {
 		// waits at take_payment for its timeout (30 s, made 120 s here so that a slow
 		// machine still aborts it first).
 		const sagaInst = await startFactd('sagas', { FACTD_DATABASE_URL: sagaUrl, FACTD_PAYMENT_NEVER_ANSWER: '1', FACTD_SAGA_TIME_PERCENT: '400' });
+		// Events newer than the code, on a database of their own: they would stop every follower reading them.
+		const schemaInst = await startFactd('event schemas', { FACTD_DATABASE_URL: schemaUrl, FACTD_SAGAS: '0', FACTD_PROJECTIONS: '0' });
 		// 503s: a database nobody listens for, and one without factd's schema.
 		const nowhere = `postgresql://postgres@127.0.0.1:${await freePort()}/factd?connect_timeout=2`;
 		const down = await startFactd('database unreachable', { FACTD_DATABASE_URL: nowhere, FACTD_MIGRATE: '0', FACTD_POOL_TIMEOUT_MS: '500' });
@@ -1359,6 +1423,7 @@ async function main() {
 		await waitReady(keyed);
 		await waitReady(capped);
 		await waitReady(sagaInst);
+		await waitReady(schemaInst);
 
 		await health();
 		const s = await streams();
@@ -1374,6 +1439,7 @@ async function main() {
 		if (na.body?.gateway !== 'no_answer') fail('process without an answer', JSON.stringify(na.body));
 		await foreignStreams();
 		await brokenAggregates(url);
+		await eventSchemas(schemaUrl, schemaInst);
 		await readModels();
 		await sagas(sagaInst);
 		await simpleGets();

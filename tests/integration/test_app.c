@@ -352,3 +352,97 @@ Test(app, a_created_aggregates_location_is_under_the_collection_it_was_posted_to
 	fd_test_resp_free(&r);
 	fd_test_server_stop(&ts);
 }
+
+/*
+ * The counter's versioned event (CounterAdjusted at 3, stored as
+ * CounterCorrected at 1 and CounterAdjusted at 2 by older code): every read
+ * path sees version 3.  The aggregate's loads, the check of appends to its
+ * stream, ?upcast=true, the catalogue, and the saga intake, whose type
+ * filter names CounterAdjusted and must also read the old name.
+ */
+Test(app, its_versioned_events_reach_every_reader_upcast, .timeout = 60)
+{
+	struct fd_test_server ts;
+	fd_test_server_start_with(&ts, NULL, sagas_on);
+	expect(ts.port, "POST", "/counters", "{\"counter_id\":\"c-v\"}", 201);
+	expect(ts.port, "POST", "/counters/c-v/add", "{\"amount\":90}", 200);
+	/* version 1 under its old name, version 2 under the new one, as older code wrote them */
+	expect(ts.port, "POST", "/streams/counter-c-v/events",
+	       "{\"expected_version\":2,\"events\":[{\"type\":\"CounterCorrected\",\"data\":{\"by\":-5}},"
+	       "{\"type\":\"CounterAdjusted\",\"data\":{\"by\":8,\"reason\":\"late\"},\"metadata\":{\"schema_version\":2}}]}",
+	       201);
+	struct fd_test_resp r = send_json(ts.port, "GET", "/counters/c-v?version=3", NULL, 200);
+	cr_assert_eq(fd_test_json_int(&r, "total"), 85);
+	fd_test_resp_free(&r);
+	/* a version 2 CounterAdjusted that would take the total below 0 is refused by the aggregate */
+	r = send_json(ts.port, "POST", "/streams/counter-c-v/events",
+		      "{\"expected_version\":\"any\",\"events\":[{\"type\":\"CounterAdjusted\",\"data\":{\"by\":-500,\"reason\":\"x\"},"
+		      "\"metadata\":{\"schema_version\":2}}]}",
+		      422);
+	fd_test_assert_problem(&r, 422, "event-rejected");
+	fd_test_resp_free(&r);
+	r = send_json(ts.port, "POST", "/streams/counter-c-v/events",
+		      "{\"expected_version\":\"any\",\"events\":[{\"type\":\"CounterAdjusted\",\"data\":{},\"metadata\":{\"schema_version\":4}}]}", 409);
+	fd_test_assert_problem(&r, 409, "schema-too-new");
+	fd_test_resp_free(&r);
+
+	/* 90 - 5 + 8 = 93; the saga folds the old events upcast and does not close below 100 */
+	r = send_json(ts.port, "GET", "/counters/c-v", NULL, 200);
+	cr_assert_eq(fd_test_json_int(&r, "total"), 93);
+	fd_test_resp_free(&r);
+	/* one more correction as old code wrote it brings the total to 100 */
+	expect(ts.port, "POST", "/streams/counter-c-v/events",
+	       "{\"expected_version\":\"any\",\"events\":[{\"type\":\"CounterCorrected\",\"data\":{\"by\":7}}]}", 201);
+	const char *status = NULL;
+	for (int i = 0; i < 500; i++) {
+		r = send_json(ts.port, "GET", "/counters/c-v", NULL, 200);
+		status = fd_test_json_str(&r, "status");
+		if (status && strcmp(status, "closed") == 0)
+			break;
+		fd_test_resp_free(&r);
+		usleep(20000);
+	}
+	cr_assert_str_eq(status, "closed", "the saga did not fold the old CounterCorrected events to 100");
+	fd_test_resp_free(&r);
+
+	r = send_json(ts.port, "GET", "/streams/counter-c-v/events?upcast=true", NULL, 200);
+	json_t *events = json_object_get(r.json, "events");
+	json_t *e3 = json_array_get(events, 2), *e4 = json_array_get(events, 3);
+	cr_assert_str_eq(json_string_value(json_object_get(e3, "type")), "CounterAdjusted");
+	cr_assert_eq(json_integer_value(json_object_get(json_object_get(e3, "data"), "delta")), -5);
+	cr_assert_str_eq(json_string_value(json_object_get(json_object_get(e3, "data"), "reason")), "correction");
+	cr_assert_eq(json_integer_value(json_object_get(json_object_get(e3, "metadata"), "schema_version")), 3);
+	cr_assert_eq(json_integer_value(json_object_get(json_object_get(e4, "data"), "delta")), 8);
+	fd_test_resp_free(&r);
+	r = send_json(ts.port, "GET", "/streams/counter-c-v/events", NULL, 200);
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(r.json, "events"), 2), "type")),
+			 "CounterCorrected", "as stored");
+	fd_test_resp_free(&r);
+	r = send_json(ts.port, "GET", "/events?types=CounterAdjusted&upcast=true", NULL, 200);
+	cr_assert_eq(json_array_size(json_object_get(r.json, "events")), 3, "the filter reads the old name too: %s", r.body);
+	fd_test_resp_free(&r);
+	r = send_json(ts.port, "GET", "/events?types=CounterAdjusted", NULL, 200);
+	cr_assert_eq(json_array_size(json_object_get(r.json, "events")), 1, "as stored, names as stored");
+	fd_test_resp_free(&r);
+
+	r = send_json(ts.port, "GET", "/schema/events", NULL, 200);
+	json_t *types = json_object_get(r.json, "types"), *t;
+	size_t i;
+	bool seen = false;
+	json_array_foreach(types, i, t) {
+		if (strcmp(json_string_value(json_object_get(t, "type")), "CounterAdjusted") != 0)
+			continue;
+		seen = true;
+		cr_assert_eq(json_integer_value(json_object_get(t, "version")), 3);
+		cr_assert_str_eq(json_string_value(json_object_get(t, "renamed_from")), "CounterCorrected");
+		cr_assert_str_eq(json_string_value(json_object_get(t, "category")), "counter");
+		json_t *want = json_pack("[{s:i, s:i, s:s}, {s:i, s:i, s:s}]", "from", 1, "to", 2, "type", "CounterCorrected",
+					 "from", 2, "to", 3, "type", "CounterAdjusted");
+		cr_assert(json_equal(json_object_get(t, "upcasts"), want), "%s", r.body);
+		json_decref(want);
+	}
+	cr_assert(seen, "%s", r.body);
+	cr_assert_eq(json_array_size(types), 4);
+	fd_test_resp_free(&r);
+	fd_test_server_stop(&ts);
+}

@@ -33,6 +33,14 @@ static enum fd_err counter_apply(void *state, const char *type, const json_t *da
 			return FD_ERR_INVAL;
 		c->total += json_integer_value(a);
 		c->adds++;
+	} else if (strcmp(type, "CounterAdjusted") == 0) {
+		/* version 3: {delta, reason}; the total never goes below 0 */
+		json_t *d = json_object_get(data, "delta"), *r = json_object_get(data, "reason");
+		if (!c->exists || c->closed || !json_is_integer(d) || json_integer_value(d) == 0 ||
+		    json_integer_value(d) < -1000 || json_integer_value(d) > 1000 || !json_is_string(r) ||
+		    json_object_size(data) != 2 || c->total + json_integer_value(d) < 0)
+			return FD_ERR_INVAL;
+		c->total += json_integer_value(d);
 	} else if (strcmp(type, "CounterClosed") == 0) {
 		if (!c->exists || c->closed)
 			return FD_ERR_INVAL;
@@ -118,10 +126,70 @@ static enum fd_err decide_close(const void *state, bool exists, const json_t *pa
 	return fd_decide_event(out, "CounterClosed", json_object());
 }
 
+static enum fd_err decide_adjust(const void *state, bool exists, const json_t *payload, struct fd_decision *out)
+{
+	const struct fd_test_counter *c = state;
+	static const char *const allowed[] = { "delta", "reason" };
+	int64_t delta = 0;
+	const char *reason = NULL;
+	if (!c->exists) {
+		fd_decide_refuse(out, "counter-not-found", "Counter not found", "no counter has this id");
+		return FD_OK;
+	}
+	if (!fd_payload_only(payload, allowed, 2, out) ||
+	    !fd_payload_int(payload, "delta", -1000, 1000, false, &delta, out) ||
+	    !fd_payload_string(payload, "reason", 1, 100, false, &reason, out))
+		return FD_OK;
+	if (delta == 0 || c->closed || c->total + delta < 0) {
+		fd_decide_refuse(out, "counter-adjust", "Adjustment refused", "zero, closed, or below zero");
+		return FD_OK;
+	}
+	return fd_decide_event(out, "CounterAdjusted", json_pack("{s:I, s:s}", "delta", (json_int_t)delta, "reason", reason));
+}
+
 static const struct fd_command_type counter_commands[] = {
 	{ "create", decide_create },
 	{ "add", decide_add },
 	{ "close", decide_close },
+	{ "adjust", decide_adjust },
+};
+
+/*
+ * The counter's event history, for the schema tests: CounterAdjusted is at
+ * version 3.  Version 1 was called CounterCorrected {by}; version 2 took
+ * the new name and a reason {by, reason}; version 3 calls the amount delta
+ * {delta, reason}.
+ */
+static enum fd_err corrected_to_adjusted(json_t *data, const void *services)
+{
+	(void)services;
+	if (!json_object_get(data, "by"))
+		return FD_ERR_INVAL;
+	return json_object_set_new(data, "reason", json_string("correction")) == 0 ? FD_OK : FD_ERR_NOMEM;
+}
+
+static enum fd_err adjusted_by_to_delta(json_t *data, const void *services)
+{
+	(void)services;
+	json_t *by = json_object_get(data, "by");
+	if (!by || !json_object_get(data, "reason"))
+		return FD_ERR_INVAL;
+	if (json_object_set(data, "delta", by) != 0)
+		return FD_ERR_NOMEM;
+	json_object_del(data, "by");
+	return FD_OK;
+}
+
+static const struct fd_event_type counter_event_types[] = {
+	{ .type = "CounterCreated" },
+	{ .type = "CounterAdded" },
+	{ .type = "CounterClosed" },
+	{ .type = "CounterAdjusted", .version = 3 },
+};
+
+static const struct fd_upcaster counter_upcasters[] = {
+	{ .type = "CounterCorrected", .from = 1, .renamed_to = "CounterAdjusted", .up = corrected_to_adjusted },
+	{ .type = "CounterAdjusted", .from = 2, .up = adjusted_by_to_delta },
 };
 
 const struct fd_aggregate_type fd_test_counter_type = {
@@ -140,6 +208,8 @@ const struct fd_aggregate_type fd_test_counter_type = {
 	.exists = counter_exists,
 	.commands = counter_commands,
 	.ncommands = FD_COUNT(counter_commands),
+	.events = { .types = counter_event_types, .ntypes = FD_COUNT(counter_event_types),
+		    .upcasters = counter_upcasters, .nupcasters = FD_COUNT(counter_upcasters) },
 };
 
 /* ---- the counter_totals projection -------------------------------------------- */
@@ -184,7 +254,7 @@ const struct fd_projection fd_test_counter_totals = {
 
 /* ---- the counter_closer saga --------------------------------------------------- */
 
-static const char *const closer_events[] = { "CounterCreated", "CounterAdded", NULL };
+static const char *const closer_events[] = { "CounterCreated", "CounterAdded", "CounterAdjusted", NULL };
 
 static bool closer_correlate(const struct fd_feed_event *ev, char *key, size_t len)
 {
@@ -197,10 +267,14 @@ static bool closer_correlate(const struct fd_feed_event *ev, char *key, size_t l
 static enum fd_err closer_fold(json_t *data, const struct fd_feed_event *ev, struct fd_saga_fold *out)
 {
 	(void)out;
-	if (strcmp(ev->type, "CounterAdded") != 0)
+	/* CounterAdjusted arrives at version 3 ({delta}), also when it was stored as a CounterCorrected */
+	const char *key = strcmp(ev->type, "CounterAdded") == 0 ? "amount"
+			  : strcmp(ev->type, "CounterAdjusted") == 0 ? "delta"
+								     : NULL;
+	if (!key)
 		return FD_OK;
 	json_int_t total = json_integer_value(json_object_get(data, "total"));
-	total += json_integer_value(json_object_get(ev->data, "amount"));
+	total += json_integer_value(json_object_get(ev->data, key));
 	return json_object_set_new(data, "total", json_integer(total)) == 0 ? FD_OK : FD_ERR_NOMEM;
 }
 

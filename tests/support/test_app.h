@@ -1,6 +1,8 @@
 /*
  * test_app.h - a test-only app that proves the framework with types of its
- * own: a "counter" aggregate (commands create, add {amount}, close), a
+ * own: a "counter" aggregate (commands create, add {amount}, close, adjust
+ * {delta, reason}, whose CounterAdjusted event is at schema version 3 after
+ * a rename from CounterCorrected: the schema tests' versioned types), a
  * "counter_totals" projection, a "counter_closer" saga that closes a counter
  * once its total reaches 100, and a migration of its own (counter_audit).
  * Routes: POST /counters, POST /counters/{id}/add, POST /counters/{id}/close,

@@ -109,17 +109,33 @@ static void agg_free(struct agg *a)
 	a->state = NULL;
 }
 
+/*
+ * Apply an event as stored by code of schema version `version` of its type:
+ * upcast to the current version (with the upcasters' built-in defaults),
+ * then applied.  An event that does not upcast is refused like one apply
+ * refuses.
+ */
+static enum fd_err apply_stored(struct agg *a, const char *type, json_t *data, int version)
+{
+	enum fd_err err = fd_event_schema_upcast(&a->t->events, NULL, &type, &version, data);
+	return err == FD_ERR_INVAL ? FD_ERR_INVAL : err ? err : a->t->apply(a->state, type, data);
+}
+
+/* The tests' given events are written as version 1 of their types (as stored before any change). */
 static enum fd_err apply_text(struct agg *a, const char *type, const char *data)
 {
 	json_t *d = J(data);
-	enum fd_err err = a->t->apply(a->state, type, d);
+	enum fd_err err = apply_stored(a, type, d, 1);
 	json_decref(d);
 	if (err == FD_OK)
 		a->version++;
 	return err;
 }
 
-/* Apply a JSON array of [type, data] pairs; each must succeed. */
+/*
+ * Apply a JSON array of [type, data] pairs, or [type, data, schema version]
+ * (1 when absent: stored before any change of the type); each must succeed.
+ */
 static void given(struct agg *a, const char *events)
 {
 	json_t *arr = J(events);
@@ -127,7 +143,8 @@ static void given(struct agg *a, const char *events)
 	json_t *e;
 	json_array_foreach(arr, i, e) {
 		const char *type = json_string_value(json_array_get(e, 0));
-		enum fd_err err = a->t->apply(a->state, type, json_array_get(e, 1));
+		json_t *jv = json_array_get(e, 2);
+		enum fd_err err = apply_stored(a, type, json_array_get(e, 1), jv ? (int)json_integer_value(jv) : 1);
 		cr_assert_eq(err, FD_OK, "given event %zu (%s) failed: %s", i, type, fd_err_name(err));
 		a->version++;
 	}
@@ -288,8 +305,9 @@ static void expect_view(const struct agg *a, const char *want)
 /* apply must refuse the event and leave the state exactly as it was. */
 static void apply_rejected_j(struct agg *a, const char *type, const json_t *data)
 {
-	json_t *before = snap_of(a);
-	cr_assert_eq(a->t->apply(a->state, type, data), FD_ERR_INVAL, "%s must be rejected", type);
+	json_t *before = snap_of(a), *copy = json_deep_copy(data);
+	cr_assert_eq(apply_stored(a, type, copy, 1), FD_ERR_INVAL, "%s must be rejected", type);
+	json_decref(copy);
 	json_t *after = snap_of(a);
 	cr_assert(json_equal(before, after), "a rejected %s changed the state", type);
 	json_decref(before);
@@ -750,12 +768,13 @@ Test(order, add_line_and_merge_same_price)
 {
 	struct agg a = order_with("[" CREATED "]");
 	accept_event(&a, "add_line", "{\"product_id\":\"SKU-1\",\"quantity\":2,\"unit_price_cents\":150}",
-		     "OrderLineAdded", "{\"product_id\":\"SKU-1\",\"quantity\":2,\"unit_price_cents\":150}");
+		     "OrderLineAdded",
+		     "{\"product_id\":\"SKU-1\",\"quantity\":2,\"unit_price\":{\"amount_cents\":150,\"currency\":\"EUR\"}}");
 	json_decref(accept(&a, "add_line", "{\"product_id\":\"B.2:x_y-z\",\"quantity\":1,\"unit_price_cents\":0}"));
 	json_decref(accept(&a, "add_line", "{\"product_id\":\"SKU-1\",\"quantity\":3,\"unit_price_cents\":150}"));
-	expect_view(&a, "{\"customer_id\":\"c1\",\"status\":\"draft\",\"total_cents\":750,\"lines\":["
-			"{\"product_id\":\"SKU-1\",\"quantity\":5,\"unit_price_cents\":150},"
-			"{\"product_id\":\"B.2:x_y-z\",\"quantity\":1,\"unit_price_cents\":0}]}");
+	expect_view(&a, "{\"currency\":\"EUR\",\"customer_id\":\"c1\",\"status\":\"draft\",\"total_cents\":750,\"lines\":["
+			"{\"product_id\":\"SKU-1\",\"quantity\":5,\"unit_price_cents\":150,\"currency\":\"EUR\"},"
+			"{\"product_id\":\"B.2:x_y-z\",\"quantity\":1,\"unit_price_cents\":0,\"currency\":\"EUR\"}]}");
 	cr_assert_eq(((struct fd_order *)a.state)->nlines, 2, "merged, not a second line");
 	agg_free(&a);
 }
@@ -825,7 +844,8 @@ Test(order, too_many_lines)
 	for (int i = 0; i < FD_ORDER_MAX_LINES; i++) {
 		char sku[32];
 		snprintf(sku, sizeof sku, "P%d", i);
-		json_t *data = json_pack("{s:s, s:i, s:i}", "product_id", sku, "quantity", 1, "unit_price_cents", 10);
+		json_t *data = json_pack("{s:s, s:i, s:{s:i, s:s}}", "product_id", sku, "quantity", 1, "unit_price",
+					 "amount_cents", 10, "currency", "EUR");
 		cr_assert_eq(a.t->apply(a.state, "OrderLineAdded", data), FD_OK, "line %d", i);
 		json_decref(data);
 	}
@@ -877,9 +897,9 @@ Test(order, remove_line)
 {
 	struct agg a = order_with("[" CREATED "," LINE("A", 1, 100) "," LINE("B", 2, 10) "," LINE("C", 3, 1) "]");
 	accept_event(&a, "remove_line", "{\"product_id\":\"B\"}", "OrderLineRemoved", "{\"product_id\":\"B\"}");
-	expect_view(&a, "{\"customer_id\":\"c1\",\"status\":\"draft\",\"total_cents\":103,\"lines\":["
-			"{\"product_id\":\"A\",\"quantity\":1,\"unit_price_cents\":100},"
-			"{\"product_id\":\"C\",\"quantity\":3,\"unit_price_cents\":1}]}");
+	expect_view(&a, "{\"currency\":\"EUR\",\"customer_id\":\"c1\",\"status\":\"draft\",\"total_cents\":103,\"lines\":["
+			"{\"product_id\":\"A\",\"quantity\":1,\"unit_price_cents\":100,\"currency\":\"EUR\"},"
+			"{\"product_id\":\"C\",\"quantity\":3,\"unit_price_cents\":1,\"currency\":\"EUR\"}]}");
 	refused(&a, "remove_line", "{\"product_id\":\"B\"}", "line-not-found");
 	refused(&a, "remove_line", "{\"product_id\":\"a\"}", "line-not-found");
 	invalid(&a, "remove_line", "{}", "/product_id");
@@ -898,9 +918,9 @@ Test(order, place)
 	accept_event(&a, "place", "{}", "OrderPlaced",
 		     "{\"total_cents\":325,\"lines\":[{\"product_id\":\"A\",\"quantity\":2,\"unit_price_cents\":150},"
 		     "{\"product_id\":\"B\",\"quantity\":1,\"unit_price_cents\":25}]}");
-	expect_view(&a, "{\"customer_id\":\"c1\",\"status\":\"placed\",\"total_cents\":325,\"lines\":["
-			"{\"product_id\":\"A\",\"quantity\":2,\"unit_price_cents\":150},"
-			"{\"product_id\":\"B\",\"quantity\":1,\"unit_price_cents\":25}]}");
+	expect_view(&a, "{\"currency\":\"EUR\",\"customer_id\":\"c1\",\"status\":\"placed\",\"total_cents\":325,\"lines\":["
+			"{\"product_id\":\"A\",\"quantity\":2,\"unit_price_cents\":150,\"currency\":\"EUR\"},"
+			"{\"product_id\":\"B\",\"quantity\":1,\"unit_price_cents\":25,\"currency\":\"EUR\"}]}");
 	refused(&a, "place", "{}", "order-not-draft");
 	agg_free(&a);
 }
@@ -932,8 +952,8 @@ Test(order, confirm_and_ship)
 	refused(&a, "confirm", "{}", "order-not-placed");
 	invalid(&a, "ship", "{\"x\":1}", "/x");
 	accept_event(&a, "ship", "{}", "OrderShipped", "{}");
-	expect_view(&a, "{\"customer_id\":\"c1\",\"status\":\"shipped\",\"total_cents\":300,\"lines\":["
-			"{\"product_id\":\"SKU-1\",\"quantity\":2,\"unit_price_cents\":150}]}");
+	expect_view(&a, "{\"currency\":\"EUR\",\"customer_id\":\"c1\",\"status\":\"shipped\",\"total_cents\":300,\"lines\":["
+			"{\"product_id\":\"SKU-1\",\"quantity\":2,\"unit_price_cents\":150,\"currency\":\"EUR\"}]}");
 	refused(&a, "ship", "{}", "order-not-confirmed");
 	refused(&a, "confirm", "{}", "order-not-placed");
 	agg_free(&a);
@@ -946,9 +966,9 @@ Test(order, cancel_from_each_open_status)
 		struct agg a = order_in(open[i]);
 		accept_event(&a, "cancel", "{\"reason\":\"changed my mind\"}", "OrderCancelled",
 			     "{\"reason\":\"changed my mind\"}");
-		expect_view(&a, "{\"customer_id\":\"c1\",\"status\":\"cancelled\",\"total_cents\":300,"
+		expect_view(&a, "{\"currency\":\"EUR\",\"customer_id\":\"c1\",\"status\":\"cancelled\",\"total_cents\":300,"
 				"\"cancel_reason\":\"changed my mind\",\"lines\":["
-				"{\"product_id\":\"SKU-1\",\"quantity\":2,\"unit_price_cents\":150}]}");
+				"{\"product_id\":\"SKU-1\",\"quantity\":2,\"unit_price_cents\":150,\"currency\":\"EUR\"}]}");
 		refused(&a, "cancel", "{\"reason\":\"again\"}", "order-cancelled");
 		refused(&a, "place", "{}", "order-not-draft");
 		refused(&a, "confirm", "{}", "order-not-placed");
@@ -1912,8 +1932,8 @@ Test(snapshot, order_restore_rejects_malformed)
 	for (int i = 0; i <= FD_ORDER_MAX_LINES; i++) {
 		char sku[16];
 		snprintf(sku, sizeof sku, "P%d", i);
-		json_array_append_new(lines, json_pack("{s:s, s:i, s:i}", "product_id", sku, "quantity", 1,
-						       "unit_price_cents", 1));
+		json_array_append_new(lines, json_pack("{s:s, s:i, s:i, s:s}", "product_id", sku, "quantity", 1,
+						       "unit_price_cents", 1, "currency", "EUR"));
 	}
 	json_t *big = json_pack("{s:s, s:s, s:o}", "status", "draft", "customer_id", "c", "lines", lines);
 	char *text = dump(big);

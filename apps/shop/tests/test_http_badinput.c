@@ -564,17 +564,17 @@ static const struct {
 	const char *params[6];      /* every value in `injections` is invalid for these */
 	const char *legal[3];       /* these take any text: covered by injection_strings_are_data */
 } queries[] = {
-	{ .pattern = "/streams/{stream}/events", .params = { "from_version", "limit" } },
-	{ .pattern = "/events", .params = { "after", "limit", "category" }, .legal = { "types" } },
-	{ .pattern = "/events/stream", .params = { "after", "category" }, .legal = { "types" } },
+	{ .pattern = "/streams/{stream}/events", .params = { "from_version", "limit", "upcast" } },
+	{ .pattern = "/events", .params = { "after", "limit", "category", "upcast" }, .legal = { "types" } },
+	{ .pattern = "/events/stream", .params = { "after", "category", "upcast" }, .legal = { "types" } },
 	{ .pattern = "/orders", .params = { "status", "after", "limit", "min_position" }, .legal = { "customer_id" } },
 	{ .pattern = "/orders/{id}", .params = { "version", "at" } },
-	{ .pattern = "/orders/{id}/events", .params = { "from_version", "limit" } },
+	{ .pattern = "/orders/{id}/events", .params = { "from_version", "limit", "upcast" } },
 	{ .pattern = "/products", .params = { "after", "limit", "min_position" } },
 	{ .pattern = "/products/{id}", .params = { "version", "at" } },
-	{ .pattern = "/products/{id}/events", .params = { "from_version", "limit" } },
+	{ .pattern = "/products/{id}/events", .params = { "from_version", "limit", "upcast" } },
 	{ .pattern = "/payments/{id}", .params = { "version", "at" } },
-	{ .pattern = "/payments/{id}/events", .params = { "from_version", "limit" } },
+	{ .pattern = "/payments/{id}/events", .params = { "from_version", "limit", "upcast" } },
 	{ .pattern = "/sagas", .params = { "type", "status", "after", "limit" } },
 	{ .pattern = "/sagas/{id}" }, { .pattern = "/orders/{id}/saga" },
 	{ .pattern = "/streams", .params = { "category", "prefix", "after", "limit" } },
@@ -583,6 +583,7 @@ static const struct {
 	{ .pattern = "/healthz" }, { .pattern = "/readyz" }, { .pattern = "/metrics" }, { .pattern = "/projections" },
 	{ .pattern = "/events/head" }, { .pattern = "/whoami" }, { .pattern = "/app" }, { .pattern = "/console" },
 	{ .pattern = "/console/{asset}" },
+	{ .pattern = "/schema/events" },
 };
 
 Test(badinput, injection_in_every_query_parameter, .timeout = 600)

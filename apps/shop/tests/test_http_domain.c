@@ -412,9 +412,10 @@ Test(domain_orders, lines_merge_remove_place_and_cancel)
 	cr_assert_eq(add_line(&ts, id, "FREE-1", 1, 0), 5);
 
 	json_t *o = get_order(&ts, id);
-	json_t *want = json_pack("[{s:s, s:i, s:i}, {s:s, s:i, s:i}, {s:s, s:i, s:i}]", "product_id", "BK-0042",
-				 "quantity", 5, "unit_price_cents", 1250, "product_id", "MG.7:x_y-z", "quantity", 1,
-				 "unit_price_cents", 899, "product_id", "FREE-1", "quantity", 1, "unit_price_cents", 0);
+	json_t *want = json_pack("[{s:s, s:i, s:i, s:s}, {s:s, s:i, s:i, s:s}, {s:s, s:i, s:i, s:s}]", "product_id",
+				 "BK-0042", "quantity", 5, "unit_price_cents", 1250, "currency", "EUR", "product_id",
+				 "MG.7:x_y-z", "quantity", 1, "unit_price_cents", 899, "currency", "EUR", "product_id",
+				 "FREE-1", "quantity", 1, "unit_price_cents", 0, "currency", "EUR");
 	cr_assert(json_equal(json_object_get(o, "lines"), want), "lines: %s", json_dumps(o, 0));
 	cr_assert_eq(jint(o, "total_cents"), 5 * 1250 + 899);
 	cr_assert_eq(jint(o, "version"), 5);
@@ -449,7 +450,7 @@ Test(domain_orders, lines_merge_remove_place_and_cancel)
 	o = get_order(&ts, id);
 	cr_assert_str_eq(jstr(o, "status"), "cancelled");
 	cr_assert_str_eq(jstr(o, "cancel_reason"), "Customer changed their mind.");
-	cr_assert_eq(json_object_size(o), 7, "view members: %s", json_dumps(o, 0));
+	cr_assert_eq(json_object_size(o), 8, "view members (currency among them): %s", json_dumps(o, 0));
 	json_decref(o);
 
 	/* The history, one event per command, in order. */
@@ -948,7 +949,8 @@ Test(domain_read, events_endpoint_is_the_stream_read)
 	json_t *events = json_object_get(a.json, "events");
 	cr_assert_eq(json_array_size(events), 3);
 	json_t *e2 = json_array_get(events, 1);
-	json_t *want = json_pack("{s:s, s:i, s:i}", "product_id", "sku-1", "quantity", 1, "unit_price_cents", 10);
+	json_t *want = json_pack("{s:s, s:i, s:{s:i, s:s}}", "product_id", "sku-1", "quantity", 1, "unit_price",
+				 "amount_cents", 10, "currency", "EUR");
 	cr_assert(json_equal(json_object_get(e2, "data"), want), "data: %s", a.body);
 	json_decref(want);
 	cr_assert_str_eq(jstr(e2, "type"), "OrderLineAdded");
@@ -1151,9 +1153,10 @@ Test(domain_readme, curl_scenario)
 	get(&ts, path, &r);
 	cr_assert_eq(r.status, 200);
 	cr_assert_str_eq(header(&r, "ETag"), "\"3\"");
-	json_t *want = json_pack("{s:s, s:s, s:s, s:[{s:s, s:i, s:i}], s:i, s:i}", "order_id", id, "customer_id", "c-1",
-				 "status", "placed", "lines", "product_id", "sku-1", "quantity", 2, "unit_price_cents",
-				 1250, "total_cents", 2500, "version", 3);
+	json_t *want = json_pack("{s:s, s:s, s:s, s:[{s:s, s:i, s:i, s:s}], s:i, s:s, s:i}", "order_id", id,
+				 "customer_id", "c-1", "status", "placed", "lines", "product_id", "sku-1", "quantity", 2,
+				 "unit_price_cents", 1250, "currency", "EUR", "total_cents", 2500, "currency", "EUR",
+				 "version", 3);
 	cr_assert(json_equal(r.json, want), "%s", r.body);
 	fd_test_resp_free(&r);
 
@@ -1283,11 +1286,13 @@ Test(domain_snapshots, temporal_reads_equal_a_server_without_snapshots, .timeout
 
 	/* Version 4 is the state after three lines. */
 	json_t *v4 = get_order(&a, fd_test_P("%s?version=4", id));
-	json_t *want = json_pack("{s:s, s:s, s:s, s:[{s:s, s:i, s:i}, {s:s, s:i, s:i}, {s:s, s:i, s:i}], s:i, s:i}",
+	json_t *want = json_pack("{s:s, s:s, s:s, s:[{s:s, s:i, s:i, s:s}, {s:s, s:i, s:i, s:s}, {s:s, s:i, s:i, s:s}],"
+				 " s:i, s:s, s:i}",
 				 "order_id", id, "customer_id", "c-snap", "status", "draft", "lines", "product_id", "p1",
-				 "quantity", 1, "unit_price_cents", 100, "product_id", "p2", "quantity", 2,
-				 "unit_price_cents", 200, "product_id", "p3", "quantity", 3, "unit_price_cents", 300,
-				 "total_cents", 1400, "version", 4);
+				 "quantity", 1, "unit_price_cents", 100, "currency", "EUR", "product_id", "p2", "quantity",
+				 2, "unit_price_cents", 200, "currency", "EUR", "product_id", "p3", "quantity", 3,
+				 "unit_price_cents", 300, "currency", "EUR", "total_cents", 1400, "currency", "EUR",
+				 "version", 4);
 	cr_assert(json_equal(v4, want), "version 4: %s", json_dumps(v4, 0));
 	json_decref(want);
 	json_decref(v4);
@@ -1859,6 +1864,8 @@ Test(domain_metadata, request_headers_on_every_recorded_event)
 		json_t *want = json_pack("{s:s, s:s, s:s, s:s, s:s}", "correlation_id", "corr-1", "causation_id", cause,
 					 "request_id", rid, "caller", "anonymous", "command",
 					 i ? cmds[i - 1].command : "create");
+		if (i && strcmp(cmds[i - 1].command, "add_line") == 0) /* OrderLineAdded is at schema version 2 */
+			json_object_set_new(want, "schema_version", json_integer(2));
 		cr_assert(json_equal(m, want), "event %zu metadata: %s", i + 1, json_dumps(m, 0));
 		json_decref(want);
 	}
@@ -1895,7 +1902,9 @@ Test(domain_metadata, defaults_and_invalid_headers)
 		cr_assert_str_eq(jstr(m, "correlation_id"), rids[i], "the correlation defaults to the request id");
 		cr_assert_null(json_object_get(m, "causation_id"));
 		cr_assert_str_eq(jstr(m, "command"), i ? "add_line" : "create");
-		cr_assert_eq(json_object_size(m), 4, "%s", json_dumps(m, 0));
+		/* an OrderLineAdded also carries its schema version, 2 */
+		cr_assert_eq(json_integer_value(json_object_get(m, "schema_version")), i ? 2 : 0);
+		cr_assert_eq(json_object_size(m), i ? 5 : 4, "%s", json_dumps(m, 0));
 	}
 	json_decref(events);
 	fd_test_server_stop(&ts);

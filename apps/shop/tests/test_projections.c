@@ -809,7 +809,8 @@ static void order_with_a_line(PGconn *c, const char *table, char id[FD_UUID_STRL
 	cr_assert_eq(apply_order_event(c, table, id, 1, "OrderCreated", json_pack("{s:s}", "customer_id", table)), FD_OK,
 		     "%s", PQerrorMessage(c));
 	cr_assert_eq(apply_order_event(c, table, id, 2, "OrderLineAdded",
-				       json_pack("{s:s, s:i, s:i}", "product_id", "p1", "quantity", 2, "unit_price_cents", 5)),
+				       json_pack("{s:s, s:i, s:{s:i, s:s}}", "product_id", "p1", "quantity", 2, "unit_price",
+						 "amount_cents", 5, "currency", "EUR")),
 		     FD_OK, "%s", PQerrorMessage(c));
 }
 
