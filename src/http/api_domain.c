@@ -296,22 +296,18 @@ void fd_api_get_aggregate(struct fd_req *req, struct fd_resp *resp)
 		return;
 	}
 	if (qv && qat) {
-		fd_problem(resp, req, 400, "invalid-parameter", "Invalid parameter", "give either version or at, not both",
-			   json_pack("{s:s}", "parameter", "version"));
+		fd_api_bad_param(resp, req, "version", "give either version or at, not both");
 		return;
 	}
 	if (qv) {
 		if (!fd_input_version(qv, &target.version)) {
-			fd_problem(resp, req, 400, "invalid-parameter", "Invalid parameter", "version must be an integer >= 1",
-				   json_pack("{s:s}", "parameter", "version"));
+			fd_api_bad_param(resp, req, "version", "version must be an integer >= 1");
 			return;
 		}
 	}
 	if (qat) {
 		if (!fd_time_parse_rfc3339(qat, &target.unix_us)) {
-			fd_problem(resp, req, 400, "invalid-parameter", "Invalid parameter",
-				   "at must be an RFC 3339 timestamp, e.g. 2026-01-02T03:04:05Z",
-				   json_pack("{s:s}", "parameter", "at"));
+			fd_api_bad_param(resp, req, "at", "at must be an RFC 3339 timestamp, e.g. 2026-01-02T03:04:05Z");
 			return;
 		}
 		target.at_time = true;

@@ -22,12 +22,6 @@
 
 static const char *const statuses[] = { "running", "completed", "compensating", "compensated", "failed" };
 
-static void bad_param(struct fd_resp *resp, const struct fd_req *req, const char *name, const char *detail)
-{
-	fd_problem(resp, req, 400, "invalid-parameter", "Invalid parameter", detail,
-		   json_pack("{s:s}", "parameter", name));
-}
-
 static void saga_not_found(struct fd_resp *resp, const struct fd_req *req, const char *detail)
 {
 	fd_problem(resp, req, 404, "not-found", "Not found", detail, NULL);
@@ -49,7 +43,7 @@ void fd_api_list_sagas(struct fd_req *req, struct fd_resp *resp)
 						      req->ctx->sagas.items[i]->name);
 			if (o < sizeof detail)
 				snprintf(detail + o, sizeof detail - o, ")");
-			bad_param(resp, req, "type", detail);
+			fd_api_bad_param(resp, req, "type", detail);
 			return;
 		}
 		f.type = v;
@@ -59,7 +53,7 @@ void fd_api_list_sagas(struct fd_req *req, struct fd_resp *resp)
 		for (size_t i = 0; i < sizeof statuses / sizeof *statuses; i++)
 			ok = ok || strcmp(v, statuses[i]) == 0;
 		if (!ok) {
-			bad_param(resp, req, "status",
+			fd_api_bad_param(resp, req, "status",
 				  "status must be running, completed, compensating, compensated or failed");
 			return;
 		}
@@ -68,13 +62,13 @@ void fd_api_list_sagas(struct fd_req *req, struct fd_resp *resp)
 	if ((v = fd_req_query(req, "limit")) && !fd_input_limit(v, max, &f.limit)) {
 		char detail[64];
 		snprintf(detail, sizeof detail, "limit must be an integer in 1..%u", max);
-		bad_param(resp, req, "limit", detail);
+		fd_api_bad_param(resp, req, "limit", detail);
 		return;
 	}
 	if ((v = fd_req_query(req, "after"))) {
 		struct fd_uuid u;
 		if (!fd_uuid_parse(v, &u)) {
-			bad_param(resp, req, "after", "after must be the id of a saga (the next member of a page)");
+			fd_api_bad_param(resp, req, "after", "after must be the id of a saga (the next member of a page)");
 			return;
 		}
 		f.after = v;
@@ -82,7 +76,7 @@ void fd_api_list_sagas(struct fd_req *req, struct fd_resp *resp)
 	json_t *page = NULL;
 	enum fd_err err = fd_saga_list(req->ctx->pool, &req->ctx->sagas, &f, &page);
 	if (err == FD_ERR_NOTFOUND) {
-		bad_param(resp, req, "after", "no saga has this id");
+		fd_api_bad_param(resp, req, "after", "no saga has this id");
 		return;
 	}
 	if (err) {

@@ -279,8 +279,7 @@ static void bad_cursor(struct fd_resp *resp, const struct fd_req *req, bool head
 		fd_problem(resp, req, 400, "invalid-header", "Invalid header", detail,
 			   json_pack("{s:s}", "header", "Last-Event-ID"));
 	else
-		fd_problem(resp, req, 400, "invalid-parameter", "Invalid parameter", detail,
-			   json_pack("{s:s}", "parameter", "after"));
+		fd_api_bad_param(resp, req, "after", detail);
 }
 
 void fd_api_event_stream(struct fd_req *req, struct fd_resp *resp)

@@ -33,12 +33,6 @@ static void bad_field(struct fd_resp *resp, const struct fd_req *req, const char
 	fd_problem(resp, req, 400, "invalid-field", "Invalid field", detail, json_pack("{s:s}", "field", pointer));
 }
 
-static void bad_param(struct fd_resp *resp, const struct fd_req *req, const char *name, const char *detail)
-{
-	fd_problem(resp, req, 400, "invalid-parameter", "Invalid parameter", detail,
-		   json_pack("{s:s}", "parameter", name));
-}
-
 /* A decimal integer query parameter in [min, max]; absent -> dflt. */
 static bool query_int(const struct fd_req *req, const char *name, long long min, long long max, long long dflt,
 		      long long *out)
@@ -147,7 +141,7 @@ void fd_api_append(struct fd_req *req, struct fd_resp *resp)
 	char detail[256];
 
 	if (!fd_stream_name_valid(stream)) {
-		bad_param(resp, req, "stream", "stream names are 1-200 characters of A-Z a-z 0-9 _ . : -");
+		fd_api_bad_param(resp, req, "stream", "stream names are 1-200 characters of A-Z a-z 0-9 _ . : -");
 		goto done;
 	}
 	enum fd_err perr = fd_append_parse(req->body.data, req->body.len, req->ctx->cfg->max_append_events, &body,
@@ -291,7 +285,7 @@ bool fd_api_upcast_param(struct fd_req *req, struct fd_resp *resp, bool *out)
 	*out = v && strcmp(v, "true") == 0;
 	if (!v || *out || strcmp(v, "false") == 0)
 		return true;
-	bad_param(resp, req, "upcast", "upcast must be true or false");
+	fd_api_bad_param(resp, req, "upcast", "upcast must be true or false");
 	return false;
 }
 
@@ -387,7 +381,7 @@ void fd_api_read_stream(struct fd_req *req, struct fd_resp *resp)
 {
 	const char *stream = req->params[0];
 	if (!fd_stream_name_valid(stream)) {
-		bad_param(resp, req, "stream", "stream names are 1-200 characters of A-Z a-z 0-9 _ . : -");
+		fd_api_bad_param(resp, req, "stream", "stream names are 1-200 characters of A-Z a-z 0-9 _ . : -");
 		return;
 	}
 	fd_api_stream_page(req, resp, stream);
@@ -397,14 +391,14 @@ void fd_api_stream_page(struct fd_req *req, struct fd_resp *resp, const char *st
 {
 	long long from, limit;
 	if (!query_int(req, "from_version", 1, INT64_MAX, 1, &from)) {
-		bad_param(resp, req, "from_version", "from_version must be an integer >= 1");
+		fd_api_bad_param(resp, req, "from_version", "from_version must be an integer >= 1");
 		return;
 	}
 	unsigned max = req->ctx->cfg->max_read_limit;
 	if (!query_int(req, "limit", 1, max, STREAM_DEFAULT_LIMIT < max ? STREAM_DEFAULT_LIMIT : max, &limit)) {
 		char detail[64];
 		snprintf(detail, sizeof detail, "limit must be an integer in 1..%u", max);
-		bad_param(resp, req, "limit", detail);
+		fd_api_bad_param(resp, req, "limit", detail);
 		return;
 	}
 	bool upcast;
@@ -453,7 +447,7 @@ bool fd_api_feed_filter_parse(struct fd_req *req, struct fd_resp *resp, struct f
 	const char *cat = fd_req_query(req, "category");
 	if (cat) {
 		if (!*cat || !fd_stream_name_valid(cat) || strchr(cat, '-')) {
-			bad_param(resp, req, "category", "category must be 1-200 characters of A-Z a-z 0-9 _ . : (no -)");
+			fd_api_bad_param(resp, req, "category", "category must be 1-200 characters of A-Z a-z 0-9 _ . : (no -)");
 			return false;
 		}
 		if (!(f->category = strdup(cat))) {
@@ -465,7 +459,7 @@ bool fd_api_feed_filter_parse(struct fd_req *req, struct fd_resp *resp, struct f
 	const char *ts = fd_req_query(req, "types");
 	if (ts) {
 		if (!fd_input_types(ts, &f->types_copy, f->types, &f->filter.ntypes)) {
-			bad_param(resp, req, "types", "types must be a comma-separated list of 1-64 event types");
+			fd_api_bad_param(resp, req, "types", "types must be a comma-separated list of 1-64 event types");
 			return false;
 		}
 		f->filter.types = f->types;
@@ -511,7 +505,7 @@ void fd_api_read_feed(struct fd_req *req, struct fd_resp *resp)
 	struct fd_cursor after = { 0, 0 };
 	const char *a = fd_req_query(req, "after");
 	if (a && !fd_cursor_parse(a, &after)) {
-		bad_param(resp, req, "after", "after must be a cursor from a previous response (\"<tx>-<seq>\") or 0");
+		fd_api_bad_param(resp, req, "after", "after must be a cursor from a previous response (\"<tx>-<seq>\") or 0");
 		return;
 	}
 	unsigned max = req->ctx->cfg->max_read_limit;
@@ -519,7 +513,7 @@ void fd_api_read_feed(struct fd_req *req, struct fd_resp *resp)
 	if (!query_int(req, "limit", 1, max, FEED_DEFAULT_LIMIT < max ? FEED_DEFAULT_LIMIT : max, &limit)) {
 		char detail[64];
 		snprintf(detail, sizeof detail, "limit must be an integer in 1..%u", max);
-		bad_param(resp, req, "limit", detail);
+		fd_api_bad_param(resp, req, "limit", detail);
 		return;
 	}
 	struct fd_api_feed_filter f;
