@@ -20,6 +20,7 @@
 #include "factd/proj.h"
 #include "factd/uuid.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,87 @@ static const char *str(json_t *data, const char *key)
 static void int_text(json_t *data, const char *key, char buf[24])
 {
 	snprintf(buf, 24, "%lld", (long long)json_integer_value(json_object_get(data, key)));
+}
+
+/* ---- batch handlers: shared ------------------------------------------------- */
+
+/*
+ * A batch handler writes a batch as runs: within one run every event of a
+ * kind goes into one set-based statement.  That gives the per-event result
+ * only while the statements' order (creations, lines, status changes) is
+ * each key's own order in the run, so an event that would break it (a
+ * second creation, a line event after a status change, a line touched
+ * again after its removal) ends the run: the statements so far are queued
+ * and a new run starts.  Events of the domain never do (an order takes
+ * lines only while a draft); the split keeps anything else exact.
+ *
+ * What a run has seen of each key: open addressing over string pairs
+ * borrowed from the batch's events.
+ */
+struct seen_slot {
+	const char *a, *b;  /* b: NULL for a key of one part */
+	int state;
+};
+
+struct seen {
+	struct seen_slot *slots;
+	size_t cap;
+};
+
+static enum fd_err seen_init(struct seen *s, size_t events)
+{
+	s->cap = 64;
+	while (s->cap < 4 * events)
+		s->cap *= 2;
+	s->slots = calloc(s->cap, sizeof *s->slots);
+	return s->slots ? FD_OK : FD_ERR_NOMEM;
+}
+
+static void seen_reset(struct seen *s)
+{
+	memset(s->slots, 0, s->cap * sizeof *s->slots);
+}
+
+/* The state kept for (a, b), created as 0. */
+static int *seen_at(struct seen *s, const char *a, const char *b)
+{
+	uint64_t h = 1469598103934665603ull;
+	for (const char *p = a; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ull;
+	h = (h ^ 0xffu) * 1099511628211ull;
+	for (const char *p = b ? b : ""; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ull;
+	for (size_t i = h & (s->cap - 1);; i = (i + 1) & (s->cap - 1)) {
+		struct seen_slot *slot = &s->slots[i];
+		if (!slot->a) {
+			slot->a = a;
+			slot->b = b;
+			return &slot->state;
+		}
+		if (strcmp(slot->a, a) == 0 && ((!slot->b && !b) || (slot->b && b && strcmp(slot->b, b) == 0)))
+			return &slot->state;
+	}
+}
+
+/* Queue statement i with the columns of one kind of event, when the run has any. */
+static enum fd_err exec_columns(PGconn *conn, const char *table, unsigned i, struct fd_pg_array *cols, int ncols)
+{
+	if (cols[0].n == 0)
+		return FD_OK;
+	const char *params[8];
+	for (int k = 0; k < ncols; k++)
+		if (!(params[k] = fd_pg_array_text(&cols[k])))
+			return FD_ERR_NOMEM;
+	enum fd_err err = fd_projection_exec(conn, table, i, ncols, params);
+	for (int k = 0; k < ncols; k++)
+		fd_pg_array_reset(&cols[k]);
+	return err;
+}
+
+static void release_columns(struct fd_pg_array *cols, int ncols)
+{
+	for (int k = 0; k < ncols; k++)
+		fd_pg_array_release(&cols[k]);
 }
 
 /* ---- order_summaries ---------------------------------------------------- */
@@ -79,6 +161,11 @@ enum {
 	ORDER_CONFIRMED,
 	ORDER_SHIPPED,
 	ORDER_CANCELLED,
+	ORDERS_CREATED,
+	ORDERS_LINES_REMOVED,
+	ORDERS_LINES_ADDED,
+	ORDERS_LINES_SUMMARY,
+	ORDERS_TRANSITIONS,
 };
 
 static const char *const order_statements[] = {
@@ -114,6 +201,68 @@ static const char *const order_statements[] = {
 	[ORDER_CONFIRMED] = ORDER_TRANSITION("confirmed", "confirmed_at"),
 	[ORDER_SHIPPED] = ORDER_TRANSITION("shipped", "shipped_at"),
 	[ORDER_CANCELLED] = ORDER_TRANSITION("cancelled", "cancelled_at"),
+	/*
+	 * The batch handler's statements: each takes one array per column
+	 * (fd_pg_array) and writes every event of a kind in the batch at once.
+	 * Each joins the events with the summaries and keeps those above the
+	 * summary's version, as the per-event statements do one by one; the
+	 * summary's version moves last, so every statement of a run sees the
+	 * versions the run started from.
+	 */
+	[ORDERS_CREATED] =
+		"INSERT INTO {table} (order_id, customer_id, status, created_at, version, updated_at)"
+		" SELECT u.order_id, u.customer_id, 'draft', u.at, u.version, u.at"
+		" FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::bigint[]) AS u(order_id, customer_id, at, version)"
+		" ON CONFLICT (order_id) DO NOTHING",
+	/* Lines removed: at most one event per line in a run (order_handle_batch). */
+	[ORDERS_LINES_REMOVED] =
+		"DELETE FROM {table}_lines AS l USING"
+		" (SELECT u.order_id, u.product_id"
+		"   FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS u(order_id, product_id, version)"
+		"   JOIN {table} AS s ON s.order_id = u.order_id AND s.version < u.version) AS r"
+		" WHERE l.order_id = r.order_id AND l.product_id = r.product_id",
+	/* Lines added: the quantities of a line's events summed, its last price. */
+	[ORDERS_LINES_ADDED] =
+		"INSERT INTO {table}_lines AS l (order_id, product_id, quantity, unit_price_cents)"
+		" SELECT u.order_id, u.product_id, sum(u.quantity)::bigint, (array_agg(u.price ORDER BY u.version DESC))[1]"
+		" FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[])"
+		"   AS u(order_id, product_id, version, quantity, price)"
+		" JOIN {table} AS s ON s.order_id = u.order_id AND s.version < u.version"
+		" GROUP BY u.order_id, u.product_id"
+		" ON CONFLICT (order_id, product_id) DO UPDATE"
+		"   SET quantity = l.quantity + excluded.quantity, unit_price_cents = excluded.unit_price_cents",
+	/*
+	 * After the line rows: each order's line_count and total_cents are
+	 * those of its line rows (what the per-event statements keep them at,
+	 * line by line), with the version and time of its last line event.
+	 */
+	[ORDERS_LINES_SUMMARY] =
+		"UPDATE {table} AS s SET line_count = c.n, total_cents = c.total, version = x.version, updated_at = x.at"
+		" FROM (SELECT u.order_id, max(u.version) AS version, (array_agg(u.at ORDER BY u.version DESC))[1] AS at"
+		"   FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[]) AS u(order_id, version, at)"
+		"   GROUP BY u.order_id) AS x"
+		" CROSS JOIN LATERAL (SELECT count(*)::int AS n,"
+		"   coalesce(sum(l.quantity * l.unit_price_cents), 0)::bigint AS total"
+		"   FROM {table}_lines AS l WHERE l.order_id = x.order_id) AS c"
+		" WHERE s.order_id = x.order_id AND s.version < x.version",
+	/* Status changes: the last one's status, each its own time, the last reason given. */
+	[ORDERS_TRANSITIONS] =
+		"UPDATE {table} AS s SET status = x.status,"
+		" placed_at = coalesce(x.placed_at, s.placed_at), confirmed_at = coalesce(x.confirmed_at, s.confirmed_at),"
+		" shipped_at = coalesce(x.shipped_at, s.shipped_at), cancelled_at = coalesce(x.cancelled_at, s.cancelled_at),"
+		" cancel_reason = coalesce(x.reason, s.cancel_reason), version = x.version, updated_at = x.at"
+		" FROM (SELECT u.order_id, (array_agg(u.status ORDER BY u.version DESC))[1] AS status,"
+		"   (array_agg(u.at ORDER BY u.version DESC) FILTER (WHERE u.status = 'placed'))[1] AS placed_at,"
+		"   (array_agg(u.at ORDER BY u.version DESC) FILTER (WHERE u.status = 'confirmed'))[1] AS confirmed_at,"
+		"   (array_agg(u.at ORDER BY u.version DESC) FILTER (WHERE u.status = 'shipped'))[1] AS shipped_at,"
+		"   (array_agg(u.at ORDER BY u.version DESC) FILTER (WHERE u.status = 'cancelled'))[1] AS cancelled_at,"
+		"   (array_agg(u.reason ORDER BY u.version DESC) FILTER (WHERE u.reason IS NOT NULL))[1] AS reason,"
+		"   max(u.version) AS version, (array_agg(u.at ORDER BY u.version DESC))[1] AS at"
+		"   FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::bigint[], $5::text[])"
+		"     AS u(order_id, status, at, version, reason)"
+		"   JOIN {table} AS t ON t.order_id = u.order_id AND t.version < u.version"
+		"   GROUP BY u.order_id) AS x"
+		" WHERE s.order_id = x.order_id",
 	NULL,
 };
 
@@ -159,6 +308,117 @@ static enum fd_err order_handle(PGconn *conn, const char *table, const struct fd
 	return FD_OK; /* other types do not change the summary */
 }
 
+
+/* The columns of one run of order events, one array each (the batch statements' parameters). */
+enum { CREATED_COLS = 4, REMOVED_COLS = 3, ADDED_COLS = 5, LINES_COLS = 3, MOVES_COLS = 5 };
+struct order_run {
+	struct fd_pg_array created[CREATED_COLS]; /* order_id, customer_id, at, version */
+	struct fd_pg_array removed[REMOVED_COLS]; /* order_id, product_id, version */
+	struct fd_pg_array added[ADDED_COLS];     /* order_id, product_id, version, quantity, price */
+	struct fd_pg_array lines[LINES_COLS];     /* order_id, version, at: every line event, for the counters */
+	struct fd_pg_array moves[MOVES_COLS];     /* order_id, status, at, version, reason */
+};
+
+static enum fd_err order_run_flush(PGconn *conn, const char *table, struct order_run *r)
+{
+	enum fd_err err = exec_columns(conn, table, ORDERS_CREATED, r->created, CREATED_COLS);
+	if (!err)
+		err = exec_columns(conn, table, ORDERS_LINES_REMOVED, r->removed, REMOVED_COLS);
+	if (!err)
+		err = exec_columns(conn, table, ORDERS_LINES_ADDED, r->added, ADDED_COLS);
+	if (!err)
+		err = exec_columns(conn, table, ORDERS_LINES_SUMMARY, r->lines, LINES_COLS);
+	if (!err)
+		err = exec_columns(conn, table, ORDERS_TRANSITIONS, r->moves, MOVES_COLS);
+	return err;
+}
+
+/* An order event's place in an order's life: created 1, a line 2, a status change 3; 0: not for the summary. */
+static int order_phase(const char *type, const char **status)
+{
+	static const struct {
+		const char *type, *status;
+		int phase;
+	} kinds[] = {
+		{ "OrderCreated", NULL, 1 },	   { "OrderLineAdded", NULL, 2 },  { "OrderLineRemoved", NULL, 2 },
+		{ "OrderPlaced", "placed", 3 },	   { "OrderConfirmed", "confirmed", 3 },
+		{ "OrderShipped", "shipped", 3 }, { "OrderCancelled", "cancelled", 3 },
+	};
+	for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+		if (strcmp(type, kinds[i].type) == 0) {
+			*status = kinds[i].status;
+			return kinds[i].phase;
+		}
+	return 0;
+}
+
+static enum fd_err order_handle_batch(PGconn *conn, const char *table, const struct fd_feed_event *evs, size_t n)
+{
+	struct order_run r;
+	memset(&r, 0, sizeof r);
+	struct seen seen;
+	enum fd_err err = seen_init(&seen, n);
+	for (size_t i = 0; !err && i < n; i++) {
+		const struct fd_feed_event *ev = &evs[i];
+		const char *id = ev->stream + strlen("order-"), *status = NULL;
+		struct fd_uuid u;
+		int phase = order_phase(ev->type, &status);
+		if (!phase || !fd_uuid_parse(id, &u))
+			continue; /* as order_handle: nothing for the summary */
+		bool removed = strcmp(ev->type, "OrderLineRemoved") == 0;
+		const char *sku = phase == 2 ? str(ev->data, "product_id") : NULL;
+		int *order = seen_at(&seen, id, NULL), *line = sku ? seen_at(&seen, id, sku) : NULL;
+		/* line states: 1 added in this run, 2 removed in it */
+		if ((*order && (phase == 1 || phase < *order)) || (line && (*line == 2 || (removed && *line == 1)))) {
+			if ((err = order_run_flush(conn, table, &r)))
+				break;
+			seen_reset(&seen);
+			order = seen_at(&seen, id, NULL);
+			line = sku ? seen_at(&seen, id, sku) : NULL;
+		}
+		*order = phase;
+		if (line)
+			*line = removed ? 2 : 1;
+		if (phase == 1) {
+			fd_pg_array_add(&r.created[0], id);
+			fd_pg_array_add(&r.created[1], str(ev->data, "customer_id"));
+			fd_pg_array_add(&r.created[2], ev->recorded_at);
+			fd_pg_array_add_int(&r.created[3], ev->version);
+		} else if (phase == 2) {
+			if (removed) {
+				fd_pg_array_add(&r.removed[0], id);
+				fd_pg_array_add(&r.removed[1], sku);
+				fd_pg_array_add_int(&r.removed[2], ev->version);
+			} else {
+				fd_pg_array_add(&r.added[0], id);
+				fd_pg_array_add(&r.added[1], sku);
+				fd_pg_array_add_int(&r.added[2], ev->version);
+				fd_pg_array_add_int(&r.added[3], json_integer_value(json_object_get(ev->data, "quantity")));
+				fd_pg_array_add_int(&r.added[4], json_integer_value(json_object_get(
+									 json_object_get(ev->data, "unit_price"), "amount_cents")));
+			}
+			fd_pg_array_add(&r.lines[0], id);
+			fd_pg_array_add_int(&r.lines[1], ev->version);
+			fd_pg_array_add(&r.lines[2], ev->recorded_at);
+		} else {
+			fd_pg_array_add(&r.moves[0], id);
+			fd_pg_array_add(&r.moves[1], status);
+			fd_pg_array_add(&r.moves[2], ev->recorded_at);
+			fd_pg_array_add_int(&r.moves[3], ev->version);
+			fd_pg_array_add(&r.moves[4], json_string_value(json_object_get(ev->data, "reason")));
+		}
+	}
+	if (!err)
+		err = order_run_flush(conn, table, &r);
+	release_columns(r.created, CREATED_COLS);
+	release_columns(r.removed, REMOVED_COLS);
+	release_columns(r.added, ADDED_COLS);
+	release_columns(r.lines, LINES_COLS);
+	release_columns(r.moves, MOVES_COLS);
+	free(seen.slots);
+	return err;
+}
+
 /* ---- product_stock ------------------------------------------------------ */
 
 static const char product_stock_sql[] =
@@ -181,6 +441,8 @@ enum {
 	STOCK_RESERVED,
 	RESERVATION_RELEASED,
 	RESERVATION_COMMITTED,
+	PRODUCTS_CREATED,
+	PRODUCTS_MOVED,
 };
 
 static const char *const product_statements[] = {
@@ -190,6 +452,22 @@ static const char *const product_statements[] = {
 	[STOCK_RESERVED] = STOCK_MOVE("available = available - $2, reserved = reserved + $2"),
 	[RESERVATION_RELEASED] = STOCK_MOVE("available = available + $2, reserved = reserved - $2"),
 	[RESERVATION_COMMITTED] = STOCK_MOVE("reserved = reserved - $2, committed = committed + $2"),
+	/* The batch handler's: every product created in a run, then each product's moves summed. */
+	[PRODUCTS_CREATED] =
+		"INSERT INTO {table} (product_id, name, available, version, updated_at)"
+		" SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::timestamptz[])"
+		" ON CONFLICT (product_id) DO NOTHING",
+	[PRODUCTS_MOVED] =
+		"UPDATE {table} AS s SET available = s.available + x.available, reserved = s.reserved + x.reserved,"
+		" committed = s.committed + x.committed, version = x.version, updated_at = x.at"
+		" FROM (SELECT u.product_id, sum(u.available)::bigint AS available, sum(u.reserved)::bigint AS reserved,"
+		"   sum(u.committed)::bigint AS committed, max(u.version) AS version,"
+		"   (array_agg(u.at ORDER BY u.version DESC))[1] AS at"
+		"   FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::timestamptz[])"
+		"     AS u(product_id, available, reserved, committed, version, at)"
+		"   JOIN {table} AS t ON t.product_id = u.product_id AND t.version < u.version"
+		"   GROUP BY u.product_id) AS x"
+		" WHERE s.product_id = x.product_id",
 	NULL,
 };
 
@@ -223,6 +501,75 @@ static enum fd_err product_handle(PGconn *conn, const char *table, const struct 
 	return FD_OK;
 }
 
+
+enum { PCREATED_COLS = 5, PMOVED_COLS = 6 };
+
+static enum fd_err product_run_flush(PGconn *conn, const char *table, struct fd_pg_array *created,
+				     struct fd_pg_array *moved)
+{
+	enum fd_err err = exec_columns(conn, table, PRODUCTS_CREATED, created, PCREATED_COLS);
+	return err ? err : exec_columns(conn, table, PRODUCTS_MOVED, moved, PMOVED_COLS);
+}
+
+static enum fd_err product_handle_batch(PGconn *conn, const char *table, const struct fd_feed_event *evs, size_t n)
+{
+	/* How each type moves available, reserved and committed by its quantity. */
+	static const struct {
+		const char *type;
+		int available, reserved, committed;
+	} moves[] = {
+		{ "ProductRestocked", 1, 0, 0 },
+		{ "StockReserved", -1, 1, 0 },
+		{ "ReservationReleased", 1, -1, 0 },
+		{ "ReservationCommitted", 0, -1, 1 },
+	};
+	struct fd_pg_array created[PCREATED_COLS], moved[PMOVED_COLS]; /* product_id, name, stock, version, at; */
+	memset(created, 0, sizeof created);                            /* product_id, the three moves, version, at */
+	memset(moved, 0, sizeof moved);
+	struct seen seen;
+	enum fd_err err = seen_init(&seen, n);
+	for (size_t i = 0; !err && i < n; i++) {
+		const struct fd_feed_event *ev = &evs[i];
+		const char *id = ev->stream + strlen("product-");
+		bool create = strcmp(ev->type, "ProductCreated") == 0;
+		size_t m = 0;
+		while (!create && m < sizeof moves / sizeof moves[0] && strcmp(ev->type, moves[m].type) != 0)
+			m++;
+		if (!create && m == sizeof moves / sizeof moves[0])
+			continue; /* as product_handle: nothing for the stock */
+		int *state = seen_at(&seen, id, NULL);
+		if (create && *state) {
+			/* a product created again after events of it in this run: a run of its own */
+			if ((err = product_run_flush(conn, table, created, moved)))
+				break;
+			seen_reset(&seen);
+			state = seen_at(&seen, id, NULL);
+		}
+		*state = 1;
+		long long q = json_integer_value(json_object_get(ev->data, create ? "stock" : "quantity"));
+		if (create) {
+			fd_pg_array_add(&created[0], id);
+			fd_pg_array_add(&created[1], str(ev->data, "name"));
+			fd_pg_array_add_int(&created[2], q);
+			fd_pg_array_add_int(&created[3], ev->version);
+			fd_pg_array_add(&created[4], ev->recorded_at);
+		} else {
+			fd_pg_array_add(&moved[0], id);
+			fd_pg_array_add_int(&moved[1], q * moves[m].available);
+			fd_pg_array_add_int(&moved[2], q * moves[m].reserved);
+			fd_pg_array_add_int(&moved[3], q * moves[m].committed);
+			fd_pg_array_add_int(&moved[4], ev->version);
+			fd_pg_array_add(&moved[5], ev->recorded_at);
+		}
+	}
+	if (!err)
+		err = product_run_flush(conn, table, created, moved);
+	release_columns(created, PCREATED_COLS);
+	release_columns(moved, PMOVED_COLS);
+	free(seen.slots);
+	return err;
+}
+
 /* ---- the table ---------------------------------------------------------- */
 
 static const char *const order_categories[] = { "order", NULL };
@@ -237,6 +584,7 @@ const struct fd_projection shop_order_summaries = {
 	.version = 2,
 	.statements = order_statements,
 	.handle = order_handle,
+	.handle_batch = order_handle_batch,
 };
 
 const struct fd_projection shop_product_stock = {
@@ -247,4 +595,5 @@ const struct fd_projection shop_product_stock = {
 	.version = 1,
 	.statements = product_statements,
 	.handle = product_handle,
+	.handle_batch = product_handle_batch,
 };

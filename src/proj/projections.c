@@ -1,7 +1,8 @@
 /*
  * projections.c - what every projection shares: "{table}" substitution in its
  * SQL, the names its statements are prepared under, running one of them, and
- * finding a projection of an app by name.  The read models themselves belong
+ * finding a projection of an app by name, and the array literals batch
+ * handlers pass their columns in.  The read models themselves belong
  * to the apps (apps/shop/projections.c).  Pure or on the caller's connection.
  */
 #include "factd/proj.h"
@@ -56,4 +57,66 @@ const struct fd_projection *fd_projection_set_find(const struct fd_projection_se
 		if (strcmp(set->items[i]->name, name) == 0)
 			return set->items[i];
 	return NULL;
+}
+
+void fd_pg_array_add(struct fd_pg_array *a, const char *value)
+{
+	if (a->failed)
+		return;
+	struct fd_buf *b = &a->buf;
+	size_t need = value ? 2 * strlen(value) + 4 : 6;
+	if (fd_buf_reserve(b, need + 2) != FD_OK) {
+		a->failed = true;
+		return;
+	}
+	b->data[b->len++] = a->n ? ',' : '{';
+	if (!value) {
+		memcpy(b->data + b->len, "NULL", 4);
+		b->len += 4;
+	} else {
+		b->data[b->len++] = '"';
+		for (const char *p = value; *p; p++) {
+			if (*p == '"' || *p == '\\')
+				b->data[b->len++] = '\\';
+			b->data[b->len++] = *p;
+		}
+		b->data[b->len++] = '"';
+	}
+	a->n++;
+}
+
+void fd_pg_array_add_int(struct fd_pg_array *a, long long value)
+{
+	char text[24];
+	snprintf(text, sizeof text, "%lld", value);
+	fd_pg_array_add(a, text);
+}
+
+const char *fd_pg_array_text(struct fd_pg_array *a)
+{
+	if (a->failed || fd_buf_reserve(&a->buf, 3) != FD_OK)
+		return NULL;
+	struct fd_buf *b = &a->buf;
+	if (a->n == 0) {
+		memcpy(b->data, "{}", 3);
+		return b->data;
+	}
+	/* close it without counting the brace as content: the next add overwrites it */
+	b->data[b->len] = '}';
+	b->data[b->len + 1] = '\0';
+	return b->data;
+}
+
+void fd_pg_array_reset(struct fd_pg_array *a)
+{
+	a->buf.len = 0;
+	a->n = 0;
+	a->failed = false;
+}
+
+void fd_pg_array_release(struct fd_pg_array *a)
+{
+	fd_buf_release(&a->buf);
+	a->n = 0;
+	a->failed = false;
 }

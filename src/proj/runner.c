@@ -378,7 +378,18 @@ static bool apply_batch(struct fd_projector *p, struct worker *w, const char *ta
 	/* The handlers' statements go out as one pipeline; results are read after the loop. */
 	if (b.count > 0 && (!prepare_statements(w, table) || !PQenterPipelineMode(w->conn)))
 		goto done;
-	for (size_t i = 0; i < b.count; i++) {
+	if (d->handle_batch && b.count > 0) {
+		/* A batch handler writes the whole batch with set-based statements. */
+		enum fd_err err = d->handle_batch(w->conn, table, b.events, b.count);
+		if (err) {
+			end_pipeline(w->conn, d->name);
+			fd_log_fields(FD_LOG_ERROR, "projection handler failed",
+				      json_pack("{s:s, s:s, s:I, s:s}", "projection", d->name, "first_stream",
+						b.events[0].stream, "events", (json_int_t)b.count, "error", fd_err_name(err)));
+			goto done;
+		}
+	}
+	for (size_t i = 0; !d->handle_batch && i < b.count; i++) {
 		const struct fd_feed_event *ev = &b.events[i];
 		enum fd_err err = d->handle(w->conn, table, ev);
 		if (err) {
