@@ -121,7 +121,11 @@ void fd_pg_array_release(struct fd_pg_array *a);
  * made while a table was tiny (a new projection, a rebuild's copy, a table
  * just vacuumed) would scan the table as it grows, where an index lookup
  * costs the same at any size.  Without sequential scans to choose from, the
- * planner takes the indexes.
+ * planner takes the indexes.  The same holds for a batch handler's joins of
+ * its arrays with a table: a merge join made while the table was tiny reads
+ * the whole of an index in order (as slow as a scan, and growing with the
+ * table); without merge and hash joins, each array element is an index
+ * lookup.
  *
  * A round commits without waiting for its WAL flush: its rows and its
  * checkpoint are in one transaction and WAL is flushed in order, so a crash
@@ -130,7 +134,9 @@ void fd_pg_array_release(struct fd_pg_array *a);
  * were committed durably before any round could read them).  The flush
  * each round used to wait for shared the disk with the appends' commits.
  */
-#define FD_PROJECTION_SESSION_SQL "SET enable_seqscan = off; SET synchronous_commit = off"
+#define FD_PROJECTION_SESSION_SQL                                                                            \
+	"SET enable_seqscan = off; SET enable_mergejoin = off; SET enable_hashjoin = off;"                  \
+	" SET synchronous_commit = off"
 /* Room for a prepared statement's name: PostgreSQL keeps 63 bytes of it. */
 #define FD_PROJECTION_STATEMENT_NAME 64
 
