@@ -145,7 +145,7 @@ static void nap(struct fd_saga_engine *e, uint64_t *seen, unsigned ms)
  * command that committed durably also made every earlier saga write durable.
  * The commands themselves go through the pool and commit synchronously.
  */
-static PGconn *connect_db(struct fd_saga_engine *e)
+static PGconn *connect_db(struct fd_saga_engine *e, bool intake)
 {
 	PGconn *c = PQconnectdb(e->conninfo);
 	fd_pg_log_notices(c, "saga engine");
@@ -156,11 +156,18 @@ static PGconn *connect_db(struct fd_saga_engine *e)
 		return NULL;
 	}
 	/*
-	 * Prepared statements keep their parse, not their plan: a generic plan of
-	 * the intake's range queries over events, made without the cursor's
-	 * values, can scan the whole table (seen: 16 ms a round instead of 0.03).
+	 * The intake's prepared statements keep their parse, not their plan: a
+	 * generic plan of its range queries over events, made without the
+	 * cursor's values, can scan the whole table (seen: 16 ms a round instead
+	 * of 0.03).  A worker's statements each find their rows by key (a saga's
+	 * id, the due index), so they keep generic plans and are not planned
+	 * again on every run of every step; like the projector's sessions
+	 * (FD_PROJECTION_SESSION_SQL), a worker's has no sequential scans to
+	 * choose from, so a plan made while the tables were tiny stays an index
+	 * lookup as they grow.
 	 */
-	if (!fd_saga_exec(c, "SET synchronous_commit = off") || !fd_saga_exec(c, "SET plan_cache_mode = force_custom_plan")) {
+	const char *plans = intake ? "SET plan_cache_mode = force_custom_plan" : "SET enable_seqscan = off";
+	if (!fd_saga_exec(c, "SET synchronous_commit = off") || !fd_saga_exec(c, plans)) {
 		PQfinish(c);
 		return NULL;
 	}
@@ -485,7 +492,7 @@ static void *intake_main(void *arg)
 	unsigned held_ms = 0;
 	while (!atomic_load(&e->stop)) {
 		if (!conn) {
-			conn = connect_db(e);
+			conn = connect_db(e, true);
 			owned = false;
 			if (!conn) {
 				sleep(1);
@@ -564,28 +571,31 @@ static bool start_job(struct fd_saga_engine *e, PGconn *conn, struct claimed *c)
 {
 	c->job = fd_saga_next_job(&c->st);
 	c->seq[0] = '\0';
-	const char *ip[] = { c->st.id };
-	PGresult *u = fd_saga_sql(conn,
-				  "UPDATE saga_steps SET outcome = 'interrupted', finished_at = now()"
-				  " WHERE saga_id = $1::uuid AND outcome = 'running'",
-				  1, ip);
-	bool ok = u != NULL;
-	PQclear(u);
-	if (ok && (c->job.kind == FD_JOB_ACTION || c->job.kind == FD_JOB_COMPENSATION)) {
+	PGresult *u;
+	if (c->job.kind == FD_JOB_ACTION || c->job.kind == FD_JOB_COMPENSATION) {
+		/* one statement: the runs left behind marked, the new one opened */
 		char attempt[16];
 		snprintf(attempt, sizeof attempt, "%u", c->job.attempt);
 		const char *hp[] = { c->st.id, c->st.type->steps[c->job.step].name, job_kind_name(c->job.kind), attempt,
 				     e->owner };
 		u = fd_saga_sql(conn,
-				"INSERT INTO saga_steps (saga_id, seq, step, kind, attempt, worker)"
+				"WITH left_behind AS (UPDATE saga_steps SET outcome = 'interrupted', finished_at = now()"
+				" WHERE saga_id = $1::uuid AND outcome = 'running')"
+				" INSERT INTO saga_steps (saga_id, seq, step, kind, attempt, worker)"
 				" SELECT $1::uuid, coalesce(max(seq), 0) + 1, $2, $3, $4::int, $5"
 				" FROM saga_steps WHERE saga_id = $1::uuid RETURNING seq::text",
 				5, hp);
-		ok = u != NULL;
 		if (u)
 			snprintf(c->seq, sizeof c->seq, "%s", PQgetvalue(u, 0, 0));
-		PQclear(u);
+	} else {
+		const char *ip[] = { c->st.id };
+		u = fd_saga_sql(conn,
+				"UPDATE saga_steps SET outcome = 'interrupted', finished_at = now()"
+				" WHERE saga_id = $1::uuid AND outcome = 'running'",
+				1, ip);
 	}
+	bool ok = u != NULL;
+	PQclear(u);
 	return ok;
 }
 
@@ -788,7 +798,7 @@ static void *worker_main(void *arg)
 	unsigned idle_ms = me == 0 ? e->cfg.poll_ms : 10 * e->cfg.poll_ms;
 	struct claimed batch[CLAIM_BATCH];
 	while (!atomic_load(&e->stop)) {
-		if (!conn && !(conn = connect_db(e))) {
+		if (!conn && !(conn = connect_db(e, false))) {
 			nap(e, &seen, 1000);
 			continue;
 		}
