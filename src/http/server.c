@@ -123,6 +123,7 @@ static char over_limit_mark;
  */
 enum run_phase {
 	RUN_NONE = 0,    /* the handler has not been handed to a worker */
+	RUN_ARMED,       /* the request is complete; the next call hands it to a worker (see on_request) */
 	RUN_BUSY,        /* a worker runs it, or it is parked: the connection is suspended */
 	RUN_DONE,        /* sr->resp holds the answer; the connection was resumed */
 };
@@ -657,7 +658,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		fd_problem(&resp, req, 400, "json-too-deep", "JSON nested too deeply", detail, NULL);
 		return queue(req, &resp);
 	}
-	/* The handler may block on the database: a worker runs it, the connection waits suspended. */
+	/*
+	 * The handler may block on the database: a worker runs it while the
+	 * connection waits suspended.  Not on this call but on the next (MHD
+	 * calls again at once): libmicrohttpd 0.9.75 does not update what it
+	 * waits for on a suspended connection, so one suspended straight from
+	 * reading would read again when resumed, and a client that has
+	 * half-closed its end after the request would be cut off unanswered.
+	 */
+	if (sr->phase == RUN_NONE) {
+		sr->phase = RUN_ARMED;
+		return MHD_YES;
+	}
 	sr->phase = RUN_BUSY;
 	MHD_suspend_connection(conn);
 	if (!fd_workers_submit(srv->workers, &sr->job)) {
