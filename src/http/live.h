@@ -21,6 +21,8 @@ struct fd_sse_hub;
 /* The server's worker pool and hub (borrowed; they live as long as the server). */
 struct fd_workers *fd_server_workers(struct fd_server *srv);
 struct fd_sse_hub *fd_server_sse_hub(struct fd_server *srv);
+/* Requests parked now (fd_req_park), for tests and metrics. */
+unsigned fd_server_parked(struct fd_server *srv);
 
 /* Start the hub's thread for ctx (borrowed).  Caller owns *out. */
 FD_MUST_USE enum fd_err fd_sse_hub_start(struct fd_ctx *ctx, struct fd_workers *workers, struct fd_sse_hub **out);

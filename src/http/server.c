@@ -966,6 +966,16 @@ struct fd_sse_hub *fd_server_sse_hub(struct fd_server *srv)
 	return srv->hub;
 }
 
+unsigned fd_server_parked(struct fd_server *srv)
+{
+	unsigned n = 0;
+	pthread_mutex_lock(&srv->lock);
+	for (struct server_req *sr = srv->parked; sr; sr = sr->park_next)
+		n++;
+	pthread_mutex_unlock(&srv->lock);
+	return n;
+}
+
 enum fd_err fd_server_start(struct fd_ctx *ctx, struct fd_server **out)
 {
 	const struct fd_config *cfg = ctx->cfg;

@@ -28,6 +28,7 @@
 #include <libpq-fe.h>
 
 #include "factd/jsonspan.h"
+#include "http/live.h"
 #include "http/problem.h"
 #include "http_client.h"
 #include "test_server.h"
@@ -1203,6 +1204,15 @@ static void read_park(int fd, struct fd_test_resp *r)
 	free(b.p);
 }
 
+/* Wait (up to 30 s) until `n` requests are parked. */
+static void wait_parked(const struct fd_test_server *ts, unsigned n)
+{
+	long long deadline = fd_test_now_ms() + 30000;
+	while (fd_server_parked(ts->srv) < n && fd_test_now_ms() < deadline)
+		fd_test_sleep_ms(10);
+	cr_assert_eq(fd_server_parked(ts->srv), n, "%u requests parked, not %u", fd_server_parked(ts->srv), n);
+}
+
 static char *feed_head(const struct fd_test_server *ts)
 {
 	struct fd_test_resp r;
@@ -1224,6 +1234,7 @@ Test(parking, parked_requests_hold_no_worker_and_wake_on_appends, .timeout = 120
 	int fds[N];
 	for (int i = 0; i < N; i++)
 		fds[i] = send_park(ts.port, head, 60000);
+	wait_parked(&ts, N);
 	/*
 	 * Two workers, six requests waiting: were they holding a worker each, no
 	 * other request would be served before they end.
@@ -1258,6 +1269,7 @@ Test(parking, parked_requests_stay_unanswered_until_there_is_something, .timeout
 	int fds[N];
 	for (int i = 0; i < N; i++)
 		fds[i] = send_park(ts.port, head, 60000);
+	wait_parked(&ts, N);
 	/* More requests than workers are served meanwhile, and the parked ones have no answer yet. */
 	for (int i = 0; i < 10; i++) {
 		struct fd_test_resp r;
@@ -1302,11 +1314,8 @@ Test(parking, stopping_answers_parked_requests, .timeout = 60)
 	free(append(&ts, "park-1", "Before", 0));
 	char *head = feed_head(&ts);
 	int fd = send_park(ts.port, head, 60000);
-	/* The request is parked once another request on the same workers is served after it. */
+	wait_parked(&ts, 1);
 	struct fd_test_resp r;
-	cr_assert_eq(fd_test_get(ts.port, "/healthz", &r), 0);
-	fd_test_resp_free(&r);
-	fd_test_sleep_ms(200);
 	fd_test_server_stop(&ts);
 	/* Answered because the server stopped, long before its 60 s were up. */
 	read_park(fd, &r);
