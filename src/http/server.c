@@ -673,7 +673,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	sr->phase = RUN_BUSY;
 	MHD_suspend_connection(conn);
 	if (!fd_workers_submit(srv->workers, &sr->job)) {
-		fd_problem(&sr->resp, req, 503, "unavailable", "Shutting down", "the server is stopping; try again", NULL);
+		fd_problem(&sr->resp, req, 503, "shutting-down", "Shutting down", "the server is stopping; try again", NULL);
 		fd_resp_header(&sr->resp, "Retry-After", "1");
 		sr->phase = RUN_DONE;
 		MHD_resume_connection(conn);
@@ -719,7 +719,7 @@ static void run_handler(struct fd_job *job)
 		pthread_mutex_unlock(&srv->lock);
 		if (!stopping)
 			return; /* the parker hands it back */
-		fd_problem(&sr->resp, req, 503, "unavailable", "Shutting down", "the server is stopping; try again",
+		fd_problem(&sr->resp, req, 503, "shutting-down", "Shutting down", "the server is stopping; try again",
 			   NULL);
 		fd_resp_header(&sr->resp, "Retry-After", "1");
 	}
@@ -753,8 +753,9 @@ static void unpark_due(struct fd_server *srv, uint64_t gen, bool have_notifier, 
 		sr->park_next = NULL;
 		sr->req.wake = why;
 		if (!fd_workers_submit(srv->workers, &sr->job)) {
-			fd_problem(&sr->resp, &sr->req, 503, "unavailable", "Shutting down",
+			fd_problem(&sr->resp, &sr->req, 503, "shutting-down", "Shutting down",
 				   "the server is stopping; try again", NULL);
+			fd_resp_header(&sr->resp, "Retry-After", "1");
 			finish_run(sr);
 		}
 	}
