@@ -1084,12 +1084,14 @@ static char *raw_on_kept_alive(uint16_t port, const char *raw, bool *closed)
 	return fd_buf_detach(&got);
 }
 
-/* How many responses the bytes hold (status lines at the start or after a body). */
+/* How many responses the bytes hold: status lines ("HTTP/1.1 ddd "), at the start or right after a body. */
 static int responses_in(const char *bytes)
 {
 	int n = 0;
 	for (const char *p = bytes; (p = strstr(p, "HTTP/1.1 ")) != NULL; p++)
-		n++;
+		if (p[9] >= '1' && p[9] <= '5' && p[10] >= '0' && p[10] <= '9' && p[11] >= '0' && p[11] <= '9' &&
+		    p[12] == ' ')
+			n++;
 	return n;
 }
 
