@@ -277,7 +277,7 @@ static int run_sse(int nsubs, int rate, int seconds)
 			for (int i = 0; i < APPENDERS && sent < due; i++) {
 				if (ap[i].busy)
 					continue;
-				int bl = snprintf(body, sizeof body, "{\"events\":[{\"type\":\"LiveBench\",\"data\":{\"t\":%lld}}]}",
+				int bl = snprintf(body, sizeof body, "{\"expected_version\":\"any\",\"events\":[{\"type\":\"LiveBench\",\"data\":{\"t\":%lld}}]}",
 						  (long long)wall_us());
 				int pl = snprintf(post, sizeof post,
 						  "POST /streams/livebench-%d/events HTTP/1.1\r\nHost: %s\r\n"

@@ -69,7 +69,7 @@
 #define RETRY_FRAME "retry: 2000\n\n"
 #define HEARTBEAT_FRAME ": heartbeat\n\n"
 #define POLL_MS 1000            /* hub feed reads when not woken */
-#define MIN_READ_GAP_MS 20      /* woken hub reads at most this often */
+#define MIN_READ_GAP_MS 100     /* woken hub reads at most this often: each read resumes every waiting stream */
 #define FOLLOW_UP_MS 200        /* first follow-up after a woken read that found nothing */
 #define MAX_FOLLOW_UP_MS 800
 #define TICK_MS 1000            /* heartbeats, vanished clients, retries of failed reads */
