@@ -24,7 +24,7 @@ struct fd_config {
 	char *listen_host;        /* FACTD_LISTEN host part, default 127.0.0.1 */
 	unsigned port;            /* FACTD_LISTEN port part, default 8080; 0 = ephemeral */
 	char *database_url;       /* FACTD_DATABASE_URL, libpq conninfo or URI */
-	unsigned workers;         /* FACTD_WORKERS: HTTP worker threads */
+	unsigned workers;         /* FACTD_WORKERS: threads running HTTP handlers */
 	unsigned pool_size;       /* FACTD_POOL_SIZE: PostgreSQL connections, default = workers */
 	unsigned append_batches;  /* FACTD_APPEND_BATCHES: group-committed append batches at once; 0 = off */
 	unsigned pool_timeout_ms; /* FACTD_POOL_TIMEOUT_MS: wait for a free connection */
@@ -55,6 +55,7 @@ struct fd_config {
 	char *tls_key;            /* FACTD_TLS_KEY: PEM private key file; set with tls_cert or not at all */
 	char *cors_origins;       /* FACTD_CORS_ORIGINS: comma-separated exact origins or "*", NULL = none */
 	unsigned max_json_depth;  /* FACTD_MAX_JSON_DEPTH: deepest nesting of arrays/objects in a body */
+	unsigned http_threads;    /* FACTD_HTTP_THREADS: libmicrohttpd polling threads (network I/O only) */
 };
 
 /*

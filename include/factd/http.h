@@ -2,8 +2,10 @@
  * http.h - the HTTP server: request/response values, the handler signature
  * and the server lifecycle.
  *
- * Threading: libmicrohttpd runs a pool of worker threads; each request is
- * handled start to finish on one of them.  Handlers may block on the database.
+ * Threading: libmicrohttpd's polling thread(s) do the network I/O (epoll);
+ * a handler runs on one of cfg->workers worker threads, and may block on the
+ * database there.  A handler that would wait for new events parks its
+ * request instead (fd_req_park) and holds no thread meanwhile.
  * struct fd_ctx is shared and read-only after start (its pool is thread-safe).
  */
 #ifndef FACTD_HTTP_H
@@ -70,6 +72,14 @@ struct MHD_Connection;
 struct fd_route;
 struct fd_server;
 
+/* Why a parked handler runs again (struct fd_req.wake; see fd_req_park). */
+enum fd_wake {
+	FD_WAKE_NONE = 0,   /* the first run */
+	FD_WAKE_NOTIFIED,   /* app->notifier announced appends since the last run began */
+	FD_WAKE_TIMEOUT,    /* the park's timeout passed */
+	FD_WAKE_STOPPING,   /* the server is stopping: answer now */
+};
+
 /* One request.  Owned by the server; freed in libmicrohttpd's completion callback. */
 struct fd_req {
 	struct fd_ctx *ctx;
@@ -87,6 +97,11 @@ struct fd_req {
 	struct fd_server *server;          /* borrowed; outlives the request */
 	bool stream_slot;                  /* holds one of cfg->max_streams (fd_req_stream_slot) */
 	char caller[24];                   /* "key:<12 hex of its SHA-256>" of the API key used, else "" */
+	/* parking (fd_req_park) */
+	enum fd_wake wake;                 /* why this run of the handler happens */
+	unsigned runs;                     /* runs of the handler before this one */
+	void *park_state;                  /* the handler's own, kept between runs */
+	void (*park_free)(void *state);    /* frees park_state when the request ends (may be NULL) */
 };
 
 struct fd_resp_header {
@@ -96,10 +111,12 @@ struct fd_resp_header {
 
 /*
  * A streamed body's reader (libmicrohttpd's content-reader contract): called
- * on the connection's own thread, it writes up to `max` bytes at `buf` and
- * returns how many, or FD_STREAM_END / FD_STREAM_ERROR.  It may block, but
- * must not return 0 (that spins) and should return FD_STREAM_END soon after
- * fd_server_stopping becomes true.
+ * on libmicrohttpd's polling thread, it writes up to `max` bytes at `buf` and
+ * returns how many, or FD_STREAM_END / FD_STREAM_ERROR.  It must not block:
+ * with nothing to send it suspends the connection (MHD_suspend_connection)
+ * and returns 0, and whoever has more resumes it (the live feed's hub, see
+ * src/http/live.h).  It should return FD_STREAM_END once
+ * fd_server_stopping becomes true, and must not stay suspended past then.
  */
 typedef ssize_t (*fd_stream_read_fn)(void *cls, uint64_t pos, char *buf, size_t max);
 #define FD_STREAM_END ((ssize_t)-1)
@@ -137,6 +154,18 @@ const char *fd_req_header(const struct fd_req *req, const char *name);
  * server is stopping.
  */
 bool fd_req_stream_slot(struct fd_req *req);
+
+/*
+ * Park the request instead of answering it now: the handler returns with
+ * resp untouched, no thread waits, and the handler is called again (on a
+ * worker, same req, empty resp) once app->notifier announces appends made
+ * after this run began, once `timeout_ms` have passed, or when the server
+ * stops; req->wake says which (wake-ups may be spurious: check again).  A
+ * handler keeps what it needs between runs in req->park_state.  Without a
+ * notifier only the timeout and the stop wake it.  Called while stopping,
+ * the request is answered 503 instead.
+ */
+void fd_req_park(struct fd_req *req, unsigned timeout_ms);
 
 /* Response helpers. */
 /* Set a JSON body (takes ownership of `body`, which may be NULL on NOMEM -> 500). */

@@ -24,7 +24,7 @@ static const char usage[] =
 	"environment:\n"
 	"  FACTD_DATABASE_URL       PostgreSQL conninfo or URI (required)\n"
 	"  FACTD_LISTEN             host:port to listen on (default 127.0.0.1:8080)\n"
-	"  FACTD_WORKERS            default pool size; every connection has its own thread (default 16)\n"
+	"  FACTD_WORKERS            threads running request handlers; also the default pool size (default 16)\n"
 	"  FACTD_POOL_SIZE          PostgreSQL connections (default = FACTD_WORKERS)\n"
 	"  FACTD_APPEND_BATCHES     appends of concurrent requests share a transaction, at most this many\n"
 	"                           such transactions at once; 0 = every append alone (default 1)\n"
@@ -50,6 +50,7 @@ static const char usage[] =
 	"  FACTD_SAGA_LEASE_MS      a worker's claim on a step; a crashed worker's step reruns after it (default 30000)\n"
 	"  FACTD_SAGA_TIME_PERCENT  scales every saga timeout and retry delay, in percent (default 100)\n"
 	"  FACTD_MAX_JSON_DEPTH     deepest nesting of arrays and objects in a request body (default 128)\n"
+	"  FACTD_HTTP_THREADS       threads doing the HTTP network I/O (epoll); handlers run on the workers (default 2)\n"
 	"\n"
 	"access (see README, \"Security\"):\n"
 	"  FACTD_API_KEYS           comma-separated role:key entries, role read|write|admin; a key may be\n"
@@ -72,6 +73,7 @@ enum fd_err fd_config_defaults(struct fd_config *cfg)
 	cfg->listen_host = strdup("127.0.0.1");
 	cfg->port = 8080;
 	cfg->workers = 16;
+	cfg->http_threads = 2;
 	cfg->pool_size = 0;
 	cfg->append_batches = FD_POOL_APPEND_BATCHES;
 	cfg->pool_timeout_ms = 5000;
@@ -156,6 +158,7 @@ static const struct num_opt num_opts[] = {
 	NUM("FACTD_SAGA_LEASE_MS", saga_lease_ms, 100, 3600000),
 	NUM("FACTD_SAGA_TIME_PERCENT", saga_time_pct, 1, 100000),
 	NUM("FACTD_MAX_JSON_DEPTH", max_json_depth, 1, 1000),
+	NUM("FACTD_HTTP_THREADS", http_threads, 1, 64),
 };
 #undef NUM
 

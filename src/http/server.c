@@ -2,18 +2,37 @@
  * server.c - libmicrohttpd glue: per-request context, bounded body
  * accumulation, routing, response queuing, request logging and graceful stop.
  *
- * Threading: MHD runs one thread per connection (bounded by
- * cfg->max_connections) plus a listening thread.  A request lives on one thread; its struct fd_req is allocated
- * on the first access-handler call and freed only in the completion callback
- * (which MHD also calls for clients that abort mid-upload).  The in-flight
- * and stream-slot counters are the shared mutable state, guarded by a mutex,
- * plus an atomic stopping flag that streamed responses poll; request metrics
- * go to the app's registry (atomic counters).
+ * Threading: event-driven.  MHD's polling threads (cfg->http_threads, epoll)
+ * accept connections, parse requests, read bodies and write responses; they
+ * never wait on the database.  Once a request's body is in, its connection is
+ * suspended and the handler runs on one of cfg->workers worker threads
+ * (workers.c); the worker leaves the response in the request and resumes the
+ * connection, and MHD calls the access handler once more to queue it.  An
+ * idle keep-alive connection costs a socket and its MHD memory, no thread.
+ * A request's struct fd_req is allocated on the first access-handler call
+ * and freed only in the completion callback (which MHD also calls for
+ * clients that abort mid-upload); while a worker has it, the connection is
+ * suspended, so MHD neither touches nor frees it.  The in-flight, stream-slot
+ * and parked-request state is guarded by a mutex, plus an atomic stopping
+ * flag; request metrics go to the app's registry (atomic counters).
+ *
+ * Parking (fd_req_park): a handler that waits for new events returns
+ * without an answer; its request goes on the parked list, and the parker
+ * thread hands it back to the workers when app->notifier's generation moves
+ * past the one seen before the handler's run, when its timeout passes, or
+ * when the server stops.  No worker is held while a request is parked.
  *
  * A streamed response (fd_resp.stream_read) is sent chunked from a content
- * reader that MHD calls on the connection's thread; fd_server_stop sets the
- * stopping flag and wakes app->notifier so that readers end their streams
- * and the in-flight wait is not spent on them.
+ * reader that MHD calls on its polling thread and that suspends the
+ * connection while it has nothing to send (api_sse.c).  fd_server_stop sets
+ * the stopping flag, resumes every stream and parked request so that they
+ * end, and waits for the workers before it stops MHD (which must not stop
+ * with a connection suspended).
+ *
+ * RFC 9112 framing: an HTTP/1.1 request without Host, one with more than one
+ * Host, and one with a field name that is not a token (whitespace before the
+ * colon: "Content-Length : 5" would otherwise be ignored and its body read as
+ * the next request) get 400 malformed-request and the connection is closed.
  *
  * Access and limits, in the order a request meets them: a connection past
  * cfg->max_connections gets one 503 and is closed (MHD's own limit is set a
@@ -44,6 +63,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -53,7 +73,9 @@
 #include "factd/log.h"
 #include "factd/metrics.h"
 #include "factd/notify.h"
+#include "http/live.h"
 #include "http/problem.h"
+#include "http/workers.h"
 #include "factd/router.h"
 #include "factd/uuid.h"
 
@@ -69,6 +91,14 @@ struct fd_server {
 	atomic_bool stopping;  /* set by fd_server_stop; read by stream readers */
 	char *tls_cert;        /* PEM text of cfg->tls_cert / tls_key, NULL without TLS */
 	char *tls_key;
+	struct fd_workers *workers;  /* run the handlers */
+	struct fd_sse_hub *hub;      /* follows the feed for the event streams */
+	/* parked requests (fd_req_park), under lock */
+	struct server_req *parked;
+	pthread_t parker;
+	bool parker_started;
+	bool parker_quit;
+	pthread_cond_t park_cond;    /* a request was parked, or quit (without a notifier: also timeouts) */
 };
 
 _Static_assert(sizeof((struct fd_req *)0)->caller > FD_API_KEY_ID_LEN, "fd_req.caller is too small");
@@ -91,10 +121,26 @@ static char over_limit_mark;
  * only the server needs.  Allocated by on_uri (MHD calls it once per request,
  * before the headers are parsed), freed in on_completed.
  */
+enum run_phase {
+	RUN_NONE = 0,    /* the handler has not been handed to a worker */
+	RUN_ARMED,       /* the request is complete; the next call hands it to a worker (see on_request) */
+	RUN_BUSY,        /* a worker runs it, or it is parked: the connection is suspended */
+	RUN_DONE,        /* sr->resp holds the answer; the connection was resumed */
+};
+
 struct server_req {
 	struct fd_req req;
 	char *raw_uri;   /* the request target as sent, before percent-decoding; owned */
 	bool started;    /* on_request has seen it (and counted it in srv->inflight) */
+	enum run_phase phase;
+	struct fd_resp resp;        /* the worker's answer (RUN_DONE) */
+	struct fd_job job;          /* runs the handler on a worker */
+	/* parking */
+	bool park_asked;            /* the handler's last run called fd_req_park */
+	unsigned park_ms;
+	uint64_t park_gen;          /* the notifier's generation before the handler's last run */
+	int64_t park_until_ms;      /* CLOCK_MONOTONIC deadline */
+	struct server_req *park_next;
 };
 
 static struct server_req *server_req_of(struct fd_req *req)
@@ -204,6 +250,9 @@ void fd_resp_release(struct fd_resp *resp)
 static void req_free(struct fd_req *req)
 {
 	struct server_req *sr = server_req_of(req);
+	fd_resp_release(&sr->resp);
+	if (req->park_free && req->park_state)
+		req->park_free(req->park_state);
 	for (size_t i = 0; i < req->nparams; i++)
 		free(req->params[i]);
 	fd_buf_release(&req->body);
@@ -228,10 +277,18 @@ static enum MHD_Result queue(struct fd_req *req, struct fd_resp *resp)
 	struct MHD_Response *r;
 	bool streamed = resp->stream_read != NULL;
 	if (streamed) {
-		r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, resp->stream_read, resp->stream_cls,
+		/* The reader writes into the connection's own buffer; the block is MHD's advice only. */
+		r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4 * 1024, resp->stream_read, resp->stream_cls,
 						      resp->stream_free);
 		if (r)
 			resp->stream_cls = NULL; /* now owned by MHD */
+		/*
+		 * MHD closes a connection that saw no I/O for its timeout: a stream
+		 * may be silent for a heartbeat interval on top of the usual idle
+		 * timeout.
+		 */
+		MHD_set_connection_option(req->conn, MHD_CONNECTION_OPTION_TIMEOUT,
+					  req->ctx->cfg->request_timeout_s + req->ctx->cfg->sse_heartbeat_s);
 	} else if (resp->body) {
 		r = MHD_create_response_from_buffer_with_free_callback(resp->body_len, resp->body, free);
 		resp->body = NULL; /* now owned by MHD */
@@ -358,20 +415,81 @@ static bool encoded_slash(const char *raw_uri)
 	return false;
 }
 
-static enum MHD_Result add_header_bytes(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+/* What one pass over the request's header fields finds. */
+struct header_scan {
+	size_t bytes;         /* request line and headers, as sent less optional whitespace */
+	unsigned hosts;       /* Host fields */
+	const char *bad_name; /* the first field name that is not a token (borrowed), or NULL */
+};
+
+/* RFC 9110 tchar: what a field name is made of (no whitespace, no separators). */
+static bool is_token(const char *s)
 {
-	size_t *n = cls;
-	*n += strlen(key) + 2 + (value ? strlen(value) : 0) + 2; /* "name: value\r\n" */
+	if (!*s)
+		return false;
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+			  (c && strchr("!#$%&'*+-.^_`|~", c));
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+static enum MHD_Result scan_field(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	struct header_scan *h = cls;
+	(void)kind;
+	h->bytes += strlen(key) + 2 + (value ? strlen(value) : 0) + 2; /* "name: value\r\n" */
+	if (strcasecmp(key, "Host") == 0)
+		h->hosts++;
+	if (!h->bad_name && !is_token(key))
+		h->bad_name = key;
 	return MHD_YES;
 }
 
-/* The bytes of the request line and headers, as sent less optional whitespace. */
-static size_t header_bytes(struct fd_req *req, const char *version)
+static void scan_headers(struct fd_req *req, const char *version, struct header_scan *h)
 {
 	const char *target = server_req_of(req)->raw_uri;
-	size_t n = strlen(req->method) + 1 + strlen(target ? target : req->path) + 1 + strlen(version) + 2 + 2;
-	MHD_get_connection_values(req->conn, MHD_HEADER_KIND, add_header_bytes, &n);
-	return n;
+	memset(h, 0, sizeof *h);
+	h->bytes = strlen(req->method) + 1 + strlen(target ? target : req->path) + 1 + strlen(version) + 2 + 2;
+	MHD_get_connection_values(req->conn, MHD_HEADER_KIND, scan_field, h);
+}
+
+/*
+ * RFC 9112 sections 3.2 and 5.1: exactly one Host in HTTP/1.1, field names
+ * without whitespace before the colon.  True when rejected (a 400 problem in
+ * resp; the connection is to be closed, since what follows on it cannot be
+ * framed with confidence).
+ */
+static bool malformed(struct fd_req *req, const char *version, const struct header_scan *h, struct fd_resp *resp)
+{
+	char detail[160];
+	json_t *ext = NULL;
+	if (h->bad_name) {
+		char shown[64];
+		size_t n = 0;
+		for (const char *p = h->bad_name; *p && n < sizeof shown - 1; p++)
+			if ((unsigned char)*p > ' ' && (unsigned char)*p < 0x7f)
+				shown[n++] = *p;
+		shown[n] = '\0';
+		snprintf(detail, sizeof detail,
+			 "a header field name must be a token, with no whitespace before its colon (RFC 9112, 5.1)");
+		ext = json_pack("{s:s}", "header", shown);
+	} else if (h->hosts > 1) {
+		snprintf(detail, sizeof detail, "a request must carry one Host header; this one has %u (RFC 9112, 3.2)",
+			 h->hosts);
+		ext = json_pack("{s:s}", "header", "Host");
+	} else if (h->hosts == 0 && strcmp(version, MHD_HTTP_VERSION_1_1) == 0) {
+		snprintf(detail, sizeof detail, "an HTTP/1.1 request must carry a Host header (RFC 9112, 3.2)");
+		ext = json_pack("{s:s}", "header", "Host");
+	} else {
+		return false;
+	}
+	fd_problem(resp, req, 400, "malformed-request", "Malformed request", detail, ext);
+	fd_resp_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+	return true;
 }
 
 /* Decide on the first call whether the request can be answered before its body. */
@@ -424,6 +542,8 @@ static bool early_reject(struct fd_req *req, struct fd_resp *resp)
 	return false;
 }
 
+static void run_handler(struct fd_job *job);
+
 /*
  * True once a request's body has taken longer than cfg->request_timeout_s
  * since its headers arrived.  MHD's own timeout only closes silent
@@ -449,6 +569,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	struct fd_req *req = &sr->req;
 	if (!sr->started) {
 		sr->started = true;
+		sr->job.run = run_handler;
 		clock_gettime(CLOCK_MONOTONIC, &req->start);
 		req->ctx = srv->ctx;
 		req->server = srv;
@@ -476,7 +597,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			fd_resp_header(&resp, MHD_HTTP_HEADER_CONNECTION, "close");
 			return queue(req, &resp);
 		}
-		if (header_bytes(req, version) > FD_MAX_HEADER_BYTES) {
+		struct header_scan scan;
+		scan_headers(req, version, &scan);
+		if (scan.bytes > FD_MAX_HEADER_BYTES) {
 			char detail[96];
 			snprintf(detail, sizeof detail, "the request line and headers may be at most %d bytes",
 				 FD_MAX_HEADER_BYTES);
@@ -484,6 +607,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			fd_resp_header(&resp, MHD_HTTP_HEADER_CONNECTION, "close");
 			return queue(req, &resp);
 		}
+		if (malformed(req, version, &scan, &resp))
+			return queue(req, &resp);
 		if (strcmp(method, MHD_HTTP_METHOD_OPTIONS) == 0 && fd_req_header(req, "Origin") &&
 		    fd_req_header(req, "Access-Control-Request-Method")) {
 			preflight(req, &resp);
@@ -516,6 +641,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 	if (req->status) /* answered early; MHD is draining */
 		return MHD_YES;
+	if (sr->phase == RUN_DONE) /* back from a worker */
+		return queue(req, &sr->resp);
+	if (sr->phase == RUN_BUSY) /* resumed without an answer: cannot happen, but never run twice */
+		return MHD_YES;
 	if (req->body_too_large) {
 		char detail[96];
 		snprintf(detail, sizeof detail, "the body may be at most %zu bytes", req->ctx->cfg->max_body);
@@ -529,10 +658,149 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		fd_problem(&resp, req, 400, "json-too-deep", "JSON nested too deeply", detail, NULL);
 		return queue(req, &resp);
 	}
-	req->route->handler(req, &resp);
-	if (!resp.status)
-		fd_problem(&resp, req, 500, "internal", "Internal server error", "handler gave no response", NULL);
-	return queue(req, &resp);
+	/*
+	 * The handler may block on the database: a worker runs it while the
+	 * connection waits suspended.  Not on this call but on the next (MHD
+	 * calls again at once): libmicrohttpd 0.9.75 does not update what it
+	 * waits for on a suspended connection, so one suspended straight from
+	 * reading would read again when resumed, and a client that has
+	 * half-closed its end after the request would be cut off unanswered.
+	 */
+	if (sr->phase == RUN_NONE) {
+		sr->phase = RUN_ARMED;
+		return MHD_YES;
+	}
+	sr->phase = RUN_BUSY;
+	MHD_suspend_connection(conn);
+	if (!fd_workers_submit(srv->workers, &sr->job)) {
+		fd_problem(&sr->resp, req, 503, "shutting-down", "Shutting down", "the server is stopping; try again", NULL);
+		fd_resp_header(&sr->resp, "Retry-After", "1");
+		sr->phase = RUN_DONE;
+		MHD_resume_connection(conn);
+	}
+	return MHD_YES;
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Hand the answer in sr->resp back to MHD's polling thread. */
+static void finish_run(struct server_req *sr)
+{
+	sr->phase = RUN_DONE;
+	MHD_resume_connection(sr->req.conn);
+}
+
+/* A worker's job: run the handler; answer, or park the request. */
+static void run_handler(struct fd_job *job)
+{
+	struct server_req *sr = (struct server_req *)(void *)((char *)job - offsetof(struct server_req, job));
+	struct fd_req *req = &sr->req;
+	struct fd_server *srv = req->server;
+	struct fd_notifier *n = req->ctx->notifier;
+	fd_resp_release(&sr->resp);
+	sr->park_asked = false;
+	sr->park_gen = n ? fd_notifier_generation(n) : 0;
+	req->route->handler(req, &sr->resp);
+	req->runs++;
+	if (sr->park_asked && !sr->resp.status && !sr->resp.stream_read) {
+		pthread_mutex_lock(&srv->lock);
+		bool stopping = atomic_load(&srv->stopping);
+		if (!stopping) {
+			sr->park_until_ms = mono_ms() + sr->park_ms;
+			sr->park_next = srv->parked;
+			srv->parked = sr;
+			pthread_cond_signal(&srv->park_cond);
+		}
+		pthread_mutex_unlock(&srv->lock);
+		if (!stopping)
+			return; /* the parker hands it back */
+		fd_problem(&sr->resp, req, 503, "shutting-down", "Shutting down", "the server is stopping; try again",
+			   NULL);
+		fd_resp_header(&sr->resp, "Retry-After", "1");
+	}
+	if (!sr->resp.status)
+		fd_problem(&sr->resp, req, 500, "internal", "Internal server error", "handler gave no response", NULL);
+	finish_run(sr);
+}
+
+void fd_req_park(struct fd_req *req, unsigned timeout_ms)
+{
+	struct server_req *sr = server_req_of(req);
+	sr->park_asked = true;
+	sr->park_ms = timeout_ms;
+}
+
+/* Hand parked requests whose wake-up has come back to the workers (under srv->lock). */
+static void unpark_due(struct fd_server *srv, uint64_t gen, bool have_notifier, int64_t now)
+{
+	bool stopping = atomic_load(&srv->stopping);
+	for (struct server_req **pp = &srv->parked; *pp;) {
+		struct server_req *sr = *pp;
+		enum fd_wake why = stopping				  ? FD_WAKE_STOPPING
+				   : have_notifier && gen != sr->park_gen ? FD_WAKE_NOTIFIED
+				   : now >= sr->park_until_ms		  ? FD_WAKE_TIMEOUT
+									  : FD_WAKE_NONE;
+		if (why == FD_WAKE_NONE) {
+			pp = &sr->park_next;
+			continue;
+		}
+		*pp = sr->park_next;
+		sr->park_next = NULL;
+		sr->req.wake = why;
+		if (!fd_workers_submit(srv->workers, &sr->job)) {
+			fd_problem(&sr->resp, &sr->req, 503, "shutting-down", "Shutting down",
+				   "the server is stopping; try again", NULL);
+			fd_resp_header(&sr->resp, "Retry-After", "1");
+			finish_run(sr);
+		}
+	}
+}
+
+/* The parker thread: wakes parked requests (see the header comment). */
+static void *parker_main(void *arg)
+{
+	struct fd_server *srv = arg;
+	struct fd_notifier *n = srv->ctx->notifier;
+	pthread_mutex_lock(&srv->lock);
+	while (!srv->parker_quit) {
+		if (!srv->parked) {
+			pthread_cond_wait(&srv->park_cond, &srv->lock);
+			continue;
+		}
+		int64_t now = mono_ms(), until = now + 50; /* a new park's earlier deadline is met within 50 ms */
+		for (struct server_req *sr = srv->parked; sr; sr = sr->park_next)
+			if (sr->park_until_ms < until)
+				until = sr->park_until_ms;
+		unsigned wait = until > now ? (unsigned)(until - now) : 0;
+		uint64_t gen = 0;
+		if (n) {
+			/* Wait past the oldest generation any parked request has seen. */
+			uint64_t seen = UINT64_MAX;
+			for (struct server_req *sr = srv->parked; sr; sr = sr->park_next)
+				if (sr->park_gen < seen)
+					seen = sr->park_gen;
+			pthread_mutex_unlock(&srv->lock);
+			gen = wait ? fd_notifier_wait(n, seen, wait) : fd_notifier_generation(n);
+			pthread_mutex_lock(&srv->lock);
+		} else if (wait) {
+			struct timespec t;
+			clock_gettime(CLOCK_REALTIME, &t);
+			t.tv_nsec += (long)wait * 1000000L;
+			t.tv_sec += t.tv_nsec / 1000000000L;
+			t.tv_nsec %= 1000000000L;
+			pthread_cond_timedwait(&srv->park_cond, &srv->lock, &t);
+		}
+		unpark_due(srv, gen, n != NULL, mono_ms());
+	}
+	/* quitting: nobody may stay parked */
+	unpark_due(srv, 0, false, INT64_MAX);
+	pthread_mutex_unlock(&srv->lock);
+	return NULL;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -648,6 +916,67 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
+/*
+ * Each connection is a file descriptor: raise the soft RLIMIT_NOFILE towards
+ * what `conns` connections need (plus the pool, the notifier and files),
+ * within the hard limit, and warn when the hard limit is short.
+ */
+static void raise_fd_limit(unsigned conns)
+{
+	struct rlimit rl;
+	rlim_t want = (rlim_t)conns + 256;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+		return;
+	rlim_t to = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+	if (to > rl.rlim_cur) {
+		rl.rlim_cur = to;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			to = 0;
+	}
+	if (to < want)
+		fd_log_fields(FD_LOG_WARN, "the open-file limit is below what FACTD_MAX_CONNECTIONS needs",
+			      json_pack("{s:I, s:I}", "needed", (json_int_t)want, "limit", (json_int_t)rl.rlim_cur));
+}
+
+/* Stop the parker, the hub and the workers (MHD has stopped, or never started). */
+static void stop_threads(struct fd_server *srv)
+{
+	if (srv->parker_started) {
+		pthread_mutex_lock(&srv->lock);
+		srv->parker_quit = true;
+		pthread_cond_broadcast(&srv->park_cond);
+		pthread_mutex_unlock(&srv->lock);
+		if (srv->ctx->notifier)
+			fd_notifier_wake(srv->ctx->notifier);
+		pthread_join(srv->parker, NULL);
+		srv->parker_started = false;
+	}
+	fd_sse_hub_free(srv->hub);
+	srv->hub = NULL;
+	fd_workers_stop(srv->workers);
+	srv->workers = NULL;
+}
+
+struct fd_workers *fd_server_workers(struct fd_server *srv)
+{
+	return srv->workers;
+}
+
+struct fd_sse_hub *fd_server_sse_hub(struct fd_server *srv)
+{
+	return srv->hub;
+}
+
+unsigned fd_server_parked(struct fd_server *srv)
+{
+	unsigned n = 0;
+	pthread_mutex_lock(&srv->lock);
+	for (struct server_req *sr = srv->parked; sr; sr = sr->park_next)
+		n++;
+	pthread_mutex_unlock(&srv->lock);
+	return n;
+}
+
 enum fd_err fd_server_start(struct fd_ctx *ctx, struct fd_server **out)
 {
 	const struct fd_config *cfg = ctx->cfg;
@@ -672,6 +1001,16 @@ enum fd_err fd_server_start(struct fd_ctx *ctx, struct fd_server **out)
 	srv->ctx = ctx;
 	pthread_mutex_init(&srv->lock, NULL);
 	pthread_cond_init(&srv->idle, NULL);
+	pthread_cond_init(&srv->park_cond, NULL);
+	if ((err = fd_workers_start(cfg->workers, &srv->workers)) != FD_OK ||
+	    (err = fd_sse_hub_start(ctx, srv->workers, &srv->hub)) != FD_OK)
+		goto done;
+	if (pthread_create(&srv->parker, NULL, parker_main, srv) != 0) {
+		err = FD_ERR_IO;
+		goto done;
+	}
+	srv->parker_started = true;
+	err = FD_ERR_IO;
 	struct MHD_OptionItem tls_opts[3] = { { MHD_OPTION_END, 0, NULL } };
 	if (cfg->tls_cert) {
 		if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
@@ -694,14 +1033,13 @@ enum fd_err fd_server_start(struct fd_ctx *ctx, struct fd_server **out)
 	 * 503 with Retry-After (on_connection marks them).
 	 */
 	unsigned mhd_limit = cfg->max_connections + cfg->max_connections / 8 + 8;
+	raise_fd_limit(mhd_limit);
 	/*
-	 * A thread per connection: handlers block on the database, and with a
-	 * shared worker pool a request accepted by a busy worker waits even while
-	 * others idle.  Keep-alive clients reuse their thread; the connection
-	 * limit bounds the threads, the pool bounds database concurrency.
+	 * Event-driven: epoll on MHD's polling threads, handlers on the workers
+	 * (suspend and resume), no thread per connection.
 	 */
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_AUTO |
-			 MHD_USE_ITC | MHD_USE_ERROR_LOG;
+	unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
+			 MHD_USE_ERROR_LOG;
 	if (ai->ai_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	if (cfg->tls_cert)
@@ -711,6 +1049,7 @@ enum fd_err fd_server_start(struct fd_ctx *ctx, struct fd_server **out)
 		MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
 		MHD_OPTION_SOCK_ADDR, ai->ai_addr,
 		MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024),
+		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(cfg->http_threads ? cfg->http_threads : 1),
 		MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->request_timeout_s,
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MHD_POOL_BYTES,
@@ -732,6 +1071,8 @@ enum fd_err fd_server_start(struct fd_ctx *ctx, struct fd_server **out)
 	err = FD_OK;
 done:
 	if (srv) {
+		stop_threads(srv);
+		pthread_cond_destroy(&srv->park_cond);
 		pthread_cond_destroy(&srv->idle);
 		pthread_mutex_destroy(&srv->lock);
 		free_secret(srv->tls_cert);
@@ -761,6 +1102,10 @@ void fd_server_stop(struct fd_server *srv, unsigned grace_ms)
 	if (lsock != MHD_INVALID_SOCKET)
 		close(lsock);
 	atomic_store(&srv->stopping, true);
+	fd_sse_hub_stopping(srv->hub);
+	pthread_mutex_lock(&srv->lock);
+	pthread_cond_broadcast(&srv->park_cond);
+	pthread_mutex_unlock(&srv->lock);
 	fd_notifier_wake(srv->ctx->notifier);
 	struct timespec deadline;
 	clock_gettime(CLOCK_REALTIME, &deadline);
@@ -795,7 +1140,22 @@ void fd_server_stop(struct fd_server *srv, unsigned grace_ms)
 	}
 	if (left)
 		fd_log(FD_LOG_WARN, "stopping with %u requests still in flight", left);
+	/*
+	 * MHD must not stop with a connection suspended: let the parked requests
+	 * go (answered as the server stops) and wait for every handler to return.
+	 */
+	pthread_mutex_lock(&srv->lock);
+	srv->parker_quit = true;
+	pthread_cond_broadcast(&srv->park_cond);
+	pthread_mutex_unlock(&srv->lock);
+	if (srv->ctx->notifier)
+		fd_notifier_wake(srv->ctx->notifier);
+	pthread_join(srv->parker, NULL);
+	srv->parker_started = false;
+	fd_workers_close(srv->workers);
 	MHD_stop_daemon(srv->daemon);
+	stop_threads(srv);
+	pthread_cond_destroy(&srv->park_cond);
 	pthread_cond_destroy(&srv->idle);
 	pthread_mutex_destroy(&srv->lock);
 	free_secret(srv->tls_cert);

@@ -6,11 +6,16 @@
  *
  * Each test starts its own in-process server on its own database.
  */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "factd/buf.h"
 #include "http/problem.h"
@@ -1040,5 +1045,158 @@ Test(protocol, header_injection_in_request_id_is_not_echoed)
 	cr_assert_null(strstr(r.head, "<script>"));
 	cr_assert_null(strstr(r.body, "<script>"));
 	fd_test_resp_free(&r);
+	finish(&ts, before);
+}
+
+/* ---- RFC 9112 framing: Host and field names ------------------------------------------------------------------ */
+
+/*
+ * Send `raw` on one connection and keep it open (no half-close, so the server
+ * decides whether it stays alive); read until the server closes it or 10 s of
+ * silence pass.  *closed: the server closed it.  Caller frees the bytes.
+ */
+static char *raw_on_kept_alive(uint16_t port, const char *raw, bool *closed)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	cr_assert_geq(fd, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+	struct timeval tv = { .tv_sec = 10 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+	size_t len = strlen(raw);
+	cr_assert_eq(send(fd, raw, len, MSG_NOSIGNAL), (ssize_t)len);
+	struct fd_buf got = FD_BUF_INIT;
+	char buf[4096];
+	*closed = false;
+	for (;;) {
+		ssize_t r = recv(fd, buf, sizeof buf, 0);
+		if (r == 0 || (r < 0 && errno == ECONNRESET)) {
+			*closed = true;
+			break;
+		}
+		if (r < 0)
+			break; /* silence: the connection stayed open */
+		cr_assert_eq(fd_buf_append(&got, buf, (size_t)r), FD_OK);
+	}
+	close(fd);
+	cr_assert_eq(fd_buf_append(&got, "", 1), FD_OK);
+	return fd_buf_detach(&got);
+}
+
+/* How many responses the bytes hold: status lines ("HTTP/1.1 ddd "), at the start or right after a body. */
+static int responses_in(const char *bytes)
+{
+	int n = 0;
+	for (const char *p = bytes; (p = strstr(p, "HTTP/1.1 ")) != NULL; p++)
+		if (p[9] >= '1' && p[9] <= '5' && p[10] >= '0' && p[10] <= '9' && p[11] >= '0' && p[11] <= '9' &&
+		    p[12] == ' ')
+			n++;
+	return n;
+}
+
+/* `raw` on a kept-alive connection: one 400 malformed-request naming `header`, then the server closes. */
+static void expect_malformed(uint16_t port, const char *raw, const char *header)
+{
+	bool closed;
+	char *bytes = raw_on_kept_alive(port, raw, &closed);
+	cr_assert(closed, "the connection stayed open after: %s\n-> %s", raw, bytes);
+	cr_assert_eq(responses_in(bytes), 1, "more than one answer (a second request was read): %s", bytes);
+	struct fd_test_resp r = { 0 };
+	char *sep = strstr(bytes, "\r\n\r\n");
+	cr_assert_not_null(sep, "no response to: %s", raw);
+	r.status = atoi(bytes + 9);
+	r.head = strndup(bytes, (size_t)(sep - bytes));
+	r.body = strdup(sep + 4);
+	r.body_len = strlen(r.body);
+	r.json = json_loads(r.body, 0, NULL);
+	fd_test_assert_problem(&r, 400, "malformed-request");
+	cr_assert(fd_test_resp_complete(&r), "incomplete answer: %s", bytes);
+	char h[64];
+	cr_assert_str_eq(fd_test_header(&r, "Connection", h, sizeof h), "close");
+	if (header)
+		assert_field(&r, "header", header);
+	fd_test_resp_free(&r);
+	free(bytes);
+}
+
+Test(framing, http11_without_host_is_400_and_closes)
+{
+	struct fd_test_server ts;
+	struct counts before = start_seeded(&ts, NULL);
+	expect_malformed(ts.port, "GET /healthz HTTP/1.1\r\n\r\n", "Host");
+	expect_malformed(ts.port,
+			 "POST /streams/nohost-1/events HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 43\r\n\r\n"
+			 "{\"events\":[{\"type\":\"Smuggled\",\"data\":{}}]}",
+			 "Host");
+	/* HTTP/1.0 has no Host requirement: served. */
+	struct fd_test_resp r;
+	static const char old[] = "GET /healthz HTTP/1.0\r\n\r\n";
+	cr_assert_eq(fd_test_http_raw(ts.port, old, sizeof old - 1, &r), 0);
+	cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
+	fd_test_resp_free(&r);
+	finish(&ts, before);
+}
+
+Test(framing, two_host_fields_are_400_and_close)
+{
+	struct fd_test_server ts;
+	struct counts before = start_seeded(&ts, NULL);
+	expect_malformed(ts.port, "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "Host");
+	expect_malformed(ts.port, "GET /healthz HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n", "Host");
+	finish(&ts, before);
+}
+
+Test(framing, whitespace_before_a_colon_is_400_and_closes)
+{
+	struct fd_test_server ts;
+	struct counts before = start_seeded(&ts, NULL);
+	expect_malformed(ts.port, "GET /healthz HTTP/1.1\r\nHost: h\r\nX-Thing : v\r\n\r\n", "X-Thing");
+	expect_malformed(ts.port, "GET /healthz HTTP/1.1\r\nHost: h\r\nX-Thing\t: v\r\n\r\n", "X-Thing");
+	expect_malformed(ts.port, "GET /healthz HTTP/1.1\r\nHost : h\r\n\r\n", "Host");
+	finish(&ts, before);
+}
+
+/*
+ * Request smuggling: "Content-Length : N" must not be ignored so that the body
+ * becomes the next request on a kept-alive connection.  Here the body is an
+ * append; it must neither run nor be answered.
+ */
+Test(framing, content_length_with_a_space_does_not_smuggle_a_request)
+{
+	struct fd_test_server ts;
+	struct counts before = start_seeded(&ts, NULL);
+	static const char inner[] = "POST /streams/smuggled-1/events HTTP/1.1\r\nHost: h\r\n"
+				    "Content-Type: application/json\r\nContent-Length: 43\r\n\r\n"
+				    "{\"events\":[{\"type\":\"Smuggled\",\"data\":{}}]}";
+	char raw[1024];
+	snprintf(raw, sizeof raw, "GET /healthz HTTP/1.1\r\nHost: h\r\nContent-Length : %zu\r\n\r\n%s", sizeof inner - 1,
+		 inner);
+	expect_malformed(ts.port, raw, "Content-Length");
+	snprintf(raw, sizeof raw,
+		 "POST /streams/outer-1/events HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
+		 "Content-Length : %zu\r\n\r\n%s",
+		 sizeof inner - 1, inner);
+	expect_malformed(ts.port, raw, "Content-Length");
+	struct fd_test_resp g;
+	cr_assert_eq(fd_test_get(ts.port, "/streams/smuggled-1/events", &g), 0);
+	cr_assert_eq(g.status, 404, "the smuggled append ran");
+	fd_test_resp_free(&g);
+	finish(&ts, before);
+}
+
+/* The same connection with well-formed pipelined requests stays open and answers each. */
+Test(framing, well_formed_pipelined_requests_keep_the_connection)
+{
+	struct fd_test_server ts;
+	struct counts before = start_seeded(&ts, NULL);
+	bool closed;
+	char *bytes = raw_on_kept_alive(ts.port,
+					"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\nGET /healthz HTTP/1.1\r\nHost: h\r\n\r\n",
+					&closed);
+	cr_assert_eq(responses_in(bytes), 2, "%s", bytes);
+	cr_assert(!closed, "a well-formed keep-alive connection was closed");
+	cr_assert_null(strstr(bytes, "malformed-request"));
+	free(bytes);
 	finish(&ts, before);
 }

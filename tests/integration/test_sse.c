@@ -28,6 +28,7 @@
 #include <libpq-fe.h>
 
 #include "factd/jsonspan.h"
+#include "http/live.h"
 #include "http/problem.h"
 #include "http_client.h"
 #include "test_server.h"
@@ -1154,4 +1155,172 @@ Test(sse_notifier, payload_matching)
 	cr_assert_not(fd_notify_payload_matches("orders,produc,bench", cats), "a prefix or a longer name matched");
 	cr_assert_not(fd_notify_payload_matches("bench", cats));
 	cr_assert(fd_notify_payload_matches("bench", NULL), "a follower of everything");
+}
+
+/* ---- parking (fd_req_park): long polls that hold no thread ------------------------------------------------ */
+
+static void two_workers(struct fd_config *cfg)
+{
+	no_projections(cfg);
+	cfg->workers = 2;
+	cfg->pool_size = 4;
+}
+
+static int send_park(uint16_t port, const char *after, int wait_ms)
+{
+	int fd = connect_port(port);
+	char req[256];
+	int n = snprintf(req, sizeof req, "GET /test/park?after=%s&wait_ms=%d HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+			 after, wait_ms);
+	cr_assert_eq(send(fd, req, (size_t)n, MSG_NOSIGNAL), n);
+	return fd;
+}
+
+static bool has_bytes(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	return poll(&p, 1, 0) > 0;
+}
+
+/* Read the whole answer of a park request (the server closes after it). */
+static void read_park(int fd, struct fd_test_resp *r)
+{
+	struct bytes b = { 0 };
+	char tmp[4096];
+	struct timeval tv = { .tv_sec = 30 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	ssize_t n;
+	while ((n = recv(fd, tmp, sizeof tmp, 0)) > 0)
+		bytes_add(&b, tmp, (size_t)n);
+	close(fd);
+	memset(r, 0, sizeof *r);
+	cr_assert(b.len > 12, "no answer to a parked request");
+	char *sep = strstr(b.p, "\r\n\r\n");
+	cr_assert_not_null(sep);
+	r->status = atoi(b.p + 9);
+	r->head = strndup(b.p, (size_t)(sep - b.p));
+	r->body = strdup(sep + 4);
+	r->json = json_loads(r->body, 0, NULL);
+	free(b.p);
+}
+
+/* Wait (up to 30 s) until `n` requests are parked. */
+static void wait_parked(const struct fd_test_server *ts, unsigned n)
+{
+	long long deadline = fd_test_now_ms() + 30000;
+	while (fd_server_parked(ts->srv) < n && fd_test_now_ms() < deadline)
+		fd_test_sleep_ms(10);
+	cr_assert_eq(fd_server_parked(ts->srv), n, "%u requests parked, not %u", fd_server_parked(ts->srv), n);
+}
+
+static char *feed_head(const struct fd_test_server *ts)
+{
+	struct fd_test_resp r;
+	cr_assert_eq(fd_test_get(ts->port, "/events/head", &r), 0);
+	cr_assert_eq(r.status, 200);
+	char *h = strdup(fd_test_json_str(&r, "head"));
+	fd_test_resp_free(&r);
+	return h;
+}
+
+Test(parking, parked_requests_hold_no_worker_and_wake_on_appends, .timeout = 120)
+{
+	struct fd_test_server ts;
+	fd_test_server_start_with(&ts, NULL, two_workers);
+	wait_listening(&ts);
+	free(append(&ts, "park-1", "Before", 0));
+	char *head = feed_head(&ts);
+	enum { N = 6 };
+	int fds[N];
+	for (int i = 0; i < N; i++)
+		fds[i] = send_park(ts.port, head, 60000);
+	wait_parked(&ts, N);
+	/*
+	 * Two workers, six requests waiting: were they holding a worker each, no
+	 * other request would be served before they end.
+	 */
+	struct fd_test_resp h;
+	cr_assert_eq(fd_test_get(ts.port, "/healthz", &h), 0);
+	cr_assert_eq(h.status, 200, "no worker was free for another request");
+	fd_test_resp_free(&h);
+	/* An append (which needs a worker too) after `head`: every parked request wakes and answers it. */
+	free(append(&ts, "other-1", "Other", 0));
+	for (int i = 0; i < N; i++) {
+		struct fd_test_resp r;
+		read_park(fds[i], &r);
+		cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
+		cr_assert_eq(fd_test_json_int(&r, "count"), 1, "%s", r.body);
+		cr_assert_str_eq(fd_test_json_str(&r, "wake"), "notified", "%s", r.body);
+		cr_assert_geq(fd_test_json_int(&r, "runs"), 1, "the handler answered at once: %s", r.body);
+		fd_test_resp_free(&r);
+	}
+	free(head);
+	fd_test_server_stop(&ts);
+}
+
+Test(parking, parked_requests_stay_unanswered_until_there_is_something, .timeout = 120)
+{
+	struct fd_test_server ts;
+	fd_test_server_start_with(&ts, NULL, two_workers);
+	wait_listening(&ts);
+	free(append(&ts, "park-1", "Before", 0));
+	char *head = feed_head(&ts);
+	enum { N = 6 };
+	int fds[N];
+	for (int i = 0; i < N; i++)
+		fds[i] = send_park(ts.port, head, 60000);
+	wait_parked(&ts, N);
+	/* More requests than workers are served meanwhile, and the parked ones have no answer yet. */
+	for (int i = 0; i < 10; i++) {
+		struct fd_test_resp r;
+		cr_assert_eq(fd_test_get(ts.port, "/events/head", &r), 0);
+		cr_assert_eq(r.status, 200);
+		fd_test_resp_free(&r);
+	}
+	for (int i = 0; i < N; i++)
+		cr_assert(!has_bytes(fds[i]), "parked request %d answered with nothing to say", i);
+	free(append(&ts, "park-1", "After", 1));
+	for (int i = 0; i < N; i++) {
+		struct fd_test_resp r;
+		read_park(fds[i], &r);
+		cr_assert_eq(fd_test_json_int(&r, "count"), 1, "%s", r.body);
+		fd_test_resp_free(&r);
+	}
+	free(head);
+	fd_test_server_stop(&ts);
+}
+
+Test(parking, a_parked_request_times_out_with_nothing, .timeout = 60)
+{
+	struct fd_test_server ts;
+	fd_test_server_start_with(&ts, NULL, two_workers);
+	free(append(&ts, "park-1", "Before", 0));
+	char *head = feed_head(&ts);
+	int fd = send_park(ts.port, head, 300);
+	struct fd_test_resp r;
+	read_park(fd, &r);
+	cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
+	cr_assert_eq(fd_test_json_int(&r, "count"), 0, "%s", r.body);
+	cr_assert_str_eq(fd_test_json_str(&r, "wake"), "timeout", "%s", r.body);
+	fd_test_resp_free(&r);
+	free(head);
+	fd_test_server_stop(&ts);
+}
+
+Test(parking, stopping_answers_parked_requests, .timeout = 60)
+{
+	struct fd_test_server ts;
+	fd_test_server_start_with(&ts, NULL, two_workers);
+	free(append(&ts, "park-1", "Before", 0));
+	char *head = feed_head(&ts);
+	int fd = send_park(ts.port, head, 60000);
+	wait_parked(&ts, 1);
+	struct fd_test_resp r;
+	fd_test_server_stop(&ts);
+	/* Answered because the server stopped, long before its 60 s were up. */
+	read_park(fd, &r);
+	cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
+	cr_assert_str_eq(fd_test_json_str(&r, "wake"), "stopping", "%s", r.body);
+	fd_test_resp_free(&r);
+	free(head);
 }

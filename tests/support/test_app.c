@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "factd/events.h"
 #include "factd/handlers.h"
 #include "factd/router.h"
 
@@ -318,6 +320,56 @@ const struct fd_saga_type fd_test_counter_closer = {
 	.nsteps = FD_COUNT(closer_steps),
 };
 
+/* ---- a long poll over the parking seam ------------------------------------------- */
+
+static int64_t mono_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/*
+ * GET /test/park?after=<cursor>&wait_ms=<n>: the feed's events after the
+ * cursor (at most 10) once there are any, or none after wait_ms; waits by
+ * parking the request (fd_req_park), so no thread is held meanwhile.  Answers
+ * {"count", "wake", "runs"}: how many events, why the last run happened, and
+ * how many runs came before it.
+ */
+static void park_poll(struct fd_req *req, struct fd_resp *resp)
+{
+	static const char *const wakes[] = { "none", "notified", "timeout", "stopping" };
+	struct fd_cursor after = { 0, 0 };
+	const char *a = fd_req_query(req, "after"), *w = fd_req_query(req, "wait_ms");
+	if ((a && !fd_cursor_parse(a, &after)) || !w || atoi(w) < 0) {
+		fd_resp_json(resp, 400, strdup("{\"title\":\"after must be a cursor, wait_ms a number\"}"));
+		return;
+	}
+	if (!req->park_state) {
+		int64_t *deadline = malloc(sizeof *deadline);
+		if (!deadline) {
+			fd_resp_json(resp, 500, NULL);
+			return;
+		}
+		*deadline = mono_ms() + atoi(w);
+		req->park_state = deadline;
+		req->park_free = free;
+	}
+	struct fd_feed_page page = { 0 };
+	if (fd_store_read_feed(req->ctx->pool, after, NULL, 10, &page) != FD_OK) {
+		fd_resp_json(resp, 503, strdup("{\"title\":\"feed unreadable\"}"));
+		return;
+	}
+	free(page.events_json);
+	int64_t left = *(int64_t *)req->park_state - mono_ms();
+	if (page.count == 0 && left > 0 && req->wake != FD_WAKE_STOPPING) {
+		fd_req_park(req, (unsigned)left);
+		return;
+	}
+	fd_resp_json_doc(resp, 200, json_pack("{s:i, s:s, s:i}", "count", (int)page.count, "wake", wakes[req->wake],
+					      "runs", (int)req->runs));
+}
+
 /* ---- the app -------------------------------------------------------------------- */
 
 static const struct fd_route routes[] = {
@@ -333,6 +385,7 @@ static const struct fd_route routes[] = {
 	  .arg = FD_COMMAND(fd_test_counter_type, "add") },
 	{ .method = "POST", .pattern = "/counters/{id}/close", .handler = fd_api_command,
 	  .arg = FD_COMMAND(fd_test_counter_type, "close") },
+	{ .method = "GET", .pattern = "/test/park", .handler = park_poll },
 };
 
 static const struct fd_aggregate_type *const aggregates[] = { &fd_test_counter_type };
