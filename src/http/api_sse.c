@@ -45,6 +45,7 @@
 #include "factd/log.h"
 #include "factd/notify.h"
 #include "http/problem.h"
+#include "store/replicas.h"
 
 #define PAGE_LIMIT 500          /* events per feed read */
 #define RETRY_FRAME "retry: 2000\n\n"
@@ -58,6 +59,8 @@
 
 struct sse {
 	struct fd_ctx *ctx;             /* borrowed */
+	struct fd_pool *catchup;        /* a read replica serving the catch-up; NULL: the primary */
+	int replica;                    /* its index */
 	struct fd_server *server;       /* borrowed; outlives every stream */
 	int sock;                       /* the client's socket, -1 when unknown */
 	struct fd_api_feed_filter filter;
@@ -158,7 +161,15 @@ static enum fd_err read_page(struct sse *s)
 	bool woken = s->wanted;
 	s->wanted = false;
 	s->last_read_ms = now_ms();
-	enum fd_err err = fd_store_read_feed(s->ctx->pool, s->cursor, &s->filter.filter, PAGE_LIMIT, &page);
+	/* Catch-up pages may come from a read replica; once caught up the stream follows the primary. */
+	struct fd_pool *pool = s->catchup && !s->caught_up ? s->catchup : s->ctx->pool;
+	enum fd_err err = fd_store_read_feed(pool, s->cursor, &s->filter.filter, PAGE_LIMIT, &page);
+	if (err && pool != s->ctx->pool && (err == FD_ERR_UNAVAILABLE || err == FD_ERR_RETRY)) {
+		fd_replicas_failed(s->ctx->replicas, s->replica, err);
+		s->catchup = NULL;
+		s->replica = -1;
+		err = fd_store_read_feed(s->ctx->pool, s->cursor, &s->filter.filter, PAGE_LIMIT, &page);
+	}
 	if (err)
 		return err;
 	if (s->upcast) {
@@ -177,6 +188,8 @@ static enum fd_err read_page(struct sse *s)
 	bool moved = fd_cursor_cmp(&page.next, &s->cursor) > 0;
 	s->cursor = page.next;
 	s->caught_up = page.count < PAGE_LIMIT;
+	if (s->caught_up)
+		s->catchup = NULL;
 	if (woken && !moved && s->gap_ms < MAX_READ_GAP_MS) {
 		s->gap_ms *= 2;
 		s->wanted = true;
@@ -292,6 +305,7 @@ void fd_api_event_stream(struct fd_req *req, struct fd_resp *resp)
 	s->ctx = req->ctx;
 	s->server = req->server;
 	s->sock = -1;
+	s->replica = -1;
 	s->heartbeat_ms = (int64_t)req->ctx->cfg->sse_heartbeat_s * 1000;
 	s->gap_ms = MIN_READ_GAP_MS;
 	snprintf(s->request_id, sizeof s->request_id, "%s", req->request_id);
@@ -326,10 +340,21 @@ void fd_api_event_stream(struct fd_req *req, struct fd_resp *resp)
 	}
 	if (req->ctx->notifier)
 		s->generation = fd_notifier_generation(req->ctx->notifier);
+	if (req->ctx->replicas) {
+		struct fd_pool *pool = fd_req_read_pool(req, NULL);
+		if (pool != req->ctx->pool) {
+			s->catchup = pool;
+			s->replica = req->replica;
+		}
+	}
 	/* The first page now, so that an unreachable database is a 503 rather than an empty stream. */
 	enum fd_err err = fd_buf_append(&s->out, RETRY_FRAME, sizeof RETRY_FRAME - 1);
 	if (!err)
 		err = read_page(s);
+	if (req->replica >= 0 && s->replica < 0) { /* the replica failed: the primary served it */
+		req->replica = -1;
+		req->read_pool = req->ctx->pool;
+	}
 	if (err) {
 		fd_problem_err(resp, req, err, NULL, NULL);
 		goto done;
