@@ -390,6 +390,25 @@ static bool url_starts(const char *s)
 	return k > 0 && s[k] == '=';
 }
 
+/*
+ * Where the entry starting at s ends: a URI at the first comma after its
+ * authority (where a libpq multi-host list keeps its commas), a key=value
+ * conninfo at a comma that starts another entry.
+ */
+static const char *entry_end(const char *s)
+{
+	const char *scheme = strstr(s, "://");
+	const char *comma = strchr(s, ',');
+	if (scheme && (!comma || scheme < comma)) {
+		const char *path = scheme + 3 + strcspn(scheme + 3, "/?#");
+		return strchr(path, ',');
+	}
+	for (const char *end = comma; end; end = strchr(end + 1, ','))
+		if (url_starts(end + 1))
+			return end;
+	return NULL;
+}
+
 size_t fd_config_split_urls(const char *list, char **out, size_t max)
 {
 	size_t n = 0;
@@ -399,26 +418,12 @@ size_t fd_config_split_urls(const char *list, char **out, size_t max)
 	while (*p) {
 		while (*p == ' ')
 			p++;
-		const char *start = p, *end = p;
-		/* A comma inside a URL (a libpq multi-host list) does not start a new entry. */
-		for (;;) {
-			end = strchr(end, ',');
-			if (!end || url_starts(end + 1))
-				break;
-			end++;
-		}
+		const char *start = p, *end = entry_end(p);
 		size_t len = end ? (size_t)(end - start) : strlen(start);
 		while (len && start[len - 1] == ' ')
 			len--;
-		if (!len || !url_starts(start)) {
+		if (!len || !url_starts(start) || (out && n < max && !(out[n] = strndup(start, len)))) {
 			for (size_t i = 0; out && i < n && i < max; i++) {
-				free(out[i]);
-				out[i] = NULL;
-			}
-			return 0;
-		}
-		if (out && n < max && !(out[n] = strndup(start, len))) {
-			for (size_t i = 0; i < n; i++) {
 				free(out[i]);
 				out[i] = NULL;
 			}

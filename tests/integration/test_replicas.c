@@ -30,6 +30,7 @@
 #include "test_server.h"
 #include "testdb.h"
 #include "testutil.h"
+#include "factd/migrate.h"
 
 /* The standby's URL for the database at (primary) url; waits until the database has replicated. */
 static char *standby_url_for(const char *url)
@@ -41,7 +42,9 @@ static char *standby_url_for(const char *url)
 	cr_assert(db && slash);
 	char *out = fd_test_fmt("%.*s%s", (int)(slash - base), base, db);
 	for (long long end = fd_test_now_ms() + 30000;;) {
-		PGconn *c = PQconnectdb(out);
+		const char *const keys[] = { "dbname", "connect_timeout", NULL };
+		const char *const vals[] = { out, "3", NULL };
+		PGconn *c = PQconnectdbParams(keys, vals, 1);
 		bool ok = PQstatus(c) == CONNECTION_OK;
 		PQfinish(c);
 		if (ok)
@@ -64,6 +67,15 @@ static void replay(bool on)
 	fd_test_exec_at(standby_admin(), on ? "SELECT pg_wal_replay_resume()" : "SELECT pg_wal_replay_pause()");
 }
 
+/* Every test starts, and ends, with replay running (a failed test may have left it paused). */
+static void resume_replay(void)
+{
+	const char *base = getenv("FACTD_TEST_STANDBY_URL");
+	if (base && *base)
+		fd_test_exec_at(base, "SELECT pg_wal_replay_resume()");
+}
+TestSuite(replicas, .init = resume_replay, .fini = resume_replay);
+
 /* ---- what the server under test is configured with ------------------------- */
 
 static char *read_urls;    /* FACTD_READ_DATABASE_URL */
@@ -78,9 +90,17 @@ static void tweak(struct fd_config *c)
 	c->replica_probe_ms = 50;
 }
 
-static void start(struct fd_test_server *ts, const char *extra_url)
+/* A new database with the test app's schema (fd_test_server_start leaves a given one as it is). */
+static char *app_db_new(void)
 {
 	char *url = fd_test_db_new();
+	cr_assert_eq(fd_migrate_run(url, FD_TEST_APP->migrations, NULL), FD_OK, "the test app's migrations");
+	return url;
+}
+
+static void start(struct fd_test_server *ts, const char *extra_url)
+{
+	char *url = app_db_new();
 	char *standby = standby_url_for(url);
 	read_urls = extra_url ? fd_test_fmt("%s,%s", standby, extra_url) : fd_test_fmt("%s", standby);
 	fd_test_server_start_with(ts, url, tweak);
@@ -442,7 +462,7 @@ static void relay_start(struct relay *rl, uint16_t target)
 Test(replicas, a_replica_that_goes_down_is_skipped_and_used_again_when_it_answers, .timeout = 120)
 {
 	/* replica 0 is the standby reached through a relay the test cuts; replica 1 is never reachable */
-	char *url = fd_test_db_new();
+	char *url = app_db_new();
 	char *standby = standby_url_for(url);
 	const char *at = strstr(standby, "127.0.0.1:");
 	cr_assert(at, "the standby URL has no 127.0.0.1:port: %s", standby);
