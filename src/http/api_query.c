@@ -52,9 +52,11 @@ bool fd_api_list_limit(struct fd_req *req, struct fd_resp *resp, unsigned *out)
 static bool wait_for(struct fd_req *req, struct fd_resp *resp, const char *projection, const struct fd_read_need *need)
 {
 	unsigned timeout = req->ctx->cfg->min_position_wait_ms;
-	enum fd_err err = FD_OK;
-	/* On a replica the projection's checkpoint is read as replicated, so the wait is the same there. */
-	for (struct fd_pool *pool = fd_req_read_pool(req, need); pool; pool = fd_req_read_retry(req, err))
+	/* On a replica the projection's checkpoint is read as replicated, so the wait is the same there.
+	 * FD_ERR_RETRY is the wait running out, not the replica failing: only an unreachable one falls back. */
+	struct fd_pool *pool = fd_req_read_pool(req, need);
+	enum fd_err err = fd_projection_wait(pool, projection, need->position, timeout);
+	if (err == FD_ERR_UNAVAILABLE && (pool = fd_req_read_retry(req, err)))
 		err = fd_projection_wait(pool, projection, need->position, timeout);
 	if (err == FD_OK)
 		return true;
