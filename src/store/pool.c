@@ -449,10 +449,12 @@ static bool backend_pid(PGconn *conn, long *pid)
 enum fd_err fd_pooler_probe(const char *conninfo, bool *transaction)
 {
 	static const char *const keywords[] = { "connect_timeout", "dbname", "application_name", NULL };
-	const char *values[] = { default_connect_timeout, conninfo, "factd-pooler-probe", NULL };
+	const char *values[] = { "3", conninfo, "factd-pooler-probe", NULL };
 	enum fd_err err = FD_OK;
-	PGconn *a = PQconnectdbParams(keywords, values, 1), *b = PQconnectdbParams(keywords, values, 1);
+	PGconn *a = PQconnectdbParams(keywords, values, 1), *b = NULL;
 	*transaction = false;
+	if (PQstatus(a) == CONNECTION_OK)
+		b = PQconnectdbParams(keywords, values, 1);
 	fd_pg_log_notices(a, "pool");
 	fd_pg_log_notices(b, "pool");
 	if (PQstatus(a) != CONNECTION_OK || PQstatus(b) != CONNECTION_OK) {
