@@ -43,7 +43,9 @@ void shop_api_list_orders(struct fd_req *req, struct fd_resp *resp)
 	if (!fd_api_list_limit(req, resp, &limit) || !fd_api_list_min_position(req, resp, "order_summaries"))
 		return;
 	char *json = NULL;
-	enum fd_err err = fd_query_orders(req->ctx->pool, status, customer, after, limit, &json);
+	enum fd_err err = FD_OK;
+	for (struct fd_pool *pool = fd_req_read_pool(req, NULL); pool; pool = fd_req_read_retry(req, err))
+		err = fd_query_orders(pool, status, customer, after, limit, &json);
 	fd_api_list_answer(req, resp, err, json);
 }
 
@@ -59,7 +61,9 @@ void shop_api_list_products(struct fd_req *req, struct fd_resp *resp)
 	if (!fd_api_list_limit(req, resp, &limit) || !fd_api_list_min_position(req, resp, "product_stock"))
 		return;
 	char *json = NULL;
-	enum fd_err err = fd_query_products(req->ctx->pool, after, limit, &json);
+	enum fd_err err = FD_OK;
+	for (struct fd_pool *pool = fd_req_read_pool(req, NULL); pool; pool = fd_req_read_retry(req, err))
+		err = fd_query_products(pool, after, limit, &json);
 	fd_api_list_answer(req, resp, err, json);
 }
 

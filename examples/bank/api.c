@@ -116,6 +116,8 @@ void bank_api_list_accounts(struct fd_req *req, struct fd_resp *resp)
 	snprintf(lim, sizeof lim, "%u", limit);
 	const char *params[3] = { lim, owner, after ? after_id : NULL };
 	char *json = NULL;
-	enum fd_err err = query_accounts(req->ctx->pool, params, &json);
+	enum fd_err err = FD_OK;
+	for (struct fd_pool *pool = fd_req_read_pool(req, NULL); pool; pool = fd_req_read_retry(req, err))
+		err = query_accounts(pool, params, &json);
 	fd_api_list_answer(req, resp, err, json);
 }

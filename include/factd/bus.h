@@ -106,6 +106,7 @@ struct fd_load_target {
 	bool at_time;      /* else: the state as of unix_us */
 	int64_t unix_us;
 	bool no_snapshot;  /* replay every event (tests, benchmarks) */
+	struct fd_pool *pool; /* read from this pool (a read replica, fd_req_read_pool); NULL: the bus's */
 };
 
 /*

@@ -19,6 +19,12 @@ extern "C" {
 
 enum fd_command { FD_CMD_SERVE, FD_CMD_MIGRATE, FD_CMD_HELP, FD_CMD_VERSION };
 
+/*
+ * FACTD_POOLER: auto (default) probes FACTD_DATABASE_URL at start for a
+ * transaction-pooling PgBouncer; none and transaction say what it is.
+ */
+enum fd_pooler { FD_POOLER_AUTO, FD_POOLER_NONE, FD_POOLER_TRANSACTION };
+
 struct fd_config {
 	enum fd_command command;
 	char *listen_host;        /* FACTD_LISTEN host part, default 127.0.0.1 */
@@ -56,7 +62,22 @@ struct fd_config {
 	char *cors_origins;       /* FACTD_CORS_ORIGINS: comma-separated exact origins or "*", NULL = none */
 	unsigned max_json_depth;  /* FACTD_MAX_JSON_DEPTH: deepest nesting of arrays/objects in a body */
 	unsigned http_threads;    /* FACTD_HTTP_THREADS: libmicrohttpd polling threads (network I/O only) */
+	/* read replicas and connection poolers (README, "Read replicas and poolers") */
+	char *read_database_urls; /* FACTD_READ_DATABASE_URL: comma-separated standby URLs; NULL = reads on the primary */
+	unsigned read_pool_size;  /* FACTD_READ_POOL_SIZE: connections per replica, default = pool_size */
+	unsigned replica_wait_ms; /* FACTD_REPLICA_WAIT_MS: wait for a replica to replay a read's position */
+	unsigned replica_max_lag_ms; /* FACTD_REPLICA_MAX_LAG_MS: replicas lagging more are skipped */
+	unsigned replica_probe_ms; /* FACTD_REPLICA_PROBE_MS: how often each replica's state and lag are probed */
+	char *session_database_url; /* FACTD_SESSION_DATABASE_URL: direct connection for session work; NULL = database_url */
+	enum fd_pooler pooler;    /* FACTD_POOLER: what sits behind FACTD_DATABASE_URL */
 };
+
+/*
+ * The session URL: the connection background work uses (leases, LISTEN,
+ * advisory locks, migrations): FACTD_SESSION_DATABASE_URL, else
+ * FACTD_DATABASE_URL.  Borrowed from cfg.
+ */
+const char *fd_config_session_url(const struct fd_config *cfg);
 
 /*
  * Fill cfg from the environment, then argv (argv[1] may be "serve", "migrate";
@@ -96,6 +117,15 @@ FD_MUST_USE enum fd_err fd_env_int(const char *name, long long min, long long ma
  */
 FD_MUST_USE enum fd_err fd_env_string(const char *name, size_t max, bool (*valid)(const char *), const char *what,
 				      const char **out, char *errbuf, size_t errlen);
+/*
+ * Split a FACTD_READ_DATABASE_URL list into its URLs: entries are separated
+ * by commas followed by a new postgresql:// (or postgres://) URL or a
+ * key=value conninfo, so a libpq multi-host URI stays one entry.  With out,
+ * up to max copies (caller owns, free()) are stored.  Returns the number of
+ * entries, 0 when the list is empty or an entry is not a URL (nothing
+ * stored then) or on NOMEM.
+ */
+size_t fd_config_split_urls(const char *list, char **out, size_t max);
 /* database_url with any password replaced by "***" (caller owns, free()). */
 char *fd_config_redact_url(const char *url);
 

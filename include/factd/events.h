@@ -52,6 +52,18 @@ struct fd_cursor {
 	int64_t seq;
 };
 
+/*
+ * What a read needs to have been replayed before a read replica may serve
+ * it: a feed position (a write's "position", e.g. ?min_position=) and/or a
+ * stream at a version (?version=N of an aggregate).  Zero: nothing.
+ */
+struct fd_read_need {
+	bool has_position;
+	struct fd_cursor position;
+	const char *stream;       /* with min_version > 0; borrowed */
+	int64_t min_version;
+};
+
 /* Wire form "<tx>-<seq>" ("0" or "0-0" for the beginning).  False on anything else. */
 bool fd_cursor_parse(const char *s, struct fd_cursor *out);
 /* Writes the wire form into buf (at least FD_CURSOR_STRLEN bytes). */

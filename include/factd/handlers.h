@@ -95,6 +95,8 @@ bool fd_api_list_limit(struct fd_req *req, struct fd_resp *resp, unsigned *out);
  * ?min_position=<cursor>: wait (up to FACTD_MIN_POSITION_WAIT_MS) until
  * `projection` has applied the feed up to it; 503 projection-behind with
  * Retry-After when the wait runs out.  True at once without the parameter.
+ * The wait runs on the request's read pool (fd_req_read_pool, chosen here
+ * with the position as its need): query the list with that pool too.
  */
 bool fd_api_list_min_position(struct fd_req *req, struct fd_resp *resp, const char *projection);
 /* 200 with json (owned, already a JSON document), or the problem of err. */

@@ -59,6 +59,7 @@ struct fd_ctx {
 	struct fd_projection_set projections;
 	/* the event schemas of the app's aggregate categories (items owned); services: the caller's to set */
 	struct fd_schemas schemas;
+	struct fd_replicas *replicas; /* read replicas (store/replicas.h); NULL: every read on pool */
 };
 /*
  * Fill ctx's derived members from app (borrowed; must outlive ctx): the
@@ -102,6 +103,8 @@ struct fd_req {
 	unsigned runs;                     /* runs of the handler before this one */
 	void *park_state;                  /* the handler's own, kept between runs */
 	void (*park_free)(void *state);    /* frees park_state when the request ends (may be NULL) */
+	struct fd_pool *read_pool;         /* fd_req_read_pool's choice, NULL until asked */
+	int replica;                       /* the replica of read_pool, -1 the primary */
 };
 
 struct fd_resp_header {
@@ -166,6 +169,32 @@ bool fd_req_stream_slot(struct fd_req *req);
  * the request is answered 503 instead.
  */
 void fd_req_park(struct fd_req *req, unsigned timeout_ms);
+ * Read replicas: the seam every read handler goes through (struct
+ * fd_read_need is in events.h).
+ *
+ * The pool a read request's queries go to: a read replica (FACTD_READ_DATABASE_URL)
+ * that is up, lags at most FACTD_REPLICA_MAX_LAG_MS and has replayed `need`
+ * (may be NULL; waits up to FACTD_REPLICA_WAIT_MS for that), else
+ * ctx->pool, the primary.  Chosen on the first call and the same for the
+ * rest of the request (later `need`s are ignored).  A response to a request
+ * served by replica i carries X-Factd-Replica: i.  Only for reads: writes,
+ * leases and anything that must see the newest state use ctx->pool.
+ */
+struct fd_pool *fd_req_read_pool(struct fd_req *req, const struct fd_read_need *need);
+/*
+ * After a read on fd_req_read_pool's pool failed with err: when that was a
+ * replica and err says it could not serve (FD_ERR_UNAVAILABLE, which also
+ * takes the replica out until it answers a probe again, or FD_ERR_RETRY, a
+ * conflict with recovery), the primary to run the read again on; else NULL.
+ *   for (pool = fd_req_read_pool(req, NULL); pool; pool = fd_req_read_retry(req, err))
+ *           err = read(pool, ...);
+ */
+struct fd_pool *fd_req_read_retry(struct fd_req *req, enum fd_err err);
+/*
+ * ?min_position=<cursor> into need (has_position); true without the
+ * parameter.  False after answering 400 invalid-parameter.
+ */
+bool fd_req_min_position(struct fd_req *req, struct fd_resp *resp, struct fd_read_need *need);
 
 /* Response helpers. */
 /* Set a JSON body (takes ownership of `body`, which may be NULL on NOMEM -> 500). */

@@ -59,6 +59,17 @@ void fd_pool_release(struct fd_pool *pool, PGconn *conn, bool broken);
 void fd_pool_stats(struct fd_pool *pool, struct fd_pool_stats *out);
 
 /*
+ * How the pool's connections run statements (sql.h).  FD_POOL_UNNAMED: every
+ * statement unnamed (fd_sql_set_unnamed), for a pool behind a
+ * transaction-pooling PgBouncer.  FD_POOL_PREPARE_ON_USE: prepare each
+ * statement when it first runs rather than all at connect (a read replica's
+ * pool, which runs only the reads).  0 by default.  Call before the pool is
+ * shared between threads.
+ */
+enum { FD_POOL_UNNAMED = 1, FD_POOL_PREPARE_ON_USE = 2 };
+void fd_pool_set_flags(struct fd_pool *pool, unsigned flags);
+
+/*
  * Record the store's work (appends, events, snapshots written) in `metrics`
  * (borrowed, must outlive the pool; NULL records nothing, the default).  The
  * pool is the handle every store function receives, so this is how the store
@@ -95,6 +106,18 @@ extern const unsigned fd_store_statements_count;
 enum fd_err fd_pg_classify(PGconn *conn, const PGresult *res);
 /* True when err means the connection should be dropped and reopened. */
 bool fd_pg_conn_broken(PGconn *conn, enum fd_err err);
+
+/*
+ * Does `conninfo` lead through a transaction-pooling pooler (PgBouncer with
+ * pool_mode = transaction or statement)?  Two connections each ask for their
+ * server process's id, one right after the other, a few times: directly,
+ * or through a session pooler, two open connections never share a server;
+ * a transaction pooler hands the server the first one just gave back to the
+ * second.  FD_OK with *transaction set; FD_ERR_UNAVAILABLE when it cannot
+ * connect.  A pooler under heavy load from others may go unnoticed (it then
+ * hands out another idle server): say so with FACTD_POOLER=transaction.
+ */
+FD_MUST_USE enum fd_err fd_pooler_probe(const char *conninfo, bool *transaction);
 
 /*
  * Send the server's notices and warnings on conn to factd's JSON log instead

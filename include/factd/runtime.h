@@ -37,7 +37,18 @@ struct fd_runtime {
 	struct fd_saga_engine *sagas;      /* NULL unless cfg->sagas and the app has saga types */
 	struct fd_server *srv;
 	uint16_t port;                /* the port bound */
+	struct fd_replicas *replicas;      /* NULL unless cfg->read_database_urls */
+	bool pooled;                  /* FACTD_DATABASE_URL goes through a transaction pooler */
 };
+
+/*
+ * What FACTD_DATABASE_URL goes through and where session work connects:
+ * *pooled from FACTD_POOLER, or probed (fd_pooler_probe) when it is auto;
+ * *session is FACTD_SESSION_DATABASE_URL, else FACTD_DATABASE_URL unless
+ * that is pooled, else NULL (no connection is safe for session work).
+ * Borrowed from cfg.
+ */
+void fd_runtime_connections(const struct fd_config *cfg, bool *pooled, const char **session);
 
 /*
  * Start everything for `app` under `cfg` (both borrowed; they must outlive

@@ -68,6 +68,20 @@ struct fd_stmt {
  */
 FD_MUST_USE enum fd_err fd_sql_prepare(PGconn *conn, const struct fd_stmt *st, PGresult **out);
 
+/*
+ * Run every statement on conn unnamed from now on (also after PQreset):
+ * fd_sql_exec sends its SQL with each execution (parse, bind, execute and
+ * sync together) and fd_sql_prepare does nothing.  For a connection through
+ * a transaction-pooling PgBouncer (1.18 and older do not carry named
+ * prepared statements from one server connection to the next), where a
+ * statement prepared in one transaction may be missing in the next.  False
+ * on NOMEM.  Statements with sql NULL cannot run on such a connection
+ * (FD_ERR_INTERNAL).
+ */
+FD_MUST_USE bool fd_sql_set_unnamed(PGconn *conn);
+/* Whether fd_sql_set_unnamed was called on conn. */
+bool fd_sql_unnamed(const PGconn *conn);
+
 /* Whether a statement of that name was prepared on conn through this module. */
 bool fd_sql_is_prepared(const PGconn *conn, const char *name);
 

@@ -72,7 +72,16 @@ static int serve(const struct fd_config *cfg, const struct fd_app *app)
 static int migrate(const struct fd_config *cfg, const struct fd_app *app)
 {
 	int applied = 0;
-	enum fd_err err = fd_migrate_run(cfg->database_url, app->migrations, &applied);
+	bool pooled = false;
+	const char *session = NULL;
+	fd_runtime_connections(cfg, &pooled, &session);
+	if (!session) {
+		fd_log(FD_LOG_ERROR, "FACTD_DATABASE_URL goes through a transaction pooler, which gives no session: "
+				     "migrations hold a session advisory lock. set FACTD_SESSION_DATABASE_URL to a direct "
+				     "connection to PostgreSQL, or run with --no-migrate and migrate elsewhere");
+		return 1;
+	}
+	enum fd_err err = fd_migrate_run(session, app->migrations, &applied);
 	if (err) {
 		fd_log(FD_LOG_ERROR, "migrations failed: %s", fd_err_name(err));
 		return 1;

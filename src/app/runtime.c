@@ -12,6 +12,22 @@
 #include "factd/log.h"
 #include "factd/metrics.h"
 #include "factd/pool.h"
+#include "store/replicas.h"
+
+void fd_runtime_connections(const struct fd_config *cfg, bool *pooled, const char **session)
+{
+	*pooled = cfg->pooler == FD_POOLER_TRANSACTION;
+	if (cfg->pooler == FD_POOLER_AUTO) {
+		enum fd_err err = fd_pooler_probe(cfg->database_url, pooled);
+		if (err)
+			fd_log(FD_LOG_WARN, "cannot tell whether FACTD_DATABASE_URL goes through a transaction pooler "
+					    "(%s); assuming not: set FACTD_POOLER to say",
+			       fd_err_name(err));
+		else if (*pooled)
+			fd_log(FD_LOG_INFO, "FACTD_DATABASE_URL goes through a transaction pooler: statements run unnamed");
+	}
+	*session = cfg->session_database_url ? cfg->session_database_url : *pooled ? NULL : cfg->database_url;
+}
 
 enum fd_err fd_runtime_start(struct fd_runtime *rt, const struct fd_config *cfg, const struct fd_app *app,
 			     const struct fd_runtime_options *opts, char *errbuf, size_t errlen)
@@ -39,9 +55,40 @@ enum fd_err fd_runtime_start(struct fd_runtime *rt, const struct fd_config *cfg,
 		snprintf(errbuf, errlen, "cannot create the metrics registry");
 		goto fail;
 	}
+	const char *session = NULL;
+	fd_runtime_connections(cfg, &rt->pooled, &session);
+	if (!session) {
+		const char *what = cfg->projections && app->nprojections ? "projections (advisory-lock leases)"
+				   : cfg->sagas && app->nsagas	       ? "sagas (the intake's advisory lock)"
+				   : cfg->sse_notify		       ? "live streams (LISTEN)"
+								       : NULL;
+		if (what) {
+			snprintf(errbuf, errlen,
+				 "FACTD_DATABASE_URL goes through a transaction pooler (%s), which gives no session: %s would "
+				 "not be safe over it. set FACTD_SESSION_DATABASE_URL to a direct connection to PostgreSQL, or "
+				 "turn that work off in this process (FACTD_PROJECTIONS=0 FACTD_SAGAS=0 FACTD_SSE_NOTIFY=0)",
+				 cfg->pooler == FD_POOLER_TRANSACTION ? "FACTD_POOLER=transaction" : "detected", what);
+			err = FD_ERR_INVAL;
+			goto fail;
+		}
+	}
 	if ((err = fd_pool_new(cfg->database_url, cfg->pool_size, cfg->pool_timeout_ms, &ctx->pool))) {
 		snprintf(errbuf, errlen, "cannot create the connection pool");
 		goto fail;
+	}
+	if (rt->pooled)
+		fd_pool_set_flags(ctx->pool, FD_POOL_UNNAMED);
+	if (cfg->read_database_urls) {
+		struct fd_replicas_config rc = { .urls = cfg->read_database_urls, .primary_url = cfg->database_url,
+						 .pool_size = cfg->read_pool_size, .pool_timeout_ms = cfg->pool_timeout_ms,
+						 .probe_ms = cfg->replica_probe_ms, .max_lag_ms = cfg->replica_max_lag_ms,
+						 .wait_ms = cfg->replica_wait_ms };
+		if ((err = fd_replicas_start(&rc, &rt->replicas))) {
+			snprintf(errbuf, errlen, err == FD_ERR_INVAL ? "FACTD_READ_DATABASE_URL lists no usable URL (at most 16)"
+								     : "cannot start the read replicas");
+			goto fail;
+		}
+		ctx->replicas = rt->replicas;
 	}
 	fd_pool_set_metrics(ctx->pool, ctx->metrics);
 	fd_pool_set_append_batches(ctx->pool, cfg->append_batches);
@@ -62,7 +109,7 @@ enum fd_err fd_runtime_start(struct fd_runtime *rt, const struct fd_config *cfg,
 		goto fail;
 	}
 	if (cfg->projections && app->nprojections) {
-		struct fd_projector_config pc = { .projections = &ctx->projections, .conninfo = cfg->database_url,
+		struct fd_projector_config pc = { .projections = &ctx->projections, .conninfo = session,
 						  .metrics = ctx->metrics, .schemas = &ctx->schemas,
 						  .idle_ms = opts ? opts->projection_idle_ms : 0 };
 		if ((err = fd_projector_start(&pc, &rt->projector))) {
@@ -71,7 +118,7 @@ enum fd_err fd_runtime_start(struct fd_runtime *rt, const struct fd_config *cfg,
 		}
 	}
 	if (cfg->sse_notify) {
-		if ((err = fd_notifier_start(cfg->database_url, &rt->notifier))) {
+		if ((err = fd_notifier_start(session, &rt->notifier))) {
 			snprintf(errbuf, errlen, "cannot start the event notifier");
 			goto fail;
 		}
@@ -79,7 +126,7 @@ enum fd_err fd_runtime_start(struct fd_runtime *rt, const struct fd_config *cfg,
 		fd_pool_set_notifier(ctx->pool, rt->notifier);
 	}
 	if (cfg->sagas && app->nsagas) {
-		struct fd_saga_config sc = { .types = &ctx->sagas, .conninfo = cfg->database_url, .bus = ctx->bus,
+		struct fd_saga_config sc = { .types = &ctx->sagas, .conninfo = session, .bus = ctx->bus,
 					     .services = ctx->services, .notifier = rt->notifier, .metrics = ctx->metrics,
 					     .schemas = &ctx->schemas, .workers = cfg->saga_workers, .intake = true, .poll_ms = cfg->saga_poll_ms,
 					     .lease_ms = cfg->saga_lease_ms, .time_pct = cfg->saga_time_pct };
@@ -112,6 +159,8 @@ void fd_runtime_stop(struct fd_runtime *rt, unsigned grace_ms)
 	rt->projector = NULL;
 	fd_bus_free(ctx->bus);
 	ctx->bus = NULL;
+	fd_replicas_stop(rt->replicas);
+	rt->replicas = ctx->replicas = NULL;
 	fd_pool_free(ctx->pool);
 	ctx->pool = NULL;
 	fd_metrics_free(ctx->metrics);

@@ -405,11 +405,12 @@ static enum fd_err load(struct fd_bus *bus, const struct fd_aggregate_type *t, c
 	int64_t max_version = 0;
 	enum fd_err err;
 
+	struct fd_pool *pool = target && target->pool ? target->pool : bus->pool;
 	t->init(state);
 	*version = 0;
 	*replayed = 0;
 	if (target && target->at_time) {
-		if ((err = fd_store_version_at(bus->pool, stream, target->unix_us, &max_version)))
+		if ((err = fd_store_version_at(pool, stream, target->unix_us, &max_version)))
 			return err;
 		if (max_version == 0)
 			return FD_OK; /* did not exist then */
@@ -417,7 +418,7 @@ static enum fd_err load(struct fd_bus *bus, const struct fd_aggregate_type *t, c
 		max_version = target->version;
 	}
 	bool use_snapshot = !(target && target->no_snapshot) && snapshot_every(bus, t) > 0;
-	if ((err = fd_store_load_stream(bus->pool, stream, use_snapshot ? fd_aggregate_snapshot_schema(t) : -1, max_version, &l)))
+	if ((err = fd_store_load_stream(pool, stream, use_snapshot ? fd_aggregate_snapshot_schema(t) : -1, max_version, &l)))
 		goto done;
 	if (target && target->version > 0 && target->version > l.stream_version) {
 		err = FD_ERR_NOTFOUND;
@@ -434,7 +435,7 @@ static enum fd_err load(struct fd_bus *bus, const struct fd_aggregate_type *t, c
 			fd_stream_load_release(&l);
 			t->release(state);
 			t->init(state);
-			if ((err = fd_store_load_stream(bus->pool, stream, -1, max_version, &l)))
+			if ((err = fd_store_load_stream(pool, stream, -1, max_version, &l)))
 				goto done;
 		}
 	}

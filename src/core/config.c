@@ -52,6 +52,19 @@ static const char usage[] =
 	"  FACTD_MAX_JSON_DEPTH     deepest nesting of arrays and objects in a request body (default 128)\n"
 	"  FACTD_HTTP_THREADS       threads doing the HTTP network I/O (epoll); handlers run on the workers (default 2)\n"
 	"\n"
+	"read replicas and poolers (see README, \"Read replicas and poolers\"):\n"
+	"  FACTD_READ_DATABASE_URL  comma-separated postgresql:// URLs of streaming standbys that serve reads\n"
+	"                           (streams, feed, live-feed catch-up, aggregates, read models, lists)\n"
+	"  FACTD_READ_POOL_SIZE     connections per replica (default = FACTD_POOL_SIZE)\n"
+	"  FACTD_REPLICA_WAIT_MS    wait for a replica to replay a read's min_position or version before\n"
+	"                           reading from the primary instead (default 200)\n"
+	"  FACTD_REPLICA_MAX_LAG_MS replicas lagging more than this are skipped (default 5000)\n"
+	"  FACTD_REPLICA_PROBE_MS   how often each replica's state and lag are probed (default 200)\n"
+	"  FACTD_SESSION_DATABASE_URL direct connection (no transaction pooler) for work that needs a session:\n"
+	"                           projector and saga leases, LISTEN, migrations (default FACTD_DATABASE_URL)\n"
+	"  FACTD_POOLER             auto|none|transaction: what FACTD_DATABASE_URL goes through; auto probes\n"
+	"                           for a transaction-mode pooler at start (default auto)\n"
+	"\n"
 	"access (see README, \"Security\"):\n"
 	"  FACTD_API_KEYS           comma-separated role:key entries, role read|write|admin; a key may be\n"
 	"                           given hashed as role:sha256:<64 hex> (default: none = no authentication)\n"
@@ -98,6 +111,10 @@ enum fd_err fd_config_defaults(struct fd_config *cfg)
 	cfg->saga_lease_ms = 30000;
 	cfg->saga_time_pct = 100;
 	cfg->max_json_depth = 128;
+	cfg->replica_wait_ms = 200;
+	cfg->replica_max_lag_ms = 5000;
+	cfg->replica_probe_ms = 200;
+	cfg->pooler = FD_POOLER_AUTO;
 	return cfg->listen_host ? FD_OK : FD_ERR_NOMEM;
 }
 
@@ -108,6 +125,9 @@ void fd_config_release(struct fd_config *cfg)
 	free(cfg->tls_cert);
 	free(cfg->tls_key);
 	free(cfg->cors_origins);
+	free(cfg->read_database_urls);
+	free(cfg->session_database_url);
+	cfg->read_database_urls = cfg->session_database_url = NULL;
 	fd_api_keys_release(&cfg->api_keys);
 	cfg->listen_host = cfg->database_url = cfg->tls_cert = cfg->tls_key = cfg->cors_origins = NULL;
 }
@@ -159,6 +179,10 @@ static const struct num_opt num_opts[] = {
 	NUM("FACTD_SAGA_TIME_PERCENT", saga_time_pct, 1, 100000),
 	NUM("FACTD_MAX_JSON_DEPTH", max_json_depth, 1, 1000),
 	NUM("FACTD_HTTP_THREADS", http_threads, 1, 64),
+	NUM("FACTD_READ_POOL_SIZE", read_pool_size, 1, 1024),
+	NUM("FACTD_REPLICA_WAIT_MS", replica_wait_ms, 0, 600000),
+	NUM("FACTD_REPLICA_MAX_LAG_MS", replica_max_lag_ms, 0, 86400000),
+	NUM("FACTD_REPLICA_PROBE_MS", replica_probe_ms, 10, 60000),
 };
 #undef NUM
 
@@ -323,6 +347,97 @@ bool fd_config_cors_allowed(const struct fd_config *cfg, const char *origin)
 	return false;
 }
 
+const char *fd_config_session_url(const struct fd_config *cfg)
+{
+	return cfg->session_database_url ? cfg->session_database_url : cfg->database_url;
+}
+
+/* FACTD_READ_DATABASE_URL, FACTD_SESSION_DATABASE_URL and FACTD_POOLER. */
+static enum fd_err load_replicas(struct fd_config *cfg, char *errbuf, size_t errlen)
+{
+	const char *v;
+	if ((v = getenv("FACTD_READ_DATABASE_URL")) && *v) {
+		if (!fd_config_split_urls(v, NULL, 0)) {
+			snprintf(errbuf, errlen, "FACTD_READ_DATABASE_URL must be one or more comma-separated "
+						 "postgresql:// URLs (or key=value conninfo strings)");
+			return FD_ERR_INVAL;
+		}
+		if (!(cfg->read_database_urls = strdup(v)))
+			return FD_ERR_NOMEM;
+	}
+	if ((v = getenv("FACTD_SESSION_DATABASE_URL")) && *v && !(cfg->session_database_url = strdup(v)))
+		return FD_ERR_NOMEM;
+	if ((v = getenv("FACTD_POOLER")) && *v) {
+		if (strcmp(v, "auto") == 0)
+			cfg->pooler = FD_POOLER_AUTO;
+		else if (strcmp(v, "none") == 0 || strcmp(v, "session") == 0)
+			cfg->pooler = FD_POOLER_NONE;
+		else if (strcmp(v, "transaction") == 0)
+			cfg->pooler = FD_POOLER_TRANSACTION;
+		else {
+			snprintf(errbuf, errlen, "FACTD_POOLER must be auto, none, session or transaction, got \"%s\"", v);
+			return FD_ERR_INVAL;
+		}
+	}
+	return FD_OK;
+}
+
+/* Does an entry of a URL list start at s (after blanks): a URI, or a conninfo's first keyword= ? */
+static bool url_starts(const char *s)
+{
+	while (*s == ' ')
+		s++;
+	if (strncmp(s, "postgresql://", 13) == 0 || strncmp(s, "postgres://", 11) == 0)
+		return true;
+	size_t k = strspn(s, "abcdefghijklmnopqrstuvwxyz_");
+	return k > 0 && s[k] == '=';
+}
+
+/*
+ * Where the entry starting at s ends: a URI at the first comma after its
+ * authority (where a libpq multi-host list keeps its commas), a key=value
+ * conninfo at a comma that starts another entry.
+ */
+static const char *entry_end(const char *s)
+{
+	const char *scheme = strstr(s, "://");
+	const char *comma = strchr(s, ',');
+	if (scheme && (!comma || scheme < comma)) {
+		const char *path = scheme + 3 + strcspn(scheme + 3, "/?#");
+		return strchr(path, ',');
+	}
+	for (const char *end = comma; end; end = strchr(end + 1, ','))
+		if (url_starts(end + 1))
+			return end;
+	return NULL;
+}
+
+size_t fd_config_split_urls(const char *list, char **out, size_t max)
+{
+	size_t n = 0;
+	const char *p = list;
+	if (!list)
+		return 0;
+	while (*p) {
+		while (*p == ' ')
+			p++;
+		const char *start = p, *end = entry_end(p);
+		size_t len = end ? (size_t)(end - start) : strlen(start);
+		while (len && start[len - 1] == ' ')
+			len--;
+		if (!len || !url_starts(start) || (out && n < max && !(out[n] = strndup(start, len)))) {
+			for (size_t i = 0; out && i < n && i < max; i++) {
+				free(out[i]);
+				out[i] = NULL;
+			}
+			return 0;
+		}
+		n++;
+		p = end ? end + 1 : start + strlen(start);
+	}
+	return n;
+}
+
 enum fd_err fd_config_load(struct fd_config *cfg, int argc, char **argv, char *errbuf, size_t errlen)
 {
 	enum fd_err err = fd_config_defaults(cfg);
@@ -362,6 +477,8 @@ enum fd_err fd_config_load(struct fd_config *cfg, int argc, char **argv, char *e
 	}
 	if ((err = load_access(cfg, errbuf, errlen)))
 		return err;
+	if ((err = load_replicas(cfg, errbuf, errlen)))
+		return err;
 	if ((v = getenv("FACTD_MIGRATE")) && *v) {
 		if (strcmp(v, "0") == 0 || strcmp(v, "false") == 0)
 			cfg->migrate_on_start = false;
@@ -391,6 +508,8 @@ enum fd_err fd_config_load(struct fd_config *cfg, int argc, char **argv, char *e
 	}
 	if (!cfg->pool_size)
 		cfg->pool_size = cfg->workers;
+	if (!cfg->read_pool_size)
+		cfg->read_pool_size = cfg->pool_size;
 	if ((cfg->command == FD_CMD_SERVE || cfg->command == FD_CMD_MIGRATE) && !cfg->database_url) {
 		snprintf(errbuf, errlen, "FACTD_DATABASE_URL is not set (see factd --help)");
 		return FD_ERR_INVAL;

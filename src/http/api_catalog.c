@@ -62,7 +62,9 @@ void fd_api_list_streams(struct fd_req *req, struct fd_resp *resp)
 		*vals[i] = v;
 	}
 	json_t *page = NULL;
-	enum fd_err err = fd_catalog_streams(req->ctx->pool, &q, &page);
+	enum fd_err err = FD_OK;
+	for (struct fd_pool *pool = fd_req_read_pool(req, NULL); pool; pool = fd_req_read_retry(req, err))
+		err = fd_catalog_streams(pool, &q, &page);
 	if (err) {
 		fd_problem_err(resp, req, err, NULL, NULL);
 		return;
@@ -77,7 +79,9 @@ void fd_api_categories(struct fd_req *req, struct fd_resp *resp)
 	if (!category_param(req, resp, "after", &after) || !limit_param(req, resp, &limit))
 		return;
 	json_t *page = NULL;
-	enum fd_err err = fd_catalog_categories(req->ctx->pool, after, limit, &page);
+	enum fd_err err = FD_OK;
+	for (struct fd_pool *pool = fd_req_read_pool(req, NULL); pool; pool = fd_req_read_retry(req, err))
+		err = fd_catalog_categories(pool, after, limit, &page);
 	if (err) {
 		fd_problem_err(resp, req, err, NULL, NULL);
 		return;

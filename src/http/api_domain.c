@@ -312,13 +312,26 @@ void fd_api_get_aggregate(struct fd_req *req, struct fd_resp *resp)
 		}
 		target.at_time = true;
 	}
+	/* A replica serves it once it has the asked version (or ?min_position=), else the primary. */
+	char stream[FD_STREAM_MAX + 1];
+	fd_bus_stream_name(t, id, stream, sizeof stream);
+	struct fd_read_need need = { .stream = stream, .min_version = qv ? target.version : 0 };
+	if (!fd_req_min_position(req, resp, &need))
+		return;
 	void *state = malloc(t->state_size);
 	if (!state) {
 		fd_problem_err(resp, req, FD_ERR_NOMEM, NULL, NULL);
 		return;
 	}
 	int64_t version = 0;
-	enum fd_err err = fd_bus_load(req->ctx->bus, t, id, (qv || qat) ? &target : NULL, state, &version);
+	enum fd_err err = FD_OK;
+	for (target.pool = fd_req_read_pool(req, &need); target.pool; target.pool = fd_req_read_retry(req, err)) {
+		if (err) { /* a second round on the primary: load into a fresh state */
+			t->release(state);
+			err = FD_OK;
+		}
+		err = fd_bus_load(req->ctx->bus, t, id, &target, state, &version);
+	}
 	if (err == FD_ERR_NOTFOUND || (!err && (version == 0 || !t->exists(state)))) {
 		if (err == FD_ERR_NOTFOUND)
 			snprintf(detail, sizeof detail, "this %s has no version %s", t->name, qv);

@@ -18,6 +18,7 @@
 #include "factd/proj.h"
 #include "factd/saga.h"
 #include "factd/router.h"
+#include "store/replicas.h"
 
 /* Every aggregate type of the app has a label of its own (a type from elsewhere counts as "other"). */
 enum fd_err fd_http_metrics_new(const struct fd_ctx *ctx, const char *version, struct fd_metrics **out)
@@ -115,6 +116,42 @@ static void append_saga_gauges(struct fd_pool *pool, const struct fd_saga_set *s
 	json_decref(st);
 }
 
+/* The read replicas: reads by target, each replica's state and lag, fallbacks to the primary by reason. */
+static void append_replica_metrics(struct fd_replicas *r, struct fd_buf *out)
+{
+	unsigned n = fd_replicas_count(r);
+	if (!n)
+		return;
+	struct fd_replica_state st[16];
+	for (unsigned i = 0; i < n && i < 16; i++)
+		fd_replicas_state(r, i, &st[i]);
+	enum fd_err err = fd_buf_appendf(out, "# HELP factd_read_requests_total Reads routed between the primary and the read replicas, by the database that served them.\n"
+					      "# TYPE factd_read_requests_total counter\n"
+					      "factd_read_requests_total{target=\"primary\",replica=\"\"} %llu\n",
+					 (unsigned long long)fd_replicas_primary_reads(r));
+	for (unsigned i = 0; !err && i < n && i < 16; i++)
+		err = fd_buf_appendf(out, "factd_read_requests_total{target=\"replica\",replica=\"%u\"} %llu\n", i,
+				     (unsigned long long)st[i].reads);
+	if (!err)
+		err = fd_buf_appendf(out, "# HELP factd_replica_up 1 while a read replica is usable (up, a standby, within FACTD_REPLICA_MAX_LAG_MS).\n"
+					  "# TYPE factd_replica_up gauge\n");
+	for (unsigned i = 0; !err && i < n && i < 16; i++)
+		err = fd_buf_appendf(out, "factd_replica_up{replica=\"%u\"} %d\n", i, st[i].usable ? 1 : 0);
+	if (!err)
+		err = fd_buf_appendf(out, "# HELP factd_replica_lag_seconds How long ago the primary had WAL a replica has not replayed yet.\n"
+					  "# TYPE factd_replica_lag_seconds gauge\n");
+	for (unsigned i = 0; !err && i < n && i < 16; i++)
+		if (st[i].up && st[i].lag_known)
+			err = fd_buf_appendf(out, "factd_replica_lag_seconds{replica=\"%u\"} %.3f\n", i, (double)st[i].lag_ms / 1000.0);
+	if (!err)
+		err = fd_buf_appendf(out, "# HELP factd_replica_fallbacks_total Reads the primary served although replicas are configured, by reason.\n"
+					  "# TYPE factd_replica_fallbacks_total counter\n");
+	for (int k = 0; !err && k < FD_FALLBACK_COUNT; k++)
+		err = fd_buf_appendf(out, "factd_replica_fallbacks_total{reason=\"%s\"} %llu\n", fd_replica_fallback_names[k],
+				     (unsigned long long)fd_replicas_fallbacks(r, (enum fd_replica_fallback)k));
+	(void)err; /* a partial body is still valid exposition text */
+}
+
 void fd_api_metrics(struct fd_req *req, struct fd_resp *resp)
 {
 	struct fd_buf out = FD_BUF_INIT;
@@ -135,6 +172,8 @@ void fd_api_metrics(struct fd_req *req, struct fd_resp *resp)
 		append_projection_gauges(req->ctx->pool, &req->ctx->projections, &out);
 		append_saga_gauges(req->ctx->pool, &req->ctx->sagas, &out);
 	}
+	if (!err)
+		append_replica_metrics(req->ctx->replicas, &out);
 	size_t len = out.len;
 	char *body = err ? NULL : fd_buf_detach(&out);
 	fd_buf_release(&out);

@@ -49,27 +49,20 @@ bool fd_api_list_limit(struct fd_req *req, struct fd_resp *resp, unsigned *out)
 	return true;
 }
 
-static bool read_min_position(struct fd_req *req, struct fd_resp *resp, struct fd_cursor *pos, bool *has)
-{
-	const char *v = fd_req_query(req, "min_position");
-	*has = v != NULL;
-	if (v && !fd_cursor_parse(v, pos)) {
-		fd_api_bad_param(resp, req, "min_position",
-			  "min_position must be a position from a previous response (\"<tx>-<seq>\") or 0");
-		return false;
-	}
-	return true;
-}
-
-static bool wait_for(struct fd_req *req, struct fd_resp *resp, const char *projection, struct fd_cursor pos)
+static bool wait_for(struct fd_req *req, struct fd_resp *resp, const char *projection, const struct fd_read_need *need)
 {
 	unsigned timeout = req->ctx->cfg->min_position_wait_ms;
-	enum fd_err err = fd_projection_wait(req->ctx->pool, projection, pos, timeout);
+	/* On a replica the projection's checkpoint is read as replicated, so the wait is the same there.
+	 * FD_ERR_RETRY is the wait running out, not the replica failing: only an unreachable one falls back. */
+	struct fd_pool *pool = fd_req_read_pool(req, need);
+	enum fd_err err = fd_projection_wait(pool, projection, need->position, timeout);
+	if (err == FD_ERR_UNAVAILABLE && (pool = fd_req_read_retry(req, err)))
+		err = fd_projection_wait(pool, projection, need->position, timeout);
 	if (err == FD_OK)
 		return true;
 	if (err == FD_ERR_RETRY) {
 		char detail[200], cursor[FD_CURSOR_STRLEN];
-		fd_cursor_format(&pos, cursor, sizeof cursor);
+		fd_cursor_format(&need->position, cursor, sizeof cursor);
 		snprintf(detail, sizeof detail, "the %s projection has not reached position %s within %u ms; try again",
 			 projection, cursor, timeout);
 		fd_problem(resp, req, 503, "projection-behind", "Projection behind", detail,
@@ -82,11 +75,10 @@ static bool wait_for(struct fd_req *req, struct fd_resp *resp, const char *proje
 
 bool fd_api_list_min_position(struct fd_req *req, struct fd_resp *resp, const char *projection)
 {
-	struct fd_cursor pos = { 0, 0 };
-	bool has = false;
-	if (!read_min_position(req, resp, &pos, &has))
+	struct fd_read_need need = { 0 };
+	if (!fd_req_min_position(req, resp, &need))
 		return false;
-	return !has || wait_for(req, resp, projection, pos);
+	return !need.has_position || wait_for(req, resp, projection, &need);
 }
 
 void fd_api_list_answer(struct fd_req *req, struct fd_resp *resp, enum fd_err err, char *json)

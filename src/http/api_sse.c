@@ -63,6 +63,7 @@
 #include "factd/log.h"
 #include "factd/notify.h"
 #include "http/problem.h"
+#include "store/replicas.h"
 
 #define PAGE_LIMIT 500          /* events per feed read */
 #define HUB_PAGES 20            /* pages the hub reads in one go before it lets streams send */
@@ -113,6 +114,8 @@ struct sse {
 	struct fd_ctx *ctx;             /* borrowed */
 	struct fd_sse_hub *hub;         /* borrowed; outlives every stream */
 	struct MHD_Connection *conn;
+	struct fd_pool *catchup;        /* a read replica serving the catch-up; NULL: the primary */
+	int replica;                    /* its index */
 	int sock;                       /* the client's socket, -1 when unknown */
 	struct sse *prev, *next;        /* in hub->streams while registered */
 	bool registered;
@@ -460,7 +463,15 @@ static size_t copy_live(struct fd_sse_hub *hub, struct sse *s, char *buf, size_t
 static enum fd_err read_page(struct sse *s)
 {
 	struct fd_feed_page page = { 0 };
-	enum fd_err err = fd_store_read_feed(s->ctx->pool, s->cursor, &s->filter.filter, PAGE_LIMIT, &page);
+	/* Catch-up pages may come from a read replica; once caught up the stream follows the primary. */
+	struct fd_pool *pool = s->catchup ? s->catchup : s->ctx->pool;
+	enum fd_err err = fd_store_read_feed(pool, s->cursor, &s->filter.filter, PAGE_LIMIT, &page);
+	if (err && pool != s->ctx->pool && (err == FD_ERR_UNAVAILABLE || err == FD_ERR_RETRY)) {
+		fd_replicas_failed(s->ctx->replicas, s->replica, err);
+		s->catchup = NULL;
+		s->replica = -1;
+		err = fd_store_read_feed(s->ctx->pool, s->cursor, &s->filter.filter, PAGE_LIMIT, &page);
+	}
 	if (err)
 		return err;
 	if (s->upcast) {
@@ -478,6 +489,8 @@ static enum fd_err read_page(struct sse *s)
 		return err;
 	s->cursor = page.next;
 	s->behind = page.count >= PAGE_LIMIT;
+	if (!s->behind)
+		s->catchup = NULL;
 	return FD_OK;
 }
 
@@ -813,6 +826,7 @@ void fd_api_event_stream(struct fd_req *req, struct fd_resp *resp)
 	s->conn = req->conn;
 	s->sock = -1;
 	s->job.run = page_job;
+	s->replica = -1;
 	s->heartbeat_ms = (int64_t)req->ctx->cfg->sse_heartbeat_s * 1000;
 	snprintf(s->request_id, sizeof s->request_id, "%s", req->request_id);
 
@@ -844,10 +858,21 @@ void fd_api_event_stream(struct fd_req *req, struct fd_resp *resp)
 		fd_problem(resp, req, 503, "too-many-streams", "Too many streams", detail, NULL);
 		goto done;
 	}
+	if (req->ctx->replicas) {
+		struct fd_pool *pool = fd_req_read_pool(req, NULL);
+		if (pool != req->ctx->pool) {
+			s->catchup = pool;
+			s->replica = req->replica;
+		}
+	}
 	/* The first page now, so that an unreachable database is a 503 rather than an empty stream. */
 	enum fd_err err = fd_buf_append(&s->out, RETRY_FRAME, sizeof RETRY_FRAME - 1);
 	if (!err)
 		err = read_page(s);
+	if (req->replica >= 0 && s->replica < 0) { /* the replica failed: the primary served it */
+		req->replica = -1;
+		req->read_pool = req->ctx->pool;
+	}
 	if (err) {
 		fd_problem_err(resp, req, err, NULL, NULL);
 		goto done;

@@ -404,8 +404,13 @@ void fd_api_stream_page(struct fd_req *req, struct fd_resp *resp, const char *st
 	bool upcast;
 	if (!fd_api_upcast_param(req, resp, &upcast))
 		return;
+	struct fd_read_need need = { 0 };
+	if (!fd_req_min_position(req, resp, &need))
+		return;
 	struct fd_stream_page page = { 0 };
-	enum fd_err err = fd_store_read_stream(req->ctx->pool, stream, from, (unsigned)limit, &page);
+	enum fd_err err = FD_OK;
+	for (struct fd_pool *pool = fd_req_read_pool(req, &need); pool; pool = fd_req_read_retry(req, err))
+		err = fd_store_read_stream(pool, stream, from, (unsigned)limit, &page);
 	if (err == FD_ERR_NOTFOUND) {
 		fd_problem(resp, req, 404, "not-found", "Stream not found", "no events were ever appended to this stream",
 			   NULL);
@@ -516,6 +521,9 @@ void fd_api_read_feed(struct fd_req *req, struct fd_resp *resp)
 		fd_api_bad_param(resp, req, "limit", detail);
 		return;
 	}
+	struct fd_read_need need = { 0 };
+	if (!fd_req_min_position(req, resp, &need))
+		return;
 	struct fd_api_feed_filter f;
 	if (!fd_api_feed_filter_parse(req, resp, &f)) {
 		fd_api_feed_filter_release(&f);
@@ -535,7 +543,9 @@ void fd_api_read_feed(struct fd_req *req, struct fd_resp *resp)
 		return;
 	}
 	struct fd_feed_page page = { 0 };
-	enum fd_err err = fd_store_read_feed(req->ctx->pool, after, &filter, (unsigned)limit, &page);
+	enum fd_err err = FD_OK;
+	for (struct fd_pool *pool = fd_req_read_pool(req, &need); pool; pool = fd_req_read_retry(req, err))
+		err = fd_store_read_feed(pool, after, &filter, (unsigned)limit, &page);
 	fd_api_feed_filter_release(&f);
 	free(wide);
 	if (err) {

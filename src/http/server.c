@@ -150,7 +150,7 @@ static struct server_req *server_req_of(struct fd_req *req)
 
 /* The request headers a browser may send cross-origin, and the response headers it may read. */
 #define CORS_ALLOW_HEADERS "Authorization, Content-Type, If-Match, Idempotency-Key, Last-Event-ID, X-Request-Id"
-#define CORS_EXPOSE_HEADERS "ETag, Location, Retry-After, X-Request-Id, Idempotent-Replayed, WWW-Authenticate"
+#define CORS_EXPOSE_HEADERS "ETag, Location, Retry-After, X-Request-Id, Idempotent-Replayed, WWW-Authenticate, X-Factd-Replica"
 #define CORS_MAX_AGE "600"
 
 _Static_assert(FD_STREAM_END == MHD_CONTENT_READER_END_OF_STREAM, "stream end codes differ");
@@ -302,6 +302,11 @@ static enum MHD_Result queue(struct fd_req *req, struct fd_resp *resp)
 	if (resp->content_type && (resp->body_len || streamed))
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type);
 	MHD_add_response_header(r, "X-Request-Id", req->request_id);
+	if (req->read_pool && req->read_pool != req->ctx->pool && req->replica >= 0) {
+		char idx[16];
+		snprintf(idx, sizeof idx, "%d", req->replica);
+		MHD_add_response_header(r, "X-Factd-Replica", idx);
+	}
 	bool own_cache_control = false; /* the console's files are revalidated by their ETag instead */
 	for (size_t i = 0; i < resp->nheaders; i++)
 		own_cache_control = own_cache_control || strcasecmp(resp->headers[i].name, "Cache-Control") == 0;
@@ -572,6 +577,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		sr->job.run = run_handler;
 		clock_gettime(CLOCK_MONOTONIC, &req->start);
 		req->ctx = srv->ctx;
+		req->replica = -1;
 		req->server = srv;
 		req->conn = conn;
 		req->method = method;

@@ -37,6 +37,7 @@ struct fd_pool {
 	unsigned open;
 	unsigned in_use;
 	unsigned waiting;
+	unsigned flags;               /* FD_POOL_UNNAMED, FD_POOL_PREPARE_ON_USE; set before threads share the pool */
 	struct fd_metrics *metrics;  /* set before threads share the pool; read-only after */
 	struct fd_notifier *notifier; /* woken after each append commits; same rule */
 	struct fd_batcher *batcher;   /* group commit of appends (batch.c) */
@@ -148,7 +149,11 @@ static enum fd_err connect_slot(const struct fd_pool *pool, PGconn **out)
 		goto done;
 	}
 	fd_pg_log_notices(conn, "pool");
-	for (unsigned i = 0; i < fd_store_statements_count; i++) {
+	if ((pool->flags & FD_POOL_UNNAMED) && !fd_sql_set_unnamed(conn)) {
+		err = FD_ERR_NOMEM;
+		goto done;
+	}
+	for (unsigned i = 0; !(pool->flags & (FD_POOL_UNNAMED | FD_POOL_PREPARE_ON_USE)) && i < fd_store_statements_count; i++) {
 		const struct fd_stmt *st = &fd_store_statements[i];
 		if ((err = fd_sql_prepare(conn, st, &res))) {
 			const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -340,6 +345,11 @@ void fd_pool_stats(struct fd_pool *pool, struct fd_pool_stats *out)
 	out->append_queue = fd_batcher_queued(pool->batcher);
 }
 
+void fd_pool_set_flags(struct fd_pool *pool, unsigned flags)
+{
+	pool->flags = flags;
+}
+
 void fd_pool_set_metrics(struct fd_pool *pool, struct fd_metrics *metrics)
 {
 	pool->metrics = metrics;
@@ -424,4 +434,43 @@ void fd_pool_set_append_batches(struct fd_pool *pool, unsigned max_inflight)
 struct fd_batcher *fd_pool_batcher(const struct fd_pool *pool)
 {
 	return pool ? pool->batcher : NULL;
+}
+
+static bool backend_pid(PGconn *conn, long *pid)
+{
+	PGresult *res = PQexec(conn, "SELECT pg_backend_pid()");
+	bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+	if (ok)
+		*pid = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	return ok;
+}
+
+enum fd_err fd_pooler_probe(const char *conninfo, bool *transaction)
+{
+	static const char *const keywords[] = { "connect_timeout", "dbname", "application_name", NULL };
+	const char *values[] = { "3", conninfo, "factd-pooler-probe", NULL };
+	enum fd_err err = FD_OK;
+	PGconn *a = PQconnectdbParams(keywords, values, 1), *b = NULL;
+	*transaction = false;
+	if (PQstatus(a) == CONNECTION_OK)
+		b = PQconnectdbParams(keywords, values, 1);
+	fd_pg_log_notices(a, "pool");
+	fd_pg_log_notices(b, "pool");
+	if (PQstatus(a) != CONNECTION_OK || PQstatus(b) != CONNECTION_OK) {
+		err = FD_ERR_UNAVAILABLE;
+		goto done;
+	}
+	for (int i = 0; i < 5 && !*transaction; i++) {
+		long pa = 0, pb = 0;
+		if (!backend_pid(a, &pa) || !backend_pid(b, &pb)) {
+			err = FD_ERR_UNAVAILABLE;
+			goto done;
+		}
+		*transaction = pa == pb;
+	}
+done:
+	PQfinish(a);
+	PQfinish(b);
+	return err;
 }

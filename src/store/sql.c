@@ -21,6 +21,7 @@
 #include "factd/pool.h"
 
 struct prepared_set {
+	bool unnamed; /* fd_sql_set_unnamed: nothing is prepared by name on this connection */
 	size_t cap; /* a power of two; 0 before the first name */
 	size_t n;
 	char **names;
@@ -123,6 +124,20 @@ static struct prepared_set *set_of(PGconn *conn)
 	return s;
 }
 
+bool fd_sql_set_unnamed(PGconn *conn)
+{
+	struct prepared_set *s = set_of(conn);
+	if (s)
+		s->unnamed = true;
+	return s != NULL;
+}
+
+bool fd_sql_unnamed(const PGconn *conn)
+{
+	const struct prepared_set *s = PQinstanceData(conn, on_event);
+	return s && s->unnamed;
+}
+
 bool fd_sql_is_prepared(const PGconn *conn, const char *name)
 {
 	return set_has(PQinstanceData(conn, on_event), name);
@@ -145,6 +160,8 @@ enum fd_err fd_sql_prepare(PGconn *conn, const struct fd_stmt *st, PGresult **ou
 		*out = NULL;
 	if (!st->sql)
 		return FD_ERR_INTERNAL;
+	if (fd_sql_unnamed(conn))
+		return FD_OK; /* runs unnamed, parsed with every execution */
 	if (fd_sql_is_prepared(conn, st->name))
 		return FD_OK;
 	if (PQpipelineStatus(conn) != PQ_PIPELINE_OFF)
@@ -164,6 +181,18 @@ enum fd_err fd_sql_exec(PGconn *conn, const struct fd_stmt *st, const char *cons
 	if (out)
 		*out = NULL;
 	bool pipeline = PQpipelineStatus(conn) != PQ_PIPELINE_OFF;
+	if (fd_sql_unnamed(conn)) {
+		/* Parse, bind and execute in one message sequence: the unnamed statement lives only until the
+		 * next Sync, so a transaction pooler handing the next one to another server loses nothing. */
+		if (!st->sql)
+			return FD_ERR_INTERNAL;
+		if (pipeline)
+			return PQsendQueryParams(conn, st->sql, st->nparams, NULL, params, NULL, NULL, st->binary)
+				       ? FD_OK
+				       : fd_pg_classify(conn, NULL);
+		return outcome(conn, PQexecParams(conn, st->sql, st->nparams, NULL, params, NULL, NULL, st->binary),
+			       out);
+	}
 	if (st->sql && !fd_sql_is_prepared(conn, st->name)) {
 		if (pipeline)
 			return FD_ERR_INTERNAL; /* prepare it before the pipeline */

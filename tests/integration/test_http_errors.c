@@ -812,6 +812,16 @@ Test(query, feed_parameters)
 		expect_bad_param(&ts, path, "types");
 		free(path);
 	}
+	/* read-your-writes positions (read replicas): the stream and feed reads and aggregate GETs */
+	for (size_t i = 0; i < sizeof afters / sizeof afters[0]; i++) {
+		const char *paths[] = { "/events", "/streams/seed-1/events", "/counters/00000000-0000-7000-8000-000000000000",
+					"/counters/00000000-0000-7000-8000-000000000000/events" };
+		for (size_t k = 0; k < sizeof paths / sizeof paths[0]; k++) {
+			char *path = fd_test_fmt("%s?min_position=%s", paths[k], afters[i]);
+			expect_bad_param(&ts, path, "min_position");
+			free(path);
+		}
+	}
 	static const char *const cats[] = { "order-1", "-", "", "a%20b", "caf%C3%A9",
 					    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
 					    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
