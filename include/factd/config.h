@@ -17,7 +17,7 @@
 extern "C" {
 #endif
 
-enum fd_command { FD_CMD_SERVE, FD_CMD_MIGRATE, FD_CMD_HELP, FD_CMD_VERSION };
+enum fd_command { FD_CMD_SERVE, FD_CMD_MIGRATE, FD_CMD_HELP, FD_CMD_VERSION, FD_CMD_HEALTHCHECK };
 
 struct fd_config {
 	enum fd_command command;
@@ -55,11 +55,14 @@ struct fd_config {
 	char *tls_key;            /* FACTD_TLS_KEY: PEM private key file; set with tls_cert or not at all */
 	char *cors_origins;       /* FACTD_CORS_ORIGINS: comma-separated exact origins or "*", NULL = none */
 	unsigned max_json_depth;  /* FACTD_MAX_JSON_DEPTH: deepest nesting of arrays/objects in a body */
+	/* `factd healthcheck` */
+	unsigned healthcheck_timeout_ms; /* FACTD_HEALTHCHECK_TIMEOUT_MS: the whole probe, connect to answer */
+	bool healthcheck_live;    /* --live: probe /healthz (the process) instead of /readyz (and the database) */
 };
 
 /*
- * Fill cfg from the environment, then argv (argv[1] may be "serve", "migrate";
- * flags --help, --version, --no-migrate).  On FD_ERR_INVAL a message is in
+ * Fill cfg from the environment, then argv (argv[1] may be "serve", "migrate",
+ * "healthcheck"; flags --help, --version, --no-migrate, --live).  On FD_ERR_INVAL a message is in
  * errbuf.  cfg owns its strings; release with fd_config_release.
  */
 FD_MUST_USE enum fd_err fd_config_load(struct fd_config *cfg, int argc, char **argv,
