@@ -10,7 +10,8 @@
 # /orders/{id} of a 21-event order) and feed-page (GET /events?limit=1000 of
 # the newest 1000 events, as a caught-up consumer reads).  Each size's figures
 # are compared with the empty table's of the same run; the target is every
-# median (p50) latency within 20% of it.  EXPLAIN (ANALYZE, BUFFERS) of the
+# median (p50) latency within 20% of it.  Each case runs BENCH_SCALE_ROUNDS
+# times per size (default 3), the five in turn; its figures are the medians.  EXPLAIN (ANALYZE, BUFFERS) of the
 # store's statements at each size goes to .local/bench/scale-explain-<size>.txt.
 #
 # factd runs with FACTD_PROJECTIONS=0 and FACTD_SAGAS=0: the background
@@ -27,8 +28,14 @@ done
 [[ " $SCALE_SIZES " == " 0 "* ]] || die "BENCH_SCALE_SIZES must start with 0 (the baseline), got '$SCALE_SIZES'"
 scale_cases="append command read-stream load feed-page"
 SCALE_CHUNK=${BENCH_SCALE_CHUNK:-50000} # orders (10 events each) per bulk-load transaction
+SCALE_ROUNDS=$(int_setting BENCH_SCALE_ROUNDS 3 1) # measured runs of each case per size; figures are their medians
 
 export FACTD_PROJECTIONS=0 FACTD_SAGAS=0
+
+# Event ids are version-7 UUIDs, as factd makes them (docs/design.md, "Event
+# ids"): the millisecond of order g is scale_ms0 + g, 30 days ago and on, so
+# they sort in writing order and come before every id factd makes now.
+scale_ms0=$(($(date +%s) * 1000 - 30 * 86400 * 1000))
 
 # Bulk-load orders [first, first + n): streams rows and their ten events, in
 # transactions of SCALE_CHUNK orders, each ordered by stream and version so
@@ -37,13 +44,15 @@ bulk_load() { # first n
 	local first=$1 n=$2 a b
 	for ((a = first; a < first + n; a += SCALE_CHUNK)); do
 		b=$((a + SCALE_CHUNK < first + n ? a + SCALE_CHUNK : first + n))
-		psql_q factd -v a="$a" -v b="$b" <<'EOF'
+		psql_q factd -v a="$a" -v b="$b" -v ms0="$scale_ms0" <<'EOF'
 BEGIN;
 INSERT INTO streams (stream_id, category, version)
 SELECT 'order-' || md5('factd-scale-' || g)::uuid, 'order', 10
   FROM generate_series(:a, :b - 1) g;
 INSERT INTO events (event_id, stream_id, category, version, type, data, metadata)
-SELECT gen_random_uuid(), 'order-' || md5('factd-scale-' || g)::uuid, 'order', v,
+SELECT (lpad(to_hex(:ms0 + g), 12, '0') || '7' || substr(h, 1, 3) || substr('89ab', 1 + g % 4, 1)
+        || substr(h, 4, 15))::uuid,
+       'order-' || md5('factd-scale-' || g)::uuid, 'order', v,
        CASE WHEN v = 1 THEN 'OrderCreated' ELSE 'OrderLineAdded' END,
        CASE WHEN v = 1 THEN jsonb_build_object('customer_id', 'c-scale-' || (g % 100000))
             ELSE jsonb_build_object('product_id', 'sku-' || ((g * 7 + v) % 5000) || '-' || v,
@@ -53,6 +62,7 @@ SELECT gen_random_uuid(), 'order-' || md5('factd-scale-' || g)::uuid, 'order', v
        CASE WHEN v = 1 THEN jsonb_build_object('request_id', 'scale-' || g)
             ELSE jsonb_build_object('request_id', 'scale-' || g, 'schema_version', 2) END
   FROM generate_series(:a, :b - 1) g CROSS JOIN generate_series(1, 10) v
+       CROSS JOIN LATERAL (SELECT md5('factd-scale-event-' || g || '-' || v) AS h) r
  ORDER BY g, v;
 COMMIT;
 EOF
@@ -69,7 +79,8 @@ explain_all() { # size stream order cursor
 	local tx=${cursor%-*} seq=${cursor#*-}
 	{
 		echo "== size $size: $(psql_q factd -c "SELECT count(*) FROM events") events, $(psql_q factd -c "SELECT pg_size_pretty(pg_total_relation_size('events'))") (events with its indexes)"
-		psql "$(pgurl factd)" -X -v ON_ERROR_STOP=1 -c "SET plan_cache_mode = force_generic_plan" <<EOF
+		psql "$(pgurl factd)" -X -v ON_ERROR_STOP=1 <<EOF
+SET plan_cache_mode = force_generic_plan;
 \echo == read-stream: a stream's events by version
 EXPLAIN (ANALYZE, BUFFERS) SELECT e.event_id, e.stream_id, e.version, e.type, e.data, e.metadata, e.recorded_at, e.tx_id, e.seq
   FROM events e WHERE e.stream_id = '$stream' AND e.version > 0 ORDER BY e.version LIMIT 100;
@@ -128,11 +139,35 @@ measure_size() { # size
 	[ "$(post_json "/streams/scalefeed-$tag-$run_id/events" "$work/scale-feed.json")" = 201 ] || die "writing the feed page failed"
 	explain_all "$size" "$stream" "$order" "$cursor"
 
-	measure_wrk "append@$size" append.lua @RUN@ "$PAYLOAD"
-	measure_wrk "command@$size" command.lua "$work/orders-$tag.txt" "$THREADS" @RUN@
-	measure_wrk "read-stream@$size" get.lua "/streams/$stream/events?limit=100" 200 '"version":100'
-	measure_wrk "load@$size" get.lua "/orders/$order" 200 '"version":21'
-	measure_wrk "feed-page@$size" get.lua "/events?after=$cursor&limit=1000" 200 '"version":1000'
+	# The five cases in turn, SCALE_ROUNDS times: a burst of other work on the
+	# machine then hits one round of a case rather than all of it.
+	local r conns=$CONNS threads=$THREADS
+	for ((r = 1; r <= SCALE_ROUNDS; r++)); do
+		measure_wrk "append@$size#$r" append.lua @RUN@ "$PAYLOAD"
+		measure_wrk "command@$size#$r" command.lua "$work/orders-$tag.txt" "$THREADS" @RUN@
+		measure_wrk "read-stream@$size#$r" get.lua "/streams/$stream/events?limit=100" 200 '"version":100'
+		measure_wrk "load@$size#$r" get.lua "/orders/$order" 200 '"version":21'
+		# One consumer reading the page over and over, as the feed case reads (one connection).
+		CONNS=1 THREADS=1
+		measure_wrk "feed-page@$size#$r" get.lua "/events?after=$cursor&limit=1000" 200 '"version":1000'
+		CONNS=$conns THREADS=$threads
+	done
+	# Each figure of a case: the median of its rounds (errors: the sum; other CPU: the most).
+	local c k
+	for c in $scale_cases; do
+		for k in tput p50 p99; do
+			declare -n arr="R_$k"
+			arr[$c@$size]=$(for ((r = 1; r <= SCALE_ROUNDS; r++)); do echo "${arr[$c@$size#$r]}"; done | sort -g |
+				awk '{ v[NR] = $1 } END { printf "%s", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }')
+			unset -n arr
+		done
+		R_unit[$c@$size]=${R_unit[$c@$size#1]}
+		R_err[$c@$size]=0 R_othercpu[$c@$size]=0
+		for ((r = 1; r <= SCALE_ROUNDS; r++)); do
+			R_err[$c@$size]=$((R_err[$c@$size] + R_err[$c@$size#$r]))
+			((R_othercpu[$c@$size#$r] > R_othercpu[$c@$size])) && R_othercpu[$c@$size]=${R_othercpu[$c@$size#$r]}
+		done
+	done
 	S_events[$size]=$(psql_q factd -c "SELECT count(*) FROM events")
 	S_bytes[$size]=$(psql_q factd -c "SELECT pg_size_pretty(pg_total_relation_size('events'))")
 }
@@ -183,7 +218,7 @@ for c in $scale_cases; do
 	done
 done
 noisy=()
-for c in "${cases[@]}"; do ((${R_othercpu[$c]:-0} > 10)) && noisy+=("$c"); done
+for c in $scale_cases; do for size in $SCALE_SIZES; do ((${R_othercpu[$c@$size]:-0} > 10)) && noisy+=("$c@$size"); done; done
 
 echo
 column -t -s '|' "$work/scale-table.txt" 2>/dev/null || tr '|' '\t' <"$work/scale-table.txt"
@@ -210,7 +245,7 @@ section=$work/scale-section.md
 	echo "## Cost as the log grows (\`bench/run --scale\`)"
 	echo
 	echo "Generated by \`bench/run --scale\` on $(date -u '+%Y-%m-%d %H:%M UTC') (commit $commit; load average $load_start before, $load_end after; a synchronous 8 kB write took $sync_start µs before, $sync_end µs after). Each size's figures are compared with the empty table's of the same run; see [README.md](README.md#cost-as-the-log-grows)."
-	echo "factd with FACTD_PROJECTIONS=0 FACTD_SAGAS=0, $CONNS connections, ${WARMUP} s warm-up then ${DURATION} s per case."
+	echo "factd with FACTD_PROJECTIONS=0 FACTD_SAGAS=0; $CONNS connections (feed-page: 1), ${WARMUP} s warm-up then ${DURATION} s per run; each case ran $SCALE_ROUNDS times per size, the five in turn, and each figure is the median of those runs (errors: their sum; other CPU: the most of any)."
 	echo
 	scale_md_table "$work/scale-table.txt"
 	echo
