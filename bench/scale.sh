@@ -81,22 +81,22 @@ explain_all() { # size stream order cursor
 		echo "== size $size: $(psql_q factd -c "SELECT count(*) FROM events") events, $(psql_q factd -c "SELECT pg_size_pretty(pg_total_relation_size('events'))") (events with its indexes)"
 		psql "$(pgurl factd)" -X -v ON_ERROR_STOP=1 <<EOF
 SET plan_cache_mode = force_generic_plan;
-\echo == read-stream: a stream's events by version
+\echo == read-stream: the events of a stream by version
 EXPLAIN (ANALYZE, BUFFERS) SELECT e.event_id, e.stream_id, e.version, e.type, e.data, e.metadata, e.recorded_at, e.tx_id, e.seq
   FROM events e WHERE e.stream_id = '$stream' AND e.version > 0 ORDER BY e.version LIMIT 100;
-\echo == load: the order's events after version 0
+\echo == load: the events of an order after version 0
 EXPLAIN (ANALYZE, BUFFERS) SELECT e.version, e.type, e.data, e.metadata FROM events e
  WHERE e.stream_id = 'order-$order' AND e.version > 0 ORDER BY e.version;
 \echo == feed-page: 1000 events past the cursor, below the horizon
 EXPLAIN (ANALYZE, BUFFERS) SELECT e.event_id, e.stream_id, e.version, e.type, e.data, e.metadata, e.recorded_at, e.tx_id, e.seq
   FROM events e WHERE (e.tx_id, e.seq) > ('$tx'::xid8, $seq::bigint) AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
  ORDER BY e.tx_id, e.seq LIMIT 1000;
-\echo == feed head: the newest visible event
+\echo == feed-head: the newest visible event
 EXPLAIN (ANALYZE, BUFFERS) SELECT t.tx_id, t.seq FROM events t WHERE t.tx_id < pg_snapshot_xmin(pg_current_snapshot())
  ORDER BY t.tx_id DESC, t.seq DESC LIMIT 1;
-\echo == append: the client id check of an append
+\echo == append-ids: the client id check of an append
 EXPLAIN (ANALYZE, BUFFERS) SELECT 1 FROM events e WHERE e.event_id = ANY (ARRAY[gen_random_uuid()]);
-\echo == append: the stream row
+\echo == append-stream: the stream row
 EXPLAIN (ANALYZE, BUFFERS) SELECT version FROM streams WHERE stream_id = '$stream';
 EOF
 	} >"$out" 2>&1
@@ -194,6 +194,41 @@ factd_stop
 read -r load_end _ </proc/loadavg
 sync_end=$(sync_write_us)
 
+# ---- what each statement reads at each size (EXPLAIN, free of machine noise) ----
+
+# One row per statement: the buffers its plan's top node touched (shared hit +
+# read) and its execution time, at each size.
+explain_table() {
+	local size
+	{
+		printf 'statement'
+		for size in $SCALE_SIZES; do printf '|buffers at %s|ms at %s' "$size" "$size"; done
+		echo
+		for size in $SCALE_SIZES; do
+			awk -v size="$size" '
+				/^== / && !/^== size/ { name = $2; sub(/:$/, "", name); order[++n] = name; want = 1; next }
+				want && /Buffers: shared/ {
+					b = 0
+					for (i = 1; i <= NF; i++) if ($i ~ /^(hit|read)=/) { split($i, kv, "="); b += kv[2] }
+					buf[name] = b; want = 0
+				}
+				/Execution Time:/ && name != "" { ms[name] = $3 }
+				END { for (i = 1; i <= n; i++) printf "%s %s %s %s\n", order[i], size, buf[order[i]] + 0, ms[order[i]] }
+			' "$work/scale-explain-$size.txt"
+		done | awk -v sizes="$SCALE_SIZES" '
+			{ k = $1; if (!(k in seen)) { seen[k] = 1; names[++n] = k }; b[k, $2] = $3; t[k, $2] = $4 }
+			END {
+				ns = split(sizes, sz, " ")
+				for (i = 1; i <= n; i++) {
+					line = names[i]
+					for (j = 1; j <= ns; j++) line = line "|" b[names[i], sz[j]] "|" t[names[i], sz[j]]
+					print line
+				}
+			}'
+	} >"$work/scale-explain-table.txt"
+}
+explain_table
+
 # ---- the table: each size against the empty table ----------------------------
 
 base_size=$(echo "$SCALE_SIZES" | awk '{ print $1 }')
@@ -257,6 +292,10 @@ section=$work/scale-section.md
 	echo "| target | measured | |"
 	echo "|---|---|---|"
 	for t in "${verdicts[@]}"; do echo "| ${t//|/ | } |"; done
+	echo
+	echo "What the statements behind the cases read at each size, from \`EXPLAIN (ANALYZE, BUFFERS)\` (\`.local/bench/scale-explain-<size>.txt\`): the buffers (8 kB pages) the plan's top node touched, and the execution time in ms. Unlike the latencies above, the buffer counts do not depend on what else the machine runs."
+	echo
+	scale_md_table "$work/scale-explain-table.txt"
 	echo "$SCALE_END"
 } >"$section"
 results=$bench/RESULTS.md
