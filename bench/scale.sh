@@ -32,6 +32,11 @@ SCALE_ROUNDS=$(int_setting BENCH_SCALE_ROUNDS 3 1) # measured runs of each case 
 
 export FACTD_PROJECTIONS=0 FACTD_SAGAS=0
 
+# Before each run only a checkpoint: VACUUM ANALYZE runs once per size, after
+# its bulk load and again after its fixtures are written; the few thousand
+# rows a run appends leave autovacuum little to do.
+pg_settle() { psql_q postgres -c "CHECKPOINT"; }
+
 # Event ids are version-7 UUIDs, as factd makes them (docs/design.md, "Event
 # ids"): the millisecond of order g is scale_ms0 + g, 30 days ago and on, so
 # they sort in writing order and come before every id factd makes now.
@@ -137,6 +142,7 @@ measure_size() { # size
 		printf ']}'
 	} >"$work/scale-feed.json"
 	[ "$(post_json "/streams/scalefeed-$tag-$run_id/events" "$work/scale-feed.json")" = 201 ] || die "writing the feed page failed"
+	psql_q factd -c "VACUUM ANALYZE"
 	explain_all "$size" "$stream" "$order" "$cursor"
 
 	# The five cases in turn, SCALE_ROUNDS times: a burst of other work on the
