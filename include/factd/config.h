@@ -17,7 +17,7 @@
 extern "C" {
 #endif
 
-enum fd_command { FD_CMD_SERVE, FD_CMD_MIGRATE, FD_CMD_HELP, FD_CMD_VERSION };
+enum fd_command { FD_CMD_SERVE, FD_CMD_MIGRATE, FD_CMD_HELP, FD_CMD_VERSION, FD_CMD_HEALTHCHECK };
 
 /*
  * FACTD_POOLER: auto (default) probes FACTD_DATABASE_URL at start for a
@@ -70,6 +70,9 @@ struct fd_config {
 	unsigned replica_probe_ms; /* FACTD_REPLICA_PROBE_MS: how often each replica's state and lag are probed */
 	char *session_database_url; /* FACTD_SESSION_DATABASE_URL: direct connection for session work; NULL = database_url */
 	enum fd_pooler pooler;    /* FACTD_POOLER: what sits behind FACTD_DATABASE_URL */
+	/* `factd healthcheck` */
+	unsigned healthcheck_timeout_ms; /* FACTD_HEALTHCHECK_TIMEOUT_MS: the whole probe, connect to answer */
+	bool healthcheck_live;    /* --live: probe /healthz (the process) instead of /readyz (and the database) */
 };
 
 /*
@@ -80,8 +83,8 @@ struct fd_config {
 const char *fd_config_session_url(const struct fd_config *cfg);
 
 /*
- * Fill cfg from the environment, then argv (argv[1] may be "serve", "migrate";
- * flags --help, --version, --no-migrate).  On FD_ERR_INVAL a message is in
+ * Fill cfg from the environment, then argv (argv[1] may be "serve", "migrate",
+ * "healthcheck"; flags --help, --version, --no-migrate, --live).  On FD_ERR_INVAL a message is in
  * errbuf.  cfg owns its strings; release with fd_config_release.
  */
 FD_MUST_USE enum fd_err fd_config_load(struct fd_config *cfg, int argc, char **argv,

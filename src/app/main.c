@@ -18,6 +18,7 @@
 #include "factd/log.h"
 #include "factd/migrate.h"
 #include "factd/runtime.h"
+#include "app/healthcheck.h"
 
 #ifndef FACTD_VERSION
 #define FACTD_VERSION "unknown"
@@ -90,9 +91,34 @@ static int migrate(const struct fd_config *cfg, const struct fd_app *app)
 	return 0;
 }
 
+/*
+ * Exit codes follow Docker's HEALTHCHECK: 0 ready, 1 not (2 is reserved
+ * there, so a configuration error is 1 too).  One line either way, on stdout
+ * when ready and on stderr when not.
+ */
+static int healthcheck(const struct fd_config *cfg, const char *prog)
+{
+	char msg[512] = "";
+	enum fd_err err = fd_healthcheck(cfg, msg, sizeof msg);
+	if (err) {
+		fprintf(stderr, "%s healthcheck: %s\n", prog, msg[0] ? msg : fd_err_name(err));
+		return 1;
+	}
+	printf("%s healthcheck: %s\n", prog, msg);
+	return 0;
+}
+
+static bool has_arg(int argc, char **argv, const char *arg)
+{
+	for (int i = 1; i < argc; i++)
+		if (strcmp(argv[i], arg) == 0)
+			return true;
+	return false;
+}
+
 static void usage(const char *prog, const struct fd_app *app)
 {
-	printf("usage: %s [serve|migrate] [--no-migrate] [--help] [--version]\n\n", prog);
+	printf("usage: %s [serve|migrate|healthcheck] [--no-migrate] [--live] [--help] [--version]\n\n", prog);
 	fputs(fd_config_usage(), stdout);
 	if (app->services && app->services->usage)
 		printf("\nthe %s app:\n%s", app->name, app->services->usage);
@@ -138,7 +164,11 @@ int fd_main(int argc, char **argv, const struct fd_app *app)
 	}
 	if (err) {
 		fprintf(stderr, "%s: %s\n", prog, err == FD_ERR_INVAL ? errbuf : fd_err_name(err));
-		rc = 2;
+		rc = has_arg(argc, argv, "healthcheck") ? 1 : 2;
+		goto done;
+	}
+	if (cfg.command == FD_CMD_HEALTHCHECK) {
+		rc = healthcheck(&cfg, prog);
 		goto done;
 	}
 	fd_log_set_level((enum fd_log_level)cfg.log_level);

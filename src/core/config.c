@@ -20,6 +20,8 @@
 static const char usage[] =
 	"  serve      apply pending migrations (unless --no-migrate) and serve HTTP (default)\n"
 	"  migrate    apply pending migrations and exit\n"
+	"  healthcheck  ask the factd that this configuration describes (FACTD_LISTEN, FACTD_TLS_CERT)\n"
+	"             whether it is ready: GET /readyz, or /healthz with --live; exit 0 on 200, else 1\n"
 	"\n"
 	"environment:\n"
 	"  FACTD_DATABASE_URL       PostgreSQL conninfo or URI (required)\n"
@@ -50,6 +52,7 @@ static const char usage[] =
 	"  FACTD_SAGA_LEASE_MS      a worker's claim on a step; a crashed worker's step reruns after it (default 30000)\n"
 	"  FACTD_SAGA_TIME_PERCENT  scales every saga timeout and retry delay, in percent (default 100)\n"
 	"  FACTD_MAX_JSON_DEPTH     deepest nesting of arrays and objects in a request body (default 128)\n"
+	"  FACTD_HEALTHCHECK_TIMEOUT_MS longest `factd healthcheck` may take, connect to answer (default 2500)\n"
 	"  FACTD_HTTP_THREADS       threads doing the HTTP network I/O (epoll); handlers run on the workers (default 2)\n"
 	"\n"
 	"read replicas and poolers (see README, \"Read replicas and poolers\"):\n"
@@ -111,6 +114,7 @@ enum fd_err fd_config_defaults(struct fd_config *cfg)
 	cfg->saga_lease_ms = 30000;
 	cfg->saga_time_pct = 100;
 	cfg->max_json_depth = 128;
+	cfg->healthcheck_timeout_ms = 2500;
 	cfg->replica_wait_ms = 200;
 	cfg->replica_max_lag_ms = 5000;
 	cfg->replica_probe_ms = 200;
@@ -178,6 +182,7 @@ static const struct num_opt num_opts[] = {
 	NUM("FACTD_SAGA_LEASE_MS", saga_lease_ms, 100, 3600000),
 	NUM("FACTD_SAGA_TIME_PERCENT", saga_time_pct, 1, 100000),
 	NUM("FACTD_MAX_JSON_DEPTH", max_json_depth, 1, 1000),
+	NUM("FACTD_HEALTHCHECK_TIMEOUT_MS", healthcheck_timeout_ms, 1, 600000),
 	NUM("FACTD_HTTP_THREADS", http_threads, 1, 64),
 	NUM("FACTD_READ_POOL_SIZE", read_pool_size, 1, 1024),
 	NUM("FACTD_REPLICA_WAIT_MS", replica_wait_ms, 0, 600000),
@@ -501,6 +506,10 @@ enum fd_err fd_config_load(struct fd_config *cfg, int argc, char **argv, char *e
 			cfg->command = FD_CMD_VERSION;
 		else if (strcmp(a, "--no-migrate") == 0)
 			cfg->migrate_on_start = false;
+		else if (strcmp(a, "healthcheck") == 0)
+			cfg->command = FD_CMD_HEALTHCHECK;
+		else if (strcmp(a, "--live") == 0)
+			cfg->healthcheck_live = true;
 		else {
 			snprintf(errbuf, errlen, "unknown argument \"%s\" (see factd --help)", a);
 			return FD_ERR_INVAL;
