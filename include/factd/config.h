@@ -17,7 +17,7 @@
 extern "C" {
 #endif
 
-enum fd_command { FD_CMD_SERVE, FD_CMD_MIGRATE, FD_CMD_HELP, FD_CMD_VERSION };
+enum fd_command { FD_CMD_SERVE, FD_CMD_MIGRATE, FD_CMD_HELP, FD_CMD_VERSION, FD_CMD_ARCHIVE_RESTORE };
 
 struct fd_config {
 	enum fd_command command;
@@ -55,6 +55,13 @@ struct fd_config {
 	char *tls_key;            /* FACTD_TLS_KEY: PEM private key file; set with tls_cert or not at all */
 	char *cors_origins;       /* FACTD_CORS_ORIGINS: comma-separated exact origins or "*", NULL = none */
 	unsigned max_json_depth;  /* FACTD_MAX_JSON_DEPTH: deepest nesting of arrays/objects in a body */
+	/* data lifecycle */
+	unsigned retention;       /* FACTD_RETENTION: 1 = this process may run the retention job */
+	unsigned retention_interval_s; /* FACTD_RETENTION_INTERVAL_S: seconds between retention rounds */
+	unsigned retention_batch; /* FACTD_RETENTION_BATCH: events (or sagas) per retention transaction */
+	unsigned saga_retention_s; /* FACTD_SAGA_RETENTION_S: ended sagas are removed after it; 0 = kept */
+	char *archive_dir;        /* FACTD_ARCHIVE_DIR: removed events are archived here first; NULL = not */
+	char *restore_file;       /* `archive-restore FILE`: the archive to load */
 };
 
 /*
