@@ -13,7 +13,9 @@
  * Each summary and stock row records the stream version it reflects, and a
  * handler skips an event at or below it (an order's lines are written only
  * when its summary takes the event), so a replay over existing rows is
- * harmless.
+ * harmless.  A $StreamDeleted event (the stream deleted, soft or for good)
+ * drops the rows of its order or product, lines included; if the stream
+ * starts again, its new creation event makes them anew.
  */
 #include "shop.h"
 
@@ -79,6 +81,7 @@ enum {
 	ORDER_CONFIRMED,
 	ORDER_SHIPPED,
 	ORDER_CANCELLED,
+	ORDER_DELETED,
 };
 
 static const char *const order_statements[] = {
@@ -114,6 +117,8 @@ static const char *const order_statements[] = {
 	[ORDER_CONFIRMED] = ORDER_TRANSITION("confirmed", "confirmed_at"),
 	[ORDER_SHIPPED] = ORDER_TRANSITION("shipped", "shipped_at"),
 	[ORDER_CANCELLED] = ORDER_TRANSITION("cancelled", "cancelled_at"),
+	[ORDER_DELETED] = "WITH s AS (DELETE FROM {table} WHERE order_id = $1 AND version < $2 RETURNING order_id)"
+			  " DELETE FROM {table}_lines WHERE order_id IN (SELECT order_id FROM s)",
 	NULL,
 };
 
@@ -126,6 +131,10 @@ static enum fd_err order_handle(PGconn *conn, const char *table, const struct fd
 		return FD_OK; /* not an order the domain made (the generic API can write anything) */
 	snprintf(version, sizeof version, "%lld", (long long)ev->version);
 	const char *t = ev->type;
+	if (strcmp(t, FD_EVENT_STREAM_DELETED) == 0) {
+		const char *params[] = { id, version };
+		return fd_projection_exec(conn, table, ORDER_DELETED, 2, params);
+	}
 	if (strcmp(t, "OrderCreated") == 0) {
 		const char *params[] = { id, str(ev->data, "customer_id"), ev->recorded_at, version };
 		return fd_projection_exec(conn, table, ORDER_CREATED, 4, params);
@@ -181,6 +190,7 @@ enum {
 	STOCK_RESERVED,
 	RESERVATION_RELEASED,
 	RESERVATION_COMMITTED,
+	PRODUCT_DELETED,
 };
 
 static const char *const product_statements[] = {
@@ -190,6 +200,7 @@ static const char *const product_statements[] = {
 	[STOCK_RESERVED] = STOCK_MOVE("available = available - $2, reserved = reserved + $2"),
 	[RESERVATION_RELEASED] = STOCK_MOVE("available = available + $2, reserved = reserved - $2"),
 	[RESERVATION_COMMITTED] = STOCK_MOVE("reserved = reserved - $2, committed = committed + $2"),
+	[PRODUCT_DELETED] = "DELETE FROM {table} WHERE product_id = $1 AND version < $2",
 	NULL,
 };
 
@@ -199,6 +210,10 @@ static enum fd_err product_handle(PGconn *conn, const char *table, const struct 
 	char version[24], q[24];
 	snprintf(version, sizeof version, "%lld", (long long)ev->version);
 	const char *t = ev->type;
+	if (strcmp(t, FD_EVENT_STREAM_DELETED) == 0) {
+		const char *params[] = { id, version };
+		return fd_projection_exec(conn, table, PRODUCT_DELETED, 2, params);
+	}
 	if (strcmp(t, "ProductCreated") == 0) {
 		int_text(ev->data, "stock", q);
 		const char *params[] = { id, str(ev->data, "name"), q, version, ev->recorded_at };

@@ -199,16 +199,17 @@ enum fd_err fd_saga_cleanup_batch(PGconn *conn, unsigned retention_s, unsigned l
 	const char *p[] = { ret_s, lim_s };
 	if (!fd_saga_exec(conn, "BEGIN"))
 		return FD_ERR_IO;
-	/* Exists once an intake has run; made here otherwise, so the lock below always has a row. */
-	PGresult *res = fd_saga_sql(conn, "INSERT INTO subscriptions (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
-				    1, np);
-	bool ok = res != NULL;
+	/*
+	 * The intake's lock first: removal and an intake batch never interleave.
+	 * No row: no intake ever ran, so no saga exists (an intake makes the row
+	 * before its first batch).
+	 */
+	PGresult *res = fd_saga_sql(conn, "SELECT 1 FROM subscriptions WHERE name = $1 FOR UPDATE", 1, np);
+	bool ok = res != NULL, any = res && PQntuples(res) == 1;
 	PQclear(res);
-	/* The intake's lock first: removal and an intake batch never interleave. */
-	if (ok) {
-		res = fd_saga_sql(conn, "SELECT 1 FROM subscriptions WHERE name = $1 FOR UPDATE", 1, np);
-		ok = res != NULL;
-		PQclear(res);
+	if (ok && !any) {
+		fd_saga_exec(conn, "ROLLBACK");
+		return FD_OK;
 	}
 	/* Ended sagas nobody holds (SKIP LOCKED): an operator's retry holding one keeps it for the next round. */
 	if (ok) {
