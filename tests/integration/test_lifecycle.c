@@ -442,7 +442,10 @@ Test(lifecycle, retention_by_count_archives_before_it_removes_and_the_archive_re
 	size_t el = 0;
 	for (char *line = before; *line;) {
 		char *nl = strchr(line, '\n');
-		if (strstr(line, "\"version\":1,") || strstr(line, "\"version\":2,") || strstr(line, "\"version\":3,")) {
+		*nl = '\0';
+		bool old = strstr(line, "\"version\":1,") || strstr(line, "\"version\":2,") || strstr(line, "\"version\":3,");
+		*nl = '\n';
+		if (old) {
 			memcpy(expected + el, line, (size_t)(nl - line + 1));
 			el += (size_t)(nl - line + 1);
 		}
