@@ -13,7 +13,9 @@
  * Each summary and stock row records the stream version it reflects, and a
  * handler skips an event at or below it (an order's lines are written only
  * when its summary takes the event), so a replay over existing rows is
- * harmless.
+ * harmless.  A $StreamDeleted event (the stream deleted, soft or for good)
+ * drops the rows of its order or product, lines included; if the stream
+ * starts again, its new creation event makes them anew.
  */
 #include "shop.h"
 
@@ -166,6 +168,7 @@ enum {
 	ORDERS_LINES_ADDED,
 	ORDERS_LINES_SUMMARY,
 	ORDERS_TRANSITIONS,
+	ORDER_DELETED,
 };
 
 static const char *const order_statements[] = {
@@ -263,6 +266,8 @@ static const char *const order_statements[] = {
 		"   JOIN {table} AS t ON t.order_id = u.order_id AND t.version < u.version"
 		"   GROUP BY u.order_id) AS x"
 		" WHERE s.order_id = x.order_id",
+	[ORDER_DELETED] = "WITH s AS (DELETE FROM {table} WHERE order_id = $1 AND version < $2 RETURNING order_id)"
+			  " DELETE FROM {table}_lines WHERE order_id IN (SELECT order_id FROM s)",
 	NULL,
 };
 
@@ -275,6 +280,10 @@ static enum fd_err order_handle(PGconn *conn, const char *table, const struct fd
 		return FD_OK; /* not an order the domain made (the generic API can write anything) */
 	snprintf(version, sizeof version, "%lld", (long long)ev->version);
 	const char *t = ev->type;
+	if (strcmp(t, FD_EVENT_STREAM_DELETED) == 0) {
+		const char *params[] = { id, version };
+		return fd_projection_exec(conn, table, ORDER_DELETED, 2, params);
+	}
 	if (strcmp(t, "OrderCreated") == 0) {
 		const char *params[] = { id, str(ev->data, "customer_id"), ev->recorded_at, version };
 		return fd_projection_exec(conn, table, ORDER_CREATED, 4, params);
@@ -443,6 +452,7 @@ enum {
 	RESERVATION_COMMITTED,
 	PRODUCTS_CREATED,
 	PRODUCTS_MOVED,
+	PRODUCT_DELETED,
 };
 
 static const char *const product_statements[] = {
@@ -468,6 +478,7 @@ static const char *const product_statements[] = {
 		"   JOIN {table} AS t ON t.product_id = u.product_id AND t.version < u.version"
 		"   GROUP BY u.product_id) AS x"
 		" WHERE s.product_id = x.product_id",
+	[PRODUCT_DELETED] = "DELETE FROM {table} WHERE product_id = $1 AND version < $2",
 	NULL,
 };
 
@@ -477,6 +488,10 @@ static enum fd_err product_handle(PGconn *conn, const char *table, const struct 
 	char version[24], q[24];
 	snprintf(version, sizeof version, "%lld", (long long)ev->version);
 	const char *t = ev->type;
+	if (strcmp(t, FD_EVENT_STREAM_DELETED) == 0) {
+		const char *params[] = { id, version };
+		return fd_projection_exec(conn, table, PRODUCT_DELETED, 2, params);
+	}
 	if (strcmp(t, "ProductCreated") == 0) {
 		int_text(ev->data, "stock", q);
 		const char *params[] = { id, str(ev->data, "name"), q, version, ev->recorded_at };

@@ -120,6 +120,20 @@ struct fd_load_target {
 FD_MUST_USE enum fd_err fd_bus_load(struct fd_bus *bus, const struct fd_aggregate_type *t, const char *id,
 				    const struct fd_load_target *target, void *state, int64_t *version);
 
+/*
+ * The snapshot schema loads of t use (fd_aggregate_snapshot_schema), or -1
+ * when snapshots of t are off in this bus.
+ */
+int fd_bus_snapshot_schema(const struct fd_bus *bus, const struct fd_aggregate_type *t);
+/*
+ * Load aggregate `id` at its latest version and store its snapshot there,
+ * now (not through the writer's queue).  *version: the version snapshotted.
+ * FD_ERR_REJECTED when snapshots of t are off; FD_ERR_NOTFOUND when it
+ * does not exist; as fd_bus_load otherwise (FD_ERR_DELETED, FD_ERR_GONE).
+ */
+FD_MUST_USE enum fd_err fd_bus_snapshot_now(struct fd_bus *bus, const struct fd_aggregate_type *t, const char *id,
+					    int64_t *version);
+
 /* The stream name of an aggregate: "<category>-<id>" into buf. */
 void fd_bus_stream_name(const struct fd_aggregate_type *t, const char *id, char *buf, size_t len);
 

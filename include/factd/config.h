@@ -17,7 +17,8 @@
 extern "C" {
 #endif
 
-enum fd_command { FD_CMD_SERVE, FD_CMD_MIGRATE, FD_CMD_HELP, FD_CMD_VERSION, FD_CMD_HEALTHCHECK };
+enum fd_command { FD_CMD_SERVE, FD_CMD_MIGRATE, FD_CMD_HELP, FD_CMD_VERSION, FD_CMD_HEALTHCHECK,
+		  FD_CMD_ARCHIVE_RESTORE };
 
 /*
  * FACTD_POOLER: auto (default) probes FACTD_DATABASE_URL at start for a
@@ -73,6 +74,13 @@ struct fd_config {
 	/* `factd healthcheck` */
 	unsigned healthcheck_timeout_ms; /* FACTD_HEALTHCHECK_TIMEOUT_MS: the whole probe, connect to answer */
 	bool healthcheck_live;    /* --live: probe /healthz (the process) instead of /readyz (and the database) */
+	/* data lifecycle */
+	unsigned retention;       /* FACTD_RETENTION: 1 = this process may run the retention job */
+	unsigned retention_interval_s; /* FACTD_RETENTION_INTERVAL_S: seconds between retention rounds */
+	unsigned retention_batch; /* FACTD_RETENTION_BATCH: events (or sagas) per retention transaction */
+	unsigned saga_retention_s; /* FACTD_SAGA_RETENTION_S: ended sagas are removed after it; 0 = kept */
+	char *archive_dir;        /* FACTD_ARCHIVE_DIR: removed events are archived here first; NULL = not */
+	char *restore_file;       /* `archive-restore FILE`: the archive to load */
 };
 
 /*

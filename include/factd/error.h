@@ -31,6 +31,8 @@ enum fd_err {
 	FD_ERR_PRECONDITION, /* the caller's If-Match version no longer holds */
 	FD_ERR_IDEMPOTENCY, /* an idempotency key was reused with a different request */
 	FD_ERR_SCHEMA,      /* a stored event's schema version is newer than this code knows (schema.h) */
+	FD_ERR_DELETED,     /* the stream was deleted (soft): 404 stream-deleted */
+	FD_ERR_GONE,        /* the stream was deleted for good (tombstoned): 410 stream-tombstoned */
 };
 
 /* Stable lower-case name of an error ("conflict"), never NULL. */

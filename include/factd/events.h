@@ -74,6 +74,18 @@ int fd_cursor_cmp(const struct fd_cursor *a, const struct fd_cursor *b);
 bool fd_stream_name_valid(const char *s);
 /* The category: the part before the first '-', or the whole name.  Writes at most len-1 bytes. */
 void fd_stream_category(const char *stream, char *out, size_t len);
+/*
+ * System events: recorded by factd itself in the stream they concern, so the
+ * followers of its category see them.  Their types start with '$', which
+ * clients may not use (POST /streams/{stream}/events answers 400).  Every
+ * system event type is a row of fd_system_event_types.
+ */
+#define FD_EVENT_STREAM_DELETED "$StreamDeleted" /* data: {stream, last_version, hard} */
+extern const char *const fd_system_event_types[];
+extern const size_t fd_system_event_types_count;
+/* Is `type` reserved for system events (it starts with '$')? */
+bool fd_event_type_reserved(const char *type);
+
 /* Parse the JSON-level expected version: an integer >= 0 or "any"/"no_stream"/"exists". */
 bool fd_expected_parse_str(const char *s, struct fd_expected *out);
 

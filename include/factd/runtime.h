@@ -30,11 +30,14 @@ struct fd_runtime_options {
 	unsigned projection_idle_ms;  /* the projector's quiet-feed poll (0: its default) */
 };
 
+struct fd_retention_job;
+
 struct fd_runtime {
 	struct fd_ctx ctx;            /* what handlers see: cfg, app, services, pool, bus, metrics, notifier */
 	struct fd_projector *projector;    /* NULL unless cfg->projections and the app has projections */
 	struct fd_notifier *notifier;      /* NULL unless cfg->sse_notify */
 	struct fd_saga_engine *sagas;      /* NULL unless cfg->sagas and the app has saga types */
+	struct fd_retention_job *retention; /* NULL unless cfg->retention */
 	struct fd_server *srv;
 	uint16_t port;                /* the port bound */
 	struct fd_replicas *replicas;      /* NULL unless cfg->read_database_urls */

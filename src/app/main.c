@@ -19,6 +19,7 @@
 #include "factd/migrate.h"
 #include "factd/runtime.h"
 #include "app/healthcheck.h"
+#include "store/lifecycle.h"
 
 #ifndef FACTD_VERSION
 #define FACTD_VERSION "unknown"
@@ -116,9 +117,35 @@ static bool has_arg(int argc, char **argv, const char *arg)
 	return false;
 }
 
+/* `archive-restore FILE`: load a retention archive back into the (migrated) database. */
+static int archive_restore(const struct fd_config *cfg)
+{
+	PGconn *conn = PQconnectdb(cfg->database_url);
+	if (PQstatus(conn) != CONNECTION_OK) {
+		fd_log(FD_LOG_ERROR, "cannot connect to the database: %s", PQerrorMessage(conn));
+		PQfinish(conn);
+		return 1;
+	}
+	char errbuf[512] = "";
+	size_t restored = 0, skipped = 0;
+	enum fd_err err = fd_archive_restore(conn, cfg->restore_file, &restored, &skipped, errbuf, sizeof errbuf);
+	PQfinish(conn);
+	if (err) {
+		fd_log_fields(FD_LOG_ERROR, "archive restore failed",
+			      json_pack("{s:s, s:s, s:I, s:I}", "file", cfg->restore_file, "error",
+					errbuf[0] ? errbuf : fd_err_name(err), "restored", (json_int_t)restored,
+					"skipped", (json_int_t)skipped));
+		return err == FD_ERR_INVAL || err == FD_ERR_IO ? 2 : 1;
+	}
+	fd_log_fields(FD_LOG_INFO, "archive restored",
+		      json_pack("{s:s, s:I, s:I}", "file", cfg->restore_file, "restored", (json_int_t)restored,
+				"already_stored", (json_int_t)skipped));
+	return 0;
+}
+
 static void usage(const char *prog, const struct fd_app *app)
 {
-	printf("usage: %s [serve|migrate|healthcheck] [--no-migrate] [--live] [--help] [--version]\n\n", prog);
+	printf("usage: %s [serve|migrate|healthcheck|archive-restore FILE] [--no-migrate] [--live] [--help] [--version]\n\n", prog);
 	fputs(fd_config_usage(), stdout);
 	if (app->services && app->services->usage)
 		printf("\nthe %s app:\n%s", app->name, app->services->usage);
@@ -174,6 +201,10 @@ int fd_main(int argc, char **argv, const struct fd_app *app)
 	fd_log_set_level((enum fd_log_level)cfg.log_level);
 	if (cfg.command == FD_CMD_MIGRATE) {
 		rc = migrate(&cfg, app);
+		goto done;
+	}
+	if (cfg.command == FD_CMD_ARCHIVE_RESTORE) {
+		rc = migrate(&cfg, app) == 0 ? archive_restore(&cfg) : 1;
 		goto done;
 	}
 	if (cfg.migrate_on_start && migrate(&cfg, app) != 0)

@@ -28,6 +28,7 @@ void fd_runtime_connections(const struct fd_config *cfg, bool *pooled, const cha
 	}
 	*session = cfg->session_database_url ? cfg->session_database_url : *pooled ? NULL : cfg->database_url;
 }
+#include "app/retention.h"
 
 enum fd_err fd_runtime_start(struct fd_runtime *rt, const struct fd_config *cfg, const struct fd_app *app,
 			     const struct fd_runtime_options *opts, char *errbuf, size_t errlen)
@@ -135,6 +136,10 @@ enum fd_err fd_runtime_start(struct fd_runtime *rt, const struct fd_config *cfg,
 			goto fail;
 		}
 	}
+	if (cfg->retention && (err = fd_retention_start(cfg, app, ctx->bus, &rt->retention))) {
+		snprintf(errbuf, errlen, "cannot start the retention job");
+		goto fail;
+	}
 	if ((err = fd_server_start(ctx, &rt->srv))) {
 		snprintf(errbuf, errlen, "cannot start the HTTP server on %s:%u", cfg->listen_host, cfg->port);
 		goto fail;
@@ -151,6 +156,8 @@ void fd_runtime_stop(struct fd_runtime *rt, unsigned grace_ms)
 	struct fd_ctx *ctx = &rt->ctx;
 	fd_server_stop(rt->srv, grace_ms);
 	rt->srv = NULL;
+	fd_retention_stop(rt->retention);
+	rt->retention = NULL;
 	fd_saga_engine_stop(rt->sagas);
 	rt->sagas = NULL;
 	fd_notifier_stop(rt->notifier);

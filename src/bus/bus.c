@@ -439,8 +439,17 @@ static enum fd_err load(struct fd_bus *bus, const struct fd_aggregate_type *t, c
 				goto done;
 		}
 	}
-	int64_t last = l.snapshot_version;
-	if ((err = fold_events(bus, t, state, stream, l.events_json, l.snapshot_version, &last)))
+	/* A snapshot is always of the stream's current life; without one the life's first event comes first. */
+	int64_t from = l.snapshot_version > l.life_start ? l.snapshot_version : l.life_start, last = from;
+	if (l.count > 0 && strncmp(l.events_json, "[[", 2) == 0 && strtoll(l.events_json + 2, NULL, 10) != from + 1) {
+		/* The events after `from` were truncated and no snapshot covers them. */
+		fd_log_fields(FD_LOG_WARN, "events needed to load the aggregate were removed",
+			      json_pack("{s:s, s:I, s:I}", "stream", stream, "from", (json_int_t)from, "snapshot_version",
+					(json_int_t)l.snapshot_version));
+		err = max_version > 0 ? FD_ERR_NOTFOUND : FD_ERR_INTERNAL;
+		goto done;
+	}
+	if ((err = fold_events(bus, t, state, stream, l.events_json, from, &last)))
 		goto done;
 	*version = last;
 	*replayed = l.count;
@@ -911,5 +920,42 @@ enum fd_err fd_bus_send(struct fd_bus *bus, const struct fd_aggregate_type *t, c
 {
 	enum fd_err err = send_command(bus, t, id, command, payload, meta, out);
 	fd_metrics_command(bus->cfg.metrics, t->name, command_result(err, out));
+	return err;
+}
+
+/* ---- snapshots on demand (truncation) ------------------------------------ */
+
+int fd_bus_snapshot_schema(const struct fd_bus *bus, const struct fd_aggregate_type *t)
+{
+	return snapshot_every(bus, t) > 0 ? fd_aggregate_snapshot_schema(t) : -1;
+}
+
+enum fd_err fd_bus_snapshot_now(struct fd_bus *bus, const struct fd_aggregate_type *t, const char *id,
+				int64_t *version)
+{
+	char stream[FD_STREAM_MAX + 1];
+	*version = 0;
+	if (snapshot_every(bus, t) == 0)
+		return FD_ERR_REJECTED;
+	if (!fd_aggregate_id_valid(t, id))
+		return FD_ERR_INVAL;
+	fd_bus_stream_name(t, id, stream, sizeof stream);
+	void *state = malloc(t->state_size);
+	if (!state)
+		return FD_ERR_NOMEM;
+	size_t replayed = 0;
+	enum fd_err err = load(bus, t, stream, NULL, state, version, &replayed);
+	json_t *snap = NULL;
+	char *text = NULL;
+	if (!err && *version == 0)
+		err = FD_ERR_NOTFOUND;
+	if (!err && (!(snap = t->snapshot(state)) || !(text = json_dumps(snap, JSON_COMPACT))))
+		err = FD_ERR_NOMEM;
+	if (!err)
+		err = fd_store_save_snapshot(bus->pool, stream, *version, fd_aggregate_snapshot_schema(t), text);
+	json_decref(snap);
+	free(text);
+	t->release(state);
+	free(state);
 	return err;
 }

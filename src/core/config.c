@@ -22,6 +22,7 @@ static const char usage[] =
 	"  migrate    apply pending migrations and exit\n"
 	"  healthcheck  ask the factd that this configuration describes (FACTD_LISTEN, FACTD_TLS_CERT)\n"
 	"             whether it is ready: GET /readyz, or /healthz with --live; exit 0 on 200, else 1\n"
+	"  archive-restore FILE  load the events of a retention archive back, then exit\n"
 	"\n"
 	"environment:\n"
 	"  FACTD_DATABASE_URL       PostgreSQL conninfo or URI (required)\n"
@@ -67,6 +68,15 @@ static const char usage[] =
 	"                           projector and saga leases, LISTEN, migrations (default FACTD_DATABASE_URL)\n"
 	"  FACTD_POOLER             auto|none|transaction: what FACTD_DATABASE_URL goes through; auto probes\n"
 	"                           for a transaction-mode pooler at start (default auto)\n"
+	"\n"
+	"data lifecycle (see README, \"Data lifecycle\"):\n"
+	"  FACTD_RETENTION          0 = this process never runs the retention job (default 1; one process runs it)\n"
+	"  FACTD_RETENTION_INTERVAL_S seconds between retention rounds (default 30)\n"
+	"  FACTD_RETENTION_BATCH    events or sagas removed per transaction (default 1000)\n"
+	"  FACTD_ARCHIVE_DIR        directory where removed events are first written, gzipped JSON lines, fsynced\n"
+	"                           (default: none = removed events are not archived)\n"
+	"  FACTD_SAGA_RETENTION_S   ended sagas are removed this many seconds after they ended; 0 = kept\n"
+	"                           forever (default 2592000, 30 days)\n"
 	"\n"
 	"access (see README, \"Security\"):\n"
 	"  FACTD_API_KEYS           comma-separated role:key entries, role read|write|admin; a key may be\n"
@@ -119,6 +129,10 @@ enum fd_err fd_config_defaults(struct fd_config *cfg)
 	cfg->replica_max_lag_ms = 5000;
 	cfg->replica_probe_ms = 200;
 	cfg->pooler = FD_POOLER_AUTO;
+	cfg->retention = 1;
+	cfg->retention_interval_s = 30;
+	cfg->retention_batch = 1000;
+	cfg->saga_retention_s = 30u * 24 * 3600;
 	return cfg->listen_host ? FD_OK : FD_ERR_NOMEM;
 }
 
@@ -132,6 +146,9 @@ void fd_config_release(struct fd_config *cfg)
 	free(cfg->read_database_urls);
 	free(cfg->session_database_url);
 	cfg->read_database_urls = cfg->session_database_url = NULL;
+	free(cfg->archive_dir);
+	free(cfg->restore_file);
+	cfg->archive_dir = cfg->restore_file = NULL;
 	fd_api_keys_release(&cfg->api_keys);
 	cfg->listen_host = cfg->database_url = cfg->tls_cert = cfg->tls_key = cfg->cors_origins = NULL;
 }
@@ -188,6 +205,10 @@ static const struct num_opt num_opts[] = {
 	NUM("FACTD_REPLICA_WAIT_MS", replica_wait_ms, 0, 600000),
 	NUM("FACTD_REPLICA_MAX_LAG_MS", replica_max_lag_ms, 0, 86400000),
 	NUM("FACTD_REPLICA_PROBE_MS", replica_probe_ms, 10, 60000),
+	NUM("FACTD_RETENTION", retention, 0, 1),
+	NUM("FACTD_RETENTION_INTERVAL_S", retention_interval_s, 1, 3600),
+	NUM("FACTD_RETENTION_BATCH", retention_batch, 1, 100000),
+	NUM("FACTD_SAGA_RETENTION_S", saga_retention_s, 0, 100u * 365 * 24 * 3600),
 };
 #undef NUM
 
@@ -510,6 +531,16 @@ enum fd_err fd_config_load(struct fd_config *cfg, int argc, char **argv, char *e
 			cfg->command = FD_CMD_HEALTHCHECK;
 		else if (strcmp(a, "--live") == 0)
 			cfg->healthcheck_live = true;
+		else if (strcmp(a, "archive-restore") == 0) {
+			if (i + 1 >= argc || !*argv[i + 1]) {
+				snprintf(errbuf, errlen, "archive-restore needs the archive's file name");
+				return FD_ERR_INVAL;
+			}
+			cfg->command = FD_CMD_ARCHIVE_RESTORE;
+			free(cfg->restore_file);
+			if (!(cfg->restore_file = strdup(argv[++i])))
+				return FD_ERR_NOMEM;
+		}
 		else {
 			snprintf(errbuf, errlen, "unknown argument \"%s\" (see factd --help)", a);
 			return FD_ERR_INVAL;
@@ -520,6 +551,15 @@ enum fd_err fd_config_load(struct fd_config *cfg, int argc, char **argv, char *e
 	if (!cfg->read_pool_size)
 		cfg->read_pool_size = cfg->pool_size;
 	if ((cfg->command == FD_CMD_SERVE || cfg->command == FD_CMD_MIGRATE) && !cfg->database_url) {
+	if ((err = dup_env("FACTD_ARCHIVE_DIR", &cfg->archive_dir)))
+		return err;
+	if (cfg->archive_dir && cfg->command == FD_CMD_SERVE && access(cfg->archive_dir, W_OK | X_OK) != 0) {
+		snprintf(errbuf, errlen, "FACTD_ARCHIVE_DIR \"%s\" is not a writable directory: %s", cfg->archive_dir,
+			 strerror(errno));
+		return FD_ERR_INVAL;
+	}
+	if ((cfg->command == FD_CMD_SERVE || cfg->command == FD_CMD_MIGRATE || cfg->command == FD_CMD_ARCHIVE_RESTORE) &&
+	    !cfg->database_url) {
 		snprintf(errbuf, errlen, "FACTD_DATABASE_URL is not set (see factd --help)");
 		return FD_ERR_INVAL;
 	}

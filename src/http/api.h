@@ -69,6 +69,14 @@ void fd_api_projections(struct fd_req *req, struct fd_resp *resp);
 /* POST /projections/{name}/rebuild: 202 once the rebuild is requested. */
 void fd_api_rebuild_projection(struct fd_req *req, struct fd_resp *resp);
 
+/* Data lifecycle (api_lifecycle.c): stream deletion and truncation, retention policies; admin only. */
+void fd_api_delete_stream(struct fd_req *req, struct fd_resp *resp);
+void fd_api_truncate_stream(struct fd_req *req, struct fd_resp *resp);
+void fd_api_list_retention(struct fd_req *req, struct fd_resp *resp);
+void fd_api_get_retention(struct fd_req *req, struct fd_resp *resp);
+void fd_api_put_retention(struct fd_req *req, struct fd_resp *resp);
+void fd_api_delete_retention(struct fd_req *req, struct fd_resp *resp);
+
 /* Sagas (api_saga.c): list, show, operator retry and abort. */
 void fd_api_list_sagas(struct fd_req *req, struct fd_resp *resp);
 void fd_api_get_saga(struct fd_req *req, struct fd_resp *resp);

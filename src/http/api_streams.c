@@ -104,6 +104,13 @@ static enum fd_err check_on_aggregate(struct fd_req *req, const struct fd_aggreg
 	if (!state)
 		return FD_ERR_NOMEM;
 	enum fd_err err = fd_bus_load(req->ctx->bus, t, id, NULL, state, version);
+	if (err == FD_ERR_DELETED) {
+		/* a deleted stream starts again from nothing (no_stream, any, 0; fd_append decides) */
+		t->release(state);
+		t->init(state);
+		*version = 0;
+		err = FD_OK;
+	}
 	*bad = n;
 	*too_new = false;
 	for (size_t i = 0; !err && i < n; i++) {

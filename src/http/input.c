@@ -277,6 +277,11 @@ enum fd_err fd_append_parse(const char *body, size_t len, unsigned max_events, s
 			bad_field(e, ptr, "type must be a string of 1-200 characters");
 			goto done;
 		}
+		if (fd_event_type_reserved(json_string_value(type))) {
+			snprintf(ptr, sizeof ptr, "/events/%zu/type", i);
+			bad_field(e, ptr, "types starting with $ are reserved for the events factd records itself");
+			goto done;
+		}
 		json_t *data = json_object_get(ej, "data");
 		if (!json_is_object(data)) {
 			snprintf(ptr, sizeof ptr, "/events/%zu/data", i);
@@ -341,4 +346,103 @@ enum fd_err fd_append_parse(const char *body, size_t len, unsigned max_events, s
 done:
 	fd_append_body_release(&b);
 	return rc;
+}
+
+/* ---- data lifecycle bodies ----------------------------------------------- */
+
+/* The body as a JSON object with only `allowed` members; NULL with e filled otherwise. */
+static json_t *small_object(const char *body, size_t len, const char *const *allowed, size_t nallowed,
+			    struct fd_input_error *e)
+{
+	char detail[256];
+	memset(e, 0, sizeof *e);
+	if (!body)
+		body = "";
+	const char *nul = memchr(body, '\0', len);
+	if (nul) {
+		snprintf(detail, sizeof detail, "malformed JSON: a NUL byte at offset %zu", (size_t)(nul - body));
+		refuse(e, 400, "invalid-json", "Malformed JSON", NULL, detail);
+		return NULL;
+	}
+	json_error_t jerr;
+	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		snprintf(detail, sizeof detail, "malformed JSON at line %d, column %d: %s", jerr.line, jerr.column,
+			 jerr.text);
+		refuse(e, 400, "invalid-json", "Malformed JSON", NULL, detail);
+		return NULL;
+	}
+	if (!json_is_object(root)) {
+		json_decref(root);
+		bad_field(e, "", "the body must be a JSON object");
+		return NULL;
+	}
+	const char *extra = unknown_key(root, allowed, nallowed);
+	if (extra) {
+		snprintf(detail, sizeof detail, "unknown field \"%.64s\"", extra);
+		bad_field(e, "/", detail);
+		json_decref(root);
+		return NULL;
+	}
+	return root;
+}
+
+/* Member `key` as an integer in [min, max]; absent is *out = 0 when optional. */
+static bool int_member(json_t *root, const char *key, bool optional, json_int_t min, json_int_t max, json_int_t *out)
+{
+	json_t *v = json_object_get(root, key);
+	*out = 0;
+	if (!v || json_is_null(v))
+		return optional;
+	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
+		return false;
+	*out = json_integer_value(v);
+	return true;
+}
+
+static const char *const truncate_keys[] = { "before_version" };
+
+enum fd_err fd_truncate_parse(const char *body, size_t len, int64_t *before, struct fd_input_error *e)
+{
+	*before = 0;
+	json_t *root = small_object(body, len, truncate_keys, 1, e);
+	if (!root)
+		return FD_ERR_INVAL;
+	json_int_t v;
+	enum fd_err err = FD_OK;
+	if (!int_member(root, "before_version", false, 1, INT64_MAX - 1, &v)) {
+		bad_field(e, "/before_version", "before_version is required: an integer >= 1");
+		err = FD_ERR_INVAL;
+	} else {
+		*before = v;
+	}
+	json_decref(root);
+	return err;
+}
+
+static const char *const retention_keys[] = { "max_age_days", "max_count_per_stream" };
+
+enum fd_err fd_retention_parse(const char *body, size_t len, int *max_age_days, int64_t *max_count,
+			       struct fd_input_error *e)
+{
+	*max_age_days = 0;
+	*max_count = 0;
+	json_t *root = small_object(body, len, retention_keys, 2, e);
+	if (!root)
+		return FD_ERR_INVAL;
+	json_int_t age, count;
+	enum fd_err err = FD_ERR_INVAL;
+	if (!int_member(root, "max_age_days", true, 1, FD_RETENTION_MAX_AGE_DAYS, &age)) {
+		bad_field(e, "/max_age_days", "max_age_days must be an integer in 1..36500");
+	} else if (!int_member(root, "max_count_per_stream", true, 1, INT64_MAX, &count)) {
+		bad_field(e, "/max_count_per_stream", "max_count_per_stream must be an integer >= 1");
+	} else if (age == 0 && count == 0) {
+		bad_field(e, "/", "give max_age_days, max_count_per_stream or both");
+	} else {
+		*max_age_days = (int)age;
+		*max_count = count;
+		err = FD_OK;
+	}
+	json_decref(root);
+	return err;
 }

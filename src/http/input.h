@@ -75,4 +75,16 @@ FD_MUST_USE enum fd_err fd_append_parse(const char *body, size_t len, unsigned m
 					struct fd_append_body *out, struct fd_input_error *err);
 void fd_append_body_release(struct fd_append_body *b);
 
+/* POST /streams/{stream}/truncate: {"before_version": N >= 1}.  FD_ERR_INVAL with e filled. */
+FD_MUST_USE enum fd_err fd_truncate_parse(const char *body, size_t len, int64_t *before, struct fd_input_error *e);
+
+/*
+ * PUT /retention/{category}: {"max_age_days"?: 1..FD_RETENTION_MAX_AGE_DAYS,
+ * "max_count_per_stream"?: >= 1}, at least one of them; absent ones are 0.
+ * FD_ERR_INVAL with e filled.
+ */
+#define FD_RETENTION_MAX_AGE_DAYS 36500
+FD_MUST_USE enum fd_err fd_retention_parse(const char *body, size_t len, int *max_age_days, int64_t *max_count,
+					   struct fd_input_error *e);
+
 #endif

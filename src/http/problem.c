@@ -31,6 +31,8 @@ static const struct err_row err_table[] = {
 	[FD_ERR_PRECONDITION] = { 412, "precondition-failed", "Version precondition failed", "the resource changed since the version in If-Match" },
 	[FD_ERR_IDEMPOTENCY] = { 422, "idempotency-key-reused", "Idempotency key reused with a different request", "this Idempotency-Key was first used with a different request" },
 	[FD_ERR_SCHEMA] = { 409, "schema-too-new", "Event schema too new", "an event was written with a newer schema version of its type than this server knows; it must run the newer code" },
+	[FD_ERR_DELETED] = { 404, "stream-deleted", "Stream deleted", "the stream was deleted; an append with no_stream or any starts it again" },
+	[FD_ERR_GONE] = { 410, "stream-tombstoned", "Stream deleted for good", "the stream was deleted for good; its name cannot be used again" },
 };
 
 static const struct err_row *row_for(enum fd_err err)

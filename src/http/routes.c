@@ -47,6 +47,17 @@ const struct fd_route fd_routes[] = {
 	{ .method = "GET", .pattern = "/console", .handler = fd_api_console_asset, .arg = "index.html",
 	  .role = FD_ROLE_OPEN },
 	{ .method = "GET", .pattern = "/console/{asset}", .handler = fd_api_console_asset, .role = FD_ROLE_OPEN },
+
+	/* data lifecycle: deleting and truncating streams, retention per category */
+	{ .method = "DELETE", .pattern = "/streams/{stream}", .handler = fd_api_delete_stream, .role = FD_ROLE_ADMIN },
+	{ .method = "POST", .pattern = "/streams/{stream}/truncate", .handler = fd_api_truncate_stream,
+	  .json_body = true, .role = FD_ROLE_ADMIN },
+	{ .method = "GET", .pattern = "/retention", .handler = fd_api_list_retention, .role = FD_ROLE_ADMIN },
+	{ .method = "GET", .pattern = "/retention/{category}", .handler = fd_api_get_retention, .role = FD_ROLE_ADMIN },
+	{ .method = "PUT", .pattern = "/retention/{category}", .handler = fd_api_put_retention, .json_body = true,
+	  .role = FD_ROLE_ADMIN },
+	{ .method = "DELETE", .pattern = "/retention/{category}", .handler = fd_api_delete_retention,
+	  .role = FD_ROLE_ADMIN },
 };
 
 const size_t fd_routes_count = sizeof fd_routes / sizeof fd_routes[0];

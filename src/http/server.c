@@ -420,6 +420,19 @@ static bool encoded_slash(const char *raw_uri)
 	return false;
 }
 
+/*
+ * Does the path of the raw request target contain %00?  libmicrohttpd's
+ * decoded path ends at the NUL, so /streams/a%00b would be routed as
+ * /streams/a: such a path names nothing.
+ */
+static bool encoded_nul(const char *raw_uri)
+{
+	for (const char *p = raw_uri; p && *p && *p != '?' && *p != '#'; p++)
+		if (p[0] == '%' && p[1] == '0' && p[2] == '0')
+			return true;
+	return false;
+}
+
 /* What one pass over the request's header fields finds. */
 struct header_scan {
 	size_t bytes;         /* request line and headers, as sent less optional whitespace */
@@ -514,7 +527,7 @@ static bool early_reject(struct fd_req *req, struct fd_resp *resp)
 			   NULL);
 		return true;
 	}
-	if (m == FD_MATCH_NOT_FOUND) {
+	if (m == FD_MATCH_NOT_FOUND || encoded_nul(server_req_of(req)->raw_uri)) {
 		fd_problem(resp, req, 404, "not-found", "Not found", "no such endpoint", NULL);
 		return true;
 	}

@@ -26,7 +26,7 @@
 #include "machine.h"
 #include "rows.h"
 
-#define SUBSCRIPTION "sagas"
+#define SUBSCRIPTION FD_SAGA_SUBSCRIPTION
 #define IDLE_REST_MS 50  /* after an intake round with nothing for sagas */
 #define CLAIM_BATCH 1  /* a worker runs one saga at a time: others' due work goes to other workers */
 
@@ -424,6 +424,12 @@ static int intake_batch(struct fd_saga_engine *e, PGconn *conn, bool timed, bool
 		if (!h->dirty)
 			continue;
 		enum fd_err err = h->is_new ? fd_saga_row_insert(conn, &h->st, h->key) : fd_saga_row_save(conn, &h->st);
+		if (err == FD_ERR_GONE) {
+			/* a late event for a business process that ended and was cleaned up: no second saga */
+			fd_log_fields(FD_LOG_INFO, "saga not started again after its removal",
+				      json_pack("{s:s, s:s}", "type", h->st.type->name, "correlation_key", h->key));
+			continue;
+		}
 		if (!err)
 			err = fd_saga_notes_write(conn, &h->st);
 		if (err)

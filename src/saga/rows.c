@@ -142,13 +142,26 @@ enum fd_err fd_saga_row_insert(PGconn *conn, const struct fd_saga_state *st, con
 		const char *p[] = { st->id, st->type->name, key, fd_saga_status_name(st->status), t.step,
 				    fd_saga_phase_name(st->phase), t.completed, t.due, t.seen, t.data,
 				    st->error[0] ? st->error : NULL, t.attempts };
-		err = write_row(conn,
-				"INSERT INTO sagas (id, type, correlation_key, status, current_step, phase, completed_steps,"
-				" due_at, seen, data, error, attempts, created_at)"
-				" VALUES ($1::uuid, $2, $3, $4, $5::int, $6, $7::jsonb,"
-				" CASE WHEN $8 IN ('keep', 'none') THEN NULL ELSE now() + $8::bigint * interval '1 millisecond' END,"
-				" $9::jsonb, $10::jsonb, $11, $12::int, clock_timestamp()) ON CONFLICT (id) DO NOTHING",
-				p, 12);
+		/*
+		 * Not when the retention job removed an ended saga of this type and
+		 * key: the business process ran already (docs/design.md, "Saga
+		 * cleanup").  The intake runs this holding its checkpoint row, which
+		 * the removal takes first too, so the statement sees every tombstone
+		 * committed before its batch began.
+		 */
+		PGresult *res = fd_saga_sql(
+			conn,
+			"WITH t AS (SELECT 1 FROM saga_tombstones WHERE type = $2 AND correlation_key = $3),"
+			" i AS (INSERT INTO sagas (id, type, correlation_key, status, current_step, phase, completed_steps,"
+			" due_at, seen, data, error, attempts, created_at)"
+			" SELECT $1::uuid, $2, $3, $4, $5::int, $6, $7::jsonb,"
+			" CASE WHEN $8 IN ('keep', 'none') THEN NULL ELSE now() + $8::bigint * interval '1 millisecond' END,"
+			" $9::jsonb, $10::jsonb, $11, $12::int, clock_timestamp() WHERE NOT EXISTS (SELECT 1 FROM t)"
+			" ON CONFLICT (id) DO NOTHING RETURNING 1)"
+			" SELECT EXISTS (SELECT 1 FROM t)",
+			12, p);
+		err = !res ? FD_ERR_IO : strcmp(PQgetvalue(res, 0, 0), "t") == 0 ? FD_ERR_GONE : FD_OK;
+		PQclear(res);
 	}
 	row_text_free(&t);
 	return err;
@@ -174,4 +187,68 @@ enum fd_err fd_saga_notes_write(PGconn *conn, const struct fd_saga_state *st)
 		PQclear(res);
 	}
 	return FD_OK;
+}
+
+enum fd_err fd_saga_cleanup_batch(PGconn *conn, unsigned retention_s, unsigned limit, int64_t *removed)
+{
+	*removed = 0;
+	char ret_s[16], lim_s[16];
+	snprintf(ret_s, sizeof ret_s, "%u", retention_s);
+	snprintf(lim_s, sizeof lim_s, "%u", limit ? limit : 1000);
+	const char *np[] = { FD_SAGA_SUBSCRIPTION };
+	const char *p[] = { ret_s, lim_s };
+	if (!fd_saga_exec(conn, "BEGIN"))
+		return FD_ERR_IO;
+	/*
+	 * The intake's lock first: removal and an intake batch never interleave.
+	 * No row: no intake ever ran, so no saga exists (an intake makes the row
+	 * before its first batch).
+	 */
+	PGresult *res = fd_saga_sql(conn, "SELECT 1 FROM subscriptions WHERE name = $1 FOR UPDATE", 1, np);
+	bool ok = res != NULL, any = res && PQntuples(res) == 1;
+	PQclear(res);
+	if (ok && !any) {
+		fd_saga_exec(conn, "ROLLBACK");
+		return FD_OK;
+	}
+	/* Ended sagas nobody holds (SKIP LOCKED): an operator's retry holding one keeps it for the next round. */
+	if (ok) {
+		res = fd_saga_sql_once(conn, "CREATE TEMP TABLE IF NOT EXISTS fd_saga_gone (id uuid) ON COMMIT DELETE ROWS",
+				       0, NULL);
+		ok = res != NULL;
+		PQclear(res);
+	}
+	if (ok) {
+		res = fd_saga_sql(conn,
+				  "WITH d AS (SELECT id FROM sagas"
+				  " WHERE status IN ('completed', 'compensated', 'failed')"
+				  " AND updated_at < now() - $1::int * interval '1 second'"
+				  " ORDER BY updated_at LIMIT $2::int FOR UPDATE SKIP LOCKED),"
+				  " t AS (INSERT INTO saga_tombstones (type, correlation_key, saga_id, status, ended_at)"
+				  "  SELECT s.type, s.correlation_key, s.id, s.status, s.updated_at FROM sagas s"
+				  "  WHERE s.id IN (SELECT id FROM d)"
+				  "  ON CONFLICT (type, correlation_key) DO UPDATE SET saga_id = EXCLUDED.saga_id,"
+				  "  status = EXCLUDED.status, ended_at = EXCLUDED.ended_at, removed_at = now())"
+				  " INSERT INTO fd_saga_gone SELECT id FROM d",
+				  2, p);
+		ok = res != NULL;
+		PQclear(res);
+	}
+	if (ok) {
+		res = fd_saga_sql(conn, "DELETE FROM saga_steps WHERE saga_id IN (SELECT id FROM fd_saga_gone)", 0, NULL);
+		ok = res != NULL;
+		PQclear(res);
+	}
+	if (ok) {
+		res = fd_saga_sql(conn, "DELETE FROM sagas WHERE id IN (SELECT id FROM fd_saga_gone)", 0, NULL);
+		ok = res != NULL;
+		if (ok)
+			*removed = strtoll(PQcmdTuples(res), NULL, 10);
+		PQclear(res);
+	}
+	if (ok && fd_saga_exec(conn, "COMMIT"))
+		return FD_OK;
+	fd_saga_exec(conn, "ROLLBACK");
+	*removed = 0;
+	return FD_ERR_IO;
 }

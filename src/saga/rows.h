@@ -11,6 +11,9 @@
 
 #include "machine.h"
 
+/* The saga intake's checkpoint row in `subscriptions`. */
+#define FD_SAGA_SUBSCRIPTION "sagas"
+
 /* The columns fd_saga_row_parse reads, with a table prefix ("" or "s."). */
 #define FD_SAGA_COLS(p)                                                                                         \
 	p "id::text, " p "type, " p "correlation_key, " p "status, " p "current_step, " p "phase, " p            \
@@ -27,7 +30,11 @@ FD_MUST_USE enum fd_err fd_saga_row_parse(const struct fd_saga_set *types, const
 					  struct fd_saga_state *st, char *lease);
 /* Write the state back (status, step, phase, stacks, data, error; due and lease as the machine left them). */
 FD_MUST_USE enum fd_err fd_saga_row_save(PGconn *conn, const struct fd_saga_state *st);
-/* Insert a new saga row for st with correlation key `key`. */
+/*
+ * Insert a new saga row for st with correlation key `key`.  FD_ERR_GONE:
+ * a saga of this type and key ended and was removed (saga_tombstones);
+ * nothing is written.
+ */
 FD_MUST_USE enum fd_err fd_saga_row_insert(PGconn *conn, const struct fd_saga_state *st, const char *key);
 /* Add the machine's history notes as finished saga_steps rows. */
 FD_MUST_USE enum fd_err fd_saga_notes_write(PGconn *conn, const struct fd_saga_state *st);
@@ -42,5 +49,14 @@ PGresult *fd_saga_sql(PGconn *conn, const char *sql, int n, const char *const *p
 PGresult *fd_saga_sql_once(PGconn *conn, const char *sql, int n, const char *const *params);
 /* BEGIN / COMMIT / ROLLBACK, unprepared; false on failure. */
 bool fd_saga_exec(PGconn *conn, const char *sql);
+
+/*
+ * Remove up to `limit` sagas that ended (completed, compensated, failed)
+ * more than `retention_s` seconds ago, with their step history, leaving a
+ * tombstone of each type and key.  One transaction, which first locks the
+ * saga intake's checkpoint row, so it never interleaves with an intake
+ * batch.  *removed counts them.
+ */
+FD_MUST_USE enum fd_err fd_saga_cleanup_batch(PGconn *conn, unsigned retention_s, unsigned limit, int64_t *removed);
 
 #endif

@@ -86,6 +86,16 @@ bool fd_stream_name_valid(const char *s)
 	return n > 0 && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
 }
 
+const char *const fd_system_event_types[] = {
+	FD_EVENT_STREAM_DELETED,
+};
+const size_t fd_system_event_types_count = sizeof fd_system_event_types / sizeof fd_system_event_types[0];
+
+bool fd_event_type_reserved(const char *type)
+{
+	return type && type[0] == '$';
+}
+
 void fd_stream_category(const char *stream, char *out, size_t len)
 {
 	if (!out || !len)

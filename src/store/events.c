@@ -92,10 +92,11 @@
 #define APPEND_BATCH_SQL                                                                             \
 	"WITH r AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::int[])"           \
 	"  WITH ORDINALITY AS r(stream, category, expected, n, i)),"                                  \
-	" l AS (SELECT s.stream_id, s.version FROM streams s WHERE s.stream_id = ANY ($1::text[])"    \
-	"  FOR UPDATE SKIP LOCKED),"                                                                  \
+	" l AS (SELECT s.stream_id, CASE WHEN s.deleted OR s.tombstoned THEN NULL ELSE s.version END" \
+	"  AS version FROM streams s WHERE s.stream_id = ANY ($1::text[]) FOR UPDATE SKIP LOCKED),"   \
 	" ok AS (SELECT r.i, r.stream, r.category, r.n, l.version AS cur FROM r"                      \
-	"  JOIN l ON l.stream_id = r.stream WHERE r.expected < 0 OR r.expected = l.version),"         \
+	"  JOIN l ON l.stream_id = r.stream WHERE l.version IS NOT NULL"                              \
+	"  AND (r.expected < 0 OR r.expected = l.version)),"                                          \
 	" u AS (UPDATE streams s SET version = ok.cur + ok.n, updated_at = now() FROM ok"             \
 	"  WHERE s.stream_id = ok.stream),"                                                           \
 	" ins AS (INSERT INTO events (event_id, stream_id, category, version, type, data, metadata)" \
@@ -116,18 +117,20 @@
  * forwards from the snapshot.
  */
 #define LOAD_STREAM_SQL                                                                              \
-	"SELECT st.version, sn.version, sn.state::text, ev.n, ev.j::text FROM streams st"           \
+	"SELECT st.version, sn.version, sn.state::text, ev.n, ev.j::text, st.life_start,"           \
+	" st.deleted, st.tombstoned FROM streams st"                                                  \
 	" CROSS JOIN LATERAL (SELECT CASE WHEN $3::bigint > 0 AND $3::bigint < st.version"          \
 	"  THEN $3::bigint ELSE st.version END AS upto) u"                                            \
 	" LEFT JOIN LATERAL ("                                                                        \
 	"  SELECT s.version, s.state FROM snapshots s"                                                \
 	"  WHERE $2::int >= 0 AND s.stream_id = st.stream_id AND s.schema_version = $2::int"         \
-	"  AND s.version <= u.upto ORDER BY s.version DESC LIMIT 1) sn ON true"                      \
+	"  AND s.version <= u.upto AND s.version > st.life_start"                                    \
+	"  ORDER BY s.version DESC LIMIT 1) sn ON true"                                                \
 	" CROSS JOIN LATERAL ("                                                                       \
 	"  SELECT count(*) AS n, coalesce(json_agg(json_build_array(e.version, e.type, e.data,"      \
 	"   e.metadata -> 'schema_version')"                                                           \
 	"   ORDER BY e.version), '[]'::json) AS j FROM events e"                                       \
-	"  WHERE e.stream_id = st.stream_id AND e.version > coalesce(sn.version, 0)"                 \
+	"  WHERE e.stream_id = st.stream_id AND e.version > coalesce(sn.version, st.life_start)"      \
 	"  AND e.version <= u.upto) ev"                                                               \
 	" WHERE st.stream_id = $1::text"
 
@@ -153,9 +156,11 @@
  * row: the stream's version (NULL when missing) and how many rows were written.
  */
 #define SAVE_SNAPSHOT_SQL                                                                            \
-	"WITH s AS (SELECT version FROM streams WHERE stream_id = $1::text),"                         \
+	"WITH s AS (SELECT version, life_start, deleted, tombstoned FROM streams"                    \
+	"  WHERE stream_id = $1::text FOR SHARE),"                                                    \
 	" w AS (INSERT INTO snapshots (stream_id, version, schema_version, state)"                    \
 	"  SELECT $1::text, $2::bigint, $3::int, $4::jsonb FROM s WHERE s.version >= $2::bigint"       \
+	"  AND $2::bigint > s.life_start AND NOT s.deleted AND NOT s.tombstoned"                       \
 	"  ON CONFLICT (stream_id, schema_version, version)"                                          \
 	"  DO UPDATE SET state = EXCLUDED.state, created_at = now() RETURNING 1)"                     \
 	" SELECT (SELECT version FROM s), (SELECT count(*) FROM w)"
@@ -176,6 +181,7 @@ const struct fd_stmt fd_store_statements[] = {
 		.sql = APPEND_FAST_SQL(
 			"UPDATE streams SET version = version + $7::bigint, updated_at = now()"
 			" WHERE stream_id = $1::text AND ($8::bigint < 0 OR version = $8::bigint)"
+			" AND NOT deleted AND NOT tombstoned"
 			" RETURNING version - $7::bigint AS cur"),
 		.nparams = 8,
 	},
@@ -193,9 +199,10 @@ const struct fd_stmt fd_store_statements[] = {
 	},
 	[ST_READ_STREAM] = {
 		.name = "fd_store_read_stream",
-		.sql = "SELECT s.version, " FD_EVENT_COLS " FROM streams s"
+		.sql = "SELECT s.version, " FD_EVENT_COLS ", s.deleted, s.tombstoned FROM streams s"
 		       " LEFT JOIN LATERAL (SELECT * FROM events e"
 		       "  WHERE e.stream_id = s.stream_id AND e.version >= $2::bigint"
+		       "  AND e.version > s.life_start"
 		       "  ORDER BY e.version LIMIT $3::bigint) e ON true"
 		       " WHERE s.stream_id = $1::text ORDER BY e.version",
 		.nparams = 3,
@@ -535,6 +542,10 @@ enum fd_err fd_store_append(struct fd_pool *pool, const char *stream, struct fd_
 		err = FD_ERR_CONFLICT;
 		goto done;
 	}
+	if (strcmp(status, "tombstoned") == 0) {
+		err = FD_ERR_GONE;
+		goto done;
+	}
 	if (strcmp(status, "id_conflict") == 0) {
 		err = FD_ERR_DUPLICATE;
 		goto done;
@@ -614,8 +625,17 @@ enum fd_err fd_store_read_stream(struct fd_pool *pool, const char *stream, int64
 		err = FD_ERR_NOTFOUND;
 		goto done;
 	}
-	if (PQnfields(res) != 1 + FD_EVENT_NCOLS || !fd_bin_u64(res, 0, 0, &version)) {
+	if (PQnfields(res) != 3 + FD_EVENT_NCOLS || !fd_bin_u64(res, 0, 0, &version) ||
+	    PQgetlength(res, 0, 1 + FD_EVENT_NCOLS) != 1 || PQgetlength(res, 0, 2 + FD_EVENT_NCOLS) != 1) {
 		err = FD_ERR_INTERNAL;
+		goto done;
+	}
+	if (PQgetvalue(res, 0, 2 + FD_EVENT_NCOLS)[0]) {
+		err = FD_ERR_GONE;
+		goto done;
+	}
+	if (PQgetvalue(res, 0, 1 + FD_EVENT_NCOLS)[0]) {
+		err = FD_ERR_DELETED;
 		goto done;
 	}
 	out->stream_version = (int64_t)version;

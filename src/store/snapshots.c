@@ -64,11 +64,20 @@ enum fd_err fd_store_load_stream(struct fd_pool *pool, const char *stream, int s
 			err = FD_ERR_NOMEM;
 		goto done;
 	}
-	if (PQntuples(res) != 1 || PQnfields(res) != 5 || PQgetisnull(res, 0, 4)) {
+	if (PQntuples(res) != 1 || PQnfields(res) != 8 || PQgetisnull(res, 0, 4)) {
 		fd_log(FD_LOG_ERROR, "fd_store_load_stream: unexpected result shape");
 		err = FD_ERR_INTERNAL;
 		goto done;
 	}
+	if (strcmp(PQgetvalue(res, 0, 7), "t") == 0) {
+		err = FD_ERR_GONE;
+		goto done;
+	}
+	if (strcmp(PQgetvalue(res, 0, 6), "t") == 0) {
+		err = FD_ERR_DELETED;
+		goto done;
+	}
+	out->life_start = fd_store_int(res, 0, 5);
 	out->stream_version = fd_store_int(res, 0, 0);
 	out->snapshot_version = fd_store_int(res, 0, 1);
 	out->count = (size_t)fd_store_int(res, 0, 3);

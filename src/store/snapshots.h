@@ -27,6 +27,7 @@ struct fd_stream_load {
 	 */
 	char *events_json;
 	size_t count;             /* events in events_json */
+	int64_t life_start;       /* events at or below it belong to a deleted life (hidden); 0 when never deleted */
 };
 
 /*

@@ -994,6 +994,67 @@ async function eventSchemas(dbUrl, inst) {
 	await call('GET', '/events/stream', { query: { category: 'payment', upcast: 'true' }, ...tooNew }, inst);
 }
 
+/** Data lifecycle: deleting and truncating streams, retention policies, with their errors. */
+async function lifecycle() {
+	section = 'lifecycle';
+	const append = (s, expected = 'any', status = 201, type) =>
+		call('POST', `/streams/${s}/events`, { json: { expected_version: expected, events: [{ type: 'Kept', data: { n: 1 } }] }, status, type });
+	for (let i = 0; i < 3; i++) await append('life-1');
+	await call('DELETE', '/streams/life-1', { query: { expected_version: '1' }, status: 409, type: 'wrong-version' });
+	await call('DELETE', '/streams/life-1', { query: { expected_version: 'x' }, status: 400, type: 'invalid-parameter' });
+	await call('DELETE', '/streams/life-1', { query: { hard: 'yes' }, status: 400, type: 'invalid-parameter' });
+	await call('DELETE', '/streams/bad$name', { status: 400, type: 'invalid-parameter' });
+	const del = await call('DELETE', '/streams/life-1', { query: { expected_version: '3' }, status: 200 });
+	if (del.body?.deleted_version !== 4 || del.body?.hard !== false) fail('soft delete', JSON.stringify(del.body));
+	await call('GET', '/streams/life-1/events', { status: 404, type: 'stream-deleted' });
+	await call('DELETE', '/streams/life-1', { status: 404, type: 'stream-deleted' });
+	await call('DELETE', '/streams/life-never', { status: 404, type: 'not-found' });
+	await append('life-1', 'exists', 409, 'wrong-version');
+	await append('life-1', 'no_stream');
+	await append('life-1');
+	const tr = await call('POST', '/streams/life-1/truncate', { json: { before_version: 6 }, status: 200 });
+	if (tr.body?.removed !== 5) fail('truncate', JSON.stringify(tr.body));
+	await call('POST', '/streams/life-1/truncate', { json: { before_version: 99 }, status: 409, type: 'truncate-beyond-end' });
+	await call('POST', '/streams/life-1/truncate', { json: { before: 1 }, status: 400, type: 'invalid-field' });
+	await call('POST', '/streams/life-1/truncate', { json: { before_version: 0 }, status: 400, type: 'invalid-field' });
+	await call('POST', '/streams/life-1/truncate', { json: '{"before_version": ', status: 400, type: 'invalid-json' });
+	await call('POST', '/streams/life-1/truncate', { body: '{"before_version":1}', headers: { 'Content-Type': 'text/plain' }, status: 415, type: 'unsupported-media-type' });
+	await call('POST', '/streams/life-1/truncate', { json: big(MAX_BODY), status: 413, type: 'body-too-large' });
+	await call('POST', '/streams/life-never/truncate', { json: { before_version: 1 }, status: 404, type: 'not-found' });
+	const hard = await call('DELETE', '/streams/life-1', { query: { hard: 'true' }, status: 200 });
+	if (hard.body?.hard !== true || hard.body?.removed !== 1) fail('hard delete', JSON.stringify(hard.body));
+	await call('GET', '/streams/life-1/events', { status: 410, type: 'stream-tombstoned' });
+	await append('life-1', 'any', 410, 'stream-tombstoned');
+	await call('DELETE', '/streams/life-1', { status: 410, type: 'stream-tombstoned' });
+	await call('POST', '/streams/life-1/truncate', { json: { before_version: 1 }, status: 410, type: 'stream-tombstoned' });
+	// an aggregate's stream: snapshotted first, so it still loads
+	const o = (await call('POST', '/orders', { json: { customer_id: 'c-life' }, status: 201 })).body?.order_id;
+	await call('POST', `/orders/${o}/lines`, { json: { product_id: 'SKU-LIFE', quantity: 2, unit_price_cents: 300 }, status: 200 });
+	await call('POST', `/streams/order-${o}/truncate`, { json: { before_version: 3 }, status: 200 });
+	const ord = await call('GET', `/orders/${o}`, { status: 200 });
+	if (ord.body?.lines?.length !== 1) fail('truncated order', JSON.stringify(ord.body));
+
+	await call('GET', '/retention/audit', { status: 404, type: 'not-found' });
+	await call('GET', '/retention/bad-category', { status: 400, type: 'invalid-parameter' });
+	const put = await call('PUT', '/retention/audit', { json: { max_age_days: 90 }, status: 200 });
+	if (put.body?.max_age_days !== 90 || put.body?.category !== 'audit') fail('put retention', JSON.stringify(put.body));
+	await call('PUT', '/retention/audit', { json: { max_age_days: 30, max_count_per_stream: 1000 }, status: 200 });
+	await call('PUT', '/retention/audit', { json: {}, status: 400, type: 'invalid-field' });
+	await call('PUT', '/retention/audit', { json: { max_age_days: 0 }, status: 400, type: 'invalid-field' });
+	await call('PUT', '/retention/audit', { json: { max_count_per_stream: 'many' }, status: 400, type: 'invalid-field' });
+	await call('PUT', '/retention/audit', { json: { keep: 1 }, status: 400, type: 'invalid-field' });
+	await call('PUT', '/retention/bad-category', { json: { max_age_days: 1 }, status: 400, type: 'invalid-parameter' });
+	await call('PUT', '/retention/audit', { body: '{"max_age_days":1}', headers: { 'Content-Type': 'text/plain' }, status: 415, type: 'unsupported-media-type' });
+	await call('PUT', '/retention/audit', { json: big(MAX_BODY), status: 413, type: 'body-too-large' });
+	const got = await call('GET', '/retention/audit', { status: 200 });
+	if (got.body?.max_count_per_stream !== 1000) fail('get retention', JSON.stringify(got.body));
+	const list = await call('GET', '/retention', { status: 200 });
+	if (!list.body?.policies?.some((p) => p.category === 'audit')) fail('list retention', JSON.stringify(list.body));
+	await call('DELETE', '/retention/audit', { status: 204 });
+	await call('DELETE', '/retention/audit', { status: 404, type: 'not-found' });
+	await call('DELETE', '/retention/bad-category', { status: 400, type: 'invalid-parameter' });
+}
+
 /** The read models: lists with their parameter errors, projection status and rebuild. */
 async function readModels() {
 	section = 'read models';
@@ -1257,6 +1318,9 @@ function operationSteps() {
 		['GET', '/orders', {}], ['GET', '/products', {}], ['GET', '/projections', {}], ['POST', '/projections/order_summaries/rebuild', {}],
 		['GET', '/sagas', {}], ['GET', `/sagas/${o}`, {}], ['GET', `/orders/${o}/saga`, {}], ['POST', `/sagas/${o}/retry`, {}], ['POST', `/sagas/${o}/abort`, {}],
 		['GET', '/streams', {}], ['GET', '/categories', {}], ['GET', '/events/head', {}],
+		['DELETE', '/streams/s-1', {}], ['POST', '/streams/s-1/truncate', { json: { before_version: 1 } }],
+		['GET', '/retention', {}], ['GET', '/retention/audit', {}], ['PUT', '/retention/audit', { json: { max_age_days: 1 } }],
+		['DELETE', '/retention/audit', {}],
 	];
 }
 
@@ -1289,8 +1353,8 @@ async function access(keyed) {
 		const bad = await call(m, p, { ...opts, headers: bearer('not-a-key-of-this-factd'), status: 401, type: 'unauthorized', label: `${m} ${p} with an unknown key` }, keyed);
 		if (bad.status === 401 && !/error="invalid_token"/.test(bad.headers['www-authenticate'] || ''))
 			fail(`${m} ${p} with an unknown key`, `WWW-Authenticate is ${JSON.stringify(bad.headers['www-authenticate'])}`);
-		if (m === 'GET') continue;
-		const admin = /\/(rebuild|retry|abort)$/.test(p);
+		const admin = /\/(rebuild|retry|abort|truncate)$/.test(p) || p.startsWith('/retention') || (m === 'DELETE' && /^\/streams\/[^/]+$/.test(p));
+		if (m === 'GET' && !admin) continue;
 		const small = await call(m, p, { ...opts, headers: bearer(admin ? KEYS.write : KEYS.read), status: 403, type: 'forbidden', label: `${m} ${p} with too small a role` }, keyed);
 		if (small.status === 403 && small.body?.required_role !== (admin ? 'admin' : 'write'))
 			fail(`${m} ${p} with too small a role`, `required_role is ${small.body?.required_role}`);
@@ -1349,7 +1413,7 @@ async function encodedSlash() {
 	for (const [m, p, opts] of operationSteps()) {
 		const segments = p.split('/');
 		// the last segment that is a parameter: an id, a name, a stream
-		const k = segments.findLastIndex((x, i) => i > 1 && !['events', 'stream', 'head', 'lines', 'place', 'cancel', 'ship', 'restock', 'process', 'refund', 'rebuild', 'saga', 'retry', 'abort'].includes(x));
+		const k = segments.findLastIndex((x, i) => i > 1 && !['events', 'stream', 'head', 'lines', 'place', 'cancel', 'ship', 'restock', 'process', 'refund', 'rebuild', 'saga', 'retry', 'abort', 'truncate'].includes(x));
 		if (k < 0) continue;
 		segments[k] = `a%2F${segments[k]}`;
 		await call(m, segments.join('/'), { ...opts, status: 400, type: 'encoded-slash' });
@@ -1441,6 +1505,7 @@ async function main() {
 		await brokenAggregates(url);
 		await eventSchemas(schemaUrl, schemaInst);
 		await readModels();
+		await lifecycle();
 		await sagas(sagaInst);
 		await simpleGets();
 		await races(order, sku, silent);

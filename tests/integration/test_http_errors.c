@@ -575,7 +575,7 @@ Test(routing, unknown_paths_404)
 {
 	struct fd_test_server ts;
 	struct counts before = start_seeded(&ts, NULL);
-	static const char *const paths[] = { "/nope", "/stream", "/streams/x", "/streams/x/events/1",
+	static const char *const paths[] = { "/nope", "/stream", "/streams/x/events/1",
 					     "/streams/x/events/", "/streams//events", "//events", "/events/", "/Events",
 					     "/streams/a%2Fb/events" };
 	for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
@@ -638,6 +638,13 @@ Test(routing, method_not_allowed)
 	check_405(ts.port, "DELETE", "/events", get_only, 2, NULL);
 	check_405(ts.port, "POST", "/healthz", get_only, 2, "{}");
 	check_405(ts.port, "DELETE", "/readyz", get_only, 2, NULL);
+	/* a stream itself is only deleted */
+	check_405(ts.port, "GET", "/streams/x", (const char *const[]){ "DELETE" }, 1, NULL);
+	/* an encoded NUL would end the decoded path early (/streams/a): it names nothing, whatever the method */
+	struct fd_test_resp nul;
+	cr_assert_eq(fd_test_http(ts.port, "DELETE", "/streams/seed-1%00b", NULL, NULL, 0, &nul), 0);
+	fd_test_assert_problem(&nul, 404, "not-found");
+	fd_test_resp_free(&nul);
 	finish(&ts, before);
 }
 

@@ -134,3 +134,56 @@ Test(input, append_body)
 		"123456789abc\"},{\"type\":\"A\",\"data\":{},\"event_id\":\"0190f0a4-1b2c-7d3e-8f40-123456789abc\"}]}",
 		400, "invalid-field", "/events/1/event_id");
 }
+
+Test(input, truncate_body)
+{
+	struct fd_input_error e;
+	int64_t before = 0;
+	cr_assert_eq(fd_truncate_parse("{\"before_version\":12}", 21, &before, &e), FD_OK, "%s", e.detail);
+	cr_assert_eq(before, 12);
+	static const char *const bad[] = { "", "{}", "[]", "{\"before_version\":0}", "{\"before_version\":-3}",
+					   "{\"before_version\":1.5}", "{\"before_version\":\"3\"}",
+					   "{\"before_version\":null}", "{\"before_version\":3,\"x\":1}",
+					   "{\"before_version\":3,\"before_version\":4}", "{\"before_version\":9223372036854775807}",
+					   "{\"before_version\":" };
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		cr_assert_eq(fd_truncate_parse(bad[i], strlen(bad[i]), &before, &e), FD_ERR_INVAL, "%s", bad[i]);
+		cr_assert_eq(e.status, 400, "%s", bad[i]);
+	}
+	cr_assert_eq(fd_truncate_parse("{\"before_version\":1}\0", 21, &before, &e), FD_ERR_INVAL);
+	cr_assert_str_eq(e.slug, "invalid-json");
+}
+
+Test(input, retention_body)
+{
+	struct fd_input_error e;
+	int age = -1;
+	int64_t count = -1;
+	cr_assert_eq(fd_retention_parse("{\"max_age_days\":90}", 19, &age, &count, &e), FD_OK, "%s", e.detail);
+	cr_assert(age == 90 && count == 0);
+	const char *both = "{\"max_age_days\":1,\"max_count_per_stream\":1000}";
+	cr_assert_eq(fd_retention_parse(both, strlen(both), &age, &count, &e), FD_OK);
+	cr_assert(age == 1 && count == 1000);
+	static const char *const bad[] = { "{}", "{\"max_age_days\":0}", "{\"max_age_days\":36501}",
+					   "{\"max_count_per_stream\":0}", "{\"max_count_per_stream\":-1}",
+					   "{\"max_age_days\":1.5}", "{\"max_age_days\":\"9\"}", "{\"keep\":1}",
+					   "{\"max_age_days\":null}", "[1]", "" };
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		cr_assert_eq(fd_retention_parse(bad[i], strlen(bad[i]), &age, &count, &e), FD_ERR_INVAL, "%s", bad[i]);
+		cr_assert_eq(e.status, 400, "%s", bad[i]);
+	}
+}
+
+Test(input, system_event_types_are_not_appended)
+{
+	struct fd_append_body b;
+	struct fd_input_error e;
+	const char *body = "{\"expected_version\":\"any\",\"events\":[{\"type\":\"T\",\"data\":{}},"
+			   "{\"type\":\"$StreamDeleted\",\"data\":{}}]}";
+	cr_assert_eq(fd_append_parse(body, strlen(body), 10, &b, &e), FD_ERR_INVAL);
+	cr_assert_str_eq(e.field, "/events/1/type");
+	fd_append_body_release(&b);
+	cr_assert(fd_event_type_reserved(FD_EVENT_STREAM_DELETED));
+	for (size_t i = 0; i < fd_system_event_types_count; i++)
+		cr_assert(fd_event_type_reserved(fd_system_event_types[i]), "%s", fd_system_event_types[i]);
+}

@@ -187,6 +187,8 @@ static char *route_path(const struct fd_route *route, bool existing, int at, con
 			v = existing ? PAYMENT : MISSING_UUID;
 		} else if (strcmp(name, "asset") == 0) {
 			v = existing ? "index.html" : "no-such-file.js";
+		} else if (strcmp(name, "category") == 0) {
+			v = existing ? "seed" : "nothing";
 		} else if (strcmp(name, "id") == 0 && strncmp(route->pattern, "/sagas/", 7) == 0) {
 			v = MISSING_UUID; /* this server runs no sagas: none exists */
 		} else {
@@ -211,7 +213,8 @@ static size_t route_nparams(const struct fd_route *route)
 
 static bool parses_body(const struct fd_route *route)
 {
-	return route->handler == fd_api_command || route->handler == shop_api_refund_payment || route->handler == fd_api_append;
+	return route->handler == fd_api_command || route->handler == shop_api_refund_payment || route->handler == fd_api_append ||
+	       route->handler == fd_api_truncate_stream || route->handler == fd_api_put_retention;
 }
 
 /* Field kinds of a command body, and values that are wrong for each. */
@@ -249,6 +252,8 @@ static const struct body_template templates[] = {
 	{ "POST", "/payments", "{\"payment_id\":\"" MISSING_UUID "\",\"order_id\":\"" ORDER "\",\"amount_cents\":1}",
 	  { { .name = "payment_id", .kind = K_UUID }, { .name = "order_id", .kind = K_UUID }, { .name = "amount_cents", .kind = K_INT } } },
 	{ "POST", "/payments/{id}/refund", "{\"amount_cents\":1}", { { .name = "amount_cents", .kind = K_INT } } },
+	{ "POST", "/streams/{stream}/truncate", "{\"before_version\":1}", { { .name = "before_version", .kind = K_INT } } },
+	{ "PUT", "/retention/{category}", "{\"max_age_days\":1}", { { .name = "max_age_days", .kind = K_INT } } },
 };
 
 static const struct body_template *template_for(const struct fd_route *route)
@@ -584,6 +589,7 @@ static const struct {
 	{ .pattern = "/events/head" }, { .pattern = "/whoami" }, { .pattern = "/app" }, { .pattern = "/console" },
 	{ .pattern = "/console/{asset}" },
 	{ .pattern = "/schema/events" },
+	{ .pattern = "/retention" }, { .pattern = "/retention/{category}" },
 };
 
 Test(badinput, injection_in_every_query_parameter, .timeout = 600)
@@ -899,5 +905,35 @@ Test(badinput, huge_numbers_in_aggregate_streams, .timeout = 600)
 	json_decref(got);
 	free(orders);
 	free(products);
+	fd_test_server_stop(&ts);
+}
+
+/* The query parameters of DELETE /streams/{stream}: refused before anything is deleted. */
+Test(badinput, injection_in_the_deletion_parameters, .timeout = 120)
+{
+	struct fd_test_server ts;
+	struct rows before;
+	start(&ts, &before);
+	static const char *const names[] = { "expected_version", "hard" };
+	static const char *const numbers[] = { "-1", "1.5", "1e3", "9223372036854775808", "", "+1", " 1", "0x10", NULL };
+	for (size_t n = 0; n < 2; n++) {
+		for (size_t k = 0; k < NINJ; k++) {
+			char *enc = urlenc(injections[k]);
+			char *path = fd_test_fmt("/streams/seed-1?%s=%s", names[n], enc);
+			expect_problem(&ts, "DELETE", path, NULL, NULL, 0, 400, "invalid-parameter");
+			free(path);
+			free(enc);
+		}
+	}
+	for (size_t k = 0; numbers[k]; k++) {
+		char *enc = urlenc(numbers[k]);
+		char *path = fd_test_fmt("/streams/seed-1?expected_version=%s", enc);
+		expect_problem(&ts, "DELETE", path, NULL, NULL, 0, 400, "invalid-parameter");
+		free(path);
+		free(enc);
+	}
+	/* a version that does not hold deletes nothing either */
+	expect_problem(&ts, "DELETE", "/streams/seed-1?expected_version=999", NULL, NULL, 0, 409, "wrong-version");
+	assert_unchanged(&ts, &before, "deletion parameters");
 	fd_test_server_stop(&ts);
 }

@@ -23,7 +23,9 @@
 #include "factd/notify.h"
 #include "factd/proj.h"
 #include "factd/uuid.h"
+#include "store/lifecycle.h"
 #include "testdb.h"
+#include "testutil.h"
 
 /* The shop's read models, as the projector takes them. */
 #define SHOP_PROJECTIONS (&(const struct fd_projection_set){ shop_app.projections, shop_app.nprojections })
@@ -530,6 +532,55 @@ Test(projections, a_line_is_added_grown_in_place_and_removed, .timeout = 60)
 	add_line(&e, id, "p2", 4, 10);
 	wait_orders(&e);
 	expect_order(e.url, id, "1 40 [p2:4x10]");
+	fd_projector_stop(p);
+	env_close(&e);
+}
+
+/* Delete a stream (soft or hard) through the store, as DELETE /streams/{stream} does. */
+static void delete_stream(struct env *e, const char *stream, bool hard)
+{
+	struct fd_delete_result r;
+	cr_assert_eq(fd_store_delete_stream(e->pool, stream, -1, hard, "{}", &r), FD_OK);
+	if (fd_cursor_cmp(&r.position, &last_written) > 0)
+		last_written = r.position;
+}
+
+Test(projections, a_deleted_stream_drops_its_rows_and_a_restarted_one_makes_them_anew, .timeout = 60)
+{
+	struct env e = env_open();
+	struct fd_projector *p = projector_start(&e);
+	char id[FD_UUID_STRLEN + 1], kept[FD_UUID_STRLEN + 1], stream[FD_STREAM_MAX + 1];
+	new_order(&e, id);
+	new_order(&e, kept);
+	add_line(&e, id, "p1", 2, 250);
+	add_line(&e, kept, "p1", 1, 100);
+	send_ok(&e, &fd_product_type, "sku-del", "create", json_pack("{s:s, s:i}", "name", "Widget", "stock", 5));
+	send_ok(&e, &fd_product_type, "sku-kept", "create", json_pack("{s:s, s:i}", "name", "Widget", "stock", 5));
+	wait_caught_up(&e, 30);
+	expect_order(e.url, id, "1 500 [p1:2x250]");
+	snprintf(stream, sizeof stream, "order-%s", id);
+	delete_stream(&e, stream, false);
+	delete_stream(&e, "product-sku-del", true);
+	wait_caught_up(&e, 30);
+	char *q = fd_test_fmt("SELECT count(*) FROM order_summaries WHERE order_id = '%s'", id);
+	cr_assert_eq(fd_test_scalar_at(e.url, q), 0, "the deleted order's summary is still there");
+	free(q);
+	q = fd_test_fmt("SELECT count(*) FROM order_summaries_lines WHERE order_id = '%s'", id);
+	cr_assert_eq(fd_test_scalar_at(e.url, q), 0, "the deleted order's lines are still there");
+	free(q);
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM product_stock WHERE product_id = 'sku-del'"), 0);
+	/* the others are untouched */
+	expect_order(e.url, kept, "1 100 [p1:1x100]");
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM product_stock WHERE product_id = 'sku-kept'"), 1);
+	/* a stream started again after its deletion gets its rows back from its new life */
+	struct fd_event_in ev = { .type = "OrderCreated", .data_json = "{\"customer_id\":\"again\"}",
+				  .metadata_json = "{}" };
+	cr_assert_eq(fd_uuid_v7(&ev.event_id), FD_OK);
+	struct fd_append_result ar;
+	cr_assert_eq(fd_store_append(e.pool, stream, (struct fd_expected){ FD_EXPECT_NO_STREAM, 0 }, &ev, 1, &ar), FD_OK);
+	last_written = ar.position;
+	wait_caught_up(&e, 30);
+	expect_order(e.url, id, "0 0 []");
 	fd_projector_stop(p);
 	env_close(&e);
 }
