@@ -55,6 +55,8 @@ struct fd_config {
 	char *tls_key;            /* FACTD_TLS_KEY: PEM private key file; set with tls_cert or not at all */
 	char *cors_origins;       /* FACTD_CORS_ORIGINS: comma-separated exact origins or "*", NULL = none */
 	unsigned max_json_depth;  /* FACTD_MAX_JSON_DEPTH: deepest nesting of arrays/objects in a body */
+	/* personal data */
+	char *master_key_file;    /* FACTD_MASTER_KEY_FILE: the master key of personal data, NULL = none */
 };
 
 /*

@@ -31,6 +31,8 @@ enum fd_err {
 	FD_ERR_PRECONDITION, /* the caller's If-Match version no longer holds */
 	FD_ERR_IDEMPOTENCY, /* an idempotency key was reused with a different request */
 	FD_ERR_SCHEMA,      /* a stored event's schema version is newer than this code knows (schema.h) */
+	FD_ERR_NOKEY,       /* personal data needs the master key, and none is configured */
+	FD_ERR_ERASED,      /* the data subject was erased: no new personal data of it is taken */
 };
 
 /* Stable lower-case name of an error ("conflict"), never NULL. */

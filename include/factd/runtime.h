@@ -37,6 +37,7 @@ struct fd_runtime {
 	struct fd_saga_engine *sagas;      /* NULL unless cfg->sagas and the app has saga types */
 	struct fd_server *srv;
 	uint16_t port;                /* the port bound */
+	struct fd_keyring *keyring;   /* the master key of personal data; NULL without FACTD_MASTER_KEY_FILE */
 };
 
 /*

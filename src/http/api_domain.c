@@ -318,7 +318,8 @@ void fd_api_get_aggregate(struct fd_req *req, struct fd_resp *resp)
 		return;
 	}
 	int64_t version = 0;
-	enum fd_err err = fd_bus_load(req->ctx->bus, t, id, (qv || qat) ? &target : NULL, state, &version);
+	json_t *erased = NULL;
+	enum fd_err err = fd_bus_load_ex(req->ctx->bus, t, id, (qv || qat) ? &target : NULL, state, &version, &erased);
 	if (err == FD_ERR_NOTFOUND || (!err && (version == 0 || !t->exists(state)))) {
 		if (err == FD_ERR_NOTFOUND)
 			snprintf(detail, sizeof detail, "this %s has no version %s", t->name, qv);
@@ -335,11 +336,15 @@ void fd_api_get_aggregate(struct fd_req *req, struct fd_resp *resp)
 			if (view)
 				json_object_update(out, view);
 			json_object_set_new(out, "version", json_integer(version));
+			/* personal values of an erased subject: null in the view, their pointers listed */
+			if (erased)
+				json_object_set(out, "erased", erased);
 		}
 		json_decref(view);
 		fd_resp_json_doc(resp, 200, out);
 		fd_api_set_etag(resp, version);
 	}
+	json_decref(erased);
 	t->release(state);
 	free(state);
 }

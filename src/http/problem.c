@@ -30,6 +30,8 @@ static const struct err_row err_table[] = {
 	[FD_ERR_REJECTED] = { 409, "command-refused", "Command refused", "the command is not allowed in the current state" },
 	[FD_ERR_PRECONDITION] = { 412, "precondition-failed", "Version precondition failed", "the resource changed since the version in If-Match" },
 	[FD_ERR_IDEMPOTENCY] = { 422, "idempotency-key-reused", "Idempotency key reused with a different request", "this Idempotency-Key was first used with a different request" },
+	[FD_ERR_NOKEY] = { 422, "master-key-missing", "Personal data cannot be stored or read", "events declare personal data, which is stored encrypted, and this server has no master key (FACTD_MASTER_KEY_FILE)" },
+	[FD_ERR_ERASED] = { 409, "subject-erased", "Data subject erased", "the data subject of this personal data was erased; no new personal data of it is stored" },
 	[FD_ERR_SCHEMA] = { 409, "schema-too-new", "Event schema too new", "an event was written with a newer schema version of its type than this server knows; it must run the newer code" },
 };
 

@@ -47,6 +47,11 @@ const struct fd_route fd_routes[] = {
 	{ .method = "GET", .pattern = "/console", .handler = fd_api_console_asset, .arg = "index.html",
 	  .role = FD_ROLE_OPEN },
 	{ .method = "GET", .pattern = "/console/{asset}", .handler = fd_api_console_asset, .role = FD_ROLE_OPEN },
+
+	/* personal data: data subjects and their erasure */
+	{ .method = "GET", .pattern = "/subjects/{subject}", .handler = fd_api_get_subject, .role = FD_ROLE_ADMIN },
+	{ .method = "DELETE", .pattern = "/subjects/{subject}", .handler = fd_api_erase_subject,
+	  .role = FD_ROLE_ADMIN },
 };
 
 const size_t fd_routes_count = sizeof fd_routes / sizeof fd_routes[0];

@@ -1,0 +1,2 @@
+-- Reserved number: this migration changes nothing.
+SELECT 1;
