@@ -2,7 +2,10 @@
  * projections.c - the shop's read models.
  *
  *   order_summaries  one row per order: customer, status, line count, total,
- *                    placed/confirmed/shipped/cancelled times; its lines
+ *                    placed/confirmed/shipped/cancelled times, the customer's
+ *                    e-mail and shipping address (personal data: set to
+ *                    null by the $SubjectErased event that erasing the
+ *                    customer appends to the order's stream); its lines
  *                    (product, quantity, price) in order_summaries_lines.
  *   product_stock    one row per product: available, reserved, committed.
  *
@@ -53,6 +56,7 @@ static const char order_summaries_sql[] =
 	" created_at timestamptz NOT NULL,"
 	" placed_at timestamptz, confirmed_at timestamptz, shipped_at timestamptz, cancelled_at timestamptz,"
 	" cancel_reason text,"
+	" email text, shipping_address jsonb,"
 	" version bigint NOT NULL,"
 	" updated_at timestamptz NOT NULL);"
 	"CREATE INDEX ON {table} (status, order_id);"
@@ -79,11 +83,13 @@ enum {
 	ORDER_CONFIRMED,
 	ORDER_SHIPPED,
 	ORDER_CANCELLED,
+	ORDER_SUBJECT_ERASED,
 };
 
 static const char *const order_statements[] = {
-	[ORDER_CREATED] = "INSERT INTO {table} (order_id, customer_id, status, created_at, version, updated_at)"
-			  " VALUES ($1, $2, 'draft', $3, $4, $3) ON CONFLICT (order_id) DO NOTHING",
+	[ORDER_CREATED] = "INSERT INTO {table} (order_id, customer_id, status, created_at, version, updated_at, email,"
+			  " shipping_address) VALUES ($1, $2, 'draft', $3, $4, $3, $5, $6::jsonb)"
+			  " ON CONFLICT (order_id) DO NOTHING",
 	/*
 	 * A line event moves line_count and total_cents by the one line that
 	 * changes, as it was before the event (old) and after, and writes that
@@ -114,6 +120,9 @@ static const char *const order_statements[] = {
 	[ORDER_CONFIRMED] = ORDER_TRANSITION("confirmed", "confirmed_at"),
 	[ORDER_SHIPPED] = ORDER_TRANSITION("shipped", "shipped_at"),
 	[ORDER_CANCELLED] = ORDER_TRANSITION("cancelled", "cancelled_at"),
+	/* the customer's personal data goes; the rest of the summary stays */
+	[ORDER_SUBJECT_ERASED] = "UPDATE {table} SET email = NULL, shipping_address = NULL, version = $2, updated_at = $3"
+				 " WHERE order_id = $1 AND version < $2 AND customer_id = $4",
 	NULL,
 };
 
@@ -127,8 +136,21 @@ static enum fd_err order_handle(PGconn *conn, const char *table, const struct fd
 	snprintf(version, sizeof version, "%lld", (long long)ev->version);
 	const char *t = ev->type;
 	if (strcmp(t, "OrderCreated") == 0) {
-		const char *params[] = { id, str(ev->data, "customer_id"), ev->recorded_at, version };
-		return fd_projection_exec(conn, table, ORDER_CREATED, 4, params);
+		/* null (absent, or erased since) stays NULL */
+		char *address = json_is_object(json_object_get(ev->data, "shipping_address"))
+					? json_dumps(json_object_get(ev->data, "shipping_address"), JSON_COMPACT)
+					: NULL;
+		if (json_is_object(json_object_get(ev->data, "shipping_address")) && !address)
+			return FD_ERR_NOMEM;
+		const char *params[] = { id, str(ev->data, "customer_id"), ev->recorded_at, version,
+					 json_string_value(json_object_get(ev->data, "email")), address };
+		enum fd_err err = fd_projection_exec(conn, table, ORDER_CREATED, 6, params);
+		free(address);
+		return err;
+	}
+	if (strcmp(t, "$SubjectErased") == 0) {
+		const char *params[] = { id, version, ev->recorded_at, str(ev->data, "subject") };
+		return fd_projection_exec(conn, table, ORDER_SUBJECT_ERASED, 4, params);
 	}
 	if (strcmp(t, "OrderLineAdded") == 0) {
 		int_text(ev->data, "quantity", q);
@@ -234,7 +256,7 @@ const struct fd_projection shop_order_summaries = {
 	.categories = order_categories,
 	.create_sql = order_summaries_sql,
 	.companions = order_summaries_companions,
-	.version = 2,
+	.version = 3,
 	.statements = order_statements,
 	.handle = order_handle,
 };
