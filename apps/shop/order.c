@@ -619,6 +619,13 @@ static enum fd_err decide_create(const void *state, bool exists, const json_t *p
 	}
 	if (address && !address_valid(address, out))
 		return FD_OK;
+	if ((email || address) && !fd_subject_id_valid(customer)) {
+		/* the customer is the data subject of them: erasure finds them by this id */
+		fd_decide_invalid(out, "/customer_id", "an order with an email or shipping_address needs a customer_id of "
+						       "1 to %d characters of A-Z a-z 0-9 _ . : @ + -",
+				  FD_SUBJECT_ID_MAX);
+		return FD_OK;
+	}
 	if (o->status != FD_ORDER_NONE) {
 		fd_decide_refuse(out, "order-exists", "Order already exists", "the order is %s",
 				 fd_order_status_name(o->status));

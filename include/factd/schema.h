@@ -50,6 +50,13 @@ struct fd_personal_decl {
 	const char *const *paths;   /* NULL-terminated JSON pointers: "/email", "/shipping_address" */
 };
 
+/*
+ * A data subject's id: 1 to 200 characters of A-Z a-z 0-9 and _ . : @ + -
+ * (it appears in the path of /subjects/{subject}; opaque ids, not names).
+ */
+#define FD_SUBJECT_ID_MAX 200
+bool fd_subject_id_valid(const char *s);
+
 /* One event type as the code writes it now. */
 struct fd_event_type {
 	const char *type;     /* "OrderLineAdded": the current name */

@@ -220,3 +220,16 @@ const struct fd_personal_decl *fd_event_schema_personal(const struct fd_event_sc
 			return s->types[i].personal;
 	return NULL;
 }
+
+bool fd_subject_id_valid(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+	if (n < 1 || n > FD_SUBJECT_ID_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || strchr("_.:@+-", c)))
+			return false;
+	}
+	return true;
+}

@@ -19,7 +19,7 @@ static bool subject_param(struct fd_req *req, struct fd_resp *resp, const char *
 	*out = req->params[0];
 	if (fd_personal_subject_valid(*out))
 		return true;
-	fd_api_bad_param(resp, req, "subject", "a subject id is 1 to 200 bytes without control characters");
+	fd_api_bad_param(resp, req, "subject", "a subject id is 1 to 200 characters of A-Z a-z 0-9 _ . : @ + -");
 	return false;
 }
 

@@ -46,15 +46,7 @@ _Static_assert(KEY_BYTES == FD_MASTER_KEY_BYTES, "master and subject keys are AE
 
 bool fd_personal_subject_valid(const char *s)
 {
-	if (!s)
-		return false;
-	size_t n = strlen(s);
-	if (n < 1 || n > FD_SUBJECT_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-			return false;
-	return true;
+	return fd_subject_id_valid(s);
 }
 
 bool fd_json_pointer_valid(const char *p)
@@ -176,7 +168,7 @@ bool fd_personal_check(const json_t *decl, const json_t *data, char *where, size
 	}
 	const json_t *subject = json_object_get(decl, "subject");
 	if (!json_is_string(subject) || !fd_personal_subject_valid(json_string_value(subject)))
-		FAIL("/subject", "subject must be a string of 1 to %d bytes without control characters",
+		FAIL("/subject", "subject must be a string of 1 to %d characters of A-Z a-z 0-9 _ . : @ + -",
 		     FD_SUBJECT_MAX);
 	const json_t *paths = json_object_get(decl, "paths");
 	size_t n = json_array_size(paths);

@@ -28,6 +28,7 @@
 #include "factd/error.h"
 #include "factd/events.h"
 #include "factd/pool.h"
+#include "factd/schema.h"
 
 #define FD_PERSONAL_KEY "personal"            /* the metadata member */
 #define FD_SUBJECT_ERASED_TYPE "$SubjectErased" /* the event erasure appends to each of the subject's streams */
@@ -37,7 +38,7 @@
 
 /* ---- pure: declarations and JSON pointers ------------------------------------ */
 
-/* A subject id: 1..200 bytes, no control characters. */
+/* A subject id (fd_subject_id_valid): 1..200 characters of A-Z a-z 0-9 _ . : @ + - */
 bool fd_personal_subject_valid(const char *s);
 /* An RFC 6901 pointer other than "" (the whole document): "/a/b~1c". */
 bool fd_json_pointer_valid(const char *p);
