@@ -9,6 +9,7 @@
 #include "shop.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -251,23 +252,95 @@ static void order_release(void *state)
 	free(o->customer_id);
 	free(o->lines);
 	free(o->cancel_reason);
+	json_decref(o->email);
+	json_decref(o->shipping_address);
 	memset(o, 0, sizeof *o);
 }
 
 /* ---- apply -------------------------------------------------------------------- */
 
+/* ---- the customer's personal data ------------------------------------------------ */
+
+#define EMAIL_MAX 254
+#define ADDRESS_PART_MAX 200
+
+/* An e-mail address as the shop takes it: 3-254 characters with an @ neither first nor last. */
+static bool email_valid(const json_t *v)
+{
+	const char *s = json_string_value(v);
+	size_t n = s ? strlen(s) : 0;
+	const char *at = s ? strchr(s, '@') : NULL;
+	if (!s || n < 3 || n > EMAIL_MAX || !at || at == s || at == s + n - 1)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] <= ' ' || s[i] == 0x7f)
+			return false;
+	return true;
+}
+
+/*
+ * {name, street, city, postal_code, country}: every member a non-blank
+ * string (postal_code at most 20 characters), country two capital letters
+ * (ISO 3166-1 alpha-2).  False with out set to the offending field.
+ */
+static bool address_valid(const json_t *v, struct fd_decision *out)
+{
+	static const char *const keys[] = {"name", "street", "city", "postal_code", "country"};
+	static const size_t max[] = {ADDRESS_PART_MAX, ADDRESS_PART_MAX, ADDRESS_PART_MAX, 20, 2};
+	if (!json_is_object(v)) {
+		fd_decide_invalid(out, "/shipping_address", "shipping_address must be an object {name, street, city, "
+							  "postal_code, country}");
+		return false;
+	}
+	const char *key;
+	json_t *m;
+	json_object_foreach((json_t *)v, key, m) {
+		bool known = false;
+		for (size_t i = 0; i < 5 && !known; i++)
+			known = strcmp(key, keys[i]) == 0;
+		if (!known) {
+			fd_decide_invalid(out, "/shipping_address", "unknown field in shipping_address: %.64s", key);
+			return false;
+		}
+	}
+	for (size_t i = 0; i < 5; i++) {
+		const char *s = json_string_value(json_object_get(v, keys[i]));
+		size_t n = s ? strlen(s) : 0;
+		bool ok = s && n >= 1 && n <= max[i] && strspn(s, " ") < n;
+		if (ok && i == 4)
+			ok = n == 2 && s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z';
+		if (!ok) {
+			char field[48];
+			snprintf(field, sizeof field, "/shipping_address/%s", keys[i]);
+			if (i == 4)
+				fd_decide_invalid(out, field, "country must be two capital letters (ISO 3166-1 alpha-2)");
+			else
+				fd_decide_invalid(out, field, "%s must be a non-blank string of at most %zu characters",
+						  keys[i], max[i]);
+			return false;
+		}
+	}
+	return true;
+}
+
 static enum fd_err on_created(struct fd_order *o, const json_t *data)
 {
-	static const char *const keys[] = {"customer_id"};
+	static const char *const keys[] = {"customer_id", "email", "shipping_address"};
 	struct fd_decision d;
 	const char *customer;
-	if (o->status != FD_ORDER_NONE || !fd_payload_only(data, keys, 1, &d) ||
-	    !fd_payload_string(data, "customer_id", 1, FD_CUSTOMER_MAX, false, &customer, &d))
+	/* personal values are null once their subject was erased */
+	const json_t *email = json_object_get(data, "email"), *address = json_object_get(data, "shipping_address");
+	if (o->status != FD_ORDER_NONE || !fd_payload_only(data, keys, 3, &d) ||
+	    !fd_payload_string(data, "customer_id", 1, FD_CUSTOMER_MAX, false, &customer, &d) ||
+	    (email && !json_is_null(email) && !email_valid(email)) ||
+	    (address && !json_is_null(address) && !address_valid(address, &d)))
 		return FD_ERR_INVAL;
 	char *copy = strdup(customer);
 	if (!copy)
 		return FD_ERR_NOMEM;
 	o->customer_id = copy;
+	o->email = email ? json_deep_copy(email) : NULL;
+	o->shipping_address = address ? json_deep_copy(address) : NULL;
 	o->status = FD_ORDER_DRAFT;
 	return FD_OK;
 }
@@ -410,6 +483,11 @@ static json_t *order_snapshot(const void *state)
 		return json_pack("{s:s}", "status", fd_order_status_name(o->status));
 	json_t *snap = json_pack("{s:s, s:s, s:o}", "status", fd_order_status_name(o->status), "customer_id",
 				 o->customer_id, "lines", lines_json(o->lines, o->nlines, true));
+	if (snap && ((o->email && json_object_set(snap, "email", o->email)) ||
+		     (o->shipping_address && json_object_set(snap, "shipping_address", o->shipping_address)))) {
+		json_decref(snap);
+		return NULL;
+	}
 	if (snap && o->cancel_reason && json_object_set_new(snap, "cancel_reason", json_string(o->cancel_reason)) != 0) {
 		json_decref(snap);
 		return NULL;
@@ -429,7 +507,8 @@ static bool placed_or_later(enum fd_order_status s)
  */
 static enum fd_err order_restore(void *state, const json_t *snap)
 {
-	static const char *const keys[] = {"status", "customer_id", "lines", "cancel_reason"};
+	static const char *const keys[] = {"status", "customer_id", "lines", "cancel_reason", "email",
+					   "shipping_address"};
 	struct fd_order t = {0};
 	struct fd_decision d;
 	const char *status, *customer = NULL, *reason = NULL;
@@ -438,7 +517,8 @@ static enum fd_err order_restore(void *state, const json_t *snap)
 	enum fd_err err = FD_ERR_INVAL;
 	int64_t total;
 
-	if (!fd_payload_only(snap, keys, 4, &d) || !fd_payload_string(snap, "status", 1, 16, false, &status, &d) ||
+	const json_t *email = json_object_get(snap, "email"), *address = json_object_get(snap, "shipping_address");
+	if (!fd_payload_only(snap, keys, 6, &d) || !fd_payload_string(snap, "status", 1, 16, false, &status, &d) ||
 	    !status_from_name(status, &t.status))
 		goto done;
 	if (t.status == FD_ORDER_NONE) {
@@ -448,7 +528,9 @@ static enum fd_err order_restore(void *state, const json_t *snap)
 	if (!fd_payload_string(snap, "customer_id", 1, FD_CUSTOMER_MAX, false, &customer, &d) ||
 	    !fd_payload_string(snap, "cancel_reason", 1, FD_REASON_MAX, true, &reason, &d) ||
 	    (reason != NULL) != (t.status == FD_ORDER_CANCELLED) || !json_is_array(lines) ||
-	    n > FD_ORDER_MAX_LINES || (n == 0 && placed_or_later(t.status)))
+	    n > FD_ORDER_MAX_LINES || (n == 0 && placed_or_later(t.status)) ||
+	    (email && !json_is_null(email) && !email_valid(email)) ||
+	    (address && !json_is_null(address) && !address_valid(address, &d)))
 		goto done;
 	if (reserve_lines(&t, n) != FD_OK) {
 		err = FD_ERR_NOMEM;
@@ -465,7 +547,11 @@ static enum fd_err order_restore(void *state, const json_t *snap)
 		goto done;
 	t.customer_id = strdup(customer);
 	t.cancel_reason = reason ? strdup(reason) : NULL;
-	err = !t.customer_id || (reason && !t.cancel_reason) ? FD_ERR_NOMEM : FD_OK;
+	t.email = email ? json_deep_copy(email) : NULL;
+	t.shipping_address = address ? json_deep_copy(address) : NULL;
+	err = !t.customer_id || (reason && !t.cancel_reason) || (email && !t.email) || (address && !t.shipping_address)
+		      ? FD_ERR_NOMEM
+		      : FD_OK;
 done:
 	if (err == FD_OK) {
 		order_release(state);
@@ -488,6 +574,11 @@ static json_t *order_view(const void *state)
 		return NULL;
 	}
 	if (view && o->cancel_reason && json_object_set_new(view, "cancel_reason", json_string(o->cancel_reason)) != 0) {
+		json_decref(view);
+		return NULL;
+	}
+	if (view && ((o->email && json_object_set(view, "email", o->email)) ||
+		     (o->shipping_address && json_object_set(view, "shipping_address", o->shipping_address)))) {
 		json_decref(view);
 		return NULL;
 	}
@@ -515,18 +606,38 @@ static bool draft(const struct fd_order *o, struct fd_decision *out)
 
 static enum fd_err decide_create(const void *state, bool exists, const json_t *payload, struct fd_decision *out)
 {
-	static const char *const keys[] = {"customer_id"};
+	static const char *const keys[] = {"customer_id", "email", "shipping_address"};
 	const struct fd_order *o = state;
 	const char *customer;
-	if (!fd_payload_only(payload, keys, 1, out) ||
+	const json_t *email = json_object_get(payload, "email"), *address = json_object_get(payload, "shipping_address");
+	if (!fd_payload_only(payload, keys, 3, out) ||
 	    !fd_payload_string(payload, "customer_id", 1, FD_CUSTOMER_MAX, false, &customer, out))
 		return FD_OK;
+	if (email && !email_valid(email)) {
+		fd_decide_invalid(out, "/email", "email must be an e-mail address of at most %d characters", EMAIL_MAX);
+		return FD_OK;
+	}
+	if (address && !address_valid(address, out))
+		return FD_OK;
+	if ((email || address) && !fd_subject_id_valid(customer)) {
+		/* the customer is the data subject of them: erasure finds them by this id */
+		fd_decide_invalid(out, "/customer_id", "an order with an email or shipping_address needs a customer_id of "
+						       "1 to %d characters of A-Z a-z 0-9 _ . : @ + -",
+				  FD_SUBJECT_ID_MAX);
+		return FD_OK;
+	}
 	if (o->status != FD_ORDER_NONE) {
 		fd_decide_refuse(out, "order-exists", "Order already exists", "the order is %s",
 				 fd_order_status_name(o->status));
 		return FD_OK;
 	}
-	return fd_decide_event(out, "OrderCreated", json_pack("{s:s}", "customer_id", customer));
+	json_t *data = json_pack("{s:s}", "customer_id", customer);
+	if (data && ((email && json_object_set(data, "email", (json_t *)email)) ||
+		     (address && json_object_set(data, "shipping_address", (json_t *)address)))) {
+		json_decref(data);
+		return FD_ERR_NOMEM;
+	}
+	return fd_decide_event(out, "OrderCreated", data);
 }
 
 static enum fd_err decide_add_line(const void *state, bool exists, const json_t *payload, struct fd_decision *out)
@@ -659,8 +770,15 @@ static const struct fd_command_type commands[] = {
  * older versions: changing an event's shape is one more upcaster row and
  * its function, and the type's version raised.
  */
+/* An order's e-mail and shipping address are personal data of its customer. */
+static const char *const order_created_personal_paths[] = { "/email", "/shipping_address", NULL };
+static const struct fd_personal_decl order_created_personal = {
+	.subject = "/customer_id",
+	.paths = order_created_personal_paths,
+};
+
 static const struct fd_event_type order_event_types[] = {
-	{ .type = "OrderCreated" },
+	{ .type = "OrderCreated", .personal = &order_created_personal },
 	{ .type = "OrderLineAdded", .version = 2 },
 	{ .type = "OrderLineRemoved" },
 	{ .type = "OrderPlaced" },

@@ -2,7 +2,10 @@
  * projections.c - the shop's read models.
  *
  *   order_summaries  one row per order: customer, status, line count, total,
- *                    placed/confirmed/shipped/cancelled times; its lines
+ *                    placed/confirmed/shipped/cancelled times, the customer's
+ *                    e-mail and shipping address (personal data: set to
+ *                    null by the $SubjectErased event that erasing the
+ *                    customer appends to the order's stream); its lines
  *                    (product, quantity, price) in order_summaries_lines.
  *   product_stock    one row per product: available, reserved, committed.
  *
@@ -137,6 +140,7 @@ static const char order_summaries_sql[] =
 	" created_at timestamptz NOT NULL,"
 	" placed_at timestamptz, confirmed_at timestamptz, shipped_at timestamptz, cancelled_at timestamptz,"
 	" cancel_reason text,"
+	" email text, shipping_address jsonb,"
 	" version bigint NOT NULL,"
 	" updated_at timestamptz NOT NULL);"
 	"CREATE INDEX ON {table} (status, order_id);"
@@ -169,11 +173,13 @@ enum {
 	ORDERS_LINES_SUMMARY,
 	ORDERS_TRANSITIONS,
 	ORDER_DELETED,
+	ORDER_SUBJECT_ERASED,
 };
 
 static const char *const order_statements[] = {
-	[ORDER_CREATED] = "INSERT INTO {table} (order_id, customer_id, status, created_at, version, updated_at)"
-			  " VALUES ($1, $2, 'draft', $3, $4, $3) ON CONFLICT (order_id) DO NOTHING",
+	[ORDER_CREATED] = "INSERT INTO {table} (order_id, customer_id, status, created_at, version, updated_at, email,"
+			  " shipping_address) VALUES ($1, $2, 'draft', $3, $4, $3, $5, $6::jsonb)"
+			  " ON CONFLICT (order_id) DO NOTHING",
 	/*
 	 * A line event moves line_count and total_cents by the one line that
 	 * changes, as it was before the event (old) and after, and writes that
@@ -213,9 +219,10 @@ static const char *const order_statements[] = {
 	 * versions the run started from.
 	 */
 	[ORDERS_CREATED] =
-		"INSERT INTO {table} (order_id, customer_id, status, created_at, version, updated_at)"
-		" SELECT u.order_id, u.customer_id, 'draft', u.at, u.version, u.at"
-		" FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::bigint[]) AS u(order_id, customer_id, at, version)"
+		"INSERT INTO {table} (order_id, customer_id, status, created_at, version, updated_at, email, shipping_address)"
+		" SELECT u.order_id, u.customer_id, 'draft', u.at, u.version, u.at, u.email, u.address"
+		" FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::bigint[], $5::text[], $6::jsonb[])"
+		"   AS u(order_id, customer_id, at, version, email, address)"
 		" ON CONFLICT (order_id) DO NOTHING",
 	/* Lines removed: at most one event per line in a run (order_handle_batch). */
 	[ORDERS_LINES_REMOVED] =
@@ -268,6 +275,9 @@ static const char *const order_statements[] = {
 		" WHERE s.order_id = x.order_id",
 	[ORDER_DELETED] = "WITH s AS (DELETE FROM {table} WHERE order_id = $1 AND version < $2 RETURNING order_id)"
 			  " DELETE FROM {table}_lines WHERE order_id IN (SELECT order_id FROM s)",
+	/* the customer's personal data goes; the rest of the summary stays */
+	[ORDER_SUBJECT_ERASED] = "UPDATE {table} SET email = NULL, shipping_address = NULL, version = $2, updated_at = $3"
+				 " WHERE order_id = $1 AND version < $2 AND customer_id = $4",
 	NULL,
 };
 
@@ -285,8 +295,21 @@ static enum fd_err order_handle(PGconn *conn, const char *table, const struct fd
 		return fd_projection_exec(conn, table, ORDER_DELETED, 2, params);
 	}
 	if (strcmp(t, "OrderCreated") == 0) {
-		const char *params[] = { id, str(ev->data, "customer_id"), ev->recorded_at, version };
-		return fd_projection_exec(conn, table, ORDER_CREATED, 4, params);
+		/* null (absent, or erased since) stays NULL */
+		char *address = json_is_object(json_object_get(ev->data, "shipping_address"))
+					? json_dumps(json_object_get(ev->data, "shipping_address"), JSON_COMPACT)
+					: NULL;
+		if (json_is_object(json_object_get(ev->data, "shipping_address")) && !address)
+			return FD_ERR_NOMEM;
+		const char *params[] = { id, str(ev->data, "customer_id"), ev->recorded_at, version,
+					 json_string_value(json_object_get(ev->data, "email")), address };
+		enum fd_err err = fd_projection_exec(conn, table, ORDER_CREATED, 6, params);
+		free(address);
+		return err;
+	}
+	if (strcmp(t, "$SubjectErased") == 0) {
+		const char *params[] = { id, version, ev->recorded_at, str(ev->data, "subject") };
+		return fd_projection_exec(conn, table, ORDER_SUBJECT_ERASED, 4, params);
 	}
 	if (strcmp(t, "OrderLineAdded") == 0) {
 		int_text(ev->data, "quantity", q);
@@ -319,9 +342,9 @@ static enum fd_err order_handle(PGconn *conn, const char *table, const struct fd
 
 
 /* The columns of one run of order events, one array each (the batch statements' parameters). */
-enum { CREATED_COLS = 4, REMOVED_COLS = 3, ADDED_COLS = 5, LINES_COLS = 3, MOVES_COLS = 5 };
+enum { CREATED_COLS = 6, REMOVED_COLS = 3, ADDED_COLS = 5, LINES_COLS = 3, MOVES_COLS = 5 };
 struct order_run {
-	struct fd_pg_array created[CREATED_COLS]; /* order_id, customer_id, at, version */
+	struct fd_pg_array created[CREATED_COLS]; /* order_id, customer_id, at, version, email, shipping_address */
 	struct fd_pg_array removed[REMOVED_COLS]; /* order_id, product_id, version */
 	struct fd_pg_array added[ADDED_COLS];     /* order_id, product_id, version, quantity, price */
 	struct fd_pg_array lines[LINES_COLS];     /* order_id, version, at: every line event, for the counters */
@@ -371,6 +394,13 @@ static enum fd_err order_handle_batch(PGconn *conn, const char *table, const str
 		const struct fd_feed_event *ev = &evs[i];
 		const char *id = ev->stream + strlen("order-"), *status = NULL;
 		struct fd_uuid u;
+		if (ev->type[0] == '$') {
+			/* a system event ($StreamDeleted, $SubjectErased): after the run so far, on its own */
+			if (!(err = order_run_flush(conn, table, &r)))
+				err = order_handle(conn, table, ev);
+			seen_reset(&seen);
+			continue;
+		}
 		int phase = order_phase(ev->type, &status);
 		if (!phase || !fd_uuid_parse(id, &u))
 			continue; /* as order_handle: nothing for the summary */
@@ -393,6 +423,16 @@ static enum fd_err order_handle_batch(PGconn *conn, const char *table, const str
 			fd_pg_array_add(&r.created[1], str(ev->data, "customer_id"));
 			fd_pg_array_add(&r.created[2], ev->recorded_at);
 			fd_pg_array_add_int(&r.created[3], ev->version);
+			/* personal data: null (absent, or erased since) stays NULL */
+			fd_pg_array_add(&r.created[4], json_string_value(json_object_get(ev->data, "email")));
+			json_t *address = json_object_get(ev->data, "shipping_address");
+			char *text = json_is_object(address) ? json_dumps(address, JSON_COMPACT) : NULL;
+			if (json_is_object(address) && !text) {
+				err = FD_ERR_NOMEM;
+				break;
+			}
+			fd_pg_array_add(&r.created[5], text);
+			free(text);
 		} else if (phase == 2) {
 			if (removed) {
 				fd_pg_array_add(&r.removed[0], id);
@@ -546,6 +586,13 @@ static enum fd_err product_handle_batch(PGconn *conn, const char *table, const s
 	for (size_t i = 0; !err && i < n; i++) {
 		const struct fd_feed_event *ev = &evs[i];
 		const char *id = ev->stream + strlen("product-");
+		if (ev->type[0] == '$') {
+			/* a system event ($StreamDeleted): after the run so far, on its own */
+			if (!(err = product_run_flush(conn, table, created, moved)))
+				err = product_handle(conn, table, ev);
+			seen_reset(&seen);
+			continue;
+		}
 		bool create = strcmp(ev->type, "ProductCreated") == 0;
 		size_t m = 0;
 		while (!create && m < sizeof moves / sizeof moves[0] && strcmp(ev->type, moves[m].type) != 0)
@@ -596,7 +643,7 @@ const struct fd_projection shop_order_summaries = {
 	.categories = order_categories,
 	.create_sql = order_summaries_sql,
 	.companions = order_summaries_companions,
-	.version = 2,
+	.version = 3,
 	.statements = order_statements,
 	.handle = order_handle,
 	.handle_batch = order_handle_batch,

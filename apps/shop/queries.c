@@ -37,11 +37,12 @@ static const char orders_head[] =
 	"   'created_at', " TS("p.created_at") ", 'placed_at', " TS("p.placed_at") ","
 	"   'confirmed_at', " TS("p.confirmed_at") ", 'shipped_at', " TS("p.shipped_at") ","
 	"   'cancelled_at', " TS("p.cancelled_at") ", 'cancel_reason', p.cancel_reason,"
+	"   'email', p.email, 'shipping_address', p.shipping_address,"
 	"   'version', p.version) ORDER BY p.order_id) FILTER (WHERE p.n <= $1::int), '[]'::json),"
 	" 'next', CASE WHEN count(*) > $1::int THEN max(p.order_id::text) FILTER (WHERE p.n = $1::int) END)::text"
 	" FROM (SELECT s.*, row_number() OVER (ORDER BY s.order_id) AS n FROM ("
 	"  SELECT order_id, customer_id, status, line_count, total_cents, created_at, placed_at, confirmed_at,"
-	"   shipped_at, cancelled_at, cancel_reason, version FROM order_summaries WHERE true";
+	"   shipped_at, cancelled_at, cancel_reason, email, shipping_address, version FROM order_summaries WHERE true";
 static const char orders_tail[] = " ORDER BY order_id LIMIT $1::int + 1) s) p";
 
 static const char products_sql[] =

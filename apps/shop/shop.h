@@ -69,11 +69,20 @@ struct fd_order {
 	struct fd_order_line *lines;  /* owned, nlines used, in the order added */
 	size_t nlines, cap;
 	char *cancel_reason;          /* owned, NULL unless cancelled */
+	/*
+	 * Personal data of the customer (OrderCreated's personal declaration):
+	 * owned JSON, NULL when not given, JSON null once the customer was
+	 * erased.
+	 */
+	json_t *email;                /* a string */
+	json_t *shipping_address;     /* {name, street, city, postal_code, country} */
 };
 
 /*
  * Events (type: data):
- *   OrderCreated      {customer_id}
+ *   OrderCreated      {customer_id, email?, shipping_address?: {name, street, city, postal_code, country}}
+ *                     (email and shipping_address are personal data of the subject customer_id: stored
+ *                     sealed, null once the customer is erased)
  *   OrderLineAdded    {product_id, quantity, unit_price: {amount_cents, currency}}   (schema version 2;
  *                     same product again adds quantity; price and currency must match.  Version 1 had
  *                     unit_price_cents and no currency: it is upcast with the default currency)

@@ -135,6 +135,15 @@ FD_MUST_USE enum fd_err fd_bus_snapshot_now(struct fd_bus *bus, const struct fd_
 					    int64_t *version);
 
 /* The stream name of an aggregate: "<category>-<id>" into buf. */
+/*
+ * fd_bus_load, and *erased: the JSON pointers (into the events' data) of
+ * the personal values folded as null because their subject was erased, an
+ * array the caller owns, or NULL when there were none.
+ */
+FD_MUST_USE enum fd_err fd_bus_load_ex(struct fd_bus *bus, const struct fd_aggregate_type *t, const char *id,
+				       const struct fd_load_target *target, void *state, int64_t *version,
+				       json_t **erased);
+
 void fd_bus_stream_name(const struct fd_aggregate_type *t, const char *id, char *buf, size_t len);
 
 #ifdef __cplusplus

@@ -81,6 +81,8 @@ struct fd_config {
 	unsigned saga_retention_s; /* FACTD_SAGA_RETENTION_S: ended sagas are removed after it; 0 = kept */
 	char *archive_dir;        /* FACTD_ARCHIVE_DIR: removed events are archived here first; NULL = not */
 	char *restore_file;       /* `archive-restore FILE`: the archive to load */
+	/* personal data */
+	char *master_key_file;    /* FACTD_MASTER_KEY_FILE: the master key of personal data, NULL = none */
 };
 
 /*

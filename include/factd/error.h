@@ -33,6 +33,8 @@ enum fd_err {
 	FD_ERR_SCHEMA,      /* a stored event's schema version is newer than this code knows (schema.h) */
 	FD_ERR_DELETED,     /* the stream was deleted (soft): 404 stream-deleted */
 	FD_ERR_GONE,        /* the stream was deleted for good (tombstoned): 410 stream-tombstoned */
+	FD_ERR_NOKEY,       /* personal data needs the master key, and none is configured */
+	FD_ERR_ERASED,      /* the data subject was erased: no new personal data of it is taken */
 };
 
 /* Stable lower-case name of an error ("conflict"), never NULL. */

@@ -83,6 +83,14 @@ void fd_pool_set_metrics(struct fd_pool *pool, struct fd_metrics *metrics);
  */
 struct fd_notifier;
 void fd_pool_set_notifier(struct fd_pool *pool, struct fd_notifier *notifier);
+/*
+ * The master key that seals and opens personal data (src/store/personal.h),
+ * borrowed; set before threads share the pool.  NULL (the default): events
+ * that declare personal data are refused, and only erased values can be read.
+ */
+struct fd_keyring;
+void fd_pool_set_keyring(struct fd_pool *pool, struct fd_keyring *keyring);
+struct fd_keyring *fd_pool_keyring(const struct fd_pool *pool);
 struct fd_notifier *fd_pool_notifier(const struct fd_pool *pool);
 
 /*

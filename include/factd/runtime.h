@@ -42,6 +42,7 @@ struct fd_runtime {
 	uint16_t port;                /* the port bound */
 	struct fd_replicas *replicas;      /* NULL unless cfg->read_database_urls */
 	bool pooled;                  /* FACTD_DATABASE_URL goes through a transaction pooler */
+	struct fd_keyring *keyring;   /* the master key of personal data; NULL without FACTD_MASTER_KEY_FILE */
 };
 
 /*

@@ -37,11 +37,33 @@
 /* The metadata member that holds it. */
 #define FD_SCHEMA_VERSION_KEY "schema_version"
 
+/*
+ * Which values of an event type's data are personal data, and whose
+ * (docs/design.md, "Personal data and erasure").  The command bus stores
+ * each value named by `paths` that is present in the data sealed under the
+ * key of the subject whose id is the string at `subject`, and records the
+ * declaration in the event's metadata ("personal"), which is what readers
+ * go by.  Erasing the subject makes those values null for every reader.
+ */
+struct fd_personal_decl {
+	const char *subject;        /* JSON pointer to the subject's id in data: "/customer_id" */
+	const char *const *paths;   /* NULL-terminated JSON pointers: "/email", "/shipping_address" */
+};
+
+/*
+ * A data subject's id: 1 to 200 characters of A-Z a-z 0-9 and _ . : @ + -
+ * (it appears in the path of /subjects/{subject}; opaque ids, not names).
+ */
+#define FD_SUBJECT_ID_MAX 200
+bool fd_subject_id_valid(const char *s);
+
 /* One event type as the code writes it now. */
 struct fd_event_type {
 	const char *type;     /* "OrderLineAdded": the current name */
 	int version;          /* the current version of its data; 0 is read as 1 */
+	const struct fd_personal_decl *personal; /* its personal data, or NULL: none */
 };
+
 
 /*
  * One step: edit `data` (an object, the caller's, the step's to change in
@@ -69,6 +91,9 @@ struct fd_event_schema {
 	const struct fd_upcaster *upcasters;
 	size_t nupcasters;
 };
+
+/* The personal-data declaration of `type` (by its current name), or NULL. */
+const struct fd_personal_decl *fd_event_schema_personal(const struct fd_event_schema *s, const char *type);
 
 /* The current version of `type` (by its current name); 0 when the schema does not declare it. */
 int fd_event_schema_version(const struct fd_event_schema *s, const char *type);
@@ -131,10 +156,17 @@ struct fd_schema_category {
  * definition (fd_ctx_init); borrowed by the projector, the saga intake and
  * the HTTP reads.
  */
+struct fd_keyring;
 struct fd_schemas {
 	const struct fd_schema_category *items;
 	size_t n;
 	const void *services;
+	/*
+	 * The master key the feed's followers open personal data with (set by
+	 * the runtime from FACTD_MASTER_KEY_FILE; NULL: only erased values can
+	 * be read).  Borrowed.
+	 */
+	struct fd_keyring *keyring;
 };
 
 /* The schema of `category`, or NULL (set may be NULL). */

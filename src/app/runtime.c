@@ -29,6 +29,7 @@ void fd_runtime_connections(const struct fd_config *cfg, bool *pooled, const cha
 	*session = cfg->session_database_url ? cfg->session_database_url : *pooled ? NULL : cfg->database_url;
 }
 #include "app/retention.h"
+#include "store/personal.h"
 
 enum fd_err fd_runtime_start(struct fd_runtime *rt, const struct fd_config *cfg, const struct fd_app *app,
 			     const struct fd_runtime_options *opts, char *errbuf, size_t errlen)
@@ -92,6 +93,21 @@ enum fd_err fd_runtime_start(struct fd_runtime *rt, const struct fd_config *cfg,
 		ctx->replicas = rt->replicas;
 	}
 	fd_pool_set_metrics(ctx->pool, ctx->metrics);
+	if (cfg->master_key_file) {
+		if ((err = fd_keyring_load(cfg->master_key_file, &rt->keyring, errbuf, errlen)))
+			goto fail;
+		fd_pool_set_keyring(ctx->pool, rt->keyring);
+		ctx->schemas.keyring = rt->keyring;
+		err = fd_keyring_check(ctx->pool, rt->keyring);
+		if (err == FD_ERR_CONFLICT) {
+			snprintf(errbuf, errlen, "FACTD_MASTER_KEY_FILE holds another master key than the one this "
+						 "database's personal data was sealed under; nothing would open with it");
+			goto fail;
+		}
+		if (err) /* checked again before a subject key is made; every key read is authenticated anyway */
+			fd_log(FD_LOG_WARN, "cannot check the master key against the database yet: %s", fd_err_name(err));
+		err = FD_OK;
+	}
 	fd_pool_set_append_batches(ctx->pool, cfg->append_batches);
 	err = fd_store_check_feed_horizon(ctx->pool);
 	if (err == FD_ERR_CONFLICT) {
@@ -170,6 +186,9 @@ void fd_runtime_stop(struct fd_runtime *rt, unsigned grace_ms)
 	rt->replicas = ctx->replicas = NULL;
 	fd_pool_free(ctx->pool);
 	ctx->pool = NULL;
+	ctx->schemas.keyring = NULL;
+	fd_keyring_free(rt->keyring);
+	rt->keyring = NULL;
 	fd_metrics_free(ctx->metrics);
 	ctx->metrics = NULL;
 	if (ctx->services && ctx->app && ctx->app->services && ctx->app->services->stop)

@@ -24,6 +24,7 @@
 #include "factd/log.h"
 #include "factd/metrics.h"
 #include "store/snapshots.h"
+#include "store/personal.h"
 #include "factd/uuid.h"
 #include "gate.h"
 
@@ -337,9 +338,11 @@ static bool row_schema_version(const json_t *jsv, int *out)
  * logged with the event.
  */
 static enum fd_err fold_events(const struct fd_bus *bus, const struct fd_aggregate_type *t, void *state,
-			       const char *stream, const char *events_json, int64_t from, int64_t *last)
+			       const char *stream, const char *events_json, int64_t from, int64_t *last,
+			       json_t *erased)
 {
-	json_t *arr = load_rows(events_json);
+	json_t *arr = load_rows(events_json), *subjects = NULL, *md = NULL, *gone = NULL;
+	struct fd_subject_keys *keys = NULL;
 	enum fd_err err = FD_OK;
 	if (!json_is_array(arr)) {
 		err = FD_ERR_INTERNAL;
@@ -348,6 +351,39 @@ static enum fd_err fold_events(const struct fd_bus *bus, const struct fd_aggrega
 	size_t i;
 	json_t *row;
 	int64_t v = from;
+	/* personal values (store/personal.h): the keys of their subjects, in one statement */
+	json_array_foreach(arr, i, row) {
+		const char *s = json_string_value(json_object_get(json_array_get(row, 4), "subject"));
+		if (s && ((!subjects && !(subjects = json_array())) || json_array_append_new(subjects, json_string(s)))) {
+			err = FD_ERR_NOMEM;
+			goto done;
+		}
+	}
+	if (subjects && ((err = fd_subject_keys_fetch_pool(bus->pool, subjects, &keys)) ||
+			 !(md = json_object()) || !(gone = json_array()))) {
+		err = err ? err : FD_ERR_NOMEM;
+		goto done;
+	}
+	json_array_foreach(arr, i, row) {
+		json_t *decl = json_array_get(row, 4);
+		if (keys && json_is_object(decl)) {
+			json_array_clear(gone);
+			if (json_object_set(md, FD_PERSONAL_KEY, decl) ||
+			    (err = fd_personal_unseal(keys, md, json_array_get(row, 2), gone)))
+				goto done;
+			size_t k;
+			json_t *p;
+			json_array_foreach(gone, k, p) {
+				bool seen = false;
+				for (size_t j = 0; erased && j < json_array_size(erased) && !seen; j++)
+					seen = json_equal(json_array_get(erased, j), p);
+				if (erased && !seen && json_array_append(erased, p)) {
+					err = FD_ERR_NOMEM;
+					goto done;
+				}
+			}
+		}
+	}
 	json_array_foreach(arr, i, row) {
 		json_t *jv = json_array_get(row, 0), *jt = json_array_get(row, 1), *jd = json_array_get(row, 2);
 		int schema = 1;
@@ -388,6 +424,10 @@ static enum fd_err fold_events(const struct fd_bus *bus, const struct fd_aggrega
 	}
 	*last = v;
 done:
+	fd_subject_keys_free(keys);
+	json_decref(subjects);
+	json_decref(md);
+	json_decref(gone);
 	json_decref(arr);
 	return err;
 }
@@ -399,7 +439,8 @@ done:
  * margin leaves room for a snapshot still queued in the writer).
  */
 static enum fd_err load(struct fd_bus *bus, const struct fd_aggregate_type *t, const char *stream,
-			const struct fd_load_target *target, void *state, int64_t *version, size_t *replayed)
+			const struct fd_load_target *target, void *state, int64_t *version, size_t *replayed,
+			json_t *erased)
 {
 	struct fd_stream_load l = { 0 };
 	int64_t max_version = 0;
@@ -449,7 +490,7 @@ static enum fd_err load(struct fd_bus *bus, const struct fd_aggregate_type *t, c
 		err = max_version > 0 ? FD_ERR_NOTFOUND : FD_ERR_INTERNAL;
 		goto done;
 	}
-	if ((err = fold_events(bus, t, state, stream, l.events_json, from, &last)))
+	if ((err = fold_events(bus, t, state, stream, l.events_json, from, &last, erased)))
 		goto done;
 	*version = last;
 	*replayed = l.count;
@@ -461,19 +502,33 @@ done:
 enum fd_err fd_bus_load(struct fd_bus *bus, const struct fd_aggregate_type *t, const char *id,
 			const struct fd_load_target *target, void *state, int64_t *version)
 {
+	return fd_bus_load_ex(bus, t, id, target, state, version, NULL);
+}
+
+enum fd_err fd_bus_load_ex(struct fd_bus *bus, const struct fd_aggregate_type *t, const char *id,
+			   const struct fd_load_target *target, void *state, int64_t *version, json_t **erased)
+{
 	char stream[FD_STREAM_MAX + 1];
 	size_t replayed = 0;
-	if (!fd_aggregate_id_valid(t, id)) {
+	json_t *gone = json_array();
+	if (erased)
+		*erased = NULL;
+	if (!gone || !fd_aggregate_id_valid(t, id)) {
+		json_decref(gone);
 		t->init(state);
 		*version = 0;
-		return FD_ERR_INVAL;
+		return gone ? FD_ERR_INVAL : FD_ERR_NOMEM;
 	}
 	fd_bus_stream_name(t, id, stream, sizeof stream);
-	enum fd_err err = load(bus, t, stream, target, state, version, &replayed);
+	enum fd_err err = load(bus, t, stream, target, state, version, &replayed, gone);
 	unsigned every = snapshot_every(bus, t);
 	bool latest = !target || (!target->at_time && target->version == 0 && !target->no_snapshot);
-	if (!err && latest && every && replayed >= 2 * (size_t)every)
+	/* a stream with erased values keeps no snapshots (migrations/0009_personal_data.sql) */
+	if (!err && latest && every && replayed >= 2 * (size_t)every && json_array_size(gone) == 0)
 		snapshot_enqueue(bus, t, stream, state, *version);
+	if (!err && erased && json_array_size(gone))
+		*erased = json_incref(gone);
+	json_decref(gone);
 	return err;
 }
 
@@ -575,6 +630,51 @@ static json_t *event_metadata(const struct fd_cmd_meta *meta, const char *comman
 }
 
 /*
+ * An event's personal data as t declares it for `type`: the values present
+ * in data, of the subject whose id data holds.  None (both NULL) when the
+ * type declares none or data holds none of them; else *personal is the
+ * metadata's declaration and *sealed a copy of data with them sealed
+ * (store/personal.h): data itself stays as decided, for apply.
+ */
+static enum fd_err personal_of(struct fd_bus *bus, const struct fd_aggregate_type *t, const char *type,
+			       const json_t *data, json_t **personal, json_t **sealed)
+{
+	const struct fd_personal_decl *d = fd_event_schema_personal(&t->events, type);
+	*personal = *sealed = NULL;
+	if (!d || !d->paths)
+		return FD_OK;
+	json_t *paths = json_array();
+	if (!paths)
+		return FD_ERR_NOMEM;
+	for (size_t i = 0; d->paths[i]; i++)
+		if (fd_json_pointer_get(data, d->paths[i]) && json_array_append_new(paths, json_string(d->paths[i]))) {
+			json_decref(paths);
+			return FD_ERR_NOMEM;
+		}
+	if (json_array_size(paths) == 0) {
+		json_decref(paths);
+		return FD_OK;
+	}
+	const char *subject = json_string_value(d->subject ? fd_json_pointer_get(data, d->subject) : NULL);
+	if (!fd_personal_subject_valid(subject)) {
+		/* the declaration's promise broken by decide: refuse rather than store the values in the clear */
+		fd_log_fields(FD_LOG_ERROR, "an event with personal data has no valid subject id; not recorded",
+			      json_pack("{s:s, s:s, s:s?}", "aggregate", t->name, "type", type, "subject_path", d->subject));
+		json_decref(paths);
+		return FD_ERR_INTERNAL;
+	}
+	*personal = json_pack("{s:s, s:o}", "subject", subject, "paths", paths);
+	*sealed = json_deep_copy(data);
+	enum fd_err err = *personal && *sealed ? fd_personal_seal(bus->pool, *personal, *sealed) : FD_ERR_NOMEM;
+	if (err) {
+		json_decref(*personal);
+		json_decref(*sealed);
+		*personal = *sealed = NULL;
+	}
+	return err;
+}
+
+/*
  * Append the decided events; on FD_OK the result fields are set.  An event
  * of a type whose schema version is above 1 carries it in its metadata
  * (schema.h); the others' metadata is the same text for all.
@@ -608,7 +708,13 @@ static enum fd_err record(struct fd_bus *bus, const struct fd_aggregate_type *t,
 		} else if ((err = fd_uuid_v7(&evs[i].event_id))) {
 			goto done;
 		}
-		if (!(texts[i] = json_dumps(data, JSON_COMPACT))) {
+		json_t *personal = NULL, *sealed = NULL;
+		if ((err = personal_of(bus, t, type, data, &personal, &sealed)))
+			goto done;
+		texts[i] = json_dumps(sealed ? sealed : data, JSON_COMPACT);
+		json_decref(sealed);
+		if (!texts[i]) {
+			json_decref(personal);
 			err = FD_ERR_NOMEM;
 			goto done;
 		}
@@ -616,17 +722,20 @@ static enum fd_err record(struct fd_bus *bus, const struct fd_aggregate_type *t,
 		evs[i].data_json = texts[i];
 		evs[i].metadata_json = md_text;
 		int version = fd_event_schema_version(&t->events, type);
-		if (version > 1) {
+		if (version > 1 || personal) {
 			json_t *vmd = json_copy(md);
-			if (!vmd || json_object_set_new(vmd, FD_SCHEMA_VERSION_KEY, json_integer(version)) != 0 ||
+			if (!vmd || (version > 1 && json_object_set_new(vmd, FD_SCHEMA_VERSION_KEY, json_integer(version))) ||
+			    (personal && json_object_set(vmd, FD_PERSONAL_KEY, personal)) ||
 			    !(texts[n + i] = json_dumps(vmd, JSON_COMPACT))) {
 				json_decref(vmd);
+				json_decref(personal);
 				err = FD_ERR_NOMEM;
 				goto done;
 			}
 			json_decref(vmd);
 			evs[i].metadata_json = texts[n + i];
 		}
+		json_decref(personal);
 	}
 	err = fd_store_append(bus->pool, stream, (struct fd_expected){ FD_EXPECT_EXACT, expected }, evs, n, res);
 done:
@@ -813,7 +922,7 @@ static enum attempt_end attempt_command(struct command_run *r, bool try_cache, e
 	bool cached = try_cache && take_cached(r, &version);
 	if (!cached) {
 		r->box->live = true; /* load() initialises the state first */
-		if ((*err = load(r->bus, r->t, r->stream, NULL, r->box->state, &version, &replayed)))
+		if ((*err = load(r->bus, r->t, r->stream, NULL, r->box->state, &version, &replayed, NULL)))
 			return ATTEMPT_DONE;
 	}
 	if (r->meta->has_if_match && version != r->meta->if_match) {

@@ -85,7 +85,11 @@ static const char usage[] =
 	"  FACTD_ALLOW_INSECURE     1 = listen beyond loopback without API keys (refused otherwise)\n"
 	"  FACTD_TLS_CERT           PEM certificate file: serve HTTPS (needs FACTD_TLS_KEY)\n"
 	"  FACTD_TLS_KEY            PEM private key file of FACTD_TLS_CERT\n"
-	"  FACTD_CORS_ORIGINS       comma-separated browser origins allowed by CORS, or * (default: none)\n";
+	"  FACTD_CORS_ORIGINS       comma-separated browser origins allowed by CORS, or * (default: none)\n"
+	"personal data:\n"
+	"  FACTD_MASTER_KEY_FILE    file holding the master key (64 hex digits or 32 bytes) that wraps the\n"
+	"                           per-subject keys personal data is sealed with (default: none = events\n"
+	"                           declaring personal data are refused, 422)\n";
 
 const char *fd_config_usage(void)
 {
@@ -149,6 +153,8 @@ void fd_config_release(struct fd_config *cfg)
 	free(cfg->archive_dir);
 	free(cfg->restore_file);
 	cfg->archive_dir = cfg->restore_file = NULL;
+	free(cfg->master_key_file);
+	cfg->master_key_file = NULL;
 	fd_api_keys_release(&cfg->api_keys);
 	cfg->listen_host = cfg->database_url = cfg->tls_cert = cfg->tls_key = cfg->cors_origins = NULL;
 }
@@ -319,6 +325,8 @@ static enum fd_err load_access(struct fd_config *cfg, char *errbuf, size_t errle
 	if ((err = dup_env("FACTD_CORS_ORIGINS", &cfg->cors_origins)))
 		return err;
 	if (cfg->cors_origins && (err = check_cors_origins(cfg->cors_origins, errbuf, errlen)))
+		return err;
+	if ((err = dup_env("FACTD_MASTER_KEY_FILE", &cfg->master_key_file)))
 		return err;
 	return FD_OK;
 }

@@ -20,6 +20,8 @@ static const char *const names[] = {
 	[FD_ERR_SCHEMA] = "schema",
 	[FD_ERR_DELETED] = "deleted",
 	[FD_ERR_GONE] = "gone",
+	[FD_ERR_NOKEY] = "no_key",
+	[FD_ERR_ERASED] = "erased",
 };
 
 const char *fd_err_name(enum fd_err err)

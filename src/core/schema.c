@@ -212,3 +212,24 @@ enum fd_err fd_schemas_upcast(const struct fd_schemas *set, const char *category
 	const struct fd_event_schema *s = fd_schemas_find(set, category);
 	return s ? fd_event_schema_upcast(s, set->services, type, version, data) : FD_OK;
 }
+
+const struct fd_personal_decl *fd_event_schema_personal(const struct fd_event_schema *s, const char *type)
+{
+	for (size_t i = 0; s && type && i < s->ntypes; i++)
+		if (strcmp(s->types[i].type, type) == 0)
+			return s->types[i].personal;
+	return NULL;
+}
+
+bool fd_subject_id_valid(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+	if (n < 1 || n > FD_SUBJECT_ID_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || strchr("_.:@+-", c)))
+			return false;
+	}
+	return true;
+}

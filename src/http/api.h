@@ -88,6 +88,10 @@ void fd_api_list_streams(struct fd_req *req, struct fd_resp *resp);
 void fd_api_categories(struct fd_req *req, struct fd_resp *resp);
 void fd_api_feed_head(struct fd_req *req, struct fd_resp *resp);
 
+/* api_subjects.c: data subjects and their erasure */
+void fd_api_get_subject(struct fd_req *req, struct fd_resp *resp);
+void fd_api_erase_subject(struct fd_req *req, struct fd_resp *resp);
+
 /* The operator console (api_console.c): its files, GET /whoami, GET /app. */
 void fd_api_console_asset(struct fd_req *req, struct fd_resp *resp);
 void fd_api_whoami(struct fd_req *req, struct fd_resp *resp);

@@ -324,13 +324,16 @@ void fd_api_get_aggregate(struct fd_req *req, struct fd_resp *resp)
 		return;
 	}
 	int64_t version = 0;
+	json_t *erased = NULL;
 	enum fd_err err = FD_OK;
 	for (target.pool = fd_req_read_pool(req, &need); target.pool; target.pool = fd_req_read_retry(req, err)) {
 		if (err) { /* a second round on the primary: load into a fresh state */
 			t->release(state);
+			json_decref(erased);
+			erased = NULL;
 			err = FD_OK;
 		}
-		err = fd_bus_load(req->ctx->bus, t, id, &target, state, &version);
+		err = fd_bus_load_ex(req->ctx->bus, t, id, &target, state, &version, &erased);
 	}
 	if (err == FD_ERR_NOTFOUND || (!err && (version == 0 || !t->exists(state)))) {
 		if (err == FD_ERR_NOTFOUND)
@@ -348,11 +351,15 @@ void fd_api_get_aggregate(struct fd_req *req, struct fd_resp *resp)
 			if (view)
 				json_object_update(out, view);
 			json_object_set_new(out, "version", json_integer(version));
+			/* personal values of an erased subject: null in the view, their pointers listed */
+			if (erased)
+				json_object_set(out, "erased", erased);
 		}
 		json_decref(view);
 		fd_resp_json_doc(resp, 200, out);
 		fd_api_set_etag(resp, version);
 	}
+	json_decref(erased);
 	t->release(state);
 	free(state);
 }

@@ -23,6 +23,7 @@
 #include "factd/log.h"
 #include "http/input.h"
 #include "http/problem.h"
+#include "store/personal.h"
 #include "factd/uuid.h"
 
 #define FEED_DEFAULT_LIMIT 1000
@@ -145,6 +146,8 @@ void fd_api_append(struct fd_req *req, struct fd_resp *resp)
 	struct fd_append_body body = { 0 };
 	struct fd_input_error ie;
 	char **meta = NULL; /* the metadata text of each event, owned */
+	char **sealed = NULL; /* the data text of each event with personal data, sealed; owned */
+	struct fd_event_in *stored = NULL; /* the events as stored: evs, with sealed data where there is some */
 	char detail[256];
 
 	if (!fd_stream_name_valid(stream)) {
@@ -176,13 +179,45 @@ void fd_api_append(struct fd_req *req, struct fd_resp *resp)
 		}
 		evs[i].metadata_json = meta[i];
 	}
+	if (!(sealed = calloc(n, sizeof *sealed)) || !(stored = calloc(n, sizeof *stored))) {
+		fd_problem_err(resp, req, FD_ERR_NOMEM, NULL, NULL);
+		goto done;
+	}
+	for (size_t i = 0; i < n; i++) {
+		stored[i] = evs[i];
+		json_t *personal = json_object_get(body.metadata[i], FD_PERSONAL_KEY);
+		if (!personal)
+			continue;
+		/* the client's bytes, parsed again: numbers as exact as jansson keeps them */
+		json_t *data = json_loads(evs[i].data_json, 0, NULL);
+		if (!data)
+			data = json_loads(evs[i].data_json, JSON_DECODE_INT_AS_REAL, NULL);
+		enum fd_err serr = data ? fd_personal_seal(req->ctx->pool, personal, data) : FD_ERR_NOMEM;
+		if (!serr && !(sealed[i] = json_dumps(data, JSON_COMPACT)))
+			serr = FD_ERR_NOMEM;
+		json_decref(data);
+		if (serr) {
+			char pointer[64];
+			snprintf(pointer, sizeof pointer, "/events/%zu/metadata/" FD_PERSONAL_KEY, i);
+			if (serr == FD_ERR_ERASED)
+				snprintf(detail, sizeof detail, "subject %.160s was erased; no new personal data of it is stored",
+					 json_string_value(json_object_get(personal, "subject")));
+			else if (serr == FD_ERR_CONFLICT)
+				serr = FD_ERR_INTERNAL; /* the master key does not match the database's (logged at start) */
+			fd_problem_err(resp, req, serr, serr == FD_ERR_ERASED ? detail : NULL,
+				       serr == FD_ERR_NOKEY || serr == FD_ERR_ERASED ? json_pack("{s:s}", "field", pointer)
+										     : NULL);
+			goto done;
+		}
+		stored[i].data_json = sealed[i];
+	}
 
 	struct fd_append_result res;
 	enum fd_err err;
 	const char *agg_id = NULL;
 	const struct fd_aggregate_type *agg = req->ctx->bus ? fd_app_aggregate_of_stream(req->ctx->app, stream, &agg_id) : NULL;
 	if (!agg) {
-		err = fd_store_append(req->ctx->pool, stream, expected, evs, n, &res);
+		err = fd_store_append(req->ctx->pool, stream, expected, stored, n, &res);
 	} else {
 		for (unsigned round = 0;; round++) {
 			int64_t version = 0;
@@ -198,7 +233,7 @@ void fd_api_append(struct fd_req *req, struct fd_resp *resp)
 				for (size_t i = 0; i < n; i++)
 					ids = ids || evs[i].id_given;
 				struct fd_expected never = { .kind = FD_EXPECT_EXACT, .version = INT64_MAX };
-				err = ids ? fd_store_append(req->ctx->pool, stream, never, evs, n, &res) : FD_ERR_CONFLICT;
+				err = ids ? fd_store_append(req->ctx->pool, stream, never, stored, n, &res) : FD_ERR_CONFLICT;
 				if (!err && res.duplicate)
 					break;
 				if (err != FD_ERR_CONFLICT && err != FD_ERR_DUPLICATE)
@@ -228,7 +263,7 @@ void fd_api_append(struct fd_req *req, struct fd_resp *resp)
 				goto done;
 			}
 			struct fd_expected at = { .kind = FD_EXPECT_EXACT, .version = version };
-			err = fd_store_append(req->ctx->pool, stream, at, evs, n, &res);
+			err = fd_store_append(req->ctx->pool, stream, at, stored, n, &res);
 			/* someone wrote between the check and the append: check again, unless the client pinned the version */
 			if (err != FD_ERR_CONFLICT || expected.kind == FD_EXPECT_EXACT || round >= 4)
 				break;
@@ -281,6 +316,11 @@ done:
 		for (size_t i = 0; i < body.n; i++)
 			free(meta[i]);
 	free(meta);
+	if (sealed)
+		for (size_t i = 0; i < body.n; i++)
+			free(sealed[i]);
+	free(sealed);
+	free(stored);
 	fd_append_body_release(&body);
 }
 

@@ -16,6 +16,7 @@
 
 #include "factd/jsonspan.h"
 #include "factd/uuid.h"
+#include "store/personal.h"
 
 #define TYPE_MAX_CHARS 200
 #define IDEMPOTENCY_KEY_MAX 255
@@ -306,6 +307,13 @@ enum fd_err fd_append_parse(const char *body, size_t len, unsigned max_events, s
 		if (fd_event_schema_version_of(meta, &schema_version) != FD_OK) {
 			snprintf(ptr, sizeof ptr, "/events/%zu/metadata/" FD_SCHEMA_VERSION_KEY, i);
 			bad_field(e, ptr, "metadata.schema_version is the version of the event's data: an integer in 1..32767");
+			goto done;
+		}
+		json_t *personal = meta ? json_object_get(meta, FD_PERSONAL_KEY) : NULL;
+		char where[40], pdetail[200], pptr[128];
+		if (personal && !fd_personal_check(personal, data, where, sizeof where, pdetail, sizeof pdetail)) {
+			snprintf(pptr, sizeof pptr, "/events/%zu/metadata/" FD_PERSONAL_KEY "%s", i, where);
+			bad_field(e, pptr, pdetail);
 			goto done;
 		}
 		json_t *id = json_object_get(ej, "event_id");

@@ -58,6 +58,10 @@ const struct fd_route fd_routes[] = {
 	  .role = FD_ROLE_ADMIN },
 	{ .method = "DELETE", .pattern = "/retention/{category}", .handler = fd_api_delete_retention,
 	  .role = FD_ROLE_ADMIN },
+	/* personal data: data subjects and their erasure */
+	{ .method = "GET", .pattern = "/subjects/{subject}", .handler = fd_api_get_subject, .role = FD_ROLE_ADMIN },
+	{ .method = "DELETE", .pattern = "/subjects/{subject}", .handler = fd_api_erase_subject,
+	  .role = FD_ROLE_ADMIN },
 };
 
 const size_t fd_routes_count = sizeof fd_routes / sizeof fd_routes[0];

@@ -38,6 +38,7 @@
 #include "factd/metrics.h"
 #include "factd/notify.h"
 #include "internal.h"
+#include "store/personal.h"
 
 /*
  * The feed: events after the cursor whose writing transaction is older than
@@ -112,7 +113,8 @@
  * (< 0: use none), $3 max version (0: latest).  One row when the stream
  * exists: its version, the chosen snapshot's version and state (NULL when
  * none), then the count and the events after the snapshot up to the limit as
- * [version, type, data, schema version (null: 1)] arrays.  Both index scans are ranges of a primary or
+ * [version, type, data, schema version (null: 1), personal-data declaration
+ * (null: none)] arrays.  Both index scans are ranges of a primary or
  * unique key: snapshots_pkey backwards for one row, events_stream_version_key
  * forwards from the snapshot.
  */
@@ -128,7 +130,7 @@
 	"  ORDER BY s.version DESC LIMIT 1) sn ON true"                                                \
 	" CROSS JOIN LATERAL ("                                                                       \
 	"  SELECT count(*) AS n, coalesce(json_agg(json_build_array(e.version, e.type, e.data,"      \
-	"   e.metadata -> 'schema_version')"                                                           \
+	"   e.metadata -> 'schema_version', e.metadata -> 'personal')"                                 \
 	"   ORDER BY e.version), '[]'::json) AS j FROM events e"                                       \
 	"  WHERE e.stream_id = st.stream_id AND e.version > coalesce(sn.version, st.life_start)"      \
 	"  AND e.version <= u.upto) ev"                                                               \
@@ -152,18 +154,13 @@
 
 /*
  * snapshots.c: upsert a snapshot ($1 stream, $2 version, $3 schema, $4
- * state) unless the stream does not exist or is shorter than $2.  Always one
- * row: the stream's version (NULL when missing) and how many rows were written.
+ * state) unless the stream does not exist or is shorter than $2, or holds a
+ * $SubjectErased event (migrations/0009_personal_data.sql says why).  Always
+ * one row: the stream's version (NULL when missing) and 1 (written), 0
+ * (shorter) or -1 (erased).
  */
 #define SAVE_SNAPSHOT_SQL                                                                            \
-	"WITH s AS (SELECT version, life_start, deleted, tombstoned FROM streams"                    \
-	"  WHERE stream_id = $1::text FOR SHARE),"                                                    \
-	" w AS (INSERT INTO snapshots (stream_id, version, schema_version, state)"                    \
-	"  SELECT $1::text, $2::bigint, $3::int, $4::jsonb FROM s WHERE s.version >= $2::bigint"       \
-	"  AND $2::bigint > s.life_start AND NOT s.deleted AND NOT s.tombstoned"                       \
-	"  ON CONFLICT (stream_id, schema_version, version)"                                          \
-	"  DO UPDATE SET state = EXCLUDED.state, created_at = now() RETURNING 1)"                     \
-	" SELECT (SELECT version FROM s), (SELECT count(*) FROM w)"
+	"SELECT stream_version, written FROM fd_save_snapshot($1::text, $2::bigint, $3::int, $4::jsonb)"
 
 /* snapshots.c: what struct fd_stored_event holds, in its order. */
 #define STORED_EVENT_COLS "e.stream_id, e.version, e.tx_id::text || '-' || e.seq, e.metadata::text"
@@ -578,14 +575,15 @@ done:
 }
 
 /* Rows [from, to) of res, events at column col, as a JSON array into b. */
-static enum fd_err render_array(const PGresult *res, int from, int to, int col, struct fd_buf *b)
+static enum fd_err render_array(const PGresult *res, int from, int to, int col, const struct fd_subject_keys *keys,
+				struct fd_buf *b)
 {
 	enum fd_err err = fd_buf_append(b, "[", 1);
 	for (int i = from; i < to && !err; i++) {
 		if (i > from)
 			err = fd_buf_append(b, ",", 1);
 		if (!err)
-			err = fd_render_event(b, res, i, col);
+			err = fd_render_event(b, res, i, col, keys);
 	}
 	return err ? err : fd_buf_append(b, "]", 1);
 }
@@ -607,6 +605,7 @@ enum fd_err fd_store_read_stream(struct fd_pool *pool, const char *stream, int64
 	enum fd_err err = FD_OK;
 	PGresult *res = NULL;
 	struct fd_buf json = FD_BUF_INIT;
+	struct fd_subject_keys *keys = NULL;
 	char from[24], lim[16];
 	const char *params[3] = { stream, from, lim };
 
@@ -642,13 +641,16 @@ enum fd_err fd_store_read_stream(struct fd_pool *pool, const char *stream, int64
 	/* A stream without events in the range is one row with NULL event columns. */
 	if (rows == 1 && PQgetisnull(res, 0, 1))
 		rows = 0;
-	if ((err = render_array(res, 0, rows, 1, &json)))
+	if ((err = fd_render_keys(pool, res, NULL, 0, rows, 1, &keys)))
+		goto done;
+	if ((err = render_array(res, 0, rows, 1, keys, &json)))
 		goto done;
 	out->count = (size_t)rows;
 	out->events_json = fd_buf_detach(&json);
 	if (!out->events_json)
 		err = FD_ERR_NOMEM;
 done:
+	fd_subject_keys_free(keys);
 	fd_buf_release(&json);
 	PQclear(res);
 	return err;
@@ -661,6 +663,7 @@ enum fd_err fd_store_read_feed(struct fd_pool *pool, struct fd_cursor after, con
 	PGresult *res = NULL;
 	struct fd_buf types = FD_BUF_INIT, json = FD_BUF_INIT;
 	struct feed_row *page = NULL;
+	struct fd_subject_keys *keys = NULL;
 	char tx[24], seq[24], lim[16];
 	const char *params[5] = { tx, seq, lim, NULL, NULL };
 	const char *category = filter ? filter->category : NULL;
@@ -736,12 +739,14 @@ enum fd_err fd_store_read_feed(struct fd_pool *pool, struct fd_cursor after, con
 	}
 	if (!sorted)
 		qsort(page, (size_t)nev, sizeof *page, feed_row_cmp);
+	if ((err = fd_render_keys(pool, res, NULL, 0, rows, 1, &keys)))
+		goto done;
 	err = fd_buf_append(&json, "[", 1);
 	for (int i = 0; i < nev && !err; i++) {
 		if (i > 0)
 			err = fd_buf_append(&json, ",", 1);
 		if (!err)
-			err = fd_render_event(&json, res, page[i].row, 1);
+			err = fd_render_event(&json, res, page[i].row, 1, keys);
 	}
 	if (!err)
 		err = fd_buf_append(&json, "]", 1);
@@ -763,6 +768,7 @@ done:
 	}
 	PQclear(res);
 	free(page);
+	fd_subject_keys_free(keys);
 	fd_buf_release(&types);
 	fd_buf_release(&json);
 	return err;

@@ -21,6 +21,7 @@
 #include "factd/log.h"
 #include "factd/sql.h"
 #include "internal.h"
+#include "store/personal.h"
 
 /* A batch of events past a cursor ($1, $2) below the visible end ($3); $4 is a category, or an array of them. */
 #define BATCH_SQL(filter)                                                                                     \
@@ -145,7 +146,7 @@ static enum fd_err upcast(const struct fd_follow *f, const PGresult *res, int ro
 	return err;
 }
 
-static enum fd_err read_events(const struct fd_follow *f, struct fd_follow_batch *b)
+static enum fd_err read_events(PGconn *conn, const struct fd_follow *f, struct fd_follow_batch *b)
 {
 	int n = PQntuples(b->res);
 	if (n == 0)
@@ -168,12 +169,34 @@ static enum fd_err read_events(const struct fd_follow *f, struct fd_follow_batch
 		enum fd_err err = parse_json(f, b->res, i, C_DATA, &ev->data);
 		if (!err)
 			err = parse_json(f, b->res, i, C_METADATA, &ev->metadata);
-		if (!err)
-			err = upcast(f, b->res, i, ev);
 		if (err)
 			return err;
 	}
-	return FD_OK;
+	/* personal values: opened, or null when their subject was erased, before anything reads them */
+	json_t *subjects = NULL;
+	struct fd_subject_keys *keys = NULL;
+	enum fd_err err = FD_OK;
+	for (int i = 0; i < n && !err; i++) {
+		const char *s = fd_personal_subject_of(b->events[i].metadata);
+		if (s && ((!subjects && !(subjects = json_array())) || json_array_append_new(subjects, json_string(s))))
+			err = FD_ERR_NOMEM;
+	}
+	if (!err && subjects)
+		err = fd_subject_keys_fetch(conn, f->schemas ? f->schemas->keyring : NULL, subjects, &keys);
+	json_decref(subjects);
+	for (int i = 0; i < n && !err; i++) {
+		struct fd_feed_event *ev = &b->events[i];
+		if (keys && (err = fd_personal_unseal(keys, ev->metadata, ev->data, NULL))) {
+			fd_log_fields(FD_LOG_ERROR, "feed follower cannot open an event's personal data; it stops before it",
+				      json_pack("{s:s, s:s, s:s, s:s, s:s}", "follower", f->name, "event_id", ev->event_id,
+						"stream", ev->stream, "version", PQgetvalue(b->res, i, C_VERSION), "error",
+						fd_err_name(err)));
+			break;
+		}
+		err = upcast(f, b->res, i, ev);
+	}
+	fd_subject_keys_free(keys);
+	return err;
 }
 
 enum fd_err fd_feed_follow(PGconn *conn, struct fd_cursor after, const struct fd_follow *f,
@@ -205,7 +228,7 @@ enum fd_err fd_feed_follow(PGconn *conn, struct fd_cursor after, const struct fd
 	}
 	if (err)
 		goto done;
-	if ((err = read_events(f, out))) {
+	if ((err = read_events(conn, f, out))) {
 		what = NULL; /* logged with the event */
 		goto done;
 	}

@@ -71,7 +71,23 @@ enum { FD_EVENT_NCOLS = 9 };
  * as the JSON object fd_event_json renders, in compact form.  FD_ERR_INTERNAL
  * when a column is NULL or not in the expected binary format.
  */
-FD_MUST_USE enum fd_err fd_render_event(struct fd_buf *b, const PGresult *res, int row, int col);
+struct fd_subject_keys;
+FD_MUST_USE enum fd_err fd_render_event(struct fd_buf *b, const PGresult *res, int row, int col,
+				       const struct fd_subject_keys *keys);
+/*
+ * An event whose metadata declares personal data (store/personal.h) is
+ * rendered with its values opened, or null and listed in a last member
+ * "erased" when its subject was erased; keys must hold its subject
+ * (fd_render_keys).  Others are spliced as stored.
+ */
+bool fd_render_is_personal(const PGresult *res, int row, int col);
+/*
+ * The keys of the subjects of the personal events among rows[0..n) (all of
+ * from..to when rows is NULL) of res, in one statement; *out NULL when there
+ * are none.
+ */
+FD_MUST_USE enum fd_err fd_render_keys(struct fd_pool *pool, const PGresult *res, const int *rows, int from, int to,
+				       int col, struct fd_subject_keys **out);
 
 /* events.c: a text integer column of a result; 0 when NULL. */
 int64_t fd_store_int(const PGresult *res, int row, int col);

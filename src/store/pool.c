@@ -40,6 +40,7 @@ struct fd_pool {
 	unsigned flags;               /* FD_POOL_UNNAMED, FD_POOL_PREPARE_ON_USE; set before threads share the pool */
 	struct fd_metrics *metrics;  /* set before threads share the pool; read-only after */
 	struct fd_notifier *notifier; /* woken after each append commits; same rule */
+	struct fd_keyring *keyring;   /* personal data (personal.h); same rule */
 	struct fd_batcher *batcher;   /* group commit of appends (batch.c) */
 	struct slot slots[];
 };
@@ -358,6 +359,16 @@ void fd_pool_set_metrics(struct fd_pool *pool, struct fd_metrics *metrics)
 void fd_pool_set_notifier(struct fd_pool *pool, struct fd_notifier *notifier)
 {
 	pool->notifier = notifier;
+}
+
+void fd_pool_set_keyring(struct fd_pool *pool, struct fd_keyring *keyring)
+{
+	pool->keyring = keyring;
+}
+
+struct fd_keyring *fd_pool_keyring(const struct fd_pool *pool)
+{
+	return pool ? pool->keyring : NULL;
 }
 
 struct fd_notifier *fd_pool_notifier(const struct fd_pool *pool)

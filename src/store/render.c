@@ -16,12 +16,14 @@
  * Threading: no shared state.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "factd/buf.h"
 #include "factd/jsonspan.h"
 #include "factd/timeutil.h"
 #include "internal.h"
+#include "store/personal.h"
 
 /* PostgreSQL timestamps count microseconds from 2000-01-01 00:00:00 UTC. */
 #define PG_EPOCH_UNIX_US INT64_C(946684800000000)
@@ -170,7 +172,76 @@ static char *put_lit(char *p, const char *s, size_t n)
 /* Room for the names, separators, id, numbers and time of one object (about 260 bytes at most). */
 enum { FIXED_BYTES = 512 };
 
-enum fd_err fd_render_event(struct fd_buf *b, const PGresult *res, int row, int col)
+static const char personal_member[] = "\"" FD_PERSONAL_KEY "\"";
+
+bool fd_render_is_personal(const PGresult *res, int row, int col)
+{
+	int mcol = col + 5; /* metadata */
+	if (PQgetisnull(res, row, mcol) || PQgetlength(res, row, mcol) < 1)
+		return false;
+	return memmem(PQgetvalue(res, row, mcol), (size_t)PQgetlength(res, row, mcol), personal_member,
+		      sizeof personal_member - 1) != NULL;
+}
+
+/* A jsonb column in binary format, parsed; NULL when it does not parse. */
+static json_t *jsonb_col(const PGresult *res, int row, int col)
+{
+	int len = PQgetlength(res, row, col);
+	if (PQgetisnull(res, row, col) || len < 1 || PQgetvalue(res, row, col)[0] != 1)
+		return NULL;
+	json_t *v = json_loadb(PQgetvalue(res, row, col) + 1, (size_t)len - 1, 0, NULL);
+	if (!v)
+		v = json_loadb(PQgetvalue(res, row, col) + 1, (size_t)len - 1, JSON_DECODE_INT_AS_REAL, NULL);
+	return v;
+}
+
+enum fd_err fd_render_keys(struct fd_pool *pool, const PGresult *res, const int *rows, int from, int to, int col,
+			   struct fd_subject_keys **out)
+{
+	*out = NULL;
+	json_t *subjects = NULL;
+	enum fd_err err = FD_OK;
+	for (int i = from; i < to && !err; i++) {
+		int row = rows ? rows[i] : i;
+		if (!fd_render_is_personal(res, row, col))
+			continue;
+		json_t *md = jsonb_col(res, row, col + 5);
+		const char *subject = fd_personal_subject_of(md);
+		if (subject) {
+			if (!subjects && !(subjects = json_array()))
+				err = FD_ERR_NOMEM;
+			else if (json_array_append_new(subjects, json_string(subject)) != 0)
+				err = FD_ERR_NOMEM;
+		}
+		json_decref(md);
+	}
+	if (!err && subjects)
+		err = fd_subject_keys_fetch_pool(pool, subjects, out);
+	json_decref(subjects);
+	return err;
+}
+
+/* The event's data with its personal values opened (or erased, listed in *erased); text the caller frees. */
+static enum fd_err open_personal(const PGresult *res, int row, int col, const struct fd_subject_keys *keys,
+				 char **data_out, char **erased_out)
+{
+	json_t *data = jsonb_col(res, row, col + 4), *md = jsonb_col(res, row, col + 5), *erased = json_array();
+	enum fd_err err = data && md && erased ? FD_OK : FD_ERR_INTERNAL;
+	*data_out = *erased_out = NULL;
+	if (!err && json_object_get(md, FD_PERSONAL_KEY))
+		err = fd_personal_unseal(keys, md, data, erased);
+	if (!err && !(*data_out = json_dumps(data, JSON_COMPACT)))
+		err = FD_ERR_NOMEM;
+	if (!err && json_array_size(erased) && !(*erased_out = json_dumps(erased, JSON_COMPACT)))
+		err = FD_ERR_NOMEM;
+	json_decref(data);
+	json_decref(md);
+	json_decref(erased);
+	return err;
+}
+
+enum fd_err fd_render_event(struct fd_buf *b, const PGresult *res, int row, int col,
+			    const struct fd_subject_keys *keys)
 {
 	enum { ID, STREAM, VERSION, TYPE, DATA, METADATA, RECORDED_AT, TX, SEQ, NCOLS };
 	static const int fixed_len[NCOLS] = { [ID] = 16, [VERSION] = 8, [RECORDED_AT] = 8, [TX] = 8, [SEQ] = 8 };
@@ -188,9 +259,20 @@ enum fd_err fd_render_event(struct fd_buf *b, const PGresult *res, int row, int 
 	if (len[DATA] < 1 || v[DATA][0] != 1 || len[METADATA] < 1 || v[METADATA][0] != 1)
 		return FD_ERR_INTERNAL;
 
-	enum fd_err err = fd_buf_reserve(b, FIXED_BYTES + 6 * (len[STREAM] + len[TYPE]) + len[DATA] + len[METADATA]);
-	if (err)
+	char *opened = NULL, *erased = NULL;
+	if (fd_render_is_personal(res, row, col)) {
+		enum fd_err perr = open_personal(res, row, col, keys, &opened, &erased);
+		if (perr)
+			return perr;
+	}
+	size_t data_room = opened ? strlen(opened) : len[DATA], erased_room = erased ? strlen(erased) + 16 : 0;
+	enum fd_err err = fd_buf_reserve(b, FIXED_BYTES + 6 * (len[STREAM] + len[TYPE]) + data_room + len[METADATA] +
+					     erased_room);
+	if (err) {
+		free(opened);
+		free(erased);
 		return err;
+	}
 	char *start = b->data + b->len, *p = start;
 	static const char hex[] = "0123456789abcdef";
 	const unsigned char *id = (const unsigned char *)v[ID];
@@ -209,7 +291,10 @@ enum fd_err fd_render_event(struct fd_buf *b, const PGresult *res, int row, int 
 	p = PUT(p, ",\"type\":");
 	p = put_json_str(p, v[TYPE], len[TYPE]);
 	p = PUT(p, ",\"data\":");
-	p += fd_json_compact(p, v[DATA] + 1, len[DATA] - 1);
+	if (opened)
+		p = put_lit(p, opened, data_room);
+	else
+		p += fd_json_compact(p, v[DATA] + 1, len[DATA] - 1);
 	p = PUT(p, ",\"metadata\":");
 	p += fd_json_compact(p, v[METADATA] + 1, len[METADATA] - 1);
 	p = PUT(p, ",\"recorded_at\":\"");
@@ -218,8 +303,15 @@ enum fd_err fd_render_event(struct fd_buf *b, const PGresult *res, int row, int 
 	p = put_u64(p, be64(v[TX]));
 	*p++ = '-';
 	p = put_i64(p, (int64_t)be64(v[SEQ]));
-	p = PUT(p, "\"}");
+	*p++ = '"';
+	if (erased) {
+		p = PUT(p, ",\"erased\":");
+		p = put_lit(p, erased, strlen(erased));
+	}
+	*p++ = '}';
 	b->len += (size_t)(p - start);
 	b->data[b->len] = '\0';
+	free(opened);
+	free(erased);
 	return FD_OK;
 }

@@ -149,6 +149,8 @@ enum fd_err fd_store_save_snapshot(struct fd_pool *pool, const char *stream, int
 	}
 	if (PQgetisnull(res, 0, 0))
 		err = FD_ERR_NOTFOUND;      /* no such stream */
+	else if (fd_store_int(res, 0, 1) == -1)
+		err = FD_OK;                /* a stream whose subject was erased keeps no snapshots */
 	else if (fd_store_int(res, 0, 1) != 1)
 		err = FD_ERR_INVAL;         /* the stream has not reached `version` */
 	else

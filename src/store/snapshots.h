@@ -21,9 +21,9 @@ struct fd_stream_load {
 	int64_t snapshot_version; /* version the snapshot holds; 0 when none was used */
 	char *snapshot_json;      /* the snapshot's state (JSON object text) or NULL; caller frees */
 	/*
-	 * JSON array of [version, "type", data, schema_version] in version
-	 * order, schema_version as stored in the metadata (null when absent);
-	 * caller frees
+	 * JSON array of [version, "type", data, schema_version, personal] in
+	 * version order, schema_version and personal (store/personal.h) as
+	 * stored in the metadata (null when absent); caller frees
 	 */
 	char *events_json;
 	size_t count;             /* events in events_json */

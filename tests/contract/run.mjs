@@ -22,7 +22,8 @@
 
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -513,7 +514,7 @@ const big = (n) => JSON.stringify({ padding: 'x'.repeat(n) });
 const MAX_BODY = 1048576; // FACTD_MAX_BODY's default, which the main instance runs with
 
 function sample(p) {
-	return p.replace(/\{stream\}/, 'contract-sample').replace(/\{product_id\}/, 'SKU-SAMPLE')
+	return p.replace(/\{stream\}/, 'contract-sample').replace(/\{subject\}/, 'c-sample').replace(/\{product_id\}/, 'SKU-SAMPLE')
 		.replace(/^\/products\/\{id\}/, '/products/SKU-SAMPLE').replace(/\{id\}/, '00000000-0000-4000-8000-000000000000');
 }
 
@@ -1304,6 +1305,46 @@ async function catalog(stream) {
 	await call('HEAD', '/console/index.html', { status: 200 });
 }
 
+let keyDir = null;
+
+/** Personal data: orders and stream events that declare it, data subjects and their erasure. */
+async function subjects(noKey, keyed) {
+	section = 'personal data';
+	const customer = `c-personal-${process.pid}`;
+	const address = { name: 'Ann Example', street: '1 Sealed Street', city: 'Lyon', postal_code: '69001', country: 'FR' };
+	const created = await call('POST', '/orders', { json: { customer_id: customer, email: 'ann@example.org', shipping_address: address }, status: 201 });
+	const order = created.body?.order_id;
+	const before = await call('GET', `/orders/${order}`, { status: 200 });
+	if (before.body?.email !== 'ann@example.org' || before.body?.shipping_address?.street !== address.street || before.body?.erased)
+		fail('GET the order with personal data', JSON.stringify(before.body));
+	await call('POST', '/orders', { json: { customer_id: customer, email: 'not-an-address' }, status: 400, type: 'invalid-field' });
+	await call('POST', '/orders', { json: { customer_id: 'c-2', email: 'ann@example.org' }, status: 422, type: 'master-key-missing', label: 'an order with an email, no master key' }, noKey);
+	const stream = `person-${process.pid}`;
+	const personal = { subject: customer, paths: ['/email'] };
+	await call('POST', `/streams/${stream}/events`, { json: { expected_version: 'no_stream', events: [{ type: 'Registered', data: { email: 'ann@example.org', plan: 'gold' }, metadata: { personal } }] }, status: 201 });
+	await call('POST', `/streams/${stream}/events`, { json: { expected_version: 'any', events: [{ type: 'Registered', data: { plan: 'gold' }, metadata: { personal } }] }, status: 400, type: 'invalid-field', label: 'a personal path naming nothing' });
+	await call('POST', `/streams/${stream}-2/events`, { json: { expected_version: 'any', events: [{ type: 'Registered', data: { email: 'x@y.z' }, metadata: { personal } }] }, status: 422, type: 'master-key-missing', label: 'personal data, no master key' }, noKey);
+	const s = await call('GET', `/subjects/${customer}`, { status: 200 });
+	if (s.body?.erased !== false || s.body?.streams?.length !== 2) fail(`GET /subjects/${customer}`, JSON.stringify(s.body));
+	await call('GET', '/subjects/nobody-known', { status: 404, type: 'subject-not-found' });
+	await call('GET', '/subjects/not%20an%20id', { status: 400, type: 'invalid-parameter' });
+	await call('DELETE', '/subjects/not%20an%20id', { status: 400, type: 'invalid-parameter' });
+	await call('GET', `/subjects/${customer}`, { headers: bearer(KEYS.write), status: 403, type: 'forbidden', label: 'GET /subjects with too small a role' }, keyed);
+	const erased = await call('DELETE', `/subjects/${customer}`, { status: 204 });
+	if (!erased.headers['x-position']) fail('DELETE /subjects', 'no X-Position');
+	await call('DELETE', `/subjects/${customer}`, { status: 204, label: 'DELETE /subjects again' });
+	const after = await call('GET', `/orders/${order}`, { status: 200, label: 'GET the order after erasure' });
+	if (after.body?.email !== null || after.body?.shipping_address !== null || !after.body?.erased?.includes('/email'))
+		fail('GET the order after erasure', JSON.stringify(after.body));
+	const evs = await call('GET', `/streams/${stream}/events`, { status: 200, label: 'read the stream after erasure' });
+	const ev = evs.body?.events?.[0];
+	if (ev?.data?.email !== null || ev?.erased?.[0] !== '/email' || ev?.data?.plan !== 'gold') fail('stream after erasure', JSON.stringify(ev));
+	await call('POST', '/orders', { json: { customer_id: customer, email: 'ann@example.org' }, status: 409, type: 'subject-erased' });
+	await call('POST', `/streams/${stream}/events`, { json: { expected_version: 'any', events: [{ type: 'Registered', data: { email: 'a@b.c' }, metadata: { personal } }] }, status: 409, type: 'subject-erased' });
+	const gone = await call('GET', `/subjects/${customer}`, { status: 200, label: 'GET /subjects after erasure' });
+	if (gone.body?.erased !== true) fail('GET /subjects after erasure', JSON.stringify(gone.body));
+}
+
 /** A request to every operation except the probes and /metrics (ids need not exist). */
 function operationSteps() {
 	const o = '00000000-0000-4000-8000-000000000001';
@@ -1321,6 +1362,7 @@ function operationSteps() {
 		['DELETE', '/streams/s-1', {}], ['POST', '/streams/s-1/truncate', { json: { before_version: 1 } }],
 		['GET', '/retention', {}], ['GET', '/retention/audit', {}], ['PUT', '/retention/audit', { json: { max_age_days: 1 } }],
 		['DELETE', '/retention/audit', {}],
+		['GET', '/subjects/c-1', {}], ['DELETE', '/subjects/c-1', {}],
 	];
 }
 
@@ -1353,7 +1395,7 @@ async function access(keyed) {
 		const bad = await call(m, p, { ...opts, headers: bearer('not-a-key-of-this-factd'), status: 401, type: 'unauthorized', label: `${m} ${p} with an unknown key` }, keyed);
 		if (bad.status === 401 && !/error="invalid_token"/.test(bad.headers['www-authenticate'] || ''))
 			fail(`${m} ${p} with an unknown key`, `WWW-Authenticate is ${JSON.stringify(bad.headers['www-authenticate'])}`);
-		const admin = /\/(rebuild|retry|abort|truncate)$/.test(p) || p.startsWith('/retention') || (m === 'DELETE' && /^\/streams\/[^/]+$/.test(p));
+		const admin = /\/(rebuild|retry|abort|truncate)$/.test(p) || p.startsWith('/retention') || p.startsWith('/subjects/') || (m === 'DELETE' && /^\/streams\/[^/]+$/.test(p));
 		if (m === 'GET' && !admin) continue;
 		const small = await call(m, p, { ...opts, headers: bearer(admin ? KEYS.write : KEYS.read), status: 403, type: 'forbidden', label: `${m} ${p} with too small a role` }, keyed);
 		if (small.status === 403 && small.body?.required_role !== (admin ? 'admin' : 'write'))
@@ -1461,7 +1503,11 @@ async function main() {
 		// each payment's first attempt and declines amounts over 100000 cents.  Neither
 		// it nor the next one runs sagas, which would change placed orders behind the
 		// steps' backs (confirm or cancel them).
-		api = await startFactd('main', { FACTD_DATABASE_URL: url, FACTD_SAGAS: '0', FACTD_PAYMENT_FAIL_FIRST: '1', FACTD_PAYMENT_LIMIT_CENTS: '100000' });
+		// The main instance seals personal data under a master key; the others have none.
+		keyDir = mkdtempSync(path.join(os.tmpdir(), 'factd-contract-'));
+		const keyFile = path.join(keyDir, 'master.key');
+		writeFileSync(keyFile, createHash('sha256').update(tag).digest('hex') + '\n', { mode: 0o600 });
+		api = await startFactd('main', { FACTD_DATABASE_URL: url, FACTD_SAGAS: '0', FACTD_PAYMENT_FAIL_FIRST: '1', FACTD_PAYMENT_LIMIT_CENTS: '100000', FACTD_MASTER_KEY_FILE: keyFile });
 		// The same database, a gateway that never answers (202), and no command retries
 		// (concurrent commands meet 409 concurrency-conflict).
 		const silent = await startFactd('gateway never answers', { FACTD_DATABASE_URL: url, FACTD_SAGAS: '0', FACTD_PAYMENT_NEVER_ANSWER: '1', FACTD_COMMAND_RETRIES: '0' });
@@ -1504,6 +1550,7 @@ async function main() {
 		await foreignStreams();
 		await brokenAggregates(url);
 		await eventSchemas(schemaUrl, schemaInst);
+		await subjects(silent, keyed);
 		await readModels();
 		await lifecycle();
 		await sagas(sagaInst);
@@ -1518,6 +1565,7 @@ async function main() {
 	} finally {
 		for (const inst of instances) await stopFactd(inst);
 		for (const db of databases) dropDatabase(db);
+		if (keyDir) rmSync(keyDir, { recursive: true, force: true });
 	}
 	report();
 	console.log(`contract: ${requestSeq} requests in ${((Date.now() - started) / 1000).toFixed(1)} s`);

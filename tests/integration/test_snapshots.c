@@ -89,8 +89,10 @@ static void assert_events(const struct fd_stream_load *l, int64_t first, int64_t
 	for (size_t i = 0; i < want; i++) {
 		json_t *e = json_array_get(arr, i);
 		int64_t v = first + (int64_t)i;
-		cr_assert(json_is_array(e) && json_array_size(e) == 4, "event %zu must be [version, type, data, schema_version]", i);
+		cr_assert(json_is_array(e) && json_array_size(e) == 5,
+			  "event %zu must be [version, type, data, schema_version, personal]", i);
 		cr_assert(json_is_null(json_array_get(e, 3)), "no schema_version in its metadata");
+		cr_assert(json_is_null(json_array_get(e, 4)), "no personal data declared in its metadata");
 		cr_assert(json_is_integer(json_array_get(e, 0)));
 		cr_assert_eq(json_integer_value(json_array_get(e, 0)), v);
 		char type[32];

@@ -1324,3 +1324,60 @@ Test(parking, stopping_answers_parked_requests, .timeout = 60)
 	fd_test_resp_free(&r);
 	free(head);
 }
+/* Personal data on the live feed: opened while the subject lives, null (listed in "erased") after erasure. */
+static void with_master_key(struct fd_config *c)
+{
+	char path[] = "/tmp/factd-sse-key-XXXXXX";
+	int fd = mkstemp(path);
+	cr_assert(fd >= 0);
+	static const char key[] = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n";
+	cr_assert_eq(write(fd, key, sizeof key - 1), (ssize_t)(sizeof key - 1));
+	close(fd);
+	c->master_key_file = strdup(path);
+	c->projections = 0;
+}
+
+static char *first_event_data(uint16_t port)
+{
+	struct sse_conn c;
+	cr_assert_eq(sse_open(&c, port, "/events/stream", NULL), 200, "head: %s", c.head);
+	struct sse_frame f = { 0 };
+	cr_assert_eq(sse_next_event(&c, &f, fd_test_now_ms() + 10000), 1, "no event on the live feed");
+	char *data = f.data ? strdup(f.data) : NULL;
+	frame_clear(&f);
+	sse_close(&c);
+	cr_assert(data);
+	return data;
+}
+
+Test(sse, personal_values_open_until_their_subject_is_erased, .timeout = 60)
+{
+	struct fd_test_server ts;
+	fd_test_server_start_with(&ts, NULL, with_master_key);
+	struct fd_test_resp r;
+	const char *body = "{\"expected_version\":\"any\",\"events\":[{\"type\":\"Joined\",\"data\":{\"email\":\"sse.person@example.org\","
+			   "\"plan\":\"gold\"},\"metadata\":{\"personal\":{\"subject\":\"sse-1\",\"paths\":[\"/email\"]}}}]}";
+	cr_assert_eq(fd_test_http(ts.port, "POST", "/streams/member-1/events", NULL, body, strlen(body), &r), 0);
+	cr_assert_eq(r.status, 201, "%s", r.body);
+	fd_test_resp_free(&r);
+	char *data = first_event_data(ts.port);
+	json_t *ev = json_loads(data, 0, NULL);
+	cr_assert_str_eq(json_string_value(json_object_get(json_object_get(ev, "data"), "email")), "sse.person@example.org",
+			 "%s", data);
+	cr_assert_null(json_object_get(ev, "erased"));
+	json_decref(ev);
+	free(data);
+
+	cr_assert_eq(fd_test_http(ts.port, "DELETE", "/subjects/sse-1", NULL, NULL, 0, &r), 0);
+	cr_assert_eq(r.status, 204, "%s", r.body);
+	fd_test_resp_free(&r);
+	data = first_event_data(ts.port);
+	ev = json_loads(data, 0, NULL);
+	cr_assert(json_is_null(json_object_get(json_object_get(ev, "data"), "email")), "%s", data);
+	cr_assert_str_eq(json_string_value(json_object_get(json_object_get(ev, "data"), "plan")), "gold");
+	cr_assert_str_eq(json_string_value(json_array_get(json_object_get(ev, "erased"), 0)), "/email", "%s", data);
+	cr_assert_null(strstr(data, "sse.person"), "%s", data);
+	json_decref(ev);
+	free(data);
+	fd_test_server_stop(&ts);
+}

@@ -173,7 +173,7 @@ Test(schema, the_start_up_check)
 	cr_assert_eq(fd_event_schema_check(counter_events(), "counter", err, sizeof err), FD_OK, "%s", err);
 	cr_assert_eq(fd_event_schema_check(NULL, "none", err, sizeof err), FD_OK);
 
-	static const struct fd_event_type at3[] = { { "T", 3 } };
+	static const struct fd_event_type at3[] = { { .type = "T", .version = 3 } };
 	static const struct fd_upcaster only_2[] = { { "T", 2, NULL, noop } };
 	struct fd_event_schema gap = { at3, 1, only_2, 1 };
 	cr_assert_eq(fd_event_schema_check(&gap, "gap", err, sizeof err), FD_ERR_INVAL);
@@ -183,7 +183,7 @@ Test(schema, the_start_up_check)
 	struct fd_event_schema dup = { at3, 1, twice, 3 };
 	cr_assert_eq(fd_event_schema_check(&dup, "dup", err, sizeof err), FD_ERR_INVAL);
 
-	static const struct fd_event_type at2[] = { { "T", 2 } };
+	static const struct fd_event_type at2[] = { { .type = "T", .version = 2 } };
 	static const struct fd_upcaster nowhere[] = { { "T", 1, NULL, noop }, { "Old", 1, "Gone", noop } };
 	struct fd_event_schema lost = { at2, 1, nowhere, 2 };
 	cr_assert_eq(fd_event_schema_check(&lost, "lost", err, sizeof err), FD_ERR_INVAL);
@@ -193,7 +193,7 @@ Test(schema, the_start_up_check)
 	struct fd_event_schema nofn = { at2, 1, no_fn, 1 };
 	cr_assert_eq(fd_event_schema_check(&nofn, "nofn", err, sizeof err), FD_ERR_INVAL);
 
-	static const struct fd_event_type twice_t[] = { { "T", 1 }, { "T", 1 } };
+	static const struct fd_event_type twice_t[] = { { .type = "T", .version = 1 }, { .type = "T", .version = 1 } };
 	struct fd_event_schema tt = { twice_t, 2, NULL, 0 };
 	cr_assert_eq(fd_event_schema_check(&tt, "tt", err, sizeof err), FD_ERR_INVAL);
 }
@@ -224,7 +224,7 @@ Test(schema, the_version_in_metadata)
 Test(schema, upcasting_by_category)
 {
 	const struct fd_schema_category cats[] = { { "counter", counter_events() } };
-	const struct fd_schemas set = { cats, 1, NULL };
+	const struct fd_schemas set = { cats, 1, NULL, NULL };
 	json_t *md = J("{\"schema_version\": 2}"), *d = J("{\"by\": 5, \"reason\": \"r\"}");
 	const char *t = "CounterAdjusted";
 	int v = 0;
@@ -248,8 +248,8 @@ Test(schema, snapshots_follow_the_event_versions)
 	/* the counter's own snapshot version 1, plus CounterAdjusted at 3 */
 	cr_assert_eq(fd_event_schema_weight(counter_events()), 2);
 	cr_assert_eq(fd_aggregate_snapshot_schema(&fd_test_counter_type), 3);
-	static const struct fd_event_type raised[] = { { "CounterCreated", 1 }, { "CounterAdded", 2 }, { "CounterClosed", 1 },
-							{ "CounterAdjusted", 3 } };
+	static const struct fd_event_type raised[] = { { .type = "CounterCreated", .version = 1 }, { .type = "CounterAdded", .version = 2 }, { .type = "CounterClosed", .version = 1 },
+							{ .type = "CounterAdjusted", .version = 3 } };
 	struct fd_aggregate_type t = fd_test_counter_type;
 	t.events.types = raised;
 	t.events.ntypes = 4;

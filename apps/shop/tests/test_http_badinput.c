@@ -185,6 +185,8 @@ static char *route_path(const struct fd_route *route, bool existing, int at, con
 			v = existing ? "sku-1" : "no-such-sku";
 		} else if (strcmp(name, "id") == 0 && strncmp(route->pattern, "/payments/", 10) == 0) {
 			v = existing ? PAYMENT : MISSING_UUID;
+		} else if (strcmp(name, "subject") == 0) {
+			v = existing ? "cust-1" : "cust-unknown";
 		} else if (strcmp(name, "asset") == 0) {
 			v = existing ? "index.html" : "no-such-file.js";
 		} else if (strcmp(name, "category") == 0) {
@@ -590,6 +592,7 @@ static const struct {
 	{ .pattern = "/console/{asset}" },
 	{ .pattern = "/schema/events" },
 	{ .pattern = "/retention" }, { .pattern = "/retention/{category}" },
+	{ .pattern = "/subjects/{subject}" },
 };
 
 Test(badinput, injection_in_every_query_parameter, .timeout = 600)
@@ -936,4 +939,100 @@ Test(badinput, injection_in_the_deletion_parameters, .timeout = 120)
 	expect_problem(&ts, "DELETE", "/streams/seed-1?expected_version=999", NULL, NULL, 0, 409, "wrong-version");
 	assert_unchanged(&ts, &before, "deletion parameters");
 	fd_test_server_stop(&ts);
+}
+
+/* Personal data: declarations through the stream API, the order's e-mail and address, subject ids. */
+Test(badinput, personal_data, .timeout = 600)
+{
+	struct fd_test_server ts;
+	struct rows before;
+	start(&ts, &before);
+#define EV(data, personal)                                                                                          \
+	"{\"expected_version\":\"any\",\"events\":[{\"type\":\"T\",\"data\":" data ",\"metadata\":{\"personal\":" personal \
+	"}}]}"
+	static const struct {
+		const char *method, *path, *body, *field;
+	} cases[] = {
+		{ "POST", "/streams/p-1/events", EV("{\"a\":1}", "[]"), "/events/0/metadata/personal" },
+		{ "POST", "/streams/p-1/events", EV("{\"a\":1}", "\"s\""), "/events/0/metadata/personal" },
+		{ "POST", "/streams/p-1/events", EV("{\"a\":1}", "{\"paths\":[\"/a\"]}"), "/events/0/metadata/personal/subject" },
+		{ "POST", "/streams/p-1/events", EV("{\"a\":1}", "{\"subject\":\"a b\",\"paths\":[\"/a\"]}"),
+		  "/events/0/metadata/personal/subject" },
+		{ "POST", "/streams/p-1/events", EV("{\"a\":1}", "{\"subject\":\"'; DROP TABLE events; --\",\"paths\":[\"/a\"]}"),
+		  "/events/0/metadata/personal/subject" },
+		{ "POST", "/streams/p-1/events", EV("{\"a\":1}", "{\"subject\":7,\"paths\":[\"/a\"]}"),
+		  "/events/0/metadata/personal/subject" },
+		{ "POST", "/streams/p-1/events", EV("{\"a\":1}", "{\"subject\":\"\",\"paths\":[\"/a\"]}"),
+		  "/events/0/metadata/personal/subject" },
+		{ "POST", "/streams/p-1/events", EV("{\"a\":1}", "{\"subject\":\"s\"}"), "/events/0/metadata/personal/paths" },
+		{ "POST", "/streams/p-1/events", EV("{\"a\":1}", "{\"subject\":\"s\",\"paths\":[]}"),
+		  "/events/0/metadata/personal/paths" },
+		{ "POST", "/streams/p-1/events", EV("{\"a\":1}", "{\"subject\":\"s\",\"paths\":\"/a\"}"),
+		  "/events/0/metadata/personal/paths" },
+		{ "POST", "/streams/p-1/events", EV("{\"a\":1}", "{\"subject\":\"s\",\"paths\":[\"a\"]}"),
+		  "/events/0/metadata/personal/paths/0" },
+		{ "POST", "/streams/p-1/events", EV("{\"a\":1}", "{\"subject\":\"s\",\"paths\":[\"\"]}"),
+		  "/events/0/metadata/personal/paths/0" },
+		{ "POST", "/streams/p-1/events", EV("{\"a\":1}", "{\"subject\":\"s\",\"paths\":[1]}"),
+		  "/events/0/metadata/personal/paths/0" },
+		{ "POST", "/streams/p-1/events", EV("{\"a\":1}", "{\"subject\":\"s\",\"paths\":[\"/b\"]}"),
+		  "/events/0/metadata/personal/paths/0" },
+		{ "POST", "/streams/p-1/events", EV("{\"a\":1}", "{\"subject\":\"s\",\"paths\":[\"/a~2\"]}"),
+		  "/events/0/metadata/personal/paths/0" },
+		{ "POST", "/streams/p-1/events", EV("{\"a\":[1]}", "{\"subject\":\"s\",\"paths\":[\"/a/01\"]}"),
+		  "/events/0/metadata/personal/paths/0" },
+		{ "POST", "/streams/p-1/events", EV("{\"a\":1}", "{\"subject\":\"s\",\"paths\":[\"/a\",\"/a\"]}"),
+		  "/events/0/metadata/personal/paths/1" },
+		{ "POST", "/streams/p-1/events", EV("{\"a\":{\"b\":1}}", "{\"subject\":\"s\",\"paths\":[\"/a/b\",\"/a\"]}"),
+		  "/events/0/metadata/personal/paths/1" },
+		{ "POST", "/streams/p-1/events", EV("{\"a\":1}", "{\"subject\":\"s\",\"paths\":[\"/a\"],\"key\":\"k\"}"),
+		  "/events/0/metadata/personal/key" },
+		{ "POST", "/orders", "{\"customer_id\":\"c-1\",\"email\":\"no-at-sign\"}", "/email" },
+		{ "POST", "/orders", "{\"customer_id\":\"c-1\",\"email\":\"@example.org\"}", "/email" },
+		{ "POST", "/orders", "{\"customer_id\":\"c-1\",\"email\":\"a b@example.org\"}", "/email" },
+		{ "POST", "/orders", "{\"customer_id\":\"c-1\",\"email\":42}", "/email" },
+		{ "POST", "/orders", "{\"customer_id\":\"c-1\",\"email\":null}", "/email" },
+		{ "POST", "/orders", "{\"customer_id\":\"c-1\",\"shipping_address\":\"Main St\"}", "/shipping_address" },
+		{ "POST", "/orders", "{\"customer_id\":\"c-1\",\"shipping_address\":{\"name\":\"A\",\"street\":\"S\","
+				     "\"city\":\"C\",\"postal_code\":\"1\"}}", "/shipping_address/country" },
+		{ "POST", "/orders", "{\"customer_id\":\"c-1\",\"shipping_address\":{\"name\":\"A\",\"street\":\"S\","
+				     "\"city\":\"C\",\"postal_code\":\"1\",\"country\":\"fr\"}}", "/shipping_address/country" },
+		{ "POST", "/orders", "{\"customer_id\":\"c-1\",\"shipping_address\":{\"name\":\" \",\"street\":\"S\","
+				     "\"city\":\"C\",\"postal_code\":\"1\",\"country\":\"FR\"}}", "/shipping_address/name" },
+		{ "POST", "/orders", "{\"customer_id\":\"c-1\",\"shipping_address\":{\"name\":\"A\",\"street\":\"S\","
+				     "\"city\":\"C\",\"postal_code\":\"123456789012345678901\",\"country\":\"FR\"}}",
+		  "/shipping_address/postal_code" },
+		{ "POST", "/orders", "{\"customer_id\":\"c-1\",\"shipping_address\":{\"name\":\"A\",\"street\":\"S\","
+				     "\"city\":\"C\",\"postal_code\":\"1\",\"country\":\"FR\",\"floor\":\"2\"}}", "/shipping_address" },
+		{ "POST", "/orders", "{\"customer_id\":\"c 1\",\"email\":\"a@example.org\"}", "/customer_id" },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct fd_test_resp r;
+		cr_assert_eq(fd_test_http(ts.port, cases[i].method, cases[i].path, NULL, cases[i].body, strlen(cases[i].body),
+					  &r), 0);
+		fd_test_assert_problem(&r, 400, "invalid-field");
+		cr_assert_str_eq(fd_test_json_str(&r, "field"), cases[i].field, "%s: %s", cases[i].body, r.body);
+		fd_test_resp_free(&r);
+	}
+	/* 65 paths */
+	char body[4096] = EV("{\"a\":1}", "{\"subject\":\"s\",\"paths\":[");
+	char *tail = strstr(body, "[") ? strrchr(body, '[') + 1 : NULL;
+	*tail = '\0';
+	for (int i = 0; i < 65; i++)
+		strcat(body, i ? ",\"/a\"" : "\"/a\"");
+	strcat(body, "]}}}]}");
+	expect_problem(&ts, "POST", "/streams/p-1/events", NULL, body, strlen(body), 400, "invalid-field");
+	/* subject ids in the path */
+	char longid[260];
+	memset(longid, 'x', 201);
+	longid[201] = '\0';
+	static const char *const methods[] = { "GET", "DELETE" };
+	for (size_t m = 0; m < 2; m++) {
+		expect_problem(&ts, methods[m], fd_test_P("/subjects/%s", longid), NULL, NULL, 0, 400, "invalid-parameter");
+		expect_problem(&ts, methods[m], "/subjects/a%20b", NULL, NULL, 0, 400, "invalid-parameter");
+		expect_problem(&ts, methods[m], "/subjects/a%22b", NULL, NULL, 0, 400, "invalid-parameter");
+	}
+	assert_unchanged(&ts, &before, "personal data");
+	fd_test_server_stop(&ts);
+#undef EV
 }
