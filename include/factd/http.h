@@ -169,6 +169,8 @@ bool fd_req_stream_slot(struct fd_req *req);
  * the request is answered 503 instead.
  */
 void fd_req_park(struct fd_req *req, unsigned timeout_ms);
+
+/*
  * Read replicas: the seam every read handler goes through (struct
  * fd_read_need is in events.h).
  *

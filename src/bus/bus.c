@@ -1053,7 +1053,7 @@ enum fd_err fd_bus_snapshot_now(struct fd_bus *bus, const struct fd_aggregate_ty
 	if (!state)
 		return FD_ERR_NOMEM;
 	size_t replayed = 0;
-	enum fd_err err = load(bus, t, stream, NULL, state, version, &replayed);
+	enum fd_err err = load(bus, t, stream, NULL, state, version, &replayed, NULL);
 	json_t *snap = NULL;
 	char *text = NULL;
 	if (!err && *version == 0)

@@ -558,7 +558,6 @@ enum fd_err fd_config_load(struct fd_config *cfg, int argc, char **argv, char *e
 		cfg->pool_size = cfg->workers;
 	if (!cfg->read_pool_size)
 		cfg->read_pool_size = cfg->pool_size;
-	if ((cfg->command == FD_CMD_SERVE || cfg->command == FD_CMD_MIGRATE) && !cfg->database_url) {
 	if ((err = dup_env("FACTD_ARCHIVE_DIR", &cfg->archive_dir)))
 		return err;
 	if (cfg->archive_dir && cfg->command == FD_CMD_SERVE && access(cfg->archive_dir, W_OK | X_OK) != 0) {

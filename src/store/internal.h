@@ -82,6 +82,11 @@ FD_MUST_USE enum fd_err fd_render_event(struct fd_buf *b, const PGresult *res, i
  */
 bool fd_render_is_personal(const PGresult *res, int row, int col);
 /*
+ * The event as stored: personal values stay sealed (retention archives keep
+ * them so, and erasing the subject later makes them unreadable there too).
+ */
+FD_MUST_USE enum fd_err fd_render_event_stored(struct fd_buf *b, const PGresult *res, int row, int col);
+/*
  * The keys of the subjects of the personal events among rows[0..n) (all of
  * from..to when rows is NULL) of res, in one statement; *out NULL when there
  * are none.

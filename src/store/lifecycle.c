@@ -392,7 +392,7 @@ static enum fd_err archive_and_remove(PGconn *conn, const struct fd_retention_co
 		fd_uuid_format(&id, id_s);
 		err = fd_store_array_elem(&ids, id_s, i == 0);
 		if (!err && cfg->archive_dir) {
-			err = fd_render_event(&lines, res, order[i].row, 0);
+			err = fd_render_event_stored(&lines, res, order[i].row, 0);
 			if (!err)
 				err = fd_buf_append(&lines, "\n", 1);
 		}

@@ -240,8 +240,8 @@ static enum fd_err open_personal(const PGresult *res, int row, int col, const st
 	return err;
 }
 
-enum fd_err fd_render_event(struct fd_buf *b, const PGresult *res, int row, int col,
-			    const struct fd_subject_keys *keys)
+static enum fd_err render_event(struct fd_buf *b, const PGresult *res, int row, int col,
+				const struct fd_subject_keys *keys, bool open)
 {
 	enum { ID, STREAM, VERSION, TYPE, DATA, METADATA, RECORDED_AT, TX, SEQ, NCOLS };
 	static const int fixed_len[NCOLS] = { [ID] = 16, [VERSION] = 8, [RECORDED_AT] = 8, [TX] = 8, [SEQ] = 8 };
@@ -260,7 +260,7 @@ enum fd_err fd_render_event(struct fd_buf *b, const PGresult *res, int row, int 
 		return FD_ERR_INTERNAL;
 
 	char *opened = NULL, *erased = NULL;
-	if (fd_render_is_personal(res, row, col)) {
+	if (open && fd_render_is_personal(res, row, col)) {
 		enum fd_err perr = open_personal(res, row, col, keys, &opened, &erased);
 		if (perr)
 			return perr;
@@ -314,4 +314,15 @@ enum fd_err fd_render_event(struct fd_buf *b, const PGresult *res, int row, int 
 	free(opened);
 	free(erased);
 	return FD_OK;
+}
+
+enum fd_err fd_render_event(struct fd_buf *b, const PGresult *res, int row, int col,
+			    const struct fd_subject_keys *keys)
+{
+	return render_event(b, res, row, col, keys, true);
+}
+
+enum fd_err fd_render_event_stored(struct fd_buf *b, const PGresult *res, int row, int col)
+{
+	return render_event(b, res, row, col, NULL, false);
 }
