@@ -55,6 +55,11 @@ struct fd_config {
 	char *tls_key;            /* FACTD_TLS_KEY: PEM private key file; set with tls_cert or not at all */
 	char *cors_origins;       /* FACTD_CORS_ORIGINS: comma-separated exact origins or "*", NULL = none */
 	unsigned max_json_depth;  /* FACTD_MAX_JSON_DEPTH: deepest nesting of arrays/objects in a body */
+	/* webhooks */
+	unsigned webhooks;        /* FACTD_WEBHOOKS: 1 = this process may deliver webhooks */
+	unsigned webhook_allow_private; /* FACTD_WEBHOOK_ALLOW_PRIVATE=1: targets in private/loopback ranges allowed */
+	unsigned webhook_poll_ms; /* FACTD_WEBHOOK_POLL_MS: how often the dispatcher looks for due deliveries */
+	unsigned webhook_backoff_ms; /* FACTD_WEBHOOK_BACKOFF_MS: the first retry's delay, doubled per attempt */
 };
 
 /*

@@ -12,6 +12,7 @@
 #include "factd/log.h"
 #include "factd/metrics.h"
 #include "factd/pool.h"
+#include "push/webhook.h"
 
 enum fd_err fd_runtime_start(struct fd_runtime *rt, const struct fd_config *cfg, const struct fd_app *app,
 			     const struct fd_runtime_options *opts, char *errbuf, size_t errlen)
@@ -88,6 +89,15 @@ enum fd_err fd_runtime_start(struct fd_runtime *rt, const struct fd_config *cfg,
 			goto fail;
 		}
 	}
+	if (cfg->webhooks) {
+		struct fd_webhooks_config wc = { .conninfo = cfg->database_url, .allow_private = cfg->webhook_allow_private,
+						 .poll_ms = cfg->webhook_poll_ms, .backoff_ms = cfg->webhook_backoff_ms,
+						 .notifier = rt->notifier };
+		if ((err = fd_webhooks_start(&wc, &rt->webhooks))) {
+			snprintf(errbuf, errlen, "cannot start the webhook dispatcher");
+			goto fail;
+		}
+	}
 	if ((err = fd_server_start(ctx, &rt->srv))) {
 		snprintf(errbuf, errlen, "cannot start the HTTP server on %s:%u", cfg->listen_host, cfg->port);
 		goto fail;
@@ -104,6 +114,8 @@ void fd_runtime_stop(struct fd_runtime *rt, unsigned grace_ms)
 	struct fd_ctx *ctx = &rt->ctx;
 	fd_server_stop(rt->srv, grace_ms);
 	rt->srv = NULL;
+	fd_webhooks_stop(rt->webhooks);
+	rt->webhooks = NULL;
 	fd_saga_engine_stop(rt->sagas);
 	rt->sagas = NULL;
 	fd_notifier_stop(rt->notifier);

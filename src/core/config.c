@@ -50,6 +50,11 @@ static const char usage[] =
 	"  FACTD_SAGA_LEASE_MS      a worker's claim on a step; a crashed worker's step reruns after it (default 30000)\n"
 	"  FACTD_SAGA_TIME_PERCENT  scales every saga timeout and retry delay, in percent (default 100)\n"
 	"  FACTD_MAX_JSON_DEPTH     deepest nesting of arrays and objects in a request body (default 128)\n"
+	"  FACTD_WEBHOOKS           0 = this process delivers no webhooks (default 1)\n"
+	"  FACTD_WEBHOOK_ALLOW_PRIVATE 1 = webhooks may target private, loopback and link-local addresses (default 0)\n"
+	"  FACTD_WEBHOOK_POLL_MS    how often the webhook dispatcher looks for due deliveries (default 200)\n"
+	"  FACTD_WEBHOOK_BACKOFF_MS the first retry's delay after a failed delivery, doubled per attempt up to\n"
+	"                           5 minutes, with jitter (default 1000)\n"
 	"\n"
 	"access (see README, \"Security\"):\n"
 	"  FACTD_API_KEYS           comma-separated role:key entries, role read|write|admin; a key may be\n"
@@ -96,6 +101,9 @@ enum fd_err fd_config_defaults(struct fd_config *cfg)
 	cfg->saga_lease_ms = 30000;
 	cfg->saga_time_pct = 100;
 	cfg->max_json_depth = 128;
+	cfg->webhooks = 1;
+	cfg->webhook_poll_ms = 200;
+	cfg->webhook_backoff_ms = 1000;
 	return cfg->listen_host ? FD_OK : FD_ERR_NOMEM;
 }
 
@@ -156,6 +164,10 @@ static const struct num_opt num_opts[] = {
 	NUM("FACTD_SAGA_LEASE_MS", saga_lease_ms, 100, 3600000),
 	NUM("FACTD_SAGA_TIME_PERCENT", saga_time_pct, 1, 100000),
 	NUM("FACTD_MAX_JSON_DEPTH", max_json_depth, 1, 1000),
+	NUM("FACTD_WEBHOOKS", webhooks, 0, 1),
+	NUM("FACTD_WEBHOOK_ALLOW_PRIVATE", webhook_allow_private, 0, 1),
+	NUM("FACTD_WEBHOOK_POLL_MS", webhook_poll_ms, 10, 60000),
+	NUM("FACTD_WEBHOOK_BACKOFF_MS", webhook_backoff_ms, 1, 3600000),
 };
 #undef NUM
 
