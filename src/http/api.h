@@ -97,6 +97,9 @@ void fd_api_group_nack(struct fd_req *req, struct fd_resp *resp);
 void fd_api_group_parked(struct fd_req *req, struct fd_resp *resp);
 void fd_api_group_replay(struct fd_req *req, struct fd_resp *resp);
 
+/* The consumer groups' and webhooks' gauges and counters for GET /metrics, read from the database. */
+void fd_api_integ_metrics(struct fd_pool *pool, struct fd_buf *out);
+
 /* Webhooks (api_webhooks.c): define, list, show, delete, resume. */
 void fd_api_put_webhook(struct fd_req *req, struct fd_resp *resp);
 void fd_api_list_webhooks(struct fd_req *req, struct fd_resp *resp);

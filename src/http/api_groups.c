@@ -26,6 +26,7 @@
 #include "factd/notify.h"
 #include "http/input_integ.h"
 #include "http/problem.h"
+#include "push/webhook.h"
 #include "store/groups.h"
 
 #define PULL_DEFAULT_MAX 100
@@ -334,4 +335,67 @@ void fd_api_group_replay(struct fd_req *req, struct fd_resp *resp)
 	else
 		fd_resp_json_doc(resp, 200, json_pack("{s:I}", "replayed", (json_int_t)replayed));
 	free(bad);
+}
+
+/* ---- metrics ------------------------------------------------------------------------ */
+
+static double num(json_t *o, const char *a, const char *b)
+{
+	json_t *v = json_object_get(o, a);
+	if (b)
+		v = json_object_get(v, b);
+	return json_number_value(v);
+}
+
+void fd_api_integ_metrics(struct fd_pool *pool, struct fd_buf *out)
+{
+	json_t *groups = NULL, *hooks = NULL;
+	enum fd_err err = FD_OK;
+	size_t i;
+	json_t *g;
+	if (fd_group_list(pool, NULL, &groups) == FD_OK && json_array_size(groups)) {
+		static const struct { const char *name, *help, *key; } gauges[] = {
+			{ "factd_subscription_lag_events", "Events a consumer group has not settled yet (acked or skipped).", "lag_events" },
+			{ "factd_subscription_lag_seconds", "Age in seconds of the oldest event a consumer group has not settled.", "lag_seconds" },
+			{ "factd_subscription_in_flight", "Events leased to a consumer of the group now.", "in_flight" },
+			{ "factd_subscription_parked", "Parked events of the group.", "parked" },
+		};
+		for (size_t k = 0; k < sizeof gauges / sizeof gauges[0] && !err; k++) {
+			err = fd_buf_appendf(out, "# HELP %s %s\n# TYPE %s gauge\n", gauges[k].name, gauges[k].help, gauges[k].name);
+			json_array_foreach(groups, i, g) if (!err) err = fd_buf_appendf(out, "%s{subscription=\"%s\"} %.6g\n",
+			    gauges[k].name, json_string_value(json_object_get(g, "name")), num(g, gauges[k].key, NULL));
+		}
+		static const char *const outcomes[] = { "delivered", "acked", "retried", "skipped", "parked", "expired", "replayed" };
+		if (!err)
+			err = fd_buf_appendf(out, "# HELP factd_subscription_deliveries_total Consumer group deliveries by outcome,"
+						  " counted by every process in the database.\n"
+						  "# TYPE factd_subscription_deliveries_total counter\n");
+		json_array_foreach(groups, i, g) for (size_t k = 0; k < sizeof outcomes / sizeof outcomes[0] && !err; k++)
+			err = fd_buf_appendf(out, "factd_subscription_deliveries_total{subscription=\"%s\",outcome=\"%s\"} %.0f\n",
+					     json_string_value(json_object_get(g, "name")), outcomes[k],
+					     num(g, "deliveries", outcomes[k]));
+	}
+	if (!err && fd_webhook_list(pool, NULL, &hooks) == FD_OK && json_array_size(hooks)) {
+		err = fd_buf_appendf(out, "# HELP factd_webhook_lag_events Events a webhook has not delivered yet.\n"
+					  "# TYPE factd_webhook_lag_events gauge\n");
+		json_array_foreach(hooks, i, g) if (!err) err = fd_buf_appendf(out, "factd_webhook_lag_events{webhook=\"%s\"} %.0f\n",
+		    json_string_value(json_object_get(g, "name")), num(g, "lag_events", NULL));
+		if (!err)
+			err = fd_buf_appendf(out, "# HELP factd_webhook_disabled 1 when the webhook is disabled after failing.\n"
+						  "# TYPE factd_webhook_disabled gauge\n");
+		json_array_foreach(hooks, i, g) if (!err) err = fd_buf_appendf(out, "factd_webhook_disabled{webhook=\"%s\"} %d\n",
+		    json_string_value(json_object_get(g, "name")),
+		    strcmp(json_string_value(json_object_get(g, "status")), "disabled") == 0);
+		if (!err)
+			err = fd_buf_appendf(out, "# HELP factd_webhook_deliveries_total Webhook delivery attempts by outcome.\n"
+						  "# TYPE factd_webhook_deliveries_total counter\n");
+		json_array_foreach(hooks, i, g) if (!err) err = fd_buf_appendf(out,
+		    "factd_webhook_deliveries_total{webhook=\"%s\",outcome=\"delivered\"} %.0f\n"
+		    "factd_webhook_deliveries_total{webhook=\"%s\",outcome=\"failed\"} %.0f\n",
+		    json_string_value(json_object_get(g, "name")), num(g, "delivered", NULL),
+		    json_string_value(json_object_get(g, "name")), num(g, "failures", NULL));
+	}
+	(void)err; /* a partial body is still valid exposition text */
+	json_decref(groups);
+	json_decref(hooks);
 }

@@ -545,6 +545,15 @@ Test(groups, nack_retry_park_skip_and_replay, .timeout = 120)
 	cr_assert_eq(member(g, "deliveries", "replayed"), 1);
 	cr_assert_eq(member(g, "deliveries", "acked"), 3);
 	json_decref(g);
+	/* the same numbers for Prometheus */
+	struct fd_test_resp m;
+	cr_assert_eq(fd_test_get(ts.port, "/metrics", &m), 0);
+	cr_assert_eq(m.status, 200);
+	cr_assert(strstr(m.body, "factd_subscription_deliveries_total{subscription=\"nk\",outcome=\"acked\"} 3\n"), "%s", m.body);
+	cr_assert(strstr(m.body, "factd_subscription_deliveries_total{subscription=\"nk\",outcome=\"skipped\"} 1\n"));
+	cr_assert(strstr(m.body, "factd_subscription_parked{subscription=\"nk\"} 0\n"));
+	cr_assert(strstr(m.body, "factd_subscription_lag_events{subscription=\"nk\"} 0\n"));
+	fd_test_resp_free(&m);
 	json_decref(only1);
 	json_decref(only2);
 	json_decref(ev);
