@@ -60,9 +60,13 @@ CREATE INDEX group_deliveries_stream_idx ON group_deliveries (group_name, stream
 -- ordering 'stream' only the oldest row of each stream may be handed out,
 -- and only when it is ready or its lease ran out: a later event of a stream
 -- never leaves while an earlier one is in flight, waiting for a retry, or
--- parked.  Raises P0002 when there is no such group.
+-- parked.  Raises P0002 when there is no such group.  The leased events come
+-- back with their columns, read by a statement of this function: a caller's
+-- statement has an older snapshot, which may not show an event the copy
+-- (with its newer snapshot) took in.
 CREATE FUNCTION fd_group_pull(p_name text, p_consumer text, p_max integer)
-RETURNS TABLE (delivery_id uuid, delivery_count integer, tx_id xid8, seq bigint)
+RETURNS TABLE (delivery_id uuid, delivery_count integer, e_event_id uuid, e_stream_id text, e_version bigint,
+               e_type text, e_data jsonb, e_metadata jsonb, e_recorded_at timestamptz, tx_id xid8, seq bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
     g         consumer_groups;
@@ -152,12 +156,16 @@ BEGIN
         RETURN;
     END IF;
     RETURN QUERY
-    UPDATE group_deliveries d
-       SET state = 'leased', delivery_id = gen_random_uuid(), delivery_count = d.delivery_count + 1,
-           consumer = p_consumer, lease_until = now() + g.ack_timeout_ms * interval '1 millisecond'
-      FROM unnest(v_ptx, v_pseq) AS pick (tx_id, seq)
-     WHERE d.group_name = p_name AND d.tx_id = pick.tx_id AND d.seq = pick.seq
-    RETURNING d.delivery_id, d.delivery_count, d.tx_id, d.seq;
+    WITH leased AS (
+        UPDATE group_deliveries d
+           SET state = 'leased', delivery_id = gen_random_uuid(), delivery_count = d.delivery_count + 1,
+               consumer = p_consumer, lease_until = now() + g.ack_timeout_ms * interval '1 millisecond'
+          FROM unnest(v_ptx, v_pseq) AS pick (tx_id, seq)
+         WHERE d.group_name = p_name AND d.tx_id = pick.tx_id AND d.seq = pick.seq
+        RETURNING d.delivery_id, d.delivery_count, d.seq)
+    SELECT l.delivery_id, l.delivery_count, e.event_id, e.stream_id, e.version, e.type, e.data, e.metadata,
+           e.recorded_at, e.tx_id, e.seq
+      FROM leased l JOIN events e ON e.seq = l.seq;
 END
 $$;
 

@@ -339,6 +339,12 @@ void fd_api_group_replay(struct fd_req *req, struct fd_resp *resp)
 
 /* ---- metrics ------------------------------------------------------------------------ */
 
+static const char *name_of(json_t *o)
+{
+	const char *s = json_string_value(json_object_get(o, "name"));
+	return s ? s : "";
+}
+
 static double num(json_t *o, const char *a, const char *b)
 {
 	json_t *v = json_object_get(o, a);
@@ -363,7 +369,7 @@ void fd_api_integ_metrics(struct fd_pool *pool, struct fd_buf *out)
 		for (size_t k = 0; k < sizeof gauges / sizeof gauges[0] && !err; k++) {
 			err = fd_buf_appendf(out, "# HELP %s %s\n# TYPE %s gauge\n", gauges[k].name, gauges[k].help, gauges[k].name);
 			json_array_foreach(groups, i, g) if (!err) err = fd_buf_appendf(out, "%s{subscription=\"%s\"} %.6g\n",
-			    gauges[k].name, json_string_value(json_object_get(g, "name")), num(g, gauges[k].key, NULL));
+			    gauges[k].name, name_of(g), num(g, gauges[k].key, NULL));
 		}
 		static const char *const outcomes[] = { "delivered", "acked", "retried", "skipped", "parked", "expired", "replayed" };
 		if (!err)
@@ -372,28 +378,29 @@ void fd_api_integ_metrics(struct fd_pool *pool, struct fd_buf *out)
 						  "# TYPE factd_subscription_deliveries_total counter\n");
 		json_array_foreach(groups, i, g) for (size_t k = 0; k < sizeof outcomes / sizeof outcomes[0] && !err; k++)
 			err = fd_buf_appendf(out, "factd_subscription_deliveries_total{subscription=\"%s\",outcome=\"%s\"} %.0f\n",
-					     json_string_value(json_object_get(g, "name")), outcomes[k],
+					     name_of(g), outcomes[k],
 					     num(g, "deliveries", outcomes[k]));
 	}
 	if (!err && fd_webhook_list(pool, NULL, &hooks) == FD_OK && json_array_size(hooks)) {
 		err = fd_buf_appendf(out, "# HELP factd_webhook_lag_events Events a webhook has not delivered yet.\n"
 					  "# TYPE factd_webhook_lag_events gauge\n");
 		json_array_foreach(hooks, i, g) if (!err) err = fd_buf_appendf(out, "factd_webhook_lag_events{webhook=\"%s\"} %.0f\n",
-		    json_string_value(json_object_get(g, "name")), num(g, "lag_events", NULL));
+		    name_of(g), num(g, "lag_events", NULL));
 		if (!err)
 			err = fd_buf_appendf(out, "# HELP factd_webhook_disabled 1 when the webhook is disabled after failing.\n"
 						  "# TYPE factd_webhook_disabled gauge\n");
 		json_array_foreach(hooks, i, g) if (!err) err = fd_buf_appendf(out, "factd_webhook_disabled{webhook=\"%s\"} %d\n",
-		    json_string_value(json_object_get(g, "name")),
-		    strcmp(json_string_value(json_object_get(g, "status")), "disabled") == 0);
+		    name_of(g),
+		    json_string_value(json_object_get(g, "status")) &&
+			    strcmp(json_string_value(json_object_get(g, "status")), "disabled") == 0);
 		if (!err)
 			err = fd_buf_appendf(out, "# HELP factd_webhook_deliveries_total Webhook delivery attempts by outcome.\n"
 						  "# TYPE factd_webhook_deliveries_total counter\n");
 		json_array_foreach(hooks, i, g) if (!err) err = fd_buf_appendf(out,
 		    "factd_webhook_deliveries_total{webhook=\"%s\",outcome=\"delivered\"} %.0f\n"
 		    "factd_webhook_deliveries_total{webhook=\"%s\",outcome=\"failed\"} %.0f\n",
-		    json_string_value(json_object_get(g, "name")), num(g, "delivered", NULL),
-		    json_string_value(json_object_get(g, "name")), num(g, "failures", NULL));
+		    name_of(g), num(g, "delivered", NULL),
+		    name_of(g), num(g, "failures", NULL));
 	}
 	(void)err; /* a partial body is still valid exposition text */
 	json_decref(groups);

@@ -67,8 +67,9 @@ static const struct fd_stmt group_stmts[G_COUNT] = {
 		     " WHERE ($1::text IS NULL OR g.name = $1) ORDER BY g.name",
 		     1, false },
 	[G_PULL] = { "fd_group_pull",
-		     "SELECT p.delivery_id::text, p.delivery_count::text, " FD_EVENT_COLS
-		     " FROM fd_group_pull($1, $2, $3::int) p JOIN events e ON e.seq = p.seq ORDER BY p.tx_id, p.seq",
+		     "SELECT p.delivery_id::text, p.delivery_count::text, p.e_event_id, p.e_stream_id, p.e_version,"
+		     " p.e_type, p.e_data, p.e_metadata, p.e_recorded_at, p.tx_id, p.seq"
+		     " FROM fd_group_pull($1, $2, $3::int) p ORDER BY p.tx_id, p.seq",
 		     3, true },
 	[G_SETTLE] = { "fd_group_settle", "SELECT fd_group_settle($1, $2::uuid[], $3, $4::int)", 4, false },
 	[G_PARKED] = { "fd_group_parked",
