@@ -99,6 +99,14 @@ static int request(struct conn *c, const char *method, const char *path, const c
 	return status;
 }
 
+/* A fresh connection: factd closes one that stayed idle for FACTD_REQUEST_TIMEOUT. */
+static void redial(struct conn *c)
+{
+	if (c->fd > 0)
+		close(c->fd);
+	c->fd = dial();
+}
+
 static void append_events(struct conn *c, int events, int round)
 {
 	char *body = malloc(100 * 64 + 64);
@@ -187,6 +195,7 @@ static void groups(int events, int rounds)
 	struct conn c = { .fd = dial() };
 	double g[16], f[16];
 	for (int r = 0; r < rounds; r++) {
+		redial(&c);
 		/* this round's events sit after the feed's head as it is now */
 		if (request(&c, "GET", "/events/head", NULL) != 200)
 			die("no head");
@@ -287,6 +296,7 @@ static void webhooks(int events, int rounds)
 	double w[16];
 	for (int r = 0; r < rounds; r++) {
 		char path[64], body[256];
+		redial(&c);
 		snprintf(path, sizeof path, "/webhooks/bench-%d-%d", getpid(), r);
 		snprintf(body, sizeof body,
 			 "{\"url\":\"http://127.0.0.1:%u/hook\",\"secret\":\"bench-secret-0123456789\",\"categories\":[\"wbench%d\"]}",
@@ -315,6 +325,7 @@ static void webhooks(int events, int rounds)
 			usleep(2000);
 		}
 		w[r] = (events - start) / (now_s() - t0);
+		redial(&c);
 		request(&c, "DELETE", path, NULL);
 		fprintf(stderr, "integ: round %d: webhook %.0f events/s\n", r + 1, w[r]);
 	}

@@ -55,6 +55,10 @@ CREATE TABLE group_deliveries (
 );
 CREATE INDEX group_deliveries_stream_idx ON group_deliveries (group_name, stream_id, tx_id, seq);
 
+-- The functions run with enable_seqscan = off: PL/pgSQL keeps a generic plan
+-- per statement for the life of a connection, and one planned while events
+-- was small would go on scanning it whole (as fd_append, 0005).
+--
 -- Pull: lock the group, copy newly visible events, park leases that ran out
 -- max_deliveries times, and lease up to p_max events to p_consumer.  With
 -- ordering 'stream' only the oldest row of each stream may be handed out,
@@ -67,7 +71,7 @@ CREATE INDEX group_deliveries_stream_idx ON group_deliveries (group_name, stream
 CREATE FUNCTION fd_group_pull(p_name text, p_consumer text, p_max integer)
 RETURNS TABLE (delivery_id uuid, delivery_count integer, e_event_id uuid, e_stream_id text, e_version bigint,
                e_type text, e_data jsonb, e_metadata jsonb, e_recorded_at timestamptz, tx_id xid8, seq bigint)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     g         consumer_groups;
     v_xmin    xid8;
@@ -175,7 +179,7 @@ $$;
 -- after p_delay_ms), 'park'.  Raises P0002 when there is no such group.
 CREATE FUNCTION fd_group_settle(p_name text, p_ids uuid[], p_action text, p_delay_ms integer)
 RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_ids uuid[] := ARRAY(SELECT DISTINCT u FROM unnest(p_ids) u ORDER BY u);
     v_n   integer;
@@ -249,7 +253,7 @@ CREATE TABLE webhooks (
 -- nothing changes and FD409 is raised (DETAIL: the ids that are not).
 CREATE FUNCTION fd_group_replay(p_name text, p_ids uuid[])
 RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_n   integer;
     v_bad text;

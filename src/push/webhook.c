@@ -492,7 +492,9 @@ static void *run(void *arg)
 		if (!w->conn) {
 			w->conn = PQconnectdb(w->conninfo);
 			fd_pg_log_notices(w->conn, "webhooks");
-			if (PQstatus(w->conn) != CONNECTION_OK) {
+			/* its prepared feed reads keep generic plans; none may scan events whole */
+			if (PQstatus(w->conn) != CONNECTION_OK ||
+			    fd_sql_once(w->conn, "SET enable_seqscan = off", 0, NULL, NULL) != FD_OK) {
 				drop_session(w);
 				struct timespec ts = { 1, 0 };
 				for (int i = 0; i < 10 && !atomic_load(&w->stop); i++) {
