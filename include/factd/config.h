@@ -83,6 +83,11 @@ struct fd_config {
 	char *restore_file;       /* `archive-restore FILE`: the archive to load */
 	/* personal data */
 	char *master_key_file;    /* FACTD_MASTER_KEY_FILE: the master key of personal data, NULL = none */
+	/* webhooks */
+	unsigned webhooks;        /* FACTD_WEBHOOKS: 1 = this process may deliver webhooks */
+	unsigned webhook_allow_private; /* FACTD_WEBHOOK_ALLOW_PRIVATE=1: targets in private/loopback ranges allowed */
+	unsigned webhook_poll_ms; /* FACTD_WEBHOOK_POLL_MS: how often the dispatcher looks for due deliveries */
+	unsigned webhook_backoff_ms; /* FACTD_WEBHOOK_BACKOFF_MS: the first retry's delay, doubled per attempt */
 };
 
 /*

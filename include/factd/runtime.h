@@ -25,6 +25,7 @@
 extern "C" {
 #endif
 
+struct fd_webhooks;
 struct fd_runtime_options {
 	const char *version;          /* factd_build_info{version}; a literal */
 	unsigned projection_idle_ms;  /* the projector's quiet-feed poll (0: its default) */
@@ -38,6 +39,7 @@ struct fd_runtime {
 	struct fd_notifier *notifier;      /* NULL unless cfg->sse_notify */
 	struct fd_saga_engine *sagas;      /* NULL unless cfg->sagas and the app has saga types */
 	struct fd_retention_job *retention; /* NULL unless cfg->retention */
+	struct fd_webhooks *webhooks;      /* NULL unless cfg->webhooks */
 	struct fd_server *srv;
 	uint16_t port;                /* the port bound */
 	struct fd_replicas *replicas;      /* NULL unless cfg->read_database_urls */

@@ -67,7 +67,7 @@ static bool hold_lock(struct fd_retention_job *j)
 		j->conn = NULL;
 		j->holder = false;
 	}
-	if (!j->conn && !(j->conn = connect_db(j->cfg->database_url)))
+	if (!j->conn && !(j->conn = connect_db(fd_config_session_url(j->cfg))))
 		return false;
 	if (j->holder)
 		return true;

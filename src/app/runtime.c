@@ -30,6 +30,7 @@ void fd_runtime_connections(const struct fd_config *cfg, bool *pooled, const cha
 }
 #include "app/retention.h"
 #include "store/personal.h"
+#include "push/webhook.h"
 
 enum fd_err fd_runtime_start(struct fd_runtime *rt, const struct fd_config *cfg, const struct fd_app *app,
 			     const struct fd_runtime_options *opts, char *errbuf, size_t errlen)
@@ -63,12 +64,15 @@ enum fd_err fd_runtime_start(struct fd_runtime *rt, const struct fd_config *cfg,
 		const char *what = cfg->projections && app->nprojections ? "projections (advisory-lock leases)"
 				   : cfg->sagas && app->nsagas	       ? "sagas (the intake's advisory lock)"
 				   : cfg->sse_notify		       ? "live streams (LISTEN)"
+				   : cfg->retention		       ? "the retention job (an advisory lock)"
+				   : cfg->webhooks		       ? "webhook delivery (advisory-lock leases)"
 								       : NULL;
 		if (what) {
 			snprintf(errbuf, errlen,
 				 "FACTD_DATABASE_URL goes through a transaction pooler (%s), which gives no session: %s would "
 				 "not be safe over it. set FACTD_SESSION_DATABASE_URL to a direct connection to PostgreSQL, or "
-				 "turn that work off in this process (FACTD_PROJECTIONS=0 FACTD_SAGAS=0 FACTD_SSE_NOTIFY=0)",
+				 "turn that work off in this process (FACTD_PROJECTIONS=0 FACTD_SAGAS=0 FACTD_SSE_NOTIFY=0 "
+				 "FACTD_RETENTION=0 FACTD_WEBHOOKS=0)",
 				 cfg->pooler == FD_POOLER_TRANSACTION ? "FACTD_POOLER=transaction" : "detected", what);
 			err = FD_ERR_INVAL;
 			goto fail;
@@ -156,6 +160,15 @@ enum fd_err fd_runtime_start(struct fd_runtime *rt, const struct fd_config *cfg,
 		snprintf(errbuf, errlen, "cannot start the retention job");
 		goto fail;
 	}
+	if (cfg->webhooks) {
+		struct fd_webhooks_config wc = { .conninfo = session, .allow_private = cfg->webhook_allow_private,
+						 .poll_ms = cfg->webhook_poll_ms, .backoff_ms = cfg->webhook_backoff_ms,
+						 .notifier = rt->notifier };
+		if ((err = fd_webhooks_start(&wc, &rt->webhooks))) {
+			snprintf(errbuf, errlen, "cannot start the webhook dispatcher");
+			goto fail;
+		}
+	}
 	if ((err = fd_server_start(ctx, &rt->srv))) {
 		snprintf(errbuf, errlen, "cannot start the HTTP server on %s:%u", cfg->listen_host, cfg->port);
 		goto fail;
@@ -174,6 +187,8 @@ void fd_runtime_stop(struct fd_runtime *rt, unsigned grace_ms)
 	rt->srv = NULL;
 	fd_retention_stop(rt->retention);
 	rt->retention = NULL;
+	fd_webhooks_stop(rt->webhooks);
+	rt->webhooks = NULL;
 	fd_saga_engine_stop(rt->sagas);
 	rt->sagas = NULL;
 	fd_notifier_stop(rt->notifier);

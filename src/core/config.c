@@ -77,6 +77,11 @@ static const char usage[] =
 	"                           (default: none = removed events are not archived)\n"
 	"  FACTD_SAGA_RETENTION_S   ended sagas are removed this many seconds after they ended; 0 = kept\n"
 	"                           forever (default 2592000, 30 days)\n"
+	"  FACTD_WEBHOOKS           0 = this process delivers no webhooks (default 1)\n"
+	"  FACTD_WEBHOOK_ALLOW_PRIVATE 1 = webhooks may target private, loopback and link-local addresses (default 0)\n"
+	"  FACTD_WEBHOOK_POLL_MS    how often the webhook dispatcher looks for due deliveries (default 200)\n"
+	"  FACTD_WEBHOOK_BACKOFF_MS the first retry's delay after a failed delivery, doubled per attempt up to\n"
+	"                           5 minutes, with jitter (default 1000)\n"
 	"\n"
 	"access (see README, \"Security\"):\n"
 	"  FACTD_API_KEYS           comma-separated role:key entries, role read|write|admin; a key may be\n"
@@ -137,6 +142,9 @@ enum fd_err fd_config_defaults(struct fd_config *cfg)
 	cfg->retention_interval_s = 30;
 	cfg->retention_batch = 1000;
 	cfg->saga_retention_s = 30u * 24 * 3600;
+	cfg->webhooks = 1;
+	cfg->webhook_poll_ms = 200;
+	cfg->webhook_backoff_ms = 1000;
 	return cfg->listen_host ? FD_OK : FD_ERR_NOMEM;
 }
 
@@ -215,6 +223,10 @@ static const struct num_opt num_opts[] = {
 	NUM("FACTD_RETENTION_INTERVAL_S", retention_interval_s, 1, 3600),
 	NUM("FACTD_RETENTION_BATCH", retention_batch, 1, 100000),
 	NUM("FACTD_SAGA_RETENTION_S", saga_retention_s, 0, 100u * 365 * 24 * 3600),
+	NUM("FACTD_WEBHOOKS", webhooks, 0, 1),
+	NUM("FACTD_WEBHOOK_ALLOW_PRIVATE", webhook_allow_private, 0, 1),
+	NUM("FACTD_WEBHOOK_POLL_MS", webhook_poll_ms, 10, 60000),
+	NUM("FACTD_WEBHOOK_BACKOFF_MS", webhook_backoff_ms, 1, 3600000),
 };
 #undef NUM
 

@@ -97,4 +97,26 @@ void fd_api_console_asset(struct fd_req *req, struct fd_resp *resp);
 void fd_api_whoami(struct fd_req *req, struct fd_resp *resp);
 void fd_api_app(struct fd_req *req, struct fd_resp *resp);
 
+
+/* Consumer groups (api_groups.c): define, list, delete, pull, ack, nack, parked, replay. */
+void fd_api_put_group(struct fd_req *req, struct fd_resp *resp);
+void fd_api_list_groups(struct fd_req *req, struct fd_resp *resp);
+void fd_api_get_group(struct fd_req *req, struct fd_resp *resp);
+void fd_api_delete_group(struct fd_req *req, struct fd_resp *resp);
+void fd_api_group_pull(struct fd_req *req, struct fd_resp *resp);
+void fd_api_group_ack(struct fd_req *req, struct fd_resp *resp);
+void fd_api_group_nack(struct fd_req *req, struct fd_resp *resp);
+void fd_api_group_parked(struct fd_req *req, struct fd_resp *resp);
+void fd_api_group_replay(struct fd_req *req, struct fd_resp *resp);
+
+/* The consumer groups' and webhooks' gauges and counters for GET /metrics, read from the database. */
+void fd_api_integ_metrics(struct fd_pool *pool, struct fd_buf *out);
+
+/* Webhooks (api_webhooks.c): define, list, show, delete, resume. */
+void fd_api_put_webhook(struct fd_req *req, struct fd_resp *resp);
+void fd_api_list_webhooks(struct fd_req *req, struct fd_resp *resp);
+void fd_api_get_webhook(struct fd_req *req, struct fd_resp *resp);
+void fd_api_delete_webhook(struct fd_req *req, struct fd_resp *resp);
+void fd_api_resume_webhook(struct fd_req *req, struct fd_resp *resp);
+
 #endif

@@ -171,6 +171,7 @@ void fd_api_metrics(struct fd_req *req, struct fd_resp *resp)
 	if (!err && req->ctx->pool) {
 		append_projection_gauges(req->ctx->pool, &req->ctx->projections, &out);
 		append_saga_gauges(req->ctx->pool, &req->ctx->sagas, &out);
+		fd_api_integ_metrics(req->ctx->pool, &out);
 	}
 	if (!err)
 		append_replica_metrics(req->ctx->replicas, &out);

@@ -62,6 +62,27 @@ const struct fd_route fd_routes[] = {
 	{ .method = "GET", .pattern = "/subjects/{subject}", .handler = fd_api_get_subject, .role = FD_ROLE_ADMIN },
 	{ .method = "DELETE", .pattern = "/subjects/{subject}", .handler = fd_api_erase_subject,
 	  .role = FD_ROLE_ADMIN },
+	/* consumer groups: pulls lease events, acks and nacks settle them */
+	{ .method = "GET", .pattern = "/subscriptions", .handler = fd_api_list_groups },
+	{ .method = "PUT", .pattern = "/subscriptions/{name}", .handler = fd_api_put_group, .json_body = true,
+	  .role = FD_ROLE_ADMIN },
+	{ .method = "GET", .pattern = "/subscriptions/{name}", .handler = fd_api_get_group },
+	{ .method = "DELETE", .pattern = "/subscriptions/{name}", .handler = fd_api_delete_group, .role = FD_ROLE_ADMIN },
+	{ .method = "GET", .pattern = "/subscriptions/{name}/events", .handler = fd_api_group_pull },
+	{ .method = "POST", .pattern = "/subscriptions/{name}/ack", .handler = fd_api_group_ack, .json_body = true },
+	{ .method = "POST", .pattern = "/subscriptions/{name}/nack", .handler = fd_api_group_nack, .json_body = true },
+	{ .method = "GET", .pattern = "/subscriptions/{name}/parked", .handler = fd_api_group_parked },
+	{ .method = "POST", .pattern = "/subscriptions/{name}/parked/replay", .handler = fd_api_group_replay,
+	  .role = FD_ROLE_ADMIN },
+
+	/* webhooks: signed pushes, delivered by one process at a time */
+	{ .method = "GET", .pattern = "/webhooks", .handler = fd_api_list_webhooks },
+	{ .method = "PUT", .pattern = "/webhooks/{name}", .handler = fd_api_put_webhook, .json_body = true,
+	  .role = FD_ROLE_ADMIN },
+	{ .method = "GET", .pattern = "/webhooks/{name}", .handler = fd_api_get_webhook },
+	{ .method = "DELETE", .pattern = "/webhooks/{name}", .handler = fd_api_delete_webhook, .role = FD_ROLE_ADMIN },
+	{ .method = "POST", .pattern = "/webhooks/{name}/resume", .handler = fd_api_resume_webhook,
+	  .role = FD_ROLE_ADMIN },
 };
 
 const size_t fd_routes_count = sizeof fd_routes / sizeof fd_routes[0];

@@ -1346,6 +1346,113 @@ async function subjects(noKey, keyed) {
 }
 
 /** A request to every operation except the probes and /metrics (ids need not exist). */
+
+/**
+ * Consumer groups and webhooks: every operation with its documented answers.
+ * The webhook targets do not resolve (no private address is allowed here), so
+ * their deliveries only fail and retry in the background.
+ */
+async function integration() {
+	section = 'consumer groups';
+	const g = `cg-${process.pid}`;
+	const base = `/subscriptions/${g}`;
+	const D = '00000000-0000-4000-8000-000000000000';
+	await call('PUT', base, { json: { categories: ['cgc'], start: 'beginning', ack_timeout_ms: 60000 }, status: 201 });
+	await call('PUT', base, { json: { categories: ['cgc'], start: 'beginning', max_deliveries: 1 }, status: 200 });
+	await call('PUT', base, { json: { start: 'end' }, status: 409, type: 'subscription-start-fixed' });
+	for (const [json, what] of [[{}, 'no start'], [{ start: 'soon' }, 'bad start'], [{ start: 'end', ordering: 'random' }, 'bad ordering'],
+		[{ start: 'end', categories: [] }, 'empty categories'], [{ start: 'end', categories: ['a-b'] }, 'a stream, not a category'],
+		[{ start: 'end', ack_timeout_ms: 1 }, 'ack timeout too short'], [{ start: 'end', max_deliveries: 0 }, 'no deliveries'],
+		[{ start: 'end', extra: 1 }, 'unknown member'], [[], 'array body']])
+		await call('PUT', base, { json, status: 400, type: 'invalid-field', label: `PUT subscription: ${what}` });
+	await call('PUT', base, { json: '{"start": ', status: 400, type: 'invalid-json' });
+	await call('PUT', '/subscriptions/.hidden', { json: { start: 'end' }, status: 400, type: 'invalid-parameter' });
+	await call('PUT', base, { body: '{}', headers: { 'Content-Type': 'text/plain' }, status: 415, type: 'unsupported-media-type' });
+	await call('PUT', base, { json: big(MAX_BODY), status: 413, type: 'body-too-large' });
+	await call('GET', base, { status: 200 });
+	await call('GET', '/subscriptions/.x', { status: 400, type: 'invalid-parameter' });
+	await call('GET', '/subscriptions/missing', { status: 404, type: 'not-found' });
+
+	await call('POST', `/streams/cgc-1/events`, { json: { expected_version: 'any', events: [{ type: 'A', data: {} }, { type: 'B', data: {} }] }, status: 201 });
+	let pulled = [];
+	for (let i = 0; i < 20 && !pulled.length; i++)
+		pulled = (await call('GET', `${base}/events`, { query: { consumer: 'contract', max: '10', wait_ms: '1000' }, status: 200 })).body?.events || [];
+	if (pulled.length !== 1) fail('pull', `expected the stream's first event alone, got ${JSON.stringify(pulled)}`);
+	for (const [query, what] of [[{}, 'no consumer'], [{ consumer: 'a b' }, 'bad consumer'], [{ consumer: 'c', max: '0' }, 'max 0'],
+		[{ consumer: 'c', wait_ms: '-1' }, 'negative wait'], [{ consumer: 'c', wait_ms: '30001' }, 'wait too long']])
+		await call('GET', `${base}/events`, { query, status: 400, type: 'invalid-parameter', label: `pull: ${what}` });
+	await call('GET', '/subscriptions/missing/events', { query: { consumer: 'c', wait_ms: '0' }, status: 404, type: 'not-found' });
+
+	const id = pulled[0]?.delivery_id || D;
+	for (const what of ['ack', 'nack']) {
+		const good = what === 'ack' ? { delivery_ids: [D] } : { delivery_ids: [D], action: 'retry' };
+		await call('POST', `${base}/${what}`, { json: good, status: 409, type: 'unknown-delivery' });
+		await call('POST', `/subscriptions/missing/${what}`, { json: good, status: 404, type: 'not-found' });
+		await call('POST', `${base}/${what}`, { json: { delivery_ids: ['nope'] }, status: 400, type: 'invalid-field' });
+		await call('POST', `${base}/${what}`, { json: { delivery_ids: [] }, status: 400, type: 'invalid-field' });
+		await call('POST', `${base}/${what}`, { body: JSON.stringify(good), headers: { 'Content-Type': 'text/plain' }, status: 415, type: 'unsupported-media-type' });
+		await call('POST', `${base}/${what}`, { json: big(MAX_BODY), status: 413, type: 'body-too-large' });
+	}
+	await call('POST', `${base}/nack`, { json: { delivery_ids: [D], action: 'later' }, status: 400, type: 'invalid-field' });
+	await call('POST', `${base}/nack`, { json: { delivery_ids: [D], action: 'park', delay_ms: 5 }, status: 400, type: 'invalid-field' });
+	// park the first event: the second waits behind it; replay it and ack both
+	await call('POST', `${base}/nack`, { json: { delivery_ids: [id], action: 'park' }, status: 200 });
+	const parked = await call('GET', `${base}/parked`, { query: { limit: '10' }, status: 200 });
+	if (parked.body?.parked?.length !== 1) fail('parked', JSON.stringify(parked.body));
+	await call('GET', `${base}/parked`, { query: { after: 'x' }, status: 400, type: 'invalid-parameter' });
+	await call('GET', `${base}/parked`, { query: { limit: '0' }, status: 400, type: 'invalid-parameter' });
+	await call('GET', '/subscriptions/missing/parked', { status: 404, type: 'not-found' });
+	await call('POST', `${base}/parked/replay`, { json: { delivery_ids: [D] }, status: 409, type: 'unknown-delivery' });
+	await call('POST', `${base}/parked/replay`, { json: { delivery_ids: 'all' }, status: 400, type: 'invalid-field' });
+	await call('POST', `${base}/parked/replay`, { body: '{}', headers: { 'Content-Type': 'text/plain' }, status: 415, type: 'unsupported-media-type' });
+	await call('POST', `${base}/parked/replay`, { json: big(MAX_BODY), status: 413, type: 'body-too-large' });
+	await call('POST', '/subscriptions/missing/parked/replay', { status: 404, type: 'not-found' });
+	const replayed = await call('POST', `${base}/parked/replay`, { json: { delivery_ids: [id] }, status: 200 });
+	if (replayed.body?.replayed !== 1) fail('replay', JSON.stringify(replayed.body));
+	for (let n = 0; n < 2; n++) {
+		let ev = [];
+		for (let i = 0; i < 20 && !ev.length; i++)
+			ev = (await call('GET', `${base}/events`, { query: { consumer: 'contract', wait_ms: '1000' }, status: 200 })).body?.events || [];
+		await call('POST', `${base}/ack`, { json: { delivery_ids: ev.map((e) => e.delivery_id) }, status: 200 });
+	}
+	await call('GET', '/subscriptions', { status: 200 });
+	await call('DELETE', base, { status: 204 });
+	await call('DELETE', base, { status: 404, type: 'not-found' });
+	await call('DELETE', '/subscriptions/.x', { status: 400, type: 'invalid-parameter' });
+
+	section = 'webhooks';
+	const w = `/webhooks/wh-${process.pid}`;
+	const hook = { url: 'https://receiver.invalid/factd', secret: 'contract-secret-0001', categories: ['cgc'], max_attempts: 1 };
+	const created = await call('PUT', w, { json: hook, status: 201 });
+	if (JSON.stringify(created.body || {}).includes(hook.secret)) fail('PUT webhook', 'the secret was shown');
+	await call('PUT', w, { json: { ...hook, timeout_ms: 1000 }, status: 200 });
+	for (const [json, what] of [[{ ...hook, url: 'ftp://example.com/' }, 'ftp'], [{ ...hook, url: 'http://127.0.0.1:9/' }, 'loopback'],
+		[{ ...hook, url: 'http://169.254.169.254/' }, 'link-local'], [{ ...hook, url: 'http://user:pw@example.com/' }, 'credentials'],
+		[{ ...hook, secret: 'short' }, 'short secret'], [{ url: hook.url }, 'no secret'], [{ ...hook, max_attempts: 0 }, 'no attempts'],
+		[{ ...hook, timeout_ms: 10 }, 'timeout too short'], [{ ...hook, extra: true }, 'unknown member']])
+		await call('PUT', w, { json, status: 400, type: 'invalid-field', label: `PUT webhook: ${what}` });
+	await call('PUT', '/webhooks/.x', { json: hook, status: 400, type: 'invalid-parameter' });
+	await call('PUT', w, { body: '{}', headers: { 'Content-Type': 'text/plain' }, status: 415, type: 'unsupported-media-type' });
+	await call('PUT', w, { json: big(MAX_BODY), status: 413, type: 'body-too-large' });
+	await call('POST', `/streams/cgc-2/events`, { json: { expected_version: 'any', events: [{ type: 'A', data: {} }] }, status: 201 });
+	let doc;
+	for (let i = 0; i < 100; i++) {
+		doc = (await call('GET', w, { status: 200 })).body;
+		if (doc?.status === 'disabled') break;
+		await sleep(100);
+	}
+	if (doc?.status !== 'disabled' || !doc?.last_delivery?.error) fail('webhook', `not disabled after a failed attempt: ${JSON.stringify(doc)}`);
+	await call('GET', '/webhooks', { status: 200 });
+	await call('GET', '/webhooks/.x', { status: 400, type: 'invalid-parameter' });
+	await call('GET', '/webhooks/missing', { status: 404, type: 'not-found' });
+	await call('POST', `${w}/resume`, { status: 200 });
+	await call('POST', '/webhooks/missing/resume', { status: 404, type: 'not-found' });
+	await call('POST', '/webhooks/.x/resume', { status: 400, type: 'invalid-parameter' });
+	await call('DELETE', w, { status: 204 });
+	await call('DELETE', w, { status: 404, type: 'not-found' });
+	await call('DELETE', '/webhooks/.x', { status: 400, type: 'invalid-parameter' });
+}
+
 function operationSteps() {
 	const o = '00000000-0000-4000-8000-000000000001';
 	return [
@@ -1363,6 +1470,12 @@ function operationSteps() {
 		['GET', '/retention', {}], ['GET', '/retention/audit', {}], ['PUT', '/retention/audit', { json: { max_age_days: 1 } }],
 		['DELETE', '/retention/audit', {}],
 		['GET', '/subjects/c-1', {}], ['DELETE', '/subjects/c-1', {}],
+		['GET', '/subscriptions', {}], ['PUT', '/subscriptions/g-1', { json: { start: 'end' } }], ['GET', '/subscriptions/g-1', {}],
+		['DELETE', '/subscriptions/g-1', {}], ['GET', '/subscriptions/g-1/events', { query: { consumer: 'c', wait_ms: '0' } }],
+		['POST', '/subscriptions/g-1/ack', { json: { delivery_ids: [o] } }], ['POST', '/subscriptions/g-1/nack', { json: { delivery_ids: [o], action: 'skip' } }],
+		['GET', '/subscriptions/g-1/parked', {}], ['POST', '/subscriptions/g-1/parked/replay', {}],
+		['GET', '/webhooks', {}], ['PUT', '/webhooks/w-1', { json: { url: 'https://receiver.invalid/hook', secret: 'contract-secret-0001' } }],
+		['GET', '/webhooks/w-1', {}], ['DELETE', '/webhooks/w-1', {}], ['POST', '/webhooks/w-1/resume', {}],
 	];
 }
 
@@ -1395,7 +1508,7 @@ async function access(keyed) {
 		const bad = await call(m, p, { ...opts, headers: bearer('not-a-key-of-this-factd'), status: 401, type: 'unauthorized', label: `${m} ${p} with an unknown key` }, keyed);
 		if (bad.status === 401 && !/error="invalid_token"/.test(bad.headers['www-authenticate'] || ''))
 			fail(`${m} ${p} with an unknown key`, `WWW-Authenticate is ${JSON.stringify(bad.headers['www-authenticate'])}`);
-		const admin = /\/(rebuild|retry|abort|truncate)$/.test(p) || p.startsWith('/retention') || p.startsWith('/subjects/') || (m === 'DELETE' && /^\/streams\/[^/]+$/.test(p));
+		const admin = /\/(rebuild|retry|abort|truncate)$/.test(p) || p.startsWith('/retention') || p.startsWith('/subjects/') || /\/(replay|resume)$/.test(p) || (m === 'PUT' && /^\/(subscriptions|webhooks)\//.test(p)) || (m === 'DELETE' && /^\/(subscriptions|webhooks)\//.test(p)) || (m === 'DELETE' && /^\/streams\/[^/]+$/.test(p));
 		if (m === 'GET' && !admin) continue;
 		const small = await call(m, p, { ...opts, headers: bearer(admin ? KEYS.write : KEYS.read), status: 403, type: 'forbidden', label: `${m} ${p} with too small a role` }, keyed);
 		if (small.status === 403 && small.body?.required_role !== (admin ? 'admin' : 'write'))
@@ -1455,7 +1568,7 @@ async function encodedSlash() {
 	for (const [m, p, opts] of operationSteps()) {
 		const segments = p.split('/');
 		// the last segment that is a parameter: an id, a name, a stream
-		const k = segments.findLastIndex((x, i) => i > 1 && !['events', 'stream', 'head', 'lines', 'place', 'cancel', 'ship', 'restock', 'process', 'refund', 'rebuild', 'saga', 'retry', 'abort', 'truncate'].includes(x));
+		const k = segments.findLastIndex((x, i) => i > 1 && !['events', 'stream', 'head', 'lines', 'place', 'cancel', 'ship', 'restock', 'process', 'refund', 'rebuild', 'saga', 'retry', 'abort', 'ack', 'nack', 'parked', 'replay', 'resume', 'truncate'].includes(x));
 		if (k < 0) continue;
 		segments[k] = `a%2F${segments[k]}`;
 		await call(m, segments.join('/'), { ...opts, status: 400, type: 'encoded-slash' });
@@ -1554,6 +1667,7 @@ async function main() {
 		await readModels();
 		await lifecycle();
 		await sagas(sagaInst);
+		await integration();
 		await simpleGets();
 		await races(order, sku, silent);
 		await routeProbes();

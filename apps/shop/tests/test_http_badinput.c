@@ -147,6 +147,11 @@ static void start(struct fd_test_server *ts, struct rows *before)
 	char *orders = fd_test_fmt("/orders?min_position=%s", pos), *products = fd_test_fmt("/products?min_position=%s", pos);
 	must(ts, "GET", orders, NULL, 200, NULL, 0);
 	must(ts, "GET", products, NULL, 200, NULL, 0);
+	/* a consumer group and a webhook of a category nobody writes, so that neither writes while batches run */
+	must(ts, "PUT", "/subscriptions/g-1", "{\"start\":\"beginning\",\"categories\":[\"nocat\"]}", 201, NULL, 0);
+	must(ts, "PUT", "/webhooks/w-1",
+	     "{\"url\":\"https://receiver.invalid/hook\",\"secret\":\"0123456789abcdef\",\"categories\":[\"nocat\"]}", 201,
+	     NULL, 0);
 	free(orders);
 	free(products);
 	rows_now(ts, before);
@@ -177,6 +182,10 @@ static char *route_path(const struct fd_route *route, bool existing, int at, con
 			v = existing ? "seed-1" : "missing-1";
 		} else if (strcmp(name, "product_id") == 0) {
 			v = "sku-1";
+		} else if (strcmp(name, "name") == 0 && strncmp(route->pattern, "/subscriptions/", 15) == 0) {
+			v = existing ? "g-1" : "no-such-group";
+		} else if (strcmp(name, "name") == 0 && strncmp(route->pattern, "/webhooks/", 10) == 0) {
+			v = existing ? "w-1" : "no-such-webhook";
 		} else if (strcmp(name, "name") == 0) {
 			v = existing ? "order_summaries" : "no_such_projection";
 		} else if (strcmp(name, "id") == 0 && strncmp(route->pattern, "/orders/", 8) == 0) {
@@ -216,7 +225,11 @@ static size_t route_nparams(const struct fd_route *route)
 static bool parses_body(const struct fd_route *route)
 {
 	return route->handler == fd_api_command || route->handler == shop_api_refund_payment || route->handler == fd_api_append ||
-	       route->handler == fd_api_truncate_stream || route->handler == fd_api_put_retention;
+	       route->handler == fd_api_truncate_stream || route->handler == fd_api_put_retention ||
+
+	       route->handler == fd_api_put_group || route->handler == fd_api_group_ack ||
+	       route->handler == fd_api_group_nack || route->handler == fd_api_group_replay ||
+	       route->handler == fd_api_put_webhook;
 }
 
 /* Field kinds of a command body, and values that are wrong for each. */
@@ -256,6 +269,25 @@ static const struct body_template templates[] = {
 	{ "POST", "/payments/{id}/refund", "{\"amount_cents\":1}", { { .name = "amount_cents", .kind = K_INT } } },
 	{ "POST", "/streams/{stream}/truncate", "{\"before_version\":1}", { { .name = "before_version", .kind = K_INT } } },
 	{ "PUT", "/retention/{category}", "{\"max_age_days\":1}", { { .name = "max_age_days", .kind = K_INT } } },
+	/* consumer groups and webhooks (their lists of names take K_OBJECT's wrong values: none is a list) */
+	{ "PUT", "/subscriptions/{name}",
+	  "{\"start\":\"beginning\",\"categories\":[\"nocat\"],\"ack_timeout_ms\":1000,\"max_deliveries\":2,\"ordering\":\"none\"}",
+	  { { .name = "start", .kind = K_TEXT, .max_chars = 48 }, { .name = "categories", .kind = K_OBJECT },
+	    { .name = "ack_timeout_ms", .kind = K_INT }, { .name = "max_deliveries", .kind = K_INT },
+	    { .name = "ordering", .kind = K_TEXT, .max_chars = 6 } } },
+	{ "POST", "/subscriptions/{name}/ack", "{\"delivery_ids\":[\"" MISSING_UUID "\"]}",
+	  { { .name = "delivery_ids", .kind = K_EVENTS } } },
+	{ "POST", "/subscriptions/{name}/nack", "{\"delivery_ids\":[\"" MISSING_UUID "\"],\"action\":\"retry\",\"delay_ms\":10}",
+	  { { .name = "delivery_ids", .kind = K_EVENTS }, { .name = "action", .kind = K_TEXT, .max_chars = 5 },
+	    { .name = "delay_ms", .kind = K_INT } } },
+	{ "POST", "/subscriptions/{name}/parked/replay", "{\"delivery_ids\":[\"" MISSING_UUID "\"]}",
+	  { { .name = "delivery_ids", .kind = K_EVENTS } } },
+	{ "PUT", "/webhooks/{name}",
+	  "{\"url\":\"https://receiver.invalid/hook\",\"secret\":\"0123456789abcdef\",\"categories\":[\"nocat\"],"
+	  "\"max_attempts\":3,\"timeout_ms\":1000}",
+	  { { .name = "url", .kind = K_TEXT, .max_chars = 2048 }, { .name = "secret", .kind = K_TEXT, .max_chars = 256 },
+	    { .name = "categories", .kind = K_OBJECT }, { .name = "max_attempts", .kind = K_INT },
+	    { .name = "timeout_ms", .kind = K_INT } } },
 };
 
 static const struct body_template *template_for(const struct fd_route *route)
@@ -452,7 +484,7 @@ Test(badinput, wrong_fields_on_every_route, .timeout = 600)
 	struct fd_test_server ts;
 	struct rows before;
 	start(&ts, &before);
-	char long_text[700];
+	char long_text[2100];
 	for (size_t i = 0; i < ts.ctx.nroutes; i++) {
 		const struct fd_route *route = &ts.ctx.routes[i];
 		if (!parses_body(route))
@@ -593,6 +625,11 @@ static const struct {
 	{ .pattern = "/schema/events" },
 	{ .pattern = "/retention" }, { .pattern = "/retention/{category}" },
 	{ .pattern = "/subjects/{subject}" },
+	/* consumer groups and webhooks */
+	{ .pattern = "/subscriptions" }, { .pattern = "/subscriptions/{name}" },
+	{ .pattern = "/subscriptions/{name}/events", .params = { "consumer", "max", "wait_ms" } },
+	{ .pattern = "/subscriptions/{name}/parked", .params = { "after", "limit" } },
+	{ .pattern = "/webhooks" }, { .pattern = "/webhooks/{name}" },
 };
 
 Test(badinput, injection_in_every_query_parameter, .timeout = 600)

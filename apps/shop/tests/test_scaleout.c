@@ -384,7 +384,8 @@ Test(pooler, without_a_session_url_background_work_is_refused_and_says_why, .tim
 	cr_assert(strstr(log, "FACTD_POOLER=transaction"), "%s", log);
 	free(log);
 	/* with the background work off it serves commands and reads through the pooler */
-	const char *env3[] = { e_url, "FACTD_PROJECTIONS=0", "FACTD_SAGAS=0", "FACTD_SSE_NOTIFY=0", NULL };
+	const char *env3[] = { e_url, "FACTD_PROJECTIONS=0", "FACTD_SAGAS=0", "FACTD_SSE_NOTIFY=0",
+			       "FACTD_RETENTION=0", "FACTD_WEBHOOKS=0", NULL };
 	spawn(&p, env3, "serve", "--no-migrate", true);
 	create_products(p.port);
 	struct fd_test_resp r;
