@@ -163,7 +163,7 @@ enum fd_err fd_runtime_start(struct fd_runtime *rt, const struct fd_config *cfg,
 	if (cfg->webhooks) {
 		struct fd_webhooks_config wc = { .conninfo = session, .allow_private = cfg->webhook_allow_private,
 						 .poll_ms = cfg->webhook_poll_ms, .backoff_ms = cfg->webhook_backoff_ms,
-						 .notifier = rt->notifier };
+						 .notifier = rt->notifier, .pool = ctx->pool };
 		if ((err = fd_webhooks_start(&wc, &rt->webhooks))) {
 			snprintf(errbuf, errlen, "cannot start the webhook dispatcher");
 			goto fail;

@@ -30,6 +30,7 @@
 #include "factd/pool.h"
 #include "factd/sql.h"
 #include "store/internal.h"
+#include "store/personal.h"
 
 #define BATCH 100
 #define MAX_HELD 1024
@@ -359,6 +360,7 @@ static bool deliver(struct fd_webhooks *w, const char *name)
 	PGresult *row = NULL, *ev = NULL;
 	bool ok = true;
 	struct fd_buf body = FD_BUF_INIT;
+	struct fd_subject_keys *keys = NULL;
 	const char *p1[1] = { name };
 	if (!exec(w, W_ROW, p1, &row))
 		return false;
@@ -374,10 +376,16 @@ static bool deliver(struct fd_webhooks *w, const char *name)
 	if (!(ok = exec(w, W_EVENTS, pe, &ev)))
 		goto done;
 	int n = PQntuples(ev);
+	/* personal values are pushed opened (or null when erased), as the feed shows them */
+	if (w->cfg.pool && fd_render_keys(w->cfg.pool, ev, NULL, 0, n, 1, &keys) != FD_OK) {
+		fd_log_fields(FD_LOG_ERROR, "webhook: cannot fetch the keys of personal data", json_pack("{s:s}", "webhook", name));
+		ok = false;
+		goto done;
+	}
 	for (int i = 0; i < n && !atomic_load(&w->stop); i++) {
 		uint64_t tx, seq;
 		fd_buf_reset(&body);
-		if (fd_render_event(&body, ev, i, 1) || !fd_bin_u64(ev, i, FD_EVENT_NCOLS - 1, &tx) ||
+		if (fd_render_event(&body, ev, i, 1, keys) || !fd_bin_u64(ev, i, FD_EVENT_NCOLS - 1, &tx) ||
 		    !fd_bin_u64(ev, i, FD_EVENT_NCOLS, &seq)) {
 			fd_log_fields(FD_LOG_ERROR, "webhook: cannot render an event", json_pack("{s:s}", "webhook", name));
 			goto done;
@@ -415,6 +423,7 @@ static bool deliver(struct fd_webhooks *w, const char *name)
 		ok = exec(w, W_HEAD, ph, NULL);
 	}
 done:
+	fd_subject_keys_free(keys);
 	fd_buf_release(&body);
 	PQclear(ev);
 	PQclear(row);

@@ -62,6 +62,7 @@ struct fd_webhooks_config {
 	unsigned poll_ms;                 /* how often the dispatcher looks for due work (default 200) */
 	unsigned backoff_ms;              /* the first retry's delay; doubles per attempt, capped at 5 minutes */
 	struct fd_notifier *notifier;     /* wakes the dispatcher when events commit; may be NULL */
+	struct fd_pool *pool;             /* fetches the subject keys that open personal values (store/personal.h) */
 };
 struct fd_webhooks;
 

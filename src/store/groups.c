@@ -19,6 +19,7 @@
 #include "factd/buf.h"
 #include "factd/sql.h"
 #include "store/internal.h"
+#include "store/personal.h"
 
 enum { G_PUT, G_DELETE, G_LIST, G_PULL, G_SETTLE, G_PARKED, G_EXISTS, G_REPLAY, G_COUNT };
 
@@ -217,7 +218,8 @@ enum fd_err fd_group_list(struct fd_pool *pool, const char *name, json_t **out)
 }
 
 /* One rendered delivery: {"delivery_id":..,"delivery_count":N,[extra,]"event":{...}}. */
-static enum fd_err render_delivery(struct fd_buf *b, const PGresult *res, int row, bool parked)
+static enum fd_err render_delivery(struct fd_buf *b, const PGresult *res, int row, bool parked,
+				   const struct fd_subject_keys *keys)
 {
 	enum fd_err err = fd_buf_appendf(b, "{\"delivery_id\":\"%s\",\"delivery_count\":%s,", PQgetvalue(res, row, 0),
 					 PQgetvalue(res, row, 1));
@@ -233,25 +235,30 @@ static enum fd_err render_delivery(struct fd_buf *b, const PGresult *res, int ro
 	if (!err)
 		err = fd_buf_append(b, "\"event\":", 8);
 	if (!err)
-		err = fd_render_event(b, res, row, col);
+		err = fd_render_event(b, res, row, col, keys);
 	return err ? err : fd_buf_append(b, "}", 1);
 }
 
-static enum fd_err render_list(const PGresult *res, bool parked, char **json)
+static enum fd_err render_list(struct fd_pool *pool, const PGresult *res, bool parked, char **json)
 {
 	struct fd_buf b = FD_BUF_INIT;
-	enum fd_err err = fd_buf_append(&b, "[", 1);
+	struct fd_subject_keys *keys = NULL;
+	/* personal values opened (or null when erased), as the feed shows them */
+	enum fd_err err = fd_render_keys(pool, res, NULL, 0, PQntuples(res), parked ? 4 : 2, &keys);
+	if (!err)
+		err = fd_buf_append(&b, "[", 1);
 	for (int i = 0; i < PQntuples(res) && !err; i++) {
 		if (i)
 			err = fd_buf_append(&b, ",", 1);
 		if (!err)
-			err = render_delivery(&b, res, i, parked);
+			err = render_delivery(&b, res, i, parked, keys);
 	}
 	if (!err)
 		err = fd_buf_append(&b, "]", 1);
 	if (!err && !(*json = fd_buf_detach(&b)))
 		err = FD_ERR_NOMEM;
 	fd_buf_release(&b);
+	fd_subject_keys_free(keys);
 	return err;
 }
 
@@ -267,7 +274,7 @@ enum fd_err fd_group_pull(struct fd_pool *pool, const char *name, const char *co
 	enum fd_err err = run(pool, G_PULL, params, &res, NULL);
 	if (!err && PQnfields(res) != 2 + FD_EVENT_NCOLS)
 		err = FD_ERR_INTERNAL;
-	if (!err && !(err = render_list(res, false, json)))
+	if (!err && !(err = render_list(pool, res, false, json)))
 		*count = (size_t)PQntuples(res);
 	PQclear(res);
 	return err;
@@ -321,7 +328,7 @@ enum fd_err fd_group_parked(struct fd_pool *pool, const char *name, struct fd_cu
 		err = FD_ERR_INTERNAL;
 		goto done;
 	}
-	if ((err = render_list(res, true, json)))
+	if ((err = render_list(pool, res, true, json)))
 		goto done;
 	*count = (size_t)rows;
 	if (rows > 0) {
