@@ -13,8 +13,8 @@
  * All state is in PostgreSQL (store/groups.h); this file parses, waits and
  * answers.  Every input is checked before any database work.
  *
- * Threading: handlers run on the server's connection threads; a pull that
- * finds nothing waits on that thread (group_wait), up to ?wait_ms.
+ * Threading: handlers run on the server's handler workers; a pull that
+ * finds nothing parks the request (fd_req_park, no thread waits), up to ?wait_ms.
  */
 #include "http/api.h"
 
@@ -164,17 +164,6 @@ static long long now_ms(void)
  * a server that suspends connections instead of holding a thread can turn
  * it into a suspend with a resume on the notifier's wake or a timer.
  */
-static void group_wait(struct fd_req *req, uint64_t *seen, unsigned ms)
-{
-	struct fd_notifier *n = req->ctx->notifier;
-	if (n) {
-		*seen = fd_notifier_wait(n, *seen, ms);
-		return;
-	}
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
-}
-
 void fd_api_group_pull(struct fd_req *req, struct fd_resp *resp)
 {
 	const char *consumer = fd_req_query(req, "consumer");
@@ -200,32 +189,44 @@ void fd_api_group_pull(struct fd_req *req, struct fd_resp *resp)
 	long long cap = (long long)req->ctx->cfg->request_timeout_s * 1000 / 2;
 	if (wait_ms > cap)
 		wait_ms = cap;
-	long long deadline = now_ms() + wait_ms;
-	uint64_t seen = req->ctx->notifier ? fd_notifier_generation(req->ctx->notifier) : 0;
-	for (;;) {
-		char *json = NULL;
-		size_t count = 0;
-		enum fd_err err = fd_group_pull(req->ctx->pool, req->params[0], consumer, (unsigned)max, &json, &count);
-		if (err) {
-			store_problem(req, resp, err);
+	/*
+	 * The pull's deadline lives in the request between runs: a pull that
+	 * finds nothing parks (fd_req_park), holding no worker, until an append
+	 * is announced or a slice passes (leases of other consumers expire
+	 * without an announcement), then pulls again.
+	 */
+	long long *deadline = req->park_state;
+	if (!deadline) {
+		if (!(deadline = malloc(sizeof *deadline))) {
+			fd_problem_err(resp, req, FD_ERR_NOMEM, NULL, NULL);
 			return;
 		}
-		long long left = deadline - now_ms();
-		if (count > 0 || left <= 0 || fd_server_stopping(req->server)) {
-			struct fd_buf b = FD_BUF_INIT;
-			if (fd_buf_appendf(&b, "{\"events\":%s}", json)) {
-				free(json);
-				fd_buf_release(&b);
-				fd_problem_err(resp, req, FD_ERR_NOMEM, NULL, NULL);
-				return;
-			}
-			free(json);
-			fd_resp_json(resp, 200, fd_buf_detach(&b));
-			return;
-		}
-		free(json);
-		group_wait(req, &seen, (unsigned)(left < WAIT_SLICE_MS ? left : WAIT_SLICE_MS));
+		*deadline = now_ms() + wait_ms;
+		req->park_state = deadline;
+		req->park_free = free;
 	}
+	char *json = NULL;
+	size_t count = 0;
+	enum fd_err err = fd_group_pull(req->ctx->pool, req->params[0], consumer, (unsigned)max, &json, &count);
+	if (err) {
+		store_problem(req, resp, err);
+		return;
+	}
+	long long left = *deadline - now_ms();
+	if (count == 0 && left > 0 && req->wake != FD_WAKE_STOPPING && !fd_server_stopping(req->server)) {
+		free(json);
+		fd_req_park(req, (unsigned)(left < WAIT_SLICE_MS ? left : WAIT_SLICE_MS));
+		return;
+	}
+	struct fd_buf b = FD_BUF_INIT;
+	if (fd_buf_appendf(&b, "{\"events\":%s}", json)) {
+		free(json);
+		fd_buf_release(&b);
+		fd_problem_err(resp, req, FD_ERR_NOMEM, NULL, NULL);
+		return;
+	}
+	free(json);
+	fd_resp_json(resp, 200, fd_buf_detach(&b));
 }
 
 static void settle_conflict(struct fd_req *req, struct fd_resp *resp, char *bad, const char *what)
