@@ -1439,3 +1439,45 @@ Test(projections, batch_handlers_write_what_the_per_event_handlers_write, .timeo
 	fd_projector_stop(p);
 	env_close(&e);
 }
+
+/* What a batch handler passes: any text, NULLs and integers come back from PostgreSQL as they went in. */
+Test(projections, array_literals_carry_any_text_to_postgresql)
+{
+	char *url = fd_test_db_new();
+	PGconn *c = fd_test_connect(url);
+	static const char *const values[] = { "plain", "", "with \"quotes\"", "back\\slash\\", "{braces},commas",
+					      "NULL", " spaced ", "ünïcödé", "'single'", NULL };
+	struct fd_pg_array a = FD_PG_ARRAY_INIT, n = FD_PG_ARRAY_INIT, empty = FD_PG_ARRAY_INIT;
+	for (size_t i = 0; i < sizeof values / sizeof values[0]; i++)
+		fd_pg_array_add(&a, values[i]);
+	fd_pg_array_add_int(&n, -9223372036854775807LL - 1);
+	fd_pg_array_add_int(&n, 42);
+	const char *params[] = { fd_pg_array_text(&a), fd_pg_array_text(&n), fd_pg_array_text(&empty) };
+	cr_assert(params[0] && params[1] && params[2]);
+	PGresult *r = PQexecParams(c,
+				   "SELECT u.v, u.v IS NULL, u.k FROM unnest($1::text[]) WITH ORDINALITY AS u(v, k)"
+				   " UNION ALL SELECT x::text, false, 100 + k FROM unnest($2::bigint[]) WITH ORDINALITY AS t(x, k)"
+				   " UNION ALL SELECT 'empty', false, 200 + cardinality($3::text[]) ORDER BY 3",
+				   3, NULL, params, NULL, NULL, 0);
+	cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s", PQresultErrorMessage(r));
+	size_t nv = sizeof values / sizeof values[0];
+	cr_assert_eq((size_t)PQntuples(r), nv + 3);
+	for (size_t i = 0; i < nv; i++) {
+		if (!values[i])
+			cr_assert_str_eq(PQgetvalue(r, (int)i, 1), "t", "element %zu is an SQL NULL", i);
+		else
+			cr_assert_str_eq(PQgetvalue(r, (int)i, 0), values[i]);
+	}
+	cr_assert_str_eq(PQgetvalue(r, (int)nv, 0), "-9223372036854775808");
+	cr_assert_str_eq(PQgetvalue(r, (int)nv + 1, 0), "42");
+	cr_assert_str_eq(PQgetvalue(r, (int)nv + 2, 2), "200", "an empty array is {}");
+	PQclear(r);
+	fd_pg_array_reset(&a);
+	fd_pg_array_add(&a, "again");
+	cr_assert_str_eq(fd_pg_array_text(&a), "{\"again\"}", "a reset array starts over");
+	fd_pg_array_release(&a);
+	fd_pg_array_release(&n);
+	fd_pg_array_release(&empty);
+	PQfinish(c);
+	free(url);
+}
