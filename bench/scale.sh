@@ -28,6 +28,7 @@ done
 [[ " $SCALE_SIZES " == " 0 "* ]] || die "BENCH_SCALE_SIZES must start with 0 (the baseline), got '$SCALE_SIZES'"
 scale_cases="append command read-stream load feed-page"
 SCALE_CHUNK=${BENCH_SCALE_CHUNK:-50000} # orders (10 events each) per bulk-load transaction
+SCALE_JOBS=$(int_setting BENCH_SCALE_JOBS 2 1) # bulk-load transactions at once
 SCALE_ROUNDS=$(int_setting BENCH_SCALE_ROUNDS 3 1) # measured runs of each case per size; figures are their medians
 
 export FACTD_PROJECTIONS=0 FACTD_SAGAS=0
@@ -45,11 +46,8 @@ scale_ms0=$(($(date +%s) * 1000 - 30 * 86400 * 1000))
 # Bulk-load orders [first, first + n): streams rows and their ten events, in
 # transactions of SCALE_CHUNK orders, each ordered by stream and version so
 # that seq follows versions as fd_append's would.
-bulk_load() { # first n
-	local first=$1 n=$2 a b
-	for ((a = first; a < first + n; a += SCALE_CHUNK)); do
-		b=$((a + SCALE_CHUNK < first + n ? a + SCALE_CHUNK : first + n))
-		psql_q factd -v a="$a" -v b="$b" -v ms0="$scale_ms0" <<'EOF'
+bulk_chunk() { # a b: orders [a, b) in one transaction
+	psql_q factd -v a="$1" -v b="$2" -v ms0="$scale_ms0" <<'EOF'
 BEGIN;
 INSERT INTO streams (stream_id, category, version)
 SELECT 'order-' || md5('factd-scale-' || g)::uuid, 'order', 10
@@ -71,7 +69,20 @@ SELECT (lpad(to_hex(:ms0 + g), 12, '0') || '7' || substr(h, 1, 3) || substr('89a
  ORDER BY g, v;
 COMMIT;
 EOF
+}
+# BENCH_SCALE_JOBS transactions at once (default 2).
+bulk_load() { # first n
+	local first=$1 n=$2 a b pids=()
+	for ((a = first; a < first + n; a += SCALE_CHUNK)); do
+		b=$((a + SCALE_CHUNK < first + n ? a + SCALE_CHUNK : first + n))
+		bulk_chunk "$a" "$b" &
+		pids+=($!)
+		if ((${#pids[@]} >= SCALE_JOBS)); then
+			wait "${pids[0]}" || die "bulk load failed"
+			pids=("${pids[@]:1}")
+		fi
 	done
+	for a in "${pids[@]}"; do wait "$a" || die "bulk load failed"; done
 }
 
 # The cursor of the newest event (the feed's position format).
@@ -99,8 +110,8 @@ EXPLAIN (ANALYZE, BUFFERS) SELECT e.event_id, e.stream_id, e.version, e.type, e.
 \echo == feed-head: the newest visible event
 EXPLAIN (ANALYZE, BUFFERS) SELECT t.tx_id, t.seq FROM events t WHERE t.tx_id < pg_snapshot_xmin(pg_current_snapshot())
  ORDER BY t.tx_id DESC, t.seq DESC LIMIT 1;
-\echo == append-ids: the client id check of an append
-EXPLAIN (ANALYZE, BUFFERS) SELECT 1 FROM events e WHERE e.event_id = ANY (ARRAY[gen_random_uuid()]);
+\echo == append-ids: the client id check of an append (a constant id: a volatile function would not be an index key)
+EXPLAIN (ANALYZE, BUFFERS) SELECT 1 FROM events e WHERE e.event_id = ANY ('{019aa6a0-0000-7000-8000-000000000000}'::uuid[]);
 \echo == append-stream: the stream row
 EXPLAIN (ANALYZE, BUFFERS) SELECT version FROM streams WHERE stream_id = '$stream';
 EOF
@@ -178,10 +189,138 @@ measure_size() { # size
 	S_bytes[$size]=$(psql_q factd -c "SELECT pg_size_pretty(pg_total_relation_size('events'))")
 }
 
+# The table, the targets and the section of RESULTS.md for the sizes measured
+# so far: written after each size, so that a run cut short keeps what it measured.
+scale_report() { # sizes measured
+	local SCALE_SIZES=$1 size c n b pr tr ok t d m base_size load_end sync_end
+	local -a verdicts noisy
+	read -r load_end _ </proc/loadavg
+	sync_end=$(sync_write_us)
+
+	# ---- what each statement reads at each size (EXPLAIN, free of machine noise) ----
+
+	# One row per statement: the buffers its plan's top node touched (shared hit +
+	# read) and its execution time, at each size.
+	explain_table() {
+		local size
+		{
+			printf 'statement'
+			for size in $SCALE_SIZES; do printf '|buffers at %s|ms at %s' "$size" "$size"; done
+			echo
+			for size in $SCALE_SIZES; do
+				awk -v size="$size" '
+					/^== / && !/^== size/ { name = $2; sub(/:$/, "", name); order[++n] = name; want = 1; next }
+					want && /Buffers: shared/ {
+						b = 0
+						for (i = 1; i <= NF; i++) if ($i ~ /^(hit|read)=/) { split($i, kv, "="); b += kv[2] }
+						buf[name] = b; want = 0
+					}
+					/Execution Time:/ && name != "" { ms[name] = $3 }
+					END { for (i = 1; i <= n; i++) printf "%s %s %s %s\n", order[i], size, buf[order[i]] + 0, ms[order[i]] }
+				' "$work/scale-explain-$size.txt"
+			done | awk -v sizes="$SCALE_SIZES" '
+				{ k = $1; if (!(k in seen)) { seen[k] = 1; names[++n] = k }; b[k, $2] = $3; t[k, $2] = $4 }
+				END {
+					ns = split(sizes, sz, " ")
+					for (i = 1; i <= n; i++) {
+						line = names[i]
+						for (j = 1; j <= ns; j++) line = line "|" b[names[i], sz[j]] "|" t[names[i], sz[j]]
+						print line
+					}
+				}'
+		} >"$work/scale-explain-table.txt"
+	}
+	explain_table
+
+	# ---- the table: each size against the empty table ----------------------------
+
+	base_size=$(echo "$SCALE_SIZES" | awk '{ print $1 }')
+	rel() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "-") printf "%.2f", a / b; else printf "-" }'; }
+	verdicts=()
+	{
+		echo "case|events in the table|throughput|unit|p50 ms|p99 ms|errors|p50 vs empty|throughput vs empty|other CPU %"
+		for c in $scale_cases; do
+			for size in $SCALE_SIZES; do
+				n="$c@$size" b="$c@$base_size"
+				pr=$(rel "${R_p50[$n]}" "${R_p50[$b]}") tr=$(rel "${R_tput[$n]}" "${R_tput[$b]}")
+				echo "$c|${S_events[$size]}|${R_tput[$n]}|${R_unit[$n]}|${R_p50[$n]}|${R_p99[$n]}|${R_err[$n]}|${pr}x|${tr}x|${R_othercpu[$n]}"
+			done
+		done
+	} >"$work/scale-table.txt"
+	for c in $scale_cases; do
+		for size in $SCALE_SIZES; do
+			((size == base_size)) && continue
+			pr=$(rel "${R_p50[$c@$size]}" "${R_p50[$c@$base_size]}")
+			ok=$(awk -v r="$pr" 'BEGIN { print (r != "-" && r <= 1.2) ? "met" : "MISSED" }')
+			verdicts+=("$c at $size events: p50 within 20% of the empty table's|${pr}x|$ok")
+		done
+	done
+	noisy=()
+	for c in $scale_cases; do for size in $SCALE_SIZES; do ((${R_othercpu[$c@$size]:-0} > 10)) && noisy+=("$c@$size"); done; done
+
+	echo
+	column -t -s '|' "$work/scale-table.txt" 2>/dev/null || tr '|' '\t' <"$work/scale-table.txt"
+	echo
+	for t in "${verdicts[@]}"; do IFS='|' read -r d m ok <<<"$t"; printf '%-66s %-10s %s\n' "$d" "$m" "$ok"; done
+	echo
+
+	# ---- bench/RESULTS.md: the section between the scale markers ------------------
+
+	scale_md_table() { # file with | separated rows, the first one the header
+		local first=1 line
+		while IFS= read -r line; do
+			echo "| ${line//|/ | } |"
+			if ((first)); then echo "|$(echo "$line" | sed 's/[^|]*/---/g')|"; first=0; fi
+		done <"$1"
+	}
+
+	commit=$(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+	dirty=$(git -C "$root" status --porcelain -- src include migrations meson.build tools 2>/dev/null | wc -l)
+	((dirty > 0)) && commit="$commit (plus $dirty uncommitted changed files in src/, include/, migrations/)"
+	section=$work/scale-section.md
+	{
+		echo "$SCALE_BEGIN"
+		echo "## Cost as the log grows (\`bench/run --scale\`)"
+		echo
+		echo "Generated by \`bench/run --scale\` on $(date -u '+%Y-%m-%d %H:%M UTC') (commit $commit; load average $load_start before, $load_end after; a synchronous 8 kB write took $sync_start µs before, $sync_end µs after). Each size's figures are compared with the empty table's of the same run; see [README.md](README.md#cost-as-the-log-grows)."
+		echo "factd with FACTD_PROJECTIONS=0 FACTD_SAGAS=0; $CONNS connections (feed-page: 1), ${WARMUP} s warm-up then ${DURATION} s per run; each case ran $SCALE_ROUNDS times per size, the five in turn, and each figure is the median of those runs (errors: their sum; other CPU: the most of any)."
+		echo
+		scale_md_table "$work/scale-table.txt"
+		echo
+		for size in $SCALE_SIZES; do
+			[ -n "${S_load_secs[$size]:-}" ] && echo "- Bulk-loading up to $size events took ${S_load_secs[$size]} s (with VACUUM ANALYZE); events and its indexes then took ${S_bytes[$size]}."
+		done
+		((${#noisy[@]})) && echo "- **Other processes used more than 10% of a core during: ${noisy[*]}.** Their figures are lower and their latencies longer than an idle machine gives."
+		echo
+		echo "| target | measured | |"
+		echo "|---|---|---|"
+		for t in "${verdicts[@]}"; do echo "| ${t//|/ | } |"; done
+		echo
+		echo "What the statements behind the cases read at each size, from \`EXPLAIN (ANALYZE, BUFFERS)\` (\`.local/bench/scale-explain-<size>.txt\`): the buffers (8 kB pages) the plan's top node touched, and the execution time in ms. Unlike the latencies above, the buffer counts do not depend on what else the machine runs."
+		echo
+		scale_md_table "$work/scale-explain-table.txt"
+		echo "$SCALE_END"
+	} >"$section"
+	results=$bench/RESULTS.md
+	tmp=$(mktemp "$bench/.RESULTS.md.XXXXXX")
+	if [ -f "$results" ] && grep -qF "$SCALE_BEGIN" "$results"; then
+		awk -v f="$section" -v b="$SCALE_BEGIN" -v e="$SCALE_END" '
+			$0 == b { while ((getline l < f) > 0) print l; skip = 1; next }
+			$0 == e { skip = 0; next }
+			!skip' "$results" >"$tmp"
+	else
+		{ [ -f "$results" ] && cat "$results" && echo; cat "$section"; } >"$tmp"
+	fi
+	chmod 644 "$tmp"
+	mv "$tmp" "$results"
+	log "wrote the scale section of $results (raw outputs and EXPLAIN in $work)"
+}
+
 declare -A S_events S_bytes S_load_secs
 read -r load_start _ </proc/loadavg
 sync_start=$(sync_write_us)
 loaded=0 # bulk-loaded events
+done_sizes=""
 for size in $SCALE_SIZES; do
 	if ((size > loaded)); then
 		factd_stop
@@ -195,125 +334,7 @@ for size in $SCALE_SIZES; do
 	fi
 	[ -n "$factd_pid" ] || factd_start
 	measure_size "$size"
+	done_sizes="$done_sizes $size"
+	scale_report "${done_sizes# }"
 done
 factd_stop
-read -r load_end _ </proc/loadavg
-sync_end=$(sync_write_us)
-
-# ---- what each statement reads at each size (EXPLAIN, free of machine noise) ----
-
-# One row per statement: the buffers its plan's top node touched (shared hit +
-# read) and its execution time, at each size.
-explain_table() {
-	local size
-	{
-		printf 'statement'
-		for size in $SCALE_SIZES; do printf '|buffers at %s|ms at %s' "$size" "$size"; done
-		echo
-		for size in $SCALE_SIZES; do
-			awk -v size="$size" '
-				/^== / && !/^== size/ { name = $2; sub(/:$/, "", name); order[++n] = name; want = 1; next }
-				want && /Buffers: shared/ {
-					b = 0
-					for (i = 1; i <= NF; i++) if ($i ~ /^(hit|read)=/) { split($i, kv, "="); b += kv[2] }
-					buf[name] = b; want = 0
-				}
-				/Execution Time:/ && name != "" { ms[name] = $3 }
-				END { for (i = 1; i <= n; i++) printf "%s %s %s %s\n", order[i], size, buf[order[i]] + 0, ms[order[i]] }
-			' "$work/scale-explain-$size.txt"
-		done | awk -v sizes="$SCALE_SIZES" '
-			{ k = $1; if (!(k in seen)) { seen[k] = 1; names[++n] = k }; b[k, $2] = $3; t[k, $2] = $4 }
-			END {
-				ns = split(sizes, sz, " ")
-				for (i = 1; i <= n; i++) {
-					line = names[i]
-					for (j = 1; j <= ns; j++) line = line "|" b[names[i], sz[j]] "|" t[names[i], sz[j]]
-					print line
-				}
-			}'
-	} >"$work/scale-explain-table.txt"
-}
-explain_table
-
-# ---- the table: each size against the empty table ----------------------------
-
-base_size=$(echo "$SCALE_SIZES" | awk '{ print $1 }')
-rel() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "-") printf "%.2f", a / b; else printf "-" }'; }
-verdicts=()
-{
-	echo "case|events in the table|throughput|unit|p50 ms|p99 ms|errors|p50 vs empty|throughput vs empty|other CPU %"
-	for c in $scale_cases; do
-		for size in $SCALE_SIZES; do
-			n="$c@$size" b="$c@$base_size"
-			pr=$(rel "${R_p50[$n]}" "${R_p50[$b]}") tr=$(rel "${R_tput[$n]}" "${R_tput[$b]}")
-			echo "$c|${S_events[$size]}|${R_tput[$n]}|${R_unit[$n]}|${R_p50[$n]}|${R_p99[$n]}|${R_err[$n]}|${pr}x|${tr}x|${R_othercpu[$n]}"
-		done
-	done
-} >"$work/scale-table.txt"
-for c in $scale_cases; do
-	for size in $SCALE_SIZES; do
-		((size == base_size)) && continue
-		pr=$(rel "${R_p50[$c@$size]}" "${R_p50[$c@$base_size]}")
-		ok=$(awk -v r="$pr" 'BEGIN { print (r != "-" && r <= 1.2) ? "met" : "MISSED" }')
-		verdicts+=("$c at $size events: p50 within 20% of the empty table's|${pr}x|$ok")
-	done
-done
-noisy=()
-for c in $scale_cases; do for size in $SCALE_SIZES; do ((${R_othercpu[$c@$size]:-0} > 10)) && noisy+=("$c@$size"); done; done
-
-echo
-column -t -s '|' "$work/scale-table.txt" 2>/dev/null || tr '|' '\t' <"$work/scale-table.txt"
-echo
-for t in "${verdicts[@]}"; do IFS='|' read -r d m ok <<<"$t"; printf '%-66s %-10s %s\n' "$d" "$m" "$ok"; done
-echo
-
-# ---- bench/RESULTS.md: the section between the scale markers ------------------
-
-scale_md_table() { # file with | separated rows, the first one the header
-	local first=1 line
-	while IFS= read -r line; do
-		echo "| ${line//|/ | } |"
-		if ((first)); then echo "|$(echo "$line" | sed 's/[^|]*/---/g')|"; first=0; fi
-	done <"$1"
-}
-
-commit=$(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-dirty=$(git -C "$root" status --porcelain -- src include migrations meson.build tools 2>/dev/null | wc -l)
-((dirty > 0)) && commit="$commit (plus $dirty uncommitted changed files in src/, include/, migrations/)"
-section=$work/scale-section.md
-{
-	echo "$SCALE_BEGIN"
-	echo "## Cost as the log grows (\`bench/run --scale\`)"
-	echo
-	echo "Generated by \`bench/run --scale\` on $(date -u '+%Y-%m-%d %H:%M UTC') (commit $commit; load average $load_start before, $load_end after; a synchronous 8 kB write took $sync_start µs before, $sync_end µs after). Each size's figures are compared with the empty table's of the same run; see [README.md](README.md#cost-as-the-log-grows)."
-	echo "factd with FACTD_PROJECTIONS=0 FACTD_SAGAS=0; $CONNS connections (feed-page: 1), ${WARMUP} s warm-up then ${DURATION} s per run; each case ran $SCALE_ROUNDS times per size, the five in turn, and each figure is the median of those runs (errors: their sum; other CPU: the most of any)."
-	echo
-	scale_md_table "$work/scale-table.txt"
-	echo
-	for size in $SCALE_SIZES; do
-		[ -n "${S_load_secs[$size]:-}" ] && echo "- Bulk-loading up to $size events took ${S_load_secs[$size]} s (with VACUUM ANALYZE); events and its indexes then took ${S_bytes[$size]}."
-	done
-	((${#noisy[@]})) && echo "- **Other processes used more than 10% of a core during: ${noisy[*]}.** Their figures are lower and their latencies longer than an idle machine gives."
-	echo
-	echo "| target | measured | |"
-	echo "|---|---|---|"
-	for t in "${verdicts[@]}"; do echo "| ${t//|/ | } |"; done
-	echo
-	echo "What the statements behind the cases read at each size, from \`EXPLAIN (ANALYZE, BUFFERS)\` (\`.local/bench/scale-explain-<size>.txt\`): the buffers (8 kB pages) the plan's top node touched, and the execution time in ms. Unlike the latencies above, the buffer counts do not depend on what else the machine runs."
-	echo
-	scale_md_table "$work/scale-explain-table.txt"
-	echo "$SCALE_END"
-} >"$section"
-results=$bench/RESULTS.md
-tmp=$(mktemp "$bench/.RESULTS.md.XXXXXX")
-if [ -f "$results" ] && grep -qF "$SCALE_BEGIN" "$results"; then
-	awk -v f="$section" -v b="$SCALE_BEGIN" -v e="$SCALE_END" '
-		$0 == b { while ((getline l < f) > 0) print l; skip = 1; next }
-		$0 == e { skip = 0; next }
-		!skip' "$results" >"$tmp"
-else
-	{ [ -f "$results" ] && cat "$results" && echo; cat "$section"; } >"$tmp"
-fi
-chmod 644 "$tmp"
-mv "$tmp" "$results"
-log "wrote the scale section of $results (raw outputs and EXPLAIN in $work)"
