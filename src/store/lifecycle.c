@@ -442,8 +442,10 @@ enum fd_err fd_retention_round(PGconn *conn, const struct fd_retention_config *c
 	*removed = 0;
 	PGresult *pol = NULL;
 	enum fd_err err = fd_sql_exec(conn, &policies_stmt, NULL, &pol);
-	if (err)
+	if (err) {
+		PQclear(pol); /* the failed statement's result, when there is one */
 		return err;
+	}
 	char batch_s[16], scan_s[16];
 	unsigned batch = cfg->batch ? cfg->batch : 1000;
 	snprintf(batch_s, sizeof batch_s, "%u", batch);
