@@ -288,7 +288,7 @@ Test(queries_orders, fields_follow_lines_place_confirm_ship_and_cancel)
 	cr_assert(json_is_null(json_object_get(list, "next")));
 	static const char *const fields[] = { "order_id", "customer_id", "status", "line_count", "total_cents",
 					      "created_at", "placed_at", "confirmed_at", "shipped_at", "cancelled_at",
-					      "cancel_reason", "version" };
+					      "cancel_reason", "email", "shipping_address", "version" };
 	size_t i;
 	json_t *o;
 	json_array_foreach(arr, i, o) {
