@@ -81,6 +81,7 @@ void fd_stream_category(const char *stream, char *out, size_t len);
  * system event type is a row of fd_system_event_types.
  */
 #define FD_EVENT_STREAM_DELETED "$StreamDeleted" /* data: {stream, last_version, hard} */
+#define FD_EVENT_SUBJECT_ERASED "$SubjectErased" /* data: {subject}; appended to each stream of an erased subject */
 extern const char *const fd_system_event_types[];
 extern const size_t fd_system_event_types_count;
 /* Is `type` reserved for system events (it starts with '$')? */

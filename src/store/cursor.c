@@ -88,6 +88,7 @@ bool fd_stream_name_valid(const char *s)
 
 const char *const fd_system_event_types[] = {
 	FD_EVENT_STREAM_DELETED,
+	FD_EVENT_SUBJECT_ERASED,
 };
 const size_t fd_system_event_types_count = sizeof fd_system_event_types / sizeof fd_system_event_types[0];
 

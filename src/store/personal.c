@@ -722,6 +722,8 @@ static const struct fd_stmt erase_streams = {
 	       " WHERE NOT EXISTS (SELECT 1 FROM events x WHERE x.stream_id = p.stream_id"
 	       "  AND x.type = '" FD_SUBJECT_ERASED_TYPE "' AND x.version > p.v"
 	       "  AND x.data ->> 'subject' = $1::text)"
+	       /* a deleted stream stays deleted: an append would start it again (0008) */
+	       " AND NOT EXISTS (SELECT 1 FROM streams s WHERE s.stream_id = p.stream_id AND (s.deleted OR s.tombstoned))"
 	       " ORDER BY p.stream_id",
 	.nparams = 1,
 };

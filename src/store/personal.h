@@ -31,7 +31,7 @@
 #include "factd/schema.h"
 
 #define FD_PERSONAL_KEY "personal"            /* the metadata member */
-#define FD_SUBJECT_ERASED_TYPE "$SubjectErased" /* the event erasure appends to each of the subject's streams */
+#define FD_SUBJECT_ERASED_TYPE FD_EVENT_SUBJECT_ERASED /* the event erasure appends to each of the subject's streams */
 #define FD_PERSONAL_MAX_PATHS 64
 #define FD_SUBJECT_MAX 200
 #define FD_MASTER_KEY_BYTES 32
