@@ -616,17 +616,24 @@ static int claim(struct fd_saga_engine *e, PGconn *conn, const char *token, stru
 	const char *p[] = { token, lease, limit };
 	PGresult *res = fd_saga_sql(
 		conn,
-		"UPDATE sagas s SET lease_token = $1::uuid, due_at = now() + $2::bigint * interval '1 millisecond',"
+		/*
+		 * The due rows are picked once (MATERIALIZED): as a subquery in FROM,
+		 * a plan may rescan it for each row of sagas, and every rescan locks
+		 * and claims another row (seen with generic plans: more rows than
+		 * the limit, each with this claim's lease).
+		 */
+		"WITH d AS MATERIALIZED (SELECT id FROM sagas WHERE due_at <= now() ORDER BY due_at LIMIT $3::int"
+		" FOR UPDATE SKIP LOCKED)"
+		" UPDATE sagas s SET lease_token = $1::uuid, due_at = now() + $2::bigint * interval '1 millisecond',"
 		" updated_at = now()"
-		" FROM (SELECT id FROM sagas WHERE due_at <= now() ORDER BY due_at LIMIT $3::int FOR UPDATE SKIP LOCKED) d"
-		" WHERE s.id = d.id RETURNING " FD_SAGA_COLS("s."),
+		" FROM d WHERE s.id = d.id RETURNING " FD_SAGA_COLS("s."),
 		3, p);
 	if (!res) {
 		fd_saga_exec(conn, "ROLLBACK");
 		return -1;
 	}
 	int n = 0;
-	for (int i = 0; i < PQntuples(res); i++) {
+	for (int i = 0; i < PQntuples(res) && n < CLAIM_BATCH; i++) {
 		struct claimed *c = &out[n];
 		if (fd_saga_row_parse(e->cfg.types, res, i, e->cfg.time_pct, &c->st, NULL) != FD_OK) {
 			/* unknown type or broken row: park it so it is not claimed forever */
