@@ -274,9 +274,6 @@ scale_report() { # sizes measured
 		done <"$1"
 	}
 
-	commit=$(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-	dirty=$(git -C "$root" status --porcelain -- src include migrations meson.build tools 2>/dev/null | wc -l)
-	((dirty > 0)) && commit="$commit (plus $dirty uncommitted changed files in src/, include/, migrations/)"
 	section=$work/scale-section.md
 	{
 		echo "$SCALE_BEGIN"
@@ -317,6 +314,10 @@ scale_report() { # sizes measured
 }
 
 declare -A S_events S_bytes S_load_secs
+# The commit measured: taken at the start, as later commits do not change this run.
+commit=$(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+dirty=$(git -C "$root" status --porcelain -- src include migrations meson.build tools bench 2>/dev/null | wc -l)
+((dirty > 0)) && commit="$commit (plus $dirty uncommitted changed files in src/, include/, migrations/, bench/)"
 read -r load_start _ </proc/loadavg
 sync_start=$(sync_write_us)
 loaded=0 # bulk-loaded events
