@@ -501,9 +501,15 @@ static void *run(void *arg)
 		if (!w->conn) {
 			w->conn = PQconnectdb(w->conninfo);
 			fd_pg_log_notices(w->conn, "webhooks");
-			/* its prepared feed reads keep generic plans; none may scan events whole */
+			/*
+			 * Its prepared feed reads keep generic plans; none may scan events
+			 * whole.  Its writes (a position after each delivery) need no flush
+			 * of their own: one lost in a crash only sends that event again,
+			 * which at-least-once delivery allows.
+			 */
 			if (PQstatus(w->conn) != CONNECTION_OK ||
-			    fd_sql_once(w->conn, "SET enable_seqscan = off", 0, NULL, NULL) != FD_OK) {
+			    fd_sql_once(w->conn, "SET enable_seqscan = off; SET synchronous_commit = off", 0, NULL, NULL) !=
+				    FD_OK) {
 				drop_session(w);
 				struct timespec ts = { 1, 0 };
 				for (int i = 0; i < 10 && !atomic_load(&w->stop); i++) {
