@@ -197,6 +197,28 @@ enum fd_err fd_saga_cleanup_batch(PGconn *conn, unsigned retention_s, unsigned l
 	snprintf(lim_s, sizeof lim_s, "%u", limit ? limit : 1000);
 	const char *np[] = { FD_SAGA_SUBSCRIPTION };
 	const char *p[] = { ret_s, lim_s };
+	/*
+	 * Nothing due: no transaction at all.  The removal's transaction holds
+	 * a row lock, so an xid: while it is open the feed's horizon (and every
+	 * follower of it) waits behind it, and the intake waits for the lock.
+	 * The check reads without an xid.  The temporary table is made before
+	 * the transaction, once per session, for the same reason.
+	 */
+	PGresult *res = fd_saga_sql(conn,
+				    "SELECT 1 FROM sagas WHERE status IN ('completed', 'compensated', 'failed')"
+				    " AND updated_at < now() - $1::int * interval '1 second' LIMIT 1",
+				    1, p);
+	if (!res)
+		return FD_ERR_IO;
+	bool due = PQntuples(res) > 0;
+	PQclear(res);
+	if (!due)
+		return FD_OK;
+	res = fd_saga_sql_once(conn, "CREATE TEMP TABLE IF NOT EXISTS fd_saga_gone (id uuid) ON COMMIT DELETE ROWS", 0,
+			       NULL);
+	if (!res)
+		return FD_ERR_IO;
+	PQclear(res);
 	if (!fd_saga_exec(conn, "BEGIN"))
 		return FD_ERR_IO;
 	/*
@@ -204,7 +226,7 @@ enum fd_err fd_saga_cleanup_batch(PGconn *conn, unsigned retention_s, unsigned l
 	 * No row: no intake ever ran, so no saga exists (an intake makes the row
 	 * before its first batch).
 	 */
-	PGresult *res = fd_saga_sql(conn, "SELECT 1 FROM subscriptions WHERE name = $1 FOR UPDATE", 1, np);
+	res = fd_saga_sql(conn, "SELECT 1 FROM subscriptions WHERE name = $1 FOR UPDATE", 1, np);
 	bool ok = res != NULL, any = res && PQntuples(res) == 1;
 	PQclear(res);
 	if (ok && !any) {
@@ -212,12 +234,6 @@ enum fd_err fd_saga_cleanup_batch(PGconn *conn, unsigned retention_s, unsigned l
 		return FD_OK;
 	}
 	/* Ended sagas nobody holds (SKIP LOCKED): an operator's retry holding one keeps it for the next round. */
-	if (ok) {
-		res = fd_saga_sql_once(conn, "CREATE TEMP TABLE IF NOT EXISTS fd_saga_gone (id uuid) ON COMMIT DELETE ROWS",
-				       0, NULL);
-		ok = res != NULL;
-		PQclear(res);
-	}
 	if (ok) {
 		res = fd_saga_sql(conn,
 				  "WITH d AS (SELECT id FROM sagas"
