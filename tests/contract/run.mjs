@@ -1108,7 +1108,7 @@ async function routeProbes(moreUnknown = []) {
 		for (const m of PROBE_METHODS.filter((m) => !documented.has(m)))
 			await call(m, sample(p), { status: 405, type: 'method-not-allowed', undocumentedMethod: true, label: `probe ${m} ${p}` });
 	}
-	const unknown = ['/', '/nope', '/streams/x', '/streams/x/events/1', '/events/1', '/orders/00000000-0000-4000-8000-000000000000/confirm',
+	const unknown = ['/', '/nope', '/streams/x/y', '/streams/x/events/1', '/events/1', '/orders/00000000-0000-4000-8000-000000000000/confirm',
 		'/orders/00000000-0000-4000-8000-000000000000/lines', '/products/x/reserve', '/payments/00000000-0000-4000-8000-000000000000/authorise',
 		'/healthz/', '/HEALTHZ', ...moreUnknown];
 	for (const p of unknown) {
