@@ -61,7 +61,7 @@ static void spawn(struct proc *p, const char *url, unsigned fail_first)
 		setenv("FACTD_WORKERS", "8", 1);
 		setenv("FACTD_SAGA_WORKERS", "2", 1);
 		setenv("FACTD_SAGA_POLL_MS", "20", 1);
-		setenv("FACTD_SAGA_LEASE_MS", "1500", 1);
+		setenv("FACTD_SAGA_LEASE_MS", "10000", 1);
 		setenv("FACTD_SAGA_TIME_PERCENT", "10", 1);
 		setenv("FACTD_PAYMENT_FAIL_FIRST", ff, 1);
 		execl(bin, bin, "serve", (char *)NULL);
