@@ -346,7 +346,7 @@ static void park_poll(struct fd_req *req, struct fd_resp *resp)
 		return;
 	}
 	if (!req->park_state) {
-		int64_t *deadline = malloc(sizeof *deadline);
+		int64_t *deadline = calloc(2, sizeof *deadline); /* [0] the deadline, [1] 1 once notified */
 		if (!deadline) {
 			fd_resp_json(resp, 500, NULL);
 			return;
@@ -361,12 +361,20 @@ static void park_poll(struct fd_req *req, struct fd_resp *resp)
 		return;
 	}
 	free(page.events_json);
-	int64_t left = *(int64_t *)req->park_state - mono_ms();
+	int64_t *st = req->park_state, left = st[0] - mono_ms();
+	if (req->wake == FD_WAKE_NOTIFIED)
+		st[1] = 1;
 	if (page.count == 0 && left > 0 && req->wake != FD_WAKE_STOPPING) {
-		fd_req_park(req, (unsigned)left);
+		/*
+		 * Notified, yet nothing: the event may be held back behind an older
+		 * open transaction (the feed is gap-safe), and no second notification
+		 * will come for it: look again soon.
+		 */
+		fd_req_park(req, (unsigned)(st[1] && left > 200 ? 200 : left));
 		return;
 	}
-	fd_resp_json_doc(resp, 200, json_pack("{s:i, s:s, s:i}", "count", (int)page.count, "wake", wakes[req->wake],
+	enum fd_wake wake = page.count > 0 && st[1] ? FD_WAKE_NOTIFIED : req->wake;
+	fd_resp_json_doc(resp, 200, json_pack("{s:i, s:s, s:i}", "count", (int)page.count, "wake", wakes[wake],
 					      "runs", (int)req->runs));
 }
 
