@@ -347,7 +347,7 @@ Test(groups, a_silent_consumers_events_go_to_another_and_its_late_ack_is_refused
 {
 	struct fd_test_server ts;
 	fd_test_server_start(&ts, NULL);
-	put_group_ok(ts.port, "lease", "{\"start\":\"end\",\"ack_timeout_ms\":500}");
+	put_group_ok(ts.port, "lease", "{\"start\":\"end\",\"ack_timeout_ms\":3000}");
 	for (int s = 0; s < 5; s++)
 		append_n(ts.port, fd_test_P("lease-%d", s), 1);
 
@@ -410,13 +410,13 @@ Test(groups, an_ack_after_expiry_is_409_and_all_or_nothing, .timeout = 120)
 {
 	struct fd_test_server ts;
 	fd_test_server_start(&ts, NULL);
-	put_group_ok(ts.port, "exp", "{\"start\":\"end\",\"ack_timeout_ms\":300,\"ordering\":\"none\"}");
+	put_group_ok(ts.port, "exp", "{\"start\":\"end\",\"ack_timeout_ms\":2000,\"ordering\":\"none\"}");
 	append_n(ts.port, "exp-1", 2);
 	struct fd_test_resp a, r;
 	cr_assert_eq(pull(ts.port, "exp", "c", 1, 5000, &a), 200);
 	json_t *first = pulled(&a);
 	cr_assert_eq(json_array_size(first), 1);
-	fd_test_sleep_ms(600);
+	fd_test_sleep_ms(2500);
 	/* a second, live lease, acked together with the expired one: neither is settled */
 	struct fd_test_resp b;
 	cr_assert_eq(pull(ts.port, "exp", "c", 1, 5000, &b), 200);
@@ -725,7 +725,7 @@ Test(groups, two_processes_serve_one_group_and_a_kill_loses_nothing, .timeout = 
 	char *url = fd_test_db_new();
 	uint16_t p0 = free_port(), p1 = free_port();
 	pid_t a = spawn(url, p0), b = spawn(url, p1);
-	put_group_ok(p0, "procs", "{\"categories\":[\"gs\"],\"start\":\"beginning\",\"ack_timeout_ms\":1000}");
+	put_group_ok(p0, "procs", "{\"categories\":[\"gs\"],\"start\":\"beginning\",\"ack_timeout_ms\":10000}");
 	for (int s = 0; s < STREAMS; s++)
 		append_n(p1, fd_test_P("gs-%d", s), PER_STREAM);
 
