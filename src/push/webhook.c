@@ -3,8 +3,10 @@
  * (webhook.h).
  *
  * Threading: one dispatcher thread per process owns its PostgreSQL session
- * (which holds the advisory locks of the webhooks it delivers) and its curl
- * handle.  The API handlers only read and write rows (api_webhooks.c).
+ * (which holds the advisory locks of the webhooks it delivers) and a curl
+ * multi handle through which the POSTs of all its webhooks run at once, one
+ * at a time per webhook.  The API handlers only read and write rows
+ * (api_webhooks.c).
  */
 #include "push/webhook.h"
 
@@ -209,17 +211,39 @@ static const struct fd_stmt wh_stmts[W_COUNT] = {
 		     2, false },
 };
 
+/*
+ * A webhook whose advisory lock this session holds.  Each has its own curl
+ * handle (its connections to the receiver are reused) and at most one POST
+ * in flight; the dispatcher drives every webhook's POST at once through one
+ * curl multi handle, so a slow or hanging receiver holds up only its own
+ * webhook.
+ */
+struct hook {
+	struct fd_webhooks *w;
+	char *name;
+	CURL *easy;
+	bool busy;              /* its POST is in the multi handle */
+	bool blocked;           /* its last connection attempt was refused by the address rule */
+	char blocked_addr[64];
+	/* the batch being delivered (row and events NULL when none) */
+	PGresult *row, *ev;
+	struct fd_subject_keys *keys;
+	int next, n;            /* the event being posted, and how many the batch has */
+	long attempts, timeout_ms;
+	uint64_t tx, seq;       /* the position of the event being posted */
+	struct curl_slist *hdrs;
+	struct fd_buf body;
+};
+
 struct fd_webhooks {
 	struct fd_webhooks_config cfg;
 	char *conninfo;
 	pthread_t thread;
 	atomic_bool stop;
 	PGconn *conn;
-	CURL *curl;
-	char *held[MAX_HELD];   /* names whose advisory lock this session holds */
+	CURLM *multi;
+	struct hook *held[MAX_HELD];
 	size_t nheld;
-	bool blocked;           /* the last connection attempt was refused by the address rule */
-	char blocked_addr[64];
 	unsigned seed;
 };
 
@@ -246,27 +270,18 @@ static bool exec(struct fd_webhooks *w, enum wh_stmt id, const char *const *para
 	return true;
 }
 
-static void drop_session(struct fd_webhooks *w)
-{
-	PQfinish(w->conn);
-	w->conn = NULL;
-	for (size_t i = 0; i < w->nheld; i++)
-		free(w->held[i]);
-	w->nheld = 0;
-}
-
 static curl_socket_t open_socket(void *cls, curlsocktype purpose, struct curl_sockaddr *addr)
 {
-	struct fd_webhooks *w = cls;
+	struct hook *h = cls;
 	(void)purpose;
-	if (!w->cfg.allow_private && fd_webhook_addr_private(&addr->addr)) {
-		w->blocked = true;
+	if (!h->w->cfg.allow_private && fd_webhook_addr_private(&addr->addr)) {
+		h->blocked = true;
 		char host[INET6_ADDRSTRLEN] = "?";
 		if (addr->family == AF_INET)
 			inet_ntop(AF_INET, &((struct sockaddr_in *)&addr->addr)->sin_addr, host, sizeof host);
 		else if (addr->family == AF_INET6)
 			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&addr->addr)->sin6_addr, host, sizeof host);
-		snprintf(w->blocked_addr, sizeof w->blocked_addr, "%s", host);
+		snprintf(h->blocked_addr, sizeof h->blocked_addr, "%s", host);
 		return CURL_SOCKET_BAD;
 	}
 	return socket(addr->family, addr->socktype, addr->protocol);
@@ -285,62 +300,75 @@ static int progress(void *cls, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl
 	(void)dn;
 	(void)ut;
 	(void)un;
-	return atomic_load(&((struct fd_webhooks *)cls)->stop) ? 1 : 0;
+	return atomic_load(&((struct hook *)cls)->w->stop) ? 1 : 0;
 }
 
-/*
- * POST one event.  *status: the HTTP status (0 when none came back); error:
- * why it failed, when it did.  True for a 2xx.
- */
-static bool post(struct fd_webhooks *w, const char *url, const char *secret, const char *event_id, const char *body,
-		 size_t len, long timeout_ms, long *status, char *error, size_t errlen)
+/* Drop the batch (and any POST in flight: it is aborted). */
+static void hook_idle(struct hook *h)
 {
-	char sig[128], h_sig[160], h_id[96];
-	struct curl_slist *hdrs = NULL;
-	*status = 0;
-	error[0] = '\0';
-	if (fd_webhook_sign(secret, (long long)time(NULL), body, len, sig, sizeof sig)) {
-		snprintf(error, errlen, "cannot sign the request");
-		return false;
+	if (h->busy) {
+		curl_multi_remove_handle(h->w->multi, h->easy);
+		h->busy = false;
 	}
-	snprintf(h_sig, sizeof h_sig, "Factd-Signature: %s", sig);
-	snprintf(h_id, sizeof h_id, "Factd-Event-Id: %s", event_id);
-	struct curl_slist *t;
-	const char *lines[] = { "Content-Type: application/json", "Expect:", h_id, h_sig };
-	for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
-		if (!(t = curl_slist_append(hdrs, lines[i]))) {
-			curl_slist_free_all(hdrs);
-			snprintf(error, errlen, "out of memory");
-			return false;
-		}
-		hdrs = t;
+	curl_slist_free_all(h->hdrs);
+	h->hdrs = NULL;
+	fd_subject_keys_free(h->keys);
+	h->keys = NULL;
+	PQclear(h->ev);
+	PQclear(h->row);
+	h->ev = h->row = NULL;
+	h->next = h->n = 0;
+}
+
+static void hook_free(struct hook *h)
+{
+	if (!h)
+		return;
+	hook_idle(h);
+	if (h->easy)
+		curl_easy_cleanup(h->easy);
+	fd_buf_release(&h->body);
+	free(h->name);
+	free(h);
+}
+
+static struct hook *hook_new(struct fd_webhooks *w, const char *name)
+{
+	struct hook *h = calloc(1, sizeof *h);
+	if (!h)
+		return NULL;
+	h->w = w;
+	h->body = (struct fd_buf)FD_BUF_INIT;
+	if (!(h->name = strdup(name)) || !(h->easy = curl_easy_init())) {
+		hook_free(h);
+		return NULL;
 	}
-	CURL *c = w->curl;
-	w->blocked = false;
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-	curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
-	CURLcode rc = curl_easy_perform(c);
-	curl_slist_free_all(hdrs);
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
-	if (rc != CURLE_OK) {
-		if (w->blocked)
-			snprintf(error, errlen, "refused to connect to %s: a private address (FACTD_WEBHOOK_ALLOW_PRIVATE=1 allows it)",
-				 w->blocked_addr);
-		else if (rc == CURLE_OPERATION_TIMEDOUT)
-			snprintf(error, errlen, "timed out after %ld ms", timeout_ms);
-		else
-			snprintf(error, errlen, "%s", curl_easy_strerror(rc));
-		return false;
-	}
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-	if (*status >= 200 && *status < 300)
-		return true;
-	snprintf(error, errlen, "the receiver answered %ld", *status);
-	return false;
+	CURL *c = h->easy;
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(c, CURLOPT_PROXY, "");
+	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(c, CURLOPT_USERAGENT, "factd/" FACTD_VERSION);
+	curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+	curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, h);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress);
+	curl_easy_setopt(c, CURLOPT_XFERINFODATA, h);
+	curl_easy_setopt(c, CURLOPT_PRIVATE, h);
+	return h;
+}
+
+static void drop_session(struct fd_webhooks *w)
+{
+	for (size_t i = 0; i < w->nheld; i++)
+		hook_free(w->held[i]);
+	w->nheld = 0;
+	PQfinish(w->conn);
+	w->conn = NULL;
 }
 
 static unsigned backoff(struct fd_webhooks *w, long attempts)
@@ -354,91 +382,192 @@ static unsigned backoff(struct fd_webhooks *w, long attempts)
 	return (unsigned)(d / 2 + (unsigned long long)rand_r(&w->seed) % (d / 2 + 1));
 }
 
-/* Deliver what is due of one webhook whose lock this session holds.  False: the session broke. */
-static bool deliver(struct fd_webhooks *w, const char *name)
+/*
+ * Start the POST of the batch's event h->next: render and sign it, hand it
+ * to the multi handle.  False when it cannot be rendered (the batch is
+ * dropped and tried again at the next round).
+ */
+static bool post_start(struct hook *h)
 {
-	PGresult *row = NULL, *ev = NULL;
-	bool ok = true;
-	struct fd_buf body = FD_BUF_INIT;
-	struct fd_subject_keys *keys = NULL;
-	const char *p1[1] = { name };
-	if (!exec(w, W_ROW, p1, &row))
+	struct fd_webhooks *w = h->w;
+	int i = h->next;
+	char sig[128], h_sig[160], h_id[96];
+	fd_buf_reset(&h->body);
+	if (fd_render_event(&h->body, h->ev, i, 1, h->keys) || !fd_bin_u64(h->ev, i, FD_EVENT_NCOLS - 1, &h->tx) ||
+	    !fd_bin_u64(h->ev, i, FD_EVENT_NCOLS, &h->seq) ||
+	    fd_webhook_sign(PQgetvalue(h->row, 0, 1), (long long)time(NULL), h->body.data, h->body.len, sig,
+			    sizeof sig)) {
+		fd_log_fields(FD_LOG_ERROR, "webhook: cannot render or sign an event", json_pack("{s:s}", "webhook", h->name));
+		hook_idle(h);
 		return false;
-	if (PQntuples(row) != 1)
-		goto done; /* gone, disabled, or not due */
-	const char *url = PQgetvalue(row, 0, 0), *secret = PQgetvalue(row, 0, 1);
-	long timeout_ms = strtol(PQgetvalue(row, 0, 4), NULL, 10);
-	long attempts = strtol(PQgetvalue(row, 0, 7), NULL, 10);
-	const char *xmin = PQgetvalue(row, 0, 8);
-	const char *pe[5] = { PQgetvalue(row, 0, 5), PQgetvalue(row, 0, 6), xmin,
-			      PQgetisnull(row, 0, 2) ? NULL : PQgetvalue(row, 0, 2),
-			      PQgetisnull(row, 0, 3) ? NULL : PQgetvalue(row, 0, 3) };
-	if (!(ok = exec(w, W_EVENTS, pe, &ev)))
-		goto done;
-	int n = PQntuples(ev);
-	/* personal values are pushed opened (or null when erased), as the feed shows them */
-	if (w->cfg.pool && fd_render_keys(w->cfg.pool, ev, NULL, 0, n, 1, &keys) != FD_OK) {
-		fd_log_fields(FD_LOG_ERROR, "webhook: cannot fetch the keys of personal data", json_pack("{s:s}", "webhook", name));
-		ok = false;
-		goto done;
 	}
-	for (int i = 0; i < n && !atomic_load(&w->stop); i++) {
-		uint64_t tx, seq;
-		fd_buf_reset(&body);
-		if (fd_render_event(&body, ev, i, 1, keys) || !fd_bin_u64(ev, i, FD_EVENT_NCOLS - 1, &tx) ||
-		    !fd_bin_u64(ev, i, FD_EVENT_NCOLS, &seq)) {
-			fd_log_fields(FD_LOG_ERROR, "webhook: cannot render an event", json_pack("{s:s}", "webhook", name));
-			goto done;
+	snprintf(h_sig, sizeof h_sig, "Factd-Signature: %s", sig);
+	snprintf(h_id, sizeof h_id, "Factd-Event-Id: %s", PQgetvalue(h->ev, i, 0));
+	curl_slist_free_all(h->hdrs);
+	h->hdrs = NULL;
+	const char *lines[] = { "Content-Type: application/json", "Expect:", h_id, h_sig };
+	for (size_t k = 0; k < sizeof lines / sizeof lines[0]; k++) {
+		struct curl_slist *t = curl_slist_append(h->hdrs, lines[k]);
+		if (!t) {
+			hook_idle(h);
+			return false;
 		}
-		long status = 0;
-		char error[256], st[16], txs[24], seqs[24], delay[16];
-		bool sent = post(w, url, secret, PQgetvalue(ev, i, 0), body.data, body.len, timeout_ms, &status, error,
-				 sizeof error);
-		snprintf(st, sizeof st, "%ld", status);
-		if (sent) {
-			snprintf(txs, sizeof txs, "%llu", (unsigned long long)tx);
-			snprintf(seqs, sizeof seqs, "%llu", (unsigned long long)seq);
-			const char *po[4] = { name, txs, seqs, st };
-			if (!(ok = exec(w, W_OK, po, NULL)))
-				goto done;
-			attempts = 0;
-			continue;
-		}
-		if (atomic_load(&w->stop))
-			goto done; /* cut short by the stop, not the receiver's fault */
-		snprintf(delay, sizeof delay, "%u", backoff(w, attempts));
-		const char *pf[4] = { name, st, error, delay };
-		PGresult *fr = NULL;
-		if (!(ok = exec(w, W_FAIL, pf, &fr)))
-			goto done;
-		bool disabled = PQntuples(fr) == 1 && strcmp(PQgetvalue(fr, 0, 0), "disabled") == 0;
-		PQclear(fr);
-		fd_log_fields(disabled ? FD_LOG_WARN : FD_LOG_INFO,
-			      disabled ? "webhook disabled after its last attempt" : "webhook delivery failed",
-			      json_pack("{s:s, s:s, s:I}", "webhook", name, "error", error, "attempt", (json_int_t)attempts + 1));
-		goto done;
+		h->hdrs = t;
 	}
-	if (n < BATCH && !atomic_load(&w->stop)) {
-		const char *ph[2] = { name, xmin };
-		ok = exec(w, W_HEAD, ph, NULL);
+	CURL *c = h->easy;
+	h->blocked = false;
+	curl_easy_setopt(c, CURLOPT_URL, PQgetvalue(h->row, 0, 0));
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h->hdrs);
+	curl_easy_setopt(c, CURLOPT_POSTFIELDS, h->body.data);
+	curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)h->body.len);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, h->timeout_ms);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, h->timeout_ms);
+	if (curl_multi_add_handle(w->multi, c) != CURLM_OK) {
+		hook_idle(h);
+		return false;
 	}
-done:
-	fd_subject_keys_free(keys);
-	fd_buf_release(&body);
-	PQclear(ev);
-	PQclear(row);
-	return ok;
+	h->busy = true;
+	return true;
 }
 
-static bool is_held(struct fd_webhooks *w, const char *name)
+/*
+ * Load what is due of a held, idle webhook and start its first POST.
+ * False: the session broke.
+ */
+static bool batch_start(struct hook *h)
+{
+	struct fd_webhooks *w = h->w;
+	const char *p1[1] = { h->name };
+	if (!exec(w, W_ROW, p1, &h->row))
+		return false;
+	if (PQntuples(h->row) != 1) {
+		hook_idle(h); /* gone, disabled, or not due */
+		return true;
+	}
+	h->timeout_ms = strtol(PQgetvalue(h->row, 0, 4), NULL, 10);
+	h->attempts = strtol(PQgetvalue(h->row, 0, 7), NULL, 10);
+	const char *pe[5] = { PQgetvalue(h->row, 0, 5), PQgetvalue(h->row, 0, 6), PQgetvalue(h->row, 0, 8),
+			      PQgetisnull(h->row, 0, 2) ? NULL : PQgetvalue(h->row, 0, 2),
+			      PQgetisnull(h->row, 0, 3) ? NULL : PQgetvalue(h->row, 0, 3) };
+	if (!exec(w, W_EVENTS, pe, &h->ev)) {
+		hook_idle(h);
+		return false;
+	}
+	h->n = PQntuples(h->ev);
+	h->next = 0;
+	/* personal values are pushed opened (or null when erased), as the feed shows them */
+	if (w->cfg.pool && fd_render_keys(w->cfg.pool, h->ev, NULL, 0, h->n, 1, &h->keys) != FD_OK) {
+		fd_log_fields(FD_LOG_ERROR, "webhook: cannot fetch the keys of personal data",
+			      json_pack("{s:s}", "webhook", h->name));
+		hook_idle(h);
+		return false;
+	}
+	if (h->n == 0) {
+		/* caught up: the watermark moves past what the filter leaves out */
+		const char *ph[2] = { h->name, PQgetvalue(h->row, 0, 8) };
+		bool ok = exec(w, W_HEAD, ph, NULL);
+		hook_idle(h);
+		return ok;
+	}
+	post_start(h);
+	return true;
+}
+
+/* A POST ended (rc, and the receiver's status).  False: the session broke. */
+static bool post_done(struct hook *h, CURLcode rc)
+{
+	struct fd_webhooks *w = h->w;
+	curl_multi_remove_handle(w->multi, h->easy);
+	h->busy = false;
+	long status = 0;
+	char error[256] = "", st[16];
+	if (rc == CURLE_OK) {
+		curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &status);
+		if (status < 200 || status >= 300)
+			snprintf(error, sizeof error, "the receiver answered %ld", status);
+	} else if (h->blocked) {
+		snprintf(error, sizeof error,
+			 "refused to connect to %s: a private address (FACTD_WEBHOOK_ALLOW_PRIVATE=1 allows it)",
+			 h->blocked_addr);
+	} else if (rc == CURLE_OPERATION_TIMEDOUT) {
+		snprintf(error, sizeof error, "timed out after %ld ms", h->timeout_ms);
+	} else {
+		snprintf(error, sizeof error, "%s", curl_easy_strerror(rc));
+	}
+	snprintf(st, sizeof st, "%ld", status);
+	if (!error[0]) {
+		char txs[24], seqs[24];
+		snprintf(txs, sizeof txs, "%llu", (unsigned long long)h->tx);
+		snprintf(seqs, sizeof seqs, "%llu", (unsigned long long)h->seq);
+		const char *po[4] = { h->name, txs, seqs, st };
+		if (!exec(w, W_OK, po, NULL))
+			return false;
+		h->attempts = 0;
+		if (++h->next < h->n) {
+			post_start(h);
+			return true;
+		}
+		bool full = h->n >= BATCH;
+		hook_idle(h);
+		return full ? batch_start(h) : true; /* a full batch: the next one at once */
+	}
+	if (atomic_load(&w->stop)) {
+		hook_idle(h);
+		return true; /* cut short by the stop, not the receiver's fault */
+	}
+	char delay[16];
+	snprintf(delay, sizeof delay, "%u", backoff(w, h->attempts));
+	const char *pf[4] = { h->name, st, error, delay };
+	PGresult *fr = NULL;
+	if (!exec(w, W_FAIL, pf, &fr))
+		return false;
+	bool disabled = PQntuples(fr) == 1 && strcmp(PQgetvalue(fr, 0, 0), "disabled") == 0;
+	PQclear(fr);
+	fd_log_fields(disabled ? FD_LOG_WARN : FD_LOG_INFO,
+		      disabled ? "webhook disabled after its last attempt" : "webhook delivery failed",
+		      json_pack("{s:s, s:s, s:I}", "webhook", h->name, "error", error, "attempt",
+				(json_int_t)h->attempts + 1));
+	hook_idle(h);
+	return true;
+}
+
+/* Move every POST in flight along and settle those that ended.  False: the session broke. */
+static bool drive(struct fd_webhooks *w)
+{
+	int running = 0, left = 0;
+	curl_multi_perform(w->multi, &running);
+	CURLMsg *m;
+	while ((m = curl_multi_info_read(w->multi, &left))) {
+		if (m->msg != CURLMSG_DONE)
+			continue;
+		struct hook *h = NULL;
+		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&h);
+		if (h && !post_done(h, m->data.result))
+			return false;
+	}
+	return true;
+}
+
+static size_t busy_count(struct fd_webhooks *w)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < w->nheld; i++)
+		k += w->held[i]->busy;
+	return k;
+}
+
+static struct hook *find_held(struct fd_webhooks *w, const char *name)
 {
 	for (size_t i = 0; i < w->nheld; i++)
-		if (strcmp(w->held[i], name) == 0)
-			return true;
-	return false;
+		if (strcmp(w->held[i]->name, name) == 0)
+			return w->held[i];
+	return NULL;
 }
 
-/* One round: let go of webhooks that are gone or disabled, take free ones, deliver what is due. */
+/*
+ * One round: let go of webhooks that are gone or disabled (aborting a POST
+ * in flight), take free ones, and start what is due of those not busy.
+ */
 static bool round_once(struct fd_webhooks *w)
 {
 	PGresult *act = NULL;
@@ -449,24 +578,25 @@ static bool round_once(struct fd_webhooks *w)
 	for (size_t i = 0; i < w->nheld;) {
 		bool active = false;
 		for (int r = 0; r < n && !active; r++)
-			active = strcmp(PQgetvalue(act, r, 0), w->held[i]) == 0;
+			active = strcmp(PQgetvalue(act, r, 0), w->held[i]->name) == 0;
 		if (active) {
 			i++;
 			continue;
 		}
-		snprintf(key, sizeof key, "%lld", lock_key(w->held[i]));
+		snprintf(key, sizeof key, "%lld", lock_key(w->held[i]->name));
 		const char *pk[1] = { key };
+		hook_free(w->held[i]);
+		w->held[i] = w->held[--w->nheld];
 		if (!exec(w, W_UNLOCK, pk, NULL)) {
 			PQclear(act);
 			return false;
 		}
-		free(w->held[i]);
-		w->held[i] = w->held[--w->nheld];
 	}
 	bool ok = true;
 	for (int r = 0; r < n && ok && !atomic_load(&w->stop); r++) {
 		const char *name = PQgetvalue(act, r, 0);
-		if (!is_held(w, name)) {
+		struct hook *h = find_held(w, name);
+		if (!h) {
 			if (w->nheld == MAX_HELD)
 				continue;
 			PGresult *lr = NULL;
@@ -478,18 +608,26 @@ static bool round_once(struct fd_webhooks *w)
 			PQclear(lr);
 			if (!got)
 				continue;
-			if (!(w->held[w->nheld] = strdup(name))) {
-				ok = false;
-				break;
+			if (!(h = hook_new(w, name))) {
+				/* the lock stays with the session; the next round tries again */
+				fd_log(FD_LOG_ERROR, "webhook dispatcher: out of memory");
+				continue;
 			}
-			w->nheld++;
+			w->held[w->nheld++] = h;
 			fd_log_fields(FD_LOG_INFO, "webhook taken", json_pack("{s:s}", "webhook", name));
 		}
-		if (PQgetvalue(act, r, 1)[0] == 't')
-			ok = deliver(w, name);
+		if (!h->busy && PQgetvalue(act, r, 1)[0] == 't')
+			ok = batch_start(h);
 	}
 	PQclear(act);
 	return ok;
+}
+
+static long long mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void *run(void *arg)
@@ -497,6 +635,8 @@ static void *run(void *arg)
 	struct fd_webhooks *w = arg;
 	uint64_t seen = w->cfg.notifier ? fd_notifier_generation(w->cfg.notifier) : 0;
 	unsigned poll = w->cfg.poll_ms ? w->cfg.poll_ms : 200;
+	long long last_round = 0;
+	bool round_due = true;
 	while (!atomic_load(&w->stop)) {
 		if (!w->conn) {
 			w->conn = PQconnectdb(w->conninfo);
@@ -511,23 +651,40 @@ static void *run(void *arg)
 			    fd_sql_once(w->conn, "SET enable_seqscan = off; SET synchronous_commit = off", 0, NULL, NULL) !=
 				    FD_OK) {
 				drop_session(w);
-				struct timespec ts = { 1, 0 };
 				for (int i = 0; i < 10 && !atomic_load(&w->stop); i++) {
-					ts = (struct timespec){ 0, 100000000L };
+					struct timespec ts = { 0, 100000000L };
 					nanosleep(&ts, NULL);
 				}
 				continue;
 			}
+			round_due = true;
 		}
-		if (!round_once(w))
+		bool ok = true;
+		if (round_due) {
+			ok = round_once(w);
+			last_round = mono_ms();
+		}
+		ok = ok && drive(w);
+		if (!ok) {
 			drop_session(w); /* its locks go with it; the next round takes them again, or another process does */
+			continue;
+		}
 		if (atomic_load(&w->stop))
 			break;
-		if (w->cfg.notifier) {
-			seen = fd_notifier_wait(w->cfg.notifier, seen, poll);
+		if (busy_count(w)) {
+			/* POSTs in flight: wait on their sockets, and look for new work every poll interval */
+			curl_multi_poll(w->multi, NULL, 0, 50, NULL);
+			uint64_t g = w->cfg.notifier ? fd_notifier_generation(w->cfg.notifier) : seen;
+			round_due = g != seen || mono_ms() - last_round >= poll;
+			seen = g;
 		} else {
-			struct timespec ts = { poll / 1000, (long)(poll % 1000) * 1000000L };
-			nanosleep(&ts, NULL);
+			if (w->cfg.notifier) {
+				seen = fd_notifier_wait(w->cfg.notifier, seen, poll);
+			} else {
+				struct timespec ts = { poll / 1000, (long)(poll % 1000) * 1000000L };
+				nanosleep(&ts, NULL);
+			}
+			round_due = true;
 		}
 	}
 	drop_session(w);
@@ -545,28 +702,13 @@ enum fd_err fd_webhooks_start(const struct fd_webhooks_config *cfg, struct fd_we
 	w->cfg = *cfg;
 	w->seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)w;
 	atomic_init(&w->stop, false);
-	if (!(w->conninfo = strdup(cfg->conninfo)) || !(w->curl = curl_easy_init())) {
+	if (!(w->conninfo = strdup(cfg->conninfo)) || !(w->multi = curl_multi_init())) {
 		free(w->conninfo);
 		free(w);
 		return FD_ERR_NOMEM;
 	}
-	CURL *c = w->curl;
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(c, CURLOPT_PROXY, "");
-	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
-	curl_easy_setopt(c, CURLOPT_USERAGENT, "factd/" FACTD_VERSION);
-	curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_socket);
-	curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, w);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
-	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress);
-	curl_easy_setopt(c, CURLOPT_XFERINFODATA, w);
 	if (pthread_create(&w->thread, NULL, run, w) != 0) {
-		curl_easy_cleanup(w->curl);
+		curl_multi_cleanup(w->multi);
 		free(w->conninfo);
 		free(w);
 		return FD_ERR_IO;
@@ -582,8 +724,10 @@ void fd_webhooks_stop(struct fd_webhooks *w)
 	atomic_store(&w->stop, true);
 	if (w->cfg.notifier)
 		fd_notifier_wake(w->cfg.notifier);
+	if (w->multi)
+		curl_multi_wakeup(w->multi);
 	pthread_join(w->thread, NULL);
-	curl_easy_cleanup(w->curl);
+	curl_multi_cleanup(w->multi);
 	free(w->conninfo);
 	free(w);
 }

@@ -50,6 +50,7 @@ struct receiver {
 	int fail_first;       /* answer 500 to the first attempts of each event */
 	int hang_first_ms;    /* sleep this long before answering the first request */
 	bool always_fail;
+	bool hold;            /* every request waits, unanswered, until this is cleared */
 };
 
 struct upload {
@@ -89,23 +90,35 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	const char *sig = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Factd-Signature");
 	const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
 	int status = 200, prior, hang = 0;
+	size_t mine = MAX_SEEN;
 	pthread_mutex_lock(&rc->mu);
+	bool hold = rc->hold;
 	prior = attempts_of(rc, id ? id : "");
 	if (strcmp(method, "POST") != 0 || rc->always_fail || prior < rc->fail_first)
 		status = 500;
 	if (rc->n == 0 && rc->hang_first_ms) /* the very first request only */
 		hang = rc->hang_first_ms;
 	if (rc->n < MAX_SEEN) {
+		mine = rc->n;
 		struct delivery *d = &rc->seen[rc->n++];
 		snprintf(d->event_id, sizeof d->event_id, "%s", id ? id : "");
 		snprintf(d->signature, sizeof d->signature, "%s", sig ? sig : "");
 		snprintf(d->content_type, sizeof d->content_type, "%s", ct ? ct : "");
 		d->body = u->body ? strdup(u->body) : strdup("");
-		d->answered = hang ? 0 : status;
+		d->answered = hang || hold ? 0 : status;
 	}
 	pthread_mutex_unlock(&rc->mu);
 	if (hang)
 		fd_test_sleep_ms(hang);
+	/* held: unanswered until the test lets go, then answered and marked so */
+	for (bool held = hold; held;) {
+		fd_test_sleep_ms(20);
+		pthread_mutex_lock(&rc->mu);
+		held = rc->hold;
+		if (!held && mine < MAX_SEEN)
+			rc->seen[mine].answered = status;
+		pthread_mutex_unlock(&rc->mu);
+	}
 	struct MHD_Response *r = MHD_create_response_from_buffer(2, (void *)"ok", MHD_RESPMEM_PERSISTENT);
 	enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
 	MHD_destroy_response(r);
@@ -378,6 +391,45 @@ Test(webhooks, a_hanging_receiver_times_out_and_disable_then_resume, .timeout = 
 	fd_test_resp_free(&r);
 	fd_test_server_stop(&ts);
 	receiver_stop(&rc);
+}
+
+Test(webhooks, a_receiver_that_does_not_answer_holds_up_only_its_own_webhook, .timeout = 180)
+{
+	struct receiver slow, fast;
+	receiver_start(&slow);
+	receiver_start(&fast);
+	slow.hold = true;
+	struct fd_test_server ts;
+	fd_test_server_start_with(&ts, NULL, allow_private);
+	struct fd_test_resp r;
+	cr_assert_eq(put_webhook(ts.port, "a-silent", HOOK_BODY(&slow, ",\"categories\":[\"iso\"],\"timeout_ms\":60000"), &r),
+		     201, "%s", r.body);
+	fd_test_resp_free(&r);
+	cr_assert_eq(put_webhook(ts.port, "b-answering", HOOK_BODY(&fast, ",\"categories\":[\"iso\"]"), &r), 201, "%s", r.body);
+	fd_test_resp_free(&r);
+	/* the dispatcher takes webhooks in name order: the silent one first */
+	for (int i = 0; i < 10; i++)
+		append(ts.port, "iso-1", i);
+	/* every event reaches the answering receiver while the other's first POST still waits (its timeout is 60 s) */
+	wait_delivered(&fast, 10);
+	pthread_mutex_lock(&slow.mu);
+	cr_assert_eq(slow.n, 1, "the silent receiver got %zu requests", slow.n);
+	cr_assert_eq(slow.seen[0].answered, 0, "the silent receiver's request was answered");
+	slow.hold = false;
+	pthread_mutex_unlock(&slow.mu);
+	/* once it answers, it gets the same events in the same order */
+	wait_delivered(&slow, 10);
+	pthread_mutex_lock(&slow.mu);
+	pthread_mutex_lock(&fast.mu);
+	cr_assert_eq(slow.n, 10);
+	cr_assert_eq(fast.n, 10);
+	for (size_t i = 0; i < 10; i++)
+		cr_assert_str_eq(slow.seen[i].event_id, fast.seen[i].event_id, "event %zu", i);
+	pthread_mutex_unlock(&fast.mu);
+	pthread_mutex_unlock(&slow.mu);
+	fd_test_server_stop(&ts);
+	receiver_stop(&slow);
+	receiver_stop(&fast);
 }
 
 Test(webhooks, disabled_after_max_attempts_and_resumed, .timeout = 120)
