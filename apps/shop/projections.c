@@ -174,6 +174,7 @@ enum {
 	ORDERS_TRANSITIONS,
 	ORDER_DELETED,
 	ORDER_SUBJECT_ERASED,
+	ORDERS_FOLDED,
 };
 
 static const char *const order_statements[] = {
@@ -278,6 +279,24 @@ static const char *const order_statements[] = {
 	/* the customer's personal data goes; the rest of the summary stays */
 	[ORDER_SUBJECT_ERASED] = "UPDATE {table} SET email = NULL, shipping_address = NULL, version = $2, updated_at = $3"
 				 " WHERE order_id = $1 AND version < $2 AND customer_id = $4",
+	/*
+	 * Orders created in the batch, folded in C (order_fold): each summary
+	 * row written once as it ends the batch, with its lines, unless the row
+	 * is there already (a replay over existing rows: then the run's
+	 * statements do what they always do).  The run's statements then find
+	 * these rows at their last version and leave them alone.
+	 */
+	[ORDERS_FOLDED] =
+		"WITH ins AS (INSERT INTO {table} (order_id, customer_id, status, line_count, total_cents, created_at,"
+		"   placed_at, confirmed_at, shipped_at, cancelled_at, cancel_reason, email, shipping_address, version, updated_at)"
+		" SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::timestamptz[],"
+		"   $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::text[],"
+		"   $13::jsonb[], $14::bigint[], $15::timestamptz[])"
+		" ON CONFLICT (order_id) DO NOTHING RETURNING order_id)"
+		" INSERT INTO {table}_lines (order_id, product_id, quantity, unit_price_cents)"
+		" SELECT u.order_id, u.product_id, u.quantity, u.price"
+		" FROM unnest($16::uuid[], $17::text[], $18::bigint[], $19::bigint[]) AS u(order_id, product_id, quantity, price)"
+		" WHERE u.order_id IN (SELECT order_id FROM ins)",
 	NULL,
 };
 
@@ -384,12 +403,213 @@ static int order_phase(const char *type, const char **status)
 	return 0;
 }
 
+/*
+ * Folding (replays): an order whose OrderCreated is in the batch is built
+ * in C from its events and written once, instead of a creation, its lines
+ * and then its counters and status rewritten by each later statement of the
+ * batch (three writes of the summary row for an order placed in the
+ * batch).  It follows the per-event statements exactly: events before the
+ * creation change nothing, a second creation changes nothing, a line added
+ * adds its quantity and takes the new price, a line removed goes, a status
+ * change sets its status, its time and a reason when given, and every event
+ * that changes the summary moves its version and time.  An order whose
+ * events hold anything unexpected is left to the run's statements.  Its
+ * events still go to the run as well: once the folded row is there they
+ * are all at or below its version and change nothing.
+ */
+struct fold_line {
+	const char *sku;
+	long long quantity, price;
+};
+
+struct fold_order {
+	const char *id, *customer, *created_at, *email, *status, *reason, *updated_at;
+	const char *at[4]; /* placed, confirmed, shipped, cancelled */
+	json_t *address;
+	long long version;
+	struct fold_line *lines;
+	size_t nlines, cap;
+	bool broken;
+};
+
+enum { FOLD_COLS = 15, FOLD_LINE_COLS = 4 };
+
+static int status_slot(const char *status)
+{
+	static const char *const kinds[] = { "placed", "confirmed", "shipped", "cancelled" };
+	for (int i = 0; i < 4; i++)
+		if (strcmp(status, kinds[i]) == 0)
+			return i;
+	return -1;
+}
+
+static bool fold_line_event(struct fold_order *o, const struct fd_feed_event *ev, bool removed)
+{
+	const char *sku = json_string_value(json_object_get(ev->data, "product_id"));
+	if (!sku)
+		return false;
+	size_t i = 0;
+	while (i < o->nlines && strcmp(o->lines[i].sku, sku) != 0)
+		i++;
+	if (removed) {
+		if (i < o->nlines)
+			o->lines[i] = o->lines[--o->nlines]; /* the rows are unordered */
+		return true;
+	}
+	json_t *q = json_object_get(ev->data, "quantity");
+	json_t *p = json_object_get(json_object_get(ev->data, "unit_price"), "amount_cents");
+	if (!json_is_integer(q) || !json_is_integer(p))
+		return false;
+	if (i == o->nlines) {
+		if (o->nlines == o->cap) {
+			size_t cap = o->cap ? 2 * o->cap : 4;
+			struct fold_line *l = realloc(o->lines, cap * sizeof *l);
+			if (!l)
+				return false;
+			o->lines = l;
+			o->cap = cap;
+		}
+		o->lines[o->nlines++] = (struct fold_line){ sku, 0, 0 };
+	}
+	o->lines[i].quantity += json_integer_value(q);
+	o->lines[i].price = json_integer_value(p);
+	return true;
+}
+
+/* Queue the folded orders (those not broken); the caller frees them. */
+static enum fd_err fold_write(PGconn *conn, const char *table, struct fold_order *orders, size_t norders)
+{
+	struct fd_pg_array cols[FOLD_COLS + FOLD_LINE_COLS];
+	for (int k = 0; k < FOLD_COLS + FOLD_LINE_COLS; k++)
+		cols[k] = (struct fd_pg_array)FD_PG_ARRAY_INIT;
+	struct fd_pg_array *lc = cols + FOLD_COLS;
+	enum fd_err err = FD_OK;
+	size_t written = 0;
+	for (size_t i = 0; i < norders && !err; i++) {
+		struct fold_order *o = &orders[i];
+		if (o->broken)
+			continue;
+		long long total = 0;
+		for (size_t l = 0; l < o->nlines; l++) {
+			total += o->lines[l].quantity * o->lines[l].price;
+			fd_pg_array_add(&lc[0], o->id);
+			fd_pg_array_add(&lc[1], o->lines[l].sku);
+			fd_pg_array_add_int(&lc[2], o->lines[l].quantity);
+			fd_pg_array_add_int(&lc[3], o->lines[l].price);
+		}
+		char *address = json_is_object(o->address) ? json_dumps(o->address, JSON_COMPACT) : NULL;
+		if (json_is_object(o->address) && !address) {
+			err = FD_ERR_NOMEM;
+			break;
+		}
+		fd_pg_array_add(&cols[0], o->id);
+		fd_pg_array_add(&cols[1], o->customer);
+		fd_pg_array_add(&cols[2], o->status);
+		fd_pg_array_add_int(&cols[3], (long long)o->nlines);
+		fd_pg_array_add_int(&cols[4], total);
+		fd_pg_array_add(&cols[5], o->created_at);
+		for (int k = 0; k < 4; k++)
+			fd_pg_array_add(&cols[6 + k], o->at[k]);
+		fd_pg_array_add(&cols[10], o->reason);
+		fd_pg_array_add(&cols[11], o->email);
+		fd_pg_array_add(&cols[12], address);
+		fd_pg_array_add_int(&cols[13], o->version);
+		fd_pg_array_add(&cols[14], o->updated_at);
+		free(address);
+		written++;
+	}
+	if (!err && written) {
+		const char *params[FOLD_COLS + FOLD_LINE_COLS];
+		for (int k = 0; k < FOLD_COLS + FOLD_LINE_COLS && !err; k++)
+			if (!(params[k] = fd_pg_array_text(&cols[k])))
+				err = FD_ERR_NOMEM;
+		if (!err)
+			err = fd_projection_exec(conn, table, ORDERS_FOLDED, FOLD_COLS + FOLD_LINE_COLS, params);
+	}
+	release_columns(cols, FOLD_COLS + FOLD_LINE_COLS);
+	return err;
+}
+
+/*
+ * Fold the orders created in this batch and queue their rows.  Not with a
+ * system event in the batch ($StreamDeleted, $SubjectErased): those batches
+ * go through the runs alone.
+ */
+static enum fd_err order_fold(PGconn *conn, const char *table, const struct fd_feed_event *evs, size_t n)
+{
+	size_t candidates = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (evs[i].type[0] == '$')
+			return FD_OK;
+		candidates += strcmp(evs[i].type, "OrderCreated") == 0;
+	}
+	if (candidates == 0)
+		return FD_OK;
+	struct fold_order *orders = calloc(candidates, sizeof *orders);
+	struct seen index;
+	if (!orders || seen_init(&index, candidates) != FD_OK) {
+		free(orders);
+		return FD_ERR_NOMEM;
+	}
+	size_t norders = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct fd_feed_event *ev = &evs[i];
+		const char *id = ev->stream + strlen("order-"), *status = NULL;
+		int phase = order_phase(ev->type, &status);
+		struct fd_uuid u;
+		if (!phase || !fd_uuid_parse(id, &u))
+			continue;
+		int *slot = seen_at(&index, id, NULL);
+		if (!*slot) {
+			if (phase != 1)
+				continue; /* no row to change yet: as the per-event statements */
+			struct fold_order *o = &orders[norders];
+			*slot = (int)++norders;
+			o->id = id;
+			o->customer = str(ev->data, "customer_id");
+			o->created_at = o->updated_at = ev->recorded_at;
+			o->email = json_string_value(json_object_get(ev->data, "email"));
+			o->address = json_object_get(ev->data, "shipping_address");
+			o->status = "draft";
+			o->version = ev->version;
+			o->broken = !json_is_string(json_object_get(ev->data, "customer_id"));
+			continue;
+		}
+		struct fold_order *o = &orders[*slot - 1];
+		if (o->broken || phase == 1 || ev->version <= o->version)
+			continue; /* a second creation, or not above the row: unchanged */
+		if (phase == 2) {
+			if (!fold_line_event(o, ev, strcmp(ev->type, "OrderLineRemoved") == 0)) {
+				o->broken = true;
+				continue;
+			}
+		} else {
+			o->status = status;
+			o->at[status_slot(status)] = ev->recorded_at;
+			const char *reason = json_string_value(json_object_get(ev->data, "reason"));
+			if (reason)
+				o->reason = reason;
+		}
+		o->version = ev->version;
+		o->updated_at = ev->recorded_at;
+	}
+	enum fd_err err = fold_write(conn, table, orders, norders);
+	for (size_t i = 0; i < norders; i++)
+		free(orders[i].lines);
+	free(orders);
+	free(index.slots);
+	return err;
+}
+
 static enum fd_err order_handle_batch(PGconn *conn, const char *table, const struct fd_feed_event *evs, size_t n)
 {
 	struct order_run r;
 	memset(&r, 0, sizeof r);
 	struct seen seen;
-	enum fd_err err = seen_init(&seen, n);
+	enum fd_err err = order_fold(conn, table, evs, n);
+	if (err)
+		return err;
+	err = seen_init(&seen, n);
 	for (size_t i = 0; !err && i < n; i++) {
 		const struct fd_feed_event *ev = &evs[i];
 		const char *id = ev->stream + strlen("order-"), *status = NULL;
