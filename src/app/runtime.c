@@ -156,7 +156,7 @@ enum fd_err fd_runtime_start(struct fd_runtime *rt, const struct fd_config *cfg,
 			goto fail;
 		}
 	}
-	if (cfg->retention && (err = fd_retention_start(cfg, app, ctx->bus, &rt->retention))) {
+	if (cfg->retention && (err = fd_retention_start(cfg, app, ctx->bus, ctx->metrics, &rt->retention))) {
 		snprintf(errbuf, errlen, "cannot start the retention job");
 		goto fail;
 	}
