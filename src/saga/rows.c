@@ -139,7 +139,10 @@ static enum fd_err stored_data(struct fd_pool *pool, const struct fd_saga_state 
 		return FD_ERR_INTERNAL;
 	}
 	const struct fd_personal_decl *d = st->type->personal;
-	if (!d || !d->paths) {
+	bool present = false; /* none of the declared values in the data yet: written as is, no copy, no key */
+	for (size_t i = 0; d && d->paths && d->paths[i] && !present; i++)
+		present = fd_json_pointer_get(st->data, d->paths[i]) != NULL;
+	if (!present) {
 		*data = json_dumps(st->data, JSON_COMPACT);
 		return *data ? FD_OK : FD_ERR_NOMEM;
 	}
