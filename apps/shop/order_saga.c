@@ -7,7 +7,9 @@
  *   take_payment       when every line is reserved          undo: cancel the order, then refund what
  *                                                           was taken, or void a payment still
  *                                                           waiting for the gateway
- *   confirm_order      when the payment is authorised       (last step: the saga completes)
+ *   confirm_order      when the payment is authorised       (last step: the saga completes; records
+ *                                                           the customer's e-mail the confirmation goes
+ *                                                           to, personal data of the customer: sealed)
  * The conditions read the saga's data, which the events fold into (the
  * StockReserved and PaymentAuthorised of the log) and which a step's own
  * results also set (the reservations and the authorisation it just got), so
@@ -407,9 +409,27 @@ static enum fd_step_result order_command(struct fd_saga_ctx *ctx, const char *co
 	return out;
 }
 
+/*
+ * Confirm the order, and record where its confirmation goes: the customer's
+ * e-mail, when the order has one (personal data of the customer in the
+ * saga's data: stored sealed, null once the customer is erased).
+ */
 static enum fd_step_result confirm(struct fd_saga_ctx *ctx)
 {
-	return order_command(ctx, "confirm", json_object(), FD_ORDER_CONFIRMED, FD_ORDER_SHIPPED);
+	enum fd_step_result out = order_command(ctx, "confirm", json_object(), FD_ORDER_CONFIRMED, FD_ORDER_SHIPPED);
+	if (out != FD_STEP_OK)
+		return out;
+	struct fd_order o;
+	int64_t version;
+	enum fd_err err = fd_bus_load(ctx->bus, &fd_order_type, order_id_of(ctx), NULL, &o, &version);
+	if (err)
+		out = transient(ctx, err, "order");
+	else if (o.customer_id && json_is_string(o.email))
+		if (json_object_set_new(ctx->set, "customer_id", json_string(o.customer_id)) ||
+		    json_object_set(ctx->set, "confirmation_email", o.email))
+			out = transient(ctx, FD_ERR_NOMEM, "confirmation");
+	fd_order_type.release(&o);
+	return out;
 }
 
 static enum fd_step_result cancel(struct fd_saga_ctx *ctx)
@@ -431,6 +451,13 @@ static const struct fd_saga_step fulfillment_steps[] = {
 	  .retry = { .max_attempts = 5, .delay_ms = 500, .backoff_pct = 200 } },
 };
 
+/* The address the confirmation went to is personal data of the order's customer. */
+static const char *const fulfillment_personal_paths[] = { "/confirmation_email", NULL };
+static const struct fd_personal_decl fulfillment_personal = {
+	.subject = "/customer_id",
+	.paths = fulfillment_personal_paths,
+};
+
 const struct fd_saga_type fd_order_fulfillment_saga = {
 	.name = "order_fulfillment",
 	.categories = order_categories,
@@ -440,6 +467,7 @@ const struct fd_saga_type fd_order_fulfillment_saga = {
 	.steps = fulfillment_steps,
 	.nsteps = sizeof fulfillment_steps / sizeof fulfillment_steps[0],
 	.compensate_when_completed = true,
+	.personal = &fulfillment_personal,
 };
 
 /* ---- order_shipping ------------------------------------------------------------- */

@@ -24,6 +24,7 @@
 #define FACTD_METRICS_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "factd/buf.h"
@@ -102,6 +103,21 @@ void fd_metrics_command_conflict(struct fd_metrics *m, const char *aggregate);
 void fd_metrics_append_batch(struct fd_metrics *m, size_t appends);
 /* One aggregate snapshot written (factd_snapshots_written_total). */
 void fd_metrics_snapshot_written(struct fd_metrics *m);
+
+/* What one round of the retention job removed and wrote (factd_retention_*). */
+struct fd_metrics_retention {
+	uint64_t events_removed;   /* events removed by retention policies */
+	uint64_t events_archived;  /* of those, written to archive files first */
+	uint64_t archive_files;    /* archive files written */
+	uint64_t sagas_removed;    /* ended sagas removed */
+	bool failed;               /* the round (or the saga cleanup) stopped on an error */
+};
+/*
+ * One round of the retention job run by this process (the one holding its
+ * lock), ended at unix time `at`: adds to the factd_retention_* counters and
+ * sets factd_retention_last_run_timestamp_seconds.
+ */
+void fd_metrics_retention_round(struct fd_metrics *m, const struct fd_metrics_retention *r, int64_t at);
 
 /* The connection pool's gauges, read by the caller at scrape time. */
 struct fd_metrics_pool {

@@ -46,6 +46,7 @@
 #include "factd/error.h"
 #include "factd/pool.h"
 #include "factd/proj.h"
+#include "factd/schema.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -121,6 +122,19 @@ struct fd_saga_type {
 	 * running saga.  false: a completed saga ignores every event.
 	 */
 	bool compensate_when_completed;
+	/*
+	 * Personal data in the saga's data, or NULL: none.  `subject` is a JSON
+	 * pointer into the data to the subject's id ("/customer_id"), `paths`
+	 * the pointers of the values that are personal data of that subject
+	 * ("/email").  The engine stores those values sealed under the subject's
+	 * key (as events hold theirs) and opens them for fold, steps and
+	 * GET /sagas/{id}; once the subject is erased they read as null and the
+	 * saga's view lists them in "erased".  A value present without a valid
+	 * subject id is not kept (stored as null).  Step errors and compensation
+	 * reasons have the declared values' text replaced by "[personal]" before
+	 * they are stored or logged.
+	 */
+	const struct fd_personal_decl *personal;
 };
 
 /* The saga types of an app (struct fd_app.sagas). */
@@ -158,6 +172,7 @@ struct fd_saga_config {
 	struct fd_notifier *notifier; /* borrowed, may be NULL (then the intake polls) */
 	struct fd_metrics *metrics;  /* may be NULL */
 	const struct fd_schemas *schemas; /* the intake folds events upcast with these (schema.h); NULL: as stored */
+	struct fd_pool *pool;        /* for subject keys (a type with .personal); borrowed; NULL: the bus's pool */
 	unsigned workers;            /* worker threads (FACTD_SAGA_WORKERS, default 8); 0 = run no steps */
 	bool intake;                 /* take part in running the intake (default true) */
 	unsigned poll_ms;            /* how often idle workers look for due work (default 100) */

@@ -40,6 +40,7 @@ struct fd_retention_job {
 	pthread_cond_t wake;
 	PGconn *conn;
 	bool holder;
+	struct fd_metrics *metrics;   /* may be NULL */
 };
 
 static PGconn *connect_db(const char *conninfo)
@@ -87,9 +88,10 @@ static void round_once(struct fd_retention_job *j)
 {
 	if (!hold_lock(j))
 		return;
+	int64_t removed = 0, sagas = 0, archived = 0, files = 0;
 	struct fd_retention_config rc = { .archive_dir = j->cfg->archive_dir, .batch = j->cfg->retention_batch,
-					  .aggregates = j->aggs, .naggregates = j->naggs, .stop = &j->stop };
-	int64_t removed = 0, sagas = 0;
+					  .aggregates = j->aggs, .naggregates = j->naggs, .stop = &j->stop,
+					  .archived = &archived, .files = &files };
 	enum fd_err err = fd_retention_round(j->conn, &rc, &removed);
 	if (err)
 		fd_log_fields(FD_LOG_WARN, "retention round failed; the rest waits for the next round",
@@ -106,6 +108,12 @@ static void round_once(struct fd_retention_job *j)
 				break;
 		}
 	}
+	fd_metrics_retention_round(j->metrics,
+				   &(struct fd_metrics_retention){ .events_removed = (uint64_t)removed,
+								   .events_archived = (uint64_t)archived,
+								   .archive_files = (uint64_t)files,
+								   .sagas_removed = (uint64_t)sagas, .failed = err != FD_OK },
+				   (int64_t)time(NULL));
 	if (removed || sagas)
 		fd_log_fields(FD_LOG_INFO, "retention round",
 			      json_pack("{s:I, s:I}", "events_removed", (json_int_t)removed, "sagas_removed",
@@ -137,13 +145,14 @@ static void *job_main(void *arg)
 }
 
 enum fd_err fd_retention_start(const struct fd_config *cfg, const struct fd_app *app, const struct fd_bus *bus,
-			       struct fd_retention_job **out)
+			       struct fd_metrics *metrics, struct fd_retention_job **out)
 {
 	*out = NULL;
 	struct fd_retention_job *j = calloc(1, sizeof *j);
 	if (!j)
 		return FD_ERR_NOMEM;
 	j->cfg = cfg;
+	j->metrics = metrics;
 	if (app->naggregates && !(j->aggs = calloc(app->naggregates, sizeof *j->aggs))) {
 		free(j);
 		return FD_ERR_NOMEM;

@@ -13,12 +13,17 @@
 #include "factd/bus.h"
 #include "factd/config.h"
 #include "factd/error.h"
+#include "factd/metrics.h"
 
 struct fd_retention_job;
 
-/* Start the job for `app` under `cfg` (both borrowed; they and bus must outlive it). */
+/*
+ * Start the job for `app` under `cfg` (both borrowed; they, bus and metrics
+ * must outlive it).  Each round it runs is counted in metrics (may be NULL).
+ */
 FD_MUST_USE enum fd_err fd_retention_start(const struct fd_config *cfg, const struct fd_app *app,
-					   const struct fd_bus *bus, struct fd_retention_job **out);
+					   const struct fd_bus *bus, struct fd_metrics *metrics,
+					   struct fd_retention_job **out);
 /* Stop and free it; NULL is a no-op. */
 void fd_retention_stop(struct fd_retention_job *job);
 

@@ -149,14 +149,14 @@ enum fd_err fd_runtime_start(struct fd_runtime *rt, const struct fd_config *cfg,
 	if (cfg->sagas && app->nsagas) {
 		struct fd_saga_config sc = { .types = &ctx->sagas, .conninfo = session, .bus = ctx->bus,
 					     .services = ctx->services, .notifier = rt->notifier, .metrics = ctx->metrics,
-					     .schemas = &ctx->schemas, .workers = cfg->saga_workers, .intake = true, .poll_ms = cfg->saga_poll_ms,
+					     .schemas = &ctx->schemas, .pool = ctx->pool, .workers = cfg->saga_workers, .intake = true, .poll_ms = cfg->saga_poll_ms,
 					     .lease_ms = cfg->saga_lease_ms, .time_pct = cfg->saga_time_pct };
 		if ((err = fd_saga_engine_start(&sc, &rt->sagas))) {
 			snprintf(errbuf, errlen, "cannot start the saga engine");
 			goto fail;
 		}
 	}
-	if (cfg->retention && (err = fd_retention_start(cfg, app, ctx->bus, &rt->retention))) {
+	if (cfg->retention && (err = fd_retention_start(cfg, app, ctx->bus, ctx->metrics, &rt->retention))) {
 		snprintf(errbuf, errlen, "cannot start the retention job");
 		goto fail;
 	}

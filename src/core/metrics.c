@@ -96,6 +96,10 @@ struct fd_metrics {
 	_Atomic uint64_t snapshots;
 	_Atomic uint64_t batches;          /* group-committed append batches run */
 	_Atomic uint64_t batched;          /* appends those batches carried */
+
+	/* the retention job's rounds in this process */
+	_Atomic uint64_t ret_runs, ret_errors, ret_removed, ret_archived, ret_files, ret_sagas;
+	_Atomic int64_t ret_last_run;      /* unix seconds; 0: never */
 };
 
 static void add(_Atomic uint64_t *c, uint64_t n)
@@ -276,6 +280,20 @@ void fd_metrics_snapshot_written(struct fd_metrics *m)
 		add(&m->snapshots, 1);
 }
 
+void fd_metrics_retention_round(struct fd_metrics *m, const struct fd_metrics_retention *r, int64_t at)
+{
+	if (!m || !r)
+		return;
+	add(&m->ret_removed, r->events_removed);
+	add(&m->ret_archived, r->events_archived);
+	add(&m->ret_files, r->archive_files);
+	add(&m->ret_sagas, r->sagas_removed);
+	if (r->failed)
+		add(&m->ret_errors, 1);
+	add(&m->ret_runs, 1);
+	atomic_store_explicit(&m->ret_last_run, at, memory_order_relaxed);
+}
+
 void fd_metrics_append_batch(struct fd_metrics *m, size_t appends)
 {
 	if (m) {
@@ -411,6 +429,41 @@ static enum fd_err render_store(const struct fd_metrics *m, struct fd_buf *b)
 	return err;
 }
 
+static enum fd_err render_retention(const struct fd_metrics *m, struct fd_buf *b)
+{
+	static const struct {
+		const char *name, *help;
+		size_t off;
+	} counters[] = {
+		{ "factd_retention_runs_total", "Rounds of the retention job this process ran (the one holding its lock).",
+		  offsetof(struct fd_metrics, ret_runs) },
+		{ "factd_retention_errors_total", "Rounds of the retention job that stopped on an error.",
+		  offsetof(struct fd_metrics, ret_errors) },
+		{ "factd_retention_events_removed_total", "Events removed by retention policies.",
+		  offsetof(struct fd_metrics, ret_removed) },
+		{ "factd_retention_events_archived_total", "Events written to retention archives before their removal.",
+		  offsetof(struct fd_metrics, ret_archived) },
+		{ "factd_retention_archive_files_total", "Retention archive files written.",
+		  offsetof(struct fd_metrics, ret_files) },
+		{ "factd_retention_sagas_removed_total", "Ended sagas removed by the retention job.",
+		  offsetof(struct fd_metrics, ret_sagas) },
+	};
+	enum fd_err err = FD_OK;
+	for (size_t i = 0; !err && i < sizeof counters / sizeof counters[0]; i++) {
+		const _Atomic uint64_t *c = (const _Atomic uint64_t *)((const char *)m + counters[i].off);
+		err = family(b, counters[i].name, "counter", counters[i].help);
+		if (!err)
+			err = fd_buf_appendf(b, "%s %" PRIu64 "\n", counters[i].name, get(c));
+	}
+	if (!err)
+		err = family(b, "factd_retention_last_run_timestamp_seconds", "gauge",
+			     "When this process last ended a round of the retention job (unix time; 0: never).");
+	if (!err)
+		err = fd_buf_appendf(b, "factd_retention_last_run_timestamp_seconds %" PRId64 "\n",
+				     (int64_t)atomic_load_explicit(&m->ret_last_run, memory_order_relaxed));
+	return err;
+}
+
 static enum fd_err render_commands(const struct fd_metrics *m, struct fd_buf *b)
 {
 	enum fd_err err = family(b, "factd_commands_total", "counter",
@@ -485,6 +538,8 @@ enum fd_err fd_metrics_render(const struct fd_metrics *m, const struct fd_metric
 		err = render_store(m, out);
 	if (!err)
 		err = render_commands(m, out);
+	if (!err)
+		err = render_retention(m, out);
 	if (!err && pool)
 		err = render_pool(pool, out);
 	if (!err)

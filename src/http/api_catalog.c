@@ -1,6 +1,6 @@
 /*
  * api_catalog.c - what the event store holds, for operators and the console:
- *   GET /streams?category=&prefix=&after=&limit=   streams by name, keyset pages
+ *   GET /streams?category=&prefix=&after=&limit=&deleted=   streams by name, keyset pages
  *   GET /categories?after=&limit=                  categories with stream and event counts
  *   GET /events/head                               the feed position a live tail starts after
  * Parameters are checked before any database work; the queries walk one
@@ -61,6 +61,12 @@ void fd_api_list_streams(struct fd_req *req, struct fd_resp *resp)
 		}
 		*vals[i] = v;
 	}
+	const char *del = fd_req_query(req, "deleted");
+	if (del && strcmp(del, "true") != 0 && strcmp(del, "false") != 0) {
+		fd_api_bad_param(resp, req, "deleted", "deleted must be true or false");
+		return;
+	}
+	q.deleted = del && strcmp(del, "true") == 0;
 	json_t *page = NULL;
 	enum fd_err err = FD_OK;
 	for (struct fd_pool *pool = fd_req_read_pool(req, NULL); pool; pool = fd_req_read_retry(req, err))

@@ -292,6 +292,11 @@ static bool load_batch_sagas(struct fd_saga_engine *e, PGconn *conn, const struc
 			continue;
 		}
 		snprintf(h->key, sizeof h->key, "%s", PQgetvalue(res, i, 2));
+		/* its personal values open (a statement only for a row that has any); the batch waits when they cannot */
+		if (fd_saga_row_open(conn, e->cfg.pool, &h->st) != FD_OK) {
+			ok = false;
+			break;
+		}
 	}
 	PQclear(res);
 	return ok;
@@ -312,6 +317,7 @@ static bool fold_held(struct held *h, const struct fd_feed_event *ev, bool creat
 	enum fd_saga_phase phase = st->phase;
 	bool changed = false;
 	enum fd_err err = fd_saga_on_event(st, ev, created, &changed);
+	fd_saga_redact_state(st); /* a compensation reason made of a personal value */
 	/* an event a step already reported (its own StockReserved, say) changes nothing: no write */
 	if (!err && changed &&
 	    (created || !json_equal(before, st->data) || nseen != json_array_size(st->seen) || status != st->status ||
@@ -423,7 +429,8 @@ static int intake_batch(struct fd_saga_engine *e, PGconn *conn, bool timed, bool
 		struct held *h = &b.v[i];
 		if (!h->dirty)
 			continue;
-		enum fd_err err = h->is_new ? fd_saga_row_insert(conn, &h->st, h->key) : fd_saga_row_save(conn, &h->st);
+		enum fd_err err = h->is_new ? fd_saga_row_insert(conn, e->cfg.pool, &h->st, h->key)
+					 : fd_saga_row_save(conn, e->cfg.pool, &h->st);
 		if (err == FD_ERR_GONE) {
 			/* a late event for a business process that ended and was cleaned up: no second saga */
 			fd_log_fields(FD_LOG_INFO, "saga not started again after its removal",
@@ -643,6 +650,11 @@ static int claim(struct fd_saga_engine *e, PGconn *conn, const char *token, stru
 			continue;
 		}
 		snprintf(c->key, sizeof c->key, "%s", PQgetvalue(res, i, 2));
+		if (fd_saga_row_open(conn, e->cfg.pool, &c->st) != FD_OK) {
+			/* logged; the claim's lease holds it back until it is tried again, other work goes on */
+			fd_saga_state_release(&c->st);
+			continue;
+		}
 		bool ok = start_job(e, conn, c);
 		if (!ok) {
 			fd_saga_state_release(&c->st);
@@ -712,6 +724,10 @@ static bool complete(struct fd_saga_engine *e, PGconn *conn, struct claimed *c, 
 	struct fd_saga_state st;
 	ok = ok && fd_saga_row_parse(e->cfg.types, res, 0, e->cfg.time_pct, &st, NULL) == FD_OK;
 	PQclear(res);
+	if (ok && fd_saga_row_open(conn, e->cfg.pool, &st) != FD_OK) {
+		fd_saga_state_release(&st);
+		ok = false;
+	}
 	if (!ok) {
 		fd_saga_exec(conn, "ROLLBACK");
 		return false;
@@ -727,7 +743,7 @@ static bool complete(struct fd_saga_engine *e, PGconn *conn, struct claimed *c, 
 		st.due_ms = e->cfg.lease_ms;
 		*chain = true;
 	}
-	ok = fd_saga_row_save(conn, &st) == FD_OK && fd_saga_notes_write(conn, &st) == FD_OK;
+	ok = fd_saga_row_save(conn, e->cfg.pool, &st) == FD_OK && fd_saga_notes_write(conn, &st) == FD_OK;
 	if (ok && c->seq[0]) {
 		const char *hp[] = { c->st.id, c->seq, outcome_name(r), error && *error ? error : NULL };
 		PGresult *u = fd_saga_sql(conn,
@@ -783,6 +799,8 @@ static bool run_claimed(struct fd_saga_engine *e, PGconn *conn, struct claimed *
 			r = s->action(&ctx);
 		else if (c->job.kind == FD_JOB_COMPENSATION && s->compensate)
 			r = s->compensate(&ctx);
+		/* the error goes to the saga's row, its history and the log: never a personal value */
+		fd_saga_redact(&c->st, ctx.error, sizeof ctx.error);
 		if (c->job.kind == FD_JOB_ACTION || c->job.kind == FD_JOB_COMPENSATION)
 			fd_log_fields(r == FD_STEP_OK || r == FD_STEP_WAIT ? FD_LOG_DEBUG : FD_LOG_INFO, "saga step ran",
 				      json_pack("{s:s, s:s, s:s, s:I, s:s, s:s}", "saga_id", c->st.id, "step", ctx.step,

@@ -73,7 +73,10 @@ void fd_saga_state_release(struct fd_saga_state *st)
 	json_decref(st->seen);
 	json_decref(st->data);
 	json_decref(st->notes);
-	st->completed = st->seen = st->data = st->notes = NULL;
+	json_decref(st->sealed);
+	json_decref(st->erased);
+	st->completed = st->seen = st->data = st->notes = st->sealed = st->erased = NULL;
+	st->unopened = false;
 }
 
 void fd_saga_state_reset_outputs(struct fd_saga_state *st)

@@ -31,7 +31,17 @@ struct fd_saga_state {
 	unsigned attempts;
 	bool leased;             /* a worker holds a claim on the row right now */
 	json_t *seen;            /* array of event type names (owned) */
-	json_t *data;            /* object (owned) */
+	json_t *data;            /* object (owned); personal values open (plaintext) in memory */
+	/*
+	 * Personal data (fd_saga_type.personal): the row's "personal" column as
+	 * read (owned; NULL: no sealed value), whether data still holds its
+	 * tokens (fd_saga_row_open has not run: such a state is never saved), and
+	 * the pointers that read as null because the subject was erased (owned
+	 * array, NULL when none).
+	 */
+	json_t *sealed;
+	bool unopened;
+	json_t *erased;
 	char error[512];         /* why it compensates / failed; "" when none */
 	/* set by the machine, read by the engine when saving */
 	enum fd_due due;

@@ -110,28 +110,48 @@ enum fd_err fd_saga_get(struct fd_pool *pool, const struct fd_saga_set *types, c
 		"   'attempt', h.attempt, 'outcome', h.outcome, 'error', h.error, 'worker', h.worker,"
 		"   'started_at', " TS("h.started_at") ","
 		"   'finished_at', " TS("h.finished_at") ") ORDER BY h.seq), '[]')::text"
-		"  FROM saga_steps h WHERE h.saga_id = s.id)"
+		"  FROM saga_steps h WHERE h.saga_id = s.id), coalesce(s.personal::text, '')"
 		" FROM sagas s WHERE s.id = $1::uuid",
 		1, p);
 	if (!res) {
 		fd_pool_release(pool, conn, PQstatus(conn) != CONNECTION_OK);
 		return FD_ERR_IO;
 	}
-	fd_pool_release(pool, conn, false);
 	if (PQntuples(res) == 0) {
+		fd_pool_release(pool, conn, false);
 		PQclear(res);
 		return FD_ERR_NOTFOUND;
 	}
 	json_t *o = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
 	json_t *data = json_loads(PQgetvalue(res, 0, 1), 0, NULL);
 	json_t *history = json_loads(PQgetvalue(res, 0, 3), 0, NULL);
+	json_t *sealed = *PQgetvalue(res, 0, 4) ? json_loads(PQgetvalue(res, 0, 4), 0, NULL) : NULL;
+	bool has_sealed = *PQgetvalue(res, 0, 4) != '\0';
 	PQclear(res);
-	if (!o || !data || !history) {
+	json_t *erased = json_array();
+	if (!o || !data || !history || !erased || (has_sealed && !sealed)) {
+		fd_pool_release(pool, conn, false);
 		json_decref(o);
 		json_decref(data);
 		json_decref(history);
+		json_decref(sealed);
+		json_decref(erased);
 		return FD_ERR_NOMEM;
 	}
+	/* sealed personal values open; an erased subject's read as null, listed in "erased" */
+	err = sealed ? fd_saga_data_open(conn, pool, sealed, data, erased) : FD_OK;
+	fd_pool_release(pool, conn, fd_pg_conn_broken(conn, err));
+	json_decref(sealed);
+	if (err) {
+		json_decref(o);
+		json_decref(data);
+		json_decref(history);
+		json_decref(erased);
+		return err;
+	}
+	if (json_array_size(erased))
+		json_object_set(o, "erased", erased);
+	json_decref(erased);
 	const struct fd_saga_type *t = fd_saga_set_find(types, json_string_value(json_object_get(o, "type")));
 	json_int_t cur = json_integer_value(json_object_get(o, "current_step"));
 	name_step(types, o);
@@ -239,6 +259,8 @@ static enum fd_err operate(struct fd_pool *pool, const struct fd_saga_set *types
 		err = FD_ERR_NOTFOUND;
 	} else {
 		err = fd_saga_row_parse(types, res, 0, 100, &st, NULL);
+		if (!err && (err = fd_saga_row_open(conn, pool, &st)))
+			fd_saga_state_release(&st);
 		have = err == FD_OK;
 		if (err == FD_ERR_NOTFOUND || err == FD_ERR_INVAL)
 			err = FD_ERR_IO; /* a type this build does not know, or a row it cannot read: a server fault */
@@ -248,7 +270,7 @@ static enum fd_err operate(struct fd_pool *pool, const struct fd_saga_set *types
 		if (!act(&st, reason)) {
 			err = FD_ERR_CONFLICT;
 		} else {
-			err = fd_saga_row_save(conn, &st);
+			err = fd_saga_row_save(conn, pool, &st);
 			if (!err)
 				err = fd_saga_notes_write(conn, &st);
 		}

@@ -9,6 +9,7 @@
 
 #include "factd/log.h"
 #include "factd/sql.h"
+#include "store/personal.h"
 
 static PGresult *checked(enum fd_err err, PGresult *res)
 {
@@ -71,19 +72,227 @@ enum fd_err fd_saga_row_parse(const struct fd_saga_set *types, const PGresult *r
 	snprintf(st->error, sizeof st->error, "%s", PQgetvalue(res, i, 11));
 	if (lease)
 		snprintf(lease, 37, "%s", PQgetvalue(res, i, 12));
+	const char *personal = PQgetvalue(res, i, 13);
+	if (*personal) {
+		/* sealed values in data: fd_saga_row_open must run before anything reads or saves it */
+		st->sealed = json_loads(personal, 0, NULL);
+		st->unopened = true;
+		if (!json_is_object(st->sealed)) {
+			fd_saga_state_release(st);
+			return FD_ERR_INVAL;
+		}
+	}
 	fd_saga_state_reset_outputs(st);
 	return FD_OK;
+}
+
+enum fd_err fd_saga_data_open(PGconn *conn, struct fd_pool *pool, const json_t *sealed, json_t *data, json_t *erased)
+{
+	const char *subject = json_string_value(json_object_get(sealed, "subject"));
+	if (!subject) {
+		fd_log(FD_LOG_ERROR, "a saga's personal declaration has no subject");
+		return FD_ERR_INTERNAL;
+	}
+	json_t *subjects = json_pack("[s]", subject);
+	json_t *meta = json_pack("{s:O}", FD_PERSONAL_KEY, sealed);
+	struct fd_subject_keys *keys = NULL;
+	enum fd_err err = subjects && meta ? FD_OK : FD_ERR_NOMEM;
+	if (!err)
+		err = fd_subject_keys_fetch(conn, fd_pool_keyring(pool), subjects, &keys);
+	if (!err)
+		err = fd_personal_unseal(keys, meta, data, erased);
+	fd_subject_keys_free(keys);
+	json_decref(subjects);
+	json_decref(meta);
+	return err;
+}
+
+enum fd_err fd_saga_row_open(PGconn *conn, struct fd_pool *pool, struct fd_saga_state *st)
+{
+	if (!st->unopened)
+		return FD_OK;
+	json_t *erased = json_array();
+	enum fd_err err = erased ? fd_saga_data_open(conn, pool, st->sealed, st->data, erased) : FD_ERR_NOMEM;
+	if (!err) {
+		st->unopened = false;
+		json_decref(st->erased);
+		st->erased = json_array_size(erased) ? json_incref(erased) : NULL;
+	} else {
+		fd_log_fields(FD_LOG_ERROR, "a saga's personal data cannot be opened",
+			      json_pack("{s:s, s:s}", "saga_id", st->id, "error", fd_err_name(err)));
+	}
+	json_decref(erased);
+	return err;
+}
+
+/*
+ * The data as stored: st's data with the personal values its type declares
+ * sealed (a copy; st->data stays open).  *personal: the row's "personal"
+ * column, NULL when nothing is sealed.  Both caller-freed.
+ */
+static enum fd_err stored_data(struct fd_pool *pool, const struct fd_saga_state *st, char **data, char **personal)
+{
+	*data = *personal = NULL;
+	if (st->unopened) {
+		fd_log_fields(FD_LOG_ERROR, "a saga's data was about to be saved with its personal values still sealed",
+			      json_pack("{s:s}", "saga_id", st->id));
+		return FD_ERR_INTERNAL;
+	}
+	const struct fd_personal_decl *d = st->type->personal;
+	bool present = false; /* none of the declared values in the data yet: written as is, no copy, no key */
+	for (size_t i = 0; d && d->paths && d->paths[i] && !present; i++)
+		present = fd_json_pointer_get(st->data, d->paths[i]) != NULL;
+	if (!present) {
+		*data = json_dumps(st->data, JSON_COMPACT);
+		return *data ? FD_OK : FD_ERR_NOMEM;
+	}
+	enum fd_err err = FD_OK;
+	json_t *copy = json_deep_copy(st->data), *paths = json_array(), *decl = NULL;
+	if (!copy || !paths) {
+		err = FD_ERR_NOMEM;
+		goto done;
+	}
+	bool any = false; /* a value other than null */
+	for (size_t i = 0; d->paths[i]; i++) {
+		const json_t *v = fd_json_pointer_get(copy, d->paths[i]);
+		if (v) {
+			any = any || !json_is_null(v);
+			if (json_array_append_new(paths, json_string(d->paths[i]))) {
+				err = FD_ERR_NOMEM;
+				goto done;
+			}
+		}
+	}
+	const char *subject = d->subject ? json_string_value(fd_json_pointer_get(copy, d->subject)) : NULL;
+	bool drop = false;
+	if (json_array_size(paths) && (!subject || !fd_personal_subject_valid(subject))) {
+		if (any)
+			fd_log_fields(FD_LOG_WARN, "a saga's personal values have no valid subject id: not kept",
+				      json_pack("{s:s, s:s}", "saga_id", st->id, "type", st->type->name));
+		drop = true;
+	} else if (json_array_size(paths)) {
+		decl = json_pack("{s:s, s:O}", "subject", subject, "paths", paths);
+		err = decl ? (pool ? fd_personal_seal(pool, decl, copy) : FD_ERR_NOKEY) : FD_ERR_NOMEM;
+		if (err == FD_ERR_ERASED) {
+			/* nothing of an erased subject is kept; the column still says which values are gone */
+			drop = true;
+			err = FD_OK;
+		} else if (err == FD_ERR_NOKEY) {
+			if (any)
+				fd_log_fields(FD_LOG_ERROR, "a saga's personal values are not kept: no master key",
+					      json_pack("{s:s, s:s}", "saga_id", st->id, "type", st->type->name));
+			drop = true;
+			err = FD_OK;
+			json_decref(decl);
+			decl = NULL;
+		}
+	}
+	for (size_t i = 0; !err && drop && i < json_array_size(paths); i++)
+		if (!fd_json_pointer_set(copy, json_string_value(json_array_get(paths, i)), json_null()))
+			err = FD_ERR_NOMEM;
+	if (err)
+		goto done;
+	*data = json_dumps(copy, JSON_COMPACT);
+	*personal = decl ? json_dumps(decl, JSON_COMPACT) : NULL;
+	if (!*data || (decl && !*personal))
+		err = FD_ERR_NOMEM;
+done:
+	json_decref(copy);
+	json_decref(paths);
+	json_decref(decl);
+	if (err) {
+		free(*data);
+		free(*personal);
+		*data = *personal = NULL;
+	}
+	return err;
+}
+
+/* Replace each occurrence of needle (of 3 bytes or more) in text by "[personal]", within cap. */
+static void redact_one(char *text, size_t cap, const char *needle)
+{
+	static const char mark[] = "[personal]";
+	size_t nl = strlen(needle), ml = sizeof mark - 1;
+	if (nl < 3)
+		return;
+	char *at = text;
+	while ((at = strstr(at, needle))) {
+		size_t tail = strlen(at + nl);
+		size_t used = (size_t)(at - text);
+		if (used + ml + tail + 1 > cap)
+			tail = cap > used + ml + 1 ? cap - used - ml - 1 : 0;
+		if (used + ml + 1 > cap) { /* no room for the mark: cut the text here */
+			*at = '\0';
+			return;
+		}
+		memmove(at + ml, at + nl, tail);
+		at[ml + tail] = '\0';
+		memcpy(at, mark, ml);
+		at += ml;
+	}
+}
+
+/* Every string within v (the value itself, members, elements). */
+static void redact_value(char *text, size_t cap, const json_t *v, int depth)
+{
+	if (depth > 32)
+		return;
+	if (json_is_string(v)) {
+		redact_one(text, cap, json_string_value(v));
+	} else if (json_is_object(v)) {
+		const char *k;
+		json_t *m;
+		json_object_foreach((json_t *)v, k, m)
+			redact_value(text, cap, m, depth + 1);
+	} else if (json_is_array(v)) {
+		size_t i;
+		json_t *m;
+		json_array_foreach(v, i, m)
+			redact_value(text, cap, m, depth + 1);
+	}
+}
+
+void fd_saga_redact(const struct fd_saga_state *st, char *text, size_t cap)
+{
+	const struct fd_personal_decl *d = st->type ? st->type->personal : NULL;
+	if (!d || !d->paths || !text || !*text || st->unopened)
+		return;
+	for (size_t i = 0; d->paths[i]; i++)
+		redact_value(text, cap, fd_json_pointer_get(st->data, d->paths[i]), 0);
+}
+
+void fd_saga_redact_state(struct fd_saga_state *st)
+{
+	if (!st->type || !st->type->personal)
+		return;
+	fd_saga_redact(st, st->error, sizeof st->error);
+	size_t i;
+	json_t *n;
+	json_array_foreach(st->notes, i, n) {
+		const char *e = json_string_value(json_object_get(n, "error"));
+		if (!e)
+			continue;
+		size_t cap = strlen(e) + 1 > 1024 ? strlen(e) + 1 : 1024;
+		char *buf = malloc(cap);
+		if (!buf)
+			continue;
+		snprintf(buf, cap, "%s", e);
+		fd_saga_redact(st, buf, cap);
+		json_object_set_new(n, "error", json_string(buf));
+		free(buf);
+	}
 }
 
 /* A state's columns as statement parameters.  False on NOMEM; release with row_text_free either way. */
 struct row_text {
 	char step[16], attempts[16];
 	char due[24];  /* "keep", "none" or milliseconds from now */
-	char *completed, *seen, *data;
+	char *completed, *seen, *data, *personal;
 };
 
-static bool row_text(const struct fd_saga_state *st, struct row_text *t)
+static enum fd_err row_text(struct fd_pool *pool, const struct fd_saga_state *st, struct row_text *t)
 {
+	memset(t, 0, sizeof *t);
 	snprintf(t->step, sizeof t->step, "%d", st->current);
 	snprintf(t->attempts, sizeof t->attempts, "%u", st->attempts);
 	if (st->due == FD_DUE_KEEP)
@@ -94,8 +303,9 @@ static bool row_text(const struct fd_saga_state *st, struct row_text *t)
 		snprintf(t->due, sizeof t->due, "%lld", (long long)st->due_ms);
 	t->completed = json_dumps(st->completed, JSON_COMPACT);
 	t->seen = json_dumps(st->seen, JSON_COMPACT);
-	t->data = json_dumps(st->data, JSON_COMPACT);
-	return t->completed && t->seen && t->data;
+	if (!t->completed || !t->seen)
+		return FD_ERR_NOMEM;
+	return stored_data(pool, st, &t->data, &t->personal);
 }
 
 static void row_text_free(struct row_text *t)
@@ -103,6 +313,7 @@ static void row_text_free(struct row_text *t)
 	free(t->completed);
 	free(t->seen);
 	free(t->data);
+	free(t->personal);
 }
 
 static enum fd_err write_row(PGconn *conn, const char *sql, const char *const *params, int n)
@@ -112,36 +323,36 @@ static enum fd_err write_row(PGconn *conn, const char *sql, const char *const *p
 	return res ? FD_OK : FD_ERR_IO;
 }
 
-enum fd_err fd_saga_row_save(PGconn *conn, const struct fd_saga_state *st)
+enum fd_err fd_saga_row_save(PGconn *conn, struct fd_pool *pool, const struct fd_saga_state *st)
 {
 	struct row_text t;
-	enum fd_err err = FD_ERR_NOMEM;
-	if (row_text(st, &t)) {
+	enum fd_err err = row_text(pool, st, &t);
+	if (!err) {
 		const char *p[] = { st->id, fd_saga_status_name(st->status), t.step, fd_saga_phase_name(st->phase),
 				    t.completed, t.attempts, t.due, st->clear_lease ? "t" : "f", t.seen, t.data,
-				    st->error[0] ? st->error : NULL };
+				    st->error[0] ? st->error : NULL, t.personal };
 		err = write_row(conn,
 				"UPDATE sagas SET status = $2, current_step = $3::int, phase = $4, completed_steps = $5::jsonb,"
 				" attempts = $6::int,"
 				" due_at = CASE $7 WHEN 'keep' THEN due_at WHEN 'none' THEN NULL"
 				" ELSE now() + $7::bigint * interval '1 millisecond' END,"
 				" lease_token = CASE WHEN $8::boolean THEN NULL ELSE lease_token END,"
-				" seen = $9::jsonb, data = $10::jsonb, error = $11, version = version + 1, updated_at = now()"
-				" WHERE id = $1::uuid",
-				p, 11);
+				" seen = $9::jsonb, data = $10::jsonb, error = $11, personal = $12::jsonb, version = version + 1,"
+				" updated_at = now() WHERE id = $1::uuid",
+				p, 12);
 	}
 	row_text_free(&t);
 	return err;
 }
 
-enum fd_err fd_saga_row_insert(PGconn *conn, const struct fd_saga_state *st, const char *key)
+enum fd_err fd_saga_row_insert(PGconn *conn, struct fd_pool *pool, const struct fd_saga_state *st, const char *key)
 {
 	struct row_text t;
-	enum fd_err err = FD_ERR_NOMEM;
-	if (row_text(st, &t)) {
+	enum fd_err err = row_text(pool, st, &t);
+	if (!err) {
 		const char *p[] = { st->id, st->type->name, key, fd_saga_status_name(st->status), t.step,
 				    fd_saga_phase_name(st->phase), t.completed, t.due, t.seen, t.data,
-				    st->error[0] ? st->error : NULL, t.attempts };
+				    st->error[0] ? st->error : NULL, t.attempts, t.personal };
 		/*
 		 * Not when the retention job removed an ended saga of this type and
 		 * key: the business process ran already (docs/design.md, "Saga
@@ -153,13 +364,13 @@ enum fd_err fd_saga_row_insert(PGconn *conn, const struct fd_saga_state *st, con
 			conn,
 			"WITH t AS (SELECT 1 FROM saga_tombstones WHERE type = $2 AND correlation_key = $3),"
 			" i AS (INSERT INTO sagas (id, type, correlation_key, status, current_step, phase, completed_steps,"
-			" due_at, seen, data, error, attempts, created_at)"
+			" due_at, seen, data, error, attempts, created_at, personal)"
 			" SELECT $1::uuid, $2, $3, $4, $5::int, $6, $7::jsonb,"
 			" CASE WHEN $8 IN ('keep', 'none') THEN NULL ELSE now() + $8::bigint * interval '1 millisecond' END,"
-			" $9::jsonb, $10::jsonb, $11, $12::int, clock_timestamp() WHERE NOT EXISTS (SELECT 1 FROM t)"
+			" $9::jsonb, $10::jsonb, $11, $12::int, clock_timestamp(), $13::jsonb WHERE NOT EXISTS (SELECT 1 FROM t)"
 			" ON CONFLICT (id) DO NOTHING RETURNING 1)"
 			" SELECT EXISTS (SELECT 1 FROM t)",
-			12, p);
+			13, p);
 		err = !res ? FD_ERR_IO : strcmp(PQgetvalue(res, 0, 0), "t") == 0 ? FD_ERR_GONE : FD_OK;
 		PQclear(res);
 	}

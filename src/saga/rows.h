@@ -8,6 +8,9 @@
 
 #include <libpq-fe.h>
 #include <stdbool.h>
+#include <stddef.h>
+
+#include "factd/pool.h"
 
 #include "machine.h"
 
@@ -18,7 +21,8 @@
 #define FD_SAGA_COLS(p)                                                                                         \
 	p "id::text, " p "type, " p "correlation_key, " p "status, " p "current_step, " p "phase, " p            \
 	  "completed_steps::text, " p "attempts, (" p "lease_token IS NOT NULL AND " p "due_at > now()), " p     \
-	  "seen::text, " p "data::text, coalesce(" p "error, ''), coalesce(" p "lease_token::text, '')"
+	  "seen::text, " p "data::text, coalesce(" p "error, ''), coalesce(" p "lease_token::text, ''),"     \
+	  " coalesce(" p "personal::text, '')"
 
 /*
  * Parse row `i` of a result with FD_SAGA_COLS into st (initialised here;
@@ -28,14 +32,42 @@
  */
 FD_MUST_USE enum fd_err fd_saga_row_parse(const struct fd_saga_set *types, const PGresult *res, int i, unsigned time_pct,
 					  struct fd_saga_state *st, char *lease);
-/* Write the state back (status, step, phase, stacks, data, error; due and lease as the machine left them). */
-FD_MUST_USE enum fd_err fd_saga_row_save(PGconn *conn, const struct fd_saga_state *st);
+/*
+ * Open the sealed personal values of a parsed row's data (nothing to do, and
+ * no statement, when the row has none): one statement on conn for the
+ * subject's key, unwrapped with pool's keyring.  Values of an erased subject
+ * become null, their pointers listed in st->erased.  FD_ERR_NOKEY: the
+ * subject is live and this process has no master key; FD_ERR_INTERNAL: a
+ * value does not open (logged).  A row parsed and not opened is never saved.
+ */
+/* The same for a row read otherwise: sealed is its "personal" column, data its data (opened in place). */
+FD_MUST_USE enum fd_err fd_saga_data_open(PGconn *conn, struct fd_pool *pool, const json_t *sealed, json_t *data,
+					  json_t *erased);
+FD_MUST_USE enum fd_err fd_saga_row_open(PGconn *conn, struct fd_pool *pool, struct fd_saga_state *st);
+/*
+ * Write the state back (status, step, phase, stacks, data, error; due and
+ * lease as the machine left them).  The personal values its type declares
+ * are sealed on the way (pool: for the subject's key; one statement on a
+ * pool connection when there are any).
+ */
+FD_MUST_USE enum fd_err fd_saga_row_save(PGconn *conn, struct fd_pool *pool, const struct fd_saga_state *st);
 /*
  * Insert a new saga row for st with correlation key `key`.  FD_ERR_GONE:
  * a saga of this type and key ended and was removed (saga_tombstones);
  * nothing is written.
  */
-FD_MUST_USE enum fd_err fd_saga_row_insert(PGconn *conn, const struct fd_saga_state *st, const char *key);
+FD_MUST_USE enum fd_err fd_saga_row_insert(PGconn *conn, struct fd_pool *pool, const struct fd_saga_state *st,
+					   const char *key);
+/*
+ * Replace, in text (NUL-terminated, capacity cap), every occurrence of the
+ * text of a personal value of st's data (each string within the values its
+ * type declares; those of 3 characters or more) with "[personal]".  For step
+ * errors and compensation reasons, which go to saga rows, the step history
+ * and the log.  Nothing to do for a type without personal data.
+ */
+void fd_saga_redact(const struct fd_saga_state *st, char *text, size_t cap);
+/* fd_saga_redact on st->error and the error of each of st->notes. */
+void fd_saga_redact_state(struct fd_saga_state *st);
 /* Add the machine's history notes as finished saga_steps rows. */
 FD_MUST_USE enum fd_err fd_saga_notes_write(PGconn *conn, const struct fd_saga_state *st);
 /*

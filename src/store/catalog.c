@@ -47,11 +47,14 @@ static void upper_bound(const char *prefix, char *out, size_t len)
 
 enum fd_err fd_catalog_streams(struct fd_pool *pool, const struct fd_stream_query *q, json_t **out)
 {
-	char sql[768], cat_hi[FD_STREAM_MAX + 2], pre_hi[FD_STREAM_MAX + 2], limit[16];
+	char sql[1024], cat_hi[FD_STREAM_MAX + 2], pre_hi[FD_STREAM_MAX + 2], limit[16];
 	const char *params[6];
 	int n = 0;
 	size_t o = (size_t)snprintf(sql, sizeof sql,
-				    "SELECT stream_id, category, version::text, " TS("updated_at") " FROM streams WHERE true");
+				    "SELECT stream_id, category, version::text, " TS("updated_at") ","
+				    " CASE WHEN tombstoned THEN 'tombstoned' WHEN deleted THEN 'deleted' ELSE 'live' END"
+				    " FROM streams WHERE %s",
+				    q->deleted ? "true" : "NOT deleted AND NOT tombstoned");
 	*out = NULL;
 	if (q->category) {
 		/* a category's streams are the names in [category, category || '.') */
@@ -90,6 +93,10 @@ enum fd_err fd_catalog_streams(struct fd_pool *pool, const struct fd_stream_quer
 		json_t *row = json_pack("{s:s, s:s, s:I, s:s}", "stream", PQgetvalue(res, i, 0), "category",
 					PQgetvalue(res, i, 1), "version", (json_int_t)strtoll(PQgetvalue(res, i, 2), NULL, 10),
 					"updated_at", PQgetvalue(res, i, 3));
+		if (row && q->deleted && json_object_set_new(row, "state", json_string(PQgetvalue(res, i, 4)))) {
+			json_decref(row);
+			row = NULL;
+		}
 		if (!row || json_array_append_new(list, row)) {
 			json_decref(list);
 			list = NULL;
@@ -120,7 +127,8 @@ static const char categories_sql[] =
 	"          ORDER BY s." NAME " LIMIT 1)"
 	"  FROM c WHERE c.cat IS NOT NULL),"
 	" page AS MATERIALIZED (SELECT cat FROM c WHERE cat IS NOT NULL LIMIT $2::int)"
-	" SELECT s.category, count(*)::text, sum(s.version)::text FROM streams s"
+	" SELECT s.category, count(*) FILTER (WHERE NOT s.deleted AND NOT s.tombstoned)::text,"
+	"  coalesce(sum(s.version) FILTER (WHERE NOT s.deleted AND NOT s.tombstoned), 0)::text FROM streams s"
 	" WHERE s." NAME " >= (SELECT min(cat COLLATE \"C\") FROM page)"
 	"   AND s." NAME " < (SELECT max(cat COLLATE \"C\") || '.' FROM page) COLLATE \"C\""
 	" GROUP BY s.category ORDER BY s.category COLLATE \"C\"";
@@ -141,6 +149,8 @@ enum fd_err fd_catalog_categories(struct fd_pool *pool, const char *after, unsig
 	int shown = rows > (int)limit ? (int)limit : rows;
 	json_t *list = json_array();
 	for (int i = 0; list && i < shown; i++) {
+		if (strcmp(PQgetvalue(res, i, 1), "0") == 0)
+			continue; /* every stream of it deleted: not listed; the keyset still moves past it */
 		json_t *row = json_pack("{s:s, s:I, s:I}", "category", PQgetvalue(res, i, 0), "streams",
 					(json_int_t)strtoll(PQgetvalue(res, i, 1), NULL, 10), "events",
 					(json_int_t)strtoll(PQgetvalue(res, i, 2), NULL, 10));

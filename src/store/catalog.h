@@ -13,6 +13,7 @@
 #define FACTD_STORE_CATALOG_H
 
 #include <jansson.h>
+#include <stdbool.h>
 
 #include "factd/error.h"
 #include "factd/pool.h"
@@ -22,18 +23,22 @@ struct fd_stream_query {
 	const char *prefix;    /* only names starting with it; NULL: all */
 	const char *after;     /* the page starts after this name; NULL: at the start */
 	unsigned limit;        /* rows per page, >= 1 */
+	bool deleted;          /* list deleted and tombstoned streams too, each with its "state" */
 };
 
 /*
  * One page of streams in byte order of their names: *out is
  * {"streams": [{stream, category, version, updated_at}], "next": name|null}
- * (caller owns).  FD_ERR_UNAVAILABLE, FD_ERR_DB, FD_ERR_NOMEM.
+ * (caller owns).  Deleted (soft) and tombstoned streams are left out unless
+ * q->deleted; then every row has "state": "live", "deleted" or "tombstoned".  FD_ERR_UNAVAILABLE, FD_ERR_DB, FD_ERR_NOMEM.
  */
 FD_MUST_USE enum fd_err fd_catalog_streams(struct fd_pool *pool, const struct fd_stream_query *q, json_t **out);
 
 /*
  * One page of categories in byte order, each with its number of streams and
- * events (the sum of its streams' versions): *out is
+ * events (the sum of its streams' versions), deleted and tombstoned streams
+ * not counted (a category with none left is not listed; a page may then be
+ * shorter than limit with "next" still set): *out is
  * {"categories": [{category, streams, events}], "next": category|null}.
  * Counting reads the index range of each category on the page.
  */

@@ -408,6 +408,10 @@ static enum fd_err archive_and_remove(PGconn *conn, const struct fd_retention_co
 		snprintf(name, sizeof name, "%s.%s.%s.jsonl.gz", category, first, last);
 		if ((err = write_archive(cfg->archive_dir, name, lines.data, lines.len)))
 			goto done;
+		if (cfg->archived)
+			*cfg->archived += rows;
+		if (cfg->files)
+			*cfg->files += 1;
 	}
 	const char *params[1] = { ids.data };
 	PGresult *d = NULL;

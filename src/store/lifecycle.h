@@ -83,6 +83,8 @@ struct fd_retention_config {
 	const struct fd_retention_aggregate *aggregates;
 	size_t naggregates;
 	const atomic_bool *stop;                      /* checked between batches; may be NULL */
+	int64_t *archived;                            /* out, may be NULL: += events written to archives */
+	int64_t *files;                               /* out, may be NULL: += archive files written */
 };
 
 /*

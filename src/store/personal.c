@@ -120,6 +120,10 @@ json_t *fd_json_pointer_get(const json_t *root, const char *p)
 /* Replace the value at p (which exists) by v (stolen).  False when it cannot. */
 static bool pointer_set(json_t *root, const char *p, json_t *v)
 {
+	if (!fd_json_pointer_valid(p)) {
+		json_decref(v);
+		return false;
+	}
 	const char *last = strrchr(p, '/');
 	char parent_ptr[1025], tok[1025];
 	size_t plen = (size_t)(last - p);
@@ -137,6 +141,11 @@ static bool pointer_set(json_t *root, const char *p, json_t *v)
 		return json_array_set_new(parent, i, v) == 0;
 	json_decref(v);
 	return false;
+}
+
+bool fd_json_pointer_set(json_t *root, const char *p, json_t *v)
+{
+	return pointer_set(root, p, v);
 }
 
 /* Is a a proper prefix of b as pointers ("/a" of "/a/b")? */

@@ -44,6 +44,8 @@ bool fd_personal_subject_valid(const char *s);
 bool fd_json_pointer_valid(const char *p);
 /* The value at pointer p in root, borrowed; NULL when there is none. */
 json_t *fd_json_pointer_get(const json_t *root, const char *p);
+/* Replace the value at pointer p, which must exist, by v (stolen either way).  False when it cannot. */
+bool fd_json_pointer_set(json_t *root, const char *p, json_t *v);
 
 /*
  * Is decl a valid declaration for data?  An object of exactly "subject" (a

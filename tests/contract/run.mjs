@@ -1028,6 +1028,18 @@ async function lifecycle() {
 	await append('life-1', 'any', 410, 'stream-tombstoned');
 	await call('DELETE', '/streams/life-1', { status: 410, type: 'stream-tombstoned' });
 	await call('POST', '/streams/life-1/truncate', { json: { before_version: 1 }, status: 410, type: 'stream-tombstoned' });
+	// the catalog: deleted and tombstoned streams only with deleted=true, each with its state
+	await append('life-2');
+	await call('DELETE', '/streams/life-2', { status: 200 });
+	const live = await call('GET', '/streams', { query: { prefix: 'life-' }, status: 200, label: 'GET /streams without the deleted' });
+	if ((live.body?.streams || []).some((x) => x.stream === 'life-1' || x.stream === 'life-2' || 'state' in x)) fail('GET /streams lists deleted streams', JSON.stringify(live.body));
+	const gone = await call('GET', '/streams', { query: { prefix: 'life-', deleted: 'true' }, status: 200, label: 'GET /streams?deleted=true' });
+	const stateOf = (n) => (gone.body?.streams || []).find((x) => x.stream === n)?.state;
+	if (stateOf('life-1') !== 'tombstoned' || stateOf('life-2') !== 'deleted') fail('GET /streams?deleted=true', JSON.stringify(gone.body));
+	await call('GET', '/streams', { query: { deleted: 'false', prefix: 'life-' }, status: 200, label: 'GET /streams?deleted=false' });
+	await call('GET', '/streams', { query: { deleted: 'yes' }, status: 400, type: 'invalid-parameter', label: 'GET /streams?deleted=yes' });
+	const lifeCats = await call('GET', '/categories', { status: 200, label: 'GET /categories without deleted streams' });
+	if ((lifeCats.body?.categories || []).some((x) => x.category === 'life')) fail('GET /categories counts deleted streams', JSON.stringify(lifeCats.body));
 	// an aggregate's stream: snapshotted first, so it still loads
 	const o = (await call('POST', '/orders', { json: { customer_id: 'c-life' }, status: 201 })).body?.order_id;
 	await call('POST', `/orders/${o}/lines`, { json: { product_id: 'SKU-LIFE', quantity: 2, unit_price_cents: 300 }, status: 200 });
@@ -1270,7 +1282,7 @@ async function catalog(stream) {
 	if (!mine || mine.category !== category || mine.version < 1) fail('GET /streams', `${stream}: ${JSON.stringify(mine)}`);
 	await call('GET', '/streams', { query: { prefix: 'no-such-prefix-' }, status: 200, label: 'GET /streams, nothing matches' });
 	await call('HEAD', '/streams', { status: 200 });
-	for (const query of [{ category: 'a-b' }, { category: '' }, { prefix: '' }, { prefix: 'a b' }, { after: 'a/b' }, { limit: '0' }, { limit: '1001' }])
+	for (const query of [{ category: 'a-b' }, { category: '' }, { prefix: '' }, { prefix: 'a b' }, { after: 'a/b' }, { limit: '0' }, { limit: '1001' }, { deleted: '1' }, { deleted: '' }])
 		await call('GET', '/streams', { query, status: 400, type: 'invalid-parameter', label: `GET /streams?${new URLSearchParams(query)}` });
 
 	await call('POST', `/streams/catalog-${process.pid}/events`, { json: { expected_version: 0, events: [{ type: 'Paged', data: {} }] }, status: 201, label: 'a stream of another category' });

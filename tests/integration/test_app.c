@@ -15,6 +15,7 @@
 #include "http_client.h"
 #include "test_server.h"
 #include "testdb.h"
+#include "testutil.h"
 
 static void sagas_on(struct fd_config *c)
 {
@@ -444,5 +445,102 @@ Test(app, its_versioned_events_reach_every_reader_upcast, .timeout = 60)
 	cr_assert(seen, "%s", r.body);
 	cr_assert_eq(json_array_size(types), 4);
 	fd_test_resp_free(&r);
+	fd_test_server_stop(&ts);
+}
+
+/* ---- personal values in saga data (the member_welcome saga) ------------------------- */
+
+#define MEMBER_EMAIL "maud.saga-secret@example.net"
+
+static void sagas_on_with_key(struct fd_config *c)
+{
+	sagas_on(c);
+	char path[] = "/tmp/factd-saga-key-XXXXXX";
+	int fd = mkstemp(path);
+	cr_assert(fd >= 0);
+	static const char hex[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+	cr_assert_eq(write(fd, hex, sizeof hex - 1), (ssize_t)(sizeof hex - 1));
+	close(fd);
+	c->master_key_file = strdup(path);
+}
+
+/* The saga of type `type` once its status is `status` (bounded wait), as GET /sagas/{id} shows it. */
+static json_t *saga_when(const struct fd_test_server *ts, const char *type, const char *status)
+{
+	for (int i = 0; i < 1000; i++) {
+		struct fd_test_resp r = send_json(ts->port, "GET", fd_test_P("/sagas?type=%s", type), NULL, 200);
+		json_t *item = json_array_get(json_object_get(r.json, "items"), 0);
+		const char *id = json_string_value(json_object_get(item, "id"));
+		bool done = id && strcmp(json_string_value(json_object_get(item, "status")), status) == 0;
+		char sid[37] = "";
+		if (done)
+			snprintf(sid, sizeof sid, "%s", id);
+		fd_test_resp_free(&r);
+		if (done) {
+			r = send_json(ts->port, "GET", fd_test_P("/sagas/%s", sid), NULL, 200);
+			json_t *o = json_incref(r.json);
+			fd_test_resp_free(&r);
+			return o;
+		}
+		usleep(20000);
+	}
+	cr_assert_fail("no %s saga became %s", type, status);
+	return NULL;
+}
+
+Test(app, a_sagas_personal_values_are_sealed_at_rest_open_for_its_steps_and_null_once_erased, .timeout = 120)
+{
+	struct fd_test_server ts;
+	fd_test_server_start_with(&ts, NULL, sagas_on_with_key);
+	expect(ts.port, "POST", "/streams/member-m1/events",
+	       "{\"expected_version\":\"no_stream\",\"events\":[{\"type\":\"MemberJoined\",\"data\":{\"member_id\":\"m-1\","
+	       "\"email\":\"" MEMBER_EMAIL "\"},\"metadata\":{\"personal\":{\"subject\":\"m-1\",\"paths\":[\"/email\"]}}}]}",
+	       201);
+	json_t *s = saga_when(&ts, "member_welcome", "completed");
+	json_t *data = json_object_get(s, "data");
+	/* the fold and the step saw the value open: the domain can only come from it */
+	cr_assert_str_eq(json_string_value(json_object_get(data, "email")), MEMBER_EMAIL, "%s", json_dumps(s, 0));
+	cr_assert_str_eq(json_string_value(json_object_get(data, "mail_domain")), "example.net");
+	cr_assert_null(json_object_get(s, "erased"));
+	/* the first attempt's error named the e-mail: stored redacted */
+	json_t *h0 = json_array_get(json_object_get(s, "history"), 0);
+	cr_assert_str_eq(json_string_value(json_object_get(h0, "outcome")), "retry", "%s", json_dumps(s, 0));
+	cr_assert_str_eq(json_string_value(json_object_get(h0, "error")), "the mailbox of [personal] is full");
+	char *id = strdup(json_string_value(json_object_get(s, "id")));
+	json_decref(s);
+
+	/* at rest: no plaintext in any column of the saga or its history; its declaration beside it */
+	cr_assert_eq(fd_test_server_scalar(&ts, "SELECT count(*) FROM sagas s WHERE s::text LIKE '%saga-secret%'"), 0);
+	cr_assert_eq(fd_test_server_scalar(&ts, "SELECT count(*) FROM saga_steps h WHERE h::text LIKE '%saga-secret%'"), 0);
+	cr_assert_eq(fd_test_server_scalar(&ts, fd_test_P("SELECT count(*) FROM sagas WHERE id = '%s'"
+							  " AND data->>'email' LIKE 'fdp1:%%'"
+							  " AND personal = '{\"subject\":\"m-1\",\"paths\":[\"/email\"]}'::jsonb",
+							  id)),
+		     1);
+
+	/* erased: null, listed, the rest kept; a sealed value moved into another saga does not open */
+	expect(ts.port, "DELETE", "/subjects/m-1", NULL, 204);
+	struct fd_test_resp r = send_json(ts.port, "GET", fd_test_P("/sagas/%s", id), NULL, 200);
+	data = json_object_get(r.json, "data");
+	cr_assert(json_is_null(json_object_get(data, "email")), "%s", r.body);
+	cr_assert_str_eq(json_string_value(json_object_get(data, "mail_domain")), "example.net");
+	json_t *erased = json_object_get(r.json, "erased");
+	cr_assert_eq(json_array_size(erased), 1, "%s", r.body);
+	cr_assert_str_eq(json_string_value(json_array_get(erased, 0)), "/email");
+	cr_assert_null(strstr(r.body, "saga-secret"));
+	fd_test_resp_free(&r);
+	free(id);
+	fd_test_server_stop(&ts);
+}
+
+/* A saga type without personal data writes none of it: its rows have no declaration. */
+Test(app, a_saga_without_personal_data_keeps_no_declaration, .timeout = 60)
+{
+	struct fd_test_server ts;
+	fd_test_server_start_with(&ts, NULL, sagas_on);
+	expect(ts.port, "POST", "/counters", "{\"counter_id\":\"c-9\"}", 201);
+	json_t *s = saga_when(&ts, "counter_closer", "running");
+	json_decref(s);
+	cr_assert_eq(fd_test_server_scalar(&ts, "SELECT count(*) FROM sagas WHERE personal IS NOT NULL"), 0);
 	fd_test_server_stop(&ts);
 }

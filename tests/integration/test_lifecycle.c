@@ -652,3 +652,88 @@ Test(lifecycle, saga_removal_waits_for_an_intake_batch_in_progress, .timeout = 6
 	PQfinish(intake);
 	free(url);
 }
+
+/* ---- the retention job's metrics ------------------------------------------------ */
+
+/* The value of an unlabelled series in a /metrics body. */
+static double metric(const char *body, const char *name)
+{
+	size_t n = strlen(name);
+	for (const char *l = body; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+		if (strncmp(l, name, n) == 0 && l[n] == ' ')
+			return strtod(l + n + 1, NULL);
+	cr_assert_fail("no series %s in /metrics", name);
+	return -1;
+}
+
+static char *metrics_body(uint16_t port)
+{
+	struct fd_test_resp r = call(port, "GET", "/metrics", NULL, 200);
+	char *b = strdup(r.body);
+	fd_test_resp_free(&r);
+	return b;
+}
+
+static void retention_and_sagas(struct fd_config *c)
+{
+	retention_fast(c);
+	c->sagas = 1;
+	c->saga_workers = 2;
+	c->saga_poll_ms = 20;
+	c->saga_time_pct = 10;
+	c->saga_retention_s = 1;
+}
+
+Test(lifecycle, the_retention_jobs_metrics_count_what_its_rounds_removed_and_archived, .timeout = 120)
+{
+	make_archive_dir();
+	struct fd_test_server ts;
+	fd_test_server_start_with(&ts, NULL, retention_and_sagas);
+	long long started = (long long)time(NULL);
+	char *b = metrics_body(ts.port);
+	double removed0 = metric(b, "factd_retention_events_removed_total");
+	double archived0 = metric(b, "factd_retention_events_archived_total");
+	double files0 = metric(b, "factd_retention_archive_files_total");
+	double sagas0 = metric(b, "factd_retention_sagas_removed_total");
+	double errors0 = metric(b, "factd_retention_errors_total");
+	double runs0 = metric(b, "factd_retention_runs_total");
+	cr_assert_eq(removed0 + archived0 + files0 + sagas0, 0, "nothing was due before: %s", b);
+	free(b);
+
+	/* 2 streams of 5 events, at most 2 kept each: 6 removed and archived; one saga ends and is removed */
+	for (int s = 1; s <= 2; s++)
+		for (int i = 1; i <= 5; i++)
+			append(ts.port, fd_test_P("metr-%d", s), "\"any\"", i, 201);
+	expect(ts.port, "POST", "/counters", "{\"counter_id\":\"c-metr\"}", 201);
+	expect(ts.port, "POST", "/counters/c-metr/add", "{\"amount\":100}", 200);
+	expect(ts.port, "PUT", "/retention/metr", "{\"max_count_per_stream\":2}", 200);
+	cr_assert(wait_for(&ts, "SELECT count(*) FROM events WHERE category = 'metr'", 4, 60));
+	cr_assert(wait_for(&ts, "SELECT count(*) FROM saga_tombstones WHERE correlation_key = 'c-metr'", 1, 60));
+
+	/* the counters move at the end of the round that did it */
+	double removed = 0, sagas = 0;
+	for (int i = 0; i < 300; i++) {
+		b = metrics_body(ts.port);
+		removed = metric(b, "factd_retention_events_removed_total") - removed0;
+		sagas = metric(b, "factd_retention_sagas_removed_total") - sagas0;
+		if (removed >= 6 && sagas >= 1)
+			break;
+		free(b);
+		b = NULL;
+		fd_test_sleep_ms(50);
+	}
+	cr_assert(b, "the metrics never showed the round");
+	int files = 0;
+	free(read_archives(&files));
+	cr_assert_geq(files, 2, "batches of 3 events make at least two archives");
+	cr_assert_eq(removed, 6, "%s", b);
+	cr_assert_eq(metric(b, "factd_retention_events_archived_total") - archived0, 6, "%s", b);
+	cr_assert_eq(metric(b, "factd_retention_archive_files_total") - files0, files, "%s", b);
+	cr_assert_eq(sagas, 1, "%s", b);
+	cr_assert_eq(metric(b, "factd_retention_errors_total") - errors0, 0, "%s", b);
+	cr_assert_gt(metric(b, "factd_retention_runs_total"), runs0, "%s", b);
+	double last = metric(b, "factd_retention_last_run_timestamp_seconds");
+	cr_assert(last >= (double)started && last <= (double)time(NULL) + 1, "last run %f, started %lld", last, started);
+	free(b);
+	fd_test_server_stop(&ts);
+}

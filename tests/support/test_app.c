@@ -396,8 +396,71 @@ static const struct fd_route routes[] = {
 	{ .method = "GET", .pattern = "/test/park", .handler = park_poll },
 };
 
+/* ---- the member_welcome saga: personal values in saga data ------------------------- */
+
+/*
+ * Folds a MemberJoined of a "member-<id>" stream (appended through the
+ * stream API with a personal declaration of its "/email") into
+ * {member_id, email}: the e-mail is personal data of the member in the
+ * saga's data too.  Its one step fails once with the e-mail in its error
+ * (which the engine must redact), then records the e-mail's domain, which
+ * it can only know from the opened value.
+ */
+static const char *const member_categories[] = { "member", NULL };
+static const char *const member_events[] = { "MemberJoined", NULL };
+
+static bool member_correlate(const struct fd_feed_event *ev, char *key, size_t len)
+{
+	if (strncmp(ev->stream, "member-", 7) != 0 || !ev->stream[7])
+		return false;
+	snprintf(key, len, "%s", ev->stream + 7);
+	return true;
+}
+
+static enum fd_err member_fold(json_t *data, const struct fd_feed_event *ev, struct fd_saga_fold *out)
+{
+	(void)out;
+	if (strcmp(ev->type, "MemberJoined") != 0)
+		return FD_OK;
+	if (json_object_set(data, "member_id", json_object_get(ev->data, "member_id")) ||
+	    json_object_set(data, "email", json_object_get(ev->data, "email")))
+		return FD_ERR_NOMEM;
+	return FD_OK;
+}
+
+static enum fd_step_result welcome(struct fd_saga_ctx *ctx)
+{
+	const char *email = json_string_value(json_object_get(ctx->data, "email"));
+	if (ctx->attempt == 1) {
+		snprintf(ctx->error, sizeof ctx->error, "the mailbox of %s is full", email ? email : "(none)");
+		return FD_STEP_RETRY;
+	}
+	const char *at = email ? strchr(email, '@') : NULL;
+	json_object_set_new(ctx->set, "mail_domain", at ? json_string(at + 1) : json_null());
+	return FD_STEP_OK;
+}
+
+static const struct fd_saga_step member_steps[] = {
+	{ .name = "welcome", .on_event = "MemberJoined", .action = welcome,
+	  .retry = { .max_attempts = 3, .delay_ms = 50, .backoff_pct = 100 } },
+};
+
+static const char *const member_personal_paths[] = { "/email", NULL };
+static const struct fd_personal_decl member_personal = { .subject = "/member_id", .paths = member_personal_paths };
+
+const struct fd_saga_type fd_test_member_welcome = {
+	.name = "member_welcome",
+	.categories = member_categories,
+	.event_types = member_events,
+	.correlate = member_correlate,
+	.fold = member_fold,
+	.steps = member_steps,
+	.nsteps = FD_COUNT(member_steps),
+	.personal = &member_personal,
+};
+
 static const struct fd_aggregate_type *const aggregates[] = { &fd_test_counter_type };
-static const struct fd_saga_type *const sagas[] = { &fd_test_counter_closer };
+static const struct fd_saga_type *const sagas[] = { &fd_test_counter_closer, &fd_test_member_welcome };
 static const struct fd_projection *const projections[] = { &fd_test_counter_totals };
 
 const struct fd_app fd_test_app = {

@@ -25,6 +25,8 @@ struct fd_test_counter {
 extern const struct fd_aggregate_type fd_test_counter_type;
 extern const struct fd_projection fd_test_counter_totals;
 extern const struct fd_saga_type fd_test_counter_closer;
+/* Personal data in saga data: a member's e-mail (stream API, category "member"). */
+extern const struct fd_saga_type fd_test_member_welcome;
 /* Its migrations (support/migrations), scope "test". */
 extern const struct fd_migration_set fd_test_app_migrations;
 extern const struct fd_app fd_test_app;

@@ -426,6 +426,28 @@ static const char expected_text[] =
 	"type.\n"
 	"# TYPE factd_command_conflicts_total counter\n"
 	"factd_command_conflicts_total{aggregate=\"order\"} 2\n"
+	"# HELP factd_retention_runs_total Rounds of the retention job this process ran (the one holding its lock).\n"
+	"# TYPE factd_retention_runs_total counter\n"
+	"factd_retention_runs_total 2\n"
+	"# HELP factd_retention_errors_total Rounds of the retention job that stopped on an error.\n"
+	"# TYPE factd_retention_errors_total counter\n"
+	"factd_retention_errors_total 1\n"
+	"# HELP factd_retention_events_removed_total Events removed by retention policies.\n"
+	"# TYPE factd_retention_events_removed_total counter\n"
+	"factd_retention_events_removed_total 7\n"
+	"# HELP factd_retention_events_archived_total Events written to retention archives before their removal.\n"
+	"# TYPE factd_retention_events_archived_total counter\n"
+	"factd_retention_events_archived_total 6\n"
+	"# HELP factd_retention_archive_files_total Retention archive files written.\n"
+	"# TYPE factd_retention_archive_files_total counter\n"
+	"factd_retention_archive_files_total 2\n"
+	"# HELP factd_retention_sagas_removed_total Ended sagas removed by the retention job.\n"
+	"# TYPE factd_retention_sagas_removed_total counter\n"
+	"factd_retention_sagas_removed_total 1\n"
+	"# HELP factd_retention_last_run_timestamp_seconds When this process last ended a round of the retention "
+	"job (unix time; 0: never).\n"
+	"# TYPE factd_retention_last_run_timestamp_seconds gauge\n"
+	"factd_retention_last_run_timestamp_seconds 1700000100\n"
 	"# HELP factd_db_pool_connections PostgreSQL pool connections handed out (in_use), established (open) and "
 	"configured (size).\n"
 	"# TYPE factd_db_pool_connections gauge\n"
@@ -469,6 +491,10 @@ Test(metrics_text, exact_exposition)
 	fd_metrics_snapshot_written(m);
 	fd_metrics_append_batch(m, 3);
 	fd_metrics_append_batch(m, 4);
+	fd_metrics_retention_round(m, &(struct fd_metrics_retention){ .events_removed = 6, .events_archived = 6,
+								       .archive_files = 2, .sagas_removed = 1 },
+				   1700000000);
+	fd_metrics_retention_round(m, &(struct fd_metrics_retention){ .events_removed = 1, .failed = true }, 1700000100);
 
 	struct fd_metrics_pool pool = { .size = 4, .open = 2, .in_use = 1, .waiting = 3, .append_queue = 5 };
 	char *text = render(m, &pool);
@@ -491,7 +517,7 @@ Test(metrics_text, exact_exposition)
 			 at + strlen("@START@"));
 	cr_assert_gt(n, 0);
 	cr_assert_str_eq(text, want);
-	cr_assert_eq(check_format(text), 87);
+	cr_assert_eq(check_format(text), 94);
 	free(want);
 	free(text);
 	fd_metrics_free(m);
@@ -522,6 +548,8 @@ Test(metrics_text, fresh_registry_zeros_and_no_http_series)
 	cr_assert_null(strstr(text, "aggregate=\"other\""), "\"other\" shows only once used");
 	cr_assert_null(strstr(text, "factd_db_pool"), "no pool gauges without a pool");
 	cr_assert_eq(value_of(text, "factd_build_info{version=\"0.1.0\"}"), 1);
+	cr_assert_eq(value_of(text, "factd_retention_runs_total"), 0);
+	cr_assert_eq(value_of(text, "factd_retention_last_run_timestamp_seconds"), 0);
 	free(text);
 	fd_metrics_free(m);
 }
@@ -675,6 +703,7 @@ Test(metrics_count, null_registry_records_nothing)
 	fd_metrics_command(NULL, "order", FD_METRICS_COMMAND_OK);
 	fd_metrics_command_conflict(NULL, "order");
 	fd_metrics_snapshot_written(NULL);
+	fd_metrics_retention_round(NULL, &(struct fd_metrics_retention){ .events_removed = 1 }, 1);
 	fd_metrics_free(NULL);
 }
 

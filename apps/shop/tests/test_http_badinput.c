@@ -616,7 +616,7 @@ static const struct {
 	{ .pattern = "/payments/{id}/events", .params = { "from_version", "limit", "upcast", "min_position" } },
 	{ .pattern = "/sagas", .params = { "type", "status", "after", "limit" } },
 	{ .pattern = "/sagas/{id}" }, { .pattern = "/orders/{id}/saga" },
-	{ .pattern = "/streams", .params = { "category", "prefix", "after", "limit" } },
+	{ .pattern = "/streams", .params = { "category", "prefix", "after", "limit", "deleted" } },
 	{ .pattern = "/categories", .params = { "after", "limit" } },
 	/* no query parameters */
 	{ .pattern = "/healthz" }, { .pattern = "/readyz" }, { .pattern = "/metrics" }, { .pattern = "/projections" },
@@ -677,6 +677,7 @@ Test(badinput, injection_in_every_query_parameter, .timeout = 600)
 		"/events?types=%FF", "/events?types=a,,b",
 		"/orders/" ORDER "?version=1&at=2026-01-01T00:00:00Z", "/orders/" ORDER "?at=2026-02-30T00:00:00Z",
 		"/orders/" ORDER "?at=1%20OR%201%3D1", "/events?limit=1001",
+		"/streams?deleted=1", "/streams?deleted=TRUE", "/streams?deleted=",
 	};
 	for (size_t k = 0; k < sizeof odd / sizeof odd[0]; k++)
 		expect_problem(&ts, "GET", odd[k], NULL, NULL, 0, 400, "invalid-parameter");

@@ -430,3 +430,125 @@ Test(personal_keys, a_wrong_or_malformed_master_key_is_refused_and_nothing_opens
 	fd_test_server_stop(&ts);
 	free(url);
 }
+
+/* ---- saga data: the order saga records the e-mail its confirmation goes to --------------- */
+
+#define EMAIL_S "sam.saga-confirm@example.org"
+
+static void with_key_a_and_sagas(struct fd_config *c)
+{
+	with_key_a(c);
+	c->sagas = 1;
+	c->saga_workers = 2;
+	c->saga_poll_ms = 20;
+	c->saga_time_pct = 10;
+	setenv("FACTD_PAYMENT_FAIL_FIRST", "0", 1);
+	setenv("FACTD_PAYMENT_NEVER_ANSWER", "0", 1);
+}
+
+/* The order's saga once completed (bounded wait). */
+static json_t *completed_saga(const struct fd_test_server *ts, const char *order)
+{
+	json_t *s = NULL;
+	for (int i = 0; i < 1000; i++) {
+		struct fd_test_resp r;
+		req(ts, "GET", fd_test_P("/orders/%s/saga", order), NULL, &r);
+		const char *status = r.status == 200 ? fd_test_json_str(&r, "status") : NULL;
+		if (status && strcmp(status, "completed") == 0)
+			s = json_incref(r.json);
+		fd_test_resp_free(&r);
+		if (s)
+			return s;
+		fd_test_sleep_ms(20);
+	}
+	cr_assert_fail("the saga of order %s did not complete", order);
+	return NULL;
+}
+
+Test(personal_sagas, the_order_saga_holds_the_email_sealed_then_null_after_erasure, .timeout = 240)
+{
+	struct fd_test_server ts;
+	fd_test_server_start_with(&ts, NULL, with_key_a_and_sagas);
+	struct fd_test_resp r;
+	req(&ts, "POST", "/products", "{\"product_id\":\"sku-s\",\"name\":\"Saga widget\",\"stock\":10}", &r);
+	cr_assert_eq(r.status, 201, "%s", r.body);
+	fd_test_resp_free(&r);
+	char a[FD_UUID_STRLEN + 1], b[FD_UUID_STRLEN + 1];
+	create_order(&ts, "cust-s", EMAIL_S, STREET_A, a);
+	create_order(&ts, "cust-t", EMAIL_B, STREET_B, b);
+	const char *orders[] = { a, b };
+	for (size_t i = 0; i < 2; i++) {
+		add_line(&ts, orders[i], "sku-s");
+		req(&ts, "POST", fd_test_P("/orders/%s/place", orders[i]), NULL, &r);
+		cr_assert_eq(r.status, 200, "%s", r.body);
+		fd_test_resp_free(&r);
+	}
+
+	/* the saga's view shows the e-mail its confirmation went to */
+	json_t *s = completed_saga(&ts, a);
+	char *saga_id = strdup(json_string_value(json_object_get(s, "id")));
+	json_t *data = json_object_get(s, "data");
+	cr_assert_str_eq(json_string_value(json_object_get(data, "confirmation_email")), EMAIL_S, "%s", json_dumps(s, 0));
+	cr_assert_str_eq(json_string_value(json_object_get(data, "customer_id")), "cust-s");
+	cr_assert_null(json_object_get(s, "erased"));
+	json_decref(s);
+	json_decref(completed_saga(&ts, b));
+
+	/* ... and none of it in the clear at rest: the saga tables hold it sealed */
+	cr_assert_eq(db(&ts, fd_test_P("SELECT count(*) FROM sagas WHERE id = '%s' AND data->>'confirmation_email' LIKE 'fdp1:%%'"
+				       " AND personal->>'subject' = 'cust-s'", saga_id)),
+		     1);
+	char *saga_dump = pg_dump(&ts, "'saga*'");
+	cr_assert(strstr(saga_dump, saga_id), "the dump of the saga tables is not of this saga");
+	cr_assert_null(strstr(saga_dump, EMAIL_S), "plaintext e-mail in the saga tables");
+	cr_assert_null(strstr(saga_dump, EMAIL_B), "plaintext e-mail in the saga tables");
+	free(saga_dump);
+	char *events_dump = pg_dump(&ts, "events");
+	cr_assert_null(strstr(events_dump, EMAIL_S), "plaintext e-mail in the events table");
+	free(events_dump);
+	wait_count(&ts, "SELECT count(*) FROM order_summaries WHERE email = '" EMAIL_S "'", 1);
+	char *dump = pg_dump(&ts, NULL);
+	cr_assert(strstr(dump, EMAIL_S), "the grep must be able to find it: the read model holds it until erasure");
+	free(dump);
+
+	/* erased: the saga's view has null and says so; b's saga still opens */
+	req(&ts, "DELETE", "/subjects/cust-s", NULL, &r);
+	cr_assert_eq(r.status, 204, "%s", r.body);
+	fd_test_resp_free(&r);
+	s = get_json(&ts, fd_test_P("/sagas/%s", saga_id), 200);
+	data = json_object_get(s, "data");
+	cr_assert(json_is_null(json_object_get(data, "confirmation_email")), "%s", json_dumps(s, 0));
+	cr_assert(has_erased(s, "/confirmation_email"), "%s", json_dumps(s, 0));
+	cr_assert_str_eq(json_string_value(json_object_get(data, "customer_id")), "cust-s");
+	json_decref(s);
+	s = get_json(&ts, fd_test_P("/orders/%s/saga", b), 200);
+	cr_assert_str_eq(json_string_value(json_object_get(json_object_get(s, "data"), "confirmation_email")), EMAIL_B);
+	json_decref(s);
+
+	/* a later write of the erased saga keeps nothing of it: cancelling the confirmed order compensates it */
+	req(&ts, "POST", fd_test_P("/orders/%s/cancel", a), "{\"reason\":\"changed my mind\"}", &r);
+	cr_assert_eq(r.status, 200, "%s", r.body);
+	fd_test_resp_free(&r);
+	for (int i = 0; i < 1000; i++) {
+		s = get_json(&ts, fd_test_P("/sagas/%s", saga_id), 200);
+		bool done = strcmp(json_string_value(json_object_get(s, "status")), "compensated") == 0;
+		if (done) {
+			cr_assert(json_is_null(json_object_get(json_object_get(s, "data"), "confirmation_email")));
+			cr_assert(has_erased(s, "/confirmation_email"));
+		}
+		json_decref(s);
+		if (done)
+			break;
+		cr_assert_lt(i, 999, "the cancelled order's saga did not compensate");
+		fd_test_sleep_ms(20);
+	}
+
+	/* no plaintext of the erased e-mail anywhere in the database */
+	wait_count(&ts, fd_test_P("SELECT count(*) FROM order_summaries WHERE order_id = '%s' AND email IS NULL", a), 1);
+	dump = pg_dump(&ts, NULL);
+	cr_assert_null(strstr(dump, EMAIL_S), "erased e-mail still in the database");
+	cr_assert(strstr(dump, saga_id), "the dump is of this database");
+	free(dump);
+	free(saga_id);
+	fd_test_server_stop(&ts);
+}

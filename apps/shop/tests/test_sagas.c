@@ -793,7 +793,7 @@ Test(sagas, an_intake_of_one_event_per_batch_resumes_at_each_folded_event, .time
 	g_time_pct = 10;
 	fd_test_server_start_with(&ts, NULL, tweak_no_engine);
 	struct fd_saga_config sc = { .types = &ts.ctx.sagas, .conninfo = ts.cfg.database_url, .bus = ts.bus,
-				     .services = ts.ctx.services, .workers = 2, .intake = true, .poll_ms = 20, .lease_ms = ts.cfg.saga_lease_ms,
+				     .services = ts.ctx.services, .pool = ts.ctx.pool, .workers = 2, .intake = true, .poll_ms = 20, .lease_ms = ts.cfg.saga_lease_ms,
 				     .time_pct = 10, .batch = 1 };
 	struct fd_saga_engine *engine = NULL;
 	cr_assert_eq(fd_saga_engine_start(&sc, &engine), FD_OK);
