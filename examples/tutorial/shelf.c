@@ -73,6 +73,44 @@ static const char page_sql[] =
 	"  WHERE ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR book_id > $3)"
 	"  ORDER BY book_id LIMIT $1::int + 1) page";
 
+/* One page from the pool the read seam chose (a replica or the primary); FD_ERR_UNAVAILABLE
+ * while the shelf table is not there (yet), on which a replica's read is retried on the primary. */
+static enum fd_err query_page(struct fd_pool *pool, const char *const params[3], char **json)
+{
+	PGconn *conn = NULL;
+	*json = NULL;
+	enum fd_err err = fd_pool_acquire(pool, &conn);
+	if (err)
+		return err;
+	/*
+	 * A rebuild swaps the table in (DROP and RENAME): lock it first, in a
+	 * statement of its own, so the page is read with a snapshot taken
+	 * after any swap it waited for.  The page's filters are optional, so
+	 * it runs unprepared (sql.h): each is planned for the filters given.
+	 */
+	PGresult *res = NULL;
+	err = fd_sql_once(conn, "BEGIN; LOCK TABLE shelf IN ACCESS SHARE MODE", 0, NULL, &res);
+	if (!err) {
+		PQclear(res);
+		err = fd_sql_once(conn, page_sql, 3, params, &res);
+	}
+	if (err) {
+		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		if (state && strcmp(state, "42P01") == 0)
+			err = FD_ERR_UNAVAILABLE; /* the projector has not made the table yet: 503 */
+	} else if (PQntuples(res) != 1) {
+		err = FD_ERR_INTERNAL;
+	} else if ((*json = strdup(PQgetvalue(res, 0, 0)))) {
+		(*json)[fd_json_compact(*json, *json, strlen(*json))] = '\0'; /* compact, like every response */
+	} else {
+		err = FD_ERR_NOMEM;
+	}
+	PQclear(res);
+	PQclear(PQexec(conn, "ROLLBACK"));
+	fd_pool_release(pool, conn, fd_pg_conn_broken(conn, err));
+	return err;
+}
+
 void library_list_books(struct fd_req *req, struct fd_resp *resp)
 {
 	const char *status = fd_req_query(req, "status"), *after = fd_req_query(req, "after");
@@ -91,35 +129,9 @@ void library_list_books(struct fd_req *req, struct fd_resp *resp)
 	char lim[16], *json = NULL;
 	snprintf(lim, sizeof lim, "%u", limit);
 	const char *params[] = { lim, status, after };
-	PGconn *conn = NULL;
-	enum fd_err err = fd_pool_acquire(req->ctx->pool, &conn);
-	if (!err) {
-		/*
-		 * A rebuild swaps the table in (DROP and RENAME): lock it first, in a
-		 * statement of its own, so the page is read with a snapshot taken
-		 * after any swap it waited for.  The page's filters are optional, so
-		 * it runs unprepared (sql.h): each is planned for the filters given.
-		 */
-		PGresult *res = NULL;
-		err = fd_sql_once(conn, "BEGIN; LOCK TABLE shelf IN ACCESS SHARE MODE", 0, NULL, &res);
-		if (!err) {
-			PQclear(res);
-			err = fd_sql_once(conn, page_sql, 3, params, &res);
-		}
-		if (err) {
-			const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-			if (state && strcmp(state, "42P01") == 0)
-				err = FD_ERR_UNAVAILABLE; /* the projector has not made the table yet: 503 */
-		} else if (PQntuples(res) != 1) {
-			err = FD_ERR_INTERNAL;
-		} else if ((json = strdup(PQgetvalue(res, 0, 0)))) {
-			json[fd_json_compact(json, json, strlen(json))] = '\0'; /* compact, like every response */
-		} else {
-			err = FD_ERR_NOMEM;
-		}
-		PQclear(res);
-		PQclear(PQexec(conn, "ROLLBACK"));
-		fd_pool_release(req->ctx->pool, conn, fd_pg_conn_broken(conn, err));
-	}
+	/* From a replica when one has what ?min_position= needs, else from the primary (the read seam). */
+	enum fd_err err = FD_OK;
+	for (struct fd_pool *pool = fd_req_read_pool(req, NULL); pool; pool = fd_req_read_retry(req, err))
+		err = query_page(pool, params, &json);
 	fd_api_list_answer(req, resp, err, json);
 }

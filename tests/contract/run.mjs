@@ -116,7 +116,9 @@ for (const [p, item] of Object.entries(spec.paths || {})) {
 	for (const m of METHODS) {
 		if (!item[m]) continue;
 		const op = item[m];
-		operations.push({ id: op.operationId || `${m.toUpperCase()} ${p}`, method: m.toUpperCase(), path: p, op, regex, literals });
+		// the query parameters it documents (its own and its path's)
+		const query = new Set([...(item.parameters || []), ...(op.parameters || [])].map(deref).filter((q) => q?.in === 'query').map((q) => q.name));
+		operations.push({ id: op.operationId || `${m.toUpperCase()} ${p}`, method: m.toUpperCase(), path: p, op, regex, literals, query });
 		for (const [status, r] of Object.entries(op.responses || {})) {
 			const resp = deref(r);
 			for (const [mt, media] of Object.entries(resp.content || {}))
@@ -493,7 +495,7 @@ let requestSeq = 0;
 
 /** One request and its checks.  opts: send() options plus status, type, label, requestId. */
 async function call(method, reqPath, opts = {}, inst = api) {
-	const { status, type, label, unknownPath, undocumentedMethod, ...sendOpts } = opts;
+	const { status, type, label, unknownPath, undocumentedMethod, undocumentedQuery, ...sendOpts } = opts;
 	const requestId = `contract-${process.pid}-${++requestSeq}`;
 	sendOpts.headers = { 'X-Request-Id': requestId, ...(sendOpts.headers || {}) };
 	let res;
@@ -505,6 +507,13 @@ async function call(method, reqPath, opts = {}, inst = api) {
 	}
 	const echo = sendOpts.headers['X-Request-Id'] === requestId ? requestId : undefined;
 	const body = checkResponse(res, { status, type, unknownPath, undocumentedMethod, requestId: echo }, label || `${method} ${reqPath}`);
+	// Every query parameter a step sends is one openapi.yaml documents for the operation.
+	if (sendOpts.query && !undocumentedQuery && !unknownPath && !undocumentedMethod) {
+		const m = method === 'HEAD' ? ['HEAD', 'GET'] : [method];
+		const ops = (findPath(reqPath.split('?')[0]) || []).filter((o) => m.includes(o.method));
+		for (const name of Object.keys(sendOpts.query))
+			if (ops.length && !ops.some((o) => o.query.has(name))) fail(label || `${method} ${reqPath}`, `query parameter ${name} is not documented for ${ops[0].id}`);
+	}
 	return { status: res.status, headers: res.headers, body };
 }
 
@@ -698,7 +707,9 @@ async function aggregateReads(kind, id, missingId, invalidId) {
 	await call('GET', p, { query: { version: 9999 }, status: 404, type: 'not-found', label: `GET ${kind} no such version` });
 	await call('GET', `/${kind}s/${missingId}`, { status: 404, type: 'not-found' });
 	await call('GET', `/${kind}s/${invalidId}`, { status: 404, type: 'not-found', label: `GET ${kind} invalid id` });
-	for (const query of [{ version: 0 }, { version: 'x' }, { at: 'yesterday' }, { version: 1, at: '2026-01-01T00:00:00Z' }])
+	// ?min_position= (read-your-writes with read replicas): a position, or 0; anything else is refused.
+	await call('GET', p, { query: { min_position: '0' }, status: 200, label: `GET ${kind}?min_position=0` });
+	for (const query of [{ version: 0 }, { version: 'x' }, { at: 'yesterday' }, { version: 1, at: '2026-01-01T00:00:00Z' }, { min_position: 'zz' }])
 		await call('GET', p, { query, status: 400, type: 'invalid-parameter', label: `GET ${kind} ?${new URLSearchParams(query)}` });
 	for (const m of ['POST', 'PUT', 'PATCH', 'DELETE']) await call(m, p, { status: 405, type: 'method-not-allowed', undocumentedMethod: true });
 
@@ -707,7 +718,9 @@ async function aggregateReads(kind, id, missingId, invalidId) {
 	if (page.body && page.body.stream !== `${kind}-${id}`) fail(`GET ${kind} events`, `stream ${page.body.stream}`);
 	await call('GET', ev, { query: { from_version: 1, limit: 1 }, status: 200 });
 	await call('HEAD', ev, { status: 200 });
+	await call('GET', ev, { query: { min_position: '0' }, status: 200, label: `GET ${kind} events?min_position=0` });
 	await call('GET', ev, { query: { limit: 0 }, status: 400, type: 'invalid-parameter' });
+	await call('GET', ev, { query: { min_position: 'zz' }, status: 400, type: 'invalid-parameter', label: `GET ${kind} events?min_position=zz` });
 	await call('GET', `/${kind}s/${missingId}/events`, { status: 404, type: 'not-found' });
 	await call('GET', `/${kind}s/${invalidId}/events`, { status: 404, type: 'not-found', label: `GET ${kind} events invalid id` });
 	for (const m of ['POST', 'PUT', 'DELETE']) await call(m, ev, { status: 405, type: 'method-not-allowed', undocumentedMethod: true });
