@@ -30,5 +30,20 @@ void shop_place(uint16_t port, int n, char id[37]);
 void shop_place_many(const uint16_t ports[2], int orders, int threads);
 /* Wait until n order_fulfillment sagas of the database at url have ended; the test fails after timeout_ms. */
 void shop_wait_sagas_ended(const char *url, long long n, long timeout_ms);
+/* The stock of product p-<i> that its events leave reserved. */
+long long shop_reserved_by_events(const char *url, int i);
+/*
+ * The effects of `orders` order sagas (`declined` of them declined, each
+ * payment failing `fail_first` times first), counted on the events of the
+ * database at url: each order ended once (confirmed or cancelled, never
+ * both), each saga command recorded once, no reservation made or released
+ * twice, and what stays reserved exactly the confirmed orders' lines.
+ */
+void shop_assert_sagas_once(const char *url, long long orders, long long declined, unsigned fail_first);
+/*
+ * Every saga step attempt ran once across all processes, none is left
+ * running or interrupted, and take_payment was retried `retries` times.
+ */
+void shop_assert_steps_once(const char *url, long long retries);
 
 #endif

@@ -32,55 +32,6 @@ static void spawn(struct fd_test_proc *p, const char *url, unsigned fail_first)
 	fd_test_proc_start(p, env, (const char *const[]){ "serve", NULL }, "/healthz");
 }
 
-/*
- * The effects, counted on the events: each order ended once (confirmed or
- * cancelled, never both), each saga command recorded once, stock conserved
- * and reserved exactly for the confirmed orders.
- */
-static void assert_exactly_once(const char *url, long long orders, long long declined, unsigned fail_first)
-{
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM sagas WHERE type = 'order_fulfillment'"), orders);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM sagas WHERE status = 'completed' AND type = 'order_fulfillment'"),
-		     orders - declined);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM sagas WHERE status = 'compensated'"), declined);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM events WHERE type = 'OrderConfirmed'"), orders - declined);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM events WHERE type = 'OrderCancelled'"), declined);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM (SELECT stream_id FROM events WHERE type IN"
-				 " ('OrderConfirmed', 'OrderCancelled') GROUP BY stream_id HAVING count(*) > 1) d"),
-		     0, "an order ended twice");
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM events WHERE type = 'PaymentRequested'"), orders);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM events WHERE type = 'PaymentAuthorised'"), orders - declined);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM events WHERE type = 'PaymentDeclined'"), declined);
-	cr_assert_eq(fd_test_scalar_at(url, fd_test_P("SELECT count(*) FROM (SELECT (SELECT count(*) FROM events f WHERE f.stream_id ="
-				   " r.stream_id AND f.type = 'PaymentAttemptFailed') AS n FROM events r"
-				   " WHERE r.type = 'PaymentRequested') d WHERE n <> %u",
-				   fail_first)),
-		     0, "each payment must have failed exactly %u times before its answer", fail_first);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM (SELECT metadata->'idempotency'->>'key' FROM events"
-				 " WHERE metadata ? 'idempotency' AND metadata->>'caller' = 'saga'"
-				 " GROUP BY 1 HAVING count(*) > 1) d"),
-		     0, "a saga command recorded its events twice");
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM (SELECT stream_id, data->>'order_id', type FROM events"
-				 " WHERE type IN ('StockReserved', 'ReservationReleased')"
-				 " GROUP BY 1, 2, 3 HAVING count(*) > 1) d"),
-		     0, "a reservation was made or released twice");
-	/* stock: what is still reserved is exactly the confirmed orders' lines */
-	for (int i = 0; i < SHOP_PRODUCTS; i++) {
-		long long reserved = fd_test_scalar_at(
-			url, fd_test_P("SELECT coalesce(sum(CASE type WHEN 'StockReserved' THEN (data->>'quantity')::bigint"
-			       " WHEN 'ReservationReleased' THEN -(data->>'quantity')::bigint ELSE 0 END), 0)"
-			       " FROM events WHERE stream_id = 'product-p-%d'",
-			       i));
-		long long confirmed = fd_test_scalar_at(
-			url, fd_test_P("SELECT coalesce(sum((l->>'quantity')::bigint), 0) FROM events e,"
-			       " jsonb_array_elements(e.data->'lines') l WHERE e.type = 'OrderPlaced'"
-			       " AND l->>'product_id' = 'p-%d' AND e.stream_id IN"
-			       " (SELECT stream_id FROM events WHERE type = 'OrderConfirmed')",
-			       i));
-		cr_assert_eq(reserved, confirmed, "p-%d: %lld reserved for %lld confirmed", i, reserved, confirmed);
-	}
-}
-
 static void check_stock_views(uint16_t port)
 {
 	for (int i = 0; i < SHOP_PRODUCTS; i++) {
@@ -123,7 +74,7 @@ Test(saga_processes, kill_9_mid_saga_and_restart_finishes_each_once, .timeout = 
 	long long declined = 0;
 	for (int n = 0; n < ORDERS; n++)
 		declined += n % 10 == 9;
-	assert_exactly_once(url, ORDERS, declined, 2);
+	shop_assert_sagas_once(url, ORDERS, declined, 2);
 	check_stock_views(b.port);
 	fd_test_proc_stop(&b, SIGTERM);
 	free(url);
@@ -140,17 +91,11 @@ Test(saga_processes, two_processes_run_200_sagas_each_exactly_once, .timeout = 6
 	enum { ORDERS = 200 };
 	shop_place_many((const uint16_t[]){ a.port, b.port }, ORDERS, 4);
 	shop_wait_sagas_ended(url, ORDERS, 300000);
-	assert_exactly_once(url, ORDERS, ORDERS / 10, 1);
+	shop_assert_sagas_once(url, ORDERS, ORDERS / 10, 1);
 	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(DISTINCT worker) FROM saga_steps WHERE worker IS NOT NULL"), 2,
 		     "both processes should have run saga steps");
 	/* every run of a step, retries and timers included, happened once in all processes */
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM (SELECT saga_id, step, kind, attempt FROM saga_steps"
-				 " GROUP BY 1, 2, 3, 4 HAVING count(*) > 1) d"),
-		     0, "a step attempt ran twice");
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM saga_steps WHERE outcome IN ('running', 'interrupted')"), 0);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM saga_steps WHERE step = 'take_payment' AND kind = 'action'"
-				 " AND outcome = 'retry'"),
-		     ORDERS, "each saga retried its payment once, after its timer");
+	shop_assert_steps_once(url, ORDERS);
 	check_stock_views(a.port);
 	check_stock_views(b.port);
 	fd_test_proc_stop(&a, SIGTERM);

@@ -55,50 +55,6 @@ static void spawn(struct fd_test_proc *p, const char *const *env, const char *ar
 	fd_test_proc_start(p, all, (const char *const[]){ arg1, arg2, NULL }, wait ? "/healthz" : NULL);
 }
 
-/* As test_saga_processes.c: each saga's effects exactly once, stock reserved exactly for the confirmed orders. */
-static void assert_exactly_once(const char *url, long long orders, long long declined)
-{
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM sagas WHERE type = 'order_fulfillment'"), orders);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM sagas WHERE status = 'completed' AND type = 'order_fulfillment'"),
-		     orders - declined);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM sagas WHERE status = 'compensated'"), declined);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM events WHERE type = 'OrderConfirmed'"), orders - declined);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM events WHERE type = 'OrderCancelled'"), declined);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM (SELECT stream_id FROM events WHERE type IN"
-				 " ('OrderConfirmed', 'OrderCancelled') GROUP BY stream_id HAVING count(*) > 1) d"),
-		     0, "an order ended twice");
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM events WHERE type = 'PaymentRequested'"), orders);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM events WHERE type = 'PaymentAuthorised'"), orders - declined);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM events WHERE type = 'PaymentDeclined'"), declined);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM (SELECT (SELECT count(*) FROM events f WHERE f.stream_id ="
-				 " r.stream_id AND f.type = 'PaymentAttemptFailed') AS n FROM events r"
-				 " WHERE r.type = 'PaymentRequested') d WHERE n <> 1"),
-		     0, "each payment must have failed exactly once before its answer");
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM (SELECT metadata->'idempotency'->>'key' FROM events"
-				 " WHERE metadata ? 'idempotency' AND metadata->>'caller' = 'saga'"
-				 " GROUP BY 1 HAVING count(*) > 1) d"),
-		     0, "a saga command recorded its events twice");
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM (SELECT stream_id, data->>'order_id', type FROM events"
-				 " WHERE type IN ('StockReserved', 'ReservationReleased')"
-				 " GROUP BY 1, 2, 3 HAVING count(*) > 1) d"),
-		     0, "a reservation was made or released twice");
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM (SELECT saga_id, step, kind, attempt FROM saga_steps"
-				 " GROUP BY 1, 2, 3, 4 HAVING count(*) > 1) d"),
-		     0, "a step attempt ran twice");
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM saga_steps WHERE outcome IN ('running', 'interrupted')"), 0);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM saga_steps WHERE step = 'take_payment' AND kind = 'action'"
-				 " AND outcome = 'retry'"),
-		     orders, "each saga retried its payment once, after its timer");
-}
-
-static long long reserved_by_events(const char *url, int i)
-{
-	return fd_test_scalar_at(url, fd_test_P("SELECT coalesce(sum(CASE type WHEN 'StockReserved' THEN (data->>'quantity')::bigint"
-					" WHEN 'ReservationReleased' THEN -(data->>'quantity')::bigint ELSE 0 END), 0)"
-					" FROM events WHERE stream_id = 'product-p-%d'",
-					i));
-}
-
 /* The read models, read through the API at the feed's head: every row at its stream's version, stock as the events say. */
 static void assert_read_models(const char *url, uint16_t port, long long orders, long long declined)
 {
@@ -130,7 +86,7 @@ static void assert_read_models(const char *url, uint16_t port, long long orders,
 	json_array_foreach(json_object_get(r.json, "products"), i, o) {
 		const char *id = json_string_value(json_object_get(o, "product_id"));
 		int n = atoi(id + 2);
-		cr_assert_eq(json_integer_value(json_object_get(o, "reserved")), reserved_by_events(url, n),
+		cr_assert_eq(json_integer_value(json_object_get(o, "reserved")), shop_reserved_by_events(url, n),
 			     "%s: reserved differs from its events (an event applied twice or never)", id);
 		long long sum = json_integer_value(json_object_get(o, "available")) +
 				json_integer_value(json_object_get(o, "reserved")) +
@@ -178,7 +134,8 @@ Test(pooler, two_processes_through_pgbouncer_run_200_sagas_each_exactly_once, .t
 	enum { ORDERS = 200 };
 	shop_place_many((const uint16_t[]){ a.port, b.port }, ORDERS, 4);
 	shop_wait_sagas_ended(url, ORDERS, 300000);
-	assert_exactly_once(url, ORDERS, ORDERS / 10);
+	shop_assert_sagas_once(url, ORDERS, ORDERS / 10, 1);
+	shop_assert_steps_once(url, ORDERS);
 	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(DISTINCT worker) FROM saga_steps WHERE worker IS NOT NULL"), 2,
 		     "both processes should have run saga steps");
 	assert_read_models(url, a.port, ORDERS, ORDERS / 10);
