@@ -604,6 +604,57 @@ Test(groups, leases_that_run_out_max_deliveries_times_are_parked_and_replayed_al
 	fd_test_server_stop(&ts);
 }
 
+/* ---- the long poll ------------------------------------------------------------------------------ */
+
+struct waiting_pull {
+	uint16_t port;
+	int status;
+	size_t pulled;
+	long long took_ms;
+	atomic_bool done;
+};
+
+static void *waiting_pull_main(void *arg)
+{
+	struct waiting_pull *w = arg;
+	struct fd_test_resp r;
+	long long t0 = fd_test_now_ms();
+	w->status = pull(w->port, "lp", "c", 10, 1500, &r);
+	w->took_ms = fd_test_now_ms() - t0;
+	w->pulled = json_array_size(pulled(&r));
+	fd_test_resp_free(&r);
+	atomic_store(&w->done, true);
+	return NULL;
+}
+
+/*
+ * Every append wakes a parked pull; one that finds nothing for it parks
+ * again with what is left of its wait_ms (fd_req_park keeps the deadline
+ * across runs), so appends it does not take neither end it early nor keep
+ * it waiting past its wait.
+ */
+Test(groups, a_pull_woken_by_events_it_does_not_take_answers_at_its_deadline, .timeout = 120)
+{
+	struct fd_test_server ts;
+	fd_test_server_start(&ts, NULL);
+	put_group_ok(ts.port, "lp", "{\"categories\":[\"lp\"],\"start\":\"end\"}");
+	struct waiting_pull w = { .port = ts.port };
+	pthread_t t;
+	cr_assert_eq(pthread_create(&t, NULL, waiting_pull_main, &w), 0);
+	int appends = 0;
+	for (long long end = fd_test_now_ms() + 60000; !atomic_load(&w.done) && fd_test_now_ms() < end; appends++) {
+		append_n(ts.port, "other-1", 1);
+		fd_test_sleep_ms(50);
+	}
+	cr_assert(atomic_load(&w.done), "a pull of 1500 ms still waited after a minute of appends it does not take");
+	pthread_join(t, NULL);
+	cr_assert_eq(w.status, 200);
+	cr_assert_eq(w.pulled, 0);
+	cr_assert_geq(w.took_ms, 1500, "the pull answered before its wait_ms, after %lld ms", w.took_ms);
+	cr_assert_gt(appends, 1, "no append came while the pull waited: the test proved nothing");
+	fd_test_server_stop(&ts);
+}
+
 /* ---- definitions ------------------------------------------------------------------------------- */
 
 Test(groups, create_update_list_delete_and_a_fixed_start, .timeout = 120)
