@@ -159,16 +159,20 @@ const char *fd_req_header(const struct fd_req *req, const char *name);
 bool fd_req_stream_slot(struct fd_req *req);
 
 /*
- * Park the request instead of answering it now: the handler returns with
- * resp untouched, no thread waits, and the handler is called again (on a
- * worker, same req, empty resp) once app->notifier announces appends made
- * after this run began, once `timeout_ms` have passed, or when the server
- * stops; req->wake says which (wake-ups may be spurious: check again).  A
- * handler keeps what it needs between runs in req->park_state.  Without a
- * notifier only the timeout and the stop wake it.  Called while stopping,
- * the request is answered 503 instead.
+ * Park the request instead of answering it now, for a long poll of at most
+ * `wait_ms` counted from the start of the handler's first run (the server
+ * keeps that deadline; pass the same wait_ms on every run).  True: the
+ * handler returns with resp untouched, no thread waits, and the handler is
+ * called again (on a worker, same req, empty resp) once app->notifier
+ * announces appends made after this run began, once the deadline passes
+ * (or `slice_ms`, when not 0 and sooner), or when the server stops; req->wake
+ * says which (wake-ups may be spurious: check again).  False, parking
+ * nothing: the wait is over (the deadline has passed, or the server is
+ * stopping): answer now with what there is.  A handler keeps anything else
+ * it needs between runs in req->park_state.  Without a notifier only the
+ * timeouts and the stop wake it.
  */
-void fd_req_park(struct fd_req *req, unsigned timeout_ms);
+FD_MUST_USE bool fd_req_park(struct fd_req *req, unsigned wait_ms, unsigned slice_ms);
 
 /*
  * Read replicas: the seam every read handler goes through (struct

@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "factd/notify.h"
 #include "http/input_integ.h"
@@ -150,19 +149,9 @@ void fd_api_delete_group(struct fd_req *req, struct fd_resp *resp)
 	resp->status = 204;
 }
 
-static long long now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /*
- * The waiting part of a long poll, and all of it: block this thread until
- * events may have arrived (the notifier's generation moved past *seen) or
- * ms pass.  Without a notifier it sleeps.  Kept to this one function so that
- * a server that suspends connections instead of holding a thread can turn
- * it into a suspend with a resume on the notifier's wake or a timer.
+ * GET /subscriptions/{name}/events: lease up to ?max events to ?consumer,
+ * waiting up to ?wait_ms for some without holding a thread (see below).
  */
 void fd_api_group_pull(struct fd_req *req, struct fd_resp *resp)
 {
@@ -189,22 +178,6 @@ void fd_api_group_pull(struct fd_req *req, struct fd_resp *resp)
 	long long cap = (long long)req->ctx->cfg->request_timeout_s * 1000 / 2;
 	if (wait_ms > cap)
 		wait_ms = cap;
-	/*
-	 * The pull's deadline lives in the request between runs: a pull that
-	 * finds nothing parks (fd_req_park), holding no worker, until an append
-	 * is announced or a slice passes (leases of other consumers expire
-	 * without an announcement), then pulls again.
-	 */
-	long long *deadline = req->park_state;
-	if (!deadline) {
-		if (!(deadline = malloc(sizeof *deadline))) {
-			fd_problem_err(resp, req, FD_ERR_NOMEM, NULL, NULL);
-			return;
-		}
-		*deadline = now_ms() + wait_ms;
-		req->park_state = deadline;
-		req->park_free = free;
-	}
 	char *json = NULL;
 	size_t count = 0;
 	enum fd_err err = fd_group_pull(req->ctx->pool, req->params[0], consumer, (unsigned)max, &json, &count);
@@ -212,10 +185,14 @@ void fd_api_group_pull(struct fd_req *req, struct fd_resp *resp)
 		store_problem(req, resp, err);
 		return;
 	}
-	long long left = *deadline - now_ms();
-	if (count == 0 && left > 0 && req->wake != FD_WAKE_STOPPING && !fd_server_stopping(req->server)) {
+	/*
+	 * Nothing yet: park (fd_req_park, which keeps the wait's deadline across
+	 * runs), holding no worker, until an append is announced or a slice
+	 * passes (leases of other consumers expire without an announcement),
+	 * then pull again.
+	 */
+	if (count == 0 && fd_req_park(req, (unsigned)wait_ms, WAIT_SLICE_MS)) {
 		free(json);
-		fd_req_park(req, (unsigned)(left < WAIT_SLICE_MS ? left : WAIT_SLICE_MS));
 		return;
 	}
 	struct fd_buf b = FD_BUF_INIT;

@@ -148,8 +148,8 @@ static const char *unknown_key(json_t *obj, const char *const *allowed, size_t n
 	return NULL;
 }
 
-static void refuse(struct fd_input_error *e, unsigned status, const char *slug, const char *title,
-		   const char *field, const char *detail)
+void fd_input_refuse(struct fd_input_error *e, unsigned status, const char *slug, const char *title,
+		     const char *field, const char *detail)
 {
 	e->status = status;
 	e->slug = slug;
@@ -159,9 +159,47 @@ static void refuse(struct fd_input_error *e, unsigned status, const char *slug, 
 	snprintf(e->detail, sizeof e->detail, "%s", detail);
 }
 
-static void bad_field(struct fd_input_error *e, const char *field, const char *detail)
+void fd_input_bad_field(struct fd_input_error *e, const char *field, const char *detail)
 {
-	refuse(e, 400, "invalid-field", "Invalid field", field, detail);
+	fd_input_refuse(e, 400, "invalid-field", "Invalid field", field, detail);
+}
+
+json_t *fd_input_object(const char *body, size_t len, size_t flags, const char *const *allowed, size_t nallowed,
+			struct fd_input_error *e)
+{
+	char detail[256];
+	memset(e, 0, sizeof *e);
+	if (!body)
+		body = "";
+	/* jansson drops a raw NUL that follows a number or a literal ("1\0,"), and
+	 * then what a parser locates in the text would not be what it read; JSON never has one. */
+	const char *nul = memchr(body, '\0', len);
+	if (nul) {
+		snprintf(detail, sizeof detail, "malformed JSON: a NUL byte at offset %zu", (size_t)(nul - body));
+		fd_input_refuse(e, 400, "invalid-json", "Malformed JSON", NULL, detail);
+		return NULL;
+	}
+	json_error_t jerr;
+	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | flags, &jerr);
+	if (!root) {
+		snprintf(detail, sizeof detail, "malformed JSON at line %d, column %d: %s", jerr.line, jerr.column,
+			 jerr.text);
+		fd_input_refuse(e, 400, "invalid-json", "Malformed JSON", NULL, detail);
+		return NULL;
+	}
+	if (!json_is_object(root)) {
+		json_decref(root);
+		fd_input_bad_field(e, "", "the body must be a JSON object");
+		return NULL;
+	}
+	const char *extra = unknown_key(root, allowed, nallowed);
+	if (extra) {
+		snprintf(detail, sizeof detail, "unknown field \"%.64s\"", extra);
+		fd_input_bad_field(e, "/", detail);
+		json_decref(root);
+		return NULL;
+	}
+	return root;
 }
 
 void fd_append_body_release(struct fd_append_body *b)
@@ -183,37 +221,13 @@ enum fd_err fd_append_parse(const char *body, size_t len, unsigned max_events, s
 	char ptr[64], detail[256];
 
 	memset(out, 0, sizeof *out);
-	memset(e, 0, sizeof *e);
 	if (!body)
 		body = "";
-	/* jansson drops a raw NUL that follows a number or a literal ("1\0,"), and
-	 * then the spans below would not find what it read; JSON never has one. */
-	const char *nul = memchr(body, '\0', len);
-	if (nul) {
-		snprintf(detail, sizeof detail, "malformed JSON: a NUL byte at offset %zu", (size_t)(nul - body));
-		refuse(e, 400, "invalid-json", "Malformed JSON", NULL, detail);
-		goto done;
-	}
-	json_error_t jerr;
 	/* Integers as reals: event data goes to PostgreSQL as the client's own bytes, so
 	 * jansson's 64-bit integer limit must not refuse numbers jsonb keeps exactly. */
-	b.root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
-	if (!b.root) {
-		snprintf(detail, sizeof detail, "malformed JSON at line %d, column %d: %s", jerr.line, jerr.column,
-			 jerr.text);
-		refuse(e, 400, "invalid-json", "Malformed JSON", NULL, detail);
+	b.root = fd_input_object(body, len, JSON_DECODE_INT_AS_REAL, append_keys, 2, e);
+	if (!b.root)
 		goto done;
-	}
-	if (!json_is_object(b.root)) {
-		bad_field(e, "", "the body must be a JSON object");
-		goto done;
-	}
-	const char *extra = unknown_key(b.root, append_keys, 2);
-	if (extra) {
-		snprintf(detail, sizeof detail, "unknown field \"%.64s\"", extra);
-		bad_field(e, "/", detail);
-		goto done;
-	}
 
 	json_t *ev = json_object_get(b.root, "expected_version");
 	struct fd_span whole = { 0, len }, ev_span;
@@ -224,7 +238,7 @@ enum fd_err fd_append_parse(const char *body, size_t len, unsigned max_events, s
 		   b.expected.kind != FD_EXPECT_EXACT) {
 		b.expected_name = json_string_value(ev);
 	} else {
-		bad_field(e, "/expected_version",
+		fd_input_bad_field(e, "/expected_version",
 			  ev ? "expected_version must be an integer >= 0 or \"any\", \"no_stream\", \"exists\""
 			     : "expected_version is required");
 		goto done;
@@ -232,19 +246,19 @@ enum fd_err fd_append_parse(const char *body, size_t len, unsigned max_events, s
 
 	json_t *events = json_object_get(b.root, "events");
 	if (!json_is_array(events) || json_array_size(events) == 0) {
-		bad_field(e, "/events", "events must be a non-empty array");
+		fd_input_bad_field(e, "/events", "events must be a non-empty array");
 		goto done;
 	}
 	size_t n = json_array_size(events);
 	if (n > max_events) {
 		snprintf(detail, sizeof detail, "at most %u events per append", max_events);
-		refuse(e, 413, "too-many-events", "Too many events", "/events", detail);
+		fd_input_refuse(e, 413, "too-many-events", "Too many events", "/events", detail);
 		goto done;
 	}
 
 	struct fd_span events_span;
 	if (!fd_json_member(body, len, whole, "events", &events_span)) {
-		refuse(e, 500, "internal", "Internal server error", NULL, "cannot locate events");
+		fd_input_refuse(e, 500, "internal", "Internal server error", NULL, "cannot locate events");
 		goto done;
 	}
 	b.events = calloc(n, sizeof *b.events);
@@ -261,13 +275,14 @@ enum fd_err fd_append_parse(const char *body, size_t len, unsigned max_events, s
 		struct fd_span espan, dspan;
 		if (!json_is_object(ej)) {
 			snprintf(ptr, sizeof ptr, "/events/%zu", i);
-			bad_field(e, ptr, "each event must be an object");
+			fd_input_bad_field(e, ptr, "each event must be an object");
 			goto done;
 		}
-		if ((extra = unknown_key(ej, event_keys, 4))) {
+		const char *extra = unknown_key(ej, event_keys, 4);
+		if (extra) {
 			snprintf(ptr, sizeof ptr, "/events/%zu", i);
 			snprintf(detail, sizeof detail, "unknown field \"%.64s\" in an event", extra);
-			bad_field(e, ptr, detail);
+			fd_input_bad_field(e, ptr, detail);
 			goto done;
 		}
 		json_t *type = json_object_get(ej, "type");
@@ -275,24 +290,24 @@ enum fd_err fd_append_parse(const char *body, size_t len, unsigned max_events, s
 		    strlen(json_string_value(type)) != json_string_length(type) ||
 		    utf8_chars(json_string_value(type)) > TYPE_MAX_CHARS) {
 			snprintf(ptr, sizeof ptr, "/events/%zu/type", i);
-			bad_field(e, ptr, "type must be a string of 1-200 characters");
+			fd_input_bad_field(e, ptr, "type must be a string of 1-200 characters");
 			goto done;
 		}
 		if (fd_event_type_reserved(json_string_value(type))) {
 			snprintf(ptr, sizeof ptr, "/events/%zu/type", i);
-			bad_field(e, ptr, "types starting with $ are reserved for the events factd records itself");
+			fd_input_bad_field(e, ptr, "types starting with $ are reserved for the events factd records itself");
 			goto done;
 		}
 		json_t *data = json_object_get(ej, "data");
 		if (!json_is_object(data)) {
 			snprintf(ptr, sizeof ptr, "/events/%zu/data", i);
-			bad_field(e, ptr, "data must be a JSON object");
+			fd_input_bad_field(e, ptr, "data must be a JSON object");
 			goto done;
 		}
 		json_t *meta = json_object_get(ej, "metadata");
 		if (meta && !json_is_object(meta)) {
 			snprintf(ptr, sizeof ptr, "/events/%zu/metadata", i);
-			bad_field(e, ptr, "metadata must be a JSON object");
+			fd_input_bad_field(e, ptr, "metadata must be a JSON object");
 			goto done;
 		}
 		/* the body is read with integers as reals: the version goes on as the integer it is */
@@ -306,27 +321,27 @@ enum fd_err fd_append_parse(const char *body, size_t len, unsigned max_events, s
 		int schema_version;
 		if (fd_event_schema_version_of(meta, &schema_version) != FD_OK) {
 			snprintf(ptr, sizeof ptr, "/events/%zu/metadata/" FD_SCHEMA_VERSION_KEY, i);
-			bad_field(e, ptr, "metadata.schema_version is the version of the event's data: an integer in 1..32767");
+			fd_input_bad_field(e, ptr, "metadata.schema_version is the version of the event's data: an integer in 1..32767");
 			goto done;
 		}
 		json_t *personal = meta ? json_object_get(meta, FD_PERSONAL_KEY) : NULL;
 		char where[40], pdetail[200], pptr[128];
 		if (personal && !fd_personal_check(personal, data, where, sizeof where, pdetail, sizeof pdetail)) {
 			snprintf(pptr, sizeof pptr, "/events/%zu/metadata/" FD_PERSONAL_KEY "%s", i, where);
-			bad_field(e, pptr, pdetail);
+			fd_input_bad_field(e, pptr, pdetail);
 			goto done;
 		}
 		json_t *id = json_object_get(ej, "event_id");
 		if (id) {
 			if (!json_is_string(id) || !fd_uuid_parse(json_string_value(id), &evi->event_id)) {
 				snprintf(ptr, sizeof ptr, "/events/%zu/event_id", i);
-				bad_field(e, ptr, "event_id must be a UUID (8-4-4-4-12 hex digits)");
+				fd_input_bad_field(e, ptr, "event_id must be a UUID (8-4-4-4-12 hex digits)");
 				goto done;
 			}
 			for (size_t j = 0; j < i; j++)
 				if (b.events[j].id_given && memcmp(&b.events[j].event_id, &evi->event_id, 16) == 0) {
 					snprintf(ptr, sizeof ptr, "/events/%zu/event_id", i);
-					bad_field(e, ptr, "event_id repeats an earlier event of this request");
+					fd_input_bad_field(e, ptr, "event_id repeats an earlier event of this request");
 					goto done;
 				}
 			evi->id_given = true;
@@ -336,7 +351,7 @@ enum fd_err fd_append_parse(const char *body, size_t len, unsigned max_events, s
 		}
 		if (!fd_json_next_element(body, len, events_span, &pos, &espan) ||
 		    !fd_json_member(body, len, espan, "data", &dspan)) {
-			refuse(e, 500, "internal", "Internal server error", NULL, "cannot locate event data");
+			fd_input_refuse(e, 500, "internal", "Internal server error", NULL, "cannot locate event data");
 			goto done;
 		}
 		char *text = strndup(body + dspan.start, dspan.end - dspan.start);
@@ -358,43 +373,6 @@ done:
 
 /* ---- data lifecycle bodies ----------------------------------------------- */
 
-/* The body as a JSON object with only `allowed` members; NULL with e filled otherwise. */
-static json_t *small_object(const char *body, size_t len, const char *const *allowed, size_t nallowed,
-			    struct fd_input_error *e)
-{
-	char detail[256];
-	memset(e, 0, sizeof *e);
-	if (!body)
-		body = "";
-	const char *nul = memchr(body, '\0', len);
-	if (nul) {
-		snprintf(detail, sizeof detail, "malformed JSON: a NUL byte at offset %zu", (size_t)(nul - body));
-		refuse(e, 400, "invalid-json", "Malformed JSON", NULL, detail);
-		return NULL;
-	}
-	json_error_t jerr;
-	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (!root) {
-		snprintf(detail, sizeof detail, "malformed JSON at line %d, column %d: %s", jerr.line, jerr.column,
-			 jerr.text);
-		refuse(e, 400, "invalid-json", "Malformed JSON", NULL, detail);
-		return NULL;
-	}
-	if (!json_is_object(root)) {
-		json_decref(root);
-		bad_field(e, "", "the body must be a JSON object");
-		return NULL;
-	}
-	const char *extra = unknown_key(root, allowed, nallowed);
-	if (extra) {
-		snprintf(detail, sizeof detail, "unknown field \"%.64s\"", extra);
-		bad_field(e, "/", detail);
-		json_decref(root);
-		return NULL;
-	}
-	return root;
-}
-
 /* Member `key` as an integer in [min, max]; absent is *out = 0 when optional. */
 static bool int_member(json_t *root, const char *key, bool optional, json_int_t min, json_int_t max, json_int_t *out)
 {
@@ -413,13 +391,13 @@ static const char *const truncate_keys[] = { "before_version" };
 enum fd_err fd_truncate_parse(const char *body, size_t len, int64_t *before, struct fd_input_error *e)
 {
 	*before = 0;
-	json_t *root = small_object(body, len, truncate_keys, 1, e);
+	json_t *root = fd_input_object(body, len, 0, truncate_keys, 1, e);
 	if (!root)
 		return FD_ERR_INVAL;
 	json_int_t v;
 	enum fd_err err = FD_OK;
 	if (!int_member(root, "before_version", false, 1, INT64_MAX - 1, &v)) {
-		bad_field(e, "/before_version", "before_version is required: an integer >= 1");
+		fd_input_bad_field(e, "/before_version", "before_version is required: an integer >= 1");
 		err = FD_ERR_INVAL;
 	} else {
 		*before = v;
@@ -435,17 +413,17 @@ enum fd_err fd_retention_parse(const char *body, size_t len, int *max_age_days, 
 {
 	*max_age_days = 0;
 	*max_count = 0;
-	json_t *root = small_object(body, len, retention_keys, 2, e);
+	json_t *root = fd_input_object(body, len, 0, retention_keys, 2, e);
 	if (!root)
 		return FD_ERR_INVAL;
 	json_int_t age, count;
 	enum fd_err err = FD_ERR_INVAL;
 	if (!int_member(root, "max_age_days", true, 1, FD_RETENTION_MAX_AGE_DAYS, &age)) {
-		bad_field(e, "/max_age_days", "max_age_days must be an integer in 1..36500");
+		fd_input_bad_field(e, "/max_age_days", "max_age_days must be an integer in 1..36500");
 	} else if (!int_member(root, "max_count_per_stream", true, 1, INT64_MAX, &count)) {
-		bad_field(e, "/max_count_per_stream", "max_count_per_stream must be an integer >= 1");
+		fd_input_bad_field(e, "/max_count_per_stream", "max_count_per_stream must be an integer >= 1");
 	} else if (age == 0 && count == 0) {
-		bad_field(e, "/", "give max_age_days, max_count_per_stream or both");
+		fd_input_bad_field(e, "/", "give max_age_days, max_count_per_stream or both");
 	} else {
 		*max_age_days = (int)age;
 		*max_count = count;

@@ -1,7 +1,8 @@
 /*
  * input.h - pure parsers for the untrusted parts of a request that are not
  * JSON command payloads: query parameters, the If-Match and Idempotency-Key
- * headers, and the body of an append.
+ * headers, the body of an append and the data-lifecycle bodies, and the
+ * loader and error helpers every JSON body parser shares (input_integ.h too).
  *
  * The handlers call these and turn a false / FD_ERR_INVAL into their 400
  * (or 413) problem; keeping them free of libmicrohttpd lets the fuzz
@@ -51,6 +52,23 @@ struct fd_input_error {
 	char field[64];
 	char detail[256];
 };
+
+/* Fill e: `status`, problem type `slug` and `title` (static), `field` a JSON pointer or NULL, and `detail`. */
+void fd_input_refuse(struct fd_input_error *e, unsigned status, const char *slug, const char *title, const char *field,
+		     const char *detail);
+/* Fill e with 400 invalid-field at `field` (a JSON pointer). */
+void fd_input_bad_field(struct fd_input_error *e, const char *field, const char *detail);
+
+/*
+ * A request body that must be a JSON object with only the `nallowed` members
+ * named in `allowed`: parsed with json_loadb(JSON_REJECT_DUPLICATES | flags)
+ * (NULL body is empty).  The object (caller decrefs), or NULL with e filled:
+ * 400 invalid-json for a NUL byte or malformed JSON, 400 invalid-field for
+ * a body that is not an object ("") or has an unknown member ("/").  e is
+ * cleared first.
+ */
+json_t *fd_input_object(const char *body, size_t len, size_t flags, const char *const *allowed, size_t nallowed,
+			struct fd_input_error *e);
 
 /* An append request's body, parsed and validated.  Release with fd_append_body_release. */
 struct fd_append_body {

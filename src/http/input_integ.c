@@ -13,22 +13,6 @@
 
 #define TYPE_MAX 200
 
-static void refuse(struct fd_input_error *e, unsigned status, const char *slug, const char *title,
-		   const char *field, const char *detail)
-{
-	e->status = status;
-	e->slug = slug;
-	e->title = title;
-	e->has_field = field != NULL;
-	snprintf(e->field, sizeof e->field, "%s", field ? field : "");
-	snprintf(e->detail, sizeof e->detail, "%s", detail);
-}
-
-static void bad_field(struct fd_input_error *e, const char *field, const char *detail)
-{
-	refuse(e, 400, "invalid-field", "Invalid field", field, detail);
-}
-
 static bool name_chars(const char *s, size_t max, const char *extra)
 {
 	size_t n = 0;
@@ -54,48 +38,6 @@ bool fd_integ_consumer_valid(const char *s)
 	return name_chars(s, FD_INTEG_CONSUMER_MAX, "_.:@-");
 }
 
-/* Parse the body as a JSON object with only the `allowed` members; NULL after refusing. */
-static json_t *load_object(const char *body, size_t len, const char *const *allowed, size_t nallowed,
-			   struct fd_input_error *e)
-{
-	char detail[256];
-	if (!body)
-		body = "";
-	const char *nul = memchr(body, '\0', len);
-	if (nul) {
-		snprintf(detail, sizeof detail, "malformed JSON: a NUL byte at offset %zu", (size_t)(nul - body));
-		refuse(e, 400, "invalid-json", "Malformed JSON", NULL, detail);
-		return NULL;
-	}
-	json_error_t jerr;
-	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (!root) {
-		snprintf(detail, sizeof detail, "malformed JSON at line %d, column %d: %s", jerr.line, jerr.column,
-			 jerr.text);
-		refuse(e, 400, "invalid-json", "Malformed JSON", NULL, detail);
-		return NULL;
-	}
-	if (!json_is_object(root)) {
-		json_decref(root);
-		bad_field(e, "", "the body must be a JSON object");
-		return NULL;
-	}
-	const char *key;
-	json_t *v;
-	json_object_foreach(root, key, v) {
-		bool ok = false;
-		for (size_t i = 0; i < nallowed && !ok; i++)
-			ok = strcmp(key, allowed[i]) == 0;
-		if (!ok) {
-			snprintf(detail, sizeof detail, "unknown field \"%.64s\"", key);
-			bad_field(e, "/", detail);
-			json_decref(root);
-			return NULL;
-		}
-	}
-	return root;
-}
-
 /* An optional integer member in [min, max]; *out keeps its default when absent.  False after refusing. */
 static bool opt_uint(json_t *root, const char *name, unsigned min, unsigned max, unsigned *out,
 		     struct fd_input_error *e)
@@ -107,7 +49,7 @@ static bool opt_uint(json_t *root, const char *name, unsigned min, unsigned max,
 	if (!json_is_integer(v) || json_integer_value(v) < (json_int_t)min || json_integer_value(v) > (json_int_t)max) {
 		snprintf(field, sizeof field, "/%s", name);
 		snprintf(detail, sizeof detail, "%s must be an integer in %u..%u", name, min, max);
-		bad_field(e, field, detail);
+		fd_input_bad_field(e, field, detail);
 		return false;
 	}
 	*out = (unsigned)json_integer_value(v);
@@ -142,12 +84,12 @@ static bool opt_list(json_t *root, const char *name, bool (*valid)(const char *)
 	if (!json_is_array(v) || len < 1 || len > FD_INTEG_MAX_FILTER) {
 		snprintf(field, sizeof field, "/%s", name);
 		snprintf(detail, sizeof detail, "%s must be an array of 1..%d %s", name, FD_INTEG_MAX_FILTER, what);
-		bad_field(e, field, detail);
+		fd_input_bad_field(e, field, detail);
 		return false;
 	}
 	const char **list = calloc(len + 1, sizeof *list);
 	if (!list) {
-		refuse(e, 500, "internal", "Internal error", NULL, "out of memory");
+		fd_input_refuse(e, 500, "internal", "Internal error", NULL, "out of memory");
 		return false;
 	}
 	for (size_t i = 0; i < len; i++) {
@@ -158,7 +100,7 @@ static bool opt_list(json_t *root, const char *name, bool (*valid)(const char *)
 		if (!s || !valid(s) || dup) {
 			snprintf(field, sizeof field, "/%s/%zu", name, i);
 			snprintf(detail, sizeof detail, "%s", dup ? "a repeated item" : what);
-			bad_field(e, field, detail);
+			fd_input_bad_field(e, field, detail);
 			free(list);
 			return false;
 		}
@@ -200,7 +142,7 @@ enum fd_err fd_group_def_parse(const char *body, size_t len, struct fd_group_def
 	out->ack_timeout_ms = 30000;
 	out->max_deliveries = 5;
 	out->ordering_stream = true;
-	if (!(out->root = load_object(body, len, keys, sizeof keys / sizeof keys[0], e)))
+	if (!(out->root = fd_input_object(body, len, 0, keys, sizeof keys / sizeof keys[0], e)))
 		return FD_ERR_INVAL;
 	if (!parse_filter(out->root, &out->filter, e))
 		goto fail;
@@ -212,7 +154,7 @@ enum fd_err fd_group_def_parse(const char *body, size_t len, struct fd_group_def
 	} else if (start && fd_cursor_parse(start, &out->start_at)) {
 		out->start = FD_GROUP_START_POSITION;
 	} else {
-		bad_field(e, "/start", json_object_get(out->root, "start")
+		fd_input_bad_field(e, "/start", json_object_get(out->root, "start")
 					       ? "start must be \"beginning\", \"end\" or a position (\"<tx>-<seq>\")"
 					       : "start is required: \"beginning\", \"end\" or a position");
 		goto fail;
@@ -225,7 +167,7 @@ enum fd_err fd_group_def_parse(const char *body, size_t len, struct fd_group_def
 	if (ord) {
 		const char *o = json_string_value(ord);
 		if (!o || (strcmp(o, "stream") && strcmp(o, "none"))) {
-			bad_field(e, "/ordering", "ordering must be \"stream\" or \"none\"");
+			fd_input_bad_field(e, "/ordering", "ordering must be \"stream\" or \"none\"");
 			goto fail;
 		}
 		out->ordering_stream = strcmp(o, "stream") == 0;
@@ -256,25 +198,25 @@ enum fd_err fd_settle_parse(const char *kind, const char *body, size_t len, stru
 	/* a replay of everything may come without a body */
 	if (replay && len == 0)
 		return FD_OK;
-	if (!(root = load_object(body, len, nack ? nack_keys : ack_keys, nack ? 3 : 1, e)))
+	if (!(root = fd_input_object(body, len, 0, nack ? nack_keys : ack_keys, nack ? 3 : 1, e)))
 		return FD_ERR_INVAL;
 	json_t *ids = json_object_get(root, "delivery_ids");
 	size_t n = json_array_size(ids);
 	if (!(replay && !ids) && (!json_is_array(ids) || n < 1 || n > FD_INTEG_MAX_IDS)) {
 		snprintf(detail, sizeof detail, "delivery_ids must be an array of 1..%d delivery ids%s", FD_INTEG_MAX_IDS,
 			 ids ? "" : " (required)");
-		bad_field(e, "/delivery_ids", detail);
+		fd_input_bad_field(e, "/delivery_ids", detail);
 		goto fail;
 	}
 	if (n && !(out->ids = calloc(n, sizeof *out->ids))) {
-		refuse(e, 500, "internal", "Internal error", NULL, "out of memory");
+		fd_input_refuse(e, 500, "internal", "Internal error", NULL, "out of memory");
 		goto fail;
 	}
 	for (size_t i = 0; i < n; i++) {
 		const char *s = json_string_value(json_array_get(ids, i));
 		if (!s || !fd_uuid_parse(s, &out->ids[i])) {
 			snprintf(field, sizeof field, "/delivery_ids/%zu", i);
-			bad_field(e, field, "a delivery id is a UUID from a pulled event's delivery_id");
+			fd_input_bad_field(e, field, "a delivery id is a UUID from a pulled event's delivery_id");
 			goto fail;
 		}
 	}
@@ -289,13 +231,13 @@ enum fd_err fd_settle_parse(const char *kind, const char *body, size_t len, stru
 		else if (a && strcmp(a, "skip") == 0)
 			out->action = FD_SETTLE_SKIP;
 		else {
-			bad_field(e, "/action", "action must be \"retry\", \"park\" or \"skip\"");
+			fd_input_bad_field(e, "/action", "action must be \"retry\", \"park\" or \"skip\"");
 			goto fail;
 		}
 		if (!opt_uint(root, "delay_ms", 0, 86400000, &out->delay_ms, e))
 			goto fail;
 		if (out->action != FD_SETTLE_RETRY && json_object_get(root, "delay_ms")) {
-			bad_field(e, "/delay_ms", "delay_ms applies only to the action \"retry\"");
+			fd_input_bad_field(e, "/delay_ms", "delay_ms applies only to the action \"retry\"");
 			goto fail;
 		}
 	}
@@ -330,13 +272,13 @@ enum fd_err fd_webhook_def_parse(const char *body, size_t len, struct fd_webhook
 	memset(e, 0, sizeof *e);
 	out->max_attempts = 10;
 	out->timeout_ms = 5000;
-	if (!(out->root = load_object(body, len, keys, sizeof keys / sizeof keys[0], e)))
+	if (!(out->root = fd_input_object(body, len, 0, keys, sizeof keys / sizeof keys[0], e)))
 		return FD_ERR_INVAL;
 	out->url = json_string_value(json_object_get(out->root, "url"));
 	size_t ulen = out->url ? strlen(out->url) : 0;
 	if (!out->url || ulen < 8 || ulen > FD_INTEG_URL_MAX || !printable_ascii(out->url) ||
 	    !(strncmp(out->url, "http://", 7) == 0 || strncmp(out->url, "https://", 8) == 0)) {
-		bad_field(e, "/url", "url is required: an http:// or https:// URL of at most 2048 characters");
+		fd_input_bad_field(e, "/url", "url is required: an http:// or https:// URL of at most 2048 characters");
 		goto fail;
 	}
 	out->secret = json_string_value(json_object_get(out->root, "secret"));
@@ -344,7 +286,7 @@ enum fd_err fd_webhook_def_parse(const char *body, size_t len, struct fd_webhook
 	if (!out->secret || slen < FD_INTEG_SECRET_MIN || slen > FD_INTEG_SECRET_MAX) {
 		snprintf(detail, sizeof detail, "secret is required: a string of %d..%d bytes", FD_INTEG_SECRET_MIN,
 			 FD_INTEG_SECRET_MAX);
-		bad_field(e, "/secret", detail);
+		fd_input_bad_field(e, "/secret", detail);
 		goto fail;
 	}
 	if (!parse_filter(out->root, &out->filter, e) ||

@@ -147,7 +147,8 @@ struct server_req {
 	bool park_asked;            /* the handler's last run called fd_req_park */
 	unsigned park_ms;
 	uint64_t park_gen;          /* the notifier's generation before the handler's last run */
-	int64_t park_until_ms;      /* CLOCK_MONOTONIC deadline */
+	int64_t park_until_ms;      /* CLOCK_MONOTONIC: when this park times out */
+	int64_t first_run_ms;       /* CLOCK_MONOTONIC: the handler's first run began (fd_req_park's wait counts from it) */
 	struct server_req *park_next;
 };
 
@@ -732,6 +733,8 @@ static void run_handler(struct fd_job *job)
 	fd_resp_release(&sr->resp);
 	sr->park_asked = false;
 	sr->park_gen = n ? fd_notifier_generation(n) : 0;
+	if (req->runs == 0)
+		sr->first_run_ms = mono_ms();
 	req->route->handler(req, &sr->resp);
 	req->runs++;
 	if (sr->park_asked && !sr->resp.status && !sr->resp.stream_read) {
@@ -755,11 +758,15 @@ static void run_handler(struct fd_job *job)
 	finish_run(sr);
 }
 
-void fd_req_park(struct fd_req *req, unsigned timeout_ms)
+bool fd_req_park(struct fd_req *req, unsigned wait_ms, unsigned slice_ms)
 {
 	struct server_req *sr = server_req_of(req);
+	int64_t left = sr->first_run_ms + (int64_t)wait_ms - mono_ms();
+	if (left <= 0 || req->wake == FD_WAKE_STOPPING || atomic_load(&req->server->stopping))
+		return false;
 	sr->park_asked = true;
-	sr->park_ms = timeout_ms;
+	sr->park_ms = slice_ms && slice_ms < left ? slice_ms : (unsigned)left;
+	return true;
 }
 
 /* Hand parked requests whose wake-up has come back to the workers (under srv->lock). */
@@ -931,7 +938,8 @@ static void free_secret(char *s)
 	free(s);
 }
 
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+/* fmt is libmicrohttpd's own printf format for ap. */
+__attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	char msg[512];
 	vsnprintf(msg, sizeof msg, fmt, ap);

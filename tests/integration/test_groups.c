@@ -9,19 +9,14 @@
  * Consumer threads only record what happened; assertions run on the test's
  * main thread.
  */
-#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <jansson.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "http_client.h"
@@ -609,6 +604,57 @@ Test(groups, leases_that_run_out_max_deliveries_times_are_parked_and_replayed_al
 	fd_test_server_stop(&ts);
 }
 
+/* ---- the long poll ------------------------------------------------------------------------------ */
+
+struct waiting_pull {
+	uint16_t port;
+	int status;
+	size_t pulled;
+	long long took_ms;
+	atomic_bool done;
+};
+
+static void *waiting_pull_main(void *arg)
+{
+	struct waiting_pull *w = arg;
+	struct fd_test_resp r;
+	long long t0 = fd_test_now_ms();
+	w->status = pull(w->port, "lp", "c", 10, 1500, &r);
+	w->took_ms = fd_test_now_ms() - t0;
+	w->pulled = json_array_size(pulled(&r));
+	fd_test_resp_free(&r);
+	atomic_store(&w->done, true);
+	return NULL;
+}
+
+/*
+ * Every append wakes a parked pull; one that finds nothing for it parks
+ * again with what is left of its wait_ms (fd_req_park keeps the deadline
+ * across runs), so appends it does not take neither end it early nor keep
+ * it waiting past its wait.
+ */
+Test(groups, a_pull_woken_by_events_it_does_not_take_answers_at_its_deadline, .timeout = 120)
+{
+	struct fd_test_server ts;
+	fd_test_server_start(&ts, NULL);
+	put_group_ok(ts.port, "lp", "{\"categories\":[\"lp\"],\"start\":\"end\"}");
+	struct waiting_pull w = { .port = ts.port };
+	pthread_t t;
+	cr_assert_eq(pthread_create(&t, NULL, waiting_pull_main, &w), 0);
+	int appends = 0;
+	for (long long end = fd_test_now_ms() + 60000; !atomic_load(&w.done) && fd_test_now_ms() < end; appends++) {
+		append_n(ts.port, "other-1", 1);
+		fd_test_sleep_ms(50);
+	}
+	cr_assert(atomic_load(&w.done), "a pull of 1500 ms still waited after a minute of appends it does not take");
+	pthread_join(t, NULL);
+	cr_assert_eq(w.status, 200);
+	cr_assert_eq(w.pulled, 0);
+	cr_assert_geq(w.took_ms, 1500, "the pull answered before its wait_ms, after %lld ms", w.took_ms);
+	cr_assert_gt(appends, 1, "no append came while the pull waited: the test proved nothing");
+	fd_test_server_stop(&ts);
+}
+
 /* ---- definitions ------------------------------------------------------------------------------- */
 
 Test(groups, create_update_list_delete_and_a_fixed_start, .timeout = 120)
@@ -676,55 +722,20 @@ Test(groups, create_update_list_delete_and_a_fixed_start, .timeout = 120)
 
 /* ---- two processes, one killed and restarted ------------------------------------------------- */
 
-static uint16_t free_port(void)
+/* Start `factd serve` (the test app) on url, on p->port or a free port; wait until it is ready. */
+static void spawn(struct fd_test_proc *p, const char *url)
 {
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-	socklen_t len = sizeof a;
-	cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
-static pid_t spawn(const char *url, uint16_t port)
-{
-	const char *bin = getenv("FACTD_BIN");
-	cr_assert(bin && access(bin, X_OK) == 0, "FACTD_BIN is not set or not executable: run through meson test");
-	pid_t pid = fork();
-	cr_assert_neq(pid, -1);
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		char listen[32];
-		snprintf(listen, sizeof listen, "127.0.0.1:%u", port);
-		if (!freopen("/dev/null", "w", stderr))
-			_exit(126);
-		setenv("FACTD_DATABASE_URL", url, 1);
-		setenv("FACTD_LISTEN", listen, 1);
-		setenv("FACTD_WORKERS", "4", 1);
-		setenv("FACTD_SAGAS", "0", 1);
-		execl(bin, bin, "serve", (char *)NULL);
-		_exit(127);
-	}
-	for (long long end = fd_test_now_ms() + 30000;;) {
-		struct fd_test_resp r;
-		int rc = fd_test_get(port, "/readyz", &r);
-		int status = r.status;
-		fd_test_resp_free(&r);
-		if (rc == 0 && status == 200)
-			return pid;
-		int st;
-		cr_assert_eq(waitpid(pid, &st, WNOHANG), 0, "factd exited during start");
-		cr_assert_lt(fd_test_now_ms(), end, "factd did not become ready");
-		fd_test_sleep_ms(50);
-	}
+	const char *env[] = { fd_test_P("FACTD_DATABASE_URL=%s", url), "FACTD_WORKERS=4", "FACTD_SAGAS=0", NULL };
+	fd_test_proc_start(p, env, (const char *const[]){ "serve", NULL }, "/readyz");
 }
 
 Test(groups, two_processes_serve_one_group_and_a_kill_loses_nothing, .timeout = 300)
 {
 	char *url = fd_test_db_new();
-	uint16_t p0 = free_port(), p1 = free_port();
-	pid_t a = spawn(url, p0), b = spawn(url, p1);
+	struct fd_test_proc a = { 0 }, b = { 0 };
+	spawn(&a, url);
+	spawn(&b, url);
+	uint16_t p0 = a.port, p1 = b.port;
 	put_group_ok(p0, "procs", "{\"categories\":[\"gs\"],\"start\":\"beginning\",\"ack_timeout_ms\":10000}");
 	for (int s = 0; s < STREAMS; s++)
 		append_n(p1, fd_test_P("gs-%d", s), PER_STREAM);
@@ -748,10 +759,9 @@ Test(groups, two_processes_serve_one_group_and_a_kill_loses_nothing, .timeout = 
 			break;
 		fd_test_sleep_ms(20);
 	}
-	kill(a, SIGKILL);
-	waitpid(a, NULL, 0);
+	fd_test_proc_stop(&a, SIGKILL);
 	fd_test_sleep_ms(300);
-	a = spawn(url, p0);
+	spawn(&a, url); /* on its port again */
 	/* done when the database has every ack (an ack whose answer was lost with the process may have committed) */
 	while (fd_test_now_ms() < deadline && !atomic_load(&sh.stop)) {
 		if (fd_test_scalar_at(url, "SELECT acked FROM consumer_group_stats WHERE group_name = 'procs'") >= sh.total)
@@ -771,9 +781,7 @@ Test(groups, two_processes_serve_one_group_and_a_kill_loses_nothing, .timeout = 
 	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM group_deliveries"), 0);
 	cr_assert_eq(fd_test_scalar_at(url, "SELECT acked FROM consumer_group_stats WHERE group_name = 'procs'"),
 		     STREAMS * PER_STREAM);
-	kill(a, SIGTERM);
-	kill(b, SIGTERM);
-	waitpid(a, NULL, 0);
-	waitpid(b, NULL, 0);
+	fd_test_proc_stop(&a, SIGTERM);
+	fd_test_proc_stop(&b, SIGTERM);
 	free(url);
 }

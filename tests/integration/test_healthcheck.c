@@ -6,15 +6,11 @@
  *
  * The binary (the test app's) comes from FACTD_BIN (meson passes it).
  */
-#include <arpa/inet.h>
 #include <criterion/criterion.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,19 +19,9 @@
 #include "http_client.h"
 #include "test_server.h"
 #include "testdb.h"
+#include "testutil.h"
 
 #define KEYS "read:hc-read-key-0123456789,write:hc-write-key-0123456789"
-
-static uint16_t free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-	socklen_t len = sizeof a;
-	cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	close(fd);
-	return ntohs(a.sin_port);
-}
 
 /* A configuration as `factd healthcheck` would read it: listen on host:port, TLS when cert is set. */
 static void probe_config(struct fd_config *cfg, const char *host, unsigned port, const char *cert)
@@ -157,13 +143,6 @@ Test(healthcheck, tls_is_probed_over_https, .timeout = 120)
 
 /* ---- the command, as a container runs it ------------------------------------------ */
 
-static long long now_ms(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 /* Run `FACTD_BIN healthcheck` with `listen` as FACTD_LISTEN (NULL: unset); its output goes to out. */
 static int run_healthcheck(const char *listen, const char *extra_env, char *out, size_t outlen)
 {
@@ -183,36 +162,23 @@ static int run_healthcheck(const char *listen, const char *extra_env, char *out,
 
 Test(healthcheck, command_reads_the_server_configuration, .timeout = 120)
 {
-	const char *bin = getenv("FACTD_BIN");
-	cr_assert(bin && access(bin, X_OK) == 0, "FACTD_BIN is not set or not executable: run through meson test");
 	char *url = fd_test_db_new();
-	uint16_t port = free_port();
+	struct fd_test_proc proc = { .port = fd_test_free_port() };
+	uint16_t port = proc.port;
 	char listen[32];
 	snprintf(listen, sizeof listen, "0.0.0.0:%u", port);
-	pid_t pid = fork();
-	cr_assert_neq(pid, -1);
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (!freopen("/dev/null", "w", stderr))
-			_exit(126);
-		setenv("FACTD_DATABASE_URL", url, 1);
-		setenv("FACTD_LISTEN", listen, 1);
-		setenv("FACTD_API_KEYS", KEYS, 1);
-		setenv("FACTD_WORKERS", "4", 1);
-		setenv("FACTD_SAGAS", "0", 1);
-		execl(bin, bin, "serve", (char *)NULL);
-		_exit(127);
-	}
+	const char *env[] = { fd_test_P("FACTD_DATABASE_URL=%s", url), fd_test_P("FACTD_LISTEN=%s", listen),
+			      "FACTD_API_KEYS=" KEYS, "FACTD_WORKERS=4", "FACTD_SAGAS=0", NULL };
+	fd_test_proc_start(&proc, env, (const char *const[]){ "serve", NULL }, NULL);
 	char out[2048];
 	int rc = 1;
 	/* Until the server is ready the probe says so and exits 1; then 0. */
-	for (long long end = now_ms() + 30000; (rc = run_healthcheck(listen, NULL, out, sizeof out)) != 0;) {
+	for (long long end = fd_test_now_ms() + 30000; (rc = run_healthcheck(listen, NULL, out, sizeof out)) != 0;) {
 		cr_assert_eq(rc, 1, "not ready yet must be exit 1, got %d: %s", rc, out);
 		int st;
-		cr_assert_eq(waitpid(pid, &st, WNOHANG), 0, "factd exited during start");
-		cr_assert_lt(now_ms(), end, "factd healthcheck never passed: %s", out);
-		struct timespec ts = { 0, 100000000L };
-		nanosleep(&ts, NULL);
+		cr_assert_eq(waitpid(proc.pid, &st, WNOHANG), 0, "factd exited during start; see %s", proc.log);
+		cr_assert_lt(fd_test_now_ms(), end, "factd healthcheck never passed: %s", out);
+		fd_test_sleep_ms(100);
 	}
 	char want[64];
 	snprintf(want, sizeof want, "http://127.0.0.1:%u/readyz answered 200", port);
@@ -220,7 +186,7 @@ Test(healthcheck, command_reads_the_server_configuration, .timeout = 120)
 
 	/* The default address (127.0.0.1:8080) is not where this server listens. */
 	char other[32];
-	snprintf(other, sizeof other, "127.0.0.1:%u", free_port());
+	snprintf(other, sizeof other, "127.0.0.1:%u", fd_test_free_port());
 	cr_assert_eq(run_healthcheck(other, NULL, out, sizeof out), 1, "%s", out);
 	cr_assert(strstr(out, "healthcheck: GET http://127.0.0.1:"), "%s", out);
 	/* A configuration error is exit 1 too: Docker reserves 2. */
@@ -229,10 +195,7 @@ Test(healthcheck, command_reads_the_server_configuration, .timeout = 120)
 	cr_assert_eq(run_healthcheck(listen, " FACTD_HEALTHCHECK_TIMEOUT_MS=0", out, sizeof out), 1, "%s", out);
 	cr_assert(strstr(out, "FACTD_HEALTHCHECK_TIMEOUT_MS"), "%s", out);
 
-	kill(pid, SIGTERM);
-	int st;
-	cr_assert_eq(waitpid(pid, &st, 0), pid);
-	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "factd stopped with %d", st);
+	fd_test_proc_stop(&proc, SIGTERM);
 	cr_assert_eq(run_healthcheck(listen, NULL, out, sizeof out), 1, "a stopped server: %s", out);
 	free(url);
 }

@@ -9,87 +9,22 @@
  *
  * The binary (an app's: the test app's) comes from FACTD_BIN (meson passes it).
  */
-#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <jansson.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <sys/prctl.h>
 #include <stdio.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "http_client.h"
 #include "testdb.h"
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
-}
-
-static long long now_ms(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-static uint16_t free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-	socklen_t len = sizeof a;
-	cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
-/* Start `factd serve` on url with stderr to the file err_path; wait until /healthz answers. */
-static pid_t spawn(const char *url, uint16_t port, const char *err_path)
-{
-	const char *bin = getenv("FACTD_BIN");
-	cr_assert(bin && access(bin, X_OK) == 0, "FACTD_BIN is not set or not executable: run through meson test");
-	pid_t pid = fork();
-	cr_assert_neq(pid, -1);
-	if (pid == 0) {
-		/* a failed assertion ends the test process: the server must not outlive it */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		char listen[32];
-		snprintf(listen, sizeof listen, "127.0.0.1:%u", port);
-		if (!freopen(err_path, "w", stderr))
-			_exit(126);
-		setenv("FACTD_DATABASE_URL", url, 1);
-		setenv("FACTD_LISTEN", listen, 1);
-		setenv("FACTD_LOG_LEVEL", "debug", 1);
-		setenv("FACTD_WORKERS", "4", 1);
-		setenv("FACTD_SAGA_WORKERS", "1", 1);
-		execl(bin, bin, "serve", (char *)NULL);
-		_exit(127);
-	}
-	for (long long end = now_ms() + 20000;;) {
-		struct fd_test_resp r;
-		int rc = fd_test_get(port, "/healthz", &r);
-		int status = r.status;
-		fd_test_resp_free(&r);
-		if (rc == 0 && status == 200)
-			return pid;
-		int st;
-		cr_assert_eq(waitpid(pid, &st, WNOHANG), 0, "factd exited during start");
-		cr_assert_lt(now_ms(), end, "factd did not answer /healthz");
-		sleep_ms(50);
-	}
-}
+#include "testutil.h"
 
 /* Wait until every projection reports "live": each has made its tables by then. */
 static void wait_projections_live(uint16_t port)
 {
-	for (long long end = now_ms() + 20000;; sleep_ms(50)) {
+	for (long long end = fd_test_now_ms() + 20000;; fd_test_sleep_ms(50)) {
 		struct fd_test_resp r;
 		cr_assert_eq(fd_test_get(port, "/projections", &r), 0);
 		json_t *list = r.json ? json_object_get(r.json, "projections") : NULL;
@@ -102,7 +37,7 @@ static void wait_projections_live(uint16_t port)
 		fd_test_resp_free(&r);
 		if (done)
 			return;
-		cr_assert_lt(now_ms(), end, "the projections did not become live");
+		cr_assert_lt(fd_test_now_ms(), end, "the projections did not become live");
 	}
 }
 
@@ -113,8 +48,12 @@ Test(process, stderr_is_json_lines_only, .timeout = 120)
 	int fd = mkstemp(err_path);
 	cr_assert_neq(fd, -1);
 	close(fd);
-	uint16_t port = free_port();
-	pid_t pid = spawn(url, port, err_path);
+	struct fd_test_proc proc = { 0 };
+	snprintf(proc.log, sizeof proc.log, "%s", err_path);
+	const char *env[] = { fd_test_P("FACTD_DATABASE_URL=%s", url), "FACTD_LOG_LEVEL=debug", "FACTD_WORKERS=4",
+			      "FACTD_SAGA_WORKERS=1", NULL };
+	fd_test_proc_start(&proc, env, (const char *const[]){ "serve", NULL }, "/healthz");
+	uint16_t port = proc.port;
 
 	wait_projections_live(port);
 	struct fd_test_resp r;
@@ -125,10 +64,7 @@ Test(process, stderr_is_json_lines_only, .timeout = 120)
 	cr_assert_eq(r.status, 201, "%s", r.body);
 	fd_test_resp_free(&r);
 
-	kill(pid, SIGTERM);
-	int st = 0;
-	cr_assert_eq(waitpid(pid, &st, 0), pid);
-	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "factd did not stop cleanly");
+	fd_test_proc_stop(&proc, SIGTERM);
 
 	FILE *f = fopen(err_path, "r");
 	cr_assert_not_null(f);

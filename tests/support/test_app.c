@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "factd/events.h"
 #include "factd/handlers.h"
@@ -322,12 +321,7 @@ const struct fd_saga_type fd_test_counter_closer = {
 
 /* ---- a long poll over the parking seam ------------------------------------------- */
 
-static int64_t mono_ms(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
+static char notified_mark;
 
 /*
  * GET /test/park?after=<cursor>&wait_ms=<n>: the feed's events after the
@@ -345,35 +339,23 @@ static void park_poll(struct fd_req *req, struct fd_resp *resp)
 		fd_resp_json(resp, 400, strdup("{\"title\":\"after must be a cursor, wait_ms a number\"}"));
 		return;
 	}
-	if (!req->park_state) {
-		int64_t *deadline = calloc(2, sizeof *deadline); /* [0] the deadline, [1] 1 once notified */
-		if (!deadline) {
-			fd_resp_json(resp, 500, NULL);
-			return;
-		}
-		*deadline = mono_ms() + atoi(w);
-		req->park_state = deadline;
-		req->park_free = free;
-	}
 	struct fd_feed_page page = { 0 };
 	if (fd_store_read_feed(req->ctx->pool, after, NULL, 10, &page) != FD_OK) {
 		fd_resp_json(resp, 503, strdup("{\"title\":\"feed unreadable\"}"));
 		return;
 	}
 	free(page.events_json);
-	int64_t *st = req->park_state, left = st[0] - mono_ms();
+	/* park_state marks that some run was woken by a notification (it owns nothing) */
 	if (req->wake == FD_WAKE_NOTIFIED)
-		st[1] = 1;
-	if (page.count == 0 && left > 0 && req->wake != FD_WAKE_STOPPING) {
-		/*
-		 * Notified, yet nothing: the event may be held back behind an older
-		 * open transaction (the feed is gap-safe), and no second notification
-		 * will come for it: look again soon.
-		 */
-		fd_req_park(req, (unsigned)(st[1] && left > 200 ? 200 : left));
+		req->park_state = &notified_mark;
+	/*
+	 * Notified, yet nothing: the event may be held back behind an older
+	 * open transaction (the feed is gap-safe), and no second notification
+	 * will come for it: look again soon.
+	 */
+	if (page.count == 0 && fd_req_park(req, (unsigned)atoi(w), req->park_state ? 200 : 0))
 		return;
-	}
-	enum fd_wake wake = page.count > 0 && st[1] ? FD_WAKE_NOTIFIED : req->wake;
+	enum fd_wake wake = page.count > 0 && req->park_state ? FD_WAKE_NOTIFIED : req->wake;
 	fd_resp_json_doc(resp, 200, json_pack("{s:i, s:s, s:i}", "count", (int)page.count, "wake", wakes[wake],
 					      "runs", (int)req->runs));
 }

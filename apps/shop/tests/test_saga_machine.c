@@ -325,7 +325,7 @@ Test(saga_machine, a_completed_saga_ignores_events_that_do_not_fail_it)
 	completed(&st);
 	json_t *before = json_deep_copy(st.data);
 	const char *types[] = { "OrderConfirmed", "PaymentRefunded", "ReservationReleased" };
-	const char *streams[] = { "order-" ORDER_ID, "payment-x", "product-sku-a" };
+	const char *streams[] = { ("order-" ORDER_ID), "payment-x", "product-sku-a" };
 	const char *cats[] = { "order", "payment", "product" };
 	for (size_t i = 0; i < 3; i++) {
 		struct ev x;

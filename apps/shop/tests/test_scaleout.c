@@ -16,20 +16,14 @@
  *
  * The factd binary comes from FACTD_BIN (meson passes it).
  */
-#include <arpa/inet.h>
 #include <criterion/criterion.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "http_client.h"
+#include "shop_orders.h"
 #include "testdb.h"
 #include "testutil.h"
 
@@ -43,214 +37,22 @@ static char *url_at(const char *var, const char *url)
 	return fd_test_fmt("%.*s%s", (int)(slash - base), base, db);
 }
 
-static uint16_t free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-	socklen_t len = sizeof a;
-	cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
-struct proc {
-	pid_t pid;
-	uint16_t port;
-	char log[64];  /* its stderr */
-};
-
 /*
- * Start factd with `env` ("NAME=value" strings, NULL-terminated) and the
- * arguments; with `wait`, until it answers /healthz.
+ * Start factd with the saga settings of these tests, then `env` ("NAME=value"
+ * strings, NULL-terminated), and the arguments; with `wait`, until it
+ * answers /healthz.
  */
-static void spawn(struct proc *p, const char *const *env, const char *arg1, const char *arg2, bool wait)
+static void spawn(struct fd_test_proc *p, const char *const *env, const char *arg1, const char *arg2, bool wait)
 {
-	const char *bin = getenv("FACTD_BIN");
-	cr_assert(bin && access(bin, X_OK) == 0, "FACTD_BIN is not set or not executable: run through meson test");
-	p->port = free_port();
-	snprintf(p->log, sizeof p->log, "/tmp/factd-scaleout-%d-%u.log", (int)getpid(), p->port);
-	p->pid = fork();
-	cr_assert_neq(p->pid, -1);
-	if (p->pid == 0) {
-		char listen[32];
-		snprintf(listen, sizeof listen, "127.0.0.1:%u", p->port);
-		setenv("FACTD_LISTEN", listen, 1);
-		setenv("FACTD_LOG_LEVEL", "warn", 1);
-		setenv("FACTD_WORKERS", "8", 1);
-		setenv("FACTD_SAGA_WORKERS", "2", 1);
-		setenv("FACTD_SAGA_POLL_MS", "20", 1);
-		setenv("FACTD_SAGA_LEASE_MS", "1500", 1);
-		setenv("FACTD_SAGA_TIME_PERCENT", "10", 1);
-		setenv("FACTD_PAYMENT_FAIL_FIRST", "1", 1);
-		for (size_t i = 0; env[i]; i++)
-			putenv((char *)env[i]);
-		int fd = open(p->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		if (fd >= 0)
-			dup2(fd, 2);
-		execl(bin, bin, arg1, arg2, (char *)NULL);
-		_exit(127);
+	const char *all[16] = { "FACTD_WORKERS=8", "FACTD_SAGA_WORKERS=2", "FACTD_SAGA_POLL_MS=20",
+				"FACTD_SAGA_LEASE_MS=1500", "FACTD_SAGA_TIME_PERCENT=10", "FACTD_PAYMENT_FAIL_FIRST=1" };
+	size_t n = 6;
+	for (size_t i = 0; env[i]; i++) {
+		cr_assert_lt(n, sizeof all / sizeof all[0] - 1);
+		all[n++] = env[i];
 	}
-	for (long long end = fd_test_now_ms() + 30000; wait;) {
-		struct fd_test_resp r;
-		int rc = fd_test_get(p->port, "/healthz", &r);
-		int status = r.status;
-		fd_test_resp_free(&r);
-		if (rc == 0 && status == 200)
-			return;
-		int st;
-		cr_assert_eq(waitpid(p->pid, &st, WNOHANG), 0, "factd exited during start; see %s", p->log);
-		cr_assert_lt(fd_test_now_ms(), end, "factd did not answer /healthz");
-		fd_test_sleep_ms(50);
-	}
-}
-
-/* Wait for the process to exit by itself; its exit status, and its stderr in log (caller frees). */
-static int exited(struct proc *p, char **log)
-{
-	int st = 0;
-	for (long long end = fd_test_now_ms() + 30000;; fd_test_sleep_ms(20)) {
-		pid_t w = waitpid(p->pid, &st, WNOHANG);
-		if (w == p->pid)
-			break;
-		if (fd_test_now_ms() > end) {
-			kill(p->pid, SIGKILL);
-			waitpid(p->pid, &st, 0);
-			cr_assert_fail("factd kept running where it should have refused to start");
-		}
-	}
-	FILE *f = fopen(p->log, "r");
-	char buf[8192] = "";
-	size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-	buf[n] = '\0';
-	if (f)
-		fclose(f);
-	unlink(p->log);
-	*log = strdup(buf);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static void stop(struct proc *p)
-{
-	kill(p->pid, SIGTERM);
-	int st = 0;
-	cr_assert_eq(waitpid(p->pid, &st, 0), p->pid);
-	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "factd did not stop cleanly; see %s", p->log);
-	unlink(p->log);
-}
-
-static void post_ok(uint16_t port, const char *path, const char *body, int want, char *id_out)
-{
-	struct fd_test_resp r;
-	for (int tries = 0;; tries++) {
-		cr_assert_eq(fd_test_http(port, "POST", path, body ? "Content-Type: application/json\r\n" : NULL, body,
-					  body ? strlen(body) : 0, &r),
-			     0);
-		if (r.status != 503 || tries > 20)
-			break;
-		fd_test_resp_free(&r); /* the pool was busy: ask again */
-		fd_test_sleep_ms(50);
-	}
-	cr_assert_eq(r.status, want, "POST %s: %d %s", path, r.status, r.body);
-	if (id_out)
-		snprintf(id_out, 37, "%s", fd_test_json_str(&r, "order_id"));
-	fd_test_resp_free(&r);
-}
-
-#define PRODUCTS 4
-#define STOCK 100000
-
-static void create_products(uint16_t port)
-{
-	for (int i = 0; i < PRODUCTS; i++)
-		post_ok(port, "/products", fd_test_P("{\"product_id\": \"p-%d\", \"name\": \"P%d\", \"stock\": %d}", i, i, STOCK),
-			201, NULL);
-}
-
-/* Order n: one or two lines; every tenth is priced over the simulator's limit, so it is declined. */
-static void place(uint16_t port, int n, char id[37])
-{
-	post_ok(port, "/orders", "{\"customer_id\": \"c\"}", 201, id);
-	int lines = 1 + n % 2;
-	for (int l = 0; l < lines; l++) {
-		long long price = n % 10 == 9 && l == 0 ? 200000 : 100 + n;
-		post_ok(port, fd_test_P("/orders/%s/lines", id),
-			fd_test_P("{\"product_id\": \"p-%d\", \"quantity\": %d, \"unit_price_cents\": %lld}", (n + l) % PRODUCTS,
-			  1 + (n + l) % 3, price),
-			200, NULL);
-	}
-	post_ok(port, fd_test_P("/orders/%s/place", id), NULL, 200, NULL);
-}
-
-struct placer {
-	uint16_t ports[2];
-	int first, count;
-};
-
-static void *place_many(void *arg)
-{
-	struct placer *pl = arg;
-	for (int n = pl->first; n < pl->first + pl->count; n++) {
-		char id[37];
-		place(pl->ports[n % 2], n, id);
-	}
-	return NULL;
-}
-
-static void wait_all_ended(const char *url, long long n, long timeout_ms)
-{
-	for (long long end = fd_test_now_ms() + timeout_ms;;) {
-		long long ended = fd_test_scalar_at(url, "SELECT count(*) FROM sagas WHERE type = 'order_fulfillment'"
-					      " AND status IN ('completed', 'compensated', 'failed')");
-		if (ended == n)
-			return;
-		cr_assert_lt(fd_test_now_ms(), end, "%lld of %lld sagas ended", ended, n);
-		fd_test_sleep_ms(100);
-	}
-}
-
-/* As test_saga_processes.c: each saga's effects exactly once, stock reserved exactly for the confirmed orders. */
-static void assert_exactly_once(const char *url, long long orders, long long declined)
-{
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM sagas WHERE type = 'order_fulfillment'"), orders);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM sagas WHERE status = 'completed' AND type = 'order_fulfillment'"),
-		     orders - declined);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM sagas WHERE status = 'compensated'"), declined);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM events WHERE type = 'OrderConfirmed'"), orders - declined);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM events WHERE type = 'OrderCancelled'"), declined);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM (SELECT stream_id FROM events WHERE type IN"
-				 " ('OrderConfirmed', 'OrderCancelled') GROUP BY stream_id HAVING count(*) > 1) d"),
-		     0, "an order ended twice");
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM events WHERE type = 'PaymentRequested'"), orders);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM events WHERE type = 'PaymentAuthorised'"), orders - declined);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM events WHERE type = 'PaymentDeclined'"), declined);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM (SELECT (SELECT count(*) FROM events f WHERE f.stream_id ="
-				 " r.stream_id AND f.type = 'PaymentAttemptFailed') AS n FROM events r"
-				 " WHERE r.type = 'PaymentRequested') d WHERE n <> 1"),
-		     0, "each payment must have failed exactly once before its answer");
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM (SELECT metadata->'idempotency'->>'key' FROM events"
-				 " WHERE metadata ? 'idempotency' AND metadata->>'caller' = 'saga'"
-				 " GROUP BY 1 HAVING count(*) > 1) d"),
-		     0, "a saga command recorded its events twice");
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM (SELECT stream_id, data->>'order_id', type FROM events"
-				 " WHERE type IN ('StockReserved', 'ReservationReleased')"
-				 " GROUP BY 1, 2, 3 HAVING count(*) > 1) d"),
-		     0, "a reservation was made or released twice");
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM (SELECT saga_id, step, kind, attempt FROM saga_steps"
-				 " GROUP BY 1, 2, 3, 4 HAVING count(*) > 1) d"),
-		     0, "a step attempt ran twice");
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM saga_steps WHERE outcome IN ('running', 'interrupted')"), 0);
-	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(*) FROM saga_steps WHERE step = 'take_payment' AND kind = 'action'"
-				 " AND outcome = 'retry'"),
-		     orders, "each saga retried its payment once, after its timer");
-}
-
-static long long reserved_by_events(const char *url, int i)
-{
-	return fd_test_scalar_at(url, fd_test_P("SELECT coalesce(sum(CASE type WHEN 'StockReserved' THEN (data->>'quantity')::bigint"
-					" WHEN 'ReservationReleased' THEN -(data->>'quantity')::bigint ELSE 0 END), 0)"
-					" FROM events WHERE stream_id = 'product-p-%d'",
-					i));
+	*p = (struct fd_test_proc){ 0 };
+	fd_test_proc_start(p, all, (const char *const[]){ arg1, arg2, NULL }, wait ? "/healthz" : NULL);
 }
 
 /* The read models, read through the API at the feed's head: every row at its stream's version, stock as the events say. */
@@ -284,12 +86,12 @@ static void assert_read_models(const char *url, uint16_t port, long long orders,
 	json_array_foreach(json_object_get(r.json, "products"), i, o) {
 		const char *id = json_string_value(json_object_get(o, "product_id"));
 		int n = atoi(id + 2);
-		cr_assert_eq(json_integer_value(json_object_get(o, "reserved")), reserved_by_events(url, n),
+		cr_assert_eq(json_integer_value(json_object_get(o, "reserved")), shop_reserved_by_events(url, n),
 			     "%s: reserved differs from its events (an event applied twice or never)", id);
 		long long sum = json_integer_value(json_object_get(o, "available")) +
 				json_integer_value(json_object_get(o, "reserved")) +
 				json_integer_value(json_object_get(o, "committed"));
-		cr_assert_eq(sum, STOCK, "%s: stock not conserved", id);
+		cr_assert_eq(sum, SHOP_STOCK, "%s: stock not conserved", id);
 		cr_assert_eq(json_integer_value(json_object_get(o, "version")),
 			     fd_test_scalar_at(url, fd_test_P("SELECT version FROM streams WHERE stream_id = 'product-%s'", id)));
 	}
@@ -325,22 +127,15 @@ Test(pooler, two_processes_through_pgbouncer_run_200_sagas_each_exactly_once, .t
 	const char *db = strrchr(url, '/') + 1;
 	char *e_url = fd_test_fmt("FACTD_DATABASE_URL=%s", bouncer), *e_session = fd_test_fmt("FACTD_SESSION_DATABASE_URL=%s", url);
 	const char *env[] = { e_url, e_session, NULL };
-	struct proc a, b;
+	struct fd_test_proc a, b;
 	spawn(&a, env, "serve", "--no-migrate", true);
 	spawn(&b, env, "serve", "--no-migrate", true);
-	create_products(a.port);
-	enum { ORDERS = 200, THREADS = 4 };
-	pthread_t t[THREADS];
-	struct placer pl[THREADS];
-	for (int i = 0; i < THREADS; i++) {
-		pl[i] = (struct placer){ .ports = { a.port, b.port }, .first = i * (ORDERS / THREADS),
-					 .count = ORDERS / THREADS };
-		cr_assert_eq(pthread_create(&t[i], NULL, place_many, &pl[i]), 0);
-	}
-	for (int i = 0; i < THREADS; i++)
-		pthread_join(t[i], NULL);
-	wait_all_ended(url, ORDERS, 300000);
-	assert_exactly_once(url, ORDERS, ORDERS / 10);
+	shop_create_products(a.port);
+	enum { ORDERS = 200 };
+	shop_place_many((const uint16_t[]){ a.port, b.port }, ORDERS, 4);
+	shop_wait_sagas_ended(url, ORDERS, 300000);
+	shop_assert_sagas_once(url, ORDERS, ORDERS / 10, 1);
+	shop_assert_steps_once(url, ORDERS);
 	cr_assert_eq(fd_test_scalar_at(url, "SELECT count(DISTINCT worker) FROM saga_steps WHERE worker IS NOT NULL"), 2,
 		     "both processes should have run saga steps");
 	assert_read_models(url, a.port, ORDERS, ORDERS / 10);
@@ -349,8 +144,8 @@ Test(pooler, two_processes_through_pgbouncer_run_200_sagas_each_exactly_once, .t
 	cr_assert_gt(bouncer_number("SHOW STATS", db, "total_xact_count"), 1000, "the traffic did not pass PgBouncer");
 	cr_assert_eq(bouncer_number("SHOW DATABASES", db, "max_connections"), 8);
 	cr_assert_leq(bouncer_number("SHOW DATABASES", db, "current_connections"), 8);
-	stop(&a);
-	stop(&b);
+	fd_test_proc_stop(&a, SIGTERM);
+	fd_test_proc_stop(&b, SIGTERM);
 	free(e_url);
 	free(e_session);
 	free(bouncer);
@@ -363,36 +158,36 @@ Test(pooler, without_a_session_url_background_work_is_refused_and_says_why, .tim
 	char *bouncer = url_at("FACTD_TEST_PGBOUNCER_URL", url);
 	char *e_url = fd_test_fmt("FACTD_DATABASE_URL=%s", bouncer);
 	char *log = NULL;
-	struct proc p;
+	struct fd_test_proc p;
 
 	/* found by the probe: serving with projections, sagas and LISTEN is refused */
 	const char *env1[] = { e_url, NULL };
 	spawn(&p, env1, "serve", "--no-migrate", false);
-	cr_assert_eq(exited(&p, &log), 2, "%s", log);
+	cr_assert_eq(fd_test_proc_exited(&p, &log), 2, "%s", log);
 	cr_assert(strstr(log, "transaction pooler (detected)") && strstr(log, "FACTD_SESSION_DATABASE_URL"), "%s", log);
 	free(log);
 	/* migrations hold a session advisory lock: refused too */
 	spawn(&p, env1, "migrate", NULL, false);
-	cr_assert_eq(exited(&p, &log), 1, "%s", log);
+	cr_assert_eq(fd_test_proc_exited(&p, &log), 1, "%s", log);
 	cr_assert(strstr(log, "advisory lock") && strstr(log, "FACTD_SESSION_DATABASE_URL"), "%s", log);
 	free(log);
 	/* told so on a direct connection */
 	char *e_direct = fd_test_fmt("FACTD_DATABASE_URL=%s", url);
 	const char *env2[] = { e_direct, "FACTD_POOLER=transaction", NULL };
 	spawn(&p, env2, "serve", "--no-migrate", false);
-	cr_assert_eq(exited(&p, &log), 2, "%s", log);
+	cr_assert_eq(fd_test_proc_exited(&p, &log), 2, "%s", log);
 	cr_assert(strstr(log, "FACTD_POOLER=transaction"), "%s", log);
 	free(log);
 	/* with the background work off it serves commands and reads through the pooler */
 	const char *env3[] = { e_url, "FACTD_PROJECTIONS=0", "FACTD_SAGAS=0", "FACTD_SSE_NOTIFY=0",
 			       "FACTD_RETENTION=0", "FACTD_WEBHOOKS=0", NULL };
 	spawn(&p, env3, "serve", "--no-migrate", true);
-	create_products(p.port);
+	shop_create_products(p.port);
 	struct fd_test_resp r;
 	cr_assert_eq(fd_test_get(p.port, "/products/p-1", &r), 0);
 	cr_assert_eq(r.status, 200, "%s", r.body);
 	fd_test_resp_free(&r);
-	stop(&p);
+	fd_test_proc_stop(&p, SIGTERM);
 	free(e_direct);
 	free(e_url);
 	free(bouncer);
@@ -413,7 +208,7 @@ Test(replica, the_order_list_reads_the_standby_with_read_your_writes, .timeout =
 	}
 	char *e_url = fd_test_fmt("FACTD_DATABASE_URL=%s", url), *e_read = fd_test_fmt("FACTD_READ_DATABASE_URL=%s", standby);
 	const char *env[] = { e_url, e_read, "FACTD_REPLICA_WAIT_MS=5000", NULL };
-	struct proc p;
+	struct fd_test_proc p;
 	spawn(&p, env, "serve", "--no-migrate", true);
 	struct fd_test_resp r;
 	cr_assert_eq(fd_test_post(p.port, "/orders", "{\"customer_id\": \"c-replica\"}", &r), 0);
@@ -433,7 +228,7 @@ Test(replica, the_order_list_reads_the_standby_with_read_your_writes, .timeout =
 	cr_assert_eq(r.status, 200);
 	cr_assert(fd_test_header(&r, "X-Factd-Replica", h, sizeof h), "the order was not read from the standby");
 	fd_test_resp_free(&r);
-	stop(&p);
+	fd_test_proc_stop(&p, SIGTERM);
 	free(pos);
 	free(id);
 	free(e_url);
