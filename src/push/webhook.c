@@ -790,14 +790,6 @@ static enum fd_err row_run(struct fd_pool *pool, int id, const char *const *para
 	return err;
 }
 
-static enum fd_err text_array(struct fd_buf *b, const char *const *items, size_t n)
-{
-	enum fd_err err = fd_buf_append(b, "{", 1);
-	for (size_t i = 0; i < n && !err; i++)
-		err = fd_store_array_elem(b, items[i], i == 0);
-	return err ? err : fd_buf_append(b, "}", 1);
-}
-
 enum fd_err fd_webhook_put(struct fd_pool *pool, const struct fd_webhook_spec *spec, bool *created)
 {
 	struct fd_buf cats = FD_BUF_INIT, types = FD_BUF_INIT;
@@ -805,9 +797,9 @@ enum fd_err fd_webhook_put(struct fd_pool *pool, const struct fd_webhook_spec *s
 	char ma[16], to[16];
 	enum fd_err err = FD_OK;
 	*created = false;
-	if (spec->categories && (err = text_array(&cats, spec->categories, spec->ncategories)))
+	if (spec->categories && (err = fd_store_text_array(&cats, spec->categories, spec->ncategories)))
 		goto done;
-	if (spec->types && (err = text_array(&types, spec->types, spec->ntypes)))
+	if (spec->types && (err = fd_store_text_array(&types, spec->types, spec->ntypes)))
 		goto done;
 	snprintf(ma, sizeof ma, "%u", spec->max_attempts);
 	snprintf(to, sizeof to, "%u", spec->timeout_ms);

@@ -358,6 +358,15 @@ enum fd_err fd_store_array_elem(struct fd_buf *b, const char *s, bool first)
 	return err ? err : fd_buf_append(b, "\"", 1);
 }
 
+/* The contract is in internal.h. */
+enum fd_err fd_store_text_array(struct fd_buf *b, const char *const *items, size_t n)
+{
+	enum fd_err err = fd_buf_append(b, "{", 1);
+	for (size_t i = 0; i < n && !err; i++)
+		err = fd_store_array_elem(b, items[i], i == 0);
+	return err ? err : fd_buf_append(b, "}", 1);
+}
+
 /* Characters (not bytes) in a UTF-8 string, as PostgreSQL's length() counts them. */
 static size_t utf8_len(const char *s)
 {

@@ -121,15 +121,6 @@ static enum fd_err run(struct fd_pool *pool, int id, const char *const *params, 
 	return err;
 }
 
-/* "{a,b}" of strings; "NULL" stays NULL (no filter). */
-static enum fd_err text_array(struct fd_buf *b, const char *const *items, size_t n)
-{
-	enum fd_err err = fd_buf_append(b, "{", 1);
-	for (size_t i = 0; i < n && !err; i++)
-		err = fd_store_array_elem(b, items[i], i == 0);
-	return err ? err : fd_buf_append(b, "}", 1);
-}
-
 static enum fd_err uuid_array(struct fd_buf *b, const struct fd_uuid *ids, size_t n)
 {
 	enum fd_err err = fd_buf_append(b, "{", 1);
@@ -148,9 +139,9 @@ enum fd_err fd_group_put(struct fd_pool *pool, const struct fd_group_spec *spec,
 	char ack[16], maxd[16], tx[24] = "0", seq[24] = "0";
 	enum fd_err err = FD_OK;
 	*created = false;
-	if (spec->categories && (err = text_array(&cats, spec->categories, spec->ncategories)))
+	if (spec->categories && (err = fd_store_text_array(&cats, spec->categories, spec->ncategories)))
 		goto done;
-	if (spec->types && (err = text_array(&types, spec->types, spec->ntypes)))
+	if (spec->types && (err = fd_store_text_array(&types, spec->types, spec->ntypes)))
 		goto done;
 	struct fd_cursor at;
 	if (strcmp(spec->start, "beginning") && strcmp(spec->start, "end")) {

@@ -102,6 +102,8 @@ bool fd_bin_u64(const PGresult *res, int row, int col, uint64_t *out);
 
 /* events.c: append s as a double-quoted element of a PostgreSQL array literal (first: no comma). */
 FD_MUST_USE enum fd_err fd_store_array_elem(struct fd_buf *b, const char *s, bool first);
+/* The n strings as a whole PostgreSQL text array literal, "{...}", appended to b. */
+FD_MUST_USE enum fd_err fd_store_text_array(struct fd_buf *b, const char *const *items, size_t n);
 /*
  * events.c: append one event to the four parallel array literals of an
  * append (ids, types, data, metadata; "{}" for no metadata).
