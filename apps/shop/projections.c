@@ -101,12 +101,17 @@ static int *seen_at(struct seen *s, const char *a, const char *b)
 	}
 }
 
+/* The most array parameters a batch statement takes (ORDERS_FOLDED: 19). */
+#define MAX_COLS 24
+
 /* Queue statement i with the columns of one kind of event, when the run has any. */
 static enum fd_err exec_columns(PGconn *conn, const char *table, unsigned i, struct fd_pg_array *cols, int ncols)
 {
 	if (cols[0].n == 0)
 		return FD_OK;
-	const char *params[8];
+	const char *params[MAX_COLS];
+	if (ncols > MAX_COLS)
+		return FD_ERR_INTERNAL;
 	for (int k = 0; k < ncols; k++)
 		if (!(params[k] = fd_pg_array_text(&cols[k])))
 			return FD_ERR_NOMEM;
@@ -484,7 +489,6 @@ static enum fd_err fold_write(PGconn *conn, const char *table, struct fold_order
 		cols[k] = (struct fd_pg_array)FD_PG_ARRAY_INIT;
 	struct fd_pg_array *lc = cols + FOLD_COLS;
 	enum fd_err err = FD_OK;
-	size_t written = 0;
 	for (size_t i = 0; i < norders && !err; i++) {
 		struct fold_order *o = &orders[i];
 		if (o->broken)
@@ -516,16 +520,9 @@ static enum fd_err fold_write(PGconn *conn, const char *table, struct fold_order
 		fd_pg_array_add_int(&cols[13], o->version);
 		fd_pg_array_add(&cols[14], o->updated_at);
 		free(address);
-		written++;
 	}
-	if (!err && written) {
-		const char *params[FOLD_COLS + FOLD_LINE_COLS];
-		for (int k = 0; k < FOLD_COLS + FOLD_LINE_COLS && !err; k++)
-			if (!(params[k] = fd_pg_array_text(&cols[k])))
-				err = FD_ERR_NOMEM;
-		if (!err)
-			err = fd_projection_exec(conn, table, ORDERS_FOLDED, FOLD_COLS + FOLD_LINE_COLS, params);
-	}
+	if (!err) /* nothing when no order was folded (no rows in cols[0]) */
+		err = exec_columns(conn, table, ORDERS_FOLDED, cols, FOLD_COLS + FOLD_LINE_COLS);
 	release_columns(cols, FOLD_COLS + FOLD_LINE_COLS);
 	return err;
 }
