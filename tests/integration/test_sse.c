@@ -1223,13 +1223,30 @@ static char *feed_head(const struct fd_test_server *ts)
 	return h;
 }
 
+/*
+ * The feed's head once it shows the event appended at pos (taken over).
+ * The feed is gap-safe across the whole cluster: another test's open
+ * transaction can hold a fresh append back for a moment, and a head read
+ * before it shows would make a parked request answer at once with it.
+ */
+static char *visible_head(const struct fd_test_server *ts, char *pos)
+{
+	char *h = feed_head(ts);
+	for (long long end = fd_test_now_ms() + 30000; strcmp(h, pos) != 0; h = feed_head(ts)) {
+		cr_assert_lt(fd_test_now_ms(), end, "the feed's head stayed at %s, not %s", h, pos);
+		free(h);
+		fd_test_sleep_ms(10);
+	}
+	free(pos);
+	return h;
+}
+
 Test(parking, parked_requests_hold_no_worker_and_wake_on_appends, .timeout = 120)
 {
 	struct fd_test_server ts;
 	fd_test_server_start_with(&ts, NULL, two_workers);
 	wait_listening(&ts);
-	free(append(&ts, "park-1", "Before", 0));
-	char *head = feed_head(&ts);
+	char *head = visible_head(&ts, append(&ts, "park-1", "Before", 0));
 	enum { N = 6 };
 	int fds[N];
 	for (int i = 0; i < N; i++)
@@ -1263,8 +1280,7 @@ Test(parking, parked_requests_stay_unanswered_until_there_is_something, .timeout
 	struct fd_test_server ts;
 	fd_test_server_start_with(&ts, NULL, two_workers);
 	wait_listening(&ts);
-	free(append(&ts, "park-1", "Before", 0));
-	char *head = feed_head(&ts);
+	char *head = visible_head(&ts, append(&ts, "park-1", "Before", 0));
 	enum { N = 6 };
 	int fds[N];
 	for (int i = 0; i < N; i++)
@@ -1294,8 +1310,7 @@ Test(parking, a_parked_request_times_out_with_nothing, .timeout = 60)
 {
 	struct fd_test_server ts;
 	fd_test_server_start_with(&ts, NULL, two_workers);
-	free(append(&ts, "park-1", "Before", 0));
-	char *head = feed_head(&ts);
+	char *head = visible_head(&ts, append(&ts, "park-1", "Before", 0));
 	int fd = send_park(ts.port, head, 300);
 	struct fd_test_resp r;
 	read_park(fd, &r);
@@ -1311,8 +1326,7 @@ Test(parking, stopping_answers_parked_requests, .timeout = 60)
 {
 	struct fd_test_server ts;
 	fd_test_server_start_with(&ts, NULL, two_workers);
-	free(append(&ts, "park-1", "Before", 0));
-	char *head = feed_head(&ts);
+	char *head = visible_head(&ts, append(&ts, "park-1", "Before", 0));
 	int fd = send_park(ts.port, head, 60000);
 	wait_parked(&ts, 1);
 	struct fd_test_resp r;
