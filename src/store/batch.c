@@ -37,10 +37,12 @@
  * of the stream under it.  A batch never waits for a stream row, so every
  * stream it writes was already its own when it got its id.
  *
- * Only appends to existing streams with server-made event ids are batched
- * (the bulk of the traffic: commands and appends at a known version).  A new
- * stream, client-chosen ids (idempotency), and large appends take the
- * single-append path.
+ * Only appends to existing streams are batched (the bulk of the traffic:
+ * commands, saga steps' commands and appends at a known version).  A new
+ * stream and large appends take the single-append path.  Ids the caller
+ * chose (a command's idempotency key) are batched too: one already stored
+ * fails the statement, so the whole batch, whose requests then go alone as
+ * above; the single append tells a duplicate from an id conflict.
  *
  * Threading: fd_batch_append from any thread; the queue and the counters are
  * under one mutex, every waiter sleeps on its own condition variable, the

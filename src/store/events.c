@@ -85,7 +85,9 @@
  * event: $5..$8 id, type, data, metadata, $9 its request (1-based), $10 its
  * place in the request (1-based).  The streams must be distinct.  l takes
  * the rows of the streams nobody else holds, without waiting (batch.c says
- * why); the requests whose version matches are written.  One row per
+ * why); the requests whose version matches and none of whose event ids is
+ * stored already (known: a repeat, which the single append answers) are
+ * written.  One row per
  * request, in order: its number, the version it appended after (NULL: not
  * written), its last seq, the stream's version under lock (NULL: missing or
  * held elsewhere), the transaction id.
@@ -95,9 +97,11 @@
 	"  WITH ORDINALITY AS r(stream, category, expected, n, i)),"                                  \
 	" l AS (SELECT s.stream_id, CASE WHEN s.deleted OR s.tombstoned THEN NULL ELSE s.version END" \
 	"  AS version FROM streams s WHERE s.stream_id = ANY ($1::text[]) FOR UPDATE SKIP LOCKED),"   \
+	" known AS (SELECT DISTINCT e.req FROM unnest($5::uuid[], $9::int[]) AS e(id, req)"          \
+	"  JOIN events x ON x.event_id = e.id),"                                                      \
 	" ok AS (SELECT r.i, r.stream, r.category, r.n, l.version AS cur FROM r"                      \
 	"  JOIN l ON l.stream_id = r.stream WHERE l.version IS NOT NULL"                              \
-	"  AND (r.expected < 0 OR r.expected = l.version)),"                                          \
+	"  AND (r.expected < 0 OR r.expected = l.version) AND r.i NOT IN (SELECT req FROM known)),"   \
 	" u AS (UPDATE streams s SET version = ok.cur + ok.n, updated_at = now() FROM ok"             \
 	"  WHERE s.stream_id = ok.stream),"                                                           \
 	" ins AS (INSERT INTO events (event_id, stream_id, category, version, type, data, metadata)" \
@@ -514,8 +518,17 @@ enum fd_err fd_store_append(struct fd_pool *pool, const char *stream, struct fd_
 
 	bool lost = false;
 	struct fd_batcher *batcher = fd_pool_batcher(pool);
-	if (!any_id_given && fd_batcher_accepts(batcher, expected, n) &&
-	    (err = fd_batch_append(pool, batcher, stream, category, expected, events, n, out, &lost)) != FD_ERR_NOTFOUND)
+	/*
+	 * Events with ids the caller made (a command's idempotency key) are
+	 * batched too: an id already stored fails the batch statement as a
+	 * whole, which wrote nothing, and every request of it then goes alone
+	 * below, where fd_append tells a duplicate from an id conflict.  So
+	 * does such a request the batch found at another version: a repeat of
+	 * one that was written is a duplicate, not a conflict.
+	 */
+	if (fd_batcher_accepts(batcher, expected, n) &&
+	    (err = fd_batch_append(pool, batcher, stream, category, expected, events, n, out, &lost)) != FD_ERR_NOTFOUND &&
+	    !(any_id_given && err == FD_ERR_CONFLICT))
 		goto done;
 	if ((err = build_arrays(events, n, &arrays)))
 		goto done;

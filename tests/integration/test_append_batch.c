@@ -20,6 +20,7 @@
 
 #include "factd/events.h"
 #include "factd/pool.h"
+#include "factd/uuid.h"
 #include "testdb.h"
 #include "testutil.h"
 
@@ -66,6 +67,7 @@ struct call {
 	struct fd_expected expected;
 	const char *data;
 	size_t n;
+	const struct fd_uuid *ids; /* the events' ids, chosen by the caller (NULL: made by the store) */
 	enum fd_err err;
 	struct fd_append_result res;
 	pthread_t th;
@@ -77,7 +79,10 @@ static void *call_run(void *arg)
 	struct fd_event_in evs[4];
 	for (size_t i = 0; i < c->n; i++) {
 		evs[i] = (struct fd_event_in){ .type = "Batched", .data_json = c->data, .metadata_json = "{}" };
-		if (fd_uuid_v7(&evs[i].event_id) != FD_OK) {
+		if (c->ids) {
+			evs[i].event_id = c->ids[i];
+			evs[i].id_given = true;
+		} else if (fd_uuid_v7(&evs[i].event_id) != FD_OK) {
 			c->err = FD_ERR_INTERNAL;
 			return NULL;
 		}
@@ -193,6 +198,72 @@ Test(append_batch, queued_requests_share_one_transaction_and_keep_their_own_answ
 	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM streams s WHERE s.version <>"
 				   " (SELECT max(version) FROM events e WHERE e.stream_id = s.stream_id)"),
 		     0);
+	db_close(&d);
+}
+
+/*
+ * Requests whose event ids the caller chose (a command's idempotency key)
+ * share a batch too; a repeat of one already written is left out of the
+ * batch, which it would fail, and answered alone as the duplicate it is.
+ */
+Test(append_batch, requests_with_their_own_event_ids_are_batched_and_a_repeat_is_a_duplicate, .timeout = 120)
+{
+	struct db d = db_open(4, 1);
+	const char *streams[] = { "idb-0", "idb-1", "idb-2", "idb-3" };
+	for (size_t i = 0; i < 4; i++)
+		create_stream(d.pool, streams[i]);
+	struct fd_uuid ids[4][2];
+	for (size_t i = 0; i < 4; i++)
+		for (size_t k = 0; k < 2; k++)
+			cr_assert_eq(fd_uuid_v7(&ids[i][k]), FD_OK);
+	struct call earlier = { .pool = d.pool, .stream = "idb-3", .expected = { FD_EXPECT_EXACT, 1 }, .n = 2,
+				.ids = ids[3] };
+	call_start(&earlier);
+	pthread_join(earlier.th, NULL);
+	cr_assert_eq(earlier.err, FD_OK);
+	cr_assert_eq(earlier.res.last_version, 3);
+
+	struct call first = { .pool = d.pool, .stream = "idb-0", .expected = { FD_EXPECT_EXACT, 1 }, .ids = ids[0] };
+	PGconn *holder = stall_first_batch(&d, &first);
+	struct call calls[] = {
+		{ .pool = d.pool, .stream = "idb-1", .expected = { FD_EXPECT_EXACT, 1 }, .n = 2, .ids = ids[1] },
+		{ .pool = d.pool, .stream = "idb-2", .expected = { FD_EXPECT_ANY, 0 }, .n = 2, .ids = ids[2] },
+		/* the earlier request again, at the version it was made for */
+		{ .pool = d.pool, .stream = "idb-3", .expected = { FD_EXPECT_EXACT, 1 }, .n = 2, .ids = ids[3] },
+	};
+	for (size_t i = 0; i < 3; i++)
+		call_start(&calls[i]);
+	wait_queue(d.pool, 3);
+	exec_ok(holder, "COMMIT");
+	PQfinish(holder);
+	pthread_join(first.th, NULL);
+	for (size_t i = 0; i < 3; i++)
+		pthread_join(calls[i].th, NULL);
+
+	cr_assert_eq(first.err, FD_OK);
+	for (size_t i = 0; i < 2; i++) {
+		cr_assert_eq(calls[i].err, FD_OK, "%s: %s", calls[i].stream, fd_err_name(calls[i].err));
+		cr_assert_not(calls[i].res.duplicate);
+		cr_assert_eq(calls[i].res.first_version, 2);
+		cr_assert_eq(calls[i].res.last_version, 3);
+	}
+	cr_assert_eq(calls[0].res.position.tx, calls[1].res.position.tx, "the two were not written by one batch");
+	cr_assert_neq(calls[0].res.position.tx, first.res.position.tx);
+	cr_assert_eq(calls[2].err, FD_OK, "the repeat: %s", fd_err_name(calls[2].err));
+	cr_assert(calls[2].res.duplicate, "the repeat was not answered as a duplicate");
+	cr_assert_eq(calls[2].res.first_version, 2);
+	cr_assert_eq(calls[2].res.last_version, 3);
+	cr_assert_eq(fd_cursor_cmp(&calls[2].res.position, &earlier.res.position), 0);
+	/* 4 creations + 2 earlier + first + 2 + 2, with the chosen ids */
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events"), 11);
+	for (size_t i = 0; i < 3; i++) {
+		char id[37];
+		fd_uuid_format(&ids[i][0], id);
+		cr_assert_eq(fd_test_scalar_at(d.url, fd_test_P("SELECT count(*) FROM events WHERE event_id = '%s'"
+								" AND stream_id = '%s' AND version = 2",
+								id, streams[i])),
+			     1);
+	}
 	db_close(&d);
 }
 
