@@ -49,6 +49,7 @@ struct fd_saga_state {
 	bool clear_lease;
 	json_t *notes;           /* array of {step, kind, outcome, error} history rows to add (owned) */
 	unsigned time_pct;       /* scale of timeouts and delays (100 = as declared) */
+	int64_t row_version;     /* the row's version as read (sagas.version; every write adds one), 0: none */
 };
 
 /* What a worker ran. */

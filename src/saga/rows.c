@@ -72,6 +72,7 @@ enum fd_err fd_saga_row_parse(const struct fd_saga_set *types, const PGresult *r
 	snprintf(st->error, sizeof st->error, "%s", PQgetvalue(res, i, 11));
 	if (lease)
 		snprintf(lease, 37, "%s", PQgetvalue(res, i, 12));
+	st->row_version = strtoll(PQgetvalue(res, i, 14), NULL, 10);
 	const char *personal = PQgetvalue(res, i, 13);
 	if (*personal) {
 		/* sealed values in data: fd_saga_row_open must run before anything reads or saves it */
@@ -316,30 +317,103 @@ static void row_text_free(struct row_text *t)
 	free(t->personal);
 }
 
-static enum fd_err write_row(PGconn *conn, const char *sql, const char *const *params, int n)
+/* The row's columns from a state: $2 to $12 of the statements below ($1 is the id). */
+#define ROW_SET                                                                                              \
+	"status = $2, current_step = $3::int, phase = $4, completed_steps = $5::jsonb, attempts = $6::int,"   \
+	" due_at = CASE $7 WHEN 'keep' THEN due_at WHEN 'none' THEN NULL"                                      \
+	" ELSE now() + $7::bigint * interval '1 millisecond' END,"                                             \
+	" lease_token = CASE WHEN $8::boolean THEN NULL ELSE lease_token END,"                                 \
+	" seen = $9::jsonb, data = $10::jsonb, error = $11, personal = $12::jsonb, version = version + 1,"    \
+	" updated_at = now()"
+
+static void row_params(const struct fd_saga_state *st, const struct row_text *t, const char **p)
 {
-	PGresult *res = fd_saga_sql(conn, sql, n, params);
-	PQclear(res);
-	return res ? FD_OK : FD_ERR_IO;
+	const char *v[] = { st->id, fd_saga_status_name(st->status), t->step, fd_saga_phase_name(st->phase),
+			    t->completed, t->attempts, t->due, st->clear_lease ? "t" : "f", t->seen, t->data,
+			    st->error[0] ? st->error : NULL, t->personal };
+	memcpy(p, v, sizeof v);
 }
 
-enum fd_err fd_saga_row_save(PGconn *conn, struct fd_pool *pool, const struct fd_saga_state *st)
+/* Write st's row; only if its version is still st->row_version when `checked`. */
+static enum fd_err save(PGconn *conn, struct fd_pool *pool, struct fd_saga_state *st, bool checked)
 {
 	struct row_text t;
 	enum fd_err err = row_text(pool, st, &t);
 	if (!err) {
-		const char *p[] = { st->id, fd_saga_status_name(st->status), t.step, fd_saga_phase_name(st->phase),
-				    t.completed, t.attempts, t.due, st->clear_lease ? "t" : "f", t.seen, t.data,
-				    st->error[0] ? st->error : NULL, t.personal };
-		err = write_row(conn,
-				"UPDATE sagas SET status = $2, current_step = $3::int, phase = $4, completed_steps = $5::jsonb,"
-				" attempts = $6::int,"
-				" due_at = CASE $7 WHEN 'keep' THEN due_at WHEN 'none' THEN NULL"
-				" ELSE now() + $7::bigint * interval '1 millisecond' END,"
-				" lease_token = CASE WHEN $8::boolean THEN NULL ELSE lease_token END,"
-				" seen = $9::jsonb, data = $10::jsonb, error = $11, personal = $12::jsonb, version = version + 1,"
-				" updated_at = now() WHERE id = $1::uuid",
-				p, 12);
+		char version[24];
+		snprintf(version, sizeof version, "%lld", (long long)st->row_version);
+		const char *p[13];
+		row_params(st, &t, p);
+		p[12] = checked ? version : NULL;
+		PGresult *res = fd_saga_sql(conn,
+					    "UPDATE sagas SET " ROW_SET " WHERE id = $1::uuid"
+					    " AND ($13::bigint IS NULL OR version = $13::bigint) RETURNING version",
+					    13, p);
+		err = !res ? FD_ERR_IO : PQntuples(res) != 1 && checked ? FD_ERR_CONFLICT : FD_OK;
+		if (!err && PQntuples(res) == 1)
+			st->row_version = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+		PQclear(res);
+	}
+	row_text_free(&t);
+	return err;
+}
+
+enum fd_err fd_saga_row_save(PGconn *conn, struct fd_pool *pool, struct fd_saga_state *st)
+{
+	return save(conn, pool, st, false);
+}
+
+enum fd_err fd_saga_row_save_if(PGconn *conn, struct fd_pool *pool, struct fd_saga_state *st)
+{
+	return save(conn, pool, st, true);
+}
+
+enum fd_err fd_saga_row_finish(PGconn *conn, struct fd_pool *pool, struct fd_saga_state *st,
+			       const struct fd_saga_finish *f, char next_seq[16])
+{
+	next_seq[0] = '\0';
+	struct row_text t;
+	enum fd_err err = row_text(pool, st, &t);
+	if (!err) {
+		char version[24], attempt[16];
+		snprintf(version, sizeof version, "%lld", (long long)st->row_version);
+		snprintf(attempt, sizeof attempt, "%u", f->next_attempt);
+		const char *p[22];
+		row_params(st, &t, p);
+		p[12] = f->token;
+		p[13] = version;
+		p[14] = f->outcome;
+		p[15] = f->error && *f->error ? f->error : NULL;
+		p[16] = f->seq;
+		p[17] = f->next_step;
+		p[18] = f->next_kind;
+		p[19] = attempt;
+		p[20] = f->worker;
+		/*
+		 * One statement, so one round trip and its own transaction: the
+		 * row (only while this claim holds it and nothing else wrote it
+		 * since it was read), the finished run's history row, and the next
+		 * run's when the claim goes on with it.  The claim holds the saga,
+		 * so its run is the newest history row and the next one follows it.
+		 */
+		PGresult *res = fd_saga_sql(
+			conn,
+			"WITH s AS (UPDATE sagas SET " ROW_SET " WHERE id = $1::uuid AND lease_token = $13::uuid"
+			" AND version = $14::bigint RETURNING version),"
+			" h AS (UPDATE saga_steps SET outcome = $15, error = $16, finished_at = now()"
+			" WHERE saga_id = $1::uuid AND seq = $17::int AND EXISTS (SELECT 1 FROM s)),"
+			" n AS (INSERT INTO saga_steps (saga_id, seq, step, kind, attempt, worker)"
+			" SELECT $1::uuid, $17::int + 1, $18, $19, $20::int, $21 FROM s WHERE $18::text IS NOT NULL"
+			" RETURNING seq)"
+			" SELECT s.version, (SELECT n.seq::text FROM n) FROM s",
+			21, p);
+		err = !res ? FD_ERR_IO : PQntuples(res) != 1 ? FD_ERR_CONFLICT : FD_OK;
+		if (!err) {
+			st->row_version = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+			if (!PQgetisnull(res, 0, 1))
+				snprintf(next_seq, 16, "%s", PQgetvalue(res, 0, 1));
+		}
+		PQclear(res);
 	}
 	row_text_free(&t);
 	return err;

@@ -22,7 +22,7 @@
 	p "id::text, " p "type, " p "correlation_key, " p "status, " p "current_step, " p "phase, " p            \
 	  "completed_steps::text, " p "attempts, (" p "lease_token IS NOT NULL AND " p "due_at > now()), " p     \
 	  "seen::text, " p "data::text, coalesce(" p "error, ''), coalesce(" p "lease_token::text, ''),"     \
-	  " coalesce(" p "personal::text, '')"
+	  " coalesce(" p "personal::text, ''), " p "version"
 
 /*
  * Parse row `i` of a result with FD_SAGA_COLS into st (initialised here;
@@ -48,9 +48,35 @@ FD_MUST_USE enum fd_err fd_saga_row_open(PGconn *conn, struct fd_pool *pool, str
  * Write the state back (status, step, phase, stacks, data, error; due and
  * lease as the machine left them).  The personal values its type declares
  * are sealed on the way (pool: for the subject's key; one statement on a
- * pool connection when there are any).
+ * pool connection when there are any).  st->row_version becomes the row's
+ * new version.  fd_saga_row_save is for a row the caller holds locked;
+ * fd_saga_row_save_if writes only while the row's version is still
+ * st->row_version, else FD_ERR_CONFLICT and nothing is written.
  */
-FD_MUST_USE enum fd_err fd_saga_row_save(PGconn *conn, struct fd_pool *pool, const struct fd_saga_state *st);
+FD_MUST_USE enum fd_err fd_saga_row_save(PGconn *conn, struct fd_pool *pool, struct fd_saga_state *st);
+FD_MUST_USE enum fd_err fd_saga_row_save_if(PGconn *conn, struct fd_pool *pool, struct fd_saga_state *st);
+
+/* A worker's run ends: what fd_saga_row_finish records besides the row. */
+struct fd_saga_finish {
+	const char *token;       /* the claim's lease token */
+	const char *seq;         /* the run's history row */
+	const char *outcome;     /* its outcome and error (NULL: none) */
+	const char *error;
+	const char *next_step;   /* the next run's step and kind when the claim goes on with it; NULL: none */
+	const char *next_kind;
+	unsigned next_attempt;
+	const char *worker;
+};
+/*
+ * Record a run's end in one statement (its own transaction, so outside any
+ * the caller has open): the saga's row as st holds it, only while the claim
+ * (f->token) holds it and its version is still st->row_version; the run's
+ * history row; and the next run's, whose seq goes into next_seq ("" when
+ * none).  FD_ERR_CONFLICT when the row moved on (written meanwhile, or the
+ * claim lost): nothing is written.
+ */
+FD_MUST_USE enum fd_err fd_saga_row_finish(PGconn *conn, struct fd_pool *pool, struct fd_saga_state *st,
+					   const struct fd_saga_finish *f, char next_seq[16]);
 /*
  * Insert a new saga row for st with correlation key `key`.  FD_ERR_GONE:
  * a saga of this type and key ended and was removed (saga_tombstones);

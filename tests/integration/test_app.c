@@ -544,3 +544,94 @@ Test(app, a_saga_without_personal_data_keeps_no_declaration, .timeout = 60)
 	cr_assert_eq(fd_test_server_scalar(&ts, "SELECT count(*) FROM sagas WHERE personal IS NOT NULL"), 0);
 	fd_test_server_stop(&ts);
 }
+
+/* GET the counter's saga until `member` of its data is `want` (10 s at most); the saga. */
+static json_t *saga_data_when(const struct fd_test_server *ts, const char *counter, const char *member, long long want)
+{
+	json_t *s = NULL;
+	for (int i = 0; i < 500; i++) {
+		struct fd_test_resp r = send_json(ts->port, "GET", fd_test_P("/counters/%s/saga", counter), NULL, 200);
+		json_decref(s);
+		s = json_incref(r.json);
+		fd_test_resp_free(&r);
+		json_t *v = json_object_get(json_object_get(s, "data"), member);
+		if (json_is_integer(v) && json_integer_value(v) == want)
+			return s;
+		usleep(20000);
+	}
+	cr_assert_fail("the saga's %s never became %lld: %s", member, want, json_dumps(s, 0));
+	return NULL;
+}
+
+static void wait_flag(atomic_bool *flag, const char *what)
+{
+	for (int i = 0; i < 500 && !atomic_load(flag); i++)
+		usleep(20000);
+	cr_assert(atomic_load(flag), "%s never happened", what);
+}
+
+/*
+ * The intake reads saga rows without locking them: while it folds an event
+ * (held inside the fold, so between reading the row and writing it), another
+ * writer updates the same row at once (a lock_timeout of 2 s would fail it).
+ * The intake's write then finds the row moved on, reads it again and folds
+ * the event into what it holds now: neither write is lost.
+ */
+Test(app, the_intake_locks_no_saga_while_it_folds_and_loses_no_write_made_meanwhile, .timeout = 60)
+{
+	struct fd_test_server ts;
+	fd_test_server_start_with(&ts, NULL, sagas_on);
+	expect(ts.port, "POST", "/counters", "{\"counter_id\":\"c-20\"}", 201);
+	json_t *s = saga_when(&ts, "counter_closer", "running");
+	char id[37];
+	snprintf(id, sizeof id, "%s", json_string_value(json_object_get(s, "id")));
+	json_decref(s);
+
+	atomic_store(&fd_test_fold_hold, 7);
+	expect(ts.port, "POST", "/counters/c-20/add", "{\"amount\":7}", 200);
+	wait_flag(&fd_test_fold_held, "the intake folding the add");
+	fd_test_exec_at(ts.db_url, fd_test_P("SET lock_timeout = '2s'; UPDATE sagas SET data = data || '{\"mark\": 1}',"
+					     " version = version + 1 WHERE id = '%s'",
+					     id));
+	atomic_store(&fd_test_fold_hold, 0);
+
+	s = saga_data_when(&ts, "c-20", "total", 7);
+	cr_assert_eq(json_integer_value(json_object_get(json_object_get(s, "data"), "mark")), 1,
+		     "the write made while the intake folded was lost: %s", json_dumps(s, 0));
+	cr_assert_str_eq(json_string_value(json_object_get(s, "status")), "running");
+	json_decref(s);
+	fd_test_server_stop(&ts);
+}
+
+/*
+ * A step's outcome is recorded on the saga as it is when the step ends, not
+ * as it was claimed: an event folded while the step ran stays folded.
+ */
+Test(app, a_step_ending_after_an_event_changed_its_saga_keeps_that_change, .timeout = 60)
+{
+	struct fd_test_server ts;
+	fd_test_server_start_with(&ts, NULL, sagas_on);
+	atomic_store(&fd_test_step_hold, true);
+	expect(ts.port, "POST", "/counters", "{\"counter_id\":\"c-21\"}", 201);
+	expect(ts.port, "POST", "/counters/c-21/add", "{\"amount\":100}", 200);
+	wait_flag(&fd_test_step_held, "the close step starting");
+	expect(ts.port, "POST", "/counters/c-21/add", "{\"amount\":5}", 200);
+	json_t *s = saga_data_when(&ts, "c-21", "total", 105);
+	cr_assert_str_eq(json_string_value(json_object_get(s, "status")), "running", "%s", json_dumps(s, 0));
+	json_decref(s);
+	atomic_store(&fd_test_step_hold, false);
+
+	s = saga_when(&ts, "counter_closer", "completed");
+	cr_assert_eq(json_integer_value(json_object_get(json_object_get(s, "data"), "total")), 105,
+		     "the step's outcome overwrote the event folded while it ran: %s", json_dumps(s, 0));
+	size_t ran = 0, i;
+	json_t *h;
+	json_array_foreach(json_object_get(s, "history"), i, h)
+		ran += strcmp(json_string_value(json_object_get(h, "step")), "close_when_full") == 0;
+	cr_assert_eq(ran, 1, "the close step ran once: %s", json_dumps(s, 0));
+	json_decref(s);
+	struct fd_test_resp r = send_json(ts.port, "GET", "/counters/c-21", NULL, 200);
+	cr_assert_str_eq(fd_test_json_str(&r, "status"), "closed");
+	fd_test_resp_free(&r);
+	fd_test_server_stop(&ts);
+}

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "factd/events.h"
 #include "factd/handlers.h"
@@ -265,9 +266,32 @@ static bool closer_correlate(const struct fd_feed_event *ev, char *key, size_t l
 	return true;
 }
 
+atomic_int fd_test_fold_hold;
+atomic_bool fd_test_fold_held;
+atomic_bool fd_test_step_hold;
+atomic_bool fd_test_step_held;
+
+/* Wait while *hold is true (at most 20 s), saying so through *held. */
+static void hold_here(atomic_bool *hold, atomic_bool *held)
+{
+	atomic_store(held, true);
+	for (int i = 0; i < 2000 && atomic_load(hold); i++)
+		usleep(10000);
+	atomic_store(held, false);
+}
+
 static enum fd_err closer_fold(json_t *data, const struct fd_feed_event *ev, struct fd_saga_fold *out)
 {
 	(void)out;
+	int hold = atomic_load(&fd_test_fold_hold);
+	if (hold && strcmp(ev->type, "CounterAdded") == 0 &&
+	    json_integer_value(json_object_get(ev->data, "amount")) == hold) {
+		atomic_store(&fd_test_fold_held, true);
+		for (int i = 0; i < 2000 && atomic_load(&fd_test_fold_hold) == hold; i++)
+			usleep(10000);
+		atomic_store(&fd_test_fold_hold, 0);
+		atomic_store(&fd_test_fold_held, false);
+	}
 	/* CounterAdjusted arrives at version 3 ({delta}), also when it was stored as a CounterCorrected */
 	const char *key = strcmp(ev->type, "CounterAdded") == 0 ? "amount"
 			  : strcmp(ev->type, "CounterAdjusted") == 0 ? "delta"
@@ -286,6 +310,8 @@ static bool full(const json_t *data)
 
 static enum fd_step_result close_counter(struct fd_saga_ctx *ctx)
 {
+	if (atomic_load(&fd_test_step_hold))
+		hold_here(&fd_test_step_hold, &fd_test_step_held);
 	struct fd_cmd_result r;
 	json_t *payload = json_object();
 	enum fd_err err = payload ? fd_saga_send(ctx, &fd_test_counter_type, ctx->correlation_key, "close", payload,
