@@ -284,10 +284,17 @@ static bool load_batch_sagas(struct fd_saga_engine *e, PGconn *conn, const struc
 	PGresult *res = NULL;
 	if (ids_text && keys_text) {
 		const char *p[] = { ids_text, keys_text };
+		/*
+		 * Index lookups only: the ids, then each key's row through the
+		 * unique (type, correlation_key) index (LIMIT 1 keeps it a nested
+		 * loop).  "id IN (...) OR (type, key) IN (...)" was planned as a
+		 * scan of the whole table, every batch.
+		 */
 		res = fd_saga_sql(conn,
-				  "SELECT " FD_SAGA_COLS("") " FROM sagas"
-				  " WHERE id IN (SELECT (jsonb_array_elements_text($1::jsonb))::uuid)"
-				  " OR (type, correlation_key) IN (SELECT x.t, x.k FROM jsonb_to_recordset($2::jsonb) AS x(t text, k text))",
+				  "SELECT " FD_SAGA_COLS("") " FROM sagas WHERE id = ANY (ARRAY("
+				  "SELECT (jsonb_array_elements_text($1::jsonb))::uuid UNION ALL"
+				  " SELECT s.id FROM jsonb_to_recordset($2::jsonb) AS x(t text, k text) CROSS JOIN LATERAL"
+				  " (SELECT id FROM sagas WHERE type = x.t AND correlation_key = x.k LIMIT 1) s))",
 				  2, p);
 	}
 	free(ids_text);
@@ -502,7 +509,7 @@ static int intake_batch(struct fd_saga_engine *e, PGconn *conn, bool timed, bool
 				      json_pack("{s:s, s:s}", "type", h->st.type->name, "correlation_key", h->key));
 			continue;
 		}
-		if (!err)
+		if (!err && !h->is_new) /* a new row's notes went in with it */
 			err = fd_saga_notes_write(conn, &h->st);
 		if (err)
 			goto done;
@@ -642,8 +649,9 @@ static const char *job_kind_name(enum fd_job_kind k)
 }
 
 /*
- * Inside the claim's transaction: work out the job the row asks for, mark
- * runs a dead worker left behind as interrupted, and open its history row.
+ * After a claim, or inside a completion's transaction: work out the job the
+ * row asks for, mark runs a dead worker left behind as interrupted, and open
+ * its history row.
  */
 static bool start_job(struct fd_saga_engine *e, PGconn *conn, struct claimed *c)
 {
@@ -677,14 +685,18 @@ static bool start_job(struct fd_saga_engine *e, PGconn *conn, struct claimed *c)
 	return ok;
 }
 
-/* Claim up to CLAIM_BATCH due sagas under `token`.  Returns how many (into out), -1 on error. */
+/*
+ * Claim up to CLAIM_BATCH due sagas under `token`.  Returns how many (into
+ * out), -1 on error.  The claim is a statement of its own, and so is each
+ * run's history row after it, with no transaction around them: a claim
+ * whose history row never opened (the process died in between) ran nothing,
+ * and its lease runs out like any other.
+ */
 static int claim(struct fd_saga_engine *e, PGconn *conn, const char *token, struct claimed *out)
 {
 	char lease[24], limit[8];
 	snprintf(lease, sizeof lease, "%u", e->cfg.lease_ms);
 	snprintf(limit, sizeof limit, "%d", CLAIM_BATCH);
-	if (!fd_saga_exec(conn, "BEGIN"))
-		return -1;
 	const char *p[] = { token, lease, limit };
 	PGresult *res = fd_saga_sql(
 		conn,
@@ -700,10 +712,8 @@ static int claim(struct fd_saga_engine *e, PGconn *conn, const char *token, stru
 		" version = s.version + 1, updated_at = now()"
 		" FROM d WHERE s.id = d.id RETURNING " FD_SAGA_COLS("s."),
 		3, p);
-	if (!res) {
-		fd_saga_exec(conn, "ROLLBACK");
+	if (!res)
 		return -1;
-	}
 	int n = 0;
 	for (int i = 0; i < PQntuples(res) && n < CLAIM_BATCH; i++) {
 		struct claimed *c = &out[n];
@@ -722,21 +732,16 @@ static int claim(struct fd_saga_engine *e, PGconn *conn, const char *token, stru
 		}
 		bool ok = start_job(e, conn, c);
 		if (!ok) {
+			/* its lease runs out and it is claimed again */
 			fd_saga_state_release(&c->st);
 			for (int k = 0; k < n; k++)
 				fd_saga_state_release(&out[k].st);
 			PQclear(res);
-			fd_saga_exec(conn, "ROLLBACK");
 			return -1;
 		}
 		n++;
 	}
 	PQclear(res);
-	if (!fd_saga_exec(conn, "COMMIT")) {
-		for (int k = 0; k < n; k++)
-			fd_saga_state_release(&out[k].st);
-		return -1;
-	}
 	return n;
 }
 

@@ -424,9 +424,10 @@ enum fd_err fd_saga_row_insert(PGconn *conn, struct fd_pool *pool, const struct 
 	struct row_text t;
 	enum fd_err err = row_text(pool, st, &t);
 	if (!err) {
+		char *notes = st->notes ? json_dumps(st->notes, JSON_COMPACT) : strdup("[]");
 		const char *p[] = { st->id, st->type->name, key, fd_saga_status_name(st->status), t.step,
 				    fd_saga_phase_name(st->phase), t.completed, t.due, t.seen, t.data,
-				    st->error[0] ? st->error : NULL, t.attempts, t.personal };
+				    st->error[0] ? st->error : NULL, t.attempts, t.personal, notes ? notes : "[]" };
 		/*
 		 * Not when the retention job removed an ended saga of this type and
 		 * key: the business process ran already (docs/design.md, "Saga
@@ -434,7 +435,7 @@ enum fd_err fd_saga_row_insert(PGconn *conn, struct fd_pool *pool, const struct 
 		 * the removal takes first too, so the statement sees every tombstone
 		 * committed before its batch began.
 		 */
-		PGresult *res = fd_saga_sql(
+		PGresult *res = !notes ? NULL : fd_saga_sql(
 			conn,
 			"WITH t AS (SELECT 1 FROM saga_tombstones WHERE type = $2 AND correlation_key = $3),"
 			" i AS (INSERT INTO sagas (id, type, correlation_key, status, current_step, phase, completed_steps,"
@@ -442,11 +443,15 @@ enum fd_err fd_saga_row_insert(PGconn *conn, struct fd_pool *pool, const struct 
 			" SELECT $1::uuid, $2, $3, $4, $5::int, $6, $7::jsonb,"
 			" CASE WHEN $8 IN ('keep', 'none') THEN NULL ELSE now() + $8::bigint * interval '1 millisecond' END,"
 			" $9::jsonb, $10::jsonb, $11, $12::int, clock_timestamp(), $13::jsonb WHERE NOT EXISTS (SELECT 1 FROM t)"
-			" ON CONFLICT (id) DO NOTHING RETURNING 1)"
+			" ON CONFLICT (id) DO NOTHING RETURNING id),"
+			" n AS (INSERT INTO saga_steps (saga_id, seq, step, kind, attempt, outcome, error, started_at, finished_at)"
+			" SELECT i.id, x.o, x.n->>'step', x.n->>'kind', 1, x.n->>'outcome', x.n->>'error', now(), now()"
+			" FROM i CROSS JOIN jsonb_array_elements($14::jsonb) WITH ORDINALITY AS x(n, o))"
 			" SELECT EXISTS (SELECT 1 FROM t)",
-			13, p);
+			14, p);
 		err = !res ? FD_ERR_IO : strcmp(PQgetvalue(res, 0, 0), "t") == 0 ? FD_ERR_GONE : FD_OK;
 		PQclear(res);
+		free(notes);
 	}
 	row_text_free(&t);
 	return err;

@@ -78,9 +78,9 @@ struct fd_saga_finish {
 FD_MUST_USE enum fd_err fd_saga_row_finish(PGconn *conn, struct fd_pool *pool, struct fd_saga_state *st,
 					   const struct fd_saga_finish *f, char next_seq[16]);
 /*
- * Insert a new saga row for st with correlation key `key`.  FD_ERR_GONE:
- * a saga of this type and key ended and was removed (saga_tombstones);
- * nothing is written.
+ * Insert a new saga row for st with correlation key `key`, with its history
+ * notes (st->notes), in one statement.  FD_ERR_GONE: a saga of this type
+ * and key ended and was removed (saga_tombstones); nothing is written.
  */
 FD_MUST_USE enum fd_err fd_saga_row_insert(PGconn *conn, struct fd_pool *pool, const struct fd_saga_state *st,
 					   const char *key);
