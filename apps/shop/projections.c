@@ -286,22 +286,36 @@ static const char *const order_statements[] = {
 				 " WHERE order_id = $1 AND version < $2 AND customer_id = $4",
 	/*
 	 * Orders created in the batch, folded in C (order_fold): each summary
-	 * row written once as it ends the batch, with its lines, unless the row
-	 * is there already (a replay over existing rows: then the run's
-	 * statements do what they always do).  The run's statements then find
-	 * these rows at their last version and leave them alone.
+	 * row written once as it ends the batch, with its lines.  The batch
+	 * holds every event of such an order from its creation to its version
+	 * in the batch, so the fold is the row at that version: a row there
+	 * already (a replay over existing rows) at an older version is replaced,
+	 * its lines too, and one at that version or later is left alone.  The
+	 * run's statements then skip these orders' events.
 	 */
 	[ORDERS_FOLDED] =
-		"WITH ins AS (INSERT INTO {table} (order_id, customer_id, status, line_count, total_cents, created_at,"
+		"WITH old AS (SELECT order_id FROM {table} WHERE order_id = ANY ($1::uuid[])),"
+		" up AS (INSERT INTO {table} AS t (order_id, customer_id, status, line_count, total_cents, created_at,"
 		"   placed_at, confirmed_at, shipped_at, cancelled_at, cancel_reason, email, shipping_address, version, updated_at)"
 		" SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::timestamptz[],"
 		"   $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::text[],"
 		"   $13::jsonb[], $14::bigint[], $15::timestamptz[])"
-		" ON CONFLICT (order_id) DO NOTHING RETURNING order_id)"
-		" INSERT INTO {table}_lines (order_id, product_id, quantity, unit_price_cents)"
-		" SELECT u.order_id, u.product_id, u.quantity, u.price"
-		" FROM unnest($16::uuid[], $17::text[], $18::bigint[], $19::bigint[]) AS u(order_id, product_id, quantity, price)"
-		" WHERE u.order_id IN (SELECT order_id FROM ins)",
+		" ON CONFLICT (order_id) DO UPDATE SET customer_id = EXCLUDED.customer_id, status = EXCLUDED.status,"
+		"   line_count = EXCLUDED.line_count, total_cents = EXCLUDED.total_cents, created_at = EXCLUDED.created_at,"
+		"   placed_at = EXCLUDED.placed_at, confirmed_at = EXCLUDED.confirmed_at, shipped_at = EXCLUDED.shipped_at,"
+		"   cancelled_at = EXCLUDED.cancelled_at, cancel_reason = EXCLUDED.cancel_reason, email = EXCLUDED.email,"
+		"   shipping_address = EXCLUDED.shipping_address, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at"
+		"   WHERE t.version < EXCLUDED.version"
+		" RETURNING order_id),"
+		" u AS (SELECT * FROM unnest($16::uuid[], $17::text[], $18::bigint[], $19::bigint[])"
+		"   AS u(order_id, product_id, quantity, price) WHERE u.order_id IN (SELECT order_id FROM up)),"
+		" gone AS (DELETE FROM {table}_lines AS l"
+		"   WHERE l.order_id IN (SELECT order_id FROM up WHERE order_id IN (SELECT order_id FROM old))"
+		"   AND NOT EXISTS (SELECT 1 FROM u WHERE u.order_id = l.order_id AND u.product_id = l.product_id))"
+		" INSERT INTO {table}_lines AS l (order_id, product_id, quantity, unit_price_cents)"
+		" SELECT u.order_id, u.product_id, u.quantity, u.price FROM u"
+		" ON CONFLICT (order_id, product_id) DO UPDATE SET quantity = EXCLUDED.quantity,"
+		"   unit_price_cents = EXCLUDED.unit_price_cents",
 	NULL,
 };
 
@@ -481,8 +495,9 @@ static bool fold_line_event(struct fold_order *o, const struct fd_feed_event *ev
 	return true;
 }
 
-/* Queue the folded orders (those not broken); the caller frees them. */
-static enum fd_err fold_write(PGconn *conn, const char *table, struct fold_order *orders, size_t norders)
+/* Queue the folded orders (those not broken), each marked in `folded`; the caller frees them. */
+static enum fd_err fold_write(PGconn *conn, const char *table, struct fold_order *orders, size_t norders,
+			      struct seen *folded)
 {
 	struct fd_pg_array cols[FOLD_COLS + FOLD_LINE_COLS];
 	for (int k = 0; k < FOLD_COLS + FOLD_LINE_COLS; k++)
@@ -493,6 +508,7 @@ static enum fd_err fold_write(PGconn *conn, const char *table, struct fold_order
 		struct fold_order *o = &orders[i];
 		if (o->broken)
 			continue;
+		*seen_at(folded, o->id, NULL) = 1;
 		long long total = 0;
 		for (size_t l = 0; l < o->nlines; l++) {
 			total += o->lines[l].quantity * o->lines[l].price;
@@ -528,11 +544,13 @@ static enum fd_err fold_write(PGconn *conn, const char *table, struct fold_order
 }
 
 /*
- * Fold the orders created in this batch and queue their rows.  Not with a
- * system event in the batch ($StreamDeleted, $SubjectErased): those batches
- * go through the runs alone.
+ * Fold the orders created in this batch and queue their rows; each order
+ * folded is marked in `folded` (made for n events).  Not with a system event
+ * in the batch ($StreamDeleted, $SubjectErased): those batches go through
+ * the runs alone.
  */
-static enum fd_err order_fold(PGconn *conn, const char *table, const struct fd_feed_event *evs, size_t n)
+static enum fd_err order_fold(PGconn *conn, const char *table, const struct fd_feed_event *evs, size_t n,
+			      struct seen *folded)
 {
 	size_t candidates = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -590,7 +608,7 @@ static enum fd_err order_fold(PGconn *conn, const char *table, const struct fd_f
 		o->version = ev->version;
 		o->updated_at = ev->recorded_at;
 	}
-	enum fd_err err = fold_write(conn, table, orders, norders);
+	enum fd_err err = fold_write(conn, table, orders, norders, folded);
 	for (size_t i = 0; i < norders; i++)
 		free(orders[i].lines);
 	free(orders);
@@ -602,15 +620,18 @@ static enum fd_err order_handle_batch(PGconn *conn, const char *table, const str
 {
 	struct order_run r;
 	memset(&r, 0, sizeof r);
-	struct seen seen;
-	enum fd_err err = order_fold(conn, table, evs, n);
-	if (err)
-		return err;
-	err = seen_init(&seen, n);
+	struct seen seen = { 0 }, folded = { 0 };
+	enum fd_err err = seen_init(&folded, n);
+	if (!err)
+		err = order_fold(conn, table, evs, n, &folded);
+	if (!err)
+		err = seen_init(&seen, n);
 	for (size_t i = 0; !err && i < n; i++) {
 		const struct fd_feed_event *ev = &evs[i];
 		const char *id = ev->stream + strlen("order-"), *status = NULL;
 		struct fd_uuid u;
+		if (ev->type[0] != '$' && *seen_at(&folded, id, NULL))
+			continue; /* its row is written whole by the fold */
 		if (ev->type[0] == '$') {
 			/* a system event ($StreamDeleted, $SubjectErased): after the run so far, on its own */
 			if (!(err = order_run_flush(conn, table, &r)))
@@ -682,6 +703,7 @@ static enum fd_err order_handle_batch(PGconn *conn, const char *table, const str
 	release_columns(r.lines, LINES_COLS);
 	release_columns(r.moves, MOVES_COLS);
 	free(seen.slots);
+	free(folded.slots);
 	return err;
 }
 

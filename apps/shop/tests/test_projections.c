@@ -680,6 +680,42 @@ Test(projections, replaying_the_feed_over_current_rows_changes_nothing, .timeout
 }
 
 /*
+ * A replay over a row left at an older version (a checkpoint set back, say),
+ * with a line since removed and another at an old quantity: the batch that
+ * holds the order's whole history writes the order as it is now, its lines
+ * too.
+ */
+Test(projections, a_replay_over_an_older_row_writes_the_order_as_it_is_now, .timeout = 120)
+{
+	struct env e = env_open();
+	struct fd_projector *p = projector_start(&e);
+	workload(&e, 1);
+	char id[FD_UUID_STRLEN + 1];
+	new_order(&e, id);
+	add_line(&e, id, "p1", 2, 100);
+	add_line(&e, id, "p2", 1, 50);
+	remove_line(&e, id, "p2");
+	add_line(&e, id, "p1", 3, 100);
+	wait_caught_up(&e, 60);
+	fd_projector_stop(p);
+	keep_orders(e.url);
+	expect_order(e.url, id, "1 500 [p1:5x100]");
+	fd_test_exec_at(e.url, fd_test_P("UPDATE order_summaries SET version = 2, line_count = 2, total_cents = 250"
+					 " WHERE order_id = '%s';"
+					 " UPDATE order_summaries_lines SET quantity = 2 WHERE order_id = '%s';"
+					 " INSERT INTO order_summaries_lines VALUES ('%s', 'p2', 1, 50);"
+					 " UPDATE projections SET tx_id = '0', seq = 0 WHERE name = 'order_summaries'",
+					 id, id, id));
+	expect_order(e.url, id, "2 250 [p1:2x100 p2:1x50]");
+	p = projector_start(&e);
+	wait_caught_up(&e, 60);
+	expect_order(e.url, id, "1 500 [p1:5x100]");
+	assert_orders_as_kept(e.url);
+	fd_projector_stop(p);
+	env_close(&e);
+}
+
+/*
  * An installation from before order lines had their own table: the
  * order_summaries table of version 1 (no stamp), with each order's lines as
  * a jsonb document, current up to the head of the feed when factd stopped;
