@@ -72,6 +72,14 @@ struct fd_cmd_meta {
 	const char *caller;
 	const char *idempotency_key;  /* makes the command idempotent */
 	const char *request_hash;     /* fingerprint of the request the key was first used with */
+	/*
+	 * Repeats of this key are rare (a saga step's commands: only a step run
+	 * again after a crash repeats them): look for an earlier command with
+	 * the key only when this one's outcome may be its repeat (its events'
+	 * ids are stored already, or the domain refused it), not with a
+	 * statement of its own before every command.  The answers are the same.
+	 */
+	bool repeat_rare;
 	bool has_if_match;            /* the caller's If-Match: version must still equal if_match */
 	int64_t if_match;
 };

@@ -938,7 +938,10 @@ static enum attempt_end attempt_command(struct command_run *r, bool try_cache, e
 	case FD_INVALID:
 		if (cached)
 			return ATTEMPT_STALE;
-		*err = FD_ERR_INVAL;
+		/* without the check up front, a repeat can meet a state its first run left: answer that run */
+		*err = r->meta->repeat_rare ? answer_refusal(r) : FD_ERR_INVAL;
+		if (*err == FD_ERR_REJECTED)
+			*err = FD_ERR_INVAL;
 		return ATTEMPT_DONE;
 	case FD_REFUSED:
 		if (cached)
@@ -971,7 +974,7 @@ static enum fd_err send_command(struct fd_bus *bus, const struct fd_aggregate_ty
 	if (!cmd)
 		return FD_ERR_INVAL;
 	fd_bus_stream_name(t, id, stream, sizeof stream);
-	if (meta->idempotency_key) {
+	if (meta->idempotency_key && !meta->repeat_rare) {
 		bool found = false;
 		if ((err = idempotent_replay(bus, meta, &found, out)) || found)
 			return err;

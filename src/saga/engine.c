@@ -104,6 +104,7 @@ enum fd_err fd_saga_send(struct fd_saga_ctx *ctx, const struct fd_aggregate_type
 	fd_saga_meta(ctx, &meta);
 	meta.idempotency_key = key;
 	meta.request_hash = hash;
+	meta.repeat_rare = true; /* a step's commands repeat only when the step runs again */
 	return fd_bus_send(ctx->bus, t, id, command, payload, &meta, out);
 }
 

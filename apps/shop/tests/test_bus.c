@@ -336,13 +336,13 @@ Test(bus_commands, if_match_mismatch_is_a_precondition_failure)
 	env_close(&e);
 }
 
-Test(bus_commands, idempotency_key_replays_and_detects_reuse)
+static void idempotency_replays_and_detects_reuse(bool repeat_rare)
 {
 	struct env e = env_open(-1, 3);
 	char id[FD_UUID_STRLEN + 1];
 	new_id(id);
 	must_send(&e, &fd_order_type, id, "create", json_pack("{s:s}", "customer_id", "c-1"));
-	struct fd_cmd_meta meta = { .idempotency_key = "key-1", .request_hash = "hash-a" };
+	struct fd_cmd_meta meta = { .idempotency_key = "key-1", .request_hash = "hash-a", .repeat_rare = repeat_rare };
 	struct fd_cmd_result r1, r2, r3;
 	json_t *line = json_pack("{s:s, s:i, s:i}", "product_id", "p", "quantity", 1, "unit_price_cents", 1);
 	cr_assert_eq(fd_bus_send(e.bus, &fd_order_type, id, "add_line", line, &meta, &r1), FD_OK);
@@ -354,7 +354,7 @@ Test(bus_commands, idempotency_key_replays_and_detects_reuse)
 	cr_assert(r2.replayed);
 	cr_assert_eq(r2.version, r1.version);
 	cr_assert_eq(fd_cursor_cmp(&r2.position, &r1.position), 0);
-	struct fd_cmd_meta other = { .idempotency_key = "key-1", .request_hash = "hash-b" };
+	struct fd_cmd_meta other = { .idempotency_key = "key-1", .request_hash = "hash-b", .repeat_rare = repeat_rare };
 	cr_assert_eq(fd_bus_send(e.bus, &fd_order_type, id, "add_line", line, &other, &r3), FD_ERR_IDEMPOTENCY);
 	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM events"), 3);
 	fd_cmd_result_release(&r1);
@@ -364,12 +364,52 @@ Test(bus_commands, idempotency_key_replays_and_detects_reuse)
 	env_close(&e);
 }
 
+Test(bus_commands, idempotency_key_replays_and_detects_reuse)
+{
+	idempotency_replays_and_detects_reuse(false);
+}
+
+/*
+ * The same with repeat_rare (a saga step's commands): no look for the key
+ * before deciding, and the same answers.  Also a repeat that the state its
+ * first run left refuses (placing a placed order) or finds invalid (a line
+ * of an order no longer a draft) is answered with that first run.
+ */
+Test(bus_commands, a_rare_repeat_is_found_by_its_outcome_and_answered_the_same)
+{
+	idempotency_replays_and_detects_reuse(true);
+	struct env e = env_open(-1, 3);
+	char id[FD_UUID_STRLEN + 1];
+	new_id(id);
+	must_send(&e, &fd_order_type, id, "create", json_pack("{s:s}", "customer_id", "c-1"));
+	must_send(&e, &fd_order_type, id, "add_line",
+		  json_pack("{s:s, s:i, s:i}", "product_id", "p", "quantity", 1, "unit_price_cents", 5));
+	struct fd_cmd_meta meta = { .idempotency_key = "place-1", .request_hash = "h", .repeat_rare = true };
+	struct fd_cmd_result r1, r2;
+	json_t *none = json_object();
+	cr_assert_eq(fd_bus_send(e.bus, &fd_order_type, id, "place", none, &meta, &r1), FD_OK);
+	cr_assert_not(r1.replayed);
+	cr_assert_eq(fd_bus_send(e.bus, &fd_order_type, id, "place", none, &meta, &r2), FD_OK, "%s", r2.decision.slug);
+	cr_assert(r2.replayed);
+	cr_assert_eq(r2.version, r1.version);
+	fd_cmd_result_release(&r1);
+	fd_cmd_result_release(&r2);
+	/* a new key on the placed order: refused, nothing to replay */
+	struct fd_cmd_meta fresh = { .idempotency_key = "place-2", .request_hash = "h", .repeat_rare = true };
+	cr_assert_eq(fd_bus_send(e.bus, &fd_order_type, id, "place", none, &fresh, &r2), FD_ERR_REJECTED);
+	fd_cmd_result_release(&r2);
+	json_decref(none);
+	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM events"), 3);
+	env_close(&e);
+}
+
 struct race {
 	struct env *e;
 	const char *id;
 	int thread;
 	int per_thread;
 	const char *key;  /* shared idempotency key, or NULL */
+	bool rare;        /* send it with repeat_rare */
 	int ok, conflicts, replays;
 	int64_t versions[64];
 };
@@ -382,7 +422,7 @@ static void *race_worker(void *arg)
 		snprintf(sku, sizeof sku, "sku-%d-%d", r->thread, i);
 		json_t *p = r->key ? json_pack("{s:s, s:i, s:i}", "product_id", "same", "quantity", 1, "unit_price_cents", 1)
 				   : json_pack("{s:s, s:i, s:i}", "product_id", sku, "quantity", 1, "unit_price_cents", 1);
-		struct fd_cmd_meta meta = { .idempotency_key = r->key, .request_hash = "h" };
+		struct fd_cmd_meta meta = { .idempotency_key = r->key, .request_hash = "h", .repeat_rare = r->rare };
 		struct fd_cmd_result res;
 		enum fd_err err = fd_bus_send(r->e->bus, &fd_order_type, r->id, "add_line", p, &meta, &res);
 		json_decref(p);
@@ -491,7 +531,7 @@ Test(bus_concurrency, exhausted_retries_report_conflict_and_write_nothing_extra,
 	env_close(&e);
 }
 
-Test(bus_concurrency, one_idempotency_key_from_many_threads_records_once, .timeout = 120)
+static void one_key_from_many_threads(bool rare)
 {
 	struct env e = env_open(-1, 20);
 	char id[FD_UUID_STRLEN + 1];
@@ -501,7 +541,7 @@ Test(bus_concurrency, one_idempotency_key_from_many_threads_records_once, .timeo
 	pthread_t th[T];
 	struct race r[T];
 	for (int i = 0; i < T; i++) {
-		r[i] = (struct race){ .e = &e, .id = id, .thread = i, .per_thread = 3, .key = "shared-key" };
+		r[i] = (struct race){ .e = &e, .id = id, .thread = i, .per_thread = 3, .key = "shared-key", .rare = rare };
 		pthread_create(&th[i], NULL, race_worker, &r[i]);
 	}
 	int ok = 0, replays = 0;
@@ -514,6 +554,16 @@ Test(bus_concurrency, one_idempotency_key_from_many_threads_records_once, .timeo
 	cr_assert_eq(ok + replays, T * 3);
 	cr_assert_eq(fd_test_scalar_at(e.url, "SELECT count(*) FROM events"), 2);
 	env_close(&e);
+}
+
+Test(bus_concurrency, one_idempotency_key_from_many_threads_records_once, .timeout = 120)
+{
+	one_key_from_many_threads(false);
+}
+
+Test(bus_concurrency, one_rare_repeat_key_from_many_threads_records_once, .timeout = 120)
+{
+	one_key_from_many_threads(true);
 }
 
 /* Two buses on one database stand for two factd processes, each with its own cache. */
