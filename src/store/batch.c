@@ -41,8 +41,9 @@
  * commands, saga steps' commands and appends at a known version).  A new
  * stream and large appends take the single-append path.  Ids the caller
  * chose (a command's idempotency key) are batched too: one already stored
- * fails the statement, so the whole batch, whose requests then go alone as
- * above; the single append tells a duplicate from an id conflict.
+ * (a repeat, rare) fails the statement with a unique violation, and the
+ * whole batch's requests then go alone as above; the single append tells a
+ * duplicate from an id conflict.
  *
  * Threading: fd_batch_append from any thread; the queue and the counters are
  * under one mutex, every waiter sleeps on its own condition variable, the

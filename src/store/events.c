@@ -85,9 +85,8 @@
  * event: $5..$8 id, type, data, metadata, $9 its request (1-based), $10 its
  * place in the request (1-based).  The streams must be distinct.  l takes
  * the rows of the streams nobody else holds, without waiting (batch.c says
- * why); the requests whose version matches and none of whose event ids is
- * stored already (known: a repeat, which the single append answers) are
- * written.  One row per
+ * why); the requests whose version matches are written (an event id
+ * stored already fails the statement: unique_violation).  One row per
  * request, in order: its number, the version it appended after (NULL: not
  * written), its last seq, the stream's version under lock (NULL: missing or
  * held elsewhere), the transaction id.
@@ -97,11 +96,9 @@
 	"  WITH ORDINALITY AS r(stream, category, expected, n, i)),"                                  \
 	" l AS (SELECT s.stream_id, CASE WHEN s.deleted OR s.tombstoned THEN NULL ELSE s.version END" \
 	"  AS version FROM streams s WHERE s.stream_id = ANY ($1::text[]) FOR UPDATE SKIP LOCKED),"   \
-	" known AS (SELECT DISTINCT e.req FROM unnest($5::uuid[], $9::int[]) AS e(id, req)"          \
-	"  JOIN events x ON x.event_id = e.id),"                                                      \
 	" ok AS (SELECT r.i, r.stream, r.category, r.n, l.version AS cur FROM r"                      \
 	"  JOIN l ON l.stream_id = r.stream WHERE l.version IS NOT NULL"                              \
-	"  AND (r.expected < 0 OR r.expected = l.version) AND r.i NOT IN (SELECT req FROM known)),"   \
+	"  AND (r.expected < 0 OR r.expected = l.version)),"                                          \
 	" u AS (UPDATE streams s SET version = ok.cur + ok.n, updated_at = now() FROM ok"             \
 	"  WHERE s.stream_id = ok.stream),"                                                           \
 	" ins AS (INSERT INTO events (event_id, stream_id, category, version, type, data, metadata)" \
@@ -316,6 +313,9 @@ enum fd_err fd_store_run_ex(struct fd_pool *pool, enum fd_stmt_id id, const char
 		const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 		if (err == FD_ERR_DB && invalid_input_state(state))
 			err = FD_ERR_INVAL;
+		/* a batch holding a repeat (an event id stored already): each of its requests goes alone (batch.c) */
+		if (err == FD_ERR_DB && id == ST_APPEND_BATCH && state && strcmp(state, "23505") == 0)
+			err = FD_ERR_DUPLICATE;
 		enum fd_log_level level = err == FD_ERR_DB ? FD_LOG_ERROR
 					: err == FD_ERR_UNAVAILABLE ? FD_LOG_WARN
 					: FD_LOG_DEBUG;
@@ -524,7 +524,9 @@ enum fd_err fd_store_append(struct fd_pool *pool, const char *stream, struct fd_
 	 * whole, which wrote nothing, and every request of it then goes alone
 	 * below, where fd_append tells a duplicate from an id conflict.  So
 	 * does such a request the batch found at another version: a repeat of
-	 * one that was written is a duplicate, not a conflict.
+	 * one that was written is a duplicate, not a conflict.  (A check for
+	 * stored ids inside the statement would cost every batch a lookup per
+	 * event, and a generic plan made while the table was small scanned it.)
 	 */
 	if (fd_batcher_accepts(batcher, expected, n) &&
 	    (err = fd_batch_append(pool, batcher, stream, category, expected, events, n, out, &lost)) != FD_ERR_NOTFOUND &&

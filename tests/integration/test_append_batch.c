@@ -203,8 +203,10 @@ Test(append_batch, queued_requests_share_one_transaction_and_keep_their_own_answ
 
 /*
  * Requests whose event ids the caller chose (a command's idempotency key)
- * share a batch too; a repeat of one already written is left out of the
- * batch, which it would fail, and answered alone as the duplicate it is.
+ * share a batch too.  A repeat of one already written is answered alone as
+ * the duplicate it is: at its old expected version the batch finds it at
+ * another version; at "any" its stored ids fail the batch statement, and
+ * every request of that batch then goes alone and gets its own answer.
  */
 Test(append_batch, requests_with_their_own_event_ids_are_batched_and_a_repeat_is_a_duplicate, .timeout = 120)
 {
@@ -256,6 +258,32 @@ Test(append_batch, requests_with_their_own_event_ids_are_batched_and_a_repeat_is
 	cr_assert_eq(fd_cursor_cmp(&calls[2].res.position, &earlier.res.position), 0);
 	/* 4 creations + 2 earlier + first + 2 + 2, with the chosen ids */
 	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events"), 11);
+
+	/* a repeat at "any" in one batch with a new request: both answered, the new one written once */
+	struct fd_uuid more[1];
+	cr_assert_eq(fd_uuid_v7(&more[0]), FD_OK);
+	struct call first2 = { .pool = d.pool, .stream = "idb-0", .expected = { FD_EXPECT_ANY, 0 } };
+	holder = stall_first_batch(&d, &first2);
+	struct call second[] = {
+		{ .pool = d.pool, .stream = "idb-1", .expected = { FD_EXPECT_EXACT, 3 }, .ids = more },
+		{ .pool = d.pool, .stream = "idb-2", .expected = { FD_EXPECT_ANY, 0 }, .n = 2, .ids = ids[2] },
+	};
+	for (size_t i = 0; i < 2; i++)
+		call_start(&second[i]);
+	wait_queue(d.pool, 2);
+	exec_ok(holder, "COMMIT");
+	PQfinish(holder);
+	pthread_join(first2.th, NULL);
+	for (size_t i = 0; i < 2; i++)
+		pthread_join(second[i].th, NULL);
+	cr_assert_eq(first2.err, FD_OK);
+	cr_assert_eq(second[0].err, FD_OK, "%s", fd_err_name(second[0].err));
+	cr_assert_not(second[0].res.duplicate);
+	cr_assert_eq(second[0].res.first_version, 4);
+	cr_assert_eq(second[1].err, FD_OK, "the repeat at any: %s", fd_err_name(second[1].err));
+	cr_assert(second[1].res.duplicate);
+	cr_assert_eq(second[1].res.first_version, 2);
+	cr_assert_eq(fd_test_scalar_at(d.url, "SELECT count(*) FROM events"), 13);
 	for (size_t i = 0; i < 3; i++) {
 		char id[37];
 		fd_uuid_format(&ids[i][0], id);
