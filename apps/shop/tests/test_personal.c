@@ -125,6 +125,11 @@ static long long db(const struct fd_test_server *ts, const char *sql)
 static void wait_count(const struct fd_test_server *ts, const char *sql, long long want)
 {
 	long long got = -1;
+	/* the projector makes its tables once it starts: not yet there is "not yet" */
+	for (int i = 0; i < 600 && strstr(sql, "order_summaries") &&
+			db(ts, "SELECT (to_regclass('order_summaries') IS NULL)::int") == 1;
+	     i++)
+		fd_test_sleep_ms(50);
 	for (int i = 0; i < 600 && (got = db(ts, sql)) != want; i++)
 		fd_test_sleep_ms(50);
 	cr_assert_eq(got, want, "%s: %lld, want %lld", sql, got, want);

@@ -1278,10 +1278,16 @@ Test(projections, only_appends_to_a_projections_categories_wake_it, .timeout = 1
 	struct fd_projector *p = NULL;
 	struct fd_projector_config cfg = { .projections = SHOP_PROJECTIONS, .conninfo = e.url, .batch = 50, .idle_ms = 60000 };
 	cr_assert_eq(fd_projector_start(&cfg, &p), FD_OK);
-	/* Its LISTEN session is up, and its first rounds (at start) made both rows. */
+	/*
+	 * Its LISTEN session is up (in this database: another test's projector
+	 * listening elsewhere in the cluster is no sign of this one's, and an
+	 * append before this one listens wakes nobody), and its first rounds
+	 * (at start) made both rows.
+	 */
 	time_t end = time(NULL) + 30;
 	while (fd_test_scalar_at(e.url, "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN factd_events'"
-			     " AND application_name <> 'factd-notify' AND state = 'idle'") < 1 ||
+			     " AND application_name <> 'factd-notify' AND state = 'idle'"
+			     " AND datname = current_database()") < 1 ||
 	       fd_test_scalar_at(e.url, "SELECT count(*) FROM projections WHERE owner IS NOT NULL") < 2) {
 		cr_assert(time(NULL) < end, "the projector did not start");
 		usleep(20000);
