@@ -158,8 +158,11 @@ static void *consumer(void *p)
 		if (!n)
 			continue;
 		snprintf(path, sizeof path, "/subscriptions/%s/ack", a->group);
-		if (request(&c, "POST", path, ack) != 200)
+		int st = request(&c, "POST", path, ack);
+		if (st != 200) {
+			fprintf(stderr, "integ: ack answered %d: %.300s\n", st, c.buf);
 			die("ack failed");
+		}
 		atomic_fetch_add(a->acked, n);
 	}
 	free(ack);
