@@ -400,6 +400,34 @@ static bool route_event(struct fd_saga_engine *e, struct batch_sagas *b, const s
 }
 
 /*
+ * Lock saga `id` (only while `token` holds its lease, when given), read it
+ * into st and open its personal values.  FD_ERR_NOTFOUND: no such row (or
+ * not under that lease); FD_ERR_IO: a database error or a row that does not
+ * read (nothing to release then).
+ */
+static enum fd_err lock_row(struct fd_saga_engine *e, PGconn *conn, const char *id, const char *token,
+			    struct fd_saga_state *st)
+{
+	const char *p[] = { id, token };
+	PGresult *res = fd_saga_sql(conn,
+				    "SELECT " FD_SAGA_COLS("") " FROM sagas WHERE id = $1::uuid"
+				    " AND ($2::uuid IS NULL OR lease_token = $2::uuid) FOR UPDATE",
+				    2, p);
+	if (!res)
+		return FD_ERR_IO;
+	bool found = PQntuples(res) == 1;
+	enum fd_err err = found ? fd_saga_row_parse(e->cfg.types, res, 0, e->cfg.time_pct, st, NULL) : FD_ERR_NOTFOUND;
+	PQclear(res);
+	if (err)
+		return found ? FD_ERR_IO : FD_ERR_NOTFOUND;
+	if (fd_saga_row_open(conn, e->cfg.pool, st) != FD_OK) {
+		fd_saga_state_release(st);
+		return FD_ERR_IO;
+	}
+	return FD_OK;
+}
+
+/*
  * A held saga's row was written since the batch read it: read it again, now
  * locked, and fold this batch's events for it into what it holds now.
  * FD_ERR_NOTFOUND when the row is gone; FD_ERR_IO on a database error.
@@ -407,23 +435,10 @@ static bool route_event(struct fd_saga_engine *e, struct batch_sagas *b, const s
 static enum fd_err refold_locked(struct fd_saga_engine *e, PGconn *conn, struct held *h,
 				 const struct fd_feed_event *evs)
 {
-	const char *p[] = { h->st.id };
-	PGresult *res = fd_saga_sql(conn, "SELECT " FD_SAGA_COLS("") " FROM sagas WHERE id = $1::uuid FOR UPDATE", 1, p);
-	if (!res)
-		return FD_ERR_IO;
-	if (PQntuples(res) != 1) {
-		PQclear(res);
-		return FD_ERR_NOTFOUND;
-	}
 	struct fd_saga_state st;
-	enum fd_err err = fd_saga_row_parse(e->cfg.types, res, 0, e->cfg.time_pct, &st, NULL);
-	PQclear(res);
+	enum fd_err err = lock_row(e, conn, h->st.id, NULL, &st);
 	if (err)
-		return FD_ERR_IO;
-	if ((err = fd_saga_row_open(conn, e->cfg.pool, &st))) {
-		fd_saga_state_release(&st);
-		return FD_ERR_IO;
-	}
+		return err;
 	fd_saga_state_release(&h->st);
 	h->st = st;
 	h->dirty = false;
@@ -762,6 +777,34 @@ static const char *outcome_name(enum fd_step_result r)
 }
 
 /*
+ * Apply a run's outcome to st (the step's `set` merged into its data, then
+ * the machine's rules).  *due_now: more work is due at once.  True when the
+ * claim goes on with it: the lease is kept and pushed forward.
+ */
+static bool apply_outcome(struct fd_saga_engine *e, struct fd_saga_state *st, const struct fd_saga_job *job,
+			  enum fd_step_result r, const char *error, json_t *set, bool *due_now)
+{
+	if (set && json_object_size(set))
+		json_object_update(st->data, set);
+	fd_saga_on_outcome(st, job, r, error);
+	bool live = st->status == FD_SAGA_RUNNING || st->status == FD_SAGA_COMPENSATING;
+	*due_now = st->due == FD_DUE_IN && st->due_ms == 0;
+	if (!(live && *due_now && st->phase == FD_PHASE_PENDING && !atomic_load(&e->stop)))
+		return false;
+	st->clear_lease = false;
+	st->due_ms = e->cfg.lease_ms;
+	return true;
+}
+
+static void log_if_finished(const struct fd_saga_state *st)
+{
+	if (st->phase == FD_PHASE_DONE)
+		fd_log_fields(FD_LOG_INFO, "saga finished",
+			      json_pack("{s:s, s:s, s:s, s:s}", "saga_id", st->id, "type", st->type->name, "status",
+					fd_saga_status_name(st->status), "error", st->error));
+}
+
+/*
  * The common end of a run, in one statement: nothing wrote the saga's row
  * since the claim read it (or this worker last wrote it), so the outcome is
  * recorded on the state the worker holds.  1: done; 0: a database error;
@@ -773,18 +816,10 @@ static int complete_fast(struct fd_saga_engine *e, PGconn *conn, struct claimed 
 			 enum fd_step_result r, const char *error, json_t *set, bool *chain)
 {
 	struct fd_saga_state *st = &c->st;
-	if (set && json_object_size(set))
-		json_object_update(st->data, set);
-	fd_saga_on_outcome(st, &c->job, r, error);
+	bool due_now;
+	bool go_on = apply_outcome(e, st, &c->job, r, error, set, &due_now);
 	if (json_array_size(st->notes) > 0)
 		return -1;
-	bool live = st->status == FD_SAGA_RUNNING || st->status == FD_SAGA_COMPENSATING;
-	bool due_now = st->due == FD_DUE_IN && st->due_ms == 0;
-	bool go_on = live && due_now && st->phase == FD_PHASE_PENDING && !atomic_load(&e->stop);
-	if (go_on) {
-		st->clear_lease = false;
-		st->due_ms = e->cfg.lease_ms;
-	}
 	struct fd_saga_job next = go_on ? fd_saga_next_job(st) : (struct fd_saga_job){ .kind = FD_JOB_NONE };
 	bool opens = next.kind == FD_JOB_ACTION || next.kind == FD_JOB_COMPENSATION;
 	const struct fd_saga_finish f = {
@@ -803,10 +838,7 @@ static int complete_fast(struct fd_saga_engine *e, PGconn *conn, struct claimed 
 		return -1;
 	if (err)
 		return 0; /* its own transaction wrote nothing: the lease runs out and the row is claimed again */
-	if (st->phase == FD_PHASE_DONE)
-		fd_log_fields(FD_LOG_INFO, "saga finished",
-			      json_pack("{s:s, s:s, s:s, s:s}", "saga_id", st->id, "type", st->type->name, "status",
-					fd_saga_status_name(st->status), "error", st->error));
+	log_if_finished(st);
 	if (go_on) {
 		c->job = next;
 		snprintf(c->seq, sizeof c->seq, "%s", next_seq);
@@ -835,14 +867,10 @@ static bool complete(struct fd_saga_engine *e, PGconn *conn, struct claimed *c, 
 	}
 	if (!fd_saga_exec(conn, "BEGIN"))
 		return false;
-	const char *p[] = { c->st.id, token };
-	PGresult *res = fd_saga_sql(
-		conn, "SELECT " FD_SAGA_COLS("") " FROM sagas WHERE id = $1::uuid AND lease_token = $2::uuid FOR UPDATE", 2,
-		p);
-	bool ok = res != NULL;
-	if (ok && PQntuples(res) == 0) {
+	struct fd_saga_state st;
+	enum fd_err err = lock_row(e, conn, c->st.id, token, &st);
+	if (err == FD_ERR_NOTFOUND) {
 		/* the lease ran out or the saga moved on without us: our run is only history */
-		PQclear(res);
 		if (c->seq[0]) {
 			const char *hp[] = { c->st.id, c->seq };
 			PGresult *u = fd_saga_sql(conn,
@@ -854,29 +882,13 @@ static bool complete(struct fd_saga_engine *e, PGconn *conn, struct claimed *c, 
 		}
 		return fd_saga_exec(conn, "COMMIT");
 	}
-	struct fd_saga_state st;
-	ok = ok && fd_saga_row_parse(e->cfg.types, res, 0, e->cfg.time_pct, &st, NULL) == FD_OK;
-	PQclear(res);
-	if (ok && fd_saga_row_open(conn, e->cfg.pool, &st) != FD_OK) {
-		fd_saga_state_release(&st);
-		ok = false;
-	}
-	if (!ok) {
+	if (err) {
 		fd_saga_exec(conn, "ROLLBACK");
 		return false;
 	}
-	if (set && json_object_size(set))
-		json_object_update(st.data, set);
-	fd_saga_on_outcome(&st, &c->job, r, error);
-	bool live = st.status == FD_SAGA_RUNNING || st.status == FD_SAGA_COMPENSATING;
-	bool due_now = st.due == FD_DUE_IN && st.due_ms == 0;
-	if (live && due_now && st.phase == FD_PHASE_PENDING && !atomic_load(&e->stop)) {
-		/* keep the claim and go on with the next job */
-		st.clear_lease = false;
-		st.due_ms = e->cfg.lease_ms;
-		*chain = true;
-	}
-	ok = fd_saga_row_save(conn, e->cfg.pool, &st) == FD_OK && fd_saga_notes_write(conn, &st) == FD_OK;
+	bool due_now;
+	*chain = apply_outcome(e, &st, &c->job, r, error, set, &due_now); /* keep the claim and go on with the next job */
+	bool ok = fd_saga_row_save(conn, e->cfg.pool, &st) == FD_OK && fd_saga_notes_write(conn, &st) == FD_OK;
 	if (ok && c->seq[0]) {
 		const char *hp[] = { c->st.id, c->seq, outcome_name(r), error && *error ? error : NULL };
 		PGresult *u = fd_saga_sql(conn,
@@ -886,10 +898,7 @@ static bool complete(struct fd_saga_engine *e, PGconn *conn, struct claimed *c, 
 		ok = u != NULL;
 		PQclear(u);
 	}
-	if (st.phase == FD_PHASE_DONE)
-		fd_log_fields(FD_LOG_INFO, "saga finished",
-			      json_pack("{s:s, s:s, s:s, s:s}", "saga_id", st.id, "type", st.type->name, "status",
-					fd_saga_status_name(st.status), "error", st.error));
+	log_if_finished(&st);
 	if (ok && *chain) {
 		fd_saga_state_release(&c->st);
 		c->st = st;
