@@ -135,6 +135,24 @@ static PGconn *stall_first_batch(const struct db *d, struct call *first)
 	return holder;
 }
 
+/*
+ * Stall `first`'s batch in the database, queue `calls` behind it, then let
+ * them all go: the queued calls run as the next batch.  Every call has
+ * ended when this returns.
+ */
+static void run_behind_a_stalled_batch(const struct db *d, struct call *first, struct call *calls, size_t n)
+{
+	PGconn *holder = stall_first_batch(d, first);
+	for (size_t i = 0; i < n; i++)
+		call_start(&calls[i]);
+	wait_queue(d->pool, (unsigned)n);
+	exec_ok(holder, "COMMIT");
+	PQfinish(holder);
+	pthread_join(first->th, NULL);
+	for (size_t i = 0; i < n; i++)
+		pthread_join(calls[i].th, NULL);
+}
+
 Test(append_batch, queued_requests_share_one_transaction_and_keep_their_own_answers, .timeout = 120)
 {
 	struct db d = db_open(4, 1);
@@ -143,7 +161,6 @@ Test(append_batch, queued_requests_share_one_transaction_and_keep_their_own_answ
 		create_stream(d.pool, streams[i]);
 
 	struct call first = { .pool = d.pool, .stream = "bat-0", .expected = { FD_EXPECT_EXACT, 1 } };
-	PGconn *holder = stall_first_batch(&d, &first);
 	struct call calls[] = {
 		{ .pool = d.pool, .stream = "bat-1", .expected = { FD_EXPECT_EXACT, 1 } },          /* ok */
 		{ .pool = d.pool, .stream = "bat-2", .expected = { FD_EXPECT_EXACT, 7 } },          /* conflict */
@@ -152,15 +169,7 @@ Test(append_batch, queued_requests_share_one_transaction_and_keep_their_own_answ
 		{ .pool = d.pool, .stream = "bat-none", .expected = { FD_EXPECT_EXISTS, 0 } },      /* no stream */
 		{ .pool = d.pool, .stream = "bat-5", .expected = { FD_EXPECT_EXACT, 1 }, .n = 2 },  /* ok, 2 events */
 	};
-	size_t ncalls = sizeof calls / sizeof calls[0];
-	for (size_t i = 0; i < ncalls; i++)
-		call_start(&calls[i]);
-	wait_queue(d.pool, (unsigned)ncalls);
-	exec_ok(holder, "COMMIT");
-	PQfinish(holder);
-	pthread_join(first.th, NULL);
-	for (size_t i = 0; i < ncalls; i++)
-		pthread_join(calls[i].th, NULL);
+	run_behind_a_stalled_batch(&d, &first, calls, sizeof calls / sizeof calls[0]);
 
 	cr_assert_eq(first.err, FD_OK);
 	cr_assert_eq(first.res.first_version, 2);
@@ -226,21 +235,13 @@ Test(append_batch, requests_with_their_own_event_ids_are_batched_and_a_repeat_is
 	cr_assert_eq(earlier.res.last_version, 3);
 
 	struct call first = { .pool = d.pool, .stream = "idb-0", .expected = { FD_EXPECT_EXACT, 1 }, .ids = ids[0] };
-	PGconn *holder = stall_first_batch(&d, &first);
 	struct call calls[] = {
 		{ .pool = d.pool, .stream = "idb-1", .expected = { FD_EXPECT_EXACT, 1 }, .n = 2, .ids = ids[1] },
 		{ .pool = d.pool, .stream = "idb-2", .expected = { FD_EXPECT_ANY, 0 }, .n = 2, .ids = ids[2] },
 		/* the earlier request again, at the version it was made for */
 		{ .pool = d.pool, .stream = "idb-3", .expected = { FD_EXPECT_EXACT, 1 }, .n = 2, .ids = ids[3] },
 	};
-	for (size_t i = 0; i < 3; i++)
-		call_start(&calls[i]);
-	wait_queue(d.pool, 3);
-	exec_ok(holder, "COMMIT");
-	PQfinish(holder);
-	pthread_join(first.th, NULL);
-	for (size_t i = 0; i < 3; i++)
-		pthread_join(calls[i].th, NULL);
+	run_behind_a_stalled_batch(&d, &first, calls, 3);
 
 	cr_assert_eq(first.err, FD_OK);
 	for (size_t i = 0; i < 2; i++) {
@@ -263,19 +264,11 @@ Test(append_batch, requests_with_their_own_event_ids_are_batched_and_a_repeat_is
 	struct fd_uuid more[1];
 	cr_assert_eq(fd_uuid_v7(&more[0]), FD_OK);
 	struct call first2 = { .pool = d.pool, .stream = "idb-0", .expected = { FD_EXPECT_ANY, 0 } };
-	holder = stall_first_batch(&d, &first2);
 	struct call second[] = {
 		{ .pool = d.pool, .stream = "idb-1", .expected = { FD_EXPECT_EXACT, 3 }, .ids = more },
 		{ .pool = d.pool, .stream = "idb-2", .expected = { FD_EXPECT_ANY, 0 }, .n = 2, .ids = ids[2] },
 	};
-	for (size_t i = 0; i < 2; i++)
-		call_start(&second[i]);
-	wait_queue(d.pool, 2);
-	exec_ok(holder, "COMMIT");
-	PQfinish(holder);
-	pthread_join(first2.th, NULL);
-	for (size_t i = 0; i < 2; i++)
-		pthread_join(second[i].th, NULL);
+	run_behind_a_stalled_batch(&d, &first2, second, 2);
 	cr_assert_eq(first2.err, FD_OK);
 	cr_assert_eq(second[0].err, FD_OK, "%s", fd_err_name(second[0].err));
 	cr_assert_not(second[0].res.duplicate);
@@ -303,20 +296,12 @@ Test(append_batch, a_request_the_database_refuses_fails_alone, .timeout = 120)
 		create_stream(d.pool, streams[i]);
 
 	struct call first = { .pool = d.pool, .stream = "bad-0", .expected = { FD_EXPECT_EXACT, 1 } };
-	PGconn *holder = stall_first_batch(&d, &first);
 	struct call calls[] = {
 		{ .pool = d.pool, .stream = "bad-1", .expected = { FD_EXPECT_EXACT, 1 } },
 		{ .pool = d.pool, .stream = "bad-2", .expected = { FD_EXPECT_EXACT, 1 }, .data = "{not json" },
 		{ .pool = d.pool, .stream = "bad-3", .expected = { FD_EXPECT_ANY, 0 } },
 	};
-	for (size_t i = 0; i < 3; i++)
-		call_start(&calls[i]);
-	wait_queue(d.pool, 3);
-	exec_ok(holder, "COMMIT");
-	PQfinish(holder);
-	pthread_join(first.th, NULL);
-	for (size_t i = 0; i < 3; i++)
-		pthread_join(calls[i].th, NULL);
+	run_behind_a_stalled_batch(&d, &first, calls, 3);
 
 	cr_assert_eq(first.err, FD_OK);
 	cr_assert_eq(calls[0].err, FD_OK, "%s", fd_err_name(calls[0].err));
